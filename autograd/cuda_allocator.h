@@ -1,0 +1,33 @@
+// cuda_allocator.h: the one place that takes device memory. A stream-aware caching allocator:
+// blocks are kept per (device, stream) in size-ordered free lists and reused; on out-of-memory the
+// cache is released and the allocation retried, then a clear error gives the sizes.
+// In a CPU-only build these functions throw ("built without CUDA").
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace mo {
+
+void* cuda_alloc(size_t nbytes, int device);
+void cuda_free(void* p, int device);
+
+struct CudaMemoryStats {
+  size_t allocated = 0;       // bytes handed out now
+  size_t reserved = 0;        // bytes held from the driver (allocated + cached)
+  size_t peak_allocated = 0;  // high-water mark of `allocated`
+  size_t peak_reserved = 0;
+  uint64_t num_allocs = 0, num_cache_hits = 0, num_oom_retries = 0;
+};
+CudaMemoryStats cuda_memory_stats(int device = 0);
+void cuda_reset_peak_stats(int device = 0);
+void cuda_empty_cache();  // return every cached block to the driver
+
+bool cuda_available();
+int cuda_device_count();
+
+// The compute stream of the calling thread (cudaStream_t as void*). All ops launch on it.
+void* cuda_current_stream();
+void cuda_set_current_stream(void* stream);
+void cuda_synchronize();
+
+}  // namespace mo

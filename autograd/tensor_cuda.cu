@@ -1,0 +1,174 @@
+// tensor_cuda.cu: CUDA halves of Tensor::copy_ / fill_ / add_. Copies between host and device go
+// through a contiguous staging tensor of the destination dtype; casts and strided gathers are kernels.
+#include <cuda_bf16.h>
+
+#include "autograd/cuda_check.h"
+#include "autograd/tensor_cuda.h"
+
+namespace mo {
+
+namespace {
+
+constexpr int kMaxDims = 8;
+struct StridedIndex {
+  int nd;
+  int64_t shape[kMaxDims];
+  int64_t strides[kMaxDims];
+};
+
+StridedIndex make_index(const Tensor& t) {
+  MO_CHECK(t.dim() <= kMaxDims, "CUDA copy: at most {} dims, got {}", kMaxDims, t.str());
+  StridedIndex s{};
+  s.nd = static_cast<int>(t.dim());
+  for (int i = 0; i < s.nd; ++i) {
+    s.shape[i] = t.shape()[i];
+    s.strides[i] = t.strides()[i];
+  }
+  return s;
+}
+
+__device__ inline int64_t strided_offset(const StridedIndex& s, int64_t lin) {
+  int64_t off = 0;
+  for (int d = s.nd - 1; d >= 0; --d) {
+    int64_t i = lin % s.shape[d];
+    lin /= s.shape[d];
+    off += i * s.strides[d];
+  }
+  return off;
+}
+
+template <typename T> __device__ inline float to_f(T v) { return static_cast<float>(v); }
+template <> __device__ inline float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename D, typename S> __device__ inline D cvt(S v) {
+  if constexpr (std::is_same_v<D, __nv_bfloat16>) return __float2bfloat16(to_f(v));
+  else if constexpr (std::is_same_v<S, __nv_bfloat16>) return static_cast<D>(__bfloat162float(v));
+  else return static_cast<D>(v);
+}
+
+template <typename D, typename S>
+__global__ void copy_kernel(D* dst, StridedIndex di, bool dc, const S* src, StridedIndex si, bool sc, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t so = sc ? i : strided_offset(si, i);
+    int64_t dof = dc ? i : strided_offset(di, i);
+    dst[dof] = cvt<D>(src[so]);
+  }
+}
+
+template <typename T>
+__global__ void fill_kernel(T* dst, StridedIndex di, bool dc, T v, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    dst[dc ? i : strided_offset(di, i)] = v;
+}
+
+template <typename T>
+__global__ void add_kernel(T* dst, const T* src, float alpha, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    dst[i] = cvt<T>(to_f(dst[i]) + alpha * to_f(src[i]));
+}
+__global__ void add_kernel_f64(double* dst, const double* src, double alpha, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    dst[i] += alpha * src[i];
+}
+
+int grid_for(int64_t n) { return static_cast<int>(std::min<int64_t>((n + 255) / 256, 132 * 16)); }
+
+template <typename F>
+void dispatch(DType t, F&& f) {
+  switch (t) {
+    case DType::f32: f(float{}); break;
+    case DType::f64: f(double{}); break;
+    case DType::bf16: f(__nv_bfloat16{}); break;
+    case DType::i64: f(int64_t{}); break;
+    case DType::u8: f(uint8_t{}); break;
+  }
+}
+
+void device_copy(const Tensor& dst, const Tensor& src) {
+  int64_t n = dst.numel();
+  if (dst.dtype() == src.dtype() && dst.is_contiguous() && src.is_contiguous()) {
+    CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), dst.nbytes(), cudaMemcpyDeviceToDevice, stream()));
+    return;
+  }
+  auto di = make_index(dst);
+  auto si = make_index(src);
+  dispatch(dst.dtype(), [&](auto d) {
+    dispatch(src.dtype(), [&](auto s) {
+      using D = decltype(d);
+      using S = decltype(s);
+      copy_kernel<D, S><<<grid_for(n), 256, 0, stream()>>>(static_cast<D*>(dst.raw_data()), di, dst.is_contiguous(),
+                                                           static_cast<const S*>(src.raw_data()), si,
+                                                           src.is_contiguous(), n);
+    });
+  });
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void cuda_copy(const Tensor& dst, const Tensor& src) {
+  bool dcu = dst.device().is_cuda(), scu = src.device().is_cuda();
+  if (dcu && scu) {
+    MO_CHECK(dst.device() == src.device(), "copy_: cross-device copy {} <- {} is not supported", dst.str(), src.str());
+    device_copy(dst, src);
+    return;
+  }
+  if (dcu) {  // host -> device: make a contiguous host tensor of the destination dtype first
+    Tensor h = src.to(dst.dtype()).contiguous();
+    if (dst.is_contiguous()) {
+      CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), h.raw_data(), h.nbytes(), cudaMemcpyHostToDevice, stream()));
+      CUDA_CHECK(cudaStreamSynchronize(stream()));  // h is pageable and freed on return
+    } else {
+      Tensor d = Tensor::empty(dst.shape(), dst.dtype(), dst.device());
+      CUDA_CHECK(cudaMemcpyAsync(d.raw_data(), h.raw_data(), h.nbytes(), cudaMemcpyHostToDevice, stream()));
+      CUDA_CHECK(cudaStreamSynchronize(stream()));
+      device_copy(dst, d);
+    }
+    return;
+  }
+  // device -> host
+  Tensor d = src.contiguous();
+  Tensor h = Tensor::empty(src.shape(), src.dtype(), Device::cpu());
+  CUDA_CHECK(cudaMemcpyAsync(h.raw_data(), d.raw_data(), d.nbytes(), cudaMemcpyDeviceToHost, stream()));
+  CUDA_CHECK(cudaStreamSynchronize(stream()));
+  Tensor(dst).copy_(h);
+}
+
+void cuda_fill(const Tensor& dst, double v) {
+  int64_t n = dst.numel();
+  if (v == 0.0 && dst.is_contiguous()) {
+    CUDA_CHECK(cudaMemsetAsync(dst.raw_data(), 0, dst.nbytes(), stream()));
+    return;
+  }
+  auto di = make_index(dst);
+  dispatch(dst.dtype(), [&](auto z) {
+    using T = decltype(z);
+    T val;
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) val = __float2bfloat16(static_cast<float>(v));
+    else val = static_cast<T>(v);
+    fill_kernel<T><<<grid_for(n), 256, 0, stream()>>>(static_cast<T*>(dst.raw_data()), di, dst.is_contiguous(), val, n);
+  });
+  CUDA_CHECK_LAUNCH();
+}
+
+void cuda_add_(const Tensor& dst, const Tensor& src_in, double alpha) {
+  MO_CHECK(dst.is_contiguous(), "add_: CUDA destination must be contiguous, got {}", dst.str());
+  Tensor src = src_in.dtype() == dst.dtype() ? src_in.contiguous() : src_in.to(dst.dtype()).contiguous();
+  int64_t n = dst.numel();
+  switch (dst.dtype()) {
+    case DType::f32:
+      add_kernel<float><<<grid_for(n), 256, 0, stream()>>>(dst.data<float>(), src.data<float>(), (float)alpha, n);
+      break;
+    case DType::bf16:
+      add_kernel<__nv_bfloat16><<<grid_for(n), 256, 0, stream()>>>(
+          static_cast<__nv_bfloat16*>(dst.raw_data()), static_cast<const __nv_bfloat16*>(src.raw_data()),
+          (float)alpha, n);
+      break;
+    case DType::f64:
+      add_kernel_f64<<<grid_for(n), 256, 0, stream()>>>(dst.data<double>(), src.data<double>(), alpha, n);
+      break;
+    default: MO_FAIL("add_: unsupported dtype {}", dst.str());
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace mo

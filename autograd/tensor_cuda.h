@@ -1,0 +1,10 @@
+// tensor_cuda.h: CUDA halves of the raw Tensor helpers (copy with dtype cast and any strides, fill,
+// in-place add). Defined in tensor_cuda.cu; in a CPU-only build they throw (cpu_only_stubs.cpp).
+#pragma once
+#include "autograd/tensor.h"
+
+namespace mo {
+void cuda_copy(const Tensor& dst, const Tensor& src);  // at least one side on CUDA
+void cuda_fill(const Tensor& dst, double v);
+void cuda_add_(const Tensor& dst, const Tensor& src, double alpha);
+}  // namespace mo

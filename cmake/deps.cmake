@@ -1,0 +1,52 @@
+# Finds every dependency once; a missing one stops configure with the Debian package that provides it.
+# .ci/run and scripts/install_deps.sh install all of them with apt-get.
+
+macro(mo_require found what pkg)
+  if(NOT ${found})
+    message(FATAL_ERROR "mo: ${what} not found. Install the Debian package '${pkg}' (scripts/install_deps.sh does it).")
+  endif()
+endmacro()
+
+find_package(Threads REQUIRED)
+find_package(OpenMP)
+mo_require(OpenMP_CXX_FOUND "OpenMP" "libomp-dev (or g++'s libgomp)")
+
+# OpenBLAS: CPU matrix products through cblas.h.
+find_path(OPENBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas openblas-pthread openblas-openmp)
+find_library(OPENBLAS_LIBRARY NAMES openblas PATH_SUFFIXES openblas-pthread openblas-openmp)
+set(_ob_found FALSE)
+if(OPENBLAS_INCLUDE_DIR AND OPENBLAS_LIBRARY)
+  set(_ob_found TRUE)
+endif()
+mo_require(_ob_found "OpenBLAS (cblas.h, libopenblas)" "libopenblas-dev")
+add_library(mo_openblas INTERFACE)
+target_include_directories(mo_openblas INTERFACE ${OPENBLAS_INCLUDE_DIR})
+target_link_libraries(mo_openblas INTERFACE ${OPENBLAS_LIBRARY})
+
+find_package(JPEG)
+mo_require(JPEG_FOUND "libjpeg-turbo (jpeglib.h)" "libjpeg-dev")
+
+find_package(Protobuf)
+mo_require(Protobuf_FOUND "protobuf (libprotobuf, protoc)" "libprotobuf-dev protobuf-compiler")
+
+find_package(fmt)
+mo_require(fmt_FOUND "fmt" "libfmt-dev")
+
+find_package(yaml-cpp)
+mo_require(yaml-cpp_FOUND "yaml-cpp" "libyaml-cpp-dev")
+if(TARGET yaml-cpp::yaml-cpp)
+  set(MO_YAML_TARGET yaml-cpp::yaml-cpp)
+else()
+  set(MO_YAML_TARGET yaml-cpp)
+endif()
+
+if(MO_BUILD_TESTS)
+  find_package(GTest)
+  mo_require(GTest_FOUND "GoogleTest" "libgtest-dev")
+endif()
+
+if(MO_WITH_MPI)
+  find_package(MPI COMPONENTS CXX)
+  mo_require(MPI_CXX_FOUND "MPI" "libopenmpi-dev openmpi-bin")
+  add_compile_definitions(MO_WITH_MPI=1)
+endif()

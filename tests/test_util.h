@@ -1,0 +1,2 @@
+// test_util.h: placeholder, filled below.
+#pragma once
