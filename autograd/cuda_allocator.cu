@@ -2,6 +2,7 @@
 // current stream. Freed blocks return to a free list keyed by (stream, size) and are reused by later
 // requests on the same stream without synchronisation, as in PyTorch's CUDACachingAllocator.
 #include <map>
+#include <vector>
 #include <mutex>
 #include <unordered_map>
 
