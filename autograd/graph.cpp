@@ -84,6 +84,7 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>& grads) {
       Tensor cur(impl->grad);
       cur.add_(g);
     }
+    for (auto& h : impl->post_accumulate_hooks) h(*impl);
   }
   return {};
 }

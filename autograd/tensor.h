@@ -2,6 +2,7 @@
 // metadata. A Tensor is a cheap shared handle; views share Storage (and its version counter).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +32,9 @@ struct TensorImpl {
   std::shared_ptr<TensorImpl> grad;        // accumulated gradient (leaves that require grad)
   std::shared_ptr<Node> grad_accumulator;  // lazily made AccumulateGrad node for leaves
   bool retain_grad = false;
+  // Called after backward has accumulated into `grad` (used by dist/ to launch bucket all-reduces
+  // as soon as a parameter's gradient is ready).
+  std::vector<std::function<void(TensorImpl&)>> post_accumulate_hooks;
 };
 
 class Tensor {
