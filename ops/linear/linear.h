@@ -1,0 +1,23 @@
+// linear.h: y = x · Wᵀ + b over the last dim (PyTorch nn.Linear layout, W is [out, in]) and a plain
+// 2-D matmul. CPU: OpenBLAS gemm. CUDA: cuBLASLt, bf16/f32 inputs with fp32 accumulation (linear.cu).
+#pragma once
+#include "autograd/tensor.h"
+
+namespace mo {
+
+// x (..., K), w (N, K), b (N) or undefined -> (..., N)
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
+// a (M, K), b (K, N) -> (M, N)
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+namespace cuda {
+// Row-major C[M,N] = alpha * op(A) · op(B) + beta * C (+ bias[N] broadcast over rows when given).
+// transa: A is stored [K,M] (use Aᵀ); transb: B stored [N,K]. All tensors contiguous, same dtype;
+// bias_grad: when defined, also writes column sums of ... (unused here). Implemented in linear.cu.
+void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tensor& C, float alpha, float beta,
+          const Tensor& bias);
+// out[N] = sum over rows of x[M,N] (fp32 accumulation), for bias gradients.
+void sum_rows(const Tensor& x, const Tensor& out);
+}  // namespace cuda
+
+}  // namespace mo
