@@ -1,0 +1,25 @@
+// gated_dwconv.h: the token mixer of the Gated CNN block, fused. Given z = fc1(LN(x)) of width 2h,
+// split as g = z[0:h], i = z[h : 2h−cc], c = z[2h−cc : 2h], it returns
+//   m = act(g) ⊙ concat(i, dwconv(c))      (B, H, W, h)
+// where dwconv is the depthwise k×k 'same' convolution (weight (cc, 1, k, k), bias (cc)).
+// One op instead of split + permute + conv + permute + concat + act + mul: this is where the
+// memory traffic of the model is (see ops/fused/gated_dwconv.cu).
+#pragma once
+#include "autograd/tensor.h"
+#include "ops/activation/activation.h"
+
+namespace mo {
+
+// z (B, H, W, 2h) -> m (B, H, W, h)
+Tensor gated_dwconv(const Tensor& z, const Tensor& w, const Tensor& b, int64_t h, Act act);
+
+namespace cuda {
+// conv_out (B, H, W, cc) receives dwconv(c) (kept for backward).
+void gated_dwconv_forward(const Tensor& z, const Tensor& w, const Tensor& b, int64_t h, Act act, const Tensor& m,
+                          const Tensor& conv_out);
+// dz (B, H, W, 2h) gets [dg, di, dc]; dw, db (fp32-accumulated, deterministic).
+void gated_dwconv_backward(const Tensor& dm, const Tensor& z, const Tensor& w, const Tensor& conv_out, int64_t h,
+                           Act act, const Tensor& dz, const Tensor& dw, const Tensor& db);
+}  // namespace cuda
+
+}  // namespace mo
