@@ -1,0 +1,164 @@
+// test_train_checkpoint.cpp: checkpoint files round-trip bit-exactly; truncated or corrupt files are
+// refused naming the file; the manager keeps the last K plus the best and falls back to the previous
+// checkpoint when the newest is damaged; CRC32C matches its published check values.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tools/common/checkpoint.h"
+#include "tools/common/crc32c.h"
+
+using namespace mo;
+using namespace mo::tools;
+namespace fs = std::filesystem;
+
+namespace {
+std::string fresh_dir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / name;
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+CheckpointState sample_state(int64_t step) {
+  CheckpointState s;
+  s.config_yaml = "optim:\n  lr: 0.004\n";
+  s.model_name = "mambaout_femto";
+  s.epoch = step / 10;
+  s.step = step;
+  s.step_in_epoch = step % 10;
+  std::vector<float> w(300);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = 0.01f * static_cast<float>(i) + static_cast<float>(step);
+  s.model.emplace_back("stages.0.0.fc1.weight", Tensor::from_vector(w, {10, 30}));
+  s.model.emplace_back("norm.bias", Tensor::from_vector(std::vector<float>{1.5f, -2.f}, {2}));
+  s.optimizer.emplace_back("stages.0.0.fc1.weight.exp_avg", Tensor::from_vector(w, {300}));
+  s.optimizer.emplace_back("ids", Tensor::from_vector(std::vector<int64_t>{1, 2, 3}, {3}));
+  s.optimizer_step = step;
+  s.rng.push_back({"drop_path", 42, 7, 1234});
+  s.sampler_epoch = s.epoch;
+  s.sampler_batches_done = 4 * s.step_in_epoch;
+  s.sampler_seed = 42;
+  return s;
+}
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST(TrainCheckpoint, Crc32cCheckValues) {
+  EXPECT_EQ(crc32c("123456789", 9), 0xE3069283u);
+  std::string zeros(32, '\0');
+  EXPECT_EQ(crc32c(zeros.data(), 32), 0x8A9136AAu);  // RFC 3720 B.4
+  std::string ones(32, '\xff');
+  EXPECT_EQ(crc32c(ones.data(), 32), 0x62A8AB43u);
+  // Incremental == one shot.
+  std::string s = "The quick brown fox jumps over the lazy dog";
+  EXPECT_EQ(crc32c(s.data() + 10, s.size() - 10, crc32c(s.data(), 10)), crc32c(s.data(), s.size()));
+}
+
+TEST(TrainCheckpoint, RoundTripIsExact) {
+  std::string dir = fresh_dir("mo_ckpt_rt");
+  CheckpointState s = sample_state(25);
+  s.metric = 71.25;
+  s.best_metric = 71.25;
+  s.best_epoch = 2;
+  save_checkpoint(dir + "/a.mo", s);
+  EXPECT_TRUE(is_mo_checkpoint(dir + "/a.mo"));
+  EXPECT_FALSE(fs::exists(dir + "/a.mo.tmp"));
+  CheckpointState r = load_checkpoint(dir + "/a.mo");
+  EXPECT_EQ(r.config_yaml, s.config_yaml);
+  EXPECT_EQ(r.model_name, "mambaout_femto");
+  EXPECT_EQ(r.epoch, 2);
+  EXPECT_EQ(r.step, 25);
+  EXPECT_EQ(r.step_in_epoch, 5);
+  EXPECT_EQ(r.optimizer_step, 25);
+  ASSERT_EQ(r.model.size(), 2u);
+  EXPECT_EQ(r.model[0].first, "stages.0.0.fc1.weight");
+  EXPECT_EQ(r.model[0].second.shape(), (Shape{10, 30}));
+  EXPECT_EQ(r.model[0].second.to_vector<float>(), s.model[0].second.to_vector<float>());
+  EXPECT_EQ(r.optimizer[1].second.dtype(), DType::i64);
+  EXPECT_EQ(r.optimizer[1].second.to_vector<int64_t>(), (std::vector<int64_t>{1, 2, 3}));
+  ASSERT_EQ(r.rng.size(), 1u);
+  EXPECT_EQ(r.rng[0].counter, 1234u);
+  EXPECT_EQ(r.sampler_batches_done, 20);
+  ASSERT_TRUE(r.metric.has_value());
+  EXPECT_EQ(*r.metric, 71.25);
+  EXPECT_EQ(r.best_epoch, 2);
+}
+
+TEST(TrainCheckpoint, TruncatedAndCorruptFilesAreRefusedNamingTheFile) {
+  std::string dir = fresh_dir("mo_ckpt_bad");
+  std::string p = dir + "/a.mo";
+  save_checkpoint(p, sample_state(3));
+  auto size = fs::file_size(p);
+  // Truncated by one byte.
+  fs::copy_file(p, dir + "/t.mo");
+  fs::resize_file(dir + "/t.mo", size - 1);
+  std::string msg = error_of([&] { load_checkpoint(dir + "/t.mo"); });
+  EXPECT_NE(msg.find(dir + "/t.mo"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
+  // Truncated inside the manifest.
+  fs::copy_file(p, dir + "/h.mo");
+  fs::resize_file(dir + "/h.mo", 20);
+  msg = error_of([&] { load_checkpoint(dir + "/h.mo"); });
+  EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
+  // One flipped byte in the last payload.
+  fs::copy_file(p, dir + "/c.mo");
+  {
+    std::fstream f(dir + "/c.mo", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(size - 3));
+    f.put('\x7f');
+  }
+  msg = error_of([&] { load_checkpoint(dir + "/c.mo"); });
+  EXPECT_NE(msg.find(dir + "/c.mo"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("checksum mismatch in 'ids'"), std::string::npos) << msg;
+  // Not a checkpoint at all.
+  std::ofstream(dir + "/n.mo") << "hello world, not a checkpoint";
+  msg = error_of([&] { load_checkpoint(dir + "/n.mo"); });
+  EXPECT_NE(msg.find("is not a mo checkpoint"), std::string::npos) << msg;
+  msg = error_of([&] { load_checkpoint(dir + "/missing.mo"); });
+  EXPECT_NE(msg.find("cannot open checkpoint"), std::string::npos) << msg;
+}
+
+TEST(TrainCheckpoint, ManagerKeepsLastKAndBest) {
+  std::string dir = fresh_dir("mo_ckpt_mgr");
+  CheckpointManager m(dir, 3, true);
+  for (int64_t step = 10; step <= 60; step += 10) {
+    CheckpointState s = sample_state(step);
+    s.metric = step == 20 ? 90.0 : 50.0;
+    m.save(s, step <= 20);  // best at step 20
+  }
+  std::vector<std::string> all = m.list();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_NE(all[0].find("s00000040"), std::string::npos);
+  EXPECT_NE(all[2].find("s00000060"), std::string::npos);
+  CheckpointState best = load_checkpoint(m.best_path());
+  EXPECT_EQ(best.step, 20);
+  EXPECT_EQ(*best.metric, 90.0);
+}
+
+TEST(TrainCheckpoint, ResumeFallsBackToThePreviousCheckpoint) {
+  std::string dir = fresh_dir("mo_ckpt_fb");
+  CheckpointManager m(dir, 5, false);
+  m.save(sample_state(10), false);
+  std::string newest = m.save(sample_state(20), false);
+  fs::resize_file(newest, fs::file_size(newest) / 2);  // a crash mid-copy, say
+  std::vector<std::string> warnings;
+  std::string used;
+  auto s = m.load_latest(warnings, &used);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->step, 10);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find(newest), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find("truncated"), std::string::npos) << warnings[0];
+  // With every file damaged there is nothing to resume from.
+  fs::resize_file(used, 10);
+  warnings.clear();
+  EXPECT_FALSE(m.load_latest(warnings).has_value());
+  EXPECT_EQ(warnings.size(), 2u);
+}

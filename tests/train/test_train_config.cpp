@@ -1,0 +1,134 @@
+// test_train_config.cpp: recipe loading — unknown/misspelt keys name the key, file:line and the nearest
+// key; type errors; --set overrides; the dump reads back to the same values; the shipped recipes load.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "autograd/check.h"
+#include "tools/common/train_config.h"
+
+using namespace mo::tools;
+
+namespace {
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const mo::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+std::string write_tmp(const std::string& name, const std::string& text) {
+  std::string p = (std::filesystem::temp_directory_path() / name).string();
+  std::ofstream(p) << text;
+  return p;
+}
+}  // namespace
+
+TEST(TrainConfig, DefaultsAreTheOfficialRecipe) {
+  TrainConfig c;
+  EXPECT_EQ(c.optim.lr, 4e-3);
+  EXPECT_EQ(c.optim.weight_decay, 0.05);
+  EXPECT_EQ(c.optim.betas, (std::vector<double>{0.9, 0.999}));
+  EXPECT_EQ(c.optim.eps, 1e-8);
+  EXPECT_EQ(c.train.global_batch, 4096);
+  EXPECT_EQ(c.sched.epochs + c.sched.cooldown_epochs, 310);
+  EXPECT_EQ(c.data.smoothing, 0.1);
+  EXPECT_NO_THROW(c.validate());
+}
+
+TEST(TrainConfig, MisspeltKeyNamesLineAndSuggestion) {
+  std::string p = write_tmp("mo_cfg_typo.yaml", "model:\n  name: mambaout_femto\noptim:\n  lr: 1e-3\n  wieght_decay: 0.1\n");
+  std::string msg = error_of([&] { load_train_config(p, {}); });
+  EXPECT_NE(msg.find(p + ":5"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("unknown key 'optim.wieght_decay'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("did you mean 'optim.weight_decay'"), std::string::npos) << msg;
+}
+
+TEST(TrainConfig, KeyInWrongSectionSuggestsTheRightOne) {
+  std::string msg = error_of([] {
+    TrainConfig c;
+    make_schema(c).load_string("train:\n  lr: 0.1\n", "x.yaml");
+  });
+  EXPECT_NE(msg.find("x.yaml:2: unknown key 'train.lr'; did you mean 'optim.lr'?"), std::string::npos) << msg;
+}
+
+TEST(TrainConfig, UnknownSectionAndFarKeyHaveNoSuggestion) {
+  std::string msg = error_of([] {
+    TrainConfig c;
+    make_schema(c).load_string("model:\n  name: x\nzzzzzzzz: 3\n", "y.yaml");
+  });
+  EXPECT_NE(msg.find("y.yaml:3: unknown key 'zzzzzzzz'"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("did you mean"), std::string::npos) << msg;
+}
+
+TEST(TrainConfig, TypeErrorsNameKeyAndLine) {
+  TrainConfig c;
+  ConfigSchema s = make_schema(c);
+  std::string msg = error_of([&] { s.load_string("optim:\n  lr: fast\n", "z.yaml"); });
+  EXPECT_NE(msg.find("z.yaml:2: key 'optim.lr': expected a number, got 'fast'"), std::string::npos) << msg;
+  msg = error_of([&] { s.load_string("train:\n  batch_size: 12.5\n", "z.yaml"); });
+  EXPECT_NE(msg.find("expected an integer"), std::string::npos) << msg;
+  msg = error_of([&] { s.load_string("optim:\n  betas: 0.9\n", "z.yaml"); });
+  EXPECT_NE(msg.find("expected a list"), std::string::npos) << msg;
+  msg = error_of([&] { s.load_string("optim: 3\n", "z.yaml"); });
+  EXPECT_NE(msg.find("'optim' is a section"), std::string::npos) << msg;
+  msg = error_of([&] { s.load_string("optim:\n  lr: [1\n", "z.yaml"); });
+  EXPECT_NE(msg.find("YAML syntax error"), std::string::npos) << msg;
+}
+
+TEST(TrainConfig, SetOverridesAndChecks) {
+  TrainConfig c = load_train_config("", {"optim.lr=0.5", "optim.betas=[0.8, 0.99]", "model.name=mambaout_kobe",
+                                         "sched.per_step=true", "train.output=/tmp/a b"});
+  EXPECT_EQ(c.optim.lr, 0.5);
+  EXPECT_EQ(c.optim.betas, (std::vector<double>{0.8, 0.99}));
+  EXPECT_EQ(c.model.name, "mambaout_kobe");
+  EXPECT_TRUE(c.sched.per_step);
+  EXPECT_EQ(c.train.output, "/tmp/a b");
+  std::string msg = error_of([] { load_train_config("", {"optim.lrr=1"}); });
+  EXPECT_NE(msg.find("unknown key 'optim.lrr'; did you mean 'optim.lr'?"), std::string::npos) << msg;
+  msg = error_of([] { load_train_config("", {"optim.lr"}); });
+  EXPECT_NE(msg.find("expected key=value"), std::string::npos) << msg;
+  msg = error_of([] { load_train_config("", {"train.precision=fp16"}); });
+  EXPECT_NE(msg.find("'train.precision': 'fp16' is not one of bf16, fp32"), std::string::npos) << msg;
+}
+
+TEST(TrainConfig, DumpReadsBackToTheSameValues) {
+  TrainConfig a = load_train_config("", {"optim.lr=0.00123", "train.output=out dir/x", "model.init=",
+                                         "data.auto_augment=", "sched.warmup_epochs=5"});
+  std::string text = dump_train_config(a, true);
+  TrainConfig b;
+  make_schema(b).load_string(text, "dump");
+  EXPECT_EQ(dump_train_config(b), dump_train_config(a));
+  EXPECT_EQ(b.optim.lr, 0.00123);
+  EXPECT_EQ(b.train.output, "out dir/x");
+  EXPECT_EQ(b.sched.warmup_epochs, 5.0);
+  EXPECT_EQ(b.data.ratio[1], 4.0 / 3.0);  // doubles print round-trip exact
+}
+
+TEST(TrainConfig, ShippedRecipesLoad) {
+  const std::string dir = std::string(MO_SOURCE_DIR) + "/recipes/";
+  struct R {
+    const char* file;
+    const char* model;
+    double dp;
+  };
+  for (R r : {R{"femto.yaml", "mambaout_femto", 0.025}, R{"kobe.yaml", "mambaout_kobe", 0.025},
+              R{"tiny.yaml", "mambaout_tiny", 0.2}, R{"small.yaml", "mambaout_small", 0.4},
+              R{"base.yaml", "mambaout_base", 0.6}}) {
+    SCOPED_TRACE(r.file);
+    TrainConfig c = load_train_config(dir + r.file, {});
+    EXPECT_EQ(c.model.name, r.model);
+    EXPECT_EQ(c.model.drop_path_rate, r.dp);
+    // Everything but model and data paths equals the official defaults.
+    TrainConfig d;
+    d.model = c.model;
+    d.data.train_dir = c.data.train_dir;
+    d.data.val_dir = c.data.val_dir;
+    d.train.output = c.train.output;
+    EXPECT_EQ(dump_train_config(c), dump_train_config(d));
+  }
+  TrainConfig f = load_train_config(dir + "fashion_mnist.yaml", {});
+  EXPECT_EQ(f.model.num_classes, 10);
+}

@@ -1,0 +1,307 @@
+// checkpoint.cpp: atomic writing and verified reading of mo checkpoint files; the run-directory manager.
+#include "tools/common/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <regex>
+
+#include "tools/common/checkpoint.pb.h"
+#include "tools/common/crc32c.h"
+
+namespace fs = std::filesystem;
+
+namespace mo::tools {
+namespace {
+
+constexpr char kMagic[8] = {'M', 'O', 'C', 'K', 'P', 'T', '0', '1'};
+constexpr int kFormatVersion = 1;
+constexpr uint64_t kHeaderBytes = 8 + 8;  // magic + manifest size
+
+DType dtype_from_name(const std::string& n, const std::string& file) {
+  for (DType t : {DType::f32, DType::bf16, DType::f64, DType::i64, DType::u8})
+    if (n == dtype_name(t)) return t;
+  MO_FAIL("checkpoint '{}': unknown dtype '{}'", file, n);
+}
+
+// A POSIX file descriptor that writes everything or throws naming the path.
+struct OutFile {
+  int fd = -1;
+  std::string path;
+  explicit OutFile(const std::string& p) : path(p) {
+    fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    MO_CHECK(fd >= 0, "cannot create '{}': {}", p, std::strerror(errno));
+  }
+  ~OutFile() {
+    if (fd >= 0) ::close(fd);
+  }
+  void write(const void* data, size_t n) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      ssize_t w = ::write(fd, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      MO_CHECK(w > 0, "write to '{}' failed: {}", path, std::strerror(errno));
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+  }
+  void sync_and_close() {
+    MO_CHECK(::fsync(fd) == 0, "fsync of '{}' failed: {}", path, std::strerror(errno));
+    MO_CHECK(::close(fd) == 0, "close of '{}' failed: {}", path, std::strerror(errno));
+    fd = -1;
+  }
+};
+
+void fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  MO_CHECK(fd >= 0, "cannot open directory '{}': {}", dir, std::strerror(errno));
+  int rc = ::fsync(fd);
+  ::close(fd);
+  MO_CHECK(rc == 0, "fsync of directory '{}' failed: {}", dir, std::strerror(errno));
+}
+
+std::string parent_dir(const std::string& path) {
+  fs::path p = fs::path(path).parent_path();
+  return p.empty() ? "." : p.string();
+}
+
+void add_entries(google::protobuf::RepeatedPtrField<ckpt::TensorEntry>* out,
+                 const std::vector<std::pair<std::string, Tensor>>& ts, std::vector<Tensor>& cpu, uint64_t& offset) {
+  for (auto& [name, t] : ts) {
+    Tensor c = t.detach().cpu().contiguous();
+    ckpt::TensorEntry* e = out->Add();
+    e->set_name(name);
+    e->set_dtype(dtype_name(c.dtype()));
+    for (int64_t d : c.shape()) e->add_shape(d);
+    e->set_offset(offset);
+    e->set_nbytes(c.nbytes());
+    e->set_crc32c(crc32c(c.raw_data(), c.nbytes()));
+    offset += c.nbytes();
+    cpu.push_back(c);
+  }
+}
+
+struct Reader {
+  std::FILE* f = nullptr;
+  std::string path;
+  explicit Reader(const std::string& p) : path(p) {
+    f = std::fopen(p.c_str(), "rb");
+    MO_CHECK(f != nullptr, "cannot open checkpoint '{}': {}", p, std::strerror(errno));
+  }
+  ~Reader() {
+    if (f) std::fclose(f);
+  }
+  void read(void* dst, size_t n, const char* what) {
+    MO_CHECK(n == 0 || std::fread(dst, n, 1, f) == 1, "checkpoint '{}' is truncated (reading {})", path, what);
+  }
+};
+
+ckpt::Manifest read_manifest(Reader& r, uint64_t& payload_start) {
+  char magic[8];
+  r.read(magic, 8, "the header");
+  MO_CHECK(std::memcmp(magic, kMagic, 8) == 0, "'{}' is not a mo checkpoint (bad magic)", r.path);
+  uint64_t size = 0;
+  r.read(&size, 8, "the header");
+  MO_CHECK(size < (1ull << 31), "checkpoint '{}' is corrupt (manifest size {})", r.path, size);
+  std::string buf(size, '\0');
+  r.read(buf.data(), size, "the manifest");
+  uint32_t crc = 0;
+  r.read(&crc, 4, "the manifest checksum");
+  MO_CHECK(crc == crc32c(buf.data(), buf.size()), "checkpoint '{}' is corrupt (manifest checksum mismatch)", r.path);
+  ckpt::Manifest m;
+  MO_CHECK(m.ParseFromString(buf), "checkpoint '{}' is corrupt (manifest does not parse)", r.path);
+  MO_CHECK(m.format_version() == kFormatVersion, "checkpoint '{}' has format version {}, this build reads {}", r.path,
+           m.format_version(), kFormatVersion);
+  payload_start = kHeaderBytes + size + 4;
+  std::error_code ec;
+  uint64_t file_size = fs::file_size(r.path, ec);
+  MO_CHECK(!ec && file_size == payload_start + m.payload_bytes(),
+           "checkpoint '{}' is truncated: {} bytes, the manifest describes {}", r.path, ec ? 0 : file_size,
+           payload_start + m.payload_bytes());
+  return m;
+}
+
+CheckpointState state_from_manifest(const ckpt::Manifest& m) {
+  CheckpointState s;
+  s.config_yaml = m.config_yaml();
+  s.model_name = m.model_name();
+  s.epoch = m.epoch();
+  s.step = m.step();
+  s.step_in_epoch = m.step_in_epoch();
+  s.optimizer_step = m.optimizer_step();
+  for (auto& r : m.rng()) s.rng.push_back({r.name(), r.seed(), r.stream(), r.counter()});
+  s.sampler_epoch = m.sampler().epoch();
+  s.sampler_batches_done = m.sampler().batches_done();
+  s.sampler_seed = m.sampler().seed();
+  s.world_size = m.sampler().world_size();
+  if (m.has_metric()) s.metric = m.metric();
+  s.best_metric = m.best_metric();
+  s.best_epoch = m.best_epoch();
+  return s;
+}
+
+std::vector<std::pair<std::string, Tensor>> read_tensors(
+    Reader& r, uint64_t payload_start, const google::protobuf::RepeatedPtrField<ckpt::TensorEntry>& entries) {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const auto& e : entries) {
+    DType dt = dtype_from_name(e.dtype(), r.path);
+    Shape shape(e.shape().begin(), e.shape().end());
+    Tensor t = Tensor::empty(shape, dt);
+    MO_CHECK(t.nbytes() == e.nbytes(), "checkpoint '{}' is corrupt: tensor '{}' {} has {} bytes", r.path, e.name(),
+             shape_str(shape), e.nbytes());
+    MO_CHECK(std::fseek(r.f, static_cast<long>(payload_start + e.offset()), SEEK_SET) == 0,
+             "checkpoint '{}': seek failed", r.path);
+    r.read(t.raw_data(), e.nbytes(), e.name().c_str());
+    MO_CHECK(crc32c(t.raw_data(), e.nbytes()) == e.crc32c(), "checkpoint '{}' is corrupt: checksum mismatch in '{}'",
+             r.path, e.name());
+    out.emplace_back(e.name(), t);
+  }
+  return out;
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const CheckpointState& s) {
+  ckpt::Manifest m;
+  m.set_format_version(kFormatVersion);
+  m.set_config_yaml(s.config_yaml);
+  m.set_model_name(s.model_name);
+  m.set_epoch(s.epoch);
+  m.set_step(s.step);
+  m.set_step_in_epoch(s.step_in_epoch);
+  m.set_optimizer_step(s.optimizer_step);
+  std::vector<Tensor> cpu;
+  uint64_t offset = 0;
+  add_entries(m.mutable_model(), s.model, cpu, offset);
+  add_entries(m.mutable_optimizer(), s.optimizer, cpu, offset);
+  m.set_payload_bytes(offset);
+  for (auto& r : s.rng) {
+    ckpt::RngState* o = m.add_rng();
+    o->set_name(r.name);
+    o->set_seed(r.seed);
+    o->set_stream(r.stream);
+    o->set_counter(r.counter);
+  }
+  m.mutable_sampler()->set_epoch(s.sampler_epoch);
+  m.mutable_sampler()->set_batches_done(s.sampler_batches_done);
+  m.mutable_sampler()->set_seed(s.sampler_seed);
+  m.mutable_sampler()->set_world_size(s.world_size);
+  m.set_has_metric(s.metric.has_value());
+  m.set_metric(s.metric.value_or(0.0));
+  m.set_best_metric(s.best_metric);
+  m.set_best_epoch(s.best_epoch);
+  m.set_wall_time(std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+
+  std::string manifest = m.SerializeAsString();
+  uint64_t size = manifest.size();
+  uint32_t crc = crc32c(manifest.data(), manifest.size());
+  const std::string tmp = fmt::format("{}.tmp.{}", path, getpid());
+  try {
+    OutFile out(tmp);
+    out.write(kMagic, 8);
+    out.write(&size, 8);
+    out.write(manifest.data(), manifest.size());
+    out.write(&crc, 4);
+    for (const Tensor& t : cpu) out.write(t.raw_data(), t.nbytes());
+    out.sync_and_close();
+    MO_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename '{}' to '{}': {}", tmp, path,
+             std::strerror(errno));
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
+  }
+  fsync_dir(parent_dir(path));
+}
+
+CheckpointState load_checkpoint(const std::string& path) {
+  Reader r(path);
+  uint64_t start = 0;
+  ckpt::Manifest m = read_manifest(r, start);
+  CheckpointState s = state_from_manifest(m);
+  s.model = read_tensors(r, start, m.model());
+  s.optimizer = read_tensors(r, start, m.optimizer());
+  return s;
+}
+
+CheckpointState read_checkpoint_header(const std::string& path) {
+  Reader r(path);
+  uint64_t start = 0;
+  return state_from_manifest(read_manifest(r, start));
+}
+
+bool is_mo_checkpoint(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  char magic[8] = {};
+  bool ok = std::fread(magic, 8, 1, f) == 1 && std::memcmp(magic, kMagic, 8) == 0;
+  std::fclose(f);
+  return ok;
+}
+
+// --- CheckpointManager -------------------------------------------------------------------------------
+
+CheckpointManager::CheckpointManager(std::string dir, int64_t keep_last, bool keep_best)
+    : dir_(std::move(dir)), keep_last_(keep_last), keep_best_(keep_best) {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  MO_CHECK(!ec, "cannot create checkpoint directory '{}': {}", dir_, ec.message());
+}
+
+std::vector<std::string> CheckpointManager::list() const {
+  static const std::regex re(R"(ckpt-e(\d+)-s(\d+)\.mo)");
+  std::vector<std::tuple<int64_t, int64_t, std::string>> found;
+  for (auto& de : fs::directory_iterator(dir_)) {
+    std::smatch mt;
+    std::string name = de.path().filename().string();
+    if (std::regex_match(name, mt, re))
+      found.emplace_back(std::stoll(mt[2].str()), std::stoll(mt[1].str()), de.path().string());
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> out;
+  for (auto& f : found) out.push_back(std::get<2>(f));
+  return out;
+}
+
+std::string CheckpointManager::save(const CheckpointState& s, bool is_best) {
+  const std::string path = fmt::format("{}/ckpt-e{:04d}-s{:08d}.mo", dir_, s.epoch, s.step);
+  save_checkpoint(path, s);
+  if (is_best && keep_best_) {
+    const std::string tmp = best_path() + ".tmp";
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    fs::create_hard_link(path, tmp, ec);
+    if (ec) fs::copy_file(path, tmp, ec);  // file systems without hard links
+    MO_CHECK(!ec, "cannot write '{}': {}", tmp, ec.message());
+    MO_CHECK(std::rename(tmp.c_str(), best_path().c_str()) == 0, "cannot rename '{}' to '{}': {}", tmp, best_path(),
+             std::strerror(errno));
+    fsync_dir(dir_);
+  }
+  std::vector<std::string> all = list();
+  for (size_t i = 0; i + static_cast<size_t>(keep_last_) < all.size(); ++i) {
+    std::error_code ec;
+    fs::remove(all[i], ec);  // best.mo is a separate link, so the best survives pruning
+  }
+  return path;
+}
+
+std::optional<CheckpointState> CheckpointManager::load_latest(std::vector<std::string>& warnings,
+                                                              std::string* path) const {
+  std::vector<std::string> all = list();
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    try {
+      CheckpointState s = load_checkpoint(*it);
+      if (path) *path = *it;
+      return s;
+    } catch (const Error& e) {
+      warnings.push_back(fmt::format("{}; trying the previous checkpoint", e.what()));
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace mo::tools

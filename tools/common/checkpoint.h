@@ -1,0 +1,68 @@
+// checkpoint.h: our checkpoint files (manifest in checkpoint.proto + tensor payloads with CRC32C) and
+// the manager that keeps the last K and the best of them in a run directory.
+// Writing is atomic: a temporary file in the same directory, fsync, rename, fsync of the directory; a
+// crash leaves either the old set of files or the new one. Reading verifies the magic, the manifest CRC,
+// the file size and every payload CRC, and names the file in any error.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "autograd/tensor.h"
+
+namespace mo::tools {
+
+struct RngSnapshot {
+  std::string name;
+  uint64_t seed = 0, stream = 0, counter = 0;
+};
+
+struct CheckpointState {
+  std::string config_yaml, model_name;
+  int64_t epoch = 0, step = 0, step_in_epoch = 0;
+  std::vector<std::pair<std::string, Tensor>> model;      // any device; loaded back on the CPU
+  std::vector<std::pair<std::string, Tensor>> optimizer;
+  int64_t optimizer_step = 0;
+  std::vector<RngSnapshot> rng;
+  int64_t sampler_epoch = 0, sampler_batches_done = 0;
+  uint64_t sampler_seed = 0;
+  int32_t world_size = 1;
+  std::optional<double> metric;
+  double best_metric = -1.0;
+  int64_t best_epoch = -1;
+};
+
+// Write `s` to `path` atomically. Throws naming the path on any I/O failure.
+void save_checkpoint(const std::string& path, const CheckpointState& s);
+// Read and verify a checkpoint; tensors come back on the CPU. Throws naming the file when it is not a
+// mo checkpoint, is truncated, or a checksum does not match.
+CheckpointState load_checkpoint(const std::string& path);
+// Only the manifest fields (no tensors read, payload CRCs not checked): for listing.
+CheckpointState read_checkpoint_header(const std::string& path);
+bool is_mo_checkpoint(const std::string& path);  // starts with the magic
+
+// A run directory's checkpoints: ckpt-e<epoch>-s<step>.mo, plus best.mo (a hard link or copy).
+class CheckpointManager {
+ public:
+  CheckpointManager(std::string dir, int64_t keep_last, bool keep_best);
+
+  // Save; when `is_best` (and keep_best) also make best.mo this checkpoint; then delete all but the
+  // newest keep_last. Returns the path written.
+  std::string save(const CheckpointState& s, bool is_best);
+  // Checkpoint paths, oldest first (by step, then epoch).
+  std::vector<std::string> list() const;
+  // Load the newest checkpoint that verifies; each one refused is reported in `warnings` (the caller
+  // prints them) and the previous one is tried. nullopt when there is none.
+  std::optional<CheckpointState> load_latest(std::vector<std::string>& warnings, std::string* path = nullptr) const;
+  const std::string& dir() const { return dir_; }
+  std::string best_path() const { return dir_ + "/best.mo"; }
+
+ private:
+  std::string dir_;
+  int64_t keep_last_;
+  bool keep_best_;
+};
+
+}  // namespace mo::tools

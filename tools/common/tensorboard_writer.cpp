@@ -1,0 +1,109 @@
+// tensorboard_writer.cpp: TFRecord framing with masked CRC32C around tb_event.proto Events.
+#include "tools/common/tensorboard_writer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+
+#include "autograd/check.h"
+#include "tools/common/crc32c.h"
+#include "tools/common/tb_event.pb.h"
+
+namespace mo::tools {
+namespace {
+
+double now_seconds() {
+  using namespace std::chrono;
+  return duration_cast<duration<double>>(system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+TensorBoardWriter::TensorBoardWriter(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  MO_CHECK(!ec, "TensorBoard: cannot create directory '{}': {}", dir, ec.message());
+  char host[256] = "localhost";
+  if (gethostname(host, sizeof(host) - 1) != 0) std::strcpy(host, "localhost");
+  double t = now_seconds();
+  path_ = fmt::format("{}/events.out.tfevents.{}.{}.{}", dir, static_cast<int64_t>(t), host, getpid());
+  f_ = std::fopen(path_.c_str(), "wb");
+  MO_CHECK(f_ != nullptr, "TensorBoard: cannot create '{}': {}", path_, std::strerror(errno));
+  tb::Event ev;
+  ev.set_wall_time(t);
+  ev.set_file_version("brain.Event:2");
+  write_record(ev.SerializeAsString());
+  flush();
+}
+
+TensorBoardWriter::~TensorBoardWriter() {
+  if (f_) std::fclose(f_);
+}
+
+void TensorBoardWriter::write_record(const std::string& data) {
+  uint64_t len = data.size();
+  uint32_t len_crc = masked_crc32c(&len, sizeof(len));
+  uint32_t data_crc = masked_crc32c(data.data(), data.size());
+  bool ok = std::fwrite(&len, sizeof(len), 1, f_) == 1 && std::fwrite(&len_crc, sizeof(len_crc), 1, f_) == 1 &&
+            (data.empty() || std::fwrite(data.data(), data.size(), 1, f_) == 1) &&
+            std::fwrite(&data_crc, sizeof(data_crc), 1, f_) == 1;
+  MO_CHECK(ok, "TensorBoard: write to '{}' failed: {}", path_, std::strerror(errno));
+}
+
+void TensorBoardWriter::add_scalar(const std::string& tag, double value, int64_t step) {
+  tb::Event ev;
+  ev.set_wall_time(now_seconds());
+  ev.set_step(step);
+  tb::SummaryValue* v = ev.mutable_summary()->add_value();
+  v->set_tag(tag);
+  v->set_simple_value(static_cast<float>(value));
+  write_record(ev.SerializeAsString());
+}
+
+void TensorBoardWriter::flush() {
+  MO_CHECK(std::fflush(f_) == 0, "TensorBoard: flush of '{}' failed: {}", path_, std::strerror(errno));
+}
+
+std::vector<std::string> read_tfrecords(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  MO_CHECK(f != nullptr, "cannot open '{}': {}", path, std::strerror(errno));
+  std::vector<std::string> out;
+  long offset = 0;
+  for (;;) {
+    uint64_t len;
+    uint32_t len_crc, data_crc;
+    size_t got = std::fread(&len, 1, sizeof(len), f);
+    if (got == 0) break;
+    bool ok = got == sizeof(len) && std::fread(&len_crc, sizeof(len_crc), 1, f) == 1 &&
+              len_crc == masked_crc32c(&len, sizeof(len)) && len < (1ull << 31);
+    std::string data;
+    if (ok) {
+      data.resize(len);
+      ok = (len == 0 || std::fread(data.data(), len, 1, f) == 1) && std::fread(&data_crc, sizeof(data_crc), 1, f) == 1 &&
+           data_crc == masked_crc32c(data.data(), data.size());
+    }
+    if (!ok) {
+      std::fclose(f);
+      MO_FAIL("'{}': truncated or corrupt TFRecord at byte {}", path, offset);
+    }
+    out.push_back(std::move(data));
+    offset += static_cast<long>(sizeof(len) + 8 + len);
+  }
+  std::fclose(f);
+  return out;
+}
+
+std::vector<ScalarEvent> read_scalar_events(const std::string& path) {
+  std::vector<ScalarEvent> out;
+  for (const std::string& rec : read_tfrecords(path)) {
+    tb::Event ev;
+    MO_CHECK(ev.ParseFromString(rec), "'{}': a record is not an Event", path);
+    if (!ev.has_summary()) continue;
+    for (const auto& v : ev.summary().value()) out.push_back({v.tag(), ev.step(), v.simple_value()});
+  }
+  return out;
+}
+
+}  // namespace mo::tools

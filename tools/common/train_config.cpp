@@ -1,0 +1,145 @@
+// train_config.cpp: the key table of TrainConfig and the checks across keys.
+#include "tools/common/train_config.h"
+
+#include <algorithm>
+
+#include "autograd/check.h"
+
+namespace mo::tools {
+
+ConfigSchema make_schema(TrainConfig& c) {
+  ConfigSchema s;
+  s.add("model.name", &c.model.name, "mambaout_femto | _kobe | _tiny | _small | _base");
+  s.add("model.drop_path_rate", &c.model.drop_path_rate, "stochastic depth, linear over the blocks");
+  s.add("model.num_classes", &c.model.num_classes, "classifier outputs");
+  s.add("model.init", &c.model.init, "weights to start from (ours, .pth or .safetensors)");
+
+  s.add("data.train_dir", &c.data.train_dir, "ImageFolder root for training");
+  s.add("data.val_dir", &c.data.val_dir, "ImageFolder root for evaluation");
+  s.add("data.img_size", &c.data.img_size, "training and eval resolution");
+  s.add("data.crop_pct", &c.data.crop_pct, "eval: resize shorter side to img_size / crop_pct");
+  s.add("data.interpolation", &c.data.interpolation, "eval resize: bicubic | bilinear");
+  s.add("data.train_interpolation", &c.data.train_interpolation, "random | bicubic | bilinear");
+  s.add("data.scale", &c.data.scale, "RandomResizedCrop area range");
+  s.add("data.ratio", &c.data.ratio, "RandomResizedCrop aspect range");
+  s.add("data.hflip", &c.data.hflip, "horizontal flip probability");
+  s.add("data.auto_augment", &c.data.auto_augment, "RandAugment policy ('' = off)");
+  s.add("data.reprob", &c.data.reprob, "random erasing probability");
+  s.add("data.remode", &c.data.remode, "random erasing fill: pixel | const | rand");
+  s.add("data.recount", &c.data.recount, "random erasing boxes");
+  s.add("data.mixup", &c.data.mixup, "mixup alpha (0 = off)");
+  s.add("data.cutmix", &c.data.cutmix, "cutmix alpha (0 = off)");
+  s.add("data.mixup_prob", &c.data.mixup_prob, "probability of mixing a batch");
+  s.add("data.mixup_switch_prob", &c.data.mixup_switch_prob, "probability of cutmix instead of mixup");
+  s.add("data.mixup_mode", &c.data.mixup_mode, "batch | pair | elem");
+  s.add("data.smoothing", &c.data.smoothing, "label smoothing");
+  s.add("data.mean", &c.data.mean, "normalization mean (0..1 scale)");
+  s.add("data.std", &c.data.std, "normalization std (0..1 scale)");
+  s.add("data.workers", &c.data.workers, "decoding threads");
+
+  s.add("optim.name", &c.optim.name, "adamw");
+  s.add("optim.lr", &c.optim.lr, "peak learning rate");
+  s.add("optim.betas", &c.optim.betas, "AdamW betas");
+  s.add("optim.eps", &c.optim.eps, "AdamW epsilon");
+  s.add("optim.weight_decay", &c.optim.weight_decay, "decoupled; not on biases and norm weights");
+  s.add("optim.clip_grad", &c.optim.clip_grad, "global gradient-norm clip (0 = off)");
+
+  s.add("sched.epochs", &c.sched.epochs, "cosine length in epochs");
+  s.add("sched.cooldown_epochs", &c.sched.cooldown_epochs, "epochs at min_lr after the cosine");
+  s.add("sched.warmup_epochs", &c.sched.warmup_epochs, "linear warmup from warmup_lr");
+  s.add("sched.warmup_lr", &c.sched.warmup_lr, "learning rate at t = 0");
+  s.add("sched.min_lr", &c.sched.min_lr, "cosine floor and cooldown rate");
+  s.add("sched.per_step", &c.sched.per_step, "update every optimizer step (false: per epoch, as the reference)");
+
+  s.add("train.global_batch", &c.train.global_batch, "images per optimizer step, all ranks");
+  s.add("train.batch_size", &c.train.batch_size, "images per micro-batch per GPU");
+  s.add("train.precision", &c.train.precision, "bf16 | fp32 (the CPU always runs fp32)");
+  s.add("train.device", &c.train.device, "auto | cpu | cuda");
+  s.add("train.seed", &c.train.seed, "seed of every random draw");
+  s.add("train.steps_per_epoch", &c.train.steps_per_epoch, "0: batches / accumulation");
+  s.add("train.max_steps", &c.train.max_steps, "stop after this many optimizer steps (0: full schedule)");
+  s.add("train.eval_every", &c.train.eval_every, "epochs between evaluations (0: never)");
+  s.add("train.eval_batch_size", &c.train.eval_batch_size, "0: 2 x batch_size");
+  s.add("train.output", &c.train.output, "directory for checkpoints and logs");
+  s.add("train.resume", &c.train.resume, "'' | auto | path of a checkpoint");
+
+  s.add("ckpt.keep_last", &c.ckpt.keep_last, "checkpoints kept (besides the best)");
+  s.add("ckpt.keep_best", &c.ckpt.keep_best, "keep the checkpoint with the best eval top-1");
+  s.add("ckpt.every_steps", &c.ckpt.every_steps, "also save every N optimizer steps (0: per epoch)");
+
+  s.add("log.every_steps", &c.log.every_steps, "steps between log lines and scalars");
+  s.add("log.tensorboard", &c.log.tensorboard, "write TensorBoard event files to output/tb");
+  s.add("log.progress", &c.log.progress, "auto | bar | lines");
+  return s;
+}
+
+LrSchedule TrainConfig::lr_schedule() const {
+  LrSchedule s;
+  s.lr = optim.lr;
+  s.warmup_lr = sched.warmup_lr;
+  s.min_lr = sched.min_lr;
+  s.warmup_epochs = sched.warmup_epochs;
+  s.epochs = sched.epochs;
+  s.cooldown_epochs = sched.cooldown_epochs;
+  s.per_step = sched.per_step;
+  return s;
+}
+
+namespace {
+void check_choice(const std::string& key, const std::string& v, std::initializer_list<const char*> choices) {
+  for (const char* c : choices)
+    if (v == c) return;
+  std::string list;
+  for (const char* c : choices) list += (list.empty() ? "" : ", ") + std::string(c);
+  MO_FAIL("config key '{}': '{}' is not one of {}", key, v, list);
+}
+}  // namespace
+
+void TrainConfig::validate() const {
+  MO_CHECK(model.drop_path_rate >= 0 && model.drop_path_rate < 1, "config key 'model.drop_path_rate': {} not in [0, 1)",
+           model.drop_path_rate);
+  MO_CHECK(model.num_classes > 0, "config key 'model.num_classes' must be positive, got {}", model.num_classes);
+  MO_CHECK(data.img_size >= 32, "config key 'data.img_size' must be >= 32, got {}", data.img_size);
+  MO_CHECK(data.crop_pct > 0 && data.crop_pct <= 1, "config key 'data.crop_pct': {} not in (0, 1]", data.crop_pct);
+  MO_CHECK(data.scale.size() == 2 && data.scale[0] > 0 && data.scale[0] <= data.scale[1],
+           "config key 'data.scale' must be [lo, hi] with 0 < lo <= hi");
+  MO_CHECK(data.ratio.size() == 2 && data.ratio[0] > 0 && data.ratio[0] <= data.ratio[1],
+           "config key 'data.ratio' must be [lo, hi] with 0 < lo <= hi");
+  MO_CHECK(data.mean.size() == 3 && data.std.size() == 3, "config keys 'data.mean' and 'data.std' need 3 values");
+  MO_CHECK(data.smoothing >= 0 && data.smoothing < 1, "config key 'data.smoothing': {} not in [0, 1)", data.smoothing);
+  check_choice("data.interpolation", data.interpolation, {"bicubic", "bilinear"});
+  check_choice("data.train_interpolation", data.train_interpolation, {"random", "bicubic", "bilinear"});
+  check_choice("data.mixup_mode", data.mixup_mode, {"batch", "pair", "elem"});
+  check_choice("data.remode", data.remode, {"pixel", "const", "rand"});
+  check_choice("optim.name", optim.name, {"adamw"});
+  MO_CHECK(optim.lr > 0, "config key 'optim.lr' must be positive, got {}", optim.lr);
+  MO_CHECK(optim.betas.size() == 2, "config key 'optim.betas' needs 2 values, got {}", optim.betas.size());
+  MO_CHECK(optim.weight_decay >= 0, "config key 'optim.weight_decay' must be >= 0");
+  MO_CHECK(sched.epochs > 0 && sched.warmup_epochs >= 0 && sched.cooldown_epochs >= 0,
+           "config keys 'sched.epochs' (> 0), 'sched.warmup_epochs' and 'sched.cooldown_epochs' (>= 0)");
+  MO_CHECK(sched.warmup_epochs <= sched.epochs, "config key 'sched.warmup_epochs' ({}) exceeds 'sched.epochs' ({})",
+           sched.warmup_epochs, sched.epochs);
+  MO_CHECK(train.batch_size > 0 && train.global_batch > 0, "config keys 'train.batch_size' and 'train.global_batch' "
+           "must be positive");
+  check_choice("train.precision", train.precision, {"bf16", "fp32"});
+  check_choice("train.device", train.device, {"auto", "cpu", "cuda"});
+  MO_CHECK(train.max_steps >= 0 && train.steps_per_epoch >= 0 && train.eval_every >= 0,
+           "config keys 'train.max_steps', 'train.steps_per_epoch', 'train.eval_every' must be >= 0");
+  MO_CHECK(!train.output.empty(), "config key 'train.output' must name a directory");
+  MO_CHECK(ckpt.keep_last >= 1, "config key 'ckpt.keep_last' must be >= 1, got {}", ckpt.keep_last);
+  MO_CHECK(log.every_steps >= 1, "config key 'log.every_steps' must be >= 1");
+  check_choice("log.progress", log.progress, {"auto", "bar", "lines"});
+}
+
+TrainConfig load_train_config(const std::string& recipe, const std::vector<std::string>& sets) {
+  TrainConfig c;
+  ConfigSchema s = make_schema(c);
+  if (!recipe.empty()) s.load_file(recipe);
+  for (auto& a : sets) s.set(a);
+  c.validate();
+  return c;
+}
+
+std::string dump_train_config(TrainConfig& c, bool with_help) { return make_schema(c).dump(with_help); }
+
+}  // namespace mo::tools
