@@ -3,6 +3,7 @@
 // by mo_flops to walk the model. Parameters can be packed into one contiguous arena (pack_parameters),
 // so that all-reduce buckets, the optimizer and checkpoints work on flat buffers.
 #pragma once
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -49,9 +50,23 @@ class Module {
 
  private:
   friend void pack_parameters(Module& m, Device dev, DType dtype);
-  std::vector<std::pair<std::string, Tensor>> params_;
+  std::deque<std::pair<std::string, Tensor>> params_;  // deque: references stay valid
   std::vector<std::pair<std::string, std::unique_ptr<Module>>> children_;
   bool training_ = true;
+};
+
+// A list of child modules named "0", "1", ... (PyTorch's nn.ModuleList).
+class ModuleList : public Module {
+ public:
+  template <typename M>
+  M& add(std::unique_ptr<M> m) {
+    return register_module(std::to_string(size_++), std::move(m));
+  }
+  size_t size() const { return size_; }
+  const char* type_name() const override { return "ModuleList"; }
+
+ private:
+  size_t size_ = 0;
 };
 
 // Move every parameter of `m` into one contiguous buffer on `dev` with `dtype` (values kept), each
