@@ -1,0 +1,29 @@
+// json_lite.h: a small strict JSON parser for safetensors headers. Objects keep their key order and
+// reject duplicate keys; nesting is limited to 32 levels; numbers keep an exact int64 when they are
+// integers. Errors name the source and the byte offset.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace mo::nn::io {
+
+struct Json {
+  enum class Kind : uint8_t { null, boolean, number, string, array, object };
+  Kind kind = Kind::null;
+  bool b = false;
+  bool is_int = false;  // number without fraction/exponent that fits int64
+  int64_t i = 0;
+  double d = 0;
+  std::string s;
+  std::vector<Json> array;
+  std::vector<std::pair<std::string, Json>> object;
+  const Json* get(std::string_view key) const;  // object member or nullptr
+};
+
+Json parse_json(std::string_view text, const std::string& what);
+
+}  // namespace mo::nn::io
