@@ -1,0 +1,186 @@
+// test_ops_gradcheck.cpp: fp64 finite-difference gradient checks of every CPU op, plus the error
+// messages of user mistakes and the saved-tensor version check.
+#include "ops/activation/activation.h"
+#include "ops/conv/conv2d.h"
+#include "ops/conv/dwconv2d.h"
+#include "ops/elementwise/elementwise.h"
+#include "ops/fused/gated_dwconv.h"
+#include "ops/linear/linear.h"
+#include "ops/loss/cross_entropy.h"
+#include "ops/norm/layer_norm.h"
+#include "ops/reduce/mean_hw.h"
+#include "ops/regularize/drop_path.h"
+#include "ops/shape/shape.h"
+#include "autograd/rng.h"
+#include "tests/test_util.h"
+
+using namespace mo;
+using mo::test::gradcheck;
+using mo::test::randn;
+
+namespace {
+Tensor leaf(const Shape& s, uint64_t seed, double std = 1.0) { return randn(s, seed, DType::f64, std).requires_grad_(); }
+using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
+}  // namespace
+
+TEST(Gradcheck, Linear) {
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return linear(v[0], v[1], v[2]); },
+                        {leaf({2, 3, 5}, 1), leaf({4, 5}, 2), leaf({4}, 3)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return linear(v[0], v[1], Tensor()); },
+                        {leaf({6, 5}, 4), leaf({3, 5}, 5)}));
+}
+
+TEST(Gradcheck, Matmul) {
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return matmul(v[0], v[1]); }, {leaf({3, 4}, 1), leaf({4, 2}, 2)}));
+}
+
+TEST(Gradcheck, Conv2dStride2) {
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v[2], 2, 1); },
+                        {leaf({2, 7, 6, 3}, 1), leaf({4, 3, 3, 3}, 2), leaf({4}, 3)}));
+}
+
+TEST(Gradcheck, Conv2dGeneral) {
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v[2], 1, 2); },
+                        {leaf({1, 5, 4, 2}, 4), leaf({3, 2, 5, 3}, 5), leaf({3}, 6)}));
+}
+
+TEST(Gradcheck, DepthwiseConv7x7) {
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return dwconv2d(v[0], v[1], v[2], 3); },
+                        {leaf({2, 6, 5, 3}, 1), leaf({3, 1, 7, 7}, 2), leaf({3}, 3)}, 1e-6, 1e-6, 200));
+}
+
+TEST(Gradcheck, LayerNorm) {
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return layer_norm(v[0], v[1], v[2], 1e-6); },
+                        {leaf({3, 2, 7}, 1), leaf({7}, 2), leaf({7}, 3)}));
+}
+
+TEST(Gradcheck, GeluSilu) {
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return gelu(v[0]); }, {leaf({4, 9}, 1, 2.0)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return silu(v[0]); }, {leaf({4, 9}, 2, 2.0)}));
+}
+
+TEST(Gradcheck, AddMulScaleMulChannel) {
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return add(v[0], v[1]); }, {leaf({3, 4}, 1), leaf({3, 4}, 2)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return mul(v[0], v[1]); }, {leaf({3, 4}, 3), leaf({3, 4}, 4)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return scale(v[0], -0.7); }, {leaf({3, 4}, 5)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return mul_channel(v[0], v[1]); }, {leaf({2, 3, 4}, 6), leaf({4}, 7)}));
+}
+
+TEST(Gradcheck, SplitConcatPermute) {
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& v) {
+        auto p = split_last(v[0], {2, 3, 1});
+        return concat_last({mul(p[1], p[1]), p[0], scale(p[2], 3.0)});
+      },
+      {leaf({2, 3, 6}, 1)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return nchw_to_nhwc(v[0]); }, {leaf({2, 3, 4, 5}, 2)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return nhwc_to_nchw(mul(v[0], v[0])); }, {leaf({2, 3, 4, 5}, 3)}));
+}
+
+TEST(Gradcheck, MeanHW) {
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return mean_hw(v[0]); }, {leaf({2, 3, 4, 5}, 1)}));
+}
+
+TEST(Gradcheck, DropPath) {
+  // rate 0.5 over 16 samples: some rows dropped, the rest scaled by 2; the gradient follows the same mask.
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return drop_path(v[0], 0.5, true, 42, 7); }, {leaf({16, 3, 2}, 1)}));
+  auto s = drop_path_scales(16, 0.5, 42, 7);
+  int kept = 0;
+  for (float x : s) {
+    EXPECT_TRUE(x == 0.0f || x == 2.0f);
+    kept += x != 0.0f;
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_LT(kept, 16);
+  Tensor x = randn({4, 3}, 9, DType::f64);
+  EXPECT_TRUE(drop_path(x, 0.5, false, 42, 7).same(x));  // identity in eval
+}
+
+TEST(Gradcheck, SoftTargetCrossEntropy) {
+  Tensor target = mo::test::rand_uniform({3, 5}, 9, 0.0, 1.0, DType::f64);
+  EXPECT_TRUE(gradcheck([target](const std::vector<Tensor>& v) { return soft_target_cross_entropy(v[0], target); },
+                        {leaf({3, 5}, 1, 3.0)}));
+}
+
+TEST(Gradcheck, GatedDwconv) {
+  // h = 5 with cc = 3: identity part of 2 channels, conv part of 3
+  for (Act a : {Act::gelu, Act::silu})
+    EXPECT_TRUE(gradcheck([a](const std::vector<Tensor>& v) { return gated_dwconv(v[0], v[1], v[2], 5, a); },
+                          {leaf({2, 4, 5, 10}, 1), leaf({3, 1, 7, 7}, 2, 0.3), leaf({3}, 3)}, 1e-6, 1e-6, 200));
+}
+
+TEST(Gradcheck, GatedDwconvMatchesUnfused) {
+  // the fused op equals split + dwconv + concat + act + mul
+  Tensor z = randn({2, 5, 4, 12}, 1, DType::f64), w = randn({4, 1, 7, 7}, 2, DType::f64), b = randn({4}, 3, DType::f64);
+  Tensor fused = gated_dwconv(z, w, b, 6, Act::gelu);
+  auto p = split_last(z, {6, 2, 4});
+  Tensor ref = mul(gelu(p[0]), concat_last({p[1], dwconv2d(p[2], w, b, 3)}));
+  EXPECT_TRUE(mo::test::all_close(fused, ref, 1e-12, "gated_dwconv"));
+}
+
+TEST(Ops, TopkAndSmoothing) {
+  Tensor logits = Tensor::from_vector<float>({0.1f, 0.9f, 0.5f, 0.3f, 0.2f, 0.4f}, {2, 3});
+  Tensor labels = Tensor::from_vector<int64_t>({2, 0}, {2});
+  EXPECT_EQ(topk_correct(logits, labels, 1), 0);
+  EXPECT_EQ(topk_correct(logits, labels, 2), 2);
+  Tensor t = smooth_one_hot(labels, 3, 0.3);
+  auto v = t.to_vector<float>();
+  EXPECT_NEAR(v[2], 0.8f, 1e-6);
+  EXPECT_NEAR(v[0], 0.1f, 1e-6);
+}
+
+TEST(Errors, MessagesNameTheOpAndShapes) {
+  Tensor a = randn({2, 3}, 1), w = randn({4, 5}, 2);
+  try {
+    linear(a, w, Tensor());
+    FAIL() << "no error";
+  } catch (const mo::Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("linear"), std::string::npos) << m;
+    EXPECT_NE(m.find("[2, 3]"), std::string::npos) << m;
+    EXPECT_NE(m.find("[4, 5]"), std::string::npos) << m;
+  }
+  Tensor d = randn({2, 3}, 3, DType::f64);
+  EXPECT_THROW(add(a, d), mo::Error);  // dtype mismatch
+  EXPECT_THROW(mul(a, randn({3, 2}, 4)), mo::Error);
+}
+
+TEST(Autograd, InPlaceEditOfSavedTensorIsAnError) {
+  Tensor x = randn({3, 4}, 1, DType::f64).requires_grad_();
+  Tensor y = gelu(x);
+  Tensor z = mul(y, y);  // saves y
+  y.fill_(1.0);          // in-place edit after saving
+  try {
+    z.backward(randn({3, 4}, 2, DType::f64));
+    FAIL() << "no error";
+  } catch (const mo::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("modified in place"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Autograd, AccumulatesAndNoGrad) {
+  Tensor x = randn({5}, 1, DType::f64).requires_grad_();
+  Tensor y = add(mul(x, x), x);  // x used three times
+  y.backward(Tensor::full({5}, 1.0, DType::f64));
+  auto g = x.grad().to_vector<double>(), xv = x.to_vector<double>();
+  for (int i = 0; i < 5; ++i) EXPECT_NEAR(g[i], 2 * xv[i] + 1, 1e-12);
+  {
+    NoGradGuard ng;
+    Tensor z = mul(x, x);
+    EXPECT_FALSE(z.requires_grad());
+  }
+  // a second backward accumulates
+  Tensor y2 = scale(x, 2.0);
+  y2.backward(Tensor::full({5}, 1.0, DType::f64));
+  auto g2 = x.grad().to_vector<double>();
+  for (int i = 0; i < 5; ++i) EXPECT_NEAR(g2[i], 2 * xv[i] + 3, 1e-12);
+}
+
+TEST(Rng, PhiloxKnownAnswer) {
+  // Random123's published known-answer test for philox4x32-10: counter 0, key 0.
+  auto r = philox4x32_10(0, 0, 0, 0, 0, 0);
+  EXPECT_EQ(r.v[0], 0x6627e8d5u);
+  EXPECT_EQ(r.v[1], 0xe169c58du);
+  EXPECT_EQ(r.v[2], 0xbc57ac4cu);
+  EXPECT_EQ(r.v[3], 0x9b00dbd8u);
+}

@@ -1,0 +1,71 @@
+// test_train_logging.cpp: plain progress lines off a terminal, summary.csv rows (a resumed epoch
+// replaces its row instead of duplicating it), and the shipped ImageNet class-name list.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "autograd/check.h"
+#include "tools/common/class_names.h"
+#include "tools/common/progress.h"
+
+using namespace mo::tools;
+namespace fs = std::filesystem;
+
+TEST(TrainLogging, PlainLinesEveryNSteps) {
+  std::FILE* f = std::tmpfile();
+  Progress p(f, "auto", 2);  // a file is not a terminal: plain lines
+  EXPECT_FALSE(p.is_bar());
+  for (int64_t i = 1; i <= 5; ++i) {
+    StepStats s;
+    s.epoch = 0;
+    s.total_epochs = 3;
+    s.step_in_epoch = i;
+    s.steps_per_epoch = 5;
+    s.global_step = i;
+    s.loss = 1.0 / static_cast<double>(i);
+    s.lr = 1e-3;
+    s.images_per_s = 100;
+    s.eta_s = 3725;
+    p.step(s);
+  }
+  std::rewind(f);
+  char buf[4096] = {};
+  size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  std::string out(buf, n);
+  // Steps 2 and 4 (every 2) and 5 (end of epoch).
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 3) << out;
+  EXPECT_NE(out.find("epoch 0/3 step 2/5 (2)  loss 0.5000  lr 1.000e-03  100.0 img/s  ETA 1:02:05"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("step 5/5"), std::string::npos) << out;
+  EXPECT_EQ(out.find('\r'), std::string::npos);
+}
+
+TEST(TrainLogging, SummaryCsvRowsPerEpochWithoutDuplicates) {
+  std::string path = (fs::temp_directory_path() / "mo_summary_test.csv").string();
+  fs::remove(path);
+  update_summary_csv(path, {0, 2.5, 1e-6, 2.25, 10.5, 30.25});
+  update_summary_csv(path, {1, 2.0, 2e-4, std::nullopt, std::nullopt, std::nullopt});
+  update_summary_csv(path, {1, 1.9, 2e-4, 1.5, 40.0, 70.0});  // epoch 1 again after a resume
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_EQ(ss.str(),
+            "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\n"
+            "0,2.5,2.25,10.5,30.25,1e-06\n"
+            "1,1.9,1.5,40,70,0.0002\n");
+}
+
+TEST(TrainLogging, ImageNetClassNames) {
+  auto names = read_class_names(std::string(MO_SOURCE_DIR) + "/tools/common/imagenet_classes.txt");
+  ASSERT_EQ(names.size(), 1000u);
+  EXPECT_EQ(names[0], "tench");
+  EXPECT_EQ(names[207], "golden retriever");
+  EXPECT_EQ(names[999], "toilet tissue");
+  // Found relative to this test executable (a build directory inside the checkout) or the install tree.
+  EXPECT_EQ(read_class_names(find_imagenet_classes_file()).size(), 1000u);
+  EXPECT_THROW(read_class_names("/nonexistent/classes.txt"), mo::Error);
+}
