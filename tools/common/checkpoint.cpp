@@ -142,6 +142,7 @@ CheckpointState state_from_manifest(const ckpt::Manifest& m) {
   if (m.has_metric()) s.metric = m.metric();
   s.best_metric = m.best_metric();
   s.best_epoch = m.best_epoch();
+  s.class_names.assign(m.class_names().begin(), m.class_names().end());
   return s;
 }
 
@@ -195,6 +196,7 @@ void save_checkpoint(const std::string& path, const CheckpointState& s) {
   m.set_metric(s.metric.value_or(0.0));
   m.set_best_metric(s.best_metric);
   m.set_best_epoch(s.best_epoch);
+  for (auto& n : s.class_names) m.add_class_names(n);
   m.set_wall_time(std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
 
   std::string manifest = m.SerializeAsString();

@@ -32,6 +32,7 @@ struct CheckpointState {
   std::optional<double> metric;
   double best_metric = -1.0;
   int64_t best_epoch = -1;
+  std::vector<std::string> class_names;
 };
 
 // Write `s` to `path` atomically. Throws naming the path on any I/O failure.

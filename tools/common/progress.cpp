@@ -1,0 +1,105 @@
+// progress.cpp: the progress bar / plain lines and summary.csv.
+#include "tools/common/progress.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "autograd/check.h"
+
+namespace mo::tools {
+
+std::string format_duration(double seconds) {
+  if (!(seconds >= 0) || seconds > 1e8) return "--:--";
+  int64_t s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600) return fmt::format("{}:{:02d}:{:02d}", s / 3600, (s / 60) % 60, s % 60);
+  return fmt::format("{:02d}:{:02d}", s / 60, s % 60);
+}
+
+Progress::Progress(std::FILE* out, const std::string& mode, int64_t every, bool enabled)
+    : out_(out), enabled_(enabled), every_(every < 1 ? 1 : every) {
+  bar_ = mode == "bar" || (mode == "auto" && isatty(fileno(out)));
+}
+
+void Progress::end_bar_line() {
+  if (bar_open_) std::fputc('\n', out_);
+  bar_open_ = false;
+}
+
+void Progress::message(const std::string& text) {
+  if (!enabled_) return;
+  end_bar_line();
+  std::fprintf(out_, "%s\n", text.c_str());
+  std::fflush(out_);
+}
+
+void Progress::step(const StepStats& s) {
+  if (!enabled_) return;
+  const bool last_of_epoch = s.step_in_epoch == s.steps_per_epoch;
+  if (bar_) {
+    // Redraw at most 10 times a second, and always at the end of an epoch.
+    auto now = std::chrono::steady_clock::now();
+    if (!last_of_epoch && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    last_draw_ = now;
+    constexpr int kWidth = 24;
+    int filled = s.steps_per_epoch > 0 ? static_cast<int>(kWidth * s.step_in_epoch / s.steps_per_epoch) : 0;
+    std::string bar(filled, '#');
+    bar.resize(kWidth, '.');
+    std::fprintf(out_, "\r\033[Kepoch %lld/%lld [%s] %lld/%lld  loss %.4f  lr %.3e  %.0f img/s  ETA %s",
+                 static_cast<long long>(s.epoch), static_cast<long long>(s.total_epochs), bar.c_str(),
+                 static_cast<long long>(s.step_in_epoch), static_cast<long long>(s.steps_per_epoch), s.loss, s.lr,
+                 s.images_per_s, format_duration(s.eta_s).c_str());
+    bar_open_ = true;
+    if (last_of_epoch) end_bar_line();
+    std::fflush(out_);
+    return;
+  }
+  if (s.global_step % every_ != 0 && !last_of_epoch) return;
+  std::fprintf(out_, "epoch %lld/%lld step %lld/%lld (%lld)  loss %.4f  lr %.3e  %.1f img/s  ETA %s\n",
+               static_cast<long long>(s.epoch), static_cast<long long>(s.total_epochs),
+               static_cast<long long>(s.step_in_epoch), static_cast<long long>(s.steps_per_epoch),
+               static_cast<long long>(s.global_step), s.loss, s.lr, s.images_per_s, format_duration(s.eta_s).c_str());
+  std::fflush(out_);
+}
+
+void update_summary_csv(const std::string& path, const EpochSummary& row) {
+  const std::string header = "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr";
+  std::vector<std::string> kept;
+  {
+    std::ifstream in(path);
+    std::string line;
+    bool first = true;
+    while (std::getline(in, line)) {
+      if (first) {
+        first = false;
+        if (line == header) continue;
+      }
+      if (line.empty()) continue;
+      int64_t e = -1;
+      try {
+        e = std::stoll(line.substr(0, line.find(',')));
+      } catch (const std::exception&) {
+        continue;  // a line that is not ours
+      }
+      if (e < row.epoch) kept.push_back(line);
+    }
+  }
+  auto opt = [](const std::optional<double>& v) { return v ? fmt::format("{:.6g}", *v) : std::string(); };
+  kept.push_back(fmt::format("{},{:.6g},{},{},{},{:.6g}", row.epoch, row.train_loss, opt(row.eval_loss),
+                             opt(row.eval_top1), opt(row.eval_top5), row.lr));
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    MO_CHECK(out.good(), "cannot write '{}'", tmp);
+    out << header << "\n";
+    for (auto& l : kept) out << l << "\n";
+    out.flush();
+    MO_CHECK(out.good(), "write to '{}' failed", tmp);
+  }
+  MO_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename '{}' to '{}'", tmp, path);
+}
+
+}  // namespace mo::tools

@@ -1,0 +1,51 @@
+// progress.h: what a training run prints. On a terminal a one-line progress bar redrawn in place
+// (epoch, step, loss, lr, images/s, ETA); otherwise (a log file, a pipe) one plain line every
+// `every` steps. Plus the timm-style summary.csv: one row per epoch.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <optional>
+#include <string>
+
+namespace mo::tools {
+
+struct StepStats {
+  int64_t epoch = 0, total_epochs = 0;
+  int64_t step_in_epoch = 0, steps_per_epoch = 0;  // step_in_epoch counts completed steps (1-based)
+  int64_t global_step = 0, total_steps = 0;
+  double loss = 0, lr = 0, images_per_s = 0;
+  double eta_s = 0;  // to the end of the run
+};
+
+class Progress {
+ public:
+  // mode: "auto" (bar when `out` is a terminal), "bar" or "lines". `enabled` false prints nothing
+  // (the ranks other than 0).
+  Progress(std::FILE* out, const std::string& mode, int64_t every, bool enabled = true);
+  void step(const StepStats& s);
+  // A message on its own line (ends a bar line first).
+  void message(const std::string& text);
+  bool is_bar() const { return bar_; }
+
+ private:
+  void end_bar_line();
+  std::FILE* out_;
+  bool bar_ = false, enabled_ = true, bar_open_ = false;
+  int64_t every_;
+  std::chrono::steady_clock::time_point last_draw_{};
+};
+
+// "1:02:03" / "02:03" for a number of seconds.
+std::string format_duration(double seconds);
+
+// summary.csv: header epoch,train_loss,eval_loss,eval_top1,eval_top5,lr. Rewritten atomically at every
+// epoch end, dropping rows for epochs >= the new one (a resumed run does not duplicate rows).
+struct EpochSummary {
+  int64_t epoch = 0;
+  double train_loss = 0, lr = 0;
+  std::optional<double> eval_loss, eval_top1, eval_top5;
+};
+void update_summary_csv(const std::string& path, const EpochSummary& row);
+
+}  // namespace mo::tools
