@@ -52,11 +52,13 @@ MO_HD float philox_uniform(uint64_t seed, uint64_t stream, uint64_t i) {
   return philox_u32_to_unit(b.v[i & 3]);
 }
 
-// The i-th standard normal of a stream (Box-Muller on words 0,1 of block i).
+// The i-th standard normal of a stream: Box-Muller on words (0,1) of block i/2 for even i and on
+// words (2,3) for odd i.
 MO_HD float philox_normal(uint64_t seed, uint64_t stream, uint64_t i) {
-  Philox4 b = philox_block(seed, stream, i);
-  float u1 = ((b.v[0] >> 8) + 1) * (1.0f / 16777217.0f);  // (0, 1]
-  float u2 = philox_u32_to_unit(b.v[1]);
+  Philox4 b = philox_block(seed, stream, i >> 1);
+  int o = static_cast<int>(i & 1) * 2;
+  float u1 = ((b.v[o] >> 8) + 1) * (1.0f / 16777217.0f);  // (0, 1]
+  float u2 = philox_u32_to_unit(b.v[o + 1]);
   return sqrtf(-2.0f * logf(u1)) * cosf(6.28318530717958647692f * u2);
 }
 

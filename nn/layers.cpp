@@ -8,14 +8,22 @@
 namespace mo::nn {
 
 Tensor Init::trunc_normal(const Shape& shape, double std, double lo, double hi) {
+  uint64_t stream = next_stream++;
+  if (skip) return Tensor::zeros(shape, DType::f32);
   Tensor t = Tensor::empty(shape, DType::f32);
   float* p = t.data<float>();
-  Generator g(seed, next_stream++);
-  for (int64_t i = 0; i < t.numel(); ++i) {
+  int64_t n = t.numel();
+  // element i draws normal number i of its parameter's stream (counter-based: parallel and
+  // deterministic); a draw outside [lo, hi] is redrawn at i + n, i + 2n, ... (timm's cut-offs are
+  // absolute, ±2 ≫ 0.02, so this almost never happens)
+#pragma omp parallel for if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
     double v;
+    uint64_t k = static_cast<uint64_t>(i);
     do {
-      v = g.normal() * std;
-    } while (v < lo || v > hi);  // timm's cut-offs are absolute: ±2 ≫ 0.02, so this almost never loops
+      v = philox_normal(seed, stream, k) * std;
+      k += static_cast<uint64_t>(n);
+    } while (v < lo || v > hi);
     p[i] = static_cast<float>(v);
   }
   return t;

@@ -12,6 +12,7 @@ namespace mo::nn {
 struct Init {
   uint64_t seed = 0;
   uint64_t next_stream = 1;
+  bool skip = false;  // zeros instead of random draws (structure-only models, e.g. counting parameters)
   Tensor trunc_normal(const Shape& shape, double std = 0.02, double lo = -2.0, double hi = 2.0);
 };
 

@@ -157,11 +157,11 @@ Tensor MlpHead::forward(const Tensor& x) const {
   return fc2->forward(y);
 }
 
-MambaOut::MambaOut(const MambaOutConfig& cfg, uint64_t init_seed) : cfg_(cfg) {
+MambaOut::MambaOut(const MambaOutConfig& cfg, uint64_t init_seed, bool initialize) : cfg_(cfg) {
   MO_CHECK(cfg.depths.size() == 4 && cfg.dims.size() == 4, "{}: expected 4 depths and 4 dims", cfg.name);
   MO_CHECK(cfg.head_dropout == 0.0, "{}: head dropout {} is not supported (the reference recipe uses 0)", cfg.name,
            cfg.head_dropout);
-  Init init{init_seed, 1};
+  Init init{init_seed, 1, !initialize};
   auto& ds = register_module("downsample_layers", std::make_unique<ModuleList>());
   downsample_layers.push_back(&ds.add(std::make_unique<Stem>(cfg.dims[0], cfg, init)));
   for (int i = 1; i < 4; ++i)

@@ -82,7 +82,9 @@ class MlpHead : public Module {
 
 class MambaOut : public Module {
  public:
-  explicit MambaOut(const MambaOutConfig& cfg, uint64_t init_seed = 0);
+  // init_seed keys the reference initialisation; initialize = false leaves weights at zero (fast,
+  // for counting or before loading a checkpoint).
+  explicit MambaOut(const MambaOutConfig& cfg, uint64_t init_seed = 0, bool initialize = true);
   // x: (B, 3, H, W) image batch (NCHW, like PyTorch). Returns logits (B, num_classes).
   Tensor forward(const Tensor& x) const;
   // Channels-last input (B, H, W, 3): skips the permute.
