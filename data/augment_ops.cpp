@@ -1,0 +1,287 @@
+// augment_ops.cpp: PIL-exact RandAugment pixel ops (see augment_ops.h). Each function names the PIL
+// routine it follows; float/double types and evaluation order are PIL's so results match bit for bit.
+#include "data/augment_ops.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
+#include <vector>
+
+namespace mo::data {
+namespace {
+
+using Lut = std::array<std::array<uint8_t, 256>, 3>;
+
+void apply_lut(Image& img, const Lut& lut) {
+  uint8_t* p = img.data();
+  const size_t n = static_cast<size_t>(img.w()) * img.h();
+  for (size_t i = 0; i < n; ++i, p += 3) {
+    p[0] = lut[0][p[0]];
+    p[1] = lut[1][p[1]];
+    p[2] = lut[2][p[2]];
+  }
+}
+
+void apply_same_lut(Image& img, const std::array<uint8_t, 256>& t) { apply_lut(img, Lut{t, t, t}); }
+
+using Hist = std::array<std::array<int64_t, 256>, 3>;
+Hist histogram(const Image& img) {
+  Hist h{};
+  const uint8_t* p = img.data();
+  const size_t n = static_cast<size_t>(img.w()) * img.h();
+  for (size_t i = 0; i < n; ++i, p += 3) {
+    h[0][p[0]]++;
+    h[1][p[1]]++;
+    h[2][p[2]]++;
+  }
+  return h;
+}
+
+// Convert.c rgb2l: ITU-R 601-2 luma, rounded.
+inline uint8_t luma(const uint8_t* p) { return static_cast<uint8_t>((p[0] * 19595 + p[1] * 38470 + p[2] * 7471 + 0x8000) >> 16); }
+
+// Blend.c ImagingBlend(degenerate, img, alpha) with alpha a C float, result into img.
+// deg(i, byte_index) gives the degenerate image's byte.
+template <typename Deg>
+void blend(Image& img, double factor, Deg deg) {
+  const float alpha = static_cast<float>(factor);
+  if (alpha == 1.0f) return;
+  uint8_t* p = img.data();
+  const size_t n = img.bytes();
+  if (alpha >= 0.0f && alpha <= 1.0f) {
+    for (size_t i = 0; i < n; ++i) {
+      int a = deg(i);
+      p[i] = static_cast<uint8_t>(static_cast<int>(static_cast<float>(a) + alpha * static_cast<float>(p[i] - a)));
+    }
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      int a = deg(i);
+      float t = static_cast<float>(a) + alpha * static_cast<float>(p[i] - a);
+      p[i] = t <= 0.0f ? 0 : t >= 255.0f ? 255 : static_cast<uint8_t>(static_cast<int>(t));
+    }
+  }
+}
+
+inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+// Geometry.c bilinear_filter32RGB at (xin, yin), already known to be inside the image.
+inline void bilinear_px(const Image& im, double xin, double yin, uint8_t* out) {
+  xin -= 0.5;
+  yin -= 0.5;
+  int x = static_cast<int>(std::floor(xin)), y = static_cast<int>(std::floor(yin));
+  double dx = xin - x, dy = yin - y;
+  const int W = im.w(), H = im.h();
+  const int x0 = clampi(x, 0, W - 1) * 3, x1 = clampi(x + 1, 0, W - 1) * 3;
+  const uint8_t* r0 = im.row(clampi(y, 0, H - 1));
+  const bool has1 = y + 1 >= 0 && y + 1 < H;
+  const uint8_t* r1 = has1 ? im.row(y + 1) : r0;
+  for (int b = 0; b < 3; ++b) {
+    double v1 = r0[x0 + b] + (r0[x1 + b] - r0[x0 + b]) * dx;
+    double v2 = has1 ? r1[x0 + b] + (r1[x1 + b] - r1[x0 + b]) * dx : v1;
+    v1 = v1 + (v2 - v1) * dy;
+    out[b] = static_cast<uint8_t>(static_cast<int>(v1));
+  }
+}
+
+inline double cubic(double v1, double v2, double v3, double v4, double d) {  // Geometry.c BICUBIC
+  double p1 = v2;
+  double p2 = -v1 + v3;
+  double p3 = 2 * (v1 - v2) + v3 - v4;
+  double p4 = -v1 + v2 - v3 + v4;
+  return p1 + d * (p2 + d * (p3 + d * p4));
+}
+inline double cubic_u8(int v1, int v2, int v3, int v4, double d) {  // the same on integer samples
+  double p1 = v2;
+  double p2 = -v1 + v3;
+  double p3 = 2 * (v1 - v2) + v3 - v4;
+  double p4 = -v1 + v2 - v3 + v4;
+  return p1 + d * (p2 + d * (p3 + d * p4));
+}
+
+// Geometry.c bicubic_filter32RGB (rows and columns past the edge repeat the edge, as PIL's do).
+inline void bicubic_px(const Image& im, double xin, double yin, uint8_t* out) {
+  xin -= 0.5;
+  yin -= 0.5;
+  int x = static_cast<int>(std::floor(xin)), y = static_cast<int>(std::floor(yin));
+  double dx = xin - x, dy = yin - y;
+  x--, y--;
+  const int W = im.w(), H = im.h();
+  int xs[4];
+  const uint8_t* rs[4];
+  for (int i = 0; i < 4; ++i) {
+    xs[i] = clampi(x + i, 0, W - 1) * 3;
+    rs[i] = im.row(clampi(y + i, 0, H - 1));
+  }
+  for (int b = 0; b < 3; ++b) {
+    double v[4];
+    for (int r = 0; r < 4; ++r) v[r] = cubic_u8(rs[r][xs[0] + b], rs[r][xs[1] + b], rs[r][xs[2] + b], rs[r][xs[3] + b], dx);
+    double s = cubic(v[0], v[1], v[2], v[3], dy);
+    out[b] = s <= 0.0 ? 0 : s >= 255.0 ? 255 : static_cast<uint8_t>(static_cast<int>(s));
+  }
+}
+
+double py_round15(double v) {  // Python's round(v, 15): correctly rounded through decimal
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.15f", v);
+  return std::strtod(buf, nullptr);
+}
+
+}  // namespace
+
+void op_autocontrast(Image& img) {  // ImageOps.autocontrast(cutoff=0), per band
+  Hist h = histogram(img);
+  Lut lut;
+  for (int b = 0; b < 3; ++b) {
+    int lo = 0, hi = 255;
+    while (lo < 256 && h[b][lo] == 0) ++lo;
+    while (hi >= 0 && h[b][hi] == 0) --hi;
+    if (lo > 255) lo = 255;  // empty histogram: Python's loops end on 255 / 0
+    if (hi < 0) hi = 0;
+    for (int i = 0; i < 256; ++i) {
+      if (hi <= lo) {
+        lut[b][i] = static_cast<uint8_t>(i);
+        continue;
+      }
+      double scale = 255.0 / (hi - lo), offset = -lo * scale;
+      int v = static_cast<int>(i * scale + offset);
+      lut[b][i] = static_cast<uint8_t>(clampi(v, 0, 255));
+    }
+  }
+  apply_lut(img, lut);
+}
+
+void op_equalize(Image& img) {  // ImageOps.equalize
+  Hist h = histogram(img);
+  Lut lut;
+  for (int b = 0; b < 3; ++b) {
+    int64_t total = 0, last = 0, nonzero = 0;
+    for (int i = 0; i < 256; ++i)
+      if (h[b][i]) total += h[b][i], last = h[b][i], ++nonzero;
+    int64_t step = nonzero <= 1 ? 0 : (total - last) / 255;
+    for (int i = 0; i < 256; ++i) lut[b][i] = static_cast<uint8_t>(i);
+    if (step == 0) continue;
+    int64_t n = step / 2;
+    for (int i = 0; i < 256; ++i) {
+      int64_t v = n / step;
+      lut[b][i] = static_cast<uint8_t>(v > 255 ? 255 : v);
+      n += h[b][i];
+    }
+  }
+  apply_lut(img, lut);
+}
+
+void op_invert(Image& img) {
+  std::array<uint8_t, 256> t;
+  for (int i = 0; i < 256; ++i) t[i] = static_cast<uint8_t>(255 - i);
+  apply_same_lut(img, t);
+}
+
+void op_posterize(Image& img, int bits) {
+  if (bits >= 8) return;
+  const int mask = ~((1 << (8 - bits)) - 1);
+  std::array<uint8_t, 256> t;
+  for (int i = 0; i < 256; ++i) t[i] = static_cast<uint8_t>(i & mask);
+  apply_same_lut(img, t);
+}
+
+void op_solarize(Image& img, int threshold) {
+  std::array<uint8_t, 256> t;
+  for (int i = 0; i < 256; ++i) t[i] = static_cast<uint8_t>(i < threshold ? i : 255 - i);
+  apply_same_lut(img, t);
+}
+
+void op_solarize_add(Image& img, int add, int threshold) {
+  std::array<uint8_t, 256> t;
+  for (int i = 0; i < 256; ++i) t[i] = static_cast<uint8_t>(i < threshold ? std::min(255, i + add) : i);
+  apply_same_lut(img, t);
+}
+
+void op_color(Image& img, double factor) {  // blend(convert("L").convert("RGB"), img)
+  thread_local std::vector<uint8_t> grey;
+  const size_t n = static_cast<size_t>(img.w()) * img.h();
+  grey.resize(n);
+  for (size_t i = 0; i < n; ++i) grey[i] = luma(img.data() + 3 * i);
+  const uint8_t* g = grey.data();
+  blend(img, factor, [g](size_t i) { return static_cast<int>(g[i / 3]); });
+}
+
+void op_contrast(Image& img, double factor) {  // blend(grey image at round(mean(L)), img)
+  const uint8_t* p = img.data();
+  const size_t n = static_cast<size_t>(img.w()) * img.h();
+  std::array<int64_t, 256> h{};
+  for (size_t i = 0; i < n; ++i) h[luma(p + 3 * i)]++;
+  double sum = 0.0;
+  for (int j = 0; j < 256; ++j) sum += static_cast<double>(j * h[j]);
+  const int mean = static_cast<int>(sum / static_cast<double>(n) + 0.5);
+  blend(img, factor, [mean](size_t) { return mean; });
+}
+
+void op_brightness(Image& img, double factor) {
+  blend(img, factor, [](size_t) { return 0; });
+}
+
+void op_sharpness(Image& img, double factor, Image& scratch) {  // blend(filter(SMOOTH), img)
+  const int W = img.w(), H = img.h();
+  scratch = img;  // borders stay as they are (Filter.c copies them)
+  const float k1 = 1.0f / 13.0f, k5 = 5.0f / 13.0f;
+  for (int y = 1; y < H - 1; ++y) {
+    const uint8_t *up = img.row(y - 1), *mid = img.row(y), *dn = img.row(y + 1);
+    uint8_t* out = scratch.row(y);
+    for (int x = 3; x < (W - 1) * 3; ++x) {
+      float ss = 0.5f;
+      ss += static_cast<float>(dn[x - 3]) * k1 + static_cast<float>(dn[x]) * k1 + static_cast<float>(dn[x + 3]) * k1;
+      ss += static_cast<float>(mid[x - 3]) * k1 + static_cast<float>(mid[x]) * k5 + static_cast<float>(mid[x + 3]) * k1;
+      ss += static_cast<float>(up[x - 3]) * k1 + static_cast<float>(up[x]) * k1 + static_cast<float>(up[x + 3]) * k1;
+      out[x] = ss <= 0.0f ? 0 : ss >= 255.0f ? 255 : static_cast<uint8_t>(static_cast<int>(ss));
+    }
+  }
+  const uint8_t* s = scratch.data();
+  blend(img, factor, [s](size_t i) { return static_cast<int>(s[i]); });
+}
+
+void op_affine(Image& img, const double a[6], Interp interp, Rgb fill, Image& scratch) {
+  const int W = img.w(), H = img.h();
+  scratch.resize(W, H);
+  for (int y = 0; y < H; ++y) {
+    uint8_t* out = scratch.row(y);
+    const double yc = y + 0.5;
+    for (int x = 0; x < W; ++x, out += 3) {
+      const double xc = x + 0.5;
+      double xin = a[0] * xc + a[1] * yc + a[2];
+      double yin = a[3] * xc + a[4] * yc + a[5];
+      if (xin < 0.0 || xin >= W || yin < 0.0 || yin >= H) {
+        out[0] = fill[0], out[1] = fill[1], out[2] = fill[2];
+      } else if (interp == Interp::bicubic) {
+        bicubic_px(img, xin, yin, out);
+      } else {
+        bilinear_px(img, xin, yin, out);
+      }
+    }
+  }
+  img.swap(scratch);
+}
+
+void op_rotate(Image& img, double degrees, Interp interp, Rgb fill, Image& scratch) {  // Image.rotate
+  double angle = std::fmod(degrees, 360.0);  // Python's %: the sign of the divisor
+  if (angle < 0) angle += 360.0;
+  const int W = img.w(), H = img.h();
+  if (angle == 0.0) return;
+  if (angle == 180.0) {  // transpose fast path
+    scratch.resize(W, H);
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x)
+        for (int b = 0; b < 3; ++b) scratch.row(H - 1 - y)[(W - 1 - x) * 3 + b] = img.row(y)[x * 3 + b];
+    img.swap(scratch);
+    return;
+  }
+  const double cx = W / 2.0, cy = H / 2.0;
+  const double rad = -(angle * (M_PI / 180.0));
+  double m[6] = {py_round15(std::cos(rad)), py_round15(std::sin(rad)), 0.0,
+                 py_round15(-std::sin(rad)), py_round15(std::cos(rad)), 0.0};
+  m[2] = m[0] * -cx + m[1] * -cy + m[2] + cx;
+  m[5] = m[3] * -cx + m[4] * -cy + m[5] + cy;
+  op_affine(img, m, interp, fill, scratch);
+}
+
+}  // namespace mo::data

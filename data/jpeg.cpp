@@ -1,0 +1,286 @@
+// jpeg.cpp: libjpeg-turbo decoding of a window at a DCT scale, and encoding. See jpeg.h.
+// libjpeg reports fatal errors through error_exit, which must not return: ours longjmps back to the
+// setjmp in the calling method. Only trivially destructible locals live between a setjmp and the
+// libjpeg calls it guards, so the jump skips no destructor.
+#include "data/jpeg.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+// clang-format off
+#include <jpeglib.h>
+#include <jerror.h>
+// clang-format on
+
+#include "autograd/check.h"
+
+namespace mo::data {
+namespace {
+
+struct ErrorMgr {
+  jpeg_error_mgr pub;
+  std::jmp_buf jump;
+  char msg[JMSG_LENGTH_MAX];
+};
+
+void on_error_exit(j_common_ptr c) {
+  auto* e = reinterpret_cast<ErrorMgr*>(c->err);
+  (*c->err->format_message)(c, e->msg);
+  std::longjmp(e->jump, 1);
+}
+
+// Warnings (level -1) are counted and ignored, except a premature end of file: that image is truncated.
+void on_emit_message(j_common_ptr c, int level) {
+  if (level >= 0) return;
+  c->err->num_warnings++;
+  if (c->err->msg_code == JWRN_JPEG_EOF) {
+    auto* e = reinterpret_cast<ErrorMgr*>(c->err);
+    std::snprintf(e->msg, sizeof(e->msg), "truncated file (premature end of JPEG data)");
+    std::longjmp(e->jump, 1);
+  }
+}
+
+void on_output_message(j_common_ptr) {}
+
+void install(ErrorMgr& e, jpeg_error_mgr*& slot) {
+  slot = jpeg_std_error(&e.pub);
+  e.pub.error_exit = on_error_exit;
+  e.pub.emit_message = on_emit_message;
+  e.pub.output_message = on_output_message;
+  e.msg[0] = 0;
+}
+
+// PIL's CMYK -> RGB (Convert.c cmyk2rgb): r = (255 - k) - c * (255 - k) / 255 with its rounding.
+inline uint8_t cmyk_channel(int c, int nk) {
+  int t = c * nk + 128;
+  int v = nk - (((t >> 8) + t) >> 8);
+  return static_cast<uint8_t>(v < 0 ? 0 : v);
+}
+
+// A complete JPEG ends with EOI (FF D9), possibly followed by some padding; without one the file is
+// probably cut short, and the decoder reads it to the end to find out.
+bool has_eoi_near_end(const uint8_t* d, size_t n) {
+  size_t lo = n > 4096 ? n - 4096 : 0;
+  for (size_t i = n - 1; i > lo; --i)
+    if (d[i] == 0xD9 && d[i - 1] == 0xFF) return true;
+  return false;
+}
+
+}  // namespace
+
+struct JpegDecoder::Impl {
+  jpeg_decompress_struct cinfo;
+  ErrorMgr err;
+  bool has_eoi = true;
+  bool cmyk = false, inverted = false;
+  std::vector<uint8_t> rows;    // the decoded window, (rows, cw, 3)
+  std::vector<uint8_t> cmyk_row;
+
+  Impl() {
+    install(err, cinfo.err);
+    if (setjmp(err.jump)) MO_FAIL("JpegDecoder: libjpeg could not start: {}", err.msg);
+    jpeg_create_decompress(&cinfo);
+  }
+  ~Impl() { jpeg_destroy_decompress(&cinfo); }
+};
+
+JpegDecoder::JpegDecoder() : impl_(std::make_unique<Impl>()) {}
+JpegDecoder::~JpegDecoder() = default;
+
+bool JpegDecoder::open(const uint8_t* data, size_t size) {
+  error_.clear();
+  width_ = height_ = 0;
+  Impl& m = *impl_;
+  jpeg_abort_decompress(&m.cinfo);
+  if (size == 0) {
+    error_ = "empty file (0 bytes)";
+    return false;
+  }
+  if (size < 4 || data[0] != 0xFF || data[1] != 0xD8) {
+    error_ = "not a JPEG file (no SOI marker)";
+    return false;
+  }
+  if (setjmp(m.err.jump)) {
+    error_ = m.err.msg;
+    jpeg_abort_decompress(&m.cinfo);
+    return false;
+  }
+  jpeg_mem_src(&m.cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&m.cinfo, TRUE);
+  int64_t w = m.cinfo.image_width, h = m.cinfo.image_height;
+  if (w <= 0 || h <= 0 || w * h > max_pixels_ || m.cinfo.num_components > 4) {
+    error_ = fmt::format("absurd image header: {}x{} pixels, {} components (limit {} pixels)", w, h,
+                         m.cinfo.num_components, max_pixels_);
+    jpeg_abort_decompress(&m.cinfo);
+    return false;
+  }
+  m.cmyk = m.cinfo.jpeg_color_space == JCS_CMYK || m.cinfo.jpeg_color_space == JCS_YCCK;
+  m.inverted = m.cmyk && m.cinfo.saw_Adobe_marker;
+  m.has_eoi = has_eoi_near_end(data, size);
+  width_ = static_cast<int>(w);
+  height_ = static_cast<int>(h);
+  return true;
+}
+
+bool JpegDecoder::decode(int x, int y, int w, int h, int min_w, int min_h, DecodedWindow& out) {
+  MO_CHECK(width_ > 0, "JpegDecoder::decode: no image is open");
+  MO_CHECK(x >= 0 && y >= 0 && w > 0 && h > 0 && x + w <= width_ && y + h <= height_,
+           "JpegDecoder::decode: window ({}, {}, {}x{}) outside the {}x{} image", x, y, w, h, width_, height_);
+  Impl& m = *impl_;
+  jpeg_decompress_struct& c = m.cinfo;
+  int d = 1;
+  if (min_w > 0 && min_h > 0)
+    for (int cand : {8, 4, 2})
+      if (w >= min_w * cand && h >= min_h * cand) {
+        d = cand;
+        break;
+      }
+  if (setjmp(m.err.jump)) {
+    error_ = m.err.msg;
+    jpeg_abort_decompress(&c);
+    return false;
+  }
+  c.scale_num = 1;
+  c.scale_denom = static_cast<unsigned>(d);
+  c.dct_method = JDCT_ISLOW;  // what PIL uses: full-scale decodes are bit-identical to PIL's
+  c.do_fancy_upsampling = TRUE;
+  c.out_color_space = m.cmyk ? JCS_CMYK : JCS_RGB;
+  jpeg_start_decompress(&c);
+  const int ow = static_cast<int>(c.output_width), oh = static_cast<int>(c.output_height);
+  // The window in scaled pixels, and the whole pixels that cover it.
+  const double fx0 = double(x) / d, fy0 = double(y) / d, fx1 = double(x + w) / d, fy1 = double(y + h) / d;
+  const int px0 = static_cast<int>(std::floor(fx0)), py0 = static_cast<int>(std::floor(fy0));
+  const int px1 = std::min(ow, static_cast<int>(std::ceil(fx1))), py1 = std::min(oh, static_cast<int>(std::ceil(fy1)));
+  // One column of margin each side: chroma upsampling at a crop edge that falls on an iMCU boundary
+  // would otherwise lack its neighbour and differ from a full decode.
+  const int mx0 = std::max(0, px0 - 1), mx1 = std::min(ow, px1 + 1);
+  JDIMENSION cx = static_cast<JDIMENSION>(mx0), cw = static_cast<JDIMENSION>(mx1 - mx0);
+  if (cx > 0 || static_cast<int>(cw) < ow) jpeg_crop_scanline(&c, &cx, &cw);  // cx aligned down, cw widened
+  else cw = static_cast<JDIMENSION>(ow);
+  if (py0 > 0) jpeg_skip_scanlines(&c, static_cast<JDIMENSION>(py0));
+  const size_t stride = static_cast<size_t>(cw) * 3;
+  m.rows.resize(stride * static_cast<size_t>(py1 - py0));
+  if (m.cmyk) m.cmyk_row.resize(static_cast<size_t>(cw) * 4);
+  while (static_cast<int>(c.output_scanline) < py1) {
+    uint8_t* dst = m.rows.data() + (c.output_scanline - py0) * stride;
+    if (!m.cmyk) {
+      JSAMPROW r[4];
+      int n = std::min(4, py1 - static_cast<int>(c.output_scanline));
+      for (int i = 0; i < n; ++i) r[i] = dst + i * stride;
+      jpeg_read_scanlines(&c, r, static_cast<JDIMENSION>(n));
+      continue;
+    }
+    JSAMPROW r = m.cmyk_row.data();
+    jpeg_read_scanlines(&c, &r, 1);
+    const uint8_t* s = m.cmyk_row.data();
+    for (JDIMENSION i = 0; i < cw; ++i, s += 4, dst += 3) {
+      int cc = s[0], mm = s[1], yy = s[2], kk = s[3];
+      if (m.inverted) cc = 255 - cc, mm = 255 - mm, yy = 255 - yy, kk = 255 - kk;
+      int nk = 255 - kk;
+      dst[0] = cmyk_channel(cc, nk), dst[1] = cmyk_channel(mm, nk), dst[2] = cmyk_channel(yy, nk);
+    }
+  }
+  // No EOI near the end: read on to the end of the data so that a truncated file is caught.
+  if (!m.has_eoi && c.output_scanline < c.output_height) jpeg_skip_scanlines(&c, c.output_height - c.output_scanline);
+  jpeg_abort_decompress(&c);
+
+  out.view = {m.rows.data() + static_cast<size_t>(px0 - static_cast<int>(cx)) * 3, px1 - px0, py1 - py0,
+              static_cast<int64_t>(stride)};
+  out.box[0] = static_cast<float>(fx0 - px0);
+  out.box[1] = static_cast<float>(fy0 - py0);
+  out.box[2] = static_cast<float>(fx1 - px0);
+  out.box[3] = static_cast<float>(fy1 - py0);
+  out.scale_denom = d;
+  return true;
+}
+
+bool JpegDecoder::decode_full(Image& out) {
+  DecodedWindow win;
+  if (!decode(0, 0, width_, height_, 0, 0, win)) return false;
+  out.resize(win.view.w, win.view.h);
+  for (int r = 0; r < win.view.h; ++r) std::memcpy(out.row(r), win.view.row(r), static_cast<size_t>(win.view.w) * 3);
+  return true;
+}
+
+std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int w, int h, int channels, int quality) {
+  MO_CHECK(channels == 1 || channels == 3 || channels == 4, "encode_jpeg: {} channels (want 1, 3 or 4)", channels);
+  MO_CHECK(w > 0 && h > 0, "encode_jpeg: empty image {}x{}", w, h);
+  jpeg_compress_struct c;
+  ErrorMgr err;
+  unsigned char* mem = nullptr;
+  unsigned long mem_size = 0;
+  install(err, c.err);
+  if (setjmp(err.jump)) {
+    jpeg_destroy_compress(&c);
+    std::free(mem);
+    MO_FAIL("encode_jpeg: libjpeg failed: {}", err.msg);
+  }
+  jpeg_create_compress(&c);
+  jpeg_mem_dest(&c, &mem, &mem_size);
+  c.image_width = static_cast<JDIMENSION>(w);
+  c.image_height = static_cast<JDIMENSION>(h);
+  c.input_components = channels;
+  c.in_color_space = channels == 1 ? JCS_GRAYSCALE : channels == 3 ? JCS_RGB : JCS_CMYK;
+  jpeg_set_defaults(&c);
+  jpeg_set_quality(&c, quality, TRUE);
+  jpeg_start_compress(&c, TRUE);
+  const size_t stride = static_cast<size_t>(w) * channels;
+  while (c.next_scanline < c.image_height) {
+    JSAMPROW r = const_cast<uint8_t*>(pixels) + c.next_scanline * stride;
+    jpeg_write_scanlines(&c, &r, 1);
+  }
+  jpeg_finish_compress(&c);
+  jpeg_destroy_compress(&c);
+  std::vector<uint8_t> bytes(mem, mem + mem_size);
+  std::free(mem);
+  return bytes;
+}
+
+bool read_file(const std::string& path, std::vector<uint8_t>& out, std::string& err) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    err = fmt::format("cannot open: {}", std::strerror(errno));
+    return false;
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    err = "not a regular file";
+    ::close(fd);
+    return false;
+  }
+  out.resize(static_cast<size_t>(st.st_size));
+  size_t got = 0;
+  while (got < out.size()) {
+    ssize_t r = ::read(fd, out.data() + got, out.size() - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      err = r < 0 ? fmt::format("read failed: {}", std::strerror(errno)) : "file shrank while reading";
+      ::close(fd);
+      return false;
+    }
+    got += static_cast<size_t>(r);
+  }
+  ::close(fd);
+  return true;
+}
+
+void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::string tmp = fmt::format("{}.tmp{}.{}", path, ::getpid(), std::hash<std::thread::id>{}(std::this_thread::get_id()));
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  MO_CHECK(f != nullptr, "cannot write {}: {}", tmp, std::strerror(errno));
+  size_t n = bytes.empty() ? 0 : std::fwrite(bytes.data(), 1, bytes.size(), f);
+  bool ok = n == bytes.size() && std::fclose(f) == 0;
+  MO_CHECK(ok, "cannot write {}: {}", tmp, std::strerror(errno));
+  MO_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename {} to {}: {}", tmp, path, std::strerror(errno));
+}
+
+}  // namespace mo::data

@@ -1,0 +1,133 @@
+// transforms.cpp: train / eval transforms (see transforms.h).
+#include "data/transforms.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "autograd/check.h"
+
+namespace mo::data {
+
+CropWindow random_resized_crop_window(int width, int height, const TrainTransformConfig& cfg, Rng& rng) {
+  const double area = static_cast<double>(width) * height;
+  const double log_r0 = std::log(cfg.ratio_min), log_r1 = std::log(cfg.ratio_max);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    double target_area = area * rng.uniform(cfg.scale_min, cfg.scale_max);
+    double aspect = std::exp(rng.uniform(log_r0, log_r1));
+    int w = static_cast<int>(std::nearbyint(std::sqrt(target_area * aspect)));  // Python round: half to even
+    int h = static_cast<int>(std::nearbyint(std::sqrt(target_area / aspect)));
+    if (w > 0 && w <= width && h > 0 && h <= height) {
+      int y = static_cast<int>(rng.randint(0, height - h));
+      int x = static_cast<int>(rng.randint(0, width - w));
+      return {x, y, w, h};
+    }
+  }
+  // Fallback: the central crop with the ratio clamped into range.
+  const double in_ratio = static_cast<double>(width) / height;
+  int w = width, h = height;
+  if (in_ratio < std::min(cfg.ratio_min, cfg.ratio_max)) {
+    h = static_cast<int>(std::nearbyint(w / std::min(cfg.ratio_min, cfg.ratio_max)));
+  } else if (in_ratio > std::max(cfg.ratio_min, cfg.ratio_max)) {
+    w = static_cast<int>(std::nearbyint(h * std::max(cfg.ratio_min, cfg.ratio_max)));
+  }
+  return {(width - w) / 2, (height - h) / 2, w, h};
+}
+
+void resize_shorter_side(int width, int height, int shorter, int& out_w, int& out_h) {
+  if (width <= height) {
+    out_w = shorter;
+    out_h = static_cast<int>(static_cast<double>(shorter) * height / width);
+  } else {
+    out_h = shorter;
+    out_w = static_cast<int>(static_cast<double>(shorter) * width / height);
+  }
+}
+
+TrainTransform::TrainTransform(TrainTransformConfig cfg) : cfg_(std::move(cfg)) {
+  MO_CHECK(cfg_.size > 0, "train transform: size {} must be positive", cfg_.size);
+  MO_CHECK(cfg_.scale_min > 0 && cfg_.scale_min <= cfg_.scale_max && cfg_.ratio_min > 0 && cfg_.ratio_max > 0,
+           "train transform: bad scale ({}, {}) or ratio ({}, {})", cfg_.scale_min, cfg_.scale_max, cfg_.ratio_min,
+           cfg_.ratio_max);
+  if (!cfg_.auto_augment.empty()) {
+    ra_ = RandAugmentConfig::parse(cfg_.auto_augment);
+    ra_->translate_const = static_cast<int>(cfg_.size * 0.45);  // timm: int(img_size_min * 0.45)
+    if (cfg_.interpolation) ra_->interpolation = cfg_.interpolation;
+  }
+}
+
+bool TrainTransform::operator()(const uint8_t* data, size_t n, Rng& rng, Workspace& ws, const ImageView& out,
+                                std::string& err) const {
+  if (!ws.decoder.open(data, n)) {
+    err = ws.decoder.error();
+    return false;
+  }
+  CropWindow win = random_resized_crop_window(ws.decoder.width(), ws.decoder.height(), cfg_, rng);
+  Interp interp = cfg_.interpolation ? *cfg_.interpolation : (rng.uniform() < 0.5 ? Interp::bilinear : Interp::bicubic);
+  bool flip = cfg_.hflip > 0 && rng.uniform() < cfg_.hflip;
+  return decode_and_transform(win, interp, flip, &rng, ws, out, err);
+}
+
+bool TrainTransform::apply_fixed(const uint8_t* data, size_t n, const CropWindow* window, Interp interp, bool flip,
+                                 Rng* ra_rng, Workspace& ws, const ImageView& out, std::string& err) const {
+  if (!ws.decoder.open(data, n)) {
+    err = ws.decoder.error();
+    return false;
+  }
+  CropWindow win = window ? *window : CropWindow{0, 0, ws.decoder.width(), ws.decoder.height()};
+  return decode_and_transform(win, interp, flip, ra_rng, ws, out, err);
+}
+
+bool TrainTransform::decode_and_transform(const CropWindow& win, Interp interp, bool flip, Rng* ra_rng, Workspace& ws,
+                                          const ImageView& out, std::string& err) const {
+  MO_CHECK(out.w == cfg_.size && out.h == cfg_.size, "train transform: output {}x{}, expected {}x{}", out.w, out.h,
+           cfg_.size, cfg_.size);
+  DecodedWindow dec;
+  const int need = cfg_.dct_scaling ? cfg_.size : 0;
+  if (!ws.decoder.decode(win.x, win.y, win.w, win.h, need, need, dec)) {
+    err = ws.decoder.error();
+    return false;
+  }
+  const bool augment = ra_ && ra_rng;
+  if (!augment) {
+    resample(dec.view, dec.box, interp, out, flip);
+    return true;
+  }
+  ws.img.resize(cfg_.size, cfg_.size);
+  resample(dec.view, dec.box, interp, ws.img.view(), flip);
+  mo::data::rand_augment(ws.img, *ra_, *ra_rng, ws.scratch);
+  for (int y = 0; y < out.h; ++y) std::memcpy(out.row(y), ws.img.row(y), static_cast<size_t>(out.w) * 3);
+  return true;
+}
+
+EvalTransform::EvalTransform(EvalTransformConfig cfg) : cfg_(cfg) {
+  MO_CHECK(cfg_.size > 0 && cfg_.crop_pct > 0 && cfg_.crop_pct <= 1.0, "eval transform: size {} / crop_pct {} invalid",
+           cfg_.size, cfg_.crop_pct);
+}
+
+bool EvalTransform::operator()(const uint8_t* data, size_t n, Workspace& ws, const ImageView& out,
+                               std::string& err) const {
+  MO_CHECK(out.w == cfg_.size && out.h == cfg_.size, "eval transform: output {}x{}, expected {}x{}", out.w, out.h,
+           cfg_.size, cfg_.size);
+  if (!ws.decoder.open(data, n)) {
+    err = ws.decoder.error();
+    return false;
+  }
+  const int W = ws.decoder.width(), H = ws.decoder.height();
+  const int scale_size = static_cast<int>(std::floor(cfg_.size / cfg_.crop_pct));
+  int rw = 0, rh = 0;
+  resize_shorter_side(W, H, scale_size, rw, rh);
+  DecodedWindow dec;
+  const bool scaled = cfg_.dct_scaling;
+  if (!ws.decoder.decode(0, 0, W, H, scaled ? rw : 0, scaled ? rh : 0, dec)) {
+    err = ws.decoder.error();
+    return false;
+  }
+  // torchvision CenterCrop: int(round((resized - crop) / 2.0)), Python rounding (half to even).
+  ResampleWindow win{rw, rh, static_cast<int>(std::nearbyint((rw - cfg_.size) / 2.0)),
+                     static_cast<int>(std::nearbyint((rh - cfg_.size) / 2.0))};
+  MO_CHECK(win.x0 >= 0 && win.y0 >= 0, "eval transform: resized {}x{} smaller than the {} crop", rw, rh, cfg_.size);
+  resample(dec.view, dec.box, cfg_.interpolation, out, false, &win);
+  return true;
+}
+
+}  // namespace mo::data

@@ -1,0 +1,80 @@
+// transforms.h: the per-image training and evaluation transforms, from JPEG bytes to a size x size
+// uint8 RGB image written straight into a batch slot.
+//  - train (timm's recipe, mambaout.md §3): RandomResizedCrop (torchvision get_params semantics: scale,
+//    ratio, 10 attempts, centre fallback) with bilinear or bicubic at random, decoded as a window at a
+//    DCT scale; horizontal flip fused into the resize; RandAugment.
+//  - eval (§4): resize the shorter side to floor(size / crop_pct) with PIL's antialiased bicubic, centre
+//    crop (torchvision rounding); only the cropped window of the resize is computed.
+// Normalisation, mixup/cutmix and random erasing happen later on whole batches (mixup.h, normalize.h).
+#pragma once
+#include <optional>
+#include <string>
+
+#include "data/jpeg.h"
+#include "data/rand_augment.h"
+#include "data/random.h"
+#include "data/resample.h"
+
+namespace mo::data {
+
+struct TrainTransformConfig {
+  int size = 224;
+  double scale_min = 0.08, scale_max = 1.0;
+  double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;
+  std::optional<Interp> interpolation;  // unset: bilinear or bicubic at random (timm 'random')
+  double hflip = 0.5;
+  std::string auto_augment = "rand-m9-mstd0.5-inc1";  // timm policy string; empty: no RandAugment
+  bool dct_scaling = true;  // decode at 1/2, 1/4, 1/8 when the crop stays >= size
+};
+
+struct EvalTransformConfig {
+  int size = 224;
+  double crop_pct = 1.0;
+  Interp interpolation = Interp::bicubic;
+  bool dct_scaling = false;  // off: bit-exact with PIL; on: faster on large images
+};
+
+struct CropWindow {
+  int x = 0, y = 0, w = 0, h = 0;  // left, top, width, height in the full image
+};
+// torchvision RandomResizedCrop.get_params on a width x height image.
+CropWindow random_resized_crop_window(int width, int height, const TrainTransformConfig& cfg, Rng& rng);
+
+// Per-thread state: the decoder and reusable image buffers.
+struct Workspace {
+  JpegDecoder decoder;
+  Image img, scratch;
+};
+
+class TrainTransform {
+ public:
+  explicit TrainTransform(TrainTransformConfig cfg);
+  const TrainTransformConfig& config() const { return cfg_; }
+  const std::optional<RandAugmentConfig>& rand_augment() const { return ra_; }
+  // JPEG bytes -> out (size x size). False with `err` set when the file cannot be decoded.
+  bool operator()(const uint8_t* data, size_t n, Rng& rng, Workspace& ws, const ImageView& out, std::string& err) const;
+  // The same with the crop window, interpolation and flip given (parity tests and benchmarks).
+  bool apply_fixed(const uint8_t* data, size_t n, const CropWindow* window, Interp interp, bool flip, Rng* ra_rng,
+                   Workspace& ws, const ImageView& out, std::string& err) const;
+
+ private:
+  bool decode_and_transform(const CropWindow& win, Interp interp, bool flip, Rng* ra_rng, Workspace& ws,
+                            const ImageView& out, std::string& err) const;
+  TrainTransformConfig cfg_;
+  std::optional<RandAugmentConfig> ra_;
+};
+
+class EvalTransform {
+ public:
+  explicit EvalTransform(EvalTransformConfig cfg);
+  const EvalTransformConfig& config() const { return cfg_; }
+  bool operator()(const uint8_t* data, size_t n, Workspace& ws, const ImageView& out, std::string& err) const;
+
+ private:
+  EvalTransformConfig cfg_;
+};
+
+// The size torchvision's Resize(int) gives a width x height image (shorter side -> `shorter`).
+void resize_shorter_side(int width, int height, int shorter, int& out_w, int& out_h);
+
+}  // namespace mo::data
