@@ -60,10 +60,11 @@ __global__ void fill_kernel(T* dst, StridedIndex di, bool dc, T v, int64_t n) {
     dst[dc ? i : strided_offset(di, i)] = v;
 }
 
-template <typename T>
-__global__ void add_kernel(T* dst, const T* src, float alpha, int64_t n) {
+// dst (D) += alpha * src (S) in fp32; S may be bf16 into an f32 D (bf16 gradients into fp32 buffers).
+template <typename D, typename S>
+__global__ void add_kernel(D* dst, const S* src, float alpha, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    dst[i] = cvt<T>(to_f(dst[i]) + alpha * to_f(src[i]));
+    dst[i] = cvt<D>(to_f(dst[i]) + alpha * to_f(src[i]));
 }
 __global__ void add_kernel_f64(double* dst, const double* src, double alpha, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
@@ -152,14 +153,20 @@ void cuda_fill(const Tensor& dst, double v) {
 
 void cuda_add_(const Tensor& dst, const Tensor& src_in, double alpha) {
   MO_CHECK(dst.is_contiguous(), "add_: CUDA destination must be contiguous, got {}", dst.str());
-  Tensor src = src_in.dtype() == dst.dtype() ? src_in.contiguous() : src_in.to(dst.dtype()).contiguous();
+  // A bf16 source adds into an f32 destination directly (no converted temporary).
+  const bool bf16_into_f32 = dst.dtype() == DType::f32 && src_in.dtype() == DType::bf16;
+  Tensor src = src_in.dtype() == dst.dtype() || bf16_into_f32 ? src_in.contiguous() : src_in.to(dst.dtype()).contiguous();
   int64_t n = dst.numel();
   switch (dst.dtype()) {
     case DType::f32:
-      add_kernel<float><<<grid_for(n), 256, 0, stream()>>>(dst.data<float>(), src.data<float>(), (float)alpha, n);
+      if (bf16_into_f32)
+        add_kernel<float, __nv_bfloat16><<<grid_for(n), 256, 0, stream()>>>(
+            dst.data<float>(), static_cast<const __nv_bfloat16*>(src.raw_data()), (float)alpha, n);
+      else
+        add_kernel<float, float><<<grid_for(n), 256, 0, stream()>>>(dst.data<float>(), src.data<float>(), (float)alpha, n);
       break;
     case DType::bf16:
-      add_kernel<__nv_bfloat16><<<grid_for(n), 256, 0, stream()>>>(
+      add_kernel<__nv_bfloat16, __nv_bfloat16><<<grid_for(n), 256, 0, stream()>>>(
           static_cast<__nv_bfloat16*>(dst.raw_data()), static_cast<const __nv_bfloat16*>(src.raw_data()),
           (float)alpha, n);
       break;

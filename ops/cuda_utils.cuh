@@ -4,6 +4,8 @@
 //   - 16-byte vectors: Pack<T> (4 floats or 8 bf16), load_pack / store_pack, aligned16().
 //   - reductions with a fixed order (deterministic for a given blockDim): warp_sum / warp_max,
 //     block_sum / block_max (blockDim.x a multiple of 32, at most 1024).
+//   - allow_tf32(): the MO_ALLOW_TF32=1 switch for float32 GEMM / convolution.
+//   - map1 / map2: elementwise out = op(a) / op(a, b) with 16-byte vectors when aligned.
 //   - grid_1d(n, threads): a grid-stride launch size capped at a fixed multiple of 132 SMs.
 //   - column_sum: deterministic two-pass column reduction out[b, j] = scale · Σ_i f(b, i, j) over an
 //     (batch, M, N) index space, fp32 accumulation, no atomics (bias / γ gradients, spatial means).
@@ -15,6 +17,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "autograd/cuda_check.h"
@@ -46,6 +50,16 @@ void float_dispatch(const char* op, const Tensor& t, F&& f) {
   }
 }
 
+// MO_ALLOW_TF32=1 lets float32 matrix products / convolutions use TF32 tensor cores (faster, ~1e-3
+// relative error). Default off: float32 on CUDA then matches the CPU to ~1e-6.
+inline bool allow_tf32() {
+  static const bool on = [] {
+    const char* e = std::getenv("MO_ALLOW_TF32");
+    return e != nullptr && std::strcmp(e, "1") == 0;
+  }();
+  return on;
+}
+
 // Typed device pointer to element 0 of a tensor (no dtype check; dispatch first).
 template <typename T> T* ptr(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
 
@@ -69,6 +83,53 @@ inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 
 inline int grid_1d(int64_t n, int threads) {
   int64_t b = (n + threads - 1) / threads;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(b, 132 * 32)));
+}
+
+// ---- elementwise maps --------------------------------------------------------------------------------
+// out[i] = op(a[i]) (map1) or op(a[i], b[i]) (map2) with op a functor on floats; storage type T is
+// converted on load/store. 16-byte vector loads/stores when every pointer is 16-byte aligned (the tail
+// n % (16 / sizeof T) is done element-wise). out may alias an input (same index only).
+template <typename T, typename Op>
+__global__ void map1_kernel(Op op, const T* a, T* out, int64_t n, int64_t nvec) {
+  constexpr int V = Pack<T>::N;
+  const int64_t tid = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t p = tid; p < nvec; p += step) {
+    const Pack<T> va = load_pack(a + p * V);
+    Pack<T> vo;
+#pragma unroll
+    for (int k = 0; k < V; ++k) vo.v[k] = from_float<T>(op(to_float(va.v[k])));
+    store_pack(out + p * V, vo);
+  }
+  for (int64_t i = nvec * V + tid; i < n; i += step) out[i] = from_float<T>(op(to_float(a[i])));
+}
+template <typename T, typename Op>
+__global__ void map2_kernel(Op op, const T* a, const T* b, T* out, int64_t n, int64_t nvec) {
+  constexpr int V = Pack<T>::N;
+  const int64_t tid = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t p = tid; p < nvec; p += step) {
+    const Pack<T> va = load_pack(a + p * V), vb = load_pack(b + p * V);
+    Pack<T> vo;
+#pragma unroll
+    for (int k = 0; k < V; ++k) vo.v[k] = from_float<T>(op(to_float(va.v[k]), to_float(vb.v[k])));
+    store_pack(out + p * V, vo);
+  }
+  for (int64_t i = nvec * V + tid; i < n; i += step) out[i] = from_float<T>(op(to_float(a[i]), to_float(b[i])));
+}
+template <typename T, typename Op>
+void map1(const Op& op, const T* a, T* out, int64_t n) {
+  if (n <= 0) return;
+  const int64_t nvec = aligned16(a) && aligned16(out) ? n / Pack<T>::N : 0;
+  map1_kernel<T, Op><<<grid_1d(nvec > 0 ? nvec : n, 256), 256, 0, stream()>>>(op, a, out, n, nvec);
+  CUDA_CHECK_LAUNCH();
+}
+template <typename T, typename Op>
+void map2(const Op& op, const T* a, const T* b, T* out, int64_t n) {
+  if (n <= 0) return;
+  const int64_t nvec = aligned16(a) && aligned16(b) && aligned16(out) ? n / Pack<T>::N : 0;
+  map2_kernel<T, Op><<<grid_1d(nvec > 0 ? nvec : n, 256), 256, 0, stream()>>>(op, a, b, out, n, nvec);
+  CUDA_CHECK_LAUNCH();
 }
 
 // ---- reductions (fixed order) ------------------------------------------------------------------------
