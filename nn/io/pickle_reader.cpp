@@ -92,13 +92,23 @@ class Unpickler {
     return n;
   }
   int64_t parse_int(std::string_view s) {
+    int64_t v = 0;
+    MO_CHECK(text_int(s, v), "{}: bad integer '{}' in pickle at offset {}", what_, s, r_.pos());
+    return v;
+  }
+  // Protocol-0 integers ("123", "-5L"); false when not a decimal that fits in 64 bits.
+  static bool text_int(std::string_view s, int64_t& v) {
     if (!s.empty() && s.back() == 'L') s.remove_suffix(1);
     if (!s.empty() && s.front() == '+') s.remove_prefix(1);
-    int64_t v = 0;
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    MO_CHECK(ec == std::errc() && p == s.data() + s.size(), "{}: bad integer '{}' in pickle at offset {}", what_, s,
-             r_.pos());
-    return v;
+    return ec == std::errc() && p == s.data() + s.size();
+  }
+  PyValue* int_value(std::string_view s) {  // INT / LONG opcodes; huge values become placeholders
+    int64_t v = 0;
+    if (text_int(s, v)) return make_int(v);
+    const bool digits = s.find_first_not_of("+-0123456789L") == std::string_view::npos && !s.empty();
+    MO_CHECK(digits, "{}: bad integer '{}' in pickle at offset {}", what_, s, r_.pos());
+    return make_str("int (more than 64 bits)", Kind::object);
   }
   PyValue* long_bytes(uint64_t n) {
     Bytes b = r_.take(len(n));
@@ -259,10 +269,10 @@ Pickle Unpickler::run() {
       case 'I': {
         std::string_view l = r_.line();
         if (l == "00" || l == "01") push(make_int(l == "01", Kind::boolean));
-        else push(make_int(parse_int(l)));
+        else push(int_value(l));
         break;
       }
-      case 'L': push(make_int(parse_int(r_.line()))); break;
+      case 'L': push(int_value(r_.line())); break;
       case 'J': push(make_int(r_.i32())); break;
       case 'K': push(make_int(r_.u8())); break;
       case 'M': push(make_int(r_.u16())); break;

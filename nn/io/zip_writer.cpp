@@ -31,7 +31,7 @@ void ZipWriter::put(const std::vector<uint8_t>& b) {
 void ZipWriter::add(const std::string& name, Bytes data) {
   MO_CHECK(!finished_, "{}: zip already finished", what_);
   MO_CHECK(name.size() < 0xffff, "{}: record name too long", what_);
-  const bool z64 = data.size() >= kMax32 || pos_ >= kMax32;
+  const bool z64 = force_zip64_ || data.size() >= kMax32 || pos_ >= kMax32;
   Buf h;
   h.u32(0x04034b50);
   h.u16(z64 ? 45 : 20);  // version needed
@@ -70,7 +70,7 @@ void ZipWriter::finish() {
   finished_ = true;
   const uint64_t cd_start = pos_;
   for (const auto& w : written_) {
-    const bool z64 = w.size >= kMax32 || w.local_offset >= kMax32;
+    const bool z64 = force_zip64_ || w.size >= kMax32 || w.local_offset >= kMax32;
     Buf c;
     c.u32(0x02014b50);
     c.u16(z64 ? 45 : 20);  // version made by
@@ -100,7 +100,7 @@ void ZipWriter::finish() {
     put(c.b);
   }
   const uint64_t cd_size = pos_ - cd_start, n = written_.size();
-  const bool z64 = n >= 0xffff || cd_start >= kMax32 || cd_size >= kMax32;
+  const bool z64 = force_zip64_ || n >= 0xffff || cd_start >= kMax32 || cd_size >= kMax32;
   Buf e;
   if (z64) {
     const uint64_t z64_eocd = pos_;

@@ -14,8 +14,10 @@ namespace mo::nn::io {
 
 class ZipWriter {
  public:
-  // `what` names the destination in errors. The stream must stay open until finish().
-  ZipWriter(std::ostream& out, std::string what) : out_(out), what_(std::move(what)) {}
+  // `what` names the destination in errors. The stream must stay open until finish(). `force_zip64`
+  // writes zip64 records even for small archives (tests use it).
+  ZipWriter(std::ostream& out, std::string what, bool force_zip64 = false)
+      : out_(out), what_(std::move(what)), force_zip64_(force_zip64) {}
   void add(const std::string& name, Bytes data);
   void finish();  // central directory + end records; the writer cannot be used afterwards
 
@@ -31,6 +33,7 @@ class ZipWriter {
   uint64_t pos_ = 0;
   std::vector<Written> written_;
   bool finished_ = false;
+  bool force_zip64_;
 };
 
 }  // namespace mo::nn::io

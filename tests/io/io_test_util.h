@@ -1,0 +1,78 @@
+// io_test_util.h: helpers for the checkpoint I/O tests: a scratch directory removed at the end, a
+// runner for scripts/io/torch_io.py through MO_PYTHON (Debian's python3 with torch) that captures its
+// output, and raw float32 file reading.
+#pragma once
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace mo::io_test {
+
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& tag) {
+    path = std::filesystem::temp_directory_path() / ("mo_io_" + tag + "_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+struct RunResult {
+  int rc = -1;
+  std::string output;
+};
+
+// Runs a shell command, capturing stdout+stderr.
+inline RunResult run_command(const std::string& cmd) {
+  RunResult r;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
+  int status = ::pclose(p);
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+// python3 scripts/io/torch_io.py <args>
+inline RunResult torch_io(const std::string& args) {
+  return run_command(std::string(MO_PYTHON) + " " + MO_SOURCE_DIR + "/scripts/io/torch_io.py " + args);
+}
+
+inline std::vector<float> read_f32(const std::string& path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  EXPECT_TRUE(f.is_open()) << path;
+  std::vector<float> v(static_cast<size_t>(f.tellg()) / sizeof(float));
+  f.seekg(0);
+  f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
+  return v;
+}
+
+inline void write_f32(const std::string& path, const std::vector<float>& v) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
+}
+
+// Largest |a - b| divided by the largest |b|.
+inline double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    num = std::max(num, static_cast<double>(std::abs(a[i] - b[i])));
+    den = std::max(den, static_cast<double>(std::abs(b[i])));
+  }
+  return den > 0 ? num / den : num;
+}
+
+}  // namespace mo::io_test
