@@ -55,7 +55,7 @@ void Module::visit(const std::function<void(const std::string&, const Module&)>&
 }
 
 
-void pack_parameters(Module& m, Device dev, DType dtype) {
+Tensor pack_parameters(Module& m, Device dev, DType dtype) {
   // Gather pointers to every parameter slot, depth first (the named_parameters order).
   std::vector<Tensor*> slots;
   std::function<void(Module&)> walk = [&](Module& mod) {
@@ -74,6 +74,7 @@ void pack_parameters(Module& m, Device dev, DType dtype) {
     *t = v;
     off += v.numel();
   }
+  return flat;
 }
 
 }  // namespace mo::nn

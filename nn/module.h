@@ -49,7 +49,7 @@ class Module {
   }
 
  private:
-  friend void pack_parameters(Module& m, Device dev, DType dtype);
+  friend Tensor pack_parameters(Module& m, Device dev, DType dtype);
   std::deque<std::pair<std::string, Tensor>> params_;  // deque: references stay valid
   std::vector<std::pair<std::string, std::unique_ptr<Module>>> children_;
   bool training_ = true;
@@ -70,8 +70,7 @@ class ModuleList : public Module {
 };
 
 // Move every parameter of `m` into one contiguous buffer on `dev` with `dtype` (values kept), each
-// parameter becoming a view of it. Returns nothing; the flat buffer is reachable as the storage of
-// any parameter. After this, parameters(i).storage() are all the same Storage.
-void pack_parameters(Module& m, Device dev, DType dtype = DType::f32);
+// parameter becoming a view of it, in named_parameters() order. Returns the flat buffer (1-D).
+Tensor pack_parameters(Module& m, Device dev, DType dtype = DType::f32);
 
 }  // namespace mo::nn
