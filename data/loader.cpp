@@ -1,0 +1,367 @@
+// loader.cpp: worker pool, batch ring, epoch/resume state and the hand-off to normalize (see loader.h).
+// Locking: one mutex guards the slots and the epoch state; workers hold it only to take a task or to
+// report one done. A slot belongs to the workers while filling, to the consumer once ready.
+#include "data/loader.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "autograd/cuda_allocator.h"
+#include "data/device_stage.h"
+#include "data/sampler.h"
+
+namespace mo::data {
+namespace {
+
+constexpr int kMaxReplacements = 16;
+
+size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+// A view of `bytes` (a uint8 tensor) at byte offset `off` as another dtype and shape.
+Tensor reinterpret(const Tensor& bytes, size_t off, const Shape& shape, DType dt) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = bytes.storage();
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->offset = static_cast<int64_t>((bytes.offset() + off) / dtype_size(dt));
+  impl->dtype = dt;
+  return Tensor(impl);
+}
+
+}  // namespace
+
+struct Loader::Impl {
+  struct Slot {
+    std::unique_ptr<HostBuffer> buf;
+    int64_t batch = -1;  // -1: free
+    int count = 0, next_sample = 0, remaining = 0;
+    bool ready = false;
+    double lam = 1.0;
+  };
+
+  LoaderConfig cfg;
+  std::shared_ptr<const ImageFolder> ds;
+  std::unique_ptr<TrainTransform> train_tf;
+  std::unique_ptr<EvalTransform> eval_tf;
+  std::unique_ptr<DistributedSampler> sampler;
+  NormalizeSpec spec;
+  int S = 0, C = 0, B = 0;
+  size_t meta_off = 0, labels_off = 0, targets_off = 0, slot_bytes = 0;
+  Device dev;
+  std::unique_ptr<DeviceStage> stage;
+
+  std::mutex mu;
+  std::condition_variable cv_work, cv_done;
+  std::vector<Slot> slots;
+  std::vector<std::thread> workers;
+  bool stop = false, started = false;
+  int busy = 0;
+  uint64_t gen = 0;
+  int64_t epoch = 0, num_batches = 0, next_schedule = 0, next_out = 0;
+  std::vector<SampleRef> samples;
+  std::exception_ptr error;
+  int pending_slot = -1, pending_stage = -1;  // CUDA: slot whose upload may still be running
+  std::atomic<int64_t> bad{0};
+  std::atomic<int> warnings{0};
+
+  uint8_t* images(Slot& s) { return s.buf->data(); }
+  int64_t* meta(Slot& s) { return reinterpret_cast<int64_t*>(s.buf->data() + meta_off); }
+  int64_t* labels(Slot& s) { return reinterpret_cast<int64_t*>(s.buf->data() + labels_off); }
+  float* targets(Slot& s) { return reinterpret_cast<float*>(s.buf->data() + targets_off); }
+
+  void warn(const std::string& path, const std::string& err, const std::string& instead) {
+    const int n = warnings.fetch_add(1);
+    if (n < cfg.max_warnings)
+      std::fprintf(stderr, "warning: data loader: skipping %s: %s (replaced by %s)\n", path.c_str(), err.c_str(),
+                   instead.c_str());
+    else if (n == cfg.max_warnings)
+      std::fprintf(stderr, "warning: data loader: further bad-input warnings suppressed (bad_samples() counts them)\n");
+  }
+
+  // Decodes + transforms one sample into `out`; unreadable files are replaced deterministically.
+  void process(const SampleRef& ref, int64_t ep, Workspace& ws, std::vector<uint8_t>& file, uint8_t* out_px,
+               int64_t& label) {
+    const ImageView out{out_px, S, S, static_cast<int64_t>(S) * 3};
+    Rng pick(cfg.seed, make_stream(Purpose::replacement, ep, ref.position));
+    int64_t idx = ref.index;
+    for (int attempt = 0; attempt < kMaxReplacements; ++attempt) {
+      const std::string path = ds->path(idx);
+      std::string err;
+      bool ok = read_file(path, file, err);
+      if (ok && train_tf) {
+        Rng rng(cfg.seed, make_stream(Purpose::transform, ep, ref.position));
+        rng.g.counter = static_cast<uint64_t>(attempt) << 32;  // a stand-in gets fresh draws
+        ok = (*train_tf)(file.data(), file.size(), rng, ws, out, err);
+      } else if (ok) {
+        ok = (*eval_tf)(file.data(), file.size(), ws, out, err);
+      }
+      if (ok) {
+        label = ds->label(idx);
+        return;
+      }
+      bad.fetch_add(1);
+      const int64_t next = pick.randint(0, ds->size() - 1);
+      warn(path, err, ds->path(next));
+      idx = next;
+    }
+    MO_FAIL("data loader: {} unreadable files in a row (last: {}); is {} intact?", kMaxReplacements, ds->path(idx),
+            ds->folder());
+  }
+
+  // Mixup/cutmix, targets and erase boxes of a filled slot (by the worker that finished it).
+  void finalize(Slot& s, int64_t ep) {
+    const int n = s.count;
+    s.lam = 1.0;
+    if (cfg.training && cfg.mixup.enabled()) {
+      Rng rng(cfg.seed, make_stream(Purpose::mixup, ep, s.batch * cfg.world_size + cfg.rank));
+      const MixParams p = draw_mix_params(cfg.mixup, S, S, rng);
+      mix_batch(images(s), n, S, S, p);
+      s.lam = p.lam;
+    }
+    mix_targets(labels(s), n, C, s.lam, cfg.training ? cfg.mixup.label_smoothing : 0.0, targets(s));
+    for (int i = 0; i < n; ++i) {
+      const int64_t pos = samples[static_cast<size_t>(s.batch * B + i)].position;
+      EraseBox box;
+      if (cfg.training) {
+        Rng rng(cfg.seed, make_stream(Purpose::erase_box, ep, pos));
+        box = draw_erase_box(cfg.erase, S, S, rng);
+      }
+      int64_t* m = meta(s) + i * kMetaCols;
+      m[0] = box.top, m[1] = box.left, m[2] = box.h, m[3] = box.w;
+      m[4] = static_cast<int64_t>(make_stream(Purpose::erase_pixels, ep, pos));
+    }
+  }
+
+  bool take_task(int& slot_idx) {  // under mu
+    if (!started) return false;
+    int best = -1;
+    for (int i = 0; i < static_cast<int>(slots.size()); ++i) {
+      const Slot& s = slots[i];
+      if (s.batch >= 0 && s.next_sample < s.count && (best < 0 || s.batch < slots[best].batch)) best = i;
+    }
+    if (best < 0 && next_schedule < num_batches) {
+      for (int i = 0; i < static_cast<int>(slots.size()); ++i) {
+        Slot& s = slots[i];
+        if (s.batch >= 0) continue;
+        s.batch = next_schedule++;
+        s.count = static_cast<int>(std::min<int64_t>(B, static_cast<int64_t>(samples.size()) - s.batch * B));
+        s.next_sample = 0;
+        s.remaining = s.count;
+        s.ready = false;
+        best = i;
+        break;
+      }
+    }
+    slot_idx = best;
+    return best >= 0;
+  }
+
+  void worker_loop() {
+    Workspace ws;
+    ws.decoder.set_max_pixels(cfg.max_pixels);
+    std::vector<uint8_t> file;
+    std::unique_lock<std::mutex> lk(mu);
+    for (;;) {
+      int si = -1;
+      cv_work.wait(lk, [&] { return stop || take_task(si); });
+      if (stop) return;
+      Slot& s = slots[si];
+      const int i = s.next_sample++;
+      const uint64_t my_gen = gen;
+      const int64_t ep = epoch;
+      const SampleRef ref = samples[static_cast<size_t>(s.batch * B + i)];
+      ++busy;
+      lk.unlock();
+      bool failed = false;
+      try {
+        process(ref, ep, ws, file, images(s) + static_cast<size_t>(i) * S * S * 3, labels(s)[i]);
+      } catch (...) {
+        failed = true;
+        lk.lock();
+        if (!error) error = std::current_exception();
+        lk.unlock();
+      }
+      lk.lock();
+      if (!failed && my_gen == gen && --s.remaining == 0) {
+        lk.unlock();
+        try {
+          finalize(s, ep);
+        } catch (...) {
+          lk.lock();
+          if (!error) error = std::current_exception();
+          lk.unlock();
+        }
+        lk.lock();
+        s.ready = true;
+      }
+      --busy;
+      cv_done.notify_all();
+    }
+  }
+
+  void release_pending() {  // under mu
+    if (pending_slot < 0) return;
+    if (stage) stage->wait_upload(pending_stage);
+    slots[pending_slot].batch = -1;
+    slots[pending_slot].ready = false;
+    pending_slot = -1;
+    cv_work.notify_all();
+  }
+
+  void start_epoch(int64_t ep, int64_t first) {
+    std::unique_lock<std::mutex> lk(mu);
+    ++gen;
+    started = false;
+    cv_done.wait(lk, [&] { return busy == 0; });
+    release_pending();
+    for (Slot& s : slots) s.batch = -1, s.ready = false;
+    epoch = ep;
+    samples = sampler->epoch(ep);
+    const int64_t n = static_cast<int64_t>(samples.size());
+    num_batches = cfg.training ? n / B : (n + B - 1) / B;  // drop_last when training
+    samples.resize(static_cast<size_t>(std::min(n, num_batches * B)));
+    MO_CHECK(first >= 0 && first <= num_batches, "Loader::start_epoch: batch {} outside [0, {}]", first, num_batches);
+    next_schedule = next_out = first;
+    started = true;
+    cv_work.notify_all();
+  }
+
+  bool next(Batch& out) {
+    std::unique_lock<std::mutex> lk(mu);
+    if (!started) {
+      lk.unlock();
+      start_epoch(0, 0);
+      lk.lock();
+    }
+    release_pending();
+    if (error) std::rethrow_exception(error);
+    if (next_out >= num_batches) return false;
+    int si = -1;
+    cv_done.wait(lk, [&] {
+      if (error) return true;
+      for (int i = 0; i < static_cast<int>(slots.size()); ++i)
+        if (slots[i].batch == next_out && slots[i].ready) si = i;
+      return si >= 0;
+    });
+    if (error) std::rethrow_exception(error);
+    Slot& s = slots[si];
+    const int64_t batch_index = next_out, ep = epoch;
+    const double lam = s.lam;
+    lk.unlock();
+    const int n = s.count;
+    if (stage) {
+      const int which = static_cast<int>(batch_index % 2);
+      stage->upload(s.buf->data(), slot_bytes, which);
+      Tensor st = stage->acquire(which);
+      out.images = normalize_erase(reinterpret(st, 0, {n, S, S, 3}, DType::u8),
+                                   reinterpret(st, meta_off, {n, kMetaCols}, DType::i64), cfg.seed, spec);
+      out.labels = reinterpret(st, labels_off, {n}, DType::i64).clone();
+      out.targets = reinterpret(st, targets_off, {n, C}, DType::f32).clone();
+      stage->release(which);
+      lk.lock();
+      pending_slot = si;
+      pending_stage = which;
+    } else {
+      out.images = normalize_erase(Tensor::from_blob(images(s), {n, S, S, 3}, DType::u8),
+                                   Tensor::from_blob(meta(s), {n, kMetaCols}, DType::i64), cfg.seed, spec);
+      out.labels = Tensor::from_blob(labels(s), {n}, DType::i64).clone();
+      out.targets = Tensor::from_blob(targets(s), {n, C}, DType::f32).clone();
+      lk.lock();
+      s.batch = -1;
+      s.ready = false;
+      cv_work.notify_all();
+    }
+    out.epoch = ep;
+    out.index = batch_index;
+    out.lam = lam;
+    ++next_out;
+    return true;
+  }
+};
+
+Loader::Loader(LoaderConfig cfg) : Loader(cfg, nullptr) {}
+
+Loader::Loader(LoaderConfig cfg, std::shared_ptr<const ImageFolder> dataset) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  if (cfg.split.empty()) cfg.split = cfg.training ? "train" : "val";
+  MO_CHECK(cfg.batch_size > 0 && cfg.num_threads > 0 && cfg.prefetch_batches > 0,
+           "Loader: batch_size {}, num_threads {} and prefetch_batches {} must be positive", cfg.batch_size,
+           cfg.num_threads, cfg.prefetch_batches);
+  m.cfg = cfg;
+  m.ds = dataset ? std::move(dataset) : std::make_shared<ImageFolder>(cfg.root, cfg.split, cfg.use_index_cache);
+  if (cfg.training) m.train_tf = std::make_unique<TrainTransform>(cfg.train);
+  else m.eval_tf = std::make_unique<EvalTransform>(cfg.eval);
+  m.sampler = std::make_unique<DistributedSampler>(m.ds->size(), cfg.rank, cfg.world_size, cfg.training, cfg.seed);
+  m.spec = imagenet_normalize(cfg.dtype, cfg.channels_last);
+  m.S = cfg.training ? cfg.train.size : cfg.eval.size;
+  m.C = m.ds->num_classes();
+  m.B = cfg.batch_size;
+  const size_t img_bytes = static_cast<size_t>(m.B) * m.S * m.S * 3;
+  m.meta_off = align64(img_bytes);
+  m.labels_off = align64(m.meta_off + sizeof(int64_t) * m.B * kMetaCols);
+  m.targets_off = align64(m.labels_off + sizeof(int64_t) * m.B);
+  m.slot_bytes = align64(m.targets_off + sizeof(float) * m.B * m.C);
+  m.dev = cfg.use_cuda && cuda_available() ? Device::cuda(cfg.device) : Device::cpu();
+  if (m.dev.is_cuda()) m.stage = std::make_unique<DeviceStage>(cfg.device, m.slot_bytes, 2);
+  m.slots.resize(static_cast<size_t>(cfg.prefetch_batches));
+  for (auto& s : m.slots) s.buf = std::make_unique<HostBuffer>(m.slot_bytes);
+  for (int t = 0; t < cfg.num_threads; ++t) m.workers.emplace_back([&m] { m.worker_loop(); });
+}
+
+Loader::~Loader() {
+  {
+    std::lock_guard<std::mutex> lk(impl_->mu);
+    impl_->stop = true;
+  }
+  impl_->cv_work.notify_all();
+  for (auto& t : impl_->workers) t.join();
+  if (impl_->stage && impl_->pending_slot >= 0) impl_->stage->wait_upload(impl_->pending_stage);
+}
+
+void Loader::start_epoch(int64_t epoch, int64_t first_batch) { impl_->start_epoch(epoch, first_batch); }
+bool Loader::next(Batch& out) { return impl_->next(out); }
+LoaderState Loader::state() const {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  return {impl_->epoch, impl_->next_out};
+}
+int64_t Loader::batches_per_epoch() const {
+  const int64_t n = impl_->sampler->num_samples(), b = impl_->B;
+  return impl_->cfg.training ? n / b : (n + b - 1) / b;
+}
+int64_t Loader::samples_per_rank() const { return impl_->sampler->num_samples(); }
+int64_t Loader::bad_samples() const { return impl_->bad.load(); }
+const ImageFolder& Loader::dataset() const { return *impl_->ds; }
+const LoaderConfig& Loader::config() const { return impl_->cfg; }
+Device Loader::device() const { return impl_->dev; }
+
+std::unique_ptr<Loader> make_train_loader(const std::string& root, int batch_size, int num_threads, int rank,
+                                          int world_size, uint64_t seed) {
+  LoaderConfig c;
+  c.root = root;
+  c.training = true;
+  c.batch_size = batch_size;
+  c.num_threads = num_threads;
+  c.rank = rank;
+  c.world_size = world_size;
+  c.seed = seed;
+  return std::make_unique<Loader>(c);
+}
+
+std::unique_ptr<Loader> make_eval_loader(const std::string& root, int batch_size, int num_threads, int rank,
+                                         int world_size, double crop_pct) {
+  LoaderConfig c;
+  c.root = root;
+  c.training = false;
+  c.batch_size = batch_size;
+  c.num_threads = num_threads;
+  c.rank = rank;
+  c.world_size = world_size;
+  c.eval.crop_pct = crop_pct;
+  return std::make_unique<Loader>(c);
+}
+
+}  // namespace mo::data

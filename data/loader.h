@@ -1,0 +1,90 @@
+// loader.h: the input pipeline's front door. A Loader owns a pool of worker threads that decode and
+// transform samples into a bounded ring of uint8 NHWC batch slots (pinned when a GPU is present);
+// the worker that completes a batch applies mixup/cutmix and draws the erase boxes. next() uploads
+// a ready batch (one async copy) and normalises + erases it on the GPU, or on the CPU twin without
+// one, returning images [B, 3, H, W] (or NHWC) float32/bf16, soft targets [B, C] float32 and labels
+// [B] int64. Batches are deterministic in (seed, epoch, rank, batch index) whatever the thread count;
+// state()/start_epoch(epoch, batch) resume mid-epoch exactly. Unreadable samples are replaced by a
+// deterministic stand-in, counted and named on stderr.
+//
+//   auto train = mo::data::make_train_loader(root, batch, threads, rank, world, seed);
+//   train->start_epoch(epoch);  Batch b;  while (train->next(b)) { ... b.images, b.targets ... }
+#pragma once
+#include <memory>
+#include <string>
+
+#include "autograd/tensor.h"
+#include "data/image_folder.h"
+#include "data/mixup.h"
+#include "data/normalize.h"
+#include "data/transforms.h"
+
+namespace mo::data {
+
+struct LoaderConfig {
+  std::string root;          // dataset root: root/<split>/<class>/*.jpg
+  std::string split;         // default: "train" when training, else "val"
+  bool training = true;      // train transform + shuffle + drop_last + mixup + erasing; else eval
+  int batch_size = 128;      // per rank
+  int num_threads = 4;       // worker threads
+  int prefetch_batches = 4;  // batch slots in the ring
+  int rank = 0, world_size = 1;
+  uint64_t seed = 42;
+  TrainTransformConfig train;
+  EvalTransformConfig eval;
+  MixupConfig mixup;  // training only
+  EraseConfig erase;  // training only
+  DType dtype = DType::f32;
+  bool channels_last = false;
+  bool use_cuda = true;  // output on cuda:`device` when a GPU is present, else on the CPU
+  int device = 0;
+  int64_t max_pixels = int64_t(1) << 26;  // larger JPEGs count as bad input
+  int max_warnings = 20;                 // bad-input lines printed before going quiet
+  bool use_index_cache = true;
+};
+
+struct Batch {
+  Tensor images;   // (B, 3, H, W) or (B, H, W, 3), float32 / bf16
+  Tensor targets;  // (B, num_classes) float32, mixup/cutmix + label smoothing (eval: one-hot)
+  Tensor labels;   // (B,) int64, the unmixed labels
+  int64_t epoch = 0, index = 0;  // which batch of which epoch
+  double lam = 1.0;              // mixup/cutmix lambda of this batch
+};
+
+struct LoaderState {
+  int64_t epoch = 0;
+  int64_t next_batch = 0;  // the batch next() returns next
+};
+
+class Loader {
+ public:
+  explicit Loader(LoaderConfig cfg);
+  Loader(LoaderConfig cfg, std::shared_ptr<const ImageFolder> dataset);
+  ~Loader();
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+
+  // Starts (or restarts) an epoch at batch `first_batch` (resume). next() starts epoch 0 if never called.
+  void start_epoch(int64_t epoch, int64_t first_batch = 0);
+  // The next batch of the epoch; false when the epoch is done.
+  bool next(Batch& out);
+  LoaderState state() const;
+  int64_t batches_per_epoch() const;
+  int64_t samples_per_rank() const;
+  int64_t bad_samples() const;  // replaced so far (all epochs)
+  const ImageFolder& dataset() const;
+  const LoaderConfig& config() const;
+  Device device() const;  // where batches are returned
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The recipe's loaders (mambaout.md §3-4) with the usual knobs.
+std::unique_ptr<Loader> make_train_loader(const std::string& root, int batch_size, int num_threads, int rank = 0,
+                                          int world_size = 1, uint64_t seed = 42);
+std::unique_ptr<Loader> make_eval_loader(const std::string& root, int batch_size, int num_threads, int rank = 0,
+                                         int world_size = 1, double crop_pct = 1.0);
+
+}  // namespace mo::data

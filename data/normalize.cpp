@@ -1,0 +1,98 @@
+// normalize.cpp: erase boxes, the device dispatch, and the CPU twin of normalize.cu.
+#include "data/normalize.h"
+
+#include <cmath>
+
+#include "autograd/check.h"
+
+namespace mo::data {
+
+NormalizeSpec imagenet_normalize(DType dtype, bool channels_last) {
+  NormalizeSpec s;
+  s.dtype = dtype;
+  s.channels_last = channels_last;
+  return s;
+}
+
+EraseBox draw_erase_box(const EraseConfig& cfg, int height, int width, Rng& rng) {
+  EraseBox b;
+  if (cfg.prob <= 0 || rng.uniform() > cfg.prob) return b;
+  const double area = static_cast<double>(height) * width;
+  const double la = std::log(cfg.min_aspect), lb = std::log(cfg.max_aspect);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target = rng.uniform(cfg.min_area, cfg.max_area) * area;
+    const double aspect = std::exp(rng.uniform(la, lb));
+    const int h = static_cast<int>(std::nearbyint(std::sqrt(target * aspect)));
+    const int w = static_cast<int>(std::nearbyint(std::sqrt(target / aspect)));
+    if (w < width && h < height) {
+      b.top = rng.randint(0, height - h);
+      b.left = rng.randint(0, width - w);
+      b.h = h;
+      b.w = w;
+      return b;
+    }
+  }
+  return b;
+}
+
+namespace {
+
+template <typename T>
+void normalize_cpu_impl(const uint8_t* img, const int64_t* meta, int B, int H, int W, uint64_t seed,
+                        const NormalizeSpec& s, T* out) {
+  const int64_t plane = static_cast<int64_t>(H) * W;
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < B; ++b) {
+    const int64_t* m = meta + b * kMetaCols;
+    const uint8_t* in = img + b * plane * 3;
+    T* o = out + b * plane * 3;
+    for (int y = 0; y < H; ++y) {
+      for (int x = 0; x < W; ++x) {
+        const bool erased = m[2] > 0 && y >= m[0] && y < m[0] + m[2] && x >= m[1] && x < m[1] + m[3];
+        for (int c = 0; c < 3; ++c) {
+          const int64_t p = static_cast<int64_t>(y) * W + x;
+          float v = erased ? philox_normal(seed, static_cast<uint64_t>(m[4]), static_cast<uint64_t>(c * plane + p))
+                           : (static_cast<float>(in[p * 3 + c]) - s.mean[c]) / s.std[c];
+          o[s.channels_last ? p * 3 + c : c * plane + p] = T(v);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void normalize_erase_cpu(const Tensor& images, const Tensor& meta, uint64_t seed, const NormalizeSpec& spec, Tensor& out) {
+  const int B = static_cast<int>(images.size(0)), H = static_cast<int>(images.size(1)), W = static_cast<int>(images.size(2));
+  const uint8_t* img = images.data<uint8_t>();
+  const int64_t* m = meta.data<int64_t>();
+  if (spec.dtype == DType::f32) normalize_cpu_impl(img, m, B, H, W, seed, spec, out.data<float>());
+  else normalize_cpu_impl(img, m, B, H, W, seed, spec, out.data<bf16_t>());
+}
+
+Tensor normalize_erase(const Tensor& images, const Tensor& meta, uint64_t seed, const NormalizeSpec& spec) {
+  MO_CHECK(images.dtype() == DType::u8 && images.dim() == 4 && images.size(3) == 3 && images.is_contiguous(),
+           "normalize_erase: images must be contiguous uint8 (B, H, W, 3), got {}", images.str());
+  MO_CHECK(meta.dtype() == DType::i64 && meta.dim() == 2 && meta.size(0) == images.size(0) &&
+               meta.size(1) == kMetaCols && meta.is_contiguous(),
+           "normalize_erase: meta must be int64 ({}, {}), got {}", images.size(0), kMetaCols, meta.str());
+  MO_CHECK(images.device() == meta.device(), "normalize_erase: images on {}, meta on {}", images.device().str(),
+           meta.device().str());
+  MO_CHECK(spec.dtype == DType::f32 || spec.dtype == DType::bf16, "normalize_erase: output dtype {} (want float32 or bfloat16)",
+           dtype_name(spec.dtype));
+  const int64_t B = images.size(0), H = images.size(1), W = images.size(2);
+  Shape shape = spec.channels_last ? Shape{B, H, W, 3} : Shape{B, 3, H, W};
+  Tensor out = Tensor::empty(shape, spec.dtype, images.device());
+  if (images.is_cuda()) {
+#ifdef MO_WITH_CUDA
+    normalize_erase_cuda(images, meta, seed, spec, out);
+#else
+    MO_FAIL("normalize_erase: CUDA tensor in a build without CUDA");
+#endif
+  } else {
+    normalize_erase_cpu(images, meta, seed, spec, out);
+  }
+  return out;
+}
+
+}  // namespace mo::data
