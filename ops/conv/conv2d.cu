@@ -196,12 +196,10 @@ void direct_backward_filter(const Tensor& dy, const Tensor& x, const Tensor& dwr
   CUDA_CHECK_LAUNCH();
 }
 
+// MO_CONV_DIRECT=1 bypasses cuDNN (read at every call so a test can switch it; getenv is cheap).
 bool force_direct() {
-  static const bool on = [] {
-    const char* e = std::getenv("MO_CONV_DIRECT");
-    return e != nullptr && std::strcmp(e, "1") == 0;
-  }();
-  return on;
+  const char* e = std::getenv("MO_CONV_DIRECT");
+  return e != nullptr && std::strcmp(e, "1") == 0;
 }
 
 #ifdef MO_WITH_CUDNN

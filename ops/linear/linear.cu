@@ -9,12 +9,15 @@
 //   One cuBLASLt handle per (thread, device); a 32 MiB workspace per (device, stream) taken once from
 //   the caching allocator; the heuristic's algorithm is cached per (shape, ops, dtype, alignments), so
 //   a given shape always runs the same algorithm (bit-identical results from run to run).
+//   If cuBLASLt offers no algorithm for a shape/alignment, a plain tiled kernel (fp32, fixed order) runs
+//   instead and a one-line note goes to stderr.
 // sum_rows: out[N] = Σ_i x[i, :] (bias gradient) with cu::column_sum: a (32 × 8) block per
 //   32 columns × row chunk, fp32 partials reduced in a fixed order by a second pass. No atomics.
 #include "ops/linear/linear.h"
 
 #include <cublasLt.h>
 
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -100,6 +103,47 @@ void launch_prefill(const Tensor& C, const Tensor& bias, int64_t M, int64_t N, f
   CUDA_CHECK_LAUNCH();
 }
 
+// Fallback when cuBLASLt offers no algorithm (odd alignments or leading dimensions): a plain 16×16
+// shared-memory tiled product, fp32 accumulation in a fixed order. C = alpha·op(A)·op(B) + beta·C (+ bias).
+constexpr int kTile = 16;
+template <typename T>
+__global__ void gemm_fallback_kernel(const T* A, bool ta, const T* B, bool tb, T* C, int64_t M, int64_t N, int64_t K,
+                                     float alpha, float beta, const T* bias) {
+  __shared__ float As[kTile][kTile + 1], Bs[kTile][kTile + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t col = static_cast<int64_t>(blockIdx.x) * kTile + tx;
+  for (int64_t by = blockIdx.y; by * kTile < M; by += gridDim.y) {  // uniform per block
+    const int64_t row = by * kTile + ty;
+    float acc = 0.0f;
+    for (int64_t k0 = 0; k0 < K; k0 += kTile) {
+      const int64_t ka = k0 + tx, kb = k0 + ty;
+      As[ty][tx] = row < M && ka < K ? cu::to_float(ta ? A[ka * M + row] : A[row * K + ka]) : 0.0f;
+      Bs[ty][tx] = kb < K && col < N ? cu::to_float(tb ? B[col * K + kb] : B[kb * N + col]) : 0.0f;
+      __syncthreads();
+#pragma unroll
+      for (int k = 0; k < kTile; ++k) acc += As[ty][k] * Bs[k][tx];
+      __syncthreads();
+    }
+    if (row < M && col < N) {
+      float c = alpha * acc;
+      if (beta != 0.0f) c += beta * cu::to_float(C[row * N + col]);
+      if (bias != nullptr) c += cu::to_float(bias[col]);
+      C[row * N + col] = cu::from_float<T>(c);
+    }
+  }
+}
+
+template <typename T>
+void launch_gemm_fallback(const Tensor& A, bool ta, const Tensor& B, bool tb, const Tensor& C, int64_t M, int64_t N,
+                          int64_t K, float alpha, float beta, const Tensor& bias) {
+  const int64_t gx = (N + kTile - 1) / kTile, gy = std::min<int64_t>((M + kTile - 1) / kTile, 65535);
+  MO_CHECK(gx <= 2147483647, "linear: N = {} is too large", N);
+  gemm_fallback_kernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), dim3(kTile, kTile), 0,
+                            stream()>>>(cu::ptr<const T>(A), ta, cu::ptr<const T>(B), tb, cu::ptr<T>(C), M, N, K, alpha,
+                                        beta, bias.defined() ? cu::ptr<const T>(bias) : nullptr);
+  CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace
 
 void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tensor& C, float alpha, float beta,
@@ -165,17 +209,21 @@ void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tens
   const uint32_t al_a = alignment_of(B.raw_data()), al_b = alignment_of(A.raw_data()), al_c = alignment_of(C.raw_data());
   const AlgoKey key{dev, static_cast<int>(dt), static_cast<int>(compute), transa, transb, M, N, K, static_cast<int>(epi),
                     beta != 0.0f, al_a, al_b, al_c};
+  // The cached choice: an algorithm, or none (use the fallback kernel).
+  struct Choice {
+    bool have = false;
+    cublasLtMatmulAlgo_t algo;
+  };
   static std::mutex cache_mu;
-  static auto* cache = new std::map<AlgoKey, cublasLtMatmulAlgo_t>();  // intentionally leaked
+  static auto* cache = new std::map<AlgoKey, Choice>();  // intentionally leaked
   cublasLtHandle_t handle = lt_handle();
-  void* ws = lt_workspace(dev);
-  cublasLtMatmulAlgo_t algo;
+  Choice choice;
   bool found = false;
   {
     std::lock_guard<std::mutex> lock(cache_mu);
     auto it = cache->find(key);
     if (it != cache->end()) {
-      algo = it->second;
+      choice = it->second;
       found = true;
     }
   }
@@ -195,16 +243,32 @@ void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tens
                                                       sizeof(al_c)));
     cublasLtMatmulHeuristicResult_t res{};
     int returned = 0;
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, desc.d, la.l, lb.l, lc.l, lc.l, pref.p, 1, &res, &returned));
-    MO_CHECK(returned > 0 && res.state == CUBLAS_STATUS_SUCCESS,
-             "linear: cuBLASLt has no algorithm for C[{}, {}] = A{}[{}] · B{}[{}] ({}, K {}, bias {})", M, N,
-             transa ? "ᵀ" : "", A.str(), transb ? "ᵀ" : "", B.str(), dtype_name(C.dtype()), K, epi_bias);
-    algo = res.algo;
+    const cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(handle, desc.d, la.l, lb.l, lc.l, lc.l, pref.p, 1, &res, &returned);
+    if (st != CUBLAS_STATUS_NOT_SUPPORTED) CUBLAS_CHECK(st);
+    if (st == CUBLAS_STATUS_SUCCESS && returned > 0 && res.state == CUBLAS_STATUS_SUCCESS) {
+      choice.have = true;
+      choice.algo = res.algo;
+    } else {
+      std::fprintf(stderr,
+                   "mo: linear: cuBLASLt has no algorithm for C[%lld, %lld] = A%s · B%s (%s, K %lld, alignments %u/%u/%u); "
+                   "using the fallback kernel\n",
+                   (long long)M, (long long)N, transa ? "ᵀ" : "", transb ? "ᵀ" : "", dtype_name(C.dtype()),
+                   (long long)K, al_b, al_a, al_c);
+    }
     std::lock_guard<std::mutex> lock(cache_mu);
-    cache->emplace(key, algo);
+    cache->emplace(key, choice);
   }
+  if (!choice.have) {
+    const Tensor no_bias;  // any bias went through the pre-fill above or rides in the epilogue flag
+    cu::float_dispatch("linear", C, [&](auto z) {
+      launch_gemm_fallback<decltype(z)>(A, transa, B, transb, C, M, N, K, alpha, beta, epi_bias ? bias : no_bias);
+    });
+    return;
+  }
+  void* ws = lt_workspace(dev);
   CUBLAS_CHECK(cublasLtMatmul(handle, desc.d, &alpha, B.raw_data(), la.l, A.raw_data(), lb.l, &beta, C.raw_data(), lc.l,
-                              C.raw_data(), lc.l, &algo, ws, kWorkspaceBytes, stream()));
+                              C.raw_data(), lc.l, &choice.algo, ws, kWorkspaceBytes, stream()));
 }
 
 void sum_rows(const Tensor& x, const Tensor& out) {
