@@ -5,7 +5,7 @@ MO_PYTHON, Debian's /usr/bin/python3 with torch 1.13). Sub-commands:
                              wrappers, module. prefix, timm train checkpoints, Parameters, legacy format,
                              deflated zip, a malicious os.system pickle); each CASE.pth comes with
                              CASE.expected.pth, the flat dict of tensors a reader must return.
-  compare A B                same names, dtypes, shapes and bits (A, B: .pth via torch.load, .safetensors via
+  compare A B [A B ...]      same names, dtypes, shapes and bits (A, B: .pth via torch.load, .safetensors via
                              the safetensors package, or a strict stand-in reader when it is not installed).
   ref-save ...               builds the reference model (mambaout_ref.py) from a seed, saves its weights
                              (official or timm names, fp32/fp16/bf16), a random input and its logits (.bin f32).
@@ -76,8 +76,8 @@ def bits_equal(a, b):
     return torch.equal(a.contiguous().view(view), b.contiguous().view(view))
 
 
-def cmd_compare(args):
-    a, b = load_any(args.a), load_any(args.b)
+def compare_pair(pa, pb, same_order):
+    a, b = load_any(pa), load_any(pb)
     problems = []
     if set(a) != set(b):
         problems.append("keys differ: only in A %s, only in B %s" % (sorted(set(a) - set(b))[:5],
@@ -86,13 +86,21 @@ def cmd_compare(args):
         if k in b and not bits_equal(a[k], b[k]):
             problems.append("%s: A %s %s vs B %s %s" % (k, a[k].dtype, tuple(a[k].shape), b[k].dtype,
                                                          tuple(b[k].shape)))
-    if args.same_order and list(a) != list(b):
+    if same_order and list(a) != list(b):
         problems.append("order differs")
     if problems:
-        print("MISMATCH %s vs %s:\n  %s" % (args.a, args.b, "\n  ".join(problems[:10])))
-        return 1
-    print("equal: %d tensors" % len(a))
-    return 0
+        print("MISMATCH %s vs %s:\n  %s" % (pa, pb, "\n  ".join(problems[:10])))
+        return False
+    print("equal: %d tensors (%s, %s)" % (len(a), pa, pb))
+    return True
+
+
+def cmd_compare(args):
+    if len(args.files) % 2:
+        print("compare needs pairs of files")
+        return 2
+    ok = [compare_pair(args.files[i], args.files[i + 1], args.same_order) for i in range(0, len(args.files), 2)]
+    return 0 if all(ok) else 1
 
 
 def small_state_dict(seed=0, depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), classes=10):
@@ -178,6 +186,12 @@ def cmd_fixtures(args):
         for item in src.infolist():
             dst.writestr(item.filename, src.read(item.filename))
     torch.save({"weight": torch.zeros(2), "payload": Evil()}, os.path.join(d, "malicious.pth"))
+    try:  # a file written by the safetensors package itself, when it is installed
+        from safetensors.torch import save_file
+        save_file(mixed, os.path.join(d, "pkg.safetensors"), metadata={"format": "pt"})
+        torch.save(mixed, os.path.join(d, "pkg.expected.pth"))
+    except ImportError:
+        pass
     print("fixtures written to", d)
     return 0
 
@@ -250,8 +264,7 @@ def main():
     s = sub.add_parser("fixtures")
     s.add_argument("dir")
     s = sub.add_parser("compare")
-    s.add_argument("a")
-    s.add_argument("b")
+    s.add_argument("files", nargs="+", help="A1 B1 [A2 B2 ...]")
     s.add_argument("--same-order", action="store_true")
     for name in ("ref-save", "ref-logits"):
         s = sub.add_parser(name)

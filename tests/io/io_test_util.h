@@ -51,6 +51,28 @@ inline RunResult torch_io(const std::string& args) {
   return run_command(std::string(MO_PYTHON) + " " + MO_SOURCE_DIR + "/scripts/io/torch_io.py " + args);
 }
 
+// Fixture files made once by `torch_io.py fixtures` and shared by all test processes (ctest runs each
+// test in its own process): MO_BINARY_DIR/io_fixtures-<script timestamps>. Made in a private directory
+// and renamed into place, so concurrent tests never see a half-written set.
+inline std::string shared_fixtures() {
+  namespace fs = std::filesystem;
+  const std::string src = std::string(MO_SOURCE_DIR) + "/scripts/io/";
+  auto stamp = [&](const char* f) { return fs::last_write_time(src + f).time_since_epoch().count(); };
+  const fs::path dir = fs::path(MO_BINARY_DIR) /
+                       ("io_fixtures-" + std::to_string(stamp("torch_io.py") ^ stamp("mambaout_ref.py")));
+  if (fs::exists(dir / "DONE")) return dir.string();
+  const fs::path tmp = dir.string() + ".tmp" + std::to_string(::getpid());
+  fs::remove_all(tmp);
+  ::setenv("MO_EVIL_MARKER", (dir / "evil_ran").c_str(), 1);  // where the malicious pickle would write
+  RunResult r = torch_io("fixtures " + tmp.string());
+  EXPECT_EQ(r.rc, 0) << r.output;
+  std::ofstream((tmp / "DONE").string()) << "ok\n";
+  std::error_code ec;
+  fs::rename(tmp, dir, ec);  // fails harmlessly when another process got there first
+  if (ec) fs::remove_all(tmp, ec);
+  return dir.string();
+}
+
 inline std::vector<float> read_f32(const std::string& path) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   EXPECT_TRUE(f.is_open()) << path;
