@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# install_deps.sh: the Debian packages mo builds and tests with (run as root, or with sudo).
+# nvcc/cuDNN/NCCL come with the CUDA toolkit where there is one; without it mo builds CPU-only.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends \
+  build-essential cmake ninja-build pkg-config git ca-certificates \
+  libopenblas-dev libjpeg-dev zlib1g-dev libprotobuf-dev protobuf-compiler libfmt-dev libyaml-cpp-dev \
+  libgtest-dev libomp-dev libopenmpi-dev openmpi-bin \
+  python3 python3-numpy python3-torch python3-torchvision python3-pil \
+  dataset-fashion-mnist
