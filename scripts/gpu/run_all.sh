@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# run_all.sh: everything the GPU machine does in one call: build (Release, sm_90, all cores), the
+# CUDA tests, the benchmarks with their peers (timm eager and torch.compile, same call), and a short
+# table last. Full logs go to $OUT (the device tool brings them back).
+#   bash scripts/gpu/run_all.sh [build] [tests] [bench] [bench-compile] [kernels]   (default: all)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/mo_out}
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+stages=${*:-build tests kernels bench bench-compile}
+has() { [[ " $stages " == *" $1 "* ]]; }
+B=build-gpu
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/machine.txt"
+echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  host cores: $(nproc)" | tee -a "$OUT/machine.txt"
+
+if has build || [ ! -x $B/tools/mo_bench ]; then
+  t0=$(date +%s)
+  cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >"$OUT/build.log" 2>&1 &&
+    ninja -C $B -j"$(nproc)" >>"$OUT/build.log" 2>&1
+  rc=$?
+  echo "build rc=$rc in $(( $(date +%s) - t0 )) s"
+  if [ $rc != 0 ]; then grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 1; fi
+fi
+
+if has tests; then
+  ctest --test-dir $B -R Cuda --output-on-failure --timeout 600 >"$OUT/cuda_tests.log" 2>&1
+  echo "cuda tests rc=$?"
+  grep -E "tests passed|Failed|FAILED|\*\*\*" "$OUT/cuda_tests.log" | head -40
+fi
+
+if has kernels && [ -x $B/tools/mo_bench_kernels ]; then
+  $B/tools/mo_bench_kernels >"$OUT/kernels.log" 2>&1
+  echo "kernel bench rc=$?"; tail -30 "$OUT/kernels.log"
+fi
+
+bench() {  # name args...
+  local tag=$1; shift
+  timeout 300 "$@" --json >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log" || echo "{\"tool\": \"$tag\", \"error\": \"rc=$?\"}" >>"$OUT/bench.jsonl"
+}
+if has bench; then
+  : >"$OUT/bench.jsonl"
+  for spec in "mambaout_tiny 256 train" "mambaout_femto 256 train" "mambaout_base 128 train" "mambaout_tiny 256 infer"; do
+    set -- $spec
+    bench mo $B/tools/mo_bench --device cuda --dtype bf16 --model $1 --batch $2 --mode $3 --warmup 5 --iters 15
+    timeout 300 python3 scripts/bench/peer_torch.py --device cuda --dtype bf16 --model $1 --batch $2 --mode $3 \
+      --warmup 5 --iters 15 >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log"
+  done
+fi
+if has bench-compile; then
+  for spec in "mambaout_tiny 256 train" "mambaout_femto 256 train" "mambaout_base 128 train" "mambaout_tiny 256 infer"; do
+    set -- $spec
+    timeout 400 python3 scripts/bench/peer_torch.py --device cuda --dtype bf16 --model $1 --batch $2 --mode $3 \
+      --warmup 5 --iters 15 --compile >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log"
+  done
+fi
+[ -f "$OUT/bench.jsonl" ] && python3 scripts/bench/table.py "$OUT/bench.jsonl" | tee "$OUT/table.md"
