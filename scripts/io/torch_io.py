@@ -7,7 +7,7 @@ MO_PYTHON, Debian's /usr/bin/python3 with torch 1.13). Sub-commands:
                              CASE.expected.pth, the flat dict of tensors a reader must return.
   compare A B [A B ...]      same names, dtypes, shapes and bits (A, B: .pth via torch.load, .safetensors via
                              the safetensors package, or a strict stand-in reader when it is not installed).
-  ref-save ...               builds the reference model (mambaout_ref.py) from a seed, saves its weights
+  ref-save ...               builds the reference model (tests/reference/mambaout_ref.py) from a seed, saves its weights
                              (official or timm names, fp32/fp16/bf16), a random input and its logits (.bin f32).
   ref-logits ...             loads weights into the reference model with load_state_dict(strict=True)
                              (timm names are mapped first) and writes the logits for an input.
@@ -24,8 +24,11 @@ import zipfile
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import mambaout_ref  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "reference"))
+import mambaout_ref  # noqa: E402  (the project's PyTorch reference model, official names)
+from timm_names import official_to_timm, timm_to_official  # noqa: E402
 
 ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -176,7 +179,7 @@ def cmd_fixtures(args):
             "np_array": np.arange(6, dtype=np.float32).reshape(2, 3)}
     save_case(d, "timm_train", ckpt, net.state_dict())
     torch.save(ckpt["state_dict_ema"], os.path.join(d, "timm_train_ema.expected.pth"))
-    timm_sd = mambaout_ref.official_to_timm(sd)
+    timm_sd = official_to_timm(sd)
     save_case(d, "timm_names", timm_sd, timm_sd)
     params = collections.OrderedDict((k, torch.nn.Parameter(v)) for k, v in sd.items())
     save_case(d, "parameters", params, sd)
@@ -216,7 +219,7 @@ def cmd_ref_save(args):
         logits = net(x)
     sd = net.state_dict()
     if args.names == "timm":
-        sd = mambaout_ref.official_to_timm(sd)
+        sd = official_to_timm(sd)
     sd = collections.OrderedDict((k, v.to(getattr(torch, args.dtype))) for k, v in sd.items())
     if args.wrap:
         torch.save({"epoch": 1, "arch": "test", "state_dict": sd, "optimizer": {"state": {}}}, args.out)
@@ -232,12 +235,12 @@ def cmd_ref_logits(args):
     net.eval()
     sd = load_any(args.weights)
     if args.names == "timm":
-        expect = set(mambaout_ref.official_to_timm(net.state_dict()))
+        expect = set(official_to_timm(net.state_dict()))
         if set(sd) != expect:
             print("timm names differ from timm's filter: only in file %s, only expected %s"
                   % (sorted(set(sd) - expect)[:5], sorted(expect - set(sd))[:5]))
             return 1
-        sd = mambaout_ref.timm_to_official(sd)
+        sd = timm_to_official(sd)
     net.load_state_dict(sd, strict=True)
     x = torch.from_numpy(np.fromfile(args.input, dtype=np.float32)).reshape(args.batch, 3, args.res, args.res)
     with torch.no_grad():

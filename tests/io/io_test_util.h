@@ -56,10 +56,11 @@ inline RunResult torch_io(const std::string& args) {
 // and renamed into place, so concurrent tests never see a half-written set.
 inline std::string shared_fixtures() {
   namespace fs = std::filesystem;
-  const std::string src = std::string(MO_SOURCE_DIR) + "/scripts/io/";
+  const std::string src = std::string(MO_SOURCE_DIR) + "/";
   auto stamp = [&](const char* f) { return fs::last_write_time(src + f).time_since_epoch().count(); };
   const fs::path dir = fs::path(MO_BINARY_DIR) /
-                       ("io_fixtures-" + std::to_string(stamp("torch_io.py") ^ stamp("mambaout_ref.py")));
+                       ("io_fixtures-" + std::to_string(stamp("scripts/io/torch_io.py") ^ stamp("scripts/io/timm_names.py") ^
+                                                        stamp("tests/reference/mambaout_ref.py")));
   if (fs::exists(dir / "DONE")) return dir.string();
   const fs::path tmp = dir.string() + ".tmp" + std::to_string(::getpid());
   fs::remove_all(tmp);
