@@ -54,7 +54,8 @@ class Parser {
         if (!seen.insert(key).second) MO_FAIL("{}: duplicate JSON key '{}' at byte {}", what_, key, p_);
         ws();
         expect(':');
-        v.object.emplace_back(std::move(key), value(depth + 1));
+        v.keys.push_back(std::move(key));
+        v.array.push_back(value(depth + 1));
         ws();
         if (peek() == ',') ++p_;
         else return expect('}'), v;
@@ -190,8 +191,9 @@ class Parser {
 }  // namespace
 
 const Json* Json::get(std::string_view key) const {
-  for (const auto& [k, v] : object)
-    if (k == key) return &v;
+  if (kind != Kind::object) return nullptr;
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (keys[i] == key) return &array[i];
   return nullptr;
 }
 

@@ -6,7 +6,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 namespace mo::nn::io {
@@ -19,8 +18,8 @@ struct Json {
   int64_t i = 0;
   double d = 0;
   std::string s;
-  std::vector<Json> array;
-  std::vector<std::pair<std::string, Json>> object;
+  std::vector<Json> array;          // array elements, or object member values
+  std::vector<std::string> keys;    // object member names, parallel to `array`
   const Json* get(std::string_view key) const;  // object member or nullptr
 };
 

@@ -87,6 +87,11 @@ RawTensor materialize(const PyValue* t, Bytes storage, const std::string& what) 
   MO_CHECK(last < storage_numel,
            "{}: view (offset {}, size {}, stride {}) reaches element {} but its storage has only {} elements", what,
            t->storage_offset, shape_string(t->shape), shape_string(t->stride), last, storage_numel);
+  // Stride-0 (expanded) views can describe far more data than they store; refuse blow-ups.
+  const uint64_t limit = 16 * storage.size() + (1u << 16);
+  MO_CHECK(static_cast<uint64_t>(n) * es <= limit,
+           "{}: view of shape {} (stride {}) over a storage of {} bytes would expand to {} bytes; refusing", what,
+           shape_string(t->shape), shape_string(t->stride), storage.size(), static_cast<uint64_t>(n) * es);
   out.bytes.resize(static_cast<size_t>(n) * es);
   const uint8_t* src = storage.data();
   // Contiguous row-major view: one copy.

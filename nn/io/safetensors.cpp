@@ -52,12 +52,15 @@ RawStateDict read_safetensors(Bytes data, const std::string& what) {
   };
   std::vector<Item> items;
   RawStateDict out;
-  for (const auto& [name, info] : header.object) {
+  for (size_t m = 0; m < header.keys.size(); ++m) {
+    const std::string& name = header.keys[m];
+    const Json& info = header.array[m];
     if (name == "__metadata__") {
       MO_CHECK(info.kind == Json::Kind::object, "{}: __metadata__ is not an object", what);
-      for (const auto& [k, v] : info.object) {
-        MO_CHECK(v.kind == Json::Kind::string, "{}: __metadata__ value for '{}' is not a string", what, k);
-        out.metadata.emplace_back(k, v.s);
+      for (size_t k = 0; k < info.keys.size(); ++k) {
+        MO_CHECK(info.array[k].kind == Json::Kind::string, "{}: __metadata__ value for '{}' is not a string", what,
+                 info.keys[k]);
+        out.metadata.emplace_back(info.keys[k], info.array[k].s);
       }
       continue;
     }
