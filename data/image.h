@@ -48,7 +48,7 @@ class Image {
   const uint8_t* data() const { return buf_.get(); }
   uint8_t* row(int y) { return buf_.get() + static_cast<size_t>(y) * w_ * 3; }
   const uint8_t* row(int y) const { return buf_.get() + static_cast<size_t>(y) * w_ * 3; }
-  ImageView view() { return {buf_.get(), w_, h_, static_cast<int64_t>(w_) * 3}; }
+  ImageView view() const { return {buf_.get(), w_, h_, static_cast<int64_t>(w_) * 3}; }  // read-only use when const
   void swap(Image& o) noexcept {
     std::swap(buf_, o.buf_);
     std::swap(cap_, o.cap_);

@@ -18,6 +18,7 @@
 
 #include "data/image.h"
 #include "data/jpeg.h"
+#include "data/resample.h"
 
 namespace mo::data::testing {
 
@@ -88,6 +89,38 @@ inline Image to_image(const ImageView& v) {
   Image im(v.w, v.h);
   for (int y = 0; y < v.h; ++y) std::memcpy(im.row(y), v.row(y), size_t(v.w) * 3);
   return im;
+}
+
+// Writes a small ImageFolder split: root/split/class_<c>/img_<i>.jpg, num_classes x per_class JPEGs of
+// w x h cut from the test photographs (different crops, so that every file differs).
+inline void make_dataset(const std::string& root, const std::string& split, int num_classes, int per_class, int w = 96,
+                         int h = 72) {
+  static std::vector<Image> photos = [] {
+    std::vector<Image> v;
+    for (const auto& p : test_photos()) {
+      auto b = slurp(p);
+      JpegDecoder d;
+      Image im;
+      EXPECT_TRUE(d.open(b.data(), b.size()) && d.decode_full(im));
+      v.push_back(im);
+    }
+    return v;
+  }();
+  int k = 0;
+  for (int c = 0; c < num_classes; ++c) {
+    fs::path dir = fs::path(root) / split / ("class_" + std::to_string(c));
+    fs::create_directories(dir);
+    for (int i = 0; i < per_class; ++i, ++k) {
+      const Image& src = photos[k % photos.size()];
+      const float f = 0.5f + 0.05f * float(k % 10);
+      const float bw = src.w() * f, bh = src.h() * f;
+      const float x0 = (src.w() - bw) * float(k % 7) / 6.0f, y0 = (src.h() - bh) * float(k % 5) / 4.0f;
+      const float box[4] = {x0, y0, x0 + bw, y0 + bh};
+      Image out(w, h);
+      resample(src.view(), box, Interp::bilinear, out.view());
+      write_file((dir / ("img_" + std::to_string(i) + ".jpg")).string(), encode_jpeg(out.data(), w, h, 3, 85));
+    }
+  }
 }
 
 }  // namespace mo::data::testing

@@ -1,0 +1,252 @@
+// test_data_loader.cpp: the Loader end to end on a small ImageFolder: determinism across thread counts,
+// epochs that differ, mid-epoch resume, DistributedSampler sharding/padding, eval batches (the last
+// one partial) equal to the eval transform + normalisation, output dtypes/layouts; the normalize +
+// random-erasing CPU twin; and the CUDA kernel against it ("Cuda" test, skipped without a GPU).
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "autograd/cuda_allocator.h"
+#include "data/loader.h"
+#include "data/sampler.h"
+#include "tests/data/data_test_util.h"
+
+using namespace mo;
+using namespace mo::data;
+using namespace mo::data::testing;
+
+namespace {
+
+struct DataLoader : ::testing::Test {
+  static inline TempDir* dir = nullptr;
+  static void SetUpTestSuite() {
+    dir = new TempDir("loader");
+    make_dataset(dir->str(), "train", 3, 7);  // 21 images
+    make_dataset(dir->str(), "val", 3, 5);    // 15 images
+  }
+  static void TearDownTestSuite() { delete dir; }
+  LoaderConfig config(bool training, int threads) {
+    LoaderConfig c;
+    c.root = dir->str();
+    c.training = training;
+    c.batch_size = 4;
+    c.num_threads = threads;
+    c.prefetch_batches = 3;
+    c.use_cuda = false;
+    c.train.size = 64;
+    c.eval.size = 64;
+    c.seed = 7;
+    return c;
+  }
+  static std::vector<Batch> epoch(Loader& l, int64_t e, int64_t first = 0) {
+    l.start_epoch(e, first);
+    std::vector<Batch> v;
+    Batch b;
+    while (l.next(b)) v.push_back(b);
+    return v;
+  }
+};
+
+void expect_same(const Batch& a, const Batch& b) {
+  ASSERT_EQ(a.images.shape(), b.images.shape());
+  EXPECT_EQ(a.images.to_vector<float>(), b.images.to_vector<float>()) << "batch " << a.index;
+  EXPECT_EQ(a.targets.to_vector<float>(), b.targets.to_vector<float>());
+  EXPECT_EQ(a.labels.to_vector<int64_t>(), b.labels.to_vector<int64_t>());
+  EXPECT_EQ(a.lam, b.lam);
+}
+
+}  // namespace
+
+TEST_F(DataLoader, OneAndTwoThreadsGiveIdenticalBatches) {
+  Loader one(config(true, 1)), two(config(true, 2));
+  EXPECT_EQ(one.batches_per_epoch(), 5);  // 21 samples, batch 4, drop_last
+  for (int64_t e = 0; e < 2; ++e) {
+    auto a = epoch(one, e), b = epoch(two, e);
+    ASSERT_EQ(a.size(), 5u);
+    ASSERT_EQ(b.size(), 5u);
+    for (size_t i = 0; i < a.size(); ++i) expect_same(a[i], b[i]);
+  }
+  auto e0 = epoch(one, 0), e1 = epoch(one, 1);
+  EXPECT_NE(e0[0].images.to_vector<float>(), e1[0].images.to_vector<float>()) << "epochs must differ";
+  const auto& im = e0[0].images;
+  EXPECT_EQ(im.shape(), (Shape{4, 3, 64, 64}));
+  EXPECT_EQ(e0[0].targets.shape(), (Shape{4, 3}));
+  // soft targets: rows sum to 1, smoothing keeps every entry >= 0.1 / 3 * min(lam, 1 - lam)
+  for (const Batch& b : e0) {
+    auto t = b.targets.to_vector<float>();
+    for (int r = 0; r < 4; ++r) EXPECT_NEAR(t[r * 3] + t[r * 3 + 1] + t[r * 3 + 2], 1.0f, 1e-5f);
+  }
+}
+
+TEST_F(DataLoader, ResumeMidEpochIsExact) {
+  Loader l(config(true, 2));
+  auto full = epoch(l, 3);
+  l.start_epoch(3, 0);
+  Batch b;
+  ASSERT_TRUE(l.next(b));
+  ASSERT_TRUE(l.next(b));
+  LoaderState st = l.state();
+  EXPECT_EQ(st.epoch, 3);
+  EXPECT_EQ(st.next_batch, 2);
+  Loader fresh(config(true, 1));
+  auto rest = epoch(fresh, st.epoch, st.next_batch);
+  ASSERT_EQ(rest.size(), full.size() - 2);
+  for (size_t i = 0; i < rest.size(); ++i) {
+    EXPECT_EQ(rest[i].index, full[i + 2].index);
+    expect_same(rest[i], full[i + 2]);
+  }
+}
+
+TEST_F(DataLoader, SamplerShardsLikeDistributedSampler) {
+  for (bool shuffle : {false, true}) {
+    DistributedSampler r0(10, 0, 4, shuffle, 1), r1(10, 1, 4, shuffle, 1), r2(10, 2, 4, shuffle, 1), r3(10, 3, 4, shuffle, 1);
+    EXPECT_EQ(r0.num_samples(), 3);  // ceil(10 / 4), padded to 12
+    std::multiset<int64_t> idx;
+    std::set<int64_t> pos;
+    for (auto* r : {&r0, &r1, &r2, &r3})
+      for (auto s : r->epoch(5)) idx.insert(s.index), pos.insert(s.position);
+    EXPECT_EQ(pos.size(), 12u);
+    for (int64_t i = 0; i < 10; ++i) EXPECT_GE(idx.count(i), 1u);
+    auto a = r0.epoch(5);
+    if (!shuffle) {
+      EXPECT_EQ(a[0].index, 0);
+      EXPECT_EQ(a[1].index, 4);
+      EXPECT_EQ(a[2].index, 8);
+      EXPECT_EQ(r2.epoch(0)[2].index, 0);  // position 10 repeats the start
+    } else {
+      auto b = r0.epoch(6);
+      bool differs = false;
+      for (size_t i = 0; i < a.size(); ++i) differs |= a[i].index != b[i].index;
+      EXPECT_TRUE(differs) << "shuffle must depend on the epoch";
+    }
+  }
+}
+
+TEST_F(DataLoader, EvalBatchesMatchTheTransform) {
+  auto cfg = config(false, 2);
+  Loader l(cfg);
+  auto batches = epoch(l, 0);
+  ASSERT_EQ(batches.size(), 4u);  // 15 samples: 4 + 4 + 4 + 3
+  EXPECT_EQ(batches.back().images.size(0), 3);
+  EvalTransform tf(cfg.eval);
+  Workspace ws;
+  const NormalizeSpec spec;
+  for (int64_t k = 0; k < 15; ++k) {
+    const Batch& b = batches[k / 4];
+    const int r = static_cast<int>(k % 4);
+    EXPECT_EQ(b.labels.to_vector<int64_t>()[r], l.dataset().label(k));
+    auto bytes = slurp(l.dataset().path(k));
+    Image im(64, 64);
+    std::string err;
+    ASSERT_TRUE(tf(bytes.data(), bytes.size(), ws, im.view(), err)) << err;
+    auto got = b.images.to_vector<float>();
+    for (int c = 0; c < 3; ++c)
+      for (int p = 0; p < 64 * 64; p += 97) {
+        float want = (float(im.data()[p * 3 + c]) - spec.mean[c]) / spec.std[c];
+        ASSERT_EQ(got[(r * 3 + c) * 64 * 64 + p], want) << "sample " << k;
+      }
+    auto t = b.targets.to_vector<float>();
+    EXPECT_EQ(t[r * 3 + l.dataset().label(k)], 1.0f);
+  }
+}
+
+TEST_F(DataLoader, Bf16ChannelsLastOutput) {
+  auto cfg = config(false, 1);
+  cfg.dtype = DType::bf16;
+  cfg.channels_last = true;
+  Loader l(cfg);
+  auto f32cfg = config(false, 1);
+  Loader ref(f32cfg);
+  Batch a, b;
+  ASSERT_TRUE(l.next(a));
+  ASSERT_TRUE(ref.next(b));
+  EXPECT_EQ(a.images.dtype(), DType::bf16);
+  EXPECT_EQ(a.images.shape(), (Shape{4, 64, 64, 3}));
+  auto x = a.images.to_vector<float>(), y = b.images.to_vector<float>();
+  for (int n = 0; n < 4; ++n)
+    for (int c = 0; c < 3; ++c)
+      for (int p = 0; p < 64 * 64; p += 31)
+        EXPECT_EQ(x[(n * 64 * 64 + p) * 3 + c], float(bf16_t(y[(n * 3 + c) * 64 * 64 + p])));
+}
+
+namespace {
+// Random images and erase boxes for the normalize tests.
+void random_batch(int B, int H, int W, uint64_t seed, Tensor& images, Tensor& meta) {
+  images = Tensor::empty({B, H, W, 3}, DType::u8);
+  meta = Tensor::empty({B, kMetaCols}, DType::i64);
+  Rng rng(seed, 99);
+  uint8_t* p = images.data<uint8_t>();
+  for (int64_t i = 0; i < images.numel(); ++i) p[i] = static_cast<uint8_t>(rng.randint(0, 255));
+  EraseConfig ec;
+  ec.prob = 0.7;
+  for (int b = 0; b < B; ++b) {
+    EraseBox box = draw_erase_box(ec, H, W, rng);
+    int64_t* m = meta.data<int64_t>() + b * kMetaCols;
+    m[0] = box.top, m[1] = box.left, m[2] = box.h, m[3] = box.w, m[4] = static_cast<int64_t>(make_stream(Purpose::erase_pixels, 1, b));
+  }
+}
+}  // namespace
+
+TEST(DataNormalize, CpuTwinNormalizesAndErases) {
+  Tensor images, meta;
+  random_batch(6, 20, 24, 3, images, meta);
+  const NormalizeSpec spec;
+  Tensor out = normalize_erase(images, meta, 11, spec);
+  auto o = out.to_vector<float>();
+  const uint8_t* in = images.data<uint8_t>();
+  int erased = 0, kept = 0;
+  double sum = 0, sum2 = 0;
+  for (int b = 0; b < 6; ++b) {
+    const int64_t* m = meta.data<int64_t>() + b * kMetaCols;
+    for (int c = 0; c < 3; ++c)
+      for (int y = 0; y < 20; ++y)
+        for (int x = 0; x < 24; ++x) {
+          const float v = o[((b * 3 + c) * 20 + y) * 24 + x];
+          const bool inside = m[2] > 0 && y >= m[0] && y < m[0] + m[2] && x >= m[1] && x < m[1] + m[3];
+          if (inside) {
+            ++erased, sum += v, sum2 += double(v) * v;
+            EXPECT_EQ(v, philox_normal(11, uint64_t(m[4]), uint64_t((c * 20 + y) * 24 + x)));
+          } else {
+            ++kept;
+            EXPECT_EQ(v, (float(in[((b * 20 + y) * 24 + x) * 3 + c]) - spec.mean[c]) / spec.std[c]);
+          }
+        }
+  }
+  ASSERT_GT(erased, 200);
+  EXPECT_NEAR(sum / erased, 0.0, 0.15);
+  EXPECT_NEAR(sum2 / erased, 1.0, 0.2);
+  EXPECT_GT(kept, 0);
+}
+
+TEST(DataNormalize, CudaMatchesCpuTwin) {
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  for (DType dt : {DType::f32, DType::bf16}) {
+    for (bool cl : {false, true}) {
+      Tensor images, meta;
+      random_batch(5, 33, 17, 100 + int(cl), images, meta);
+      NormalizeSpec spec = imagenet_normalize(dt, cl);
+      Tensor cpu = normalize_erase(images, meta, 5, spec);
+      Tensor gpu = normalize_erase(images.to(Device::cuda(0)), meta.to(Device::cuda(0)), 5, spec);
+      ASSERT_TRUE(gpu.is_cuda());
+      auto a = cpu.to_vector<float>(), b = gpu.to_vector<float>();
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], dt == DType::bf16 ? 2e-2 : 1e-5) << i;
+    }
+  }
+}
+
+TEST_F(DataLoader, CudaLoaderMatchesCpuLoader) {
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  auto gcfg = config(true, 2);
+  gcfg.use_cuda = true;
+  Loader gpu(gcfg), cpu(config(true, 2));
+  EXPECT_TRUE(gpu.device().is_cuda());
+  auto a = epoch(gpu, 1), b = epoch(cpu, 1);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    auto x = a[i].images.to_vector<float>(), y = b[i].images.to_vector<float>();
+    for (size_t k = 0; k < x.size(); ++k) ASSERT_NEAR(x[k], y[k], 1e-5) << "batch " << i;
+    EXPECT_EQ(a[i].targets.to_vector<float>(), b[i].targets.to_vector<float>());
+    EXPECT_EQ(a[i].labels.to_vector<int64_t>(), b[i].labels.to_vector<int64_t>());
+  }
+}

@@ -1,0 +1,159 @@
+// test_data_transforms.cpp: pieces of the transforms that need no peer: windowed / DCT-scaled decoding
+// equals the full decode, RandomResizedCrop window statistics and fallback, RandAugment policy strings
+// and determinism, mixup / cutmix and the soft targets.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "autograd/check.h"
+#include "data/mixup.h"
+#include "data/transforms.h"
+#include "tests/data/data_test_util.h"
+
+using namespace mo;
+using namespace mo::data;
+using namespace mo::data::testing;
+
+TEST(DataTransforms, WindowDecodeEqualsFullDecodeAtEveryScale) {
+  for (const auto& p : test_photos()) {
+    auto b = slurp(p);
+    JpegDecoder d;
+    ASSERT_TRUE(d.open(b.data(), b.size()));
+    const int W = d.width(), H = d.height();
+    for (int denom : {1, 2, 4, 8}) {
+      // the whole image at this scale (min sizes chosen so that exactly `denom` is picked)
+      DecodedWindow whole;
+      ASSERT_TRUE(d.open(b.data(), b.size()) && d.decode(0, 0, W, H, W / denom, H / denom, whole));
+      ASSERT_EQ(whole.scale_denom, denom);
+      Image full = to_image(whole.view);
+      for (int x = 0; x + 24 <= W; x += 37)
+        for (int y = 0; y + 24 <= H; y += 41) {
+          const int w = std::min(W - x, 24 + (x % 5) * 40), h = std::min(H - y, 24 + (y % 3) * 50);
+          const int mw = w / denom, mh = h / denom;
+          if (mw < 1 || mh < 1) continue;
+          DecodedWindow win;
+          ASSERT_TRUE(d.open(b.data(), b.size()) && d.decode(x, y, w, h, mw, mh, win)) << d.error();
+          ASSERT_EQ(win.scale_denom, denom);
+          const int px0 = x / denom, py0 = y / denom;
+          EXPECT_FLOAT_EQ(win.box[0], float(double(x) / denom - px0));
+          for (int r = 0; r < win.view.h; ++r)
+            ASSERT_EQ(0, std::memcmp(win.view.row(r), full.row(py0 + r) + px0 * 3, size_t(win.view.w) * 3))
+                << p << " denom " << denom << " window " << x << "," << y << " " << w << "x" << h << " row " << r;
+        }
+    }
+  }
+}
+
+TEST(DataTransforms, RandomResizedCropWindows) {
+  TrainTransformConfig cfg;
+  double area = 0, logr = 0;
+  const int n = 4000;
+  for (int i = 0; i < n; ++i) {
+    Rng rng(3, uint64_t(i));
+    CropWindow w = random_resized_crop_window(500, 375, cfg, rng);
+    ASSERT_GT(w.w, 0);
+    ASSERT_GT(w.h, 0);
+    ASSERT_LE(w.x + w.w, 500);
+    ASSERT_LE(w.y + w.h, 375);
+    area += double(w.w) * w.h / (500.0 * 375);
+    logr += std::log(double(w.w) / w.h);
+  }
+  EXPECT_NEAR(area / n, 0.435, 0.02);  // torchvision get_params on 500x375 gives 0.435 (large tries get rejected)
+  EXPECT_NEAR(logr / n, 0.0, 0.03);
+  // a thin strip never fits 3/4..4/3 at scale >= 0.08 with the ratio kept: centre fallback
+  Rng rng(1, 1);
+  CropWindow f = random_resized_crop_window(1000, 20, cfg, rng);
+  EXPECT_EQ(f.h, 20);
+  EXPECT_EQ(f.w, 27);  // round(20 * 4/3)
+  EXPECT_EQ(f.x, (1000 - 27) / 2);
+}
+
+TEST(DataTransforms, RandAugmentPolicyStrings) {
+  auto c = RandAugmentConfig::parse("rand-m9-mstd0.5-inc1");
+  EXPECT_EQ(c.num_layers, 2);
+  EXPECT_EQ(c.magnitude, 9);
+  EXPECT_EQ(c.magnitude_std, 0.5);
+  EXPECT_EQ(c.prob, 0.5);
+  ASSERT_EQ(c.ops.size(), 15u);
+  EXPECT_EQ(c.ops[4], AugOp::PosterizeIncreasing);
+  auto d = RandAugmentConfig::parse("rand-n3-m7-p0.8-mmax12-mstd101");
+  EXPECT_EQ(d.num_layers, 3);
+  EXPECT_EQ(d.prob, 0.8);
+  EXPECT_EQ(d.magnitude_max, 12);
+  EXPECT_TRUE(std::isinf(d.magnitude_std));
+  EXPECT_EQ(d.ops[4], AugOp::Posterize);
+  for (const char* bad : {"augmix-m9", "rand-q9", "rand-m", "rand-mx", ""}) EXPECT_THROW(RandAugmentConfig::parse(bad), Error) << bad;
+  try {
+    RandAugmentConfig::parse("rand-m9-zz3");
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'zz'"), std::string::npos) << e.what();
+  }
+  // level -> argument, timm's tables at magnitude 9
+  EXPECT_DOUBLE_EQ(level_to_args(AugOp::Rotate, 9, true, c).value, -27.0);
+  EXPECT_EQ(level_to_args(AugOp::PosterizeIncreasing, 9, false, c).ivalue, 1);
+  EXPECT_EQ(level_to_args(AugOp::SolarizeIncreasing, 9, false, c).ivalue, 26);
+  EXPECT_EQ(level_to_args(AugOp::SolarizeAdd, 9, false, c).ivalue, 99);
+  EXPECT_NEAR(level_to_args(AugOp::ContrastIncreasing, 9, true, c).value, 0.19, 1e-12);
+  EXPECT_NEAR(level_to_args(AugOp::TranslateXRel, 9, false, c).value, 0.405, 1e-12);
+}
+
+TEST(DataTransforms, TrainTransformIsDeterministicPerKey) {
+  auto bytes = slurp(test_photos()[2]);
+  TrainTransform t({});
+  Workspace ws1, ws2;
+  Image a(224, 224), b(224, 224), c(224, 224);
+  std::string err;
+  int differ = 0;
+  for (uint64_t k = 0; k < 20; ++k) {
+    Rng r1(5, k), r2(5, k), r3(5, k + 1000);
+    ASSERT_TRUE(t(bytes.data(), bytes.size(), r1, ws1, a.view(), err)) << err;
+    ASSERT_TRUE(t(bytes.data(), bytes.size(), r2, ws2, b.view(), err)) << err;
+    ASSERT_TRUE(t(bytes.data(), bytes.size(), r3, ws1, c.view(), err)) << err;
+    ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.bytes()));
+    differ += std::memcmp(a.data(), c.data(), a.bytes()) != 0;
+  }
+  EXPECT_EQ(differ, 20);
+}
+
+TEST(DataTransforms, MixupCutmixAndTargets) {
+  const int B = 4, H = 6, W = 8;
+  std::vector<uint8_t> img(size_t(B) * H * W * 3);
+  for (int b = 0; b < B; ++b) std::fill_n(img.begin() + b * H * W * 3, H * W * 3, uint8_t(10 + 60 * b));
+  // mixup: rint(a * lam + b * (1 - lam)) in float32, sample i with B-1-i
+  MixParams p;
+  p.lam = 0.3;
+  auto m = img;
+  mix_batch(m.data(), B, H, W, p);
+  EXPECT_EQ(m[0], uint8_t(std::rint(10 * 0.3f + 190 * 0.7f)));
+  EXPECT_EQ(m[size_t(3) * H * W * 3], uint8_t(std::rint(190 * 0.3f + 10 * 0.7f)));
+  // cutmix: the box comes from the partner, the rest is untouched
+  p.cutmix = true;
+  p.yl = 1, p.yh = 4, p.xl = 2, p.xh = 7;
+  auto c = img;
+  mix_batch(c.data(), B, H, W, p);
+  EXPECT_EQ(c[(1 * W + 2) * 3], 190);
+  EXPECT_EQ(c[0], 10);
+  EXPECT_EQ(c[size_t(1) * H * W * 3 + (3 * W + 6) * 3], 130);  // sample 1 <- sample 2
+  // corrected lambda and the box
+  MixupConfig cfg;
+  cfg.switch_prob = 1.0;  // always cutmix
+  Rng rng(9, 9);
+  MixParams q = draw_mix_params(cfg, 224, 224, rng);
+  EXPECT_TRUE(q.cutmix);
+  EXPECT_NEAR(q.lam, 1.0 - double((q.yh - q.yl) * (q.xh - q.xl)) / (224.0 * 224.0), 1e-12);
+  // targets: smoothing 0.1 over 5 classes, lam 0.25
+  const int64_t labels[4] = {0, 1, 2, 3};
+  std::vector<float> t(4 * 5);
+  mix_targets(labels, 4, 5, 0.25, 0.1, t.data());
+  const float off = 0.1f / 5, on = 1.0f - 0.1f + off;
+  EXPECT_FLOAT_EQ(t[0], on * 0.25f + off * 0.75f);
+  EXPECT_FLOAT_EQ(t[3], off * 0.25f + on * 0.75f);  // partner of sample 0 is sample 3
+  EXPECT_FLOAT_EQ(t[4], off);
+  float s = 0;
+  for (int k = 0; k < 5; ++k) s += t[k];
+  EXPECT_NEAR(s, 1.0f, 1e-6f);
+  // Beta draws: mean alpha / (alpha + beta) = 0.5
+  double mean = 0;
+  for (int i = 0; i < 2000; ++i) mean += Rng(1, uint64_t(i)).beta(0.8, 0.8);
+  EXPECT_NEAR(mean / 2000, 0.5, 0.03);
+}
