@@ -1,5 +1,5 @@
 // monitor.cpp: the heartbeat thread of monitor.h. Messages are three int64 {issued, completed, kind}
-// with kind 0 = alive, 1 = goodbye; MPI's non-overtaking rule puts a goodbye after every heartbeat
+// with kind 0 = alive, 1 = goodbye, 2 = leaving because of an error; MPI's non-overtaking rule puts a goodbye after every heartbeat
 // from the same peer. At most one send and one receive are outstanding per peer, so a dead peer
 // never makes requests pile up.
 #ifdef MO_WITH_MPI
@@ -15,7 +15,8 @@ namespace mo::dist {
 
 namespace {
 constexpr int kTag = 7001;
-constexpr int64_t kAlive = 0, kBye = 1;
+constexpr int64_t kAlive = 0, kBye = 1, kFailed = 2;
+constexpr double kFailGraceS = 2.0;  // lets a failing rank print its error before the job is ended
 }  // namespace
 
 double Monitor::now() const {
@@ -35,6 +36,11 @@ Monitor::Monitor(MPI_Comm comm, double silence_timeout_s)
     MPI_CHECK(MPI_Irecv(peers_[p].rbuf, 3, MPI_INT64_T, p, kTag, comm_, &peers_[p].rreq));
   }
   thread_ = std::thread([this] { run(); });
+}
+
+void Monitor::leave_on_error() {
+  failing_ = true;
+  if (thread_.joinable()) thread_.join();
 }
 
 Monitor::~Monitor() {
@@ -62,8 +68,9 @@ void Monitor::poll_receives(double t) {
       q.completed = q.rbuf[1];
       q.last_heard = t;
       q.said_bye = q.rbuf[2] == kBye;
+      if (q.rbuf[2] == kFailed && q.failed_at < 0) q.failed_at = t;
     }
-    if (!q.said_bye) MPI_CHECK(MPI_Irecv(q.rbuf, 3, MPI_INT64_T, p, kTag, comm_, &q.rreq));
+    if (!q.said_bye && q.failed_at < 0) MPI_CHECK(MPI_Irecv(q.rbuf, 3, MPI_INT64_T, p, kTag, comm_, &q.rreq));
   }
 }
 
@@ -86,6 +93,19 @@ void Monitor::run() {
   double next_beat = 0;
   while (true) {
     double t = now();
+    if (failing_) {  // tell every peer (after its previous message went out, for at most 2 s), then stop
+      double until = t + 2.0;
+      std::vector<bool> told(world_, false);
+      for (int left = world_ - 1; left > 0 && now() < until;) {
+        for (int p = 0; p < world_; ++p) {
+          if (p == rank_ || told[p] || !try_send(p, kFailed)) continue;
+          told[p] = true;
+          --left;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+      return;
+    }
     poll_receives(t);
     bool stopping = stopping_.load();
     if (t >= next_beat || stopping) {
@@ -100,10 +120,17 @@ void Monitor::run() {
       }
       next_beat = t + interval_s_;
     }
-    // A peer that said goodbye is done; any other must keep talking.
+    // A peer that said goodbye is done; one leaving because of an error ends the job; any other must
+    // keep talking.
     for (int p = 0; p < world_; ++p) {
       const Peer& q = peers_[p];
       if (p == rank_ || q.said_bye) continue;
+      if (q.failed_at >= 0) {
+        if (t - q.failed_at > kFailGraceS)
+          abort_job(fmt::format("rank {} left because of an error (its message is in its output); ending the job",
+                                p));
+        continue;
+      }
       if (t - q.last_heard > silence_timeout_s_) {
         abort_job(fmt::format(
             "rank {} has sent no heartbeat for {:.1f} s (limit {:.0f} s, MO_DIST_HEARTBEAT_TIMEOUT): it died, was "

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <exception>
 #include <mutex>
 
 namespace mo::dist {
@@ -71,6 +72,13 @@ MpiRuntime::MpiRuntime(double heartbeat_timeout_s) {
 }
 
 MpiRuntime::~MpiRuntime() {
+  if (std::uncaught_exceptions() > 0) {
+    // Unwinding because of an error: the peers may be waiting in a collective for this rank, so no
+    // goodbye and no MPI_Finalize (both would wait for them). Tell them; the launcher ends the job.
+    if (monitor_) monitor_->leave_on_error();
+    monitor_.reset();
+    return;
+  }
   monitor_.reset();  // goodbye with every peer before MPI_Finalize
   if (we_initialised_) {
     int finalised = 0;

@@ -109,7 +109,7 @@ class NcclGroup : public ProcessGroup {
   const char* backend() const override { return "nccl"; }
 
   void broadcast(const Tensor& t, int root) override {
-    if (!t.defined() || t.is_cpu()) return host_->broadcast(t, root);
+    if (!t.defined() || !t.is_cuda()) return host_->broadcast(t, root);
     check(t, "broadcast");
     MO_CHECK(root >= 0 && root < world_size(), "dist broadcast: root {} outside the world of {} ranks", root,
              world_size());
@@ -121,7 +121,7 @@ class NcclGroup : public ProcessGroup {
   }
 
   std::shared_ptr<Work> all_reduce_async(const Tensor& t, ReduceOp op, const std::string& what) override {
-    if (!t.defined() || t.is_cpu()) return host_->all_reduce_async(t, op, what);
+    if (!t.defined() || !t.is_cuda()) return host_->all_reduce_async(t, op, what);
     check(t, "all_reduce");
     MO_CHECK(op == ReduceOp::sum || is_floating(t.dtype()), "dist all_reduce: average of integer tensor {}", t.str());
     ncclRedOp_t nop = op == ReduceOp::avg ? ncclAvg : ncclSum;

@@ -142,20 +142,23 @@ std::shared_ptr<ProcessGroup> init(const InitOptions& opts_in) {
     const Topology& t = rt->topology();
     Device dev = Device::cpu();
     if (gpu) {
+      // One GPU per rank: GPU `local_rank` when the host's ranks all see every GPU; GPU 0 when each
+      // rank sees exactly one (the launcher assigned it: srun --gpus-per-task=1, CUDA_VISIBLE_DEVICES).
       int count = cuda_device_count();
-      if (t.local_world_size > count) {
+      int index = count >= t.local_world_size ? t.local_rank : (count == 1 ? 0 : -1);
+      if (index < 0) {
         MO_CHECK(o.backend != "nccl",
-                 "dist: {} ranks on host {} but only {} GPUs: NCCL needs one GPU per rank (start fewer ranks per "
-                 "host, or use MO_DIST_BACKEND=mpi)",
-                 t.local_world_size, t.host, count);
+                 "dist: {} ranks on host {} but {} GPUs visible to rank {}: NCCL needs one GPU per rank (start "
+                 "fewer ranks per host, give each rank one GPU, or use MO_DIST_BACKEND=mpi)",
+                 t.local_world_size, t.host, count, t.rank);
         if (t.rank == 0)
           std::fprintf(stderr, "[mo.dist] warning: %d ranks on host %s but %d GPUs: the ranks compute on the CPU\n",
                        t.local_world_size, t.host.c_str(), count);
       } else {
-        dev = Device::cuda(t.local_rank);
+        dev = Device::cuda(index);
 #ifdef MO_WITH_CUDA
-        cudaError_t e = cudaSetDevice(t.local_rank);
-        MO_CHECK(e == cudaSuccess, "dist: cudaSetDevice({}) on rank {} (host {}): {}", t.local_rank, t.rank, t.host,
+        cudaError_t e = cudaSetDevice(index);
+        MO_CHECK(e == cudaSuccess, "dist: cudaSetDevice({}) on rank {} (host {}): {}", index, t.rank, t.host,
                  cudaGetErrorString(e));
 #endif
       }

@@ -5,7 +5,9 @@
 // scenario as a child job, `mpirun -np 2 <this program> --scenario=NAME` under `timeout` (with the
 // launcher's environment removed so the child mpirun starts afresh), and checks the exit status,
 // the elapsed time and the output. Rank 1 of the outer job has nothing to do. In every scenario the
-// two ranks train a small MLP with DataParallel (MPI backend); at step 3 rank 1 misbehaves.
+// two ranks train a small MLP with DataParallel (MPI backend); at step 3 rank 1 misbehaves: killed,
+// stopped (SIGSTOP), hung in its own code, or failing with an error (ending the job itself, or
+// letting the error unwind out of the group's scope).
 #include <signal.h>
 #include <unistd.h>
 
@@ -43,14 +45,16 @@ int run_scenario(const std::string& what) {
           if (what == "kill") raise(SIGKILL);
           if (what == "stop") raise(SIGSTOP);
           if (what == "hang") std::this_thread::sleep_for(std::chrono::hours(1));
-          if (what == "throw") throw Error("injected failure in the training step");
+          if (what == "throw" || what == "unwind") throw Error("injected failure in the training step");
         }
       }
       ddp.finish();
       ddp.zero_grad();
     }
   } catch (const std::exception& e) {
-    // What the trainer does with an error under mpirun: end the job at once, with the message.
+    // "throw": end the job at once with the message (dist::abort_job). "unwind": let the error leave
+    // the scope of the group, as in a program that catches it in main().
+    if (what == "unwind") throw;
     dist::abort_job(e.what(), 1);
   }
   std::printf("scenario %s: rank %d done\n", what.c_str(), rank);
@@ -144,10 +148,25 @@ TEST(Faults, ErrorOnOneRankEndsTheJobWithItsMessage) {
   expect_failure_naming_rank1(o, {"[mo.dist] rank 1: injected failure in the training step"});
 }
 
+TEST(Faults, ErrorLeavingTheGroupScopeEndsTheJob) {
+  // The group is destroyed while the error unwinds: no goodbye (the peer waits in a collective for
+  // this rank); the peer is told and ends the job if the launcher has not already.
+  auto o = run_child("unwind");
+  expect_failure_naming_rank1(o, {"scenario: error: injected failure"});
+  EXPECT_LT(o.seconds, 30);
+}
+
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a.rfind("--scenario=", 0) == 0) return run_scenario(a.substr(11));
+    if (a.rfind("--scenario=", 0) == 0) {
+      try {
+        return run_scenario(a.substr(11));
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "scenario: error: %s\n", e.what());
+        return 1;
+      }
+    }
   }
   // The outer job: rank 0 drives the scenarios; other ranks have nothing to do (no MPI needed).
   const char* r = std::getenv("OMPI_COMM_WORLD_RANK");
