@@ -1,0 +1,205 @@
+// mo_bench_kernels: times the fused CUDA kernels (layer_norm, dwconv2d, gated_dwconv; forward and
+// backward, called through their mo::cuda entry points, no autograd) at the mambaout_tiny shapes with
+// CUDA events: warm-up, then the mean of N runs. Prints the time, the bytes each call must move (the
+// model in the .cu files' comments) and the achieved GB/s. Fresh random data (never zeros).
+//   mo_bench_kernels [--dtype bf16|fp32] [--batch 256] [--warmup 3] [--iters 20] [--only SUBSTRING]
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "autograd/cuda_allocator.h"
+#include "autograd/tensor.h"
+#include "ops/conv/dwconv2d.h"
+#include "ops/fused/gated_dwconv.h"
+#include "ops/norm/layer_norm.h"
+#ifdef MO_WITH_CUDA
+#include "autograd/cuda_check.h"
+#endif
+
+using namespace mo;
+
+namespace {
+
+struct Args {
+  DType dtype = DType::bf16;
+  int64_t batch = 256;
+  int warmup = 3, iters = 20;
+  std::string only;
+};
+
+[[noreturn]] void usage(const std::string& msg) {
+  std::fprintf(stderr,
+               "mo_bench_kernels: %s\nusage: mo_bench_kernels [--dtype bf16|fp32] [--batch N] [--warmup N] "
+               "[--iters N] [--only SUBSTRING]\n",
+               msg.c_str());
+  std::exit(2);
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) usage("missing value for " + k);
+      return argv[++i];
+    };
+    if (k == "--dtype") {
+      std::string v = val();
+      if (v == "bf16") a.dtype = DType::bf16;
+      else if (v == "fp32" || v == "f32") a.dtype = DType::f32;
+      else usage("--dtype must be bf16 or fp32, got " + v);
+    } else if (k == "--batch") {
+      a.batch = std::atoll(val().c_str());
+    } else if (k == "--warmup") {
+      a.warmup = std::atoi(val().c_str());
+    } else if (k == "--iters") {
+      a.iters = std::atoi(val().c_str());
+    } else if (k == "--only") {
+      a.only = val();
+    } else {
+      usage("unknown argument " + k);
+    }
+  }
+  if (a.batch < 1 || a.iters < 1 || a.warmup < 0) usage("--batch and --iters must be >= 1, --warmup >= 0");
+  return a;
+}
+
+#ifdef MO_WITH_CUDA
+
+// A device tensor of uniform(-2, 2) values (fresh per call: the seed advances), written in chunks so the
+// host never holds more than 16 M floats.
+Tensor random_tensor(const Shape& s, DType dt, double lo = -2.0, double hi = 2.0) {
+  static uint32_t seed = 12345;
+  std::mt19937 gen(seed++);
+  std::uniform_real_distribution<float> dist(static_cast<float>(lo), static_cast<float>(hi));
+  Tensor t = Tensor::empty(s, dt, Device::cuda(0));
+  Tensor flat = t.view({-1});
+  const int64_t n = t.numel(), chunk = int64_t(1) << 24;
+  std::vector<float> buf;
+  for (int64_t off = 0; off < n; off += chunk) {
+    const int64_t len = std::min(chunk, n - off);
+    buf.resize(len);
+    for (auto& x : buf) x = dist(gen);
+    flat.as_strided({len}, {1}, flat.offset() + off).copy_(Tensor::from_vector(buf, {len}));
+  }
+  return t;
+}
+
+struct Bench {
+  const Args& args;
+  cudaEvent_t start{}, stop{};
+  explicit Bench(const Args& a) : args(a) {
+    CUDA_CHECK(cudaEventCreate(&start));
+    CUDA_CHECK(cudaEventCreate(&stop));
+  }
+  ~Bench() {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+  }
+  // Runs f warmup + iters times; prints mean µs and GB/s for `bytes` per call.
+  void run(const std::string& name, double bytes, const std::function<void()>& f) {
+    if (!args.only.empty() && name.find(args.only) == std::string::npos) return;
+    for (int i = 0; i < args.warmup; ++i) f();
+    CUDA_CHECK(cudaEventRecord(start, stream()));
+    for (int i = 0; i < args.iters; ++i) f();
+    CUDA_CHECK(cudaEventRecord(stop, stream()));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    const double us = 1e3 * ms / args.iters;
+    std::printf("%-44s %9.1f us %10.1f MB %8.0f GB/s\n", name.c_str(), us, bytes / 1e6, bytes / (us * 1e3));
+    std::fflush(stdout);
+  }
+};
+
+void bench_layer_norm(Bench& bench, DType dt, int64_t B, int64_t H, int64_t C, const char* stage) {
+  const int64_t R = B * H * H;
+  const double es = static_cast<double>(dtype_size(dt)), n = static_cast<double>(R * C);
+  Tensor x = random_tensor({R, C}, dt), w = random_tensor({C}, dt, 0.5, 1.5), b = random_tensor({C}, dt);
+  Tensor y = Tensor::empty({R, C}, dt, Device::cuda(0)), dy = random_tensor({R, C}, dt);
+  Tensor mean = Tensor::empty({R}, DType::f32, Device::cuda(0)), rstd = Tensor::empty({R}, DType::f32, Device::cuda(0));
+  Tensor dx = Tensor::empty({R, C}, dt, Device::cuda(0)), dw = Tensor::empty({C}, dt, Device::cuda(0)),
+         db = Tensor::empty({C}, dt, Device::cuda(0));
+  const std::string tag = std::string(stage) + " R=" + std::to_string(R) + " C=" + std::to_string(C);
+  bench.run("layer_norm fwd " + tag, 2 * n * es + 8.0 * R,
+            [&] { cuda::layer_norm_forward(x, w, b, 1e-6, y, mean, rstd); });
+  bench.run("layer_norm bwd " + tag, 3 * n * es + 8.0 * R,
+            [&] { cuda::layer_norm_backward(dy, x, w, mean, rstd, dx, dw, db); });
+}
+
+void bench_dwconv(Bench& bench, DType dt, int64_t B, int64_t H, int64_t C, const char* stage) {
+  const double es = static_cast<double>(dtype_size(dt)), n = static_cast<double>(B * H * H * C);
+  Tensor x = random_tensor({B, H, H, C}, dt), w = random_tensor({C, 1, 7, 7}, dt, -0.2, 0.2),
+         b = random_tensor({C}, dt), dy = random_tensor({B, H, H, C}, dt);
+  Tensor y = Tensor::empty(x.shape(), dt, Device::cuda(0)), dx = Tensor::empty(x.shape(), dt, Device::cuda(0));
+  Tensor dw = Tensor::empty(w.shape(), dt, Device::cuda(0)), db = Tensor::empty({C}, dt, Device::cuda(0));
+  const std::string tag = std::string(stage) + " " + std::to_string(B) + "x" + std::to_string(H) + "x" +
+                          std::to_string(H) + "x" + std::to_string(C);
+  bench.run("dwconv2d fwd " + tag, 2 * n * es, [&] { cuda::dwconv2d_forward(x, w, b, 3, y); });
+  bench.run("dwconv2d bwd (dx + dw) " + tag, 4 * n * es, [&] { cuda::dwconv2d_backward(dy, x, w, 3, dx, dw, db); });
+  bench.run("dwconv2d bwd dw only " + tag, 2 * n * es,
+            [&] { cuda::dwconv2d_backward(dy, x, w, 3, Tensor(), dw, db); });
+}
+
+void bench_gated(Bench& bench, DType dt, int64_t B, int64_t H, int64_t h, int64_t cc, const char* stage) {
+  const double es = static_cast<double>(dtype_size(dt)), P = static_cast<double>(B * H * H);
+  const double id = static_cast<double>(h - cc), c = static_cast<double>(cc), hh = static_cast<double>(h);
+  Tensor z = random_tensor({B, H, H, 2 * h}, dt), w = random_tensor({cc, 1, 7, 7}, dt, -0.2, 0.2),
+         b = random_tensor({cc}, dt), dm = random_tensor({B, H, H, h}, dt);
+  Tensor m = Tensor::empty({B, H, H, h}, dt, Device::cuda(0)), conv = Tensor::empty({B, H, H, cc}, dt, Device::cuda(0));
+  Tensor dz = Tensor::empty(z.shape(), dt, Device::cuda(0)), dw = Tensor::empty(w.shape(), dt, Device::cuda(0)),
+         db = Tensor::empty({cc}, dt, Device::cuda(0));
+  const std::string tag = std::string(stage) + " P=" + std::to_string(B * H * H) + " h=" + std::to_string(h) +
+                          " cc=" + std::to_string(cc);
+  // forward: conv part reads c, g[id:], writes conv, m[id:]; identity part reads g[:id], i, writes m[:id]
+  bench.run("gated_dwconv fwd " + tag, P * es * (4 * c + 3 * id),
+            [&] { cuda::gated_dwconv_forward(z, w, b, h, Act::gelu, m, conv); });
+  // backward: elementwise reads dm, g, i, conv, writes dg, di, dconv; dx conv 2·cc; wgrad 2·cc
+  bench.run("gated_dwconv bwd " + tag, P * es * (3 * hh + 2 * id + 6 * c),
+            [&] { cuda::gated_dwconv_backward(dm, z, w, conv, h, Act::gelu, dz, dw, db); });
+}
+
+#endif  // MO_WITH_CUDA
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args = parse(argc, argv);
+#ifndef MO_WITH_CUDA
+  (void)args;
+  std::fprintf(stderr, "mo_bench_kernels: this build of mo has no CUDA support (configure with -DMO_WITH_CUDA=ON)\n");
+  return 1;
+#else
+  if (!cuda_available()) {
+    std::fprintf(stderr, "mo_bench_kernels: no CUDA GPU is visible; nothing to time\n");
+    return 1;
+  }
+  try {
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    std::printf("mo_bench_kernels: %s, %s, batch %lld, %d warm-up + mean of %d runs\n", prop.name,
+                dtype_name(args.dtype), static_cast<long long>(args.batch), args.warmup, args.iters);
+    Bench bench(args);
+    const DType dt = args.dtype;
+    const int64_t B = args.batch;
+    // mambaout_tiny: C = 96, 192, 384, 576 at 56, 28, 14, 7; h = 8C/3; conv on cc = C channels
+    bench_layer_norm(bench, dt, B, 56, 96, "stage1");
+    bench_layer_norm(bench, dt, B, 28, 192, "stage2");
+    bench_layer_norm(bench, dt, B, 14, 384, "stage3");
+    bench_layer_norm(bench, dt, B, 7, 576, "stage4");
+    bench_dwconv(bench, dt, B, 56, 96, "stage1");
+    bench_dwconv(bench, dt, B, 7, 576, "stage4");
+    bench_gated(bench, dt, B, 56, 256, 96, "stage1");
+    bench_gated(bench, dt, B, 7, 1536, 576, "stage4");
+    cuda_synchronize();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mo_bench_kernels: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+#endif
+}
