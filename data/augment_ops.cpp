@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "data/simd.h"
+
 namespace mo::data {
 namespace {
 
@@ -84,19 +86,18 @@ inline void bilinear_px(const Image& im, double xin, double yin, uint8_t* out) {
   }
 }
 
-inline double cubic(double v1, double v2, double v3, double v4, double d) {  // Geometry.c BICUBIC
-  double p1 = v2;
-  double p2 = -v1 + v3;
-  double p3 = 2 * (v1 - v2) + v3 - v4;
-  double p4 = -v1 + v2 - v3 + v4;
-  return p1 + d * (p2 + d * (p3 + d * p4));
+// Geometry.c's BICUBIC(v, v1..v4, d) = p1 + d (p2 + d (p3 + d p4)) is the a = -1 cubic convolution.
+// Written here as v2 + w0 (v1 - v2) + w2 (v3 - v2) + w3 (v4 - v2), with weights computed once per pixel
+// and shared by the bands: like PIL's form it returns v2 exactly for d = 0 or a flat neighbourhood,
+// and otherwise agrees with it to ~1e-13 (a truncation can flip on exact ties only).
+inline void cubic_weights(double d, double w[3]) {
+  const double d2 = d * d, d3 = d2 * d;
+  w[0] = -d + 2 * d2 - d3;
+  w[1] = d + d2 - d3;
+  w[2] = -d2 + d3;
 }
-inline double cubic_u8(int v1, int v2, int v3, int v4, double d) {  // the same on integer samples
-  double p1 = v2;
-  double p2 = -v1 + v3;
-  double p3 = 2 * (v1 - v2) + v3 - v4;
-  double p4 = -v1 + v2 - v3 + v4;
-  return p1 + d * (p2 + d * (p3 + d * p4));
+inline double cubic_apply(const double w[3], double v1, double v2, double v3, double v4) {
+  return v2 + w[0] * (v1 - v2) + w[1] * (v3 - v2) + w[2] * (v4 - v2);
 }
 
 // Geometry.c bicubic_filter32RGB (rows and columns past the edge repeat the edge, as PIL's do).
@@ -104,7 +105,10 @@ inline void bicubic_px(const Image& im, double xin, double yin, uint8_t* out) {
   xin -= 0.5;
   yin -= 0.5;
   int x = static_cast<int>(std::floor(xin)), y = static_cast<int>(std::floor(yin));
-  double dx = xin - x, dy = yin - y;
+  const double dx = xin - x, dy = yin - y;
+  double wx[3], wy[3];
+  cubic_weights(dx, wx);
+  cubic_weights(dy, wy);
   x--, y--;
   const int W = im.w(), H = im.h();
   int xs[4];
@@ -115,8 +119,11 @@ inline void bicubic_px(const Image& im, double xin, double yin, uint8_t* out) {
   }
   for (int b = 0; b < 3; ++b) {
     double v[4];
-    for (int r = 0; r < 4; ++r) v[r] = cubic_u8(rs[r][xs[0] + b], rs[r][xs[1] + b], rs[r][xs[2] + b], rs[r][xs[3] + b], dx);
-    double s = cubic(v[0], v[1], v[2], v[3], dy);
+    for (int r = (dy == 0.0 ? 1 : 0); r < (dy == 0.0 ? 2 : 4); ++r) {
+      const uint8_t* q = rs[r] + b;
+      v[r] = dx == 0.0 ? q[xs[1]] : cubic_apply(wx, q[xs[0]], q[xs[1]], q[xs[2]], q[xs[3]]);
+    }
+    const double s = dy == 0.0 ? v[1] : cubic_apply(wy, v[0], v[1], v[2], v[3]);
     out[b] = s <= 0.0 ? 0 : s >= 255.0 ? 255 : static_cast<uint8_t>(static_cast<int>(s));
   }
 }
@@ -240,7 +247,7 @@ void op_sharpness(Image& img, double factor, Image& scratch) {  // blend(filter(
   blend(img, factor, [s](size_t i) { return static_cast<int>(s[i]); });
 }
 
-void op_affine(Image& img, const double a[6], Interp interp, Rgb fill, Image& scratch) {
+MO_DATA_CLONES void op_affine(Image& img, const double a[6], Interp interp, Rgb fill, Image& scratch) {
   const int W = img.w(), H = img.h();
   scratch.resize(W, H);
   for (int y = 0; y < H; ++y) {

@@ -35,7 +35,7 @@ class Image {
   void resize(int w, int h) {
     size_t need = static_cast<size_t>(w) * h * 3;
     if (need > cap_) {
-      buf_.reset(new uint8_t[need]);
+      buf_.reset(new uint8_t[need + kSlack]());
       cap_ = need;
     }
     w_ = w;
@@ -57,6 +57,7 @@ class Image {
   }
 
  private:
+  static constexpr size_t kSlack = 16;  // readable bytes past the last pixel (vector loads in resample)
   std::unique_ptr<uint8_t[]> buf_;
   size_t cap_ = 0;
   int w_ = 0, h_ = 0;

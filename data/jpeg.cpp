@@ -168,7 +168,7 @@ bool JpegDecoder::decode(int x, int y, int w, int h, int min_w, int min_h, Decod
   else cw = static_cast<JDIMENSION>(ow);
   if (py0 > 0) jpeg_skip_scanlines(&c, static_cast<JDIMENSION>(py0));
   const size_t stride = static_cast<size_t>(cw) * 3;
-  m.rows.resize(stride * static_cast<size_t>(py1 - py0));
+  m.rows.resize(stride * static_cast<size_t>(py1 - py0) + 16);  // + slack for vector loads (resample.cpp)
   if (m.cmyk) m.cmyk_row.resize(static_cast<size_t>(cw) * 4);
   while (static_cast<int>(c.output_scanline) < py1) {
     uint8_t* dst = m.rows.data() + (c.output_scanline - py0) * stride;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "autograd/check.h"
+#include "data/simd.h"
 
 namespace mo::data {
 
@@ -37,27 +38,37 @@ EraseBox draw_erase_box(const EraseConfig& cfg, int height, int width, Rng& rng)
 
 namespace {
 
+// One sample: normalise every value, then overwrite the erase box with its noise.
 template <typename T>
-void normalize_cpu_impl(const uint8_t* img, const int64_t* meta, int B, int H, int W, uint64_t seed,
-                        const NormalizeSpec& s, T* out) {
+void normalize_sample(const uint8_t* in, const int64_t* m, int H, int W, uint64_t seed, const NormalizeSpec& s, T* o) {
   const int64_t plane = static_cast<int64_t>(H) * W;
-#pragma omp parallel for schedule(static)
-  for (int b = 0; b < B; ++b) {
-    const int64_t* m = meta + b * kMetaCols;
-    const uint8_t* in = img + b * plane * 3;
-    T* o = out + b * plane * 3;
-    for (int y = 0; y < H; ++y) {
-      for (int x = 0; x < W; ++x) {
-        const bool erased = m[2] > 0 && y >= m[0] && y < m[0] + m[2] && x >= m[1] && x < m[1] + m[3];
-        for (int c = 0; c < 3; ++c) {
-          const int64_t p = static_cast<int64_t>(y) * W + x;
-          float v = erased ? philox_normal(seed, static_cast<uint64_t>(m[4]), static_cast<uint64_t>(c * plane + p))
-                           : (static_cast<float>(in[p * 3 + c]) - s.mean[c]) / s.std[c];
-          o[s.channels_last ? p * 3 + c : c * plane + p] = T(v);
-        }
-      }
+  if (s.channels_last) {
+    for (int64_t i = 0; i < plane * 3; i += 3)
+      for (int c = 0; c < 3; ++c) o[i + c] = T((static_cast<float>(in[i + c]) - s.mean[c]) / s.std[c]);
+  } else {
+    for (int c = 0; c < 3; ++c) {
+      const float mean = s.mean[c], std = s.std[c];
+      T* oc = o + c * plane;
+      for (int64_t p = 0; p < plane; ++p) oc[p] = T((static_cast<float>(in[p * 3 + c]) - mean) / std);
     }
   }
+  if (m[2] <= 0) return;
+  for (int c = 0; c < 3; ++c)
+    for (int64_t y = m[0]; y < m[0] + m[2]; ++y)
+      for (int64_t x = m[1]; x < m[1] + m[3]; ++x) {
+        const int64_t p = y * W + x;
+        const float v = philox_normal(seed, static_cast<uint64_t>(m[4]), static_cast<uint64_t>(c * plane + p));
+        o[s.channels_last ? p * 3 + c : c * plane + p] = T(v);
+      }
+}
+
+MO_DATA_CLONES void normalize_f32(const uint8_t* in, const int64_t* m, int H, int W, uint64_t seed, const NormalizeSpec& s,
+                                  float* o) {
+  normalize_sample(in, m, H, W, seed, s, o);
+}
+MO_DATA_CLONES void normalize_bf16(const uint8_t* in, const int64_t* m, int H, int W, uint64_t seed,
+                                   const NormalizeSpec& s, bf16_t* o) {
+  normalize_sample(in, m, H, W, seed, s, o);
 }
 
 }  // namespace
@@ -66,8 +77,11 @@ void normalize_erase_cpu(const Tensor& images, const Tensor& meta, uint64_t seed
   const int B = static_cast<int>(images.size(0)), H = static_cast<int>(images.size(1)), W = static_cast<int>(images.size(2));
   const uint8_t* img = images.data<uint8_t>();
   const int64_t* m = meta.data<int64_t>();
-  if (spec.dtype == DType::f32) normalize_cpu_impl(img, m, B, H, W, seed, spec, out.data<float>());
-  else normalize_cpu_impl(img, m, B, H, W, seed, spec, out.data<bf16_t>());
+  const int64_t n = static_cast<int64_t>(H) * W * 3;
+  for (int b = 0; b < B; ++b) {
+    if (spec.dtype == DType::f32) normalize_f32(img + b * n, m + b * kMetaCols, H, W, seed, spec, out.data<float>() + b * n);
+    else normalize_bf16(img + b * n, m + b * kMetaCols, H, W, seed, spec, out.data<bf16_t>() + b * n);
+  }
 }
 
 Tensor normalize_erase(const Tensor& images, const Tensor& meta, uint64_t seed, const NormalizeSpec& spec) {
