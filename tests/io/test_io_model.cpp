@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <map>
 
 #include "autograd/graph.h"
 #include "nn/io/checkpoint_io.h"
@@ -172,4 +173,33 @@ TEST(IoModel, MismatchedModelsAreClearErrors) {
   // Something that is not a weight file at all.
   e = error_of([&] { load_into_model(shallower, dir / "x.bin"); });
   EXPECT_TRUE(contains(e, "x.bin")) << e;
+}
+
+TEST(IoModel, RwVariantExportsTimmNames) {
+  // timm's test_mambaout (rw layout: no stem norm1, LN-first downsample, LayerScale, norm_mlp head):
+  // exported with timm names, the keys are timm's (mambaout.md §2.2) and load back into the model.
+  io_test::TempDir dir("rw");
+  nn::MambaOut model(nn::mambaout_config("test_mambaout"), 4);
+  RawStateDict sd = state_dict_of(model, Naming::timm);
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& [n, t] : sd.tensors) shapes[n] = t.shape;
+  EXPECT_EQ(shapes.count("stem.norm1.weight"), 0u);
+  EXPECT_EQ(shapes["stem.conv1.weight"], (std::vector<int64_t>{8, 3, 3, 3}));
+  EXPECT_EQ(shapes["stages.0.blocks.0.ls.gamma"], (std::vector<int64_t>{16}));
+  EXPECT_EQ(shapes["stages.1.downsample.norm.weight"], (std::vector<int64_t>{16}));  // LN(C_in) before the conv
+  EXPECT_EQ(shapes["stages.1.downsample.conv.weight"], (std::vector<int64_t>{32, 16, 3, 3}));
+  EXPECT_EQ(shapes["head.norm.weight"], (std::vector<int64_t>{64}));
+  EXPECT_EQ(shapes["head.pre_logits.fc.weight"], (std::vector<int64_t>{256, 64}));
+  EXPECT_EQ(shapes["head.fc.weight"], (std::vector<int64_t>{1000, 256}));
+  EXPECT_EQ(shapes.count("head.pre_logits.norm.weight"), 0u);
+  EXPECT_EQ(sd.tensors.size(), model.named_parameters().size());
+  int64_t total = 0;
+  for (const auto& [n, t] : sd.tensors) total += t.numel();
+  EXPECT_EQ(total, 447560);  // mambaout.md §1.1
+  write_checkpoint(sd, dir / "rw.safetensors");
+  nn::MambaOut again(nn::mambaout_config("test_mambaout"), 5);
+  LoadReport rep = load_into_model(again, dir / "rw.safetensors");
+  EXPECT_EQ(rep.file_naming, Naming::timm);
+  for (const auto& [n, p] : model.named_parameters())
+    EXPECT_EQ(p.to_vector<float>(), again.parameter(n).to_vector<float>()) << n;
 }
