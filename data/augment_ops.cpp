@@ -6,7 +6,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <utility>
+#include <cstring>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 #include "data/simd.h"
 
@@ -247,9 +252,81 @@ void op_sharpness(Image& img, double factor, Image& scratch) {  // blend(filter(
   blend(img, factor, [s](size_t i) { return static_cast<int>(s[i]); });
 }
 
-MO_DATA_CLONES void op_affine(Image& img, const double a[6], Interp interp, Rgb fill, Image& scratch) {
+#if defined(__x86_64__) && defined(__GNUC__)
+// op_affine's loop with the three bands in the lanes of one 4 x double vector: the same operations in
+// the same order as bilinear_px / bicubic_px, so the same results.
+__attribute__((target("avx2"))) inline __m256d load_px(const uint8_t* p) {  // R, G, B, (next byte)
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_cvtepi32_pd(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(static_cast<int>(v))));
+}
+__attribute__((target("avx2"))) inline __m256d cubic_apply4(const double w[3], __m256d v1, __m256d v2, __m256d v3,
+                                                            __m256d v4) {
+  __m256d r = _mm256_add_pd(v2, _mm256_mul_pd(_mm256_set1_pd(w[0]), _mm256_sub_pd(v1, v2)));
+  r = _mm256_add_pd(r, _mm256_mul_pd(_mm256_set1_pd(w[1]), _mm256_sub_pd(v3, v2)));
+  return _mm256_add_pd(r, _mm256_mul_pd(_mm256_set1_pd(w[2]), _mm256_sub_pd(v4, v2)));
+}
+__attribute__((target("avx2"))) void affine_avx2(const Image& img, const double a[6], Interp interp, Rgb fill,
+                                                 Image& dst) {
+  const int W = img.w(), H = img.h();
+  alignas(16) int32_t res[4];
+  for (int y = 0; y < H; ++y) {
+    uint8_t* out = dst.row(y);
+    const double yc = y + 0.5;
+    for (int x = 0; x < W; ++x, out += 3) {
+      const double xc = x + 0.5;
+      double xin = a[0] * xc + a[1] * yc + a[2];
+      double yin = a[3] * xc + a[4] * yc + a[5];
+      if (xin < 0.0 || xin >= W || yin < 0.0 || yin >= H) {
+        out[0] = fill[0], out[1] = fill[1], out[2] = fill[2];
+        continue;
+      }
+      xin -= 0.5;
+      yin -= 0.5;
+      const int xi = static_cast<int>(std::floor(xin)), yi = static_cast<int>(std::floor(yin));
+      const double dx = xin - xi, dy = yin - yi;
+      __m256d s;
+      if (interp == Interp::bilinear) {
+        const int x0 = clampi(xi, 0, W - 1) * 3, x1 = clampi(xi + 1, 0, W - 1) * 3;
+        const uint8_t *r0 = img.row(clampi(yi, 0, H - 1)), *r1 = img.row(clampi(yi + 1, 0, H - 1));
+        const __m256d vdx = _mm256_set1_pd(dx);
+        const __m256d a0 = load_px(r0 + x0), b0 = load_px(r0 + x1), a1 = load_px(r1 + x0), b1 = load_px(r1 + x1);
+        const __m256d v1 = _mm256_add_pd(a0, _mm256_mul_pd(_mm256_sub_pd(b0, a0), vdx));
+        const __m256d v2 = _mm256_add_pd(a1, _mm256_mul_pd(_mm256_sub_pd(b1, a1), vdx));
+        s = _mm256_add_pd(v1, _mm256_mul_pd(_mm256_sub_pd(v2, v1), _mm256_set1_pd(dy)));
+      } else {
+        double wx[3], wy[3];
+        cubic_weights(dx, wx);
+        cubic_weights(dy, wy);
+        int xs[4];
+        for (int i = 0; i < 4; ++i) xs[i] = clampi(xi - 1 + i, 0, W - 1) * 3;
+        __m256d v[4];
+        for (int r = (dy == 0.0 ? 1 : 0); r < (dy == 0.0 ? 2 : 4); ++r) {
+          const uint8_t* q = img.row(clampi(yi - 1 + r, 0, H - 1));
+          v[r] = dx == 0.0 ? load_px(q + xs[1])
+                           : cubic_apply4(wx, load_px(q + xs[0]), load_px(q + xs[1]), load_px(q + xs[2]), load_px(q + xs[3]));
+        }
+        s = dy == 0.0 ? v[1] : cubic_apply4(wy, v[0], v[1], v[2], v[3]);
+        s = _mm256_min_pd(_mm256_max_pd(s, _mm256_setzero_pd()), _mm256_set1_pd(255.0));
+      }
+      _mm_store_si128(reinterpret_cast<__m128i*>(res), _mm256_cvttpd_epi32(s));
+      out[0] = static_cast<uint8_t>(res[0]), out[1] = static_cast<uint8_t>(res[1]), out[2] = static_cast<uint8_t>(res[2]);
+    }
+  }
+}
+#endif
+
+void op_affine(Image& img, const double a[6], Interp interp, Rgb fill, Image& scratch) {
   const int W = img.w(), H = img.h();
   scratch.resize(W, H);
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) {
+    affine_avx2(img, a, interp, fill, scratch);
+    img.swap(scratch);
+    return;
+  }
+#endif
   for (int y = 0; y < H; ++y) {
     uint8_t* out = scratch.row(y);
     const double yc = y + 0.5;
