@@ -124,8 +124,7 @@ TEST(TrainConfig, ShippedRecipesLoad) {
     // Everything but model and data paths equals the official defaults.
     TrainConfig d;
     d.model = c.model;
-    d.data.train_dir = c.data.train_dir;
-    d.data.val_dir = c.data.val_dir;
+    d.data.root = c.data.root;
     d.train.output = c.train.output;
     EXPECT_EQ(dump_train_config(c), dump_train_config(d));
   }

@@ -220,13 +220,13 @@ void save_checkpoint(const std::string& path, const CheckpointState& s) {
   fsync_dir(parent_dir(path));
 }
 
-CheckpointState load_checkpoint(const std::string& path) {
+CheckpointState load_checkpoint(const std::string& path, bool with_optimizer) {
   Reader r(path);
   uint64_t start = 0;
   ckpt::Manifest m = read_manifest(r, start);
   CheckpointState s = state_from_manifest(m);
   s.model = read_tensors(r, start, m.model());
-  s.optimizer = read_tensors(r, start, m.optimizer());
+  if (with_optimizer) s.optimizer = read_tensors(r, start, m.optimizer());
   return s;
 }
 

@@ -38,8 +38,9 @@ struct CheckpointState {
 // Write `s` to `path` atomically. Throws naming the path on any I/O failure.
 void save_checkpoint(const std::string& path, const CheckpointState& s);
 // Read and verify a checkpoint; tensors come back on the CPU. Throws naming the file when it is not a
-// mo checkpoint, is truncated, or a checksum does not match.
-CheckpointState load_checkpoint(const std::string& path);
+// mo checkpoint, is truncated, or a checksum does not match. `with_optimizer` false skips the
+// optimizer tensors (weights only, for evaluation).
+CheckpointState load_checkpoint(const std::string& path, bool with_optimizer = true);
 // Only the manifest fields (no tensors read, payload CRCs not checked): for listing.
 CheckpointState read_checkpoint_header(const std::string& path);
 bool is_mo_checkpoint(const std::string& path);  // starts with the magic

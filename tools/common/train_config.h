@@ -18,7 +18,8 @@ struct TrainConfig {
     std::string init;  // weights to start from (our checkpoint or a PyTorch .pth/.safetensors)
   } model;
   struct Data {
-    std::string train_dir, val_dir;
+    std::string root;  // an ImageFolder root: root/<split>/<class>/*.jpg
+    std::string train_split = "train", val_split = "val";
     int64_t img_size = 224;
     double crop_pct = 1.0;
     std::string interpolation = "bicubic";  // eval resize
@@ -33,8 +34,6 @@ struct TrainConfig {
     double mixup = 0.8, cutmix = 1.0, mixup_prob = 1.0, mixup_switch_prob = 0.5;
     std::string mixup_mode = "batch";
     double smoothing = 0.1;
-    std::vector<double> mean = {0.485, 0.456, 0.406};
-    std::vector<double> std = {0.229, 0.224, 0.225};
     int64_t workers = 8;
   } data;
   struct Optim {
@@ -43,7 +42,6 @@ struct TrainConfig {
     std::vector<double> betas = {0.9, 0.999};
     double eps = 1e-8;
     double weight_decay = 0.05;
-    double clip_grad = 0.0;  // 0 = off (the recipe does not clip)
   } optim;
   struct Sched {
     double epochs = 300, cooldown_epochs = 10, warmup_epochs = 20;

@@ -1,0 +1,192 @@
+// test_train_tools.cpp: the programs, run as child processes on a tiny image folder.
+//  - mo_train killed with SIGKILL mid-run, then rerun with train.resume=auto, ends with the same bits
+//    as a run never killed; SIGTERM makes it save, exit 130 and resume the same way;
+//  - a misspelt recipe key is an error naming the file, line and the nearest key; --print-config;
+//  - mo_validate and mo_predict on the checkpoint it wrote.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <regex>
+#include <thread>
+
+#include "tests/train/train_test_util.h"
+#include "tools/common/checkpoint.h"
+
+using namespace mo;
+using namespace mo::tools;
+using namespace mo::tools::testing;
+
+namespace {
+
+const std::string kBin = std::string(MO_BINARY_DIR) + "/tools/";
+
+const std::string& folder() {
+  static const std::string root = make_image_folder("mo_train_tools_data", 3, 12, 4);
+  return root;
+}
+
+std::string recipe(const std::string& name, const std::string& output, int64_t max_steps) {
+  std::string path = (fs::temp_directory_path() / (name + ".yaml")).string();
+  std::ofstream(path) << "model: {name: test_mambaout, num_classes: 3, drop_path_rate: 0.1}\n"
+                      << "data: {root: " << folder() << ", img_size: 32, workers: 2}\n"
+                      << "optim: {lr: 1.0e-3}\n"
+                      << "sched: {epochs: 20, warmup_epochs: 1, cooldown_epochs: 1, per_step: true}\n"
+                      << "train: {batch_size: 4, global_batch: 8, device: cpu, precision: fp32, eval_every: 2,\n"
+                      << "        output: " << output << ", max_steps: " << max_steps << "}\n"
+                      << "ckpt: {every_steps: 1, keep_last: 3}\n"
+                      << "log: {progress: lines}\n";
+  fs::remove_all(output);
+  return path;
+}
+
+// Runs a command, returning (exit status, stdout+stderr).
+std::pair<int, std::string> sh(const std::string& cmd) {
+  std::FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
+  int rc = pclose(p);
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
+}
+
+pid_t spawn(const std::vector<std::string>& args) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    int null = ::open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    dup2(null, 2);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// Waits until `dir` holds a checkpoint of step >= `step` (true) or the child ended (false).
+bool wait_for_checkpoint(const std::string& dir, int64_t step, pid_t pid) {
+  static const std::regex re(R"(ckpt-e\d+-s(\d+)\.mo)");
+  for (int i = 0; i < 60000; ++i) {
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(dir, ec)) {
+      std::smatch m;
+      std::string n = e.path().filename().string();
+      if (std::regex_match(n, m, re) && std::stoll(m[1].str()) >= step) return true;
+    }
+    int status;
+    if (waitpid(pid, &status, WNOHANG) == pid) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return false;
+}
+
+void expect_same_weights(const std::string& a, const std::string& b) {
+  CheckpointState x = load_checkpoint(a), y = load_checkpoint(b);
+  EXPECT_EQ(x.step, y.step);
+  ASSERT_EQ(x.model.size(), y.model.size());
+  ASSERT_EQ(x.optimizer.size(), y.optimizer.size());
+  for (size_t i = 0; i < x.model.size(); ++i)
+    EXPECT_EQ(std::memcmp(x.model[i].second.raw_data(), y.model[i].second.raw_data(), x.model[i].second.nbytes()), 0)
+        << x.model[i].first;
+  for (size_t i = 0; i < x.optimizer.size(); ++i)
+    EXPECT_EQ(std::memcmp(x.optimizer[i].second.raw_data(), y.optimizer[i].second.raw_data(),
+                          x.optimizer[i].second.nbytes()),
+              0)
+        << x.optimizer[i].first;
+}
+
+class TrainTools : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(kBin + "mo_train")) GTEST_SKIP() << "build the programs first (ninja): no " << kBin << "mo_train";
+  }
+};
+
+}  // namespace
+
+TEST_F(TrainTools, KilledRunResumesBitIdentical) {
+  const int64_t N = 40;
+  auto [rc, out] = sh(kBin + "mo_train " + recipe("mo_kill_a", "/tmp/mo_kill_a", N));
+  ASSERT_EQ(rc, 0) << out;
+  const std::string straight = fmt::format("/tmp/mo_kill_a/checkpoints/ckpt-e0010-s{:08d}.mo", N);
+  ASSERT_TRUE(fs::exists(straight)) << out;
+
+  std::string r = recipe("mo_kill_b", "/tmp/mo_kill_b", N);
+  pid_t pid = spawn({kBin + "mo_train", r});
+  ASSERT_TRUE(wait_for_checkpoint("/tmp/mo_kill_b/checkpoints", 3, pid)) << "mo_train ended before step 3";
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "mo_train finished before it could be killed";
+  auto [rc2, out2] = sh(kBin + "mo_train " + r + " --set train.resume=auto");
+  ASSERT_EQ(rc2, 0) << out2;
+  EXPECT_NE(out2.find("resumed from /tmp/mo_kill_b/checkpoints/ckpt-"), std::string::npos) << out2;
+  expect_same_weights(straight, fmt::format("/tmp/mo_kill_b/checkpoints/ckpt-e0010-s{:08d}.mo", N));
+}
+
+TEST_F(TrainTools, SigtermSavesAndResumes) {
+  const int64_t N = 40;
+  auto [rc, out] = sh(kBin + "mo_train " + recipe("mo_term_a", "/tmp/mo_term_a", N) + " --set ckpt.every_steps=0");
+  ASSERT_EQ(rc, 0) << out;
+  std::string r = recipe("mo_term_b", "/tmp/mo_term_b", N);
+  pid_t pid = spawn({kBin + "mo_train", r, "--set", "ckpt.every_steps=0"});
+  ASSERT_TRUE(wait_for_checkpoint("/tmp/mo_term_b/checkpoints", 4, pid));  // the end of epoch 0
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  auto [rc2, out2] = sh(kBin + "mo_train " + r + " --set ckpt.every_steps=0 --set train.resume=auto");
+  ASSERT_EQ(rc2, 0) << out2;
+  expect_same_weights(fmt::format("/tmp/mo_term_a/checkpoints/ckpt-e0010-s{:08d}.mo", N),
+                      fmt::format("/tmp/mo_term_b/checkpoints/ckpt-e0010-s{:08d}.mo", N));
+}
+
+TEST_F(TrainTools, RecipeErrorsAndPrintConfig) {
+  std::string bad = (fs::temp_directory_path() / "mo_bad_recipe.yaml").string();
+  std::ofstream(bad) << "model:\n  name: mambaout_femto\ntrain:\n  batch_size: 64\n  globel_batch: 512\n";
+  auto [rc, out] = sh(kBin + "mo_train " + bad);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find(bad + ":5: unknown key 'train.globel_batch'; did you mean 'train.global_batch'?"),
+            std::string::npos)
+      << out;
+  auto [rc2, out2] = sh(kBin + "mo_train " + std::string(MO_SOURCE_DIR) + "/recipes/tiny.yaml --set optim.lr=0.001 "
+                        "--print-config");
+  EXPECT_EQ(rc2, 0) << out2;
+  EXPECT_NE(out2.find("optim:\n  name: adamw\n  lr: 0.001\n"), std::string::npos) << out2;
+  EXPECT_NE(out2.find("  drop_path_rate: 0.2\n"), std::string::npos) << out2;
+  auto [rc3, out3] = sh(kBin + "mo_train " + std::string(MO_SOURCE_DIR) + "/recipes/tiny.yaml --set train.seeed=1");
+  EXPECT_EQ(rc3, 1);
+  EXPECT_NE(out3.find("did you mean 'train.seed'"), std::string::npos) << out3;
+}
+
+TEST_F(TrainTools, ValidateAndPredictOurCheckpoint) {
+  auto [rc, out] = sh(kBin + "mo_train " + recipe("mo_vp", "/tmp/mo_vp", 8));
+  ASSERT_EQ(rc, 0) << out;
+  const std::string ckpt = "/tmp/mo_vp/checkpoints/ckpt-e0002-s00000008.mo";
+  auto [rc2, out2] = sh(kBin + "mo_validate " + ckpt + " --data " + folder() + " --workers 1");
+  ASSERT_EQ(rc2, 0) << out2;
+  EXPECT_NE(out2.find("test_mambaout (3 classes)"), std::string::npos) << out2;
+  EXPECT_TRUE(std::regex_search(out2, std::regex(R"(top-1 \d+\.\d+%  top-5 100\.000%  loss \d\.\d+  \(12 images)")))
+      << out2;
+  // The stored evaluation of epoch 1 saw the same images with the same weights.
+  CheckpointState s = read_checkpoint_header(ckpt);
+  ASSERT_TRUE(s.metric.has_value());
+  EXPECT_NE(out2.find(fmt::format("top-1 {:.3f}%", *s.metric)), std::string::npos) << out2;
+
+  const std::string img = folder() + "/val/class_1/0.jpg";
+  auto [rc3, out3] = sh(kBin + "mo_predict -w " + ckpt + " " + img + " --topk 2");
+  ASSERT_EQ(rc3, 0) << out3;
+  EXPECT_TRUE(std::regex_search(out3, std::regex(img + R"(\n +\d+\.\d\d%  class_\d \(\d\)\n +\d+\.\d\d%  class_\d)")))
+      << out3;
+  auto [rc4, out4] = sh(kBin + "mo_predict -w " + ckpt + " /nonexistent.jpg");
+  EXPECT_EQ(rc4, 1);
+  EXPECT_NE(out4.find("cannot read '/nonexistent.jpg'"), std::string::npos) << out4;
+}

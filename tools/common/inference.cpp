@@ -1,0 +1,87 @@
+// inference.cpp: model loading for evaluation and single-image preprocessing.
+#include "tools/common/inference.h"
+
+#include <cmath>
+
+#include "data/jpeg.h"
+#include "data/normalize.h"
+#include "nn/io/checkpoint_io.h"
+#include "tools/common/checkpoint.h"
+#include "tools/common/weights.h"
+
+namespace mo::tools {
+namespace {
+
+// Rows of the classifier weight (official head.fc2, timm head.fc), or 0 when there is none.
+int64_t classifier_rows(const nn::io::RawStateDict& sd) {
+  for (const auto& [name, t] : sd.tensors) {
+    std::string n = nn::io::strip_wrapper_prefix(name);
+    if ((n == "head.fc2.weight" || n == "head.fc.weight") && t.shape.size() == 2) return t.shape[0];
+  }
+  return 0;
+}
+
+}  // namespace
+
+LoadedModel load_model_for_eval(const std::string& weights, const std::string& model_name, Device dev, DType dtype) {
+  register_mo_format();
+  LoadedModel out;
+  if (is_mo_checkpoint(weights)) {
+    CheckpointState h = read_checkpoint_header(weights);
+    out.class_names = h.class_names;
+    if (!h.config_yaml.empty()) {
+      TrainConfig c;
+      make_schema(c).load_string(h.config_yaml, weights + " (stored config)");
+      out.train_config = c;
+    }
+  }
+  nn::io::RawStateDict sd = nn::io::read_checkpoint(weights);
+  out.name = model_name;
+  if (out.name.empty())
+    for (const auto& [k, v] : sd.metadata)
+      if (k == "arch") out.name = v;
+  MO_CHECK(!out.name.empty(), "'{}' does not say which model it holds: name it with --model (one of {})", weights,
+           fmt::join(nn::mambaout_names(), ", "));
+  out.num_classes = classifier_rows(sd);
+  MO_CHECK(out.num_classes > 0, "'{}' has no classifier weight (head.fc2.weight or head.fc.weight)", weights);
+  nn::MambaOutConfig mc = nn::mambaout_config(out.name);
+  mc.num_classes = out.num_classes;
+  out.model = std::make_unique<nn::MambaOut>(mc, 0, /*initialize=*/false);
+  nn::io::LoadReport rep = nn::io::load_into_model(*out.model, sd, weights);
+  out.summary = fmt::format("{} ({} classes): {}", out.name, out.num_classes, rep.summary());
+  nn::pack_parameters(*out.model, dev, dtype);
+  out.model->eval();
+  return out;
+}
+
+Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransformConfig& tf, Device dev,
+                   DType dtype) {
+  MO_CHECK(!paths.empty(), "no image files given");
+  const int s = tf.size;
+  const auto n = static_cast<int64_t>(paths.size());
+  Tensor pixels = Tensor::empty({n, s, s, 3}, DType::u8);
+  data::EvalTransform transform(tf);
+  data::Workspace ws;
+  std::vector<uint8_t> bytes;
+  for (int64_t i = 0; i < n; ++i) {
+    std::string err;
+    MO_CHECK(data::read_file(paths[i], bytes, err), "cannot read '{}': {}", paths[i], err);
+    data::ImageView view{pixels.data<uint8_t>() + i * s * s * 3, s, s, static_cast<int64_t>(s) * 3};
+    MO_CHECK(transform(bytes.data(), bytes.size(), ws, view, err), "cannot decode '{}': {}", paths[i], err);
+  }
+  Tensor meta = Tensor::zeros({n, data::kMetaCols}, DType::i64);  // no random erasing
+  Tensor x = data::normalize_erase(pixels, meta, 0, data::imagenet_normalize(DType::f32, /*channels_last=*/true));
+  if (dtype != DType::f32) x = x.to(dtype);
+  return dev.is_cpu() ? x : x.to(dev);
+}
+
+std::vector<double> softmax(const std::vector<float>& logits) {
+  double mx = -INFINITY, sum = 0;
+  for (float z : logits) mx = std::max(mx, static_cast<double>(z));
+  std::vector<double> p(logits.size());
+  for (size_t i = 0; i < p.size(); ++i) sum += p[i] = std::exp(static_cast<double>(logits[i]) - mx);
+  for (double& v : p) v /= sum;
+  return p;
+}
+
+}  // namespace mo::tools

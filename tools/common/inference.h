@@ -1,0 +1,38 @@
+// inference.h: what mo_validate and mo_predict share: building a model from a weight file (our
+// checkpoints or PyTorch's: the architecture from the file's metadata or --model, the class count from
+// the classifier's shape), putting it on a device in fp32 or bf16, and the eval transform of single
+// image files (mambaout.md §4: resize the shorter side to size / crop_pct, centre crop, normalize).
+#pragma once
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "data/transforms.h"
+#include "nn/mambaout.h"
+#include "tools/common/train_config.h"
+
+namespace mo::tools {
+
+struct LoadedModel {
+  std::unique_ptr<nn::MambaOut> model;
+  std::string name;
+  int64_t num_classes = 0;
+  std::vector<std::string> class_names;     // from our checkpoints (the training folder's classes)
+  std::optional<TrainConfig> train_config;  // from our checkpoints
+  std::string summary;                      // one line on what was loaded
+};
+
+// `model_name` empty: taken from the file (our manifest, or an 'arch' entry), else an error asking for
+// --model. The model ends up in eval mode on `dev` with parameters in `dtype` (f32 or bf16).
+LoadedModel load_model_for_eval(const std::string& weights, const std::string& model_name, Device dev, DType dtype);
+
+// Decodes and transforms image files into one channels-last batch (N, size, size, 3) in `dtype` on
+// `dev`, normalized with the ImageNet mean/std. Throws naming a file that cannot be read or decoded.
+Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransformConfig& tf, Device dev,
+                   DType dtype);
+
+// Softmax of one row of logits, in double.
+std::vector<double> softmax(const std::vector<float>& logits);
+
+}  // namespace mo::tools

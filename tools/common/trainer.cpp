@@ -1,0 +1,340 @@
+// trainer.cpp: setup (device, loaders, model, optimizer, resume) and the loop (see trainer.h).
+#include "tools/common/trainer.h"
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include "autograd/cuda_allocator.h"
+#include "dist/data_parallel.h"
+#include "dist/shard.h"
+#include "ops/loss/cross_entropy.h"
+#include "tools/common/evaluate.h"
+#include "tools/common/loaders.h"
+#include "tools/common/weights.h"
+
+namespace mo::tools {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+Device choose_device(const std::string& want, const dist::ProcessGroup& pg) {
+  if (want == "cpu") return Device::cpu();
+  if (want == "cuda") {
+    MO_CHECK(pg.device().is_cuda(), "config key 'train.device' is 'cuda' but {}",
+             cuda_available() ? "this rank was given no GPU" : "no GPU is visible (or the build has no CUDA)");
+  }
+  return pg.device();
+}
+
+// The slice of a flat arena holding slot `s`, shaped like the parameter.
+Tensor slot_view(const Tensor& flat, const nn::AdamW::Slot& s) {
+  return flat.as_strided(s.shape, contiguous_strides(s.shape), flat.offset() + s.offset);
+}
+
+const Tensor* find_tensor(const std::vector<std::pair<std::string, Tensor>>& ts, const std::string& name) {
+  for (auto& [n, t] : ts)
+    if (n == name) return &t;
+  return nullptr;
+}
+
+}  // namespace
+
+void Trainer::request_stop() { g_stop.store(true); }
+
+Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg, std::FILE* out)
+    : cfg_(cfg), pg_(std::move(pg)), out_(out) {
+  cfg_.validate();
+  if (!pg_) {
+    dist::InitOptions io;
+    io.use_gpu = cfg_.train.device != "cpu";
+    pg_ = dist::init(io);
+  }
+  const int rank = pg_->rank(), world = pg_->world_size();
+  progress_ = std::make_unique<Progress>(out_, cfg_.log.progress, cfg_.log.every_steps, pg_->is_main());
+  config_yaml_ = dump_train_config(cfg_);
+  dev_ = choose_device(cfg_.train.device, *pg_);
+  compute_ = cfg_.train.precision == "bf16" && dev_.is_cuda() ? DType::bf16 : DType::f32;
+  if (cfg_.train.precision == "bf16" && dev_.is_cpu())
+    say("note: bf16 needs a GPU; training in fp32 on the CPU");
+  accum_ = dist::accumulation_steps(cfg_.train.global_batch, world, cfg_.train.batch_size);
+  sched_ = cfg_.lr_schedule();
+  total_epochs_ = sched_.total_epochs();
+
+  train_ = std::make_unique<data::Loader>(train_loader_config(cfg_, rank, world, dev_, compute_));
+  if (cfg_.train.eval_every > 0)
+    eval_ = std::make_unique<data::Loader>(eval_loader_config(cfg_, rank, world, dev_, compute_));
+  const auto& ds = train_->dataset();
+  class_names_ = ds.classes();
+  MO_CHECK(ds.num_classes() == cfg_.model.num_classes,
+           "config key 'model.num_classes' is {} but '{}' has {} classes", cfg_.model.num_classes, ds.folder(),
+           ds.num_classes());
+  steps_per_epoch_ = train_->batches_per_epoch() / accum_;
+  MO_CHECK(steps_per_epoch_ > 0, "'{}' has {} images per rank: not enough for one step of {} x {} micro-batches",
+           ds.folder(), train_->samples_per_rank(), accum_, cfg_.train.batch_size);
+  if (cfg_.train.steps_per_epoch > 0) steps_per_epoch_ = std::min(steps_per_epoch_, cfg_.train.steps_per_epoch);
+  total_steps_ = total_epochs_ * steps_per_epoch_;
+  if (cfg_.train.max_steps > 0) total_steps_ = std::min(total_steps_, cfg_.train.max_steps);
+
+  nn::MambaOutConfig mc = nn::mambaout_config(cfg_.model.name);
+  mc.num_classes = cfg_.model.num_classes;
+  mc.drop_path_rate = cfg_.model.drop_path_rate;
+  model_ = std::make_unique<nn::MambaOut>(mc, static_cast<uint64_t>(cfg_.train.seed));
+  if (!cfg_.model.init.empty()) say(load_weights(*model_, cfg_.model.init).summary());
+
+  nn::AdamWOptions ao;
+  ao.lr = cfg_.optim.lr;
+  ao.beta1 = cfg_.optim.betas[0];
+  ao.beta2 = cfg_.optim.betas[1];
+  ao.eps = cfg_.optim.eps;
+  ao.weight_decay = cfg_.optim.weight_decay;
+  opt_ = std::make_unique<nn::AdamW>(*model_, dev_, compute_, ao);
+
+  ckpt_ = std::make_unique<CheckpointManager>(cfg_.train.output + "/checkpoints", cfg_.ckpt.keep_last,
+                                              cfg_.ckpt.keep_best);
+  if (!cfg_.train.resume.empty()) resume();
+  if (world > 1) ddp_ = std::make_unique<dist::DataParallel>(pg_, model_->named_parameters());
+
+  if (pg_->is_main()) {
+    std::ofstream(cfg_.train.output + "/config.yaml") << config_yaml_;
+    if (cfg_.log.tensorboard) tb_ = std::make_unique<TensorBoardWriter>(cfg_.train.output + "/tb");
+  }
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::say(const std::string& msg) { progress_->message(msg); }
+
+// --- checkpoints -----------------------------------------------------------------------------------
+
+void Trainer::resume() {
+  CheckpointState s;
+  std::string path;
+  if (cfg_.train.resume == "auto") {
+    std::vector<std::string> warnings;
+    auto got = ckpt_->load_latest(warnings, &path);
+    for (auto& w : warnings) say("warning: " + w);
+    if (!got) {
+      say(fmt::format("no checkpoint to resume from in {}: starting from scratch", ckpt_->dir()));
+      return;
+    }
+    s = std::move(*got);
+  } else {
+    path = cfg_.train.resume;
+    s = load_checkpoint(path);
+  }
+  apply_checkpoint(s, path);
+}
+
+void Trainer::apply_checkpoint(const CheckpointState& s, const std::string& path) {
+  MO_CHECK(s.model_name == cfg_.model.name, "checkpoint '{}' holds a {} but config key 'model.name' is {}", path,
+           s.model_name, cfg_.model.name);
+  MO_CHECK(!s.optimizer.empty(), "checkpoint '{}' has no optimizer state (weights only): use model.init to start "
+           "from it instead of resuming", path);
+  const bool mid_epoch = s.step_in_epoch > 0;
+  dist::check_resume_world_size(s.world_size, pg_->world_size(), mid_epoch);
+  MO_CHECK(!mid_epoch || s.sampler_batches_done == s.step_in_epoch * accum_,
+           "checkpoint '{}' stopped mid-epoch after {} micro-batches of {} steps; resuming it needs the same "
+           "batch size and accumulation ({} micro-batches per step now)", path, s.sampler_batches_done,
+           s.step_in_epoch, accum_);
+  Tensor master = opt_->master(), m = opt_->exp_avg(), v = opt_->exp_avg_sq();
+  for (const auto& slot : opt_->slots()) {
+    const Tensor* w = find_tensor(s.model, slot.name);
+    const Tensor* tm = find_tensor(s.optimizer, slot.name + ".exp_avg");
+    const Tensor* tv = find_tensor(s.optimizer, slot.name + ".exp_avg_sq");
+    MO_CHECK(w && tm && tv, "checkpoint '{}' lacks parameter '{}' (or its optimizer state)", path, slot.name);
+    for (const Tensor* t : {w, tm, tv})
+      MO_CHECK(t->shape() == slot.shape, "checkpoint '{}': '{}' has shape {} but the model's is {}", path, slot.name,
+               shape_str(t->shape()), shape_str(slot.shape));
+    slot_view(master, slot).copy_(*w);
+    slot_view(m, slot).copy_(*tm);
+    slot_view(v, slot).copy_(*tv);
+  }
+  opt_->set_step_count(s.optimizer_step);
+  opt_->sync_compute_weights();
+  epoch_ = s.epoch;
+  step_in_epoch_ = s.step_in_epoch;
+  global_step_ = s.step;
+  best_top1_ = s.best_metric;
+  best_epoch_ = s.best_epoch;
+  say(fmt::format("resumed from {}: epoch {}, step {} ({} of the epoch)", path, epoch_, global_step_,
+                  step_in_epoch_));
+}
+
+CheckpointState Trainer::make_state(std::optional<double> metric) const {
+  CheckpointState s;
+  s.config_yaml = config_yaml_;
+  s.model_name = cfg_.model.name;
+  s.epoch = epoch_;
+  s.step = global_step_;
+  s.step_in_epoch = step_in_epoch_;
+  for (const auto& slot : opt_->slots()) {
+    s.model.emplace_back(slot.name, slot_view(opt_->master(), slot));
+    s.optimizer.emplace_back(slot.name + ".exp_avg", slot_view(opt_->exp_avg(), slot));
+    s.optimizer.emplace_back(slot.name + ".exp_avg_sq", slot_view(opt_->exp_avg_sq(), slot));
+  }
+  s.optimizer_step = opt_->step_count();
+  const auto seed = static_cast<uint64_t>(cfg_.train.seed);
+  s.rng.push_back({"drop_path", seed, 0, static_cast<uint64_t>(global_step_ * accum_)});  // keyed by micro-step
+  s.sampler_epoch = epoch_;
+  s.sampler_batches_done = step_in_epoch_ * accum_;
+  s.sampler_seed = seed;
+  s.world_size = pg_->world_size();
+  s.metric = metric;
+  s.best_metric = best_top1_;
+  s.best_epoch = best_epoch_;
+  s.class_names = class_names_;
+  return s;
+}
+
+std::string Trainer::save(std::optional<double> metric, bool is_best) {
+  if (!pg_->is_main()) return "";
+  return ckpt_->save(make_state(metric), is_best);
+}
+
+// --- the loop ----------------------------------------------------------------------------------------
+
+void Trainer::train_step(int64_t epoch, int64_t k) {
+  lr_ = sched_.for_step(epoch, k, steps_per_epoch_);
+  for (int64_t micro = 0; micro < accum_; ++micro) {
+    data::Batch b;
+    MO_CHECK(train_->next(b), "the training loader ran out of batches in epoch {} at step {}", epoch, k);
+    model_->set_drop_path_key(static_cast<uint64_t>(cfg_.train.seed),
+                              static_cast<uint64_t>(global_step_ * accum_ + micro));
+    if (ddp_) ddp_->set_sync(micro == accum_ - 1);
+    Tensor loss = soft_target_cross_entropy(model_->forward_nhwc(b.images), b.targets);
+    loss.backward();
+    Tensor l = loss.detach();
+    if (!loss_window_.defined()) loss_window_ = Tensor::zeros(l.shape(), l.dtype(), l.device());
+    if (!loss_epoch_.defined()) loss_epoch_ = Tensor::zeros(l.shape(), l.dtype(), l.device());
+    loss_window_.add_(l);
+    loss_epoch_.add_(l);
+  }
+  window_micro_ += accum_;
+  epoch_micro_ += accum_;
+  if (ddp_) ddp_->finish();
+  opt_->step(lr_, 1.0 / static_cast<double>(accum_));
+  if (ddp_) ddp_->zero_grad();
+  else opt_->zero_grad();
+  ++global_step_;
+  step_in_epoch_ = k + 1;
+}
+
+TrainResult Trainer::fit() {
+  TrainResult r;
+  say(fmt::format("{}: {:.2f}M parameters, {} {}, {} rank(s) x batch {} x {} accumulation = {} per step, "
+                  "{} steps/epoch, {} epochs",
+                  cfg_.model.name, static_cast<double>(model_->num_parameters()) / 1e6, dev_.str(),
+                  dtype_name(compute_), pg_->world_size(), cfg_.train.batch_size, accum_, cfg_.train.global_batch,
+                  steps_per_epoch_, total_epochs_));
+  model_->train();
+  run_start_ = window_start_ = last_step_end_ = now_s();
+  const double images_per_step = static_cast<double>(cfg_.train.global_batch);
+  for (int64_t epoch = epoch_; epoch < total_epochs_ && global_step_ < total_steps_; ++epoch) {
+    train_->start_epoch(epoch, step_in_epoch_ * accum_);
+    epoch_micro_ = 0;
+    if (loss_epoch_.defined()) loss_epoch_.zero_();
+    for (int64_t k = step_in_epoch_; k < steps_per_epoch_; ++k) {
+      train_step(epoch, k);
+      const double t = now_s();
+      const double dt = t - last_step_end_;
+      last_step_end_ = t;
+      step_time_ema_ = steps_this_run_++ == 0 ? dt : 0.9 * step_time_ema_ + 0.1 * dt;
+      ++window_steps_;
+      const bool log_now = global_step_ % cfg_.log.every_steps == 0 || k + 1 == steps_per_epoch_;
+      if (log_now || dev_.is_cpu()) {  // reading the loss waits for the GPU: only at log points there
+        last_loss_ = loss_window_.item() / static_cast<double>(window_micro_);
+      }
+      StepStats st{epoch, total_epochs_, k + 1, steps_per_epoch_, global_step_, total_steps_, last_loss_, lr_,
+                   images_per_step / step_time_ema_, step_time_ema_ * static_cast<double>(total_steps_ - global_step_)};
+      if (log_now) {
+        st.images_per_s = images_per_step * static_cast<double>(window_steps_) / (t - window_start_);
+        if (tb_) {
+          tb_->add_scalar("train/loss", last_loss_, global_step_);
+          tb_->add_scalar("train/lr", lr_, global_step_);
+          tb_->add_scalar("train/images_per_s", st.images_per_s, global_step_);
+          tb_->flush();
+        }
+        loss_window_.zero_();
+        window_micro_ = window_steps_ = 0;
+        window_start_ = t;
+      }
+      progress_->step(st);
+      bool stop = g_stop.load() || global_step_ >= total_steps_;
+      if (pg_->world_size() > 1) stop = pg_->all_reduce_sum(std::vector<int64_t>{stop ? 1 : 0})[0] > 0;
+      const bool epoch_end = k + 1 == steps_per_epoch_;
+      if (!epoch_end && (stop || (cfg_.ckpt.every_steps > 0 && global_step_ % cfg_.ckpt.every_steps == 0))) {
+        r.last_checkpoint = save(std::nullopt, false);
+        if (!r.last_checkpoint.empty()) say("saved " + r.last_checkpoint);
+      }
+      if (stop && !epoch_end) {
+        r.stopped = true;
+        break;
+      }
+    }
+    if (r.stopped) break;
+    end_of_epoch(epoch, r);
+    if (g_stop.load()) {
+      r.stopped = true;
+      break;
+    }
+  }
+  if (global_step_ < total_epochs_ * steps_per_epoch_) r.stopped = true;
+  r.interrupted = g_stop.load();
+  r.global_step = global_step_;
+  r.epochs_done = epoch_;
+  r.best_top1 = best_top1_;
+  r.train_seconds = now_s() - run_start_;
+  g_stop.store(false);
+  return r;
+}
+
+void Trainer::end_of_epoch(int64_t epoch, TrainResult& r) {
+  const double train_loss =
+      dist::mean_over_ranks(*pg_, loss_epoch_.item() / static_cast<double>(std::max<int64_t>(1, epoch_micro_)));
+  epoch_ = epoch + 1;
+  step_in_epoch_ = 0;
+  EpochSummary row;
+  row.epoch = epoch;
+  row.train_loss = train_loss;
+  row.lr = lr_;
+  std::optional<double> metric;
+  bool is_best = false;
+  const bool last = epoch_ == total_epochs_ || global_step_ >= total_steps_;
+  if (eval_ && (epoch_ % cfg_.train.eval_every == 0 || last)) {
+    const double t0 = now_s();
+    dist::EvalCounts c = evaluate(*model_, *eval_, *pg_);
+    r.last_eval = c;
+    metric = c.top1_pct();
+    row.eval_loss = c.mean_loss();
+    row.eval_top1 = c.top1_pct();
+    row.eval_top5 = c.top5_pct();
+    is_best = c.top1_pct() > best_top1_;
+    if (is_best) best_top1_ = c.top1_pct(), best_epoch_ = epoch;
+    say(fmt::format("epoch {}: train loss {:.4f}  eval loss {:.4f}  top-1 {:.2f}%  top-5 {:.2f}%  ({} images, "
+                    "{:.1f} s){}",
+                    epoch, train_loss, c.mean_loss(), c.top1_pct(), c.top5_pct(), c.samples, now_s() - t0,
+                    is_best ? "  best" : ""));
+    if (tb_) {
+      tb_->add_scalar("eval/loss", c.mean_loss(), global_step_);
+      tb_->add_scalar("eval/top1", c.top1_pct(), global_step_);
+      tb_->add_scalar("eval/top5", c.top5_pct(), global_step_);
+    }
+  } else {
+    say(fmt::format("epoch {}: train loss {:.4f}", epoch, train_loss));
+  }
+  if (tb_) {
+    tb_->add_scalar("train/epoch_loss", train_loss, global_step_);
+    tb_->flush();
+  }
+  if (pg_->is_main()) update_summary_csv(cfg_.train.output + "/summary.csv", row);
+  r.last_checkpoint = save(metric, is_best);
+  if (!r.last_checkpoint.empty()) say("saved " + r.last_checkpoint);
+}
+
+}  // namespace mo::tools

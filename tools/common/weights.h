@@ -1,0 +1,20 @@
+// weights.h: loading model weights from any file the tools accept: our checkpoints (.mo, the fp32
+// master weights) and PyTorch's (.pth/.pt/.bin torch.save, .safetensors; official or timm key names)
+// through nn/io. Our format is registered with nn/io's format registry as "mo", so nn/io's readers
+// (and mo_convert) see it too.
+#pragma once
+#include <string>
+
+#include "nn/io/checkpoint_io.h"
+#include "nn/module.h"
+
+namespace mo::tools {
+
+// Adds the "mo" format (.mo, magic MOCKPT01) to nn/io's registry; safe to call more than once.
+void register_mo_format();
+
+// Copies the weights in `path` into `model`'s parameters (before the optimizer packs them). Key names are
+// converted between the official and timm layouts; a missing or unexpected key is an error when strict.
+nn::io::LoadReport load_weights(nn::Module& model, const std::string& path, bool strict = true);
+
+}  // namespace mo::tools

@@ -1,0 +1,111 @@
+// mo_validate: top-1 / top-5 accuracy and mean cross-entropy of a model on an ImageFolder split with
+// the evaluation transform (mambaout.md §4: shorter side to size / crop_pct, PIL bicubic, centre crop).
+//
+//   mo_validate WEIGHTS --data ROOT [--split val] [--model NAME] [--img-size N] [--crop-pct F]
+//               [--interpolation bicubic|bilinear] [--batch-size N] [--workers N]
+//               [--precision fp32|bf16] [--device auto|cpu|cuda]
+//
+// WEIGHTS: one of our checkpoints (.mo; the model, size and crop come from its stored config) or a
+// PyTorch file (.pth/.safetensors, official or timm names; --model names the variant unless the file
+// does). Under mpirun the split is shared among the ranks and the counts are summed exactly.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "autograd/cuda_allocator.h"
+#include "dist/process_group.h"
+#include "tools/common/evaluate.h"
+#include "tools/common/inference.h"
+#include "tools/common/loaders.h"
+#include "tools/common/omp_env.h"
+
+using namespace mo;
+
+namespace {
+
+int usage(const std::string& msg) {
+  std::fprintf(stderr,
+               "%s%susage: mo_validate WEIGHTS --data ROOT [--split val] [--model NAME] [--img-size N]\n"
+               "       [--crop-pct F] [--interpolation bicubic|bilinear] [--batch-size N] [--workers N]\n"
+               "       [--precision fp32|bf16] [--device auto|cpu|cuda]\n",
+               msg.c_str(), msg.empty() ? "" : "\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  mo::tools::ensure_passive_omp_wait(argc, argv);
+  std::string weights, root, split = "val", model, precision = "fp32", device = "auto", interp;
+  int64_t img_size = 0, batch = 128, workers = 8;
+  double crop_pct = 0;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      auto value = [&]() -> std::string {
+        MO_CHECK(i + 1 < argc, "{} needs a value", a);
+        return argv[++i];
+      };
+      if (a == "--data") root = value();
+      else if (a == "--split") split = value();
+      else if (a == "--model") model = value();
+      else if (a == "--img-size") img_size = std::stoll(value());
+      else if (a == "--crop-pct") crop_pct = std::stod(value());
+      else if (a == "--interpolation") interp = value();
+      else if (a == "--batch-size") batch = std::stoll(value());
+      else if (a == "--workers") workers = std::stoll(value());
+      else if (a == "--precision") precision = value();
+      else if (a == "--device") device = value();
+      else if (a == "-h" || a == "--help") {
+        usage("");
+        return 0;
+      }
+      else if (!a.empty() && a[0] == '-') return usage("unknown option " + a);
+      else if (weights.empty()) weights = a;
+      else return usage("a second weights file " + a);
+    }
+    if (weights.empty() || root.empty()) return usage("WEIGHTS and --data are required");
+    MO_CHECK(precision == "fp32" || precision == "bf16", "--precision must be fp32 or bf16, got '{}'", precision);
+    MO_CHECK(device == "auto" || device == "cpu" || device == "cuda", "--device must be auto, cpu or cuda");
+
+    dist::InitOptions io;
+    io.use_gpu = device != "cpu";
+    auto pg = dist::init(io);
+    Device dev = device == "cpu" ? Device::cpu() : pg->device();
+    MO_CHECK(device != "cuda" || dev.is_cuda(), "--device cuda: no GPU is available");
+    DType dtype = precision == "bf16" ? DType::bf16 : DType::f32;
+    MO_CHECK(dtype == DType::f32 || dev.is_cuda(), "--precision bf16 needs a GPU (the CPU kernels run fp32)");
+
+    tools::LoadedModel m = tools::load_model_for_eval(weights, model, dev, dtype);
+    tools::TrainConfig c = m.train_config.value_or(tools::TrainConfig{});
+    c.data.root = root;
+    c.data.val_split = split;
+    if (img_size > 0) c.data.img_size = img_size;
+    if (crop_pct > 0) c.data.crop_pct = crop_pct;
+    if (!interp.empty()) c.data.interpolation = interp;
+    c.data.workers = workers;
+    c.train.eval_batch_size = batch;
+    c.validate();
+    auto loader = std::make_unique<data::Loader>(
+        tools::eval_loader_config(c, pg->rank(), pg->world_size(), dev, dtype));
+    MO_CHECK(loader->dataset().num_classes() <= m.num_classes, "'{}' has {} classes but the model has {} outputs",
+             loader->dataset().folder(), loader->dataset().num_classes(), m.num_classes);
+    if (pg->is_main())
+      std::printf("%s\nevaluating %lld images of %s at %lld px (crop %.3g, %s), %s %s\n", m.summary.c_str(),
+                  static_cast<long long>(loader->dataset().size()), loader->dataset().folder().c_str(),
+                  static_cast<long long>(c.data.img_size), c.data.crop_pct, c.data.interpolation.c_str(),
+                  dev.str().c_str(), dtype_name(dtype));
+    auto t0 = std::chrono::steady_clock::now();
+    dist::EvalCounts r = tools::evaluate(*m.model, *loader, *pg);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (pg->is_main())
+      std::printf("top-1 %.3f%%  top-5 %.3f%%  loss %.4f  (%lld images, %.1f s, %.1f images/s)\n", r.top1_pct(),
+                  r.top5_pct(), r.mean_loss(), static_cast<long long>(r.samples), s,
+                  static_cast<double>(r.samples) / s);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mo_validate: error: %s\n", e.what());
+    return 1;
+  }
+}
