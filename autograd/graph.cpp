@@ -2,13 +2,34 @@
 // per-node gradient buffers, and gradient accumulation into leaves.
 #include "autograd/graph.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
 #include <unordered_map>
 #include <unordered_set>
+
+#include "autograd/cuda_allocator.h"
 
 namespace mo {
 
 namespace {
 thread_local bool g_grad_enabled = true;
+bool g_profile = std::getenv("MO_PROFILE_BACKWARD") != nullptr;
+std::map<std::string, std::pair<double, int64_t>> g_profile_table;  // name -> (seconds, calls)
+}
+
+void set_backward_profiling(bool on) { g_profile = on; }
+void print_backward_profile() {
+  std::vector<std::pair<std::string, std::pair<double, int64_t>>> rows(g_profile_table.begin(), g_profile_table.end());
+  std::sort(rows.begin(), rows.end(), [](auto& a, auto& b) { return a.second.first > b.second.first; });
+  double total = 0;
+  for (auto& r : rows) total += r.second.first;
+  std::fprintf(stderr, "backward profile (synchronised; %.1f ms in all):\n", total * 1e3);
+  for (auto& [name, v] : rows)
+    std::fprintf(stderr, "  %-28s %9.2f ms %7lld calls\n", name.c_str(), v.first * 1e3, static_cast<long long>(v.second));
+  g_profile_table.clear();
 }
 
 bool grad_enabled() { return g_grad_enabled; }
@@ -146,7 +167,18 @@ void run_backward(const Tensor& root, const Tensor& grad_in) {
     std::vector<Tensor> grads = std::move(buffers[n.get()]);
     buffers.erase(n.get());
     grads.resize(n->num_outputs);
-    std::vector<Tensor> in_grads = n->apply(grads);
+    std::vector<Tensor> in_grads;
+    if (g_profile) {
+      cuda_synchronize();
+      auto t0 = std::chrono::steady_clock::now();
+      in_grads = n->apply(grads);
+      cuda_synchronize();
+      auto& e = g_profile_table[n->name];
+      e.first += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      e.second++;
+    } else {
+      in_grads = n->apply(grads);
+    }
     grads.clear();
     MO_ASSERT(in_grads.empty() || in_grads.size() == n->next.size());
     for (size_t i = 0; i < n->next.size(); ++i) {

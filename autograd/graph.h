@@ -69,6 +69,12 @@ class Saved {
 // Run backward from `root` (seed gradient `grad`, or ones for a one-element root).
 void run_backward(const Tensor& root, const Tensor& grad);
 
+// Backward profiling (MO_PROFILE_BACKWARD=1 or set_backward_profiling(true)): every node's apply is
+// timed with device synchronisation around it and summed per node name; print_backward_profile()
+// writes the table to stderr. Off by default (it serialises the GPU).
+void set_backward_profiling(bool on);
+void print_backward_profile();
+
 // Raw gradient accumulation used by the engine: dst += src, allocating dst when undefined.
 void accumulate(Tensor& dst, const Tensor& src);
 

@@ -21,7 +21,7 @@ namespace {
 struct Args {
   std::string model = "mambaout_femto", device = "cpu", dtype = "fp32", mode = "both";
   int batch = 32, img = 224, warmup = 3, iters = 10, threads = 0;
-  bool json = false;
+  bool json = false, profile = false;
 };
 
 [[noreturn]] void usage(const std::string& msg) {
@@ -50,6 +50,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--iters") a.iters = std::stoi(val());
     else if (k == "--threads") a.threads = std::stoi(val());
     else if (k == "--json") a.json = true;
+    else if (k == "--profile") a.profile = true;
     else usage("unknown flag " + k);
   }
   if (a.device != "cpu" && a.device != "cuda") usage("--device must be cpu or cuda");
@@ -110,6 +111,27 @@ int main(int argc, char** argv) {
       for (int i = 0; i < a.iters; ++i) step(a.warmup + i);
       sync();
       report("train", now() - t0);
+      if (a.profile) {  // one more step, timed part by part with synchronisation
+        set_backward_profiling(true);
+        model.set_drop_path_key(0, 999);
+        double t1 = now();
+        opt.zero_grad();
+        sync();
+        double t2 = now();
+        Tensor loss = soft_target_cross_entropy(model.forward(x), target);
+        sync();
+        double t3 = now();
+        loss.backward();
+        sync();
+        double t4 = now();
+        opt.step(1e-4);
+        sync();
+        double t5 = now();
+        set_backward_profiling(false);
+        std::fprintf(stderr, "step parts: zero_grad %.2f ms, forward %.2f ms, backward %.2f ms, optimizer %.2f ms\n",
+                     (t2 - t1) * 1e3, (t3 - t2) * 1e3, (t4 - t3) * 1e3, (t5 - t4) * 1e3);
+        print_backward_profile();
+      }
     }
     if (a.mode == "infer" || a.mode == "both") {
       model.eval();

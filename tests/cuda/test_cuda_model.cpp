@@ -12,16 +12,16 @@ using namespace mo::nn;
 
 namespace {
 
-struct Run {
+struct Result {
   Tensor logits, loss;
   std::vector<std::pair<std::string, Tensor>> grads;
 };
 
-Run forward_backward(const MambaOutConfig& cfg, Device dev, DType dt, const Tensor& x, const Tensor& target) {
+Result forward_backward(const MambaOutConfig& cfg, Device dev, DType dt, const Tensor& x, const Tensor& target) {
   MambaOut m(cfg, 21);
   AdamW opt(m, dev, dt);  // packs parameters on the device, gradients into the fp32 arena
   opt.zero_grad();
-  Run r;
+  Result r;
   r.logits = m.forward(x.to(dev));
   r.loss = soft_target_cross_entropy(r.logits, target.to(dev));
   r.loss.backward();
@@ -38,8 +38,8 @@ TEST(CudaModel, Fp32LogitsAndGradientsMatchCpu) {
   auto cfg = mambaout_config("mambaout_femto");
   Tensor x = mo::test::randn({4, 3, 64, 64}, 3);
   Tensor t = mo::test::rand_uniform({4, 1000}, 4, 0.0, 1.0);
-  Run cpu = forward_backward(cfg, Device::cpu(), DType::f32, x, t);
-  Run gpu = forward_backward(cfg, Device::cuda(0), DType::f32, x, t);
+  Result cpu = forward_backward(cfg, Device::cpu(), DType::f32, x, t);
+  Result gpu = forward_backward(cfg, Device::cuda(0), DType::f32, x, t);
   EXPECT_TRUE(mo::test::all_close(gpu.logits, cpu.logits, 1e-4, "logits"));
   EXPECT_TRUE(mo::test::all_close(gpu.loss, cpu.loss, 1e-4, "loss"));
   for (size_t i = 0; i < cpu.grads.size(); ++i)
@@ -51,8 +51,8 @@ TEST(CudaModel, Bf16LossWithinOnePercent) {
   auto cfg = mambaout_config("mambaout_femto");
   Tensor x = mo::test::randn({8, 3, 64, 64}, 5);
   Tensor t = smooth_one_hot(Tensor::from_vector<int64_t>({1, 5, 9, 100, 300, 999, 0, 42}, {8}), 1000, 0.1);
-  Run f32 = forward_backward(cfg, Device::cuda(0), DType::f32, x, t);
-  Run b16 = forward_backward(cfg, Device::cuda(0), DType::bf16, x, t);
+  Result f32 = forward_backward(cfg, Device::cuda(0), DType::f32, x, t);
+  Result b16 = forward_backward(cfg, Device::cuda(0), DType::bf16, x, t);
   EXPECT_TRUE(mo::test::all_close(b16.loss, f32.loss, 1e-2, "bf16 loss"));
 }
 
