@@ -5,6 +5,9 @@
 
 #include <cblas.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "ops/common.h"
 
 namespace mo {
@@ -127,7 +130,13 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& b, int strid
            Tensor dw = Tensor::empty(w.shape(), w.dtype(), w.device());
            Tensor db = has_b ? Tensor::empty({g.Co}, w.dtype(), w.device()) : Tensor();
            if (x.is_cuda()) {
-             MO_CUDA_DISPATCH("conv2d", cuda::conv2d_backward(dy, x, w, g.stride, g.pad, dx, dw, db));
+             // im2col + GEMM by default; MO_CONV_BWD=cudnn selects cuDNN's deterministic algorithms
+             static const bool use_cudnn = [] {
+               const char* e = std::getenv("MO_CONV_BWD");
+               return e && std::string(e) == "cudnn";
+             }();
+             if (use_cudnn) MO_CUDA_DISPATCH("conv2d", cuda::conv2d_backward(dy, x, w, g.stride, g.pad, dx, dw, db));
+             else MO_CUDA_DISPATCH("conv2d", cuda::conv2d_backward_gemm(dy, x, w, g.stride, g.pad, dx, dw, db));
              return {dx, dw, db};
            }
            cpu_float_dispatch("conv2d", x, [&](auto z) {

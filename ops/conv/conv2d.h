@@ -14,6 +14,9 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, int strid
 // dx may be undefined (input needs no gradient, e.g. the image).
 void conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w, int stride, int pad, const Tensor& dx,
                      const Tensor& dw, const Tensor& db);
+// The same through im2col + cuBLASLt GEMMs (conv2d_gemm.cu): the default backward (see there why).
+void conv2d_backward_gemm(const Tensor& dy, const Tensor& x, const Tensor& w, int stride, int pad, const Tensor& dx,
+                          const Tensor& dw, const Tensor& db);
 }  // namespace cuda
 
 }  // namespace mo
