@@ -2,6 +2,7 @@
 // the single-process LocalGroup, the host sum helpers shared by every group, and abort_job.
 #include "dist/process_group.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -54,11 +55,15 @@ std::atomic<int> g_rank{0};
 
 }  // namespace
 
-bool launched_by_mpi() {
+// The number of processes the launcher says it started (0 when none says).
+static int launcher_world_size() {
+  int n = 0;
   for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS"})
-    if (env_int(v) > 1) return true;
-  return false;
+    n = std::max(n, env_int(v));
+  return n;
 }
+
+bool launched_by_mpi() { return launcher_world_size() > 1; }
 
 double env_seconds(const char* name, double fallback) {
   const char* v = std::getenv(name);
@@ -132,7 +137,7 @@ std::shared_ptr<ProcessGroup> init(const InitOptions& opts_in) {
   std::shared_ptr<ProcessGroup> g;
   if (o.backend == "local" || (o.backend == "auto" && !launched_by_mpi())) {
     MO_CHECK(!launched_by_mpi(), "dist: backend 'local' asked for, but a launcher started {} processes",
-             env_int("OMPI_COMM_WORLD_SIZE") + env_int("PMI_SIZE") + env_int("SLURM_STEP_NUM_TASKS"));
+             launcher_world_size());
     g = std::make_shared<LocalGroup>(gpu ? Device::cuda(0) : Device::cpu());
   } else {
 #ifndef MO_WITH_MPI
@@ -140,6 +145,10 @@ std::shared_ptr<ProcessGroup> init(const InitOptions& opts_in) {
 #else
     auto rt = MpiRuntime::get(o.heartbeat_timeout_s);
     const Topology& t = rt->topology();
+    MO_CHECK(!launched_by_mpi() || t.world_size > 1,
+             "dist: the launcher started {} processes but MPI sees a world of 1: this MPI cannot talk to the "
+             "launcher (with srun, try --mpi=pmix; or start the job with this MPI's mpirun)",
+             launcher_world_size());
     Device dev = Device::cpu();
     if (gpu) {
       // One GPU per rank: GPU `local_rank` when the host's ranks all see every GPU; GPU 0 when each
