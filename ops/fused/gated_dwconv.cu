@@ -10,15 +10,17 @@
 // act is exact GELU (erff) or SiLU in fp32; every op reads T (f32 / bf16) and computes in fp32.
 //
 // Bytes and expected time, mambaout_tiny stage 1, batch 256, bf16 (P = 802,816 pixels, h = 256,
-// cc = 96, id = 160; one channel of all pixels = 1.6 MB):
-//   forward  conv+gate : read c, g[id:] 308 MB, write conv_out, m[id:] 308 MB   = 616 MB → ~170 µs
+// cc = 96, id = 160; one channel of all pixels = 1.6 MB), at ~3.7 TB/s:
+//   forward  conv+gate : read c, g[id:] 308 MB, write conv_out, m[id:] 308 MB   = 616 MB → ~170 µs;
+//                        instruction-bound like dwconv2d (~180 µs) plus one erff per output (~60 µs)
+//                        → expect ~240 µs
 //            identity  : read g[:id], i 514 MB, write m[:id] 257 MB              = 771 MB → ~210 µs
 //   backward elementw. : read dm 411, g 411, i 257, conv 154; write dg 411, di 257, dconv 154
 //                                                                              = 2.06 GB → ~560 µs
-//            dx conv   : read dconv, write dc                                    = 308 MB → ~130 µs (FMA)
-//            dw, db    : read dconv, c                                           = 308 MB → ~130 µs (FMA)
-// (at ~3.7 TB/s; the depthwise kernels do 3.78 G FMA each, about as long as their memory traffic).
-// Stage 4 (7×7, h = 1536, cc = 576): the same traffic per pixel × 6, on 1/64 of the pixels: ~10× less.
+//            dx conv   : read dconv, write dc  = 308 MB → ~85 µs of memory, ~180 µs of instructions
+//            dw, db    : read dconv, c         = 308 MB → ~85 µs of memory, ~190 µs of instructions
+//   → forward ~450 µs, backward ~930 µs per block call (memory alone: 380 µs and 730 µs).
+// Stage 4 (7×7, h = 1536, cc = 576): the same traffic per pixel × 6 on 1/64 of the pixels: ~10× less.
 #include "ops/fused/gated_dwconv.h"
 
 #include "ops/conv/dwconv2d_kernels.cuh"

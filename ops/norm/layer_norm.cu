@@ -18,7 +18,9 @@
 // Bytes and expected time, mambaout_tiny stage 1, batch 256, bf16 (R = 256·56·56 = 802,816, C = 96):
 //   forward  : read x 154 MB, write y 154 MB, mean+rstd 6.4 MB          = 315 MB → ~85 µs at ~3.7 TB/s
 //   backward : read x, dy 308 MB + mean/rstd 6.4 MB, write dx 154 MB   = 469 MB → ~125 µs
-//              (+ the partial sums: ~0.8 MB, a few µs)
+//              (+ the partial sums: ~0.4 MB and two tiny column-sum launches, a few µs)
+// Occupancy (nvcc 13.0, sm_90): forward 79 registers (3 blocks, 24 warps per SM), backward 112 (2 blocks,
+// 16 warps); each warp has 4 rows (1.5 KB of loads) in flight, so expect ~75-90% of those figures.
 #include "ops/norm/layer_norm.h"
 
 #include <algorithm>
