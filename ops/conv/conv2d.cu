@@ -8,15 +8,17 @@
 //   CUDNN_DETERMINISTIC and whose workspace query succeeds; the choice is cached per shape, so a shape
 //   always runs the same algorithm. Workspaces come from the caching allocator. Bias add and bias
 //   gradient are our own kernels (db via cuda::sum_rows: fixed-order, no atomics).
-// Direct path (no cuDNN, MO_CONV_DIRECT=1, tensors over 2^31 elements, or no deterministic cuDNN
-//   algorithm): one thread per output element for y and dx (gathering, fixed order), one block per
+// Direct path (no cuDNN, MO_CONV_DIRECT=1, tensors over 2^31 elements, no deterministic cuDNN
+//   algorithm, or cuDNN failing to set up — the last two print a note to stderr): one thread per output element for y and dx (gathering, fixed order), one block per
 //   weight element for dW (block reduction over the B·Ho·Wo pixels). Slow but simple and exact; the
 //   model only has four such convolutions (stem + downsamples), so this is a safety net, not a goal.
 #include "ops/conv/conv2d.h"
 
+#include <atomic>
 #include <climits>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <tuple>
 
@@ -226,6 +228,14 @@ struct ConvDescs {
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
   ConvDescs(const Geo& g, cudnnDataType_t dt) {
+    try {
+      init(g, dt);
+    } catch (...) {
+      destroy();
+      throw;
+    }
+  }
+  void init(const Geo& g, cudnnDataType_t dt) {
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
@@ -241,11 +251,13 @@ struct ConvDescs {
              "cuda conv2d: cuDNN output dims ({}, {}, {}, {}) differ from ours (B {}, Co {}, Ho {}, Wo {})", n, c, h, wd,
              g.B, g.Co, g.Ho, g.Wo);
   }
-  ~ConvDescs() {
+  ~ConvDescs() { destroy(); }
+  void destroy() {
     if (conv) cudnnDestroyConvolutionDescriptor(conv);
     if (w) cudnnDestroyFilterDescriptor(w);
     if (y) cudnnDestroyTensorDescriptor(y);
     if (x) cudnnDestroyTensorDescriptor(x);
+    conv = nullptr, w = nullptr, x = nullptr, y = nullptr;
   }
   ConvDescs(const ConvDescs&) = delete;
   ConvDescs& operator=(const ConvDescs&) = delete;
@@ -328,22 +340,25 @@ Choice choose(cudnnHandle_t h, ConvDescs& d, Pass pass, const Geo& g, DType dtyp
   switch (pass) {
     case Pass::fwd: {
       cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-      CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, d.x, d.w, d.conv, d.y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n,
-                                                         perf));
+      if (cudnnGetConvolutionForwardAlgorithm_v7(h, d.x, d.w, d.conv, d.y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf) !=
+          CUDNN_STATUS_SUCCESS)
+        n = 0;
       c = pick(h, d, pass, perf, n, strict_fp32);
       break;
     }
     case Pass::bwd_data: {
       cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-      CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w, d.y, d.conv, d.x,
-                                                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, perf));
+      if (cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w, d.y, d.conv, d.x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                                      &n, perf) != CUDNN_STATUS_SUCCESS)
+        n = 0;
       c = pick(h, d, pass, perf, n, strict_fp32);
       break;
     }
     case Pass::bwd_filter: {
       cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-      CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x, d.y, d.conv, d.w,
-                                                                CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, perf));
+      if (cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x, d.y, d.conv, d.w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+                                                        &n, perf) != CUDNN_STATUS_SUCCESS)
+        n = 0;
       c = pick(h, d, pass, perf, n, strict_fp32);
       break;
     }
@@ -362,6 +377,28 @@ Choice choose(cudnnHandle_t h, ConvDescs& d, Pass pass, const Geo& g, DType dtyp
 }
 
 cudnnDataType_t cudnn_dtype(DType t) { return t == DType::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT; }
+
+// Handle, descriptors and algorithm for one pass; null when cuDNN cannot run it (no deterministic
+// algorithm, or cuDNN itself failed to set up: then a one-time note and the direct kernel).
+struct Prepared {
+  cudnnHandle_t h = nullptr;
+  std::unique_ptr<ConvDescs> d;
+  Choice c;
+};
+std::unique_ptr<Prepared> prepare(Pass pass, const Geo& g, DType dtype) {
+  auto p = std::make_unique<Prepared>();
+  try {
+    p->h = cudnn_handle();
+    p->d = std::make_unique<ConvDescs>(g, cudnn_dtype(dtype));
+    p->c = choose(p->h, *p->d, pass, g, dtype);
+  } catch (const Error& e) {
+    static std::atomic<bool> noted{false};
+    if (!noted.exchange(true)) std::fprintf(stderr, "mo: conv2d: cuDNN unavailable (%s); using the direct kernels\n", e.what());
+    return nullptr;
+  }
+  if (p->c.direct) return nullptr;
+  return p;
+}
 
 Tensor workspace(size_t bytes, Device dev) {
   return bytes > 0 ? Tensor::empty({static_cast<int64_t>(bytes)}, DType::u8, dev) : Tensor();
@@ -388,15 +425,13 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, int strid
     Tensor wr = to_ohwi<T>(w, g);
 #ifdef MO_WITH_CUDNN
     if (!force_direct() && fits_cudnn(g)) {
-      cudnnHandle_t h = cudnn_handle();
-      ConvDescs d(g, cudnn_dtype(x.dtype()));
-      Choice c = choose(h, d, Pass::fwd, g, x.dtype());
-      if (!c.direct) {
-        Tensor ws = workspace(c.workspace, x.device());
+      if (auto p = prepare(Pass::fwd, g, x.dtype())) {
+        const ConvDescs& d = *p->d;
+        Tensor ws = workspace(p->c.workspace, x.device());
         const float one = 1.0f, zero = 0.0f;
-        CUDNN_CHECK(cudnnConvolutionForward(h, &one, d.x, x.raw_data(), d.w, wr.raw_data(), d.conv,
-                                            (cudnnConvolutionFwdAlgo_t)c.algo, ws_ptr(ws), c.workspace, &zero, d.y,
-                                            y.raw_data()));
+        CUDNN_CHECK(cudnnConvolutionForward(p->h, &one, d.x, x.raw_data(), d.w, wr.raw_data(), d.conv,
+                                            (cudnnConvolutionFwdAlgo_t)p->c.algo, ws_ptr(ws), p->c.workspace, &zero,
+                                            d.y, y.raw_data()));
         if (b.defined()) {
           add_bias_kernel<T><<<cu::grid_1d(y.numel(), 256), 256, 0, stream()>>>(cu::ptr<T>(y), cu::ptr<const T>(b),
                                                                                g.M(), g.Co);
@@ -432,26 +467,23 @@ void conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w, int str
     bool data_done = !dx.defined(), filter_done = false;
 #ifdef MO_WITH_CUDNN
     if (!force_direct() && fits_cudnn(g)) {
-      cudnnHandle_t h = cudnn_handle();
       const float one = 1.0f, zero = 0.0f;
       if (!data_done) {
-        ConvDescs d(g, cudnn_dtype(x.dtype()));
-        Choice c = choose(h, d, Pass::bwd_data, g, x.dtype());
-        if (!c.direct) {
-          Tensor ws = workspace(c.workspace, x.device());
-          CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, d.w, wr.raw_data(), d.y, dy.raw_data(), d.conv,
-                                                   (cudnnConvolutionBwdDataAlgo_t)c.algo, ws_ptr(ws), c.workspace,
-                                                   &zero, d.x, dx.raw_data()));
+        if (auto p = prepare(Pass::bwd_data, g, x.dtype())) {
+          const ConvDescs& d = *p->d;
+          Tensor ws = workspace(p->c.workspace, x.device());
+          CUDNN_CHECK(cudnnConvolutionBackwardData(p->h, &one, d.w, wr.raw_data(), d.y, dy.raw_data(), d.conv,
+                                                   (cudnnConvolutionBwdDataAlgo_t)p->c.algo, ws_ptr(ws),
+                                                   p->c.workspace, &zero, d.x, dx.raw_data()));
           data_done = true;
         }
       }
-      ConvDescs d(g, cudnn_dtype(x.dtype()));
-      Choice c = choose(h, d, Pass::bwd_filter, g, x.dtype());
-      if (!c.direct) {
-        Tensor ws = workspace(c.workspace, x.device());
-        CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, d.x, x.raw_data(), d.y, dy.raw_data(), d.conv,
-                                                   (cudnnConvolutionBwdFilterAlgo_t)c.algo, ws_ptr(ws), c.workspace,
-                                                   &zero, d.w, dwr.raw_data()));
+      if (auto p = prepare(Pass::bwd_filter, g, x.dtype())) {
+        const ConvDescs& d = *p->d;
+        Tensor ws = workspace(p->c.workspace, x.device());
+        CUDNN_CHECK(cudnnConvolutionBackwardFilter(p->h, &one, d.x, x.raw_data(), d.y, dy.raw_data(), d.conv,
+                                                   (cudnnConvolutionBwdFilterAlgo_t)p->c.algo, ws_ptr(ws),
+                                                   p->c.workspace, &zero, d.w, dwr.raw_data()));
         filter_done = true;
       }
     }
