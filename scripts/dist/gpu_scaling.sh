@@ -11,8 +11,9 @@
 #   jpeg       mpirun -np 1 / -np 2 mo_train on a generated JPEG ImageFolder (full recipe transform,
 #              global batch 4096 = ranks × 256 × accumulation), img/s read from its per-step log lines
 #   peer       torchrun --nproc_per_node 1 / 2 scripts/dist/ddp_peer.py (timm mambaout_tiny, bf16, DDP)
-# Environment: MODEL (mambaout_tiny), BATCH (256 per GPU), STEPS (15), OUT (/tmp/mo_out), B (build-gpu),
-#   JPEG_DIR (generated when absent: $OUT/dist/jpeg), JPEG_STEPS (6 optimizer steps of 4096 images).
+# Environment: MODEL (mambaout_tiny), BATCH (256 per GPU), STEPS (30 timed steps after 5 warm-up),
+#   OUT (/tmp/mo_out), B (build-gpu), JPEG_DIR (generated when absent: $OUT/dist/jpeg),
+#   JPEG_STEPS (6 optimizer steps of 4096 images).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/mo_out}
@@ -22,7 +23,7 @@ mkdir -p "$LOG"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 MODEL=${MODEL:-mambaout_tiny}
 BATCH=${BATCH:-256}
-STEPS=${STEPS:-15}
+STEPS=${STEPS:-30}
 B=${B:-build-gpu}
 JPEG_DIR=${JPEG_DIR:-$LOG/jpeg}
 JPEG_STEPS=${JPEG_STEPS:-6}
