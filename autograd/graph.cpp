@@ -18,6 +18,12 @@ namespace {
 thread_local bool g_grad_enabled = true;
 bool g_profile = std::getenv("MO_PROFILE_BACKWARD") != nullptr;
 std::map<std::string, std::pair<double, int64_t>> g_profile_table;  // name -> (seconds, calls)
+std::chrono::steady_clock::time_point g_last_mark;                  // forward: end of the previous op
+}
+
+void profile_forward_mark() {
+  cuda_synchronize();
+  g_last_mark = std::chrono::steady_clock::now();
 }
 
 void set_backward_profiling(bool on) { g_profile = on; }
@@ -26,7 +32,7 @@ void print_backward_profile() {
   std::sort(rows.begin(), rows.end(), [](auto& a, auto& b) { return a.second.first > b.second.first; });
   double total = 0;
   for (auto& r : rows) total += r.second.first;
-  std::fprintf(stderr, "backward profile (synchronised; %.1f ms in all):\n", total * 1e3);
+  std::fprintf(stderr, "op profile (synchronised; %.1f ms in all):\n", total * 1e3);
   for (auto& [name, v] : rows)
     std::fprintf(stderr, "  %-28s %9.2f ms %7lld calls\n", name.c_str(), v.first * 1e3, static_cast<long long>(v.second));
   g_profile_table.clear();
@@ -63,6 +69,13 @@ static std::shared_ptr<Node> grad_edge_node(const Tensor& t) {
 }
 
 void record(const char* op, const std::vector<Tensor>& inputs, const std::vector<Tensor*>& outputs, BackwardFn fn) {
+  if (g_profile) {  // every op calls record() once its output exists: time since the previous mark
+    auto t0 = g_last_mark;
+    profile_forward_mark();
+    auto& e = g_profile_table[std::string("fwd ") + op];
+    e.first += std::chrono::duration<double>(g_last_mark - t0).count();
+    e.second++;
+  }
   if (!any_requires_grad(inputs)) return;
   auto node = std::make_shared<LambdaNode>();
   node->name = op;

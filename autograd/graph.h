@@ -72,8 +72,11 @@ void run_backward(const Tensor& root, const Tensor& grad);
 // Backward profiling (MO_PROFILE_BACKWARD=1 or set_backward_profiling(true)): every node's apply is
 // timed with device synchronisation around it and summed per node name; print_backward_profile()
 // writes the table to stderr. Off by default (it serialises the GPU).
+// Forward ops are timed too ("fwd <op>": the time since the previous op's record(); call
+// profile_forward_mark() before the forward starts).
 void set_backward_profiling(bool on);
 void print_backward_profile();
+void profile_forward_mark();
 
 // Raw gradient accumulation used by the engine: dst += src, allocating dst when undefined.
 void accumulate(Tensor& dst, const Tensor& src);

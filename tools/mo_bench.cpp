@@ -118,6 +118,7 @@ int main(int argc, char** argv) {
         opt.zero_grad();
         sync();
         double t2 = now();
+        profile_forward_mark();
         Tensor loss = soft_target_cross_entropy(model.forward(x), target);
         sync();
         double t3 = now();
