@@ -14,7 +14,9 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, int strid
 // dx may be undefined (input needs no gradient, e.g. the image).
 void conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w, int stride, int pad, const Tensor& dx,
                      const Tensor& dw, const Tensor& db);
-// The same through im2col + cuBLASLt GEMMs (conv2d_gemm.cu): the default backward (see there why).
+// The same through im2col + cuBLASLt GEMMs (conv2d_gemm.cu): the default (see there why);
+// MO_CONV=cudnn selects the cuDNN path.
+void conv2d_forward_gemm(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int pad, const Tensor& y);
 void conv2d_backward_gemm(const Tensor& dy, const Tensor& x, const Tensor& w, int stride, int pad, const Tensor& dx,
                           const Tensor& dw, const Tensor& db);
 }  // namespace cuda
