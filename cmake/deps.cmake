@@ -11,14 +11,19 @@ find_package(Threads REQUIRED)
 find_package(OpenMP)
 mo_require(OpenMP_CXX_FOUND "OpenMP" "libomp-dev (or g++'s libgomp)")
 
-# OpenBLAS: CPU matrix products through cblas.h.
-find_path(OPENBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas openblas-pthread openblas-openmp)
-find_library(OPENBLAS_LIBRARY NAMES openblas PATH_SUFFIXES openblas-pthread openblas-openmp)
+# OpenBLAS: CPU matrix products through cblas.h. The OpenMP build is preferred: it shares the OpenMP
+# thread pool with our kernels (the pthread build's threads fight OpenMP's spinning workers); the
+# run path points at it so the alternatives symlink does not matter.
+find_path(OPENBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas-openmp openblas openblas-pthread)
+find_library(OPENBLAS_LIBRARY NAMES openblas PATHS /usr/lib/x86_64-linux-gnu/openblas-openmp
+             /usr/lib/aarch64-linux-gnu/openblas-openmp NO_DEFAULT_PATH)
+find_library(OPENBLAS_LIBRARY NAMES openblas PATH_SUFFIXES openblas-openmp openblas-pthread)
+set(CMAKE_INSTALL_RPATH_USE_LINK_PATH ON)
 set(_ob_found FALSE)
 if(OPENBLAS_INCLUDE_DIR AND OPENBLAS_LIBRARY)
   set(_ob_found TRUE)
 endif()
-mo_require(_ob_found "OpenBLAS (cblas.h, libopenblas)" "libopenblas-dev")
+mo_require(_ob_found "OpenBLAS (cblas.h, libopenblas)" "libopenblas-openmp-dev")
 add_library(mo_openblas INTERFACE)
 target_include_directories(mo_openblas INTERFACE ${OPENBLAS_INCLUDE_DIR})
 target_link_libraries(mo_openblas INTERFACE ${OPENBLAS_LIBRARY})
