@@ -37,8 +37,9 @@ inline std::string make_image_folder(const std::string& name, int classes, int t
   return root.string();
 }
 
-// test_mambaout (16/32/48/64 channels) on 32x32 images, CPU, fp32, quiet output.
-inline TrainConfig small_config(const std::string& root, const std::string& output) {
+// test_mambaout (16/32/48/64 channels) on 32x32 images, CPU, fp32, quiet output. `clear`: empty the
+// output folder first.
+inline TrainConfig small_config(const std::string& root, const std::string& output, bool clear = true) {
   TrainConfig c;
   c.model.name = "test_mambaout";
   c.model.num_classes = 3;
@@ -58,7 +59,7 @@ inline TrainConfig small_config(const std::string& root, const std::string& outp
   c.train.output = output;
   c.log.progress = "lines";
   c.log.every_steps = 1000;
-  fs::remove_all(output);
+  if (clear) fs::remove_all(output);
   return c;
 }
 
