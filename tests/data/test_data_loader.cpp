@@ -230,7 +230,10 @@ TEST(DataNormalize, CudaMatchesCpuTwin) {
       ASSERT_TRUE(gpu.is_cuda());
       auto a = cpu.to_vector<float>(), b = gpu.to_vector<float>();
       ASSERT_EQ(a.size(), b.size());
-      for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], dt == DType::bf16 ? 2e-2 : 1e-5) << i;
+      // the Philox noise goes through logf / cosf, which differ in the last bits between CUDA and glibc;
+      // in bf16 that can move a value by one bf16 step (relative 2^-7)
+      for (size_t i = 0; i < a.size(); ++i)
+        ASSERT_NEAR(a[i], b[i], dt == DType::bf16 ? 1e-5 + std::abs(a[i]) / 128 : 1e-5) << i;
     }
   }
 }
