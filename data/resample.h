@@ -20,6 +20,8 @@ struct ResampleWindow {
 
 // Resamples the region `box` = (x0, y0, x1, y1) of src (PIL's box argument; pixels outside src are never
 // read) to fill dst. flip_x mirrors the output left-right (a horizontal flip after the resize, for free).
+// src must have a byte or more of readable memory after its last pixel (pixels are loaded 4 bytes at a
+// time); Image and JpegDecoder buffers keep 16 bytes of slack for this.
 void resample(const ImageView& src, const float box[4], Interp interp, const ImageView& dst, bool flip_x = false,
               const ResampleWindow* window = nullptr);
 
