@@ -2,13 +2,14 @@
 # run_all.sh: everything the GPU machine does in one call: build (Release, sm_90, all cores), the
 # CUDA tests, the benchmarks with their peers (timm eager and torch.compile, same call), and a short
 # table last. Full logs go to $OUT (the device tool brings them back).
-#   bash scripts/gpu/run_all.sh [build] [tests] [bench] [bench-compile] [kernels]   (default: all)
+#   bash scripts/gpu/run_all.sh [build] [tests] [kernels] [bench] [bench-compile] [demo] [data]
+#   (default: all)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/mo_out}
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-stages=${*:-build tests kernels bench bench-compile}
+stages=${*:-build tests kernels bench bench-compile demo data}
 has() { [[ " $stages " == *" $1 "* ]]; }
 B=build-gpu
 
@@ -56,5 +57,18 @@ if has bench-compile; then
     timeout 400 python3 scripts/bench/peer_torch.py --device cuda --dtype bf16 --model $1 --batch $2 --mode $3 \
       --warmup 5 --iters 15 --compile >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log"
   done
+fi
+if has demo; then  # the README's main job on the GPU: Fashion-MNIST, recipes/fashion_mnist.yaml as written
+  ln -sfn $B build
+  t0=$(date +%s)
+  SKIP_INSTALL=1 DATA=/tmp/fmnist OUT=/tmp/fmnist_run bash scripts/train/demo.sh >"$OUT/demo.log" 2>&1
+  echo "demo rc=$? in $(( $(date +%s) - t0 )) s"
+  grep -iE "top-1|top1|acc|images/s|real" "$OUT/demo.log" | tail -12
+fi
+if has data; then  # JPEG pipeline scaling with worker threads, and the PIL/torchvision peer on one thread
+  python3 scripts/data/make_bench_images.py /tmp/bench_jpeg 200 >/dev/null 2>&1
+  $B/tools/mo_bench_data --dir /tmp/bench_jpeg --threads 1,2,4,8,16 --seconds 3 --modes train,eval >"$OUT/data_bench.log" 2>&1
+  python3 scripts/data/bench_peer.py /tmp/bench_jpeg --seconds 3 >>"$OUT/data_bench.log" 2>&1
+  cat "$OUT/data_bench.log" | tail -30
 fi
 [ -f "$OUT/bench.jsonl" ] && python3 scripts/bench/table.py "$OUT/bench.jsonl" | tee "$OUT/table.md"
