@@ -3,6 +3,7 @@
 // whitelist, malformed input), safetensors validation, fp16/int conversion into mo tensors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -254,11 +255,10 @@ TEST(IoSafetensors, RoundTripAlignedWithMetadata) {
 
 TEST(IoSafetensors, InvalidHeadersAreClearErrors) {
   auto file = [](const std::string& header, size_t data_bytes) {
-    std::vector<uint8_t> b(8);
-    uint64_t n = header.size();
+    std::vector<uint8_t> b(8 + header.size() + data_bytes, 0);
+    const uint64_t n = header.size();
     std::memcpy(b.data(), &n, 8);
-    b.insert(b.end(), header.begin(), header.end());
-    b.resize(b.size() + data_bytes, 0);
+    std::copy(header.begin(), header.end(), b.begin() + 8);
     return b;
   };
   auto err = [&](const std::string& header, size_t data_bytes) {
