@@ -2,11 +2,12 @@
 // format, and to load them into (or save them from) a model.
 //
 // Formats are entries of a small registry (name, file extensions, a content sniffer, read, write), all
-// speaking RawStateDict (raw_tensor.h). Built in: "pth" (torch.save zip: .pth .pt .bin .ckpt) and
-// "safetensors" (.safetensors). Adding a format, e.g. mo's native checkpoint from tools/common, is one
-// call: register_format({"native", {".mockpt"}, sniff_or_nullptr, read_fn, write_fn}); from then on
-// read_checkpoint/write_checkpoint/load_into_model/mo_convert accept it. (nn/ cannot include tools/, so
-// the registering call lives in tools/common, made before the first use.)
+// speaking RawStateDict (raw_tensor.h). Built in: "pth" (torch.save zip: .pth .pt .bin .ckpt .tar) and
+// "safetensors" (.safetensors). Adding a format is one call:
+// register_format({"mo", {".mo"}, sniff_or_empty, read_fn, write_fn}); from then on read_checkpoint,
+// write_checkpoint and load_into_model accept it. nn/ cannot include tools/, so mo's native checkpoint
+// (tools/common/checkpoint.h) is registered from the tools: see register_native_format() in
+// tools/mo_convert.cpp.
 //
 // Reading for a model: load_into_model detects whether the file uses official or timm key names (and
 // which the model uses), renames, strips "module."/"_orig_mod." prefixes, checks every shape before
