@@ -2,6 +2,7 @@
 # install_deps.sh: the Debian packages mo builds and tests with (run as root, or with sudo).
 # nvcc/cuDNN/NCCL come with the CUDA toolkit where there is one; without it mo builds CPU-only.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
@@ -11,4 +12,8 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libopenblas-openmp-dev libjpeg-dev zlib1g-dev libprotobuf-dev protobuf-compiler libfmt-dev libyaml-cpp-dev \
   libgtest-dev libomp-dev libopenmpi-dev openmpi-bin \
   python3 python3-numpy python3-torch python3-torchvision python3-pil \
-  dataset-fashion-mnist
+  dataset-fashion-mnist clang-14 libclang-rt-14-dev python3-pip
+# Python packages the tests read files back with (not in Debian): safetensors for Debian's
+# python3 (beside python3-torch); tensorboard for the python3 first on the PATH.
+/usr/bin/python3 -m pip install -q --break-system-packages safetensors
+python3 -m pip install -q -r scripts/train/requirements.txt
