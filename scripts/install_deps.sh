@@ -16,4 +16,4 @@ $SUDO apt-get install -y -qq --no-install-recommends \
 # Python packages the tests read files back with (not in Debian): safetensors for Debian's
 # python3 (beside python3-torch); tensorboard for the python3 first on the PATH.
 /usr/bin/python3 -m pip install -q --break-system-packages safetensors
-python3 -m pip install -q -r scripts/train/requirements.txt
+python3 -m pip install -q -r scripts/train/requirements.txt || python3 -m pip install -q --break-system-packages -r scripts/train/requirements.txt
