@@ -54,7 +54,7 @@ fi
 if has bench-compile; then
   for spec in "mambaout_tiny 256 train" "mambaout_femto 256 train" "mambaout_base 128 train" "mambaout_tiny 256 infer"; do
     set -- $spec
-    timeout 400 python3 scripts/bench/peer_torch.py --device cuda --dtype bf16 --model $1 --batch $2 --mode $3 \
+    timeout 170 python3 scripts/bench/peer_torch.py --device cuda --dtype bf16 --model $1 --batch $2 --mode $3 \
       --warmup 5 --iters 15 --compile >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log"
   done
 fi
