@@ -243,13 +243,60 @@ TEST(CudaOps, CudaConv2dNoInputGrad) {
   compare_both("conv no dx", conv_fn(2, 1, true), ins, {2, 8, 8, 8});
 }
 
+#ifdef MO_WITH_CUDA
+namespace {
+// The cuDNN entry points (cuda::conv2d_forward / conv2d_backward, selected in conv2d.cpp by MO_CONV=cudnn;
+// with MO_CONV_DIRECT=1 they run the direct kernels) called directly, against the CPU op.
+void conv_entry_case(const std::string& name, const Shape& xs, const Shape& ws, int stride, int pad, bool bias,
+                     bool need_dx, DType dt, double tol, uint32_t seed) {
+  SCOPED_TRACE(name + (dt == DType::bf16 ? " [bf16]" : " [f32]"));
+  Tensor x = randn(xs, seed), w = randn(ws, seed + 1, 0.2f), b = bias ? randn({ws[0]}, seed + 2) : Tensor();
+  Shape ys = conv_out(xs, ws, stride, pad);
+  Tensor r = round_to(randn(ys, seed + 3), dt);
+  // CPU reference on the same (rounded) values
+  Tensor xc = round_to(x, dt).clone().requires_grad_(), wc = round_to(w, dt).clone().requires_grad_();
+  Tensor bc = bias ? round_to(b, dt).clone().requires_grad_() : Tensor();
+  Tensor yc = conv2d(xc, wc, bc, stride, pad);
+  yc.backward(r);
+  // CUDA entry points
+  Tensor xg = x.to(dt).to(gpu()), wg = w.to(dt).to(gpu()), bg = bias ? b.to(dt).to(gpu()) : Tensor();
+  Tensor yg = Tensor::empty(ys, dt, gpu());
+  cuda::conv2d_forward(xg, wg, bg, stride, pad, yg);
+  Tensor dxg = need_dx ? Tensor::empty(xs, dt, gpu()) : Tensor();
+  Tensor dwg = Tensor::empty(ws, dt, gpu());
+  Tensor dbg = bias ? Tensor::empty({ws[0]}, dt, gpu()) : Tensor();
+  cuda::conv2d_backward(r.to(dt).to(gpu()), xg, wg, stride, pad, dxg, dwg, dbg);
+  EXPECT_TRUE(close(yg, yc, tol, "y"));
+  if (need_dx) EXPECT_TRUE(close(dxg, xc.grad(), tol, "dx"));
+  EXPECT_TRUE(close(dwg, wc.grad(), tol, "dw"));
+  if (bias) EXPECT_TRUE(close(dbg, bc.grad(), tol, "db"));
+}
+void conv_entry_cases() {
+  for (auto [dt, tol] : {std::pair<DType, double>{DType::f32, kTolF32}, {DType::bf16, kTolBf16}}) {
+    conv_entry_case("3x3 s2 48->96", {2, 32, 32, 48}, {96, 48, 3, 3}, 2, 1, true, true, dt, tol, 300);
+    conv_entry_case("stem 3->13 on 31x31, no dx", {2, 31, 31, 3}, {13, 3, 3, 3}, 2, 1, true, false, dt, tol, 310);
+    conv_entry_case("2x2 s2 p0 on 7x7, 13 ch", {3, 7, 7, 13}, {8, 13, 2, 2}, 2, 0, false, true, dt, tol, 320);
+    conv_entry_case("5x3 s1 p2", {1, 9, 6, 5}, {7, 5, 5, 3}, 1, 2, true, true, dt, tol, 330);
+  }
+}
+}  // namespace
+#endif
+
+TEST(CudaOps, CudaConv2dCudnnEntryPoints) {
+  if (!mo::cuda_available()) GTEST_SKIP();
+#ifdef MO_WITH_CUDA
+  conv_entry_cases();
+#endif
+}
+
 TEST(CudaOps, CudaConv2dDirectKernelsMatchCpu) {
   if (!mo::cuda_available()) GTEST_SKIP();
-  // MO_CONV_DIRECT=1 forces the cuDNN-free fallback kernels.
+#ifdef MO_WITH_CUDA
+  // MO_CONV_DIRECT=1 makes the cuDNN entry points run the cuDNN-free fallback kernels.
   setenv("MO_CONV_DIRECT", "1", 1);
-  conv_case("direct conv 3x3 s2", {2, 9, 9, 6}, {10, 6, 3, 3}, 2, 1, true, 80);
-  conv_case("direct conv 2x2 s2 p0", {2, 7, 7, 13}, {5, 13, 2, 2}, 2, 0, false, 90);
+  conv_entry_cases();
   unsetenv("MO_CONV_DIRECT");
+#endif
 }
 
 // ---- elementwise / activation / reductions ------------------------------------------------------
