@@ -2,7 +2,8 @@
 //  - mo_train killed with SIGKILL mid-run, then rerun with train.resume=auto, ends with the same bits
 //    as a run never killed; SIGTERM makes it save, exit 130 and resume the same way;
 //  - a misspelt recipe key is an error naming the file, line and the nearest key; --print-config;
-//  - mo_validate and mo_predict on the checkpoint it wrote.
+//  - mo_validate and mo_predict on the checkpoint it wrote; mo_validate on the same weights as a PyTorch
+//    .pth (via mo_convert) gives the same accuracy; a 1000-class model gets the shipped ImageNet names.
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <regex>
 #include <thread>
 
+#include "nn/mambaout.h"
 #include "tests/train/train_test_util.h"
 #include "tools/common/checkpoint.h"
 
@@ -189,4 +191,44 @@ TEST_F(TrainTools, ValidateAndPredictOurCheckpoint) {
   auto [rc4, out4] = sh(kBin + "mo_predict -w " + ckpt + " /nonexistent.jpg");
   EXPECT_EQ(rc4, 1);
   EXPECT_NE(out4.find("cannot read '/nonexistent.jpg'"), std::string::npos) << out4;
+}
+
+TEST_F(TrainTools, ValidatePyTorchWeightsAndImageNetNames) {
+  // Our checkpoint -> a PyTorch .pth (official names) -> mo_validate gives the same accuracy.
+  auto [rc, out] = sh(kBin + "mo_train " + recipe("mo_pth", "/tmp/mo_pth", 4));
+  ASSERT_EQ(rc, 0) << out;
+  const std::string ckpt = "/tmp/mo_pth/checkpoints/ckpt-e0001-s00000004.mo";
+  auto [rc1, out1] = sh(kBin + "mo_convert " + ckpt + " /tmp/mo_pth/w.pth");
+  ASSERT_EQ(rc1, 0) << out1;
+  auto [rc2, out2] = sh(kBin + "mo_validate " + ckpt + " --data " + folder() + " --workers 1");
+  auto [rc3, out3] = sh(kBin + "mo_validate /tmp/mo_pth/w.pth --model test_mambaout --img-size 32 --data " + folder() +
+                        " --workers 1");
+  ASSERT_EQ(rc2, 0) << out2;
+  ASSERT_EQ(rc3, 0) << out3;
+  std::smatch a, b;
+  const std::regex top(R"(top-1 (\S+)%  top-5 (\S+)%)");
+  ASSERT_TRUE(std::regex_search(out2, a, top)) << out2;
+  ASSERT_TRUE(std::regex_search(out3, b, top)) << out3;
+  EXPECT_EQ(a.str(), b.str());
+  auto [rc4, out4] = sh(kBin + "mo_validate /tmp/mo_pth/w.pth --data " + folder());
+  EXPECT_EQ(rc4, 1);
+  EXPECT_NE(out4.find("name it with --model"), std::string::npos) << out4;
+
+  // A 1000-class model gets the ImageNet names shipped next to the programs.
+  nn::MambaOutConfig mc = nn::mambaout_config("test_mambaout");
+  nn::MambaOut model(mc, 7);
+  CheckpointState s;
+  s.model_name = "test_mambaout";
+  s.model = model.named_parameters();
+  save_checkpoint("/tmp/mo_pth/imagenet.mo", s);
+  auto [rc5, out5] = sh(kBin + "mo_predict -w /tmp/mo_pth/imagenet.mo --img-size 32 " + folder() +
+                        "/val/class_0/1.jpg");
+  ASSERT_EQ(rc5, 0) << out5;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(out5, m, std::regex(R"(\n +\d+\.\d\d%  (.+) \((\d+)\)\n)"))) << out5;
+  std::ifstream names(std::string(MO_SOURCE_DIR) + "/tools/common/imagenet_classes.txt");
+  std::string line;
+  for (int i = 0; i <= std::stoi(m[2].str()); ++i) std::getline(names, line);
+  EXPECT_EQ(m[1].str(), line) << out5;
+  EXPECT_EQ(std::count(out5.begin(), out5.end(), '%'), 5) << out5;  // top-5 by default
 }
