@@ -299,6 +299,7 @@ void Trainer::end_of_epoch(int64_t epoch, TrainResult& r) {
       dist::mean_over_ranks(*pg_, loss_epoch_.item() / static_cast<double>(std::max<int64_t>(1, epoch_micro_)));
   epoch_ = epoch + 1;
   step_in_epoch_ = 0;
+  r.last_train_loss = train_loss;
   EpochSummary row;
   row.epoch = epoch;
   row.train_loss = train_loss;

@@ -38,6 +38,7 @@ struct TrainResult {
   bool stopped = false;      // ended before the schedule's end (train.max_steps or a stop request)
   bool interrupted = false;  // by request_stop()
   std::optional<dist::EvalCounts> last_eval;
+  double last_train_loss = 0;  // mean over the last completed epoch (all ranks)
   double best_top1 = -1;
   std::string last_checkpoint;
   double train_seconds = 0;
