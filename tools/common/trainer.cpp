@@ -101,7 +101,10 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg,
   if (world > 1) ddp_ = std::make_unique<dist::DataParallel>(pg_, model_->named_parameters());
 
   if (pg_->is_main()) {
-    std::ofstream(cfg_.train.output + "/config.yaml") << config_yaml_;
+    const std::string cfg_file = cfg_.train.output + "/config.yaml";
+    std::ofstream f(cfg_file);
+    f << config_yaml_;
+    MO_CHECK(f.good(), "cannot write '{}'", cfg_file);
     if (cfg_.log.tensorboard) tb_ = std::make_unique<TensorBoardWriter>(cfg_.train.output + "/tb");
   }
 }
