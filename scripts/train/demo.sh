@@ -22,7 +22,7 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target mo_version mo_prepare mo_train mo_validate mo_predict
 
 "$BIN/mo_version"
-"$BIN/mo_prepare" fashion-mnist --out "$DATA" --size 32
+"$BIN/mo_prepare" fashion-mnist --out "$DATA" --size 32 ${FMNIST_SRC:+--src "$FMNIST_SRC"}
 
 ARGS=(--set "data.root=$DATA" --set "train.output=$OUT" --set train.resume=auto)
 if "$BIN/mo_version" | grep -q "GPUs visible: [1-9]"; then
