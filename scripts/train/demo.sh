@@ -11,15 +11,16 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-data_cache/fashion-mnist}
 OUT=${OUT:-output/fashion_mnist_demo}
-BIN=build/tools
+BUILD=${BUILD:-build}
+BIN=$BUILD/tools
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}  # see tools/common/omp_env.h
 
 if [ -z "${SKIP_INSTALL:-}" ]; then bash scripts/install_deps.sh; fi
 
 # The same configuration as scripts/build.sh, but only the programs the demo runs.
 if [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc)" --target mo_version mo_prepare mo_train mo_validate mo_predict
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target mo_version mo_prepare mo_train mo_validate mo_predict
 
 "$BIN/mo_version"
 "$BIN/mo_prepare" fashion-mnist --out "$DATA" --size 32 ${FMNIST_SRC:+--src "$FMNIST_SRC"}
