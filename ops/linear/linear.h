@@ -12,8 +12,8 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 
 namespace cuda {
 // Row-major C[M,N] = alpha * op(A) · op(B) + beta * C (+ bias[N] broadcast over rows when given).
-// transa: A is stored [K,M] (use Aᵀ); transb: B stored [N,K]. All tensors contiguous, same dtype;
-// bias_grad: when defined, also writes column sums of ... (unused here). Implemented in linear.cu.
+// transa: A is stored [K,M] (use Aᵀ); transb: B stored [N,K]. All tensors contiguous, same dtype.
+// Implemented in linear.cu (cuBLASLt).
 void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tensor& C, float alpha, float beta,
           const Tensor& bias);
 // out[N] = sum over rows of x[M,N] (fp32 accumulation), for bias gradients.

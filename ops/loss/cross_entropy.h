@@ -19,9 +19,9 @@ Tensor smooth_one_hot(const Tensor& labels, int64_t num_classes, double smoothin
 int64_t topk_correct(const Tensor& logits, const Tensor& labels, int64_t k);
 
 namespace cuda {
-// loss: float32 [1] (mean over rows)
+// loss: float32 scalar (shape [] or [1]; mean over rows)
 void soft_target_ce_forward(const Tensor& logits, const Tensor& target, const Tensor& loss);
-// dlogits = (softmax(z) · Σt − t) · dloss / B; dloss float32 [1] on the device
+// dlogits = (softmax(z) · Σt − t) · dloss / B; dloss a float32 scalar on the device
 void soft_target_ce_backward(const Tensor& logits, const Tensor& target, const Tensor& dloss, const Tensor& dlogits);
 }  // namespace cuda
 
