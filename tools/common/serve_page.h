@@ -1,0 +1,76 @@
+// serve_page.h: the one HTML page mo_serve shows at GET /: pick or drop an image, see it and the top-5
+// classes with probability bars. Plain JavaScript: fetch() POSTs the file's raw bytes to /predict.
+#pragma once
+
+namespace mo::tools {
+
+inline constexpr const char* kServePage = R"HTML(<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>MambaOut classifier</title>
+<style>
+  body { font-family: system-ui, sans-serif; max-width: 760px; margin: 2em auto; padding: 0 1em; color: #222; }
+  #drop { border: 2px dashed #888; border-radius: 10px; padding: 2em; text-align: center; cursor: pointer; }
+  #drop.over { background: #eef5ff; border-color: #3875d7; }
+  #preview { max-width: 100%; max-height: 360px; display: none; margin: 1em auto; border-radius: 6px; }
+  .row { display: flex; align-items: center; margin: .35em 0; }
+  .name { width: 40%; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+  .bar { flex: 1; background: #eee; border-radius: 4px; height: 1.2em; margin: 0 .6em; }
+  .fill { background: #3875d7; height: 100%; border-radius: 4px; }
+  .pct { width: 4.5em; text-align: right; font-variant-numeric: tabular-nums; }
+  #error { color: #b00020; }
+  #meta { color: #666; font-size: .9em; }
+</style>
+</head>
+<body>
+<h1>MambaOut classifier</h1>
+<p id="meta"></p>
+<div id="drop">Drop an image here, or click to choose one
+  <input id="file" type="file" accept="image/jpeg,image/*" style="display:none">
+</div>
+<img id="preview" alt="">
+<p id="error"></p>
+<div id="results"></div>
+<script>
+const drop = document.getElementById('drop'), input = document.getElementById('file');
+const preview = document.getElementById('preview'), results = document.getElementById('results');
+const error = document.getElementById('error'), meta = document.getElementById('meta');
+drop.addEventListener('click', () => input.click());
+input.addEventListener('change', () => { if (input.files.length) classify(input.files[0]); });
+drop.addEventListener('dragover', e => { e.preventDefault(); drop.classList.add('over'); });
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', e => {
+  e.preventDefault(); drop.classList.remove('over');
+  if (e.dataTransfer.files.length) classify(e.dataTransfer.files[0]);
+});
+async function classify(file) {
+  error.textContent = ''; results.textContent = 'Classifying...';
+  preview.src = URL.createObjectURL(file); preview.style.display = 'block';
+  try {
+    const r = await fetch('/predict', { method: 'POST', body: file,
+                                        headers: { 'Content-Type': 'application/octet-stream' } });
+    const j = await r.json();
+    results.textContent = '';
+    if (!r.ok) { error.textContent = j.error || ('HTTP ' + r.status); return; }
+    meta.textContent = j.model + ' - ' + j.ms.toFixed(0) + ' ms';
+    for (const t of j.top5) {
+      const row = document.createElement('div'); row.className = 'row';
+      const name = document.createElement('span'); name.className = 'name';
+      name.textContent = t.name + ' (' + t.index + ')'; name.title = t.name;
+      const bar = document.createElement('div'); bar.className = 'bar';
+      const fill = document.createElement('div'); fill.className = 'fill';
+      fill.style.width = (100 * t.prob).toFixed(1) + '%'; bar.appendChild(fill);
+      const pct = document.createElement('span'); pct.className = 'pct';
+      pct.textContent = (100 * t.prob).toFixed(2) + '%';
+      row.append(name, bar, pct); results.appendChild(row);
+    }
+  } catch (e) { results.textContent = ''; error.textContent = String(e); }
+}
+</script>
+</body>
+</html>
+)HTML";
+
+}  // namespace mo::tools
