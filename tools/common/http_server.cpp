@@ -356,7 +356,7 @@ void HttpServer::serve_connection(int fd) {
     resp = json_error(500, e.what());
   }
   send_response(fd, resp);
-  drain_and_close(fd);
+  ::close(fd);  // the body was read to its end: nothing left to reset the connection over
 }
 
 }  // namespace mo::tools
