@@ -185,6 +185,10 @@ bool python_has_torch() {
   return ok == 1;
 }
 
+std::string tmp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / name).string();
+}
+
 std::string temp_dir(const std::string& tag) {
   auto p = std::filesystem::temp_directory_path() / fmt::format("mo_test_{}_{}", tag, getpid());
   std::filesystem::create_directories(p);
@@ -192,3 +196,24 @@ std::string temp_dir(const std::string& tag) {
 }
 
 }  // namespace mo::test
+
+#ifndef MO_MPI_TEST
+// ctest runs the cases of one executable as separate processes in parallel (-j), so every test
+// process gets its own TMPDIR: fixed scratch names cannot collide between cases. (MPI tests keep the
+// shared TMPDIR: their ranks must see the same files.)
+namespace {
+struct PrivateTmpdir {
+  std::filesystem::path dir;
+  PrivateTmpdir() {
+    dir = std::filesystem::temp_directory_path() / fmt::format("mo_ctest_{}", getpid());
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (!ec) setenv("TMPDIR", dir.c_str(), 1);
+  }
+  ~PrivateTmpdir() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+} g_private_tmpdir;
+}  // namespace
+#endif

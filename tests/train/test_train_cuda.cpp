@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "autograd/cuda_allocator.h"
+#include "tests/test_util.h"
 #include "tests/train/train_test_util.h"
 #include "tools/common/trainer.h"
 
@@ -55,12 +56,12 @@ bool bit_equal(const std::vector<float>& a, const std::vector<float>& b) {
 
 TEST(TrainCuda, Bf16ResumeIsBitIdentical) {
   if (!cuda_available()) GTEST_SKIP() << "no GPU";
-  TrainConfig base = gpu_config("/tmp/mo_train_cuda_straight", "bf16");
+  TrainConfig base = gpu_config(mo::test::tmp_path("mo_train_cuda_straight"), "bf16");
   base.data.reprob = 0.25;
   base.train.max_steps = 7;
   RunOut straight = run(base);
   EXPECT_EQ(straight.r.global_step, 7);
-  TrainConfig first = gpu_config("/tmp/mo_train_cuda_split", "bf16");
+  TrainConfig first = gpu_config(mo::test::tmp_path("mo_train_cuda_split"), "bf16");
   first.data.reprob = 0.25;
   first.train.max_steps = 3;
   run(first);
@@ -75,14 +76,14 @@ TEST(TrainCuda, Bf16ResumeIsBitIdentical) {
 
 TEST(TrainCuda, Bf16LossFollowsFp32AndCpu) {
   if (!cuda_available()) GTEST_SKIP() << "no GPU";
-  TrainConfig c = gpu_config("/tmp/mo_train_cuda_fp32", "fp32");
+  TrainConfig c = gpu_config(mo::test::tmp_path("mo_train_cuda_fp32"), "fp32");
   c.train.max_steps = 12;  // 3 epochs of 4 steps
   c.train.eval_every = 0;
   RunOut fp32 = run(c);
-  c.train.output = "/tmp/mo_train_cuda_bf16";
+  c.train.output = mo::test::tmp_path("mo_train_cuda_bf16");
   c.train.precision = "bf16";
   RunOut bf16 = run(c);
-  c.train.output = "/tmp/mo_train_cuda_cpu";
+  c.train.output = mo::test::tmp_path("mo_train_cuda_cpu");
   c.train.device = "cpu";
   c.train.precision = "fp32";
   RunOut cpu = run(c);

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "tests/test_util.h"
 #include "tests/train/train_test_util.h"
 #include "tools/common/omp_env.h"
 #include "tools/common/tensorboard_writer.h"
@@ -59,7 +60,7 @@ const std::string& folder() {
 }  // namespace
 
 TEST(TrainLoop, AccumulationEqualsOneBigBatch) {
-  TrainConfig big = small_config(folder(), "/tmp/mo_train_accum_big");
+  TrainConfig big = small_config(folder(), mo::test::tmp_path("mo_train_accum_big"));
   big.data.mixup_prob = 0;  // mixup draws one lambda per micro-batch: off, so both see the same targets
   big.data.reprob = 0;
   big.model.drop_path_rate = 0;  // drop-path masks are keyed per micro-batch
@@ -68,7 +69,7 @@ TEST(TrainLoop, AccumulationEqualsOneBigBatch) {
   big.train.global_batch = 16;
   big.train.max_steps = 2;
   TrainConfig small = big;
-  small.train.output = "/tmp/mo_train_accum_small";
+  small.train.output = mo::test::tmp_path("mo_train_accum_small");
   small.train.batch_size = 4;  // accumulation 4
 
   Snapshot init, a, b;
@@ -103,7 +104,7 @@ TEST(TrainLoop, AccumulationEqualsOneBigBatch) {
 }
 
 TEST(TrainLoop, ResumeIsBitIdentical) {
-  TrainConfig base = small_config(folder(), "/tmp/mo_train_resume_straight");
+  TrainConfig base = small_config(folder(), mo::test::tmp_path("mo_train_resume_straight"));
   base.data.reprob = 0.25;
   base.data.mixup_prob = 1.0;
   base.train.max_steps = 7;  // 36 images / 4 = 9 batches, accumulation 2 -> 4 steps per epoch
@@ -112,7 +113,7 @@ TEST(TrainLoop, ResumeIsBitIdentical) {
   EXPECT_EQ(r0.global_step, 7);
 
   TrainConfig first = base;
-  first.train.output = "/tmp/mo_train_resume_split";
+  first.train.output = mo::test::tmp_path("mo_train_resume_split");
   fs::remove_all(first.train.output);
   first.train.max_steps = 3;  // stops mid-epoch 0 and saves
   TrainResult r1 = run(first);
@@ -133,14 +134,14 @@ TEST(TrainLoop, ResumeIsBitIdentical) {
 }
 
 TEST(TrainLoop, DamagedCheckpointFallsBackToThePreviousOne) {
-  TrainConfig base = small_config(folder(), "/tmp/mo_train_fallback_straight");
+  TrainConfig base = small_config(folder(), mo::test::tmp_path("mo_train_fallback_straight"));
   base.train.max_steps = 6;
   base.train.eval_every = 0;
   Snapshot straight, resumed;
   run(base, &straight);
 
   TrainConfig first = base;
-  first.train.output = "/tmp/mo_train_fallback_split";
+  first.train.output = mo::test::tmp_path("mo_train_fallback_split");
   fs::remove_all(first.train.output);
   first.train.max_steps = 5;
   first.ckpt.every_steps = 1;
@@ -184,7 +185,7 @@ TEST(TrainLoop, DamagedCheckpointFallsBackToThePreviousOne) {
 }
 
 TEST(TrainLoop, LogsSummaryTensorBoardAndCheckpoints) {
-  TrainConfig c = small_config(folder(), "/tmp/mo_train_logs");
+  TrainConfig c = small_config(folder(), mo::test::tmp_path("mo_train_logs"));
   c.sched.epochs = 2;
   c.sched.cooldown_epochs = 1;  // 3 epochs x 4 steps
   c.ckpt.keep_last = 2;

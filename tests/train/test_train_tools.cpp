@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "nn/mambaout.h"
+#include "tests/test_util.h"
 #include "tests/train/train_test_util.h"
 #include "tools/common/checkpoint.h"
 
@@ -115,31 +116,31 @@ class TrainTools : public ::testing::Test {
 
 TEST_F(TrainTools, KilledRunResumesBitIdentical) {
   const int64_t N = 40;
-  auto [rc, out] = sh(kBin + "mo_train " + recipe("mo_kill_a", "/tmp/mo_kill_a", N));
+  auto [rc, out] = sh(kBin + "mo_train " + recipe("mo_kill_a", mo::test::tmp_path("mo_kill_a"), N));
   ASSERT_EQ(rc, 0) << out;
-  const std::string straight = fmt::format("/tmp/mo_kill_a/checkpoints/ckpt-e0010-s{:08d}.mo", N);
+  const std::string straight = fmt::format("{}/checkpoints/ckpt-e0010-s{:08d}.mo", mo::test::tmp_path("mo_kill_a"), N);
   ASSERT_TRUE(fs::exists(straight)) << out;
 
-  std::string r = recipe("mo_kill_b", "/tmp/mo_kill_b", N);
+  std::string r = recipe("mo_kill_b", mo::test::tmp_path("mo_kill_b"), N);
   pid_t pid = spawn({kBin + "mo_train", r});
-  ASSERT_TRUE(wait_for_checkpoint("/tmp/mo_kill_b/checkpoints", 3, pid)) << "mo_train ended before step 3";
+  ASSERT_TRUE(wait_for_checkpoint((mo::test::tmp_path("mo_kill_b") + "/checkpoints"), 3, pid)) << "mo_train ended before step 3";
   ::kill(pid, SIGKILL);
   int status = 0;
   waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFSIGNALED(status)) << "mo_train finished before it could be killed";
   auto [rc2, out2] = sh(kBin + "mo_train " + r + " --set train.resume=auto");
   ASSERT_EQ(rc2, 0) << out2;
-  EXPECT_NE(out2.find("resumed from /tmp/mo_kill_b/checkpoints/ckpt-"), std::string::npos) << out2;
-  expect_same_weights(straight, fmt::format("/tmp/mo_kill_b/checkpoints/ckpt-e0010-s{:08d}.mo", N));
+  EXPECT_NE(out2.find("resumed from " + mo::test::tmp_path("mo_kill_b") + "/checkpoints/ckpt-"), std::string::npos) << out2;
+  expect_same_weights(straight, fmt::format("{}/checkpoints/ckpt-e0010-s{:08d}.mo", mo::test::tmp_path("mo_kill_b"), N));
 }
 
 TEST_F(TrainTools, SigtermSavesAndResumes) {
   const int64_t N = 40;
-  auto [rc, out] = sh(kBin + "mo_train " + recipe("mo_term_a", "/tmp/mo_term_a", N) + " --set ckpt.every_steps=0");
+  auto [rc, out] = sh(kBin + "mo_train " + recipe("mo_term_a", mo::test::tmp_path("mo_term_a"), N) + " --set ckpt.every_steps=0");
   ASSERT_EQ(rc, 0) << out;
-  std::string r = recipe("mo_term_b", "/tmp/mo_term_b", N);
+  std::string r = recipe("mo_term_b", mo::test::tmp_path("mo_term_b"), N);
   pid_t pid = spawn({kBin + "mo_train", r, "--set", "ckpt.every_steps=0"});
-  ASSERT_TRUE(wait_for_checkpoint("/tmp/mo_term_b/checkpoints", 4, pid));  // the end of epoch 0
+  ASSERT_TRUE(wait_for_checkpoint((mo::test::tmp_path("mo_term_b") + "/checkpoints"), 4, pid));  // the end of epoch 0
   ::kill(pid, SIGTERM);
   int status = 0;
   waitpid(pid, &status, 0);
@@ -147,8 +148,8 @@ TEST_F(TrainTools, SigtermSavesAndResumes) {
   EXPECT_EQ(WEXITSTATUS(status), 130);
   auto [rc2, out2] = sh(kBin + "mo_train " + r + " --set ckpt.every_steps=0 --set train.resume=auto");
   ASSERT_EQ(rc2, 0) << out2;
-  expect_same_weights(fmt::format("/tmp/mo_term_a/checkpoints/ckpt-e0010-s{:08d}.mo", N),
-                      fmt::format("/tmp/mo_term_b/checkpoints/ckpt-e0010-s{:08d}.mo", N));
+  expect_same_weights(fmt::format("{}/checkpoints/ckpt-e0010-s{:08d}.mo", mo::test::tmp_path("mo_term_a"), N),
+                      fmt::format("{}/checkpoints/ckpt-e0010-s{:08d}.mo", mo::test::tmp_path("mo_term_b"), N));
 }
 
 TEST_F(TrainTools, RecipeErrorsAndPrintConfig) {
@@ -170,9 +171,9 @@ TEST_F(TrainTools, RecipeErrorsAndPrintConfig) {
 }
 
 TEST_F(TrainTools, ValidateAndPredictOurCheckpoint) {
-  auto [rc, out] = sh(kBin + "mo_train " + recipe("mo_vp", "/tmp/mo_vp", 8));
+  auto [rc, out] = sh(kBin + "mo_train " + recipe("mo_vp", mo::test::tmp_path("mo_vp"), 8));
   ASSERT_EQ(rc, 0) << out;
-  const std::string ckpt = "/tmp/mo_vp/checkpoints/ckpt-e0002-s00000008.mo";
+  const std::string ckpt = (mo::test::tmp_path("mo_vp") + "/checkpoints/ckpt-e0002-s00000008.mo");
   auto [rc2, out2] = sh(kBin + "mo_validate " + ckpt + " --data " + folder() + " --workers 1");
   ASSERT_EQ(rc2, 0) << out2;
   EXPECT_NE(out2.find("test_mambaout (3 classes)"), std::string::npos) << out2;
@@ -195,13 +196,13 @@ TEST_F(TrainTools, ValidateAndPredictOurCheckpoint) {
 
 TEST_F(TrainTools, ValidatePyTorchWeightsAndImageNetNames) {
   // Our checkpoint -> a PyTorch .pth (official names) -> mo_validate gives the same accuracy.
-  auto [rc, out] = sh(kBin + "mo_train " + recipe("mo_pth", "/tmp/mo_pth", 4));
+  auto [rc, out] = sh(kBin + "mo_train " + recipe("mo_pth", mo::test::tmp_path("mo_pth"), 4));
   ASSERT_EQ(rc, 0) << out;
-  const std::string ckpt = "/tmp/mo_pth/checkpoints/ckpt-e0001-s00000004.mo";
-  auto [rc1, out1] = sh(kBin + "mo_convert " + ckpt + " /tmp/mo_pth/w.pth");
+  const std::string ckpt = (mo::test::tmp_path("mo_pth") + "/checkpoints/ckpt-e0001-s00000004.mo");
+  auto [rc1, out1] = sh(kBin + "mo_convert " + ckpt + " " + mo::test::tmp_path("mo_pth") + "/w.pth");
   ASSERT_EQ(rc1, 0) << out1;
   auto [rc2, out2] = sh(kBin + "mo_validate " + ckpt + " --data " + folder() + " --workers 1");
-  auto [rc3, out3] = sh(kBin + "mo_validate /tmp/mo_pth/w.pth --model test_mambaout --img-size 32 --data " + folder() +
+  auto [rc3, out3] = sh(kBin + "mo_validate " + mo::test::tmp_path("mo_pth") + "/w.pth --model test_mambaout --img-size 32 --data " + folder() +
                         " --workers 1");
   ASSERT_EQ(rc2, 0) << out2;
   ASSERT_EQ(rc3, 0) << out3;
@@ -210,7 +211,7 @@ TEST_F(TrainTools, ValidatePyTorchWeightsAndImageNetNames) {
   ASSERT_TRUE(std::regex_search(out2, a, top)) << out2;
   ASSERT_TRUE(std::regex_search(out3, b, top)) << out3;
   EXPECT_EQ(a.str(), b.str());
-  auto [rc4, out4] = sh(kBin + "mo_validate /tmp/mo_pth/w.pth --data " + folder());
+  auto [rc4, out4] = sh(kBin + "mo_validate " + mo::test::tmp_path("mo_pth") + "/w.pth --data " + folder());
   EXPECT_EQ(rc4, 1);
   EXPECT_NE(out4.find("name it with --model"), std::string::npos) << out4;
 
@@ -220,8 +221,8 @@ TEST_F(TrainTools, ValidatePyTorchWeightsAndImageNetNames) {
   CheckpointState s;
   s.model_name = "test_mambaout";
   s.model = model.named_parameters();
-  save_checkpoint("/tmp/mo_pth/imagenet.mo", s);
-  auto [rc5, out5] = sh(kBin + "mo_predict -w /tmp/mo_pth/imagenet.mo --img-size 32 " + folder() +
+  save_checkpoint((mo::test::tmp_path("mo_pth") + "/imagenet.mo"), s);
+  auto [rc5, out5] = sh(kBin + "mo_predict -w " + mo::test::tmp_path("mo_pth") + "/imagenet.mo --img-size 32 " + folder() +
                         "/val/class_0/1.jpg");
   ASSERT_EQ(rc5, 0) << out5;
   std::smatch m;
