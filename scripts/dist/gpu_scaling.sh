@@ -11,7 +11,8 @@
 #   jpeg       mpirun -np 1 / -np 2 mo_train on a generated JPEG ImageFolder (full recipe transform,
 #              global batch 4096 = ranks × 256 × accumulation), img/s read from its per-step log lines
 #   peer       torchrun --nproc_per_node 1 / 2 scripts/dist/ddp_peer.py (timm mambaout_tiny, bf16, DDP)
-# Environment: MODEL (mambaout_tiny), BATCH (256 per GPU), STEPS (30 timed steps after 5 warm-up),
+# Environment: MODEL (mambaout_tiny), BATCH (256 per GPU), ACCUM (1: micro-batches per optimizer step in
+#   the synthetic and peer runs; the official recipe is BATCH=128 ACCUM=4), STEPS (30 timed steps after 5 warm-up),
 #   OUT (/tmp/mo_out), B (build-gpu), JPEG_DIR (generated when absent: $OUT/dist/jpeg),
 #   JPEG_STEPS (6 optimizer steps of 4096 images).
 set -uo pipefail
@@ -23,6 +24,7 @@ mkdir -p "$LOG"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 MODEL=${MODEL:-mambaout_tiny}
 BATCH=${BATCH:-256}
+ACCUM=${ACCUM:-1}
 STEPS=${STEPS:-30}
 B=${B:-build-gpu}
 JPEG_DIR=${JPEG_DIR:-$LOG/jpeg}
@@ -31,7 +33,7 @@ stages=${*:-build nccl synthetic jpeg peer}
 has() { [[ " $stages " == *" $1 "* ]]; }
 # --bind-to none: Open MPI would pin each rank to one core, starving the loader's worker threads.
 MPIRUN="mpirun --allow-run-as-root --oversubscribe --bind-to none"
-RESULTS=$LOG/results.jsonl
+RESULTS=$LOG/results_b${BATCH}_a${ACCUM}.jsonl
 : >"$RESULTS"
 
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader | tee "$LOG/machine.txt"
@@ -57,10 +59,10 @@ fi
 
 if has synthetic; then
   for np in 1 2; do
-    MO_DIST_BENCH=1 MO_DIST_BENCH_MODEL=$MODEL MO_DIST_BENCH_BATCH=$BATCH MO_DIST_BENCH_STEPS=$STEPS \
-      timeout 600 $MPIRUN -np $np $B/tests/mpi_test_scaling >"$LOG/synthetic_np$np.log" 2>&1
+    MO_DIST_BENCH=1 MO_DIST_BENCH_MODEL=$MODEL MO_DIST_BENCH_BATCH=$BATCH MO_DIST_BENCH_ACCUM=$ACCUM MO_DIST_BENCH_STEPS=$STEPS \
+      timeout 600 $MPIRUN -np $np $B/tests/mpi_test_scaling >"$LOG/synthetic_b${BATCH}_a${ACCUM}_np$np.log" 2>&1
     echo "synthetic np=$np rc=$?"
-    grep -h '^{"tool"' "$LOG/synthetic_np$np.log" | tee -a "$RESULTS"
+    grep -h '^{"tool"' "$LOG/synthetic_b${BATCH}_a${ACCUM}_np$np.log" | tee -a "$RESULTS"
   done
 fi
 
@@ -108,20 +110,23 @@ fi
 if has peer; then
   for np in 1 2; do
     timeout 600 torchrun --standalone --nproc_per_node=$np scripts/dist/ddp_peer.py --model $MODEL \
-      --batch $BATCH --steps $STEPS >"$LOG/peer_np$np.log" 2>&1
+      --batch $BATCH --accum $ACCUM --steps $STEPS >"$LOG/peer_b${BATCH}_a${ACCUM}_np$np.log" 2>&1
     echo "torch ddp np=$np rc=$?"
-    grep -h '^{"tool"' "$LOG/peer_np$np.log" | tee -a "$RESULTS"
+    grep -h '^{"tool"' "$LOG/peer_b${BATCH}_a${ACCUM}_np$np.log" | tee -a "$RESULTS"
   done
 fi
 
-python3 - "$RESULTS" <<'EOF' | tee "$LOG/table.md"
+python3 - "$RESULTS" "$BATCH" "$ACCUM" <<'EOF' | tee "$LOG/table_b${BATCH}_a${ACCUM}.md"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+batch, accum = sys.argv[2], sys.argv[3]
 print("| run | 1 GPU img/s | 2 GPUs img/s | scaling efficiency |")
 print("|---|---|---|---|")
 for tool, what in (("mo", "ddp_synthetic"), ("mo", "ddp_jpeg"), ("torch-ddp", "ddp_synthetic")):
     by = {r["world"]: r.get("images_per_s") for r in rows if r["tool"] == tool and r["what"] == what}
     one, two = by.get(1), by.get(2)
     eff = "%.1f%%" % (100 * two / (2 * one)) if one and two else "-"
-    print("| %s %s | %s | %s | %s |" % (tool, what, one or "-", two or "-", eff))
+    if one is None and two is None: continue
+    shape = "batch %s x %s accumulation" % (batch, accum) if what != "ddp_jpeg" else "batch %s, global 4096" % batch
+    print("| %s %s (%s) | %s | %s | %s |" % (tool, what, shape, one or "-", two or "-", eff))
 EOF
