@@ -13,6 +13,7 @@
 #include "nn/adamw.h"
 #include "nn/mambaout.h"
 #include "ops/loss/cross_entropy.h"
+#include "tools/common/cli.h"
 
 using namespace mo;
 
@@ -41,14 +42,14 @@ Args parse(int argc, char** argv) {
       return argv[++i];
     };
     if (k == "--model") a.model = val();
-    else if (k == "--batch") a.batch = std::stoi(val());
-    else if (k == "--img") a.img = std::stoi(val());
+    else if (k == "--batch") a.batch = static_cast<int>(tools::option_int(k, val(), 1, 1 << 20));
+    else if (k == "--img") a.img = static_cast<int>(tools::option_int(k, val(), 32, 4096));
     else if (k == "--device") a.device = val();
     else if (k == "--dtype") a.dtype = val();
     else if (k == "--mode") a.mode = val();
-    else if (k == "--warmup") a.warmup = std::stoi(val());
-    else if (k == "--iters") a.iters = std::stoi(val());
-    else if (k == "--threads") a.threads = std::stoi(val());
+    else if (k == "--warmup") a.warmup = static_cast<int>(tools::option_int(k, val(), 0, 1 << 20));
+    else if (k == "--iters") a.iters = static_cast<int>(tools::option_int(k, val(), 1, 1 << 20));
+    else if (k == "--threads") a.threads = static_cast<int>(tools::option_int(k, val(), 0, 4096));
     else if (k == "--json") a.json = true;
     else if (k == "--profile") a.profile = true;
     else usage("unknown flag " + k);

@@ -19,6 +19,7 @@
 #include "autograd/check.h"
 #include "data/normalize.h"
 #include "data/transforms.h"
+#include "tools/common/cli.h"
 
 using namespace mo;
 using namespace mo::data;
@@ -28,7 +29,7 @@ namespace {
 std::vector<int> parse_list(const std::string& s) {
   std::vector<int> v;
   std::stringstream ss(s);
-  for (std::string x; std::getline(ss, x, ',');) v.push_back(std::stoi(x));
+  for (std::string x; std::getline(ss, x, ',');) v.push_back(static_cast<int>(mo::tools::option_int("--threads", x, 1, 4096)));
   return v;
 }
 
@@ -93,9 +94,9 @@ int main(int argc, char** argv) {
       };
       if (a == "--dir") dir = value();
       else if (a == "--threads") threads = parse_list(value());
-      else if (a == "--seconds") seconds = std::stod(value());
+      else if (a == "--seconds") seconds = mo::tools::option_float(a, value(), 1e-3);
       else if (a == "--modes") modes = value();
-      else if (a == "--count") count = std::stoll(value());
+      else if (a == "--count") count = mo::tools::option_int(a, value(), 1);
       else MO_FAIL("mo_bench_data: unknown option '{}' (see the top of tools/mo_bench_data.cpp)", a);
     }
     MO_CHECK(!dir.empty(), "usage: mo_bench_data --dir DIR [--threads 1,2] [--seconds 5] [--modes decode,rrc,train,eval]");

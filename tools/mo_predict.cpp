@@ -14,6 +14,7 @@
 
 #include "autograd/cuda_allocator.h"
 #include "autograd/graph.h"
+#include "tools/common/cli.h"
 #include "tools/common/class_names.h"
 #include "tools/common/inference.h"
 #include "tools/common/omp_env.h"
@@ -48,10 +49,10 @@ int main(int argc, char** argv) {
       };
       if (a == "--weights" || a == "-w") weights = value();
       else if (a == "--model") model = value();
-      else if (a == "--topk") topk = std::stoll(value());
+      else if (a == "--topk") topk = tools::option_int(a, value(), 1);
       else if (a == "--classes") classes_file = value();
-      else if (a == "--img-size") img_size = std::stoll(value());
-      else if (a == "--crop-pct") crop_pct = std::stod(value());
+      else if (a == "--img-size") img_size = tools::option_int(a, value(), 1, 8192);
+      else if (a == "--crop-pct") crop_pct = tools::option_float(a, value(), 1e-3, 1.0);
       else if (a == "--interpolation") interp = value();
       else if (a == "--device") device = value();
       else if (a == "-h" || a == "--help") {

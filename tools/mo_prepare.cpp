@@ -7,6 +7,7 @@
 
 #include "autograd/check.h"
 #include "data/fashion_mnist.h"
+#include "tools/common/cli.h"
 
 namespace {
 
@@ -35,9 +36,9 @@ int main(int argc, char** argv) {
       };
       if (a == "--out") opt.out = value();
       else if (a == "--src") opt.src = value();
-      else if (a == "--size") opt.size = std::stoi(value());
-      else if (a == "--quality") opt.quality = std::stoi(value());
-      else if (a == "--threads") opt.threads = std::stoi(value());
+      else if (a == "--size") opt.size = static_cast<int>(mo::tools::option_int(a, value(), 1, 4096));
+      else if (a == "--quality") opt.quality = static_cast<int>(mo::tools::option_int(a, value(), 1, 100));
+      else if (a == "--threads") opt.threads = static_cast<int>(mo::tools::option_int(a, value(), 0, 4096));
       else if (a == "--gray") opt.gray = true;
       else if (a == "-h" || a == "--help") { usage(); return 0; }
       else MO_FAIL("mo_prepare: unknown option '{}'", a);

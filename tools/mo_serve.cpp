@@ -21,6 +21,7 @@
 #include "autograd/cuda_allocator.h"
 #include "autograd/graph.h"
 #include "data/normalize.h"
+#include "tools/common/cli.h"
 #include "tools/common/class_names.h"
 #include "tools/common/http_server.h"
 #include "tools/common/inference.h"
@@ -98,11 +99,11 @@ int main(int argc, char** argv) {
       };
       if (a == "--weights" || a == "-w") weights = value();
       else if (a == "--model") model = value();
-      else if (a == "--port") port = std::stoi(value());
+      else if (a == "--port") port = static_cast<int>(tools::option_int(a, value(), 0, 65535));
       else if (a == "--host") host = value();
       else if (a == "--device") device = value();
-      else if (a == "--workers") workers = std::stoi(value());
-      else if (a == "--max-body-mb") max_body_mb = std::stod(value());
+      else if (a == "--workers") workers = static_cast<int>(tools::option_int(a, value(), 1, 256));
+      else if (a == "--max-body-mb") max_body_mb = tools::option_float(a, value(), 1e-3, 4096);
       else if (a == "-h" || a == "--help") {
         usage("");
         return 0;

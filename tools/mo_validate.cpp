@@ -15,6 +15,7 @@
 
 #include "autograd/cuda_allocator.h"
 #include "dist/process_group.h"
+#include "tools/common/cli.h"
 #include "tools/common/evaluate.h"
 #include "tools/common/inference.h"
 #include "tools/common/loaders.h"
@@ -50,11 +51,11 @@ int main(int argc, char** argv) {
       if (a == "--data") root = value();
       else if (a == "--split") split = value();
       else if (a == "--model") model = value();
-      else if (a == "--img-size") img_size = std::stoll(value());
-      else if (a == "--crop-pct") crop_pct = std::stod(value());
+      else if (a == "--img-size") img_size = tools::option_int(a, value(), 1, 8192);
+      else if (a == "--crop-pct") crop_pct = tools::option_float(a, value(), 1e-3, 1.0);
       else if (a == "--interpolation") interp = value();
-      else if (a == "--batch-size") batch = std::stoll(value());
-      else if (a == "--workers") workers = std::stoll(value());
+      else if (a == "--batch-size") batch = tools::option_int(a, value(), 1);
+      else if (a == "--workers") workers = tools::option_int(a, value(), 0, 4096);
       else if (a == "--precision") precision = value();
       else if (a == "--device") device = value();
       else if (a == "-h" || a == "--help") {
