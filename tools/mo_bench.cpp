@@ -64,8 +64,8 @@ double now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 }  // namespace
 
 int main(int argc, char** argv) {
-  Args a = parse(argc, argv);
   try {
+    Args a = parse(argc, argv);
     if (a.threads > 0) omp_set_num_threads(a.threads);
     Device dev = a.device == "cuda" ? Device::cuda(0) : Device::cpu();
     DType dt = a.dtype == "bf16" ? DType::bf16 : DType::f32;
@@ -146,7 +146,7 @@ int main(int argc, char** argv) {
       sync();
       report("infer", now() - t0);
     }
-  } catch (const mo::Error& e) {
+  } catch (const std::exception& e) {
     std::fprintf(stderr, "mo_bench: %s\n", e.what());
     return 1;
   }

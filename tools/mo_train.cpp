@@ -83,5 +83,8 @@ int main(int argc, char** argv) {
   } catch (const mo::Error& e) {
     std::fprintf(stderr, "mo_train: error: %s\n", e.what());
     return 1;
+  } catch (const std::exception& e) {  // the standard library's (filesystem, allocation): same exit path
+    std::fprintf(stderr, "mo_train: error: %s\n", e.what());
+    return 1;
   }
 }
