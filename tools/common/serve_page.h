@@ -1,5 +1,7 @@
 // serve_page.h: the one HTML page mo_serve shows at GET /: pick or drop an image, see it and the top-5
 // classes with probability bars. Plain JavaScript: fetch() POSTs the file's raw bytes to /predict.
+// #results carries data-file (the name of the last file picked) and data-state (busy, done, error), so a
+// browser test (tests/train/test_serve_browser.cpp) can tell when that file's answer is on the page.
 #pragma once
 
 namespace mo::tools {
@@ -47,13 +49,14 @@ drop.addEventListener('drop', e => {
 });
 async function classify(file) {
   error.textContent = ''; results.textContent = 'Classifying...';
+  results.dataset.file = file.name; results.dataset.state = 'busy';
   preview.src = URL.createObjectURL(file); preview.style.display = 'block';
   try {
     const r = await fetch('/predict', { method: 'POST', body: file,
                                         headers: { 'Content-Type': 'application/octet-stream' } });
     const j = await r.json();
     results.textContent = '';
-    if (!r.ok) { error.textContent = j.error || ('HTTP ' + r.status); return; }
+    if (!r.ok) { error.textContent = j.error || ('HTTP ' + r.status); results.dataset.state = 'error'; return; }
     meta.textContent = j.model + ' - ' + j.ms.toFixed(0) + ' ms';
     for (const t of j.top5) {
       const row = document.createElement('div'); row.className = 'row';
@@ -66,7 +69,8 @@ async function classify(file) {
       pct.textContent = (100 * t.prob).toFixed(2) + '%';
       row.append(name, bar, pct); results.appendChild(row);
     }
-  } catch (e) { results.textContent = ''; error.textContent = String(e); }
+    results.dataset.state = 'done';
+  } catch (e) { results.textContent = ''; error.textContent = String(e); results.dataset.state = 'error'; }
 }
 </script>
 </body>
