@@ -12,7 +12,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libopenblas-openmp-dev libjpeg-dev zlib1g-dev libprotobuf-dev protobuf-compiler libfmt-dev libyaml-cpp-dev \
   libgtest-dev libomp-dev libopenmpi-dev openmpi-bin \
   python3 python3-numpy python3-torch python3-torchvision python3-pil \
-  dataset-fashion-mnist clang-14 libclang-rt-14-dev python3-pip
+  dataset-fashion-mnist clang-14 libclang-rt-14-dev python3-pip chromium chromium-driver
 # Python packages the tests read files back with (not in Debian): safetensors for Debian's
 # python3 (beside python3-torch); tensorboard for the python3 first on the PATH.
 /usr/bin/python3 -m pip install -q --break-system-packages safetensors
