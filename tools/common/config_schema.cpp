@@ -4,6 +4,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -85,6 +87,7 @@ double parse_double(const YAML::Node& v, const std::string& what) {
     used = 0;
   }
   MO_CHECK(used == s.size() && !s.empty(), "{}: expected a number, got '{}'", what, s);
+  MO_CHECK(std::isfinite(d), "{}: expected a finite number, got '{}'", what, s);
   return d;
 }
 
@@ -189,6 +192,8 @@ void ConfigSchema::load_string(const std::string& text, const std::string& origi
 }
 
 void ConfigSchema::load_file(const std::string& file) {
+  std::error_code ec;
+  MO_CHECK(!std::filesystem::is_directory(file, ec), "config file '{}' is a directory, not a YAML recipe", file);
   std::ifstream in(file);
   MO_CHECK(in.good(), "cannot open config file '{}'", file);
   std::stringstream ss;

@@ -104,6 +104,12 @@ void TrainConfig::validate() const {
   MO_CHECK(data.ratio.size() == 2 && data.ratio[0] > 0 && data.ratio[0] <= data.ratio[1],
            "config key 'data.ratio' must be [lo, hi] with 0 < lo <= hi");
   MO_CHECK(data.smoothing >= 0 && data.smoothing < 1, "config key 'data.smoothing': {} not in [0, 1)", data.smoothing);
+  for (auto [key, p] : {std::pair<const char*, double>{"data.hflip", data.hflip}, {"data.reprob", data.reprob},
+                        {"data.mixup_prob", data.mixup_prob}, {"data.mixup_switch_prob", data.mixup_switch_prob}})
+    MO_CHECK(p >= 0 && p <= 1, "config key '{}' is a probability: {} not in [0, 1]", key, p);
+  MO_CHECK(data.mixup >= 0 && data.cutmix >= 0, "config keys 'data.mixup' ({}) and 'data.cutmix' ({}) are Beta "
+           "distribution alphas: must be >= 0 (0 = off)", data.mixup, data.cutmix);
+  MO_CHECK(data.workers >= 0, "config key 'data.workers' must be >= 0, got {}", data.workers);
   check_choice("data.interpolation", data.interpolation, {"bicubic", "bilinear"});
   check_choice("data.train_interpolation", data.train_interpolation, {"random", "bicubic", "bilinear"});
   // The loader implements the recipe's variants only (data/mixup.h, data/normalize.h).
@@ -113,7 +119,12 @@ void TrainConfig::validate() const {
   check_choice("optim.name", optim.name, {"adamw"});
   MO_CHECK(optim.lr > 0, "config key 'optim.lr' must be positive, got {}", optim.lr);
   MO_CHECK(optim.betas.size() == 2, "config key 'optim.betas' needs 2 values, got {}", optim.betas.size());
+  MO_CHECK(optim.betas[0] >= 0 && optim.betas[0] < 1 && optim.betas[1] >= 0 && optim.betas[1] < 1,
+           "config key 'optim.betas': [{}, {}] must both be in [0, 1)", optim.betas[0], optim.betas[1]);
+  MO_CHECK(optim.eps >= 0, "config key 'optim.eps' must be >= 0, got {}", optim.eps);
   MO_CHECK(optim.weight_decay >= 0, "config key 'optim.weight_decay' must be >= 0");
+  MO_CHECK(sched.warmup_lr >= 0 && sched.min_lr >= 0, "config keys 'sched.warmup_lr' ({}) and 'sched.min_lr' ({}) "
+           "must be >= 0", sched.warmup_lr, sched.min_lr);
   MO_CHECK(sched.epochs > 0 && sched.warmup_epochs >= 0 && sched.cooldown_epochs >= 0,
            "config keys 'sched.epochs' (> 0), 'sched.warmup_epochs' and 'sched.cooldown_epochs' (>= 0)");
   MO_CHECK(sched.warmup_epochs <= sched.epochs, "config key 'sched.warmup_epochs' ({}) exceeds 'sched.epochs' ({})",
@@ -124,8 +135,12 @@ void TrainConfig::validate() const {
   check_choice("train.device", train.device, {"auto", "cpu", "cuda"});
   MO_CHECK(train.max_steps >= 0 && train.steps_per_epoch >= 0 && train.eval_every >= 0,
            "config keys 'train.max_steps', 'train.steps_per_epoch', 'train.eval_every' must be >= 0");
+  MO_CHECK(train.eval_batch_size >= 0, "config key 'train.eval_batch_size' must be >= 0 (0: 2 x batch_size), got {}",
+           train.eval_batch_size);
   MO_CHECK(!train.output.empty(), "config key 'train.output' must name a directory");
   MO_CHECK(ckpt.keep_last >= 1, "config key 'ckpt.keep_last' must be >= 1, got {}", ckpt.keep_last);
+  MO_CHECK(ckpt.every_steps >= 0, "config key 'ckpt.every_steps' must be >= 0 (0: per epoch), got {}",
+           ckpt.every_steps);
   MO_CHECK(log.every_steps >= 1, "config key 'log.every_steps' must be >= 1");
   check_choice("log.progress", log.progress, {"auto", "bar", "lines"});
 }
