@@ -88,6 +88,7 @@ EOF
   cores=$(nproc)
   for np in 1 2; do
     workers=$(( cores / np ))
+    rm -rf "$LOG/jpeg_run_np$np"  # a fresh run each time (mo_train will not start over a run's checkpoints)
     timeout 600 $MPIRUN -np $np $B/tools/mo_train recipes/tiny.yaml --set data.root="$JPEG_DIR" \
       --set model.name=$MODEL --set model.num_classes=10 --set train.batch_size=$BATCH \
       --set train.global_batch=4096 --set train.max_steps=$JPEG_STEPS --set train.eval_every=0 \

@@ -14,6 +14,8 @@
 #include "tools/common/loaders.h"
 #include "tools/common/weights.h"
 
+namespace fs = std::filesystem;
+
 namespace mo::tools {
 namespace {
 
@@ -71,6 +73,8 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg,
     eval_ = std::make_unique<data::Loader>(eval_loader_config(cfg_, rank, world, dev_, compute_));
   const auto& ds = train_->dataset();
   class_names_ = ds.classes();
+  MO_CHECK(ds.num_classes() >= 2, "'{}' has one class folder ('{}'): a classifier needs at least 2 classes to learn "
+           "anything", ds.folder(), ds.classes().front());
   MO_CHECK(ds.num_classes() == cfg_.model.num_classes,
            "config key 'model.num_classes' is {} but '{}' has {} classes", cfg_.model.num_classes, ds.folder(),
            ds.num_classes());
@@ -97,6 +101,12 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg,
 
   ckpt_ = std::make_unique<CheckpointManager>(cfg_.train.output + "/checkpoints", cfg_.ckpt.keep_last,
                                               cfg_.ckpt.keep_best);
+  if (cfg_.train.resume.empty()) {
+    // A fresh run here would overwrite, prune and mix into that run's files.
+    const std::vector<std::string> old = ckpt_->list();
+    MO_CHECK(old.empty(), "train.output '{}' already holds checkpoints of a run (latest: {}): continue it with "
+             "--set train.resume=auto, or choose another train.output", cfg_.train.output, old.back());
+  }
   if (!cfg_.train.resume.empty()) resume();
   if (world > 1) ddp_ = std::make_unique<dist::DataParallel>(pg_, model_->named_parameters());
 
@@ -122,6 +132,9 @@ void Trainer::resume() {
     std::vector<std::string> warnings;
     auto got = ckpt_->load_latest(warnings, &path);
     for (auto& w : warnings) say("warning: " + w);
+    // Starting over would prune the unreadable files; they may be fine for another build (format version).
+    MO_CHECK(got || warnings.empty(), "train.resume=auto: none of the {} checkpoints in '{}' can be read (see the "
+             "warnings above); move them away to start from scratch", warnings.size(), ckpt_->dir());
     if (!got) {
       say(fmt::format("no checkpoint to resume from in {}: starting from scratch", ckpt_->dir()));
       return;
@@ -129,6 +142,9 @@ void Trainer::resume() {
     s = std::move(*got);
   } else {
     path = cfg_.train.resume;
+    MO_CHECK(!fs::exists(path) || fs::is_directory(path) || is_mo_checkpoint(path),
+             "config key 'train.resume': '{}' is not a mo checkpoint (.mo); to start from PyTorch or safetensors "
+             "weights, use model.init", path);
     s = load_checkpoint(path);
   }
   apply_checkpoint(s, path);
