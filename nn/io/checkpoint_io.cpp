@@ -98,6 +98,8 @@ const CheckpointFormat& format_for_write(const std::string& path, const std::str
 }
 
 const CheckpointFormat& format_for_read(const std::string& path) {
+  std::error_code ec;
+  MO_CHECK(!std::filesystem::is_directory(path, ec), "'{}' is a directory, not a checkpoint file", path);
   std::ifstream f(path, std::ios::binary);
   MO_CHECK(f.is_open(), "cannot open '{}': {}", path, std::strerror(errno));
   uint8_t head[64] = {};
@@ -133,18 +135,22 @@ RawStateDict read_checkpoint(const std::string& path, const ReadOptions& opt) {
 }
 
 void write_checkpoint(const RawStateDict& sd, const std::string& path, const std::string& format) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  MO_CHECK(!fs::is_directory(path, ec), "cannot write '{}': it is a directory; name the output file", path);
+  const fs::path dir = fs::path(path).parent_path();
+  MO_CHECK(dir.empty() || fs::is_directory(dir, ec), "cannot write '{}': folder '{}' does not exist", path,
+           dir.string());
   const CheckpointFormat& f = format_for_write(path, format);
   const std::string tmp = path + ".tmp";
   try {
     f.write(sd, tmp);
+    fs::rename(tmp, path, ec);
+    MO_CHECK(!ec, "cannot move '{}' to '{}': {}", tmp, path, ec.message());
   } catch (...) {
-    std::error_code ec;
-    std::filesystem::remove(tmp, ec);
+    fs::remove(tmp, ec);
     throw;
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  MO_CHECK(!ec, "cannot move '{}' to '{}': {}", tmp, path, ec.message());
 }
 
 RawStateDict rename_state_dict(const RawStateDict& sd, Naming to, const std::string& what) {

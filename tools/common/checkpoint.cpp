@@ -90,6 +90,8 @@ struct Reader {
   std::FILE* f = nullptr;
   std::string path;
   explicit Reader(const std::string& p) : path(p) {
+    std::error_code ec;
+    MO_CHECK(!fs::is_directory(p, ec), "checkpoint '{}' is a directory, not a checkpoint file", p);
     f = std::fopen(p.c_str(), "rb");
     MO_CHECK(f != nullptr, "cannot open checkpoint '{}': {}", p, std::strerror(errno));
   }

@@ -14,6 +14,8 @@ namespace fs = std::filesystem;
 namespace mo::tools {
 
 std::vector<std::string> read_class_names(const std::string& path) {
+  std::error_code ec;
+  MO_CHECK(!fs::is_directory(path, ec), "class-name file '{}' is a directory, not a text file", path);
   std::ifstream in(path);
   MO_CHECK(in.good(), "cannot read class names from '{}'", path);
   std::vector<std::string> names;
