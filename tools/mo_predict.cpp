@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
       else if (a == "--model") model = value();
       else if (a == "--topk") topk = tools::option_int(a, value(), 1);
       else if (a == "--classes") classes_file = value();
-      else if (a == "--img-size") img_size = tools::option_int(a, value(), 1, 8192);
+      else if (a == "--img-size") img_size = tools::option_int(a, value(), 32, 8192);
       else if (a == "--crop-pct") crop_pct = tools::option_float(a, value(), 1e-3, 1.0);
       else if (a == "--interpolation") interp = value();
       else if (a == "--device") device = value();
@@ -63,7 +63,8 @@ int main(int argc, char** argv) {
     }
     if (weights.empty() || images.empty()) return usage("--weights and at least one image are required");
     MO_CHECK(topk >= 1, "--topk must be >= 1");
-    MO_CHECK(device == "auto" || device == "cpu" || device == "cuda", "--device must be auto, cpu or cuda");
+    MO_CHECK(device == "auto" || device == "cpu" || device == "cuda", "--device must be auto, cpu or cuda, got '{}'",
+             device);
     Device dev = device != "cpu" && cuda_available() ? Device::cuda(0) : Device::cpu();
     MO_CHECK(device != "cuda" || dev.is_cuda(), "--device cuda: no GPU is available");
 

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "autograd/cuda_allocator.h"
 #include "dist/process_group.h"
@@ -51,7 +52,7 @@ int main(int argc, char** argv) {
       if (a == "--data") root = value();
       else if (a == "--split") split = value();
       else if (a == "--model") model = value();
-      else if (a == "--img-size") img_size = tools::option_int(a, value(), 1, 8192);
+      else if (a == "--img-size") img_size = tools::option_int(a, value(), 32, 8192);
       else if (a == "--crop-pct") crop_pct = tools::option_float(a, value(), 1e-3, 1.0);
       else if (a == "--interpolation") interp = value();
       else if (a == "--batch-size") batch = tools::option_int(a, value(), 1);
@@ -68,7 +69,10 @@ int main(int argc, char** argv) {
     }
     if (weights.empty() || root.empty()) return usage("WEIGHTS and --data are required");
     MO_CHECK(precision == "fp32" || precision == "bf16", "--precision must be fp32 or bf16, got '{}'", precision);
-    MO_CHECK(device == "auto" || device == "cpu" || device == "cuda", "--device must be auto, cpu or cuda");
+    MO_CHECK(device == "auto" || device == "cpu" || device == "cuda", "--device must be auto, cpu or cuda, got '{}'",
+             device);
+    MO_CHECK(interp.empty() || interp == "bicubic" || interp == "bilinear",
+             "--interpolation must be bicubic or bilinear, got '{}'", interp);
 
     dist::InitOptions io;
     io.use_gpu = device != "cpu";
@@ -104,6 +108,11 @@ int main(int argc, char** argv) {
       std::printf("top-1 %.3f%%  top-5 %.3f%%  loss %.4f  (%lld images, %.1f s, %.1f images/s)\n", r.top1_pct(),
                   r.top5_pct(), r.mean_loss(), static_cast<long long>(r.samples), s,
                   static_cast<double>(r.samples) / s);
+    std::fflush(stdout);
+    // The loader stands another image in for an unreadable one: the counts above are not the folder's.
+    const int64_t bad = pg->all_reduce_sum(std::vector<int64_t>{loader->bad_samples()})[0];
+    MO_CHECK(bad == 0, "'{}' holds unreadable images (named in the warnings above; {} stand-ins were drawn), so "
+             "the accuracy above is not that of the folder", loader->dataset().folder(), bad);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mo_validate: error: %s\n", e.what());
