@@ -98,7 +98,12 @@ PrepareResult prepare_fashion_mnist(const PrepareOptions& opt) {
   std::error_code ec;
   fs::remove(marker, ec);
   for (const Split& s : splits)
-    for (const char* c : kFashionMnistClasses) fs::create_directories(fs::path(opt.out) / s.name / c);
+    for (const char* c : kFashionMnistClasses) {
+      const fs::path dir = fs::path(opt.out) / s.name / c;
+      fs::create_directories(dir, ec);
+      MO_CHECK(!ec, "mo_prepare fashion-mnist: cannot create folder '{}' (--out {}): {}", dir.string(), opt.out,
+               ec.message());
+    }
   // Every image of both splits, handed out through one counter.
   const int64_t total = res.train + res.val;
   std::atomic<int64_t> next{0}, written{0};

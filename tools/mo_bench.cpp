@@ -56,6 +56,7 @@ Args parse(int argc, char** argv) {
   }
   if (a.device != "cpu" && a.device != "cuda") usage("--device must be cpu or cuda");
   if (a.dtype != "fp32" && a.dtype != "bf16") usage("--dtype must be fp32 or bf16");
+  if (a.mode != "train" && a.mode != "infer" && a.mode != "both") usage("--mode must be train, infer or both");
   return a;
 }
 

@@ -8,9 +8,11 @@
 //   eval    resize shorter side 224 (bicubic, antialiased) + centre crop + normalize
 #include <time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <sstream>
 #include <thread>
@@ -101,8 +103,10 @@ int main(int argc, char** argv) {
     }
     MO_CHECK(!dir.empty(), "usage: mo_bench_data --dir DIR [--threads 1,2] [--seconds 5] [--modes decode,rrc,train,eval]");
     std::vector<std::string> files;
-    for (const auto& e : std::filesystem::directory_iterator(dir))
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec))
       if (e.path().extension() == ".jpg" || e.path().extension() == ".jpeg") files.push_back(e.path().string());
+    MO_CHECK(!ec, "mo_bench_data: --dir '{}': {}", dir, ec.message());
     std::sort(files.begin(), files.end());
     MO_CHECK(!files.empty(), "mo_bench_data: no .jpg files in {}", dir);
     std::printf("%zu files in %s, %u hardware threads\n", files.size(), dir.c_str(), std::thread::hardware_concurrency());
@@ -114,13 +118,26 @@ int main(int argc, char** argv) {
         std::vector<int64_t> counts(static_cast<size_t>(T));
         std::vector<double> cpu(static_cast<size_t>(T));
         std::vector<std::thread> pool;
+        std::vector<std::exception_ptr> errors(static_cast<size_t>(T));  // a bad file ends the run, not the process
         auto t0 = std::chrono::steady_clock::now();
-        for (int t = 0; t < T; ++t) pool.emplace_back([&, t] { counts[t] = run_worker(mode, files, t, T, stop, cpu[t], count); });
+        for (int t = 0; t < T; ++t)
+          pool.emplace_back([&, t] {
+            try {
+              counts[t] = run_worker(mode, files, t, T, stop, cpu[t], count);
+            } catch (...) {
+              errors[t] = std::current_exception();
+              stop = true;
+            }
+          });
         if (count <= 0) {
-          std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+          const auto until = t0 + std::chrono::duration<double>(seconds);
+          while (!stop && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
           stop = true;
         }
         for (auto& th : pool) th.join();
+        for (auto& e : errors)
+          if (e) std::rethrow_exception(e);
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         int64_t n = 0;
         double cpu_s = 0;
@@ -131,7 +148,8 @@ int main(int argc, char** argv) {
       }
     }
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s\n", e.what());
+    const std::string msg = e.what(), self = "mo_bench_data: ";
+    std::fprintf(stderr, "%s%s\n", msg.rfind(self, 0) == 0 ? "" : self.c_str(), msg.c_str());
     return 1;
   }
   return 0;

@@ -59,7 +59,11 @@ std::pair<int64_t, int64_t> parse_img(const std::string& v) {
     int64_t s = parse_positive("--img", v);
     return {s, s};
   }
-  return {parse_positive("--img", v.substr(0, x)), parse_positive("--img", v.substr(x + 1))};
+  try {
+    return {parse_positive("--img", v.substr(0, x)), parse_positive("--img", v.substr(x + 1))};
+  } catch (const UsageError&) {  // name the whole value, not the half that failed
+    throw UsageError(fmt::format("--img expects N or HxW with positive integers, got '{}'", v));
+  }
 }
 
 // 9031680000 -> "9,031,680,000"

@@ -31,17 +31,17 @@ int main(int argc, char** argv) {
     for (int i = 2; i < argc; ++i) {
       std::string a = argv[i];
       auto value = [&]() -> std::string {
-        MO_CHECK(i + 1 < argc, "mo_prepare: {} needs a value", a);
+        MO_CHECK(i + 1 < argc, "{} needs a value", a);
         return argv[++i];
       };
       if (a == "--out") opt.out = value();
       else if (a == "--src") opt.src = value();
-      else if (a == "--size") opt.size = static_cast<int>(mo::tools::option_int(a, value(), 1, 4096));
+      else if (a == "--size") opt.size = static_cast<int>(mo::tools::option_int(a, value(), 8, 1024));
       else if (a == "--quality") opt.quality = static_cast<int>(mo::tools::option_int(a, value(), 1, 100));
       else if (a == "--threads") opt.threads = static_cast<int>(mo::tools::option_int(a, value(), 0, 4096));
       else if (a == "--gray") opt.gray = true;
       else if (a == "-h" || a == "--help") { usage(); return 0; }
-      else MO_FAIL("mo_prepare: unknown option '{}'", a);
+      else MO_FAIL("unknown option '{}' (mo_prepare --help lists them)", a);
     }
     auto t0 = std::chrono::steady_clock::now();
     auto r = mo::data::prepare_fashion_mnist(opt);
@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
                   (long long)r.train, (long long)r.val, opt.size, opt.size, opt.gray ? "grayscale" : "RGB",
                   opt.out.c_str(), s);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "mo_prepare: %s\n", e.what());
+    const std::string msg = e.what(), self = "mo_prepare ";  // messages from data/ already start with it
+    std::fprintf(stderr, "%s%s\n", msg.rfind(self, 0) == 0 ? "" : "mo_prepare: ", msg.c_str());
     return 1;
   }
   return 0;
