@@ -7,7 +7,8 @@
 // --print-config prints every value in effect and exits; --help-config adds what each key means.
 // Under mpirun each process is one rank (one GPU each); the global batch stays train.global_batch.
 // SIGINT / SIGTERM: the current step finishes, a checkpoint is written, and the program exits 130;
-// rerun with --set train.resume=auto to continue.
+// rerun with --set train.resume=auto to continue. A fresh run (train.resume empty) refuses a train.output
+// that already holds checkpoints, so another run's files are never overwritten or pruned.
 #include <csignal>
 #include <cstdio>
 #include <cstring>
