@@ -328,7 +328,15 @@ void Trainer::end_of_epoch(int64_t epoch, TrainResult& r) {
   const bool last = epoch_ == total_epochs_ || global_step_ >= total_steps_;
   if (eval_ && (epoch_ % cfg_.train.eval_every == 0 || last)) {
     const double t0 = now_s();
-    dist::EvalCounts c = evaluate(*model_, *eval_, *pg_);
+    dist::EvalCounts c;
+    try {
+      c = evaluate(*model_, *eval_, *pg_);
+    } catch (const std::exception& e) {
+      // The epoch's training is not lost to a failed evaluation: save it (without a metric) first.
+      r.last_checkpoint = save(std::nullopt, false);
+      MO_FAIL("evaluation after epoch {} failed: {}{}", epoch, e.what(),
+              r.last_checkpoint.empty() ? "" : " (the epoch's training is saved in " + r.last_checkpoint + ")");
+    }
     r.last_eval = c;
     metric = c.top1_pct();
     row.eval_loss = c.mean_loss();
