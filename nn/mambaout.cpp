@@ -180,6 +180,15 @@ MambaOut::MambaOut(const MambaOutConfig& cfg, uint64_t init_seed, bool initializ
   head = &register_module("head", std::make_unique<MlpHead>(cfg.dims[3], hidden, cfg.num_classes, !cfg.head_norm_mlp, init));
 }
 
+std::vector<std::string> MambaOut::classifier_parameter_names() const {
+  std::vector<std::string> names;
+  visit([&](const std::string& name, const Module& m) {
+    if (&m != head->fc2) return;
+    for (const auto& [p, t] : m.named_parameters(name + ".")) names.push_back(p);
+  });
+  return names;
+}
+
 Tensor MambaOut::forward_features(const Tensor& x_nhwc) const {
   Tensor x = static_cast<Stem*>(downsample_layers[0])->forward(x_nhwc);
   for (int s = 0; s < 4; ++s) {

@@ -98,6 +98,9 @@ class MambaOut : public Module {
   }
   const MambaOutConfig& config() const { return cfg_; }
   const char* type_name() const override { return "MambaOut"; }
+  // Dotted names of the classifier's parameters (the head's last Linear, whose shape depends on
+  // num_classes): what fine-tuning from weights for another number of classes starts afresh.
+  std::vector<std::string> classifier_parameter_names() const;
 
   std::vector<Module*> downsample_layers;  // [0] is the stem
   std::vector<std::vector<GatedCNNBlock*>> stages;

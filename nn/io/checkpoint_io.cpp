@@ -239,6 +239,9 @@ std::string LoadReport::summary() const {
     s += fmt::format(" ({} names -> {})", naming_name(file_naming), naming_name(model_naming));
   if (!missing.empty()) s += fmt::format("; {} missing: {}", missing.size(), key_list(missing));
   if (!unexpected.empty()) s += fmt::format("; {} unexpected: {}", unexpected.size(), key_list(unexpected));
+  if (!kept.empty())
+    s += fmt::format("; {} tensor(s) of another shape not loaded, the model's initialisation kept: {}", kept.size(),
+                     fmt::join(kept, ", "));
   return s;
 }
 
@@ -274,6 +277,11 @@ LoadReport load_into_model(Module& model, const RawStateDict& sd, const std::str
     const RawTensor& r = sd.tensors[k].second;
     const Shape& want = params[it->second].second.shape();
     if (r.shape != want) {
+      const auto& keep = opt.keep_if_shape_differs;
+      if (std::find(keep.begin(), keep.end(), key) != keep.end()) {
+        rep.kept.push_back(fmt::format("{} (file {}, model {})", key, shape_string(r.shape), shape_str(want)));
+        continue;
+      }
       shape_errors.push_back(fmt::format("tensor {} has shape {} in the file but the model expects {}", shown,
                                          shape_string(r.shape), shape_str(want)));
       continue;

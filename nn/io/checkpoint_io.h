@@ -70,6 +70,9 @@ NamedTensors load_state_dict_file(const std::string& path, const ReadOptions& op
 struct LoadOptions {
   bool strict = true;   // missing or unexpected keys are an error (otherwise only reported)
   std::string entry;    // as ReadOptions::entry
+  // Parameters (model names) that keep their current values when the file's tensor has another shape
+  // (fine-tuning onto another number of classes: the classifier starts afresh, as timm does).
+  std::vector<std::string> keep_if_shape_differs;
 };
 
 struct LoadReport {
@@ -78,6 +81,7 @@ struct LoadReport {
   size_t loaded = 0;
   std::vector<std::string> missing;     // model parameters the file does not have
   std::vector<std::string> unexpected;  // file tensors (renamed to the model's naming) the model does not have
+  std::vector<std::string> kept;        // keep_if_shape_differs parameters left as they were, with both shapes
   std::vector<std::pair<std::string, std::string>> metadata;  // e.g. arch, epoch
   std::string summary() const;  // one line: "loaded 172 tensors from x.pth (timm names -> official)"
 };

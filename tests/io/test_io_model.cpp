@@ -175,6 +175,40 @@ TEST(IoModel, MismatchedModelsAreClearErrors) {
   EXPECT_TRUE(contains(e, "x.bin")) << e;
 }
 
+TEST(IoModel, AnotherClassCountKeepsTheModelsClassifier) {
+  // Fine-tuning: weights for 10 classes into a 4-class model. Only the classifier (head.fc2) may differ;
+  // it keeps the model's initialisation, everything else comes from the file.
+  io_test::TempDir dir("finetune");
+  nn::MambaOut src(small_cfg(), 3);
+  const std::string w = dir / "src.safetensors";
+  save_model(src, w, Naming::timm);
+  nn::MambaOutConfig cfg = small_cfg();
+  cfg.num_classes = 4;
+  nn::MambaOut dst(cfg, 5);
+  const std::vector<std::string> names = dst.classifier_parameter_names();
+  ASSERT_EQ(names, (std::vector<std::string>{"head.fc2.weight", "head.fc2.bias"}));
+  const auto w_before = dst.parameter("head.fc2.weight").to_vector<float>();
+  const auto b_before = dst.parameter("head.fc2.bias").to_vector<float>();
+  // Without the option the classifier is a shape error like any other.
+  std::string e = error_of([&] { load_into_model(dst, w); });
+  EXPECT_TRUE(contains(e, "'head.fc2.weight' (file key 'head.fc.weight') has shape [10, 256]")) << e;
+  // A body parameter of another shape is still an error with the option.
+  nn::MambaOut wide(small_cfg({1, 1, 2, 1}, {16, 32, 48, 80}), 1);
+  e = error_of([&] { load_into_model(wide, w, LoadOptions{.keep_if_shape_differs = names}); });
+  EXPECT_TRUE(contains(e, "downsample_layers.3.conv.weight")) << e;
+
+  LoadReport rep = load_into_model(dst, w, LoadOptions{.keep_if_shape_differs = names});
+  EXPECT_EQ(rep.kept.size(), 2u);
+  EXPECT_TRUE(rep.missing.empty());
+  EXPECT_EQ(rep.loaded, dst.named_parameters().size() - 2);
+  EXPECT_TRUE(contains(rep.summary(), "head.fc2.weight (file [10, 256], model [4, 256])")) << rep.summary();
+  for (const auto& [n, t] : dst.named_parameters()) {
+    if (n == "head.fc2.weight") EXPECT_EQ(t.to_vector<float>(), w_before);
+    else if (n == "head.fc2.bias") EXPECT_EQ(t.to_vector<float>(), b_before);
+    else EXPECT_EQ(t.to_vector<float>(), src.parameter(n).to_vector<float>()) << n;
+  }
+}
+
 TEST(IoModel, RwVariantExportsTimmNames) {
   // timm's test_mambaout (rw layout: no stem norm1, LN-first downsample, LayerScale, norm_mlp head):
   // exported with timm names, the keys are timm's (mambaout.md §2.2) and load back into the model.

@@ -11,6 +11,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "nn/io/checkpoint_io.h"
+#include "nn/mambaout.h"
 #include "tests/test_util.h"
 #include "tests/train/train_test_util.h"
 #include "tools/common/omp_env.h"
@@ -230,4 +232,39 @@ TEST(TrainLoop, LogsSummaryTensorBoardAndCheckpoints) {
   EXPECT_EQ(lr, 6);
   EXPECT_EQ(ips, 6);
   EXPECT_EQ(top1, 3);
+}
+
+TEST(TrainLoop, InitFromWeightsForAnotherClassCount) {
+  // model.init with 1000-class weights for a 3-class folder: the body is loaded, the classifier starts
+  // afresh, and the log says which tensors were not loaded.
+  TrainConfig c = small_config(folder(), mo::test::tmp_path("mo_train_finetune"));
+  nn::MambaOutConfig mc = nn::mambaout_config("test_mambaout");
+  mc.num_classes = 1000;
+  nn::MambaOut imagenet(mc, 11);
+  fs::create_directories(c.train.output);
+  const std::string w = c.train.output + "/imagenet.pth";
+  nn::io::save_model(imagenet, w);
+  c.model.init = w;
+  std::FILE* log = std::tmpfile();
+  std::string text;
+  {
+    Trainer t(c, nullptr, log);
+    const nn::AdamW& opt = t.optimizer();
+    for (const auto& slot : opt.slots()) {
+      Tensor now = opt.master().as_strided(slot.shape, contiguous_strides(slot.shape), opt.master().offset() + slot.offset);
+      if (slot.name.rfind("head.fc2.", 0) == 0) {
+        EXPECT_EQ(now.shape()[0], 3) << slot.name;
+      } else {
+        EXPECT_EQ(now.contiguous().to_vector<float>(), imagenet.parameter(slot.name).to_vector<float>()) << slot.name;
+      }
+    }
+  }
+  std::rewind(log);
+  text.resize(1 << 16);
+  text.resize(std::fread(text.data(), 1, text.size(), log));
+  std::fclose(log);
+  EXPECT_NE(text.find("2 tensor(s) of another shape not loaded, the model's initialisation kept: head.fc2.weight "
+                      "(file [1000, 256], model [3, 256])"),
+            std::string::npos)
+      << text;
 }

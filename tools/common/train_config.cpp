@@ -12,7 +12,7 @@ ConfigSchema make_schema(TrainConfig& c) {
   s.add("model.name", &c.model.name, "mambaout_femto | _kobe | _tiny | _small | _base");
   s.add("model.drop_path_rate", &c.model.drop_path_rate, "stochastic depth, linear over the blocks");
   s.add("model.num_classes", &c.model.num_classes, "classifier outputs");
-  s.add("model.init", &c.model.init, "weights to start from (ours, .pth or .safetensors)");
+  s.add("model.init", &c.model.init, "weights to start from (ours, .pth or .safetensors); a classifier for another number of classes starts afresh");
 
   s.add("data.root", &c.data.root, "data set folder holding <split>/<class>/*.jpg");
   s.add("data.train_split", &c.data.train_split, "sub-folder of root to train on");

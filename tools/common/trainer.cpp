@@ -89,7 +89,10 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg,
   mc.num_classes = cfg_.model.num_classes;
   mc.drop_path_rate = cfg_.model.drop_path_rate;
   model_ = std::make_unique<nn::MambaOut>(mc, static_cast<uint64_t>(cfg_.train.seed));
-  if (!cfg_.model.init.empty()) say(load_weights(*model_, cfg_.model.init).summary());
+  // model.init: weights to start from; a classifier for another number of classes starts afresh (timm's
+  // fine-tuning behaviour), and the summary line says so.
+  if (!cfg_.model.init.empty())
+    say(load_weights(*model_, cfg_.model.init, true, model_->classifier_parameter_names()).summary());
 
   nn::AdamWOptions ao;
   ao.lr = cfg_.optim.lr;

@@ -34,10 +34,12 @@ void register_mo_format() {
   });
 }
 
-nn::io::LoadReport load_weights(nn::Module& model, const std::string& path, bool strict) {
+nn::io::LoadReport load_weights(nn::Module& model, const std::string& path, bool strict,
+                                const std::vector<std::string>& keep_if_shape_differs) {
   register_mo_format();
   nn::io::LoadOptions opt;
   opt.strict = strict;
+  opt.keep_if_shape_differs = keep_if_shape_differs;
   return nn::io::load_into_model(model, path, opt);
 }
 

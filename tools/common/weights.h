@@ -4,6 +4,7 @@
 // (and mo_convert) see it too.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "nn/io/checkpoint_io.h"
 #include "nn/module.h"
@@ -15,6 +16,9 @@ void register_mo_format();
 
 // Copies the weights in `path` into `model`'s parameters (before the optimizer packs them). Key names are
 // converted between the official and timm layouts; a missing or unexpected key is an error when strict.
-nn::io::LoadReport load_weights(nn::Module& model, const std::string& path, bool strict = true);
+// `keep_if_shape_differs`: parameters left at their initialisation when the file's have another shape
+// (model.init onto another number of classes).
+nn::io::LoadReport load_weights(nn::Module& model, const std::string& path, bool strict = true,
+                                const std::vector<std::string>& keep_if_shape_differs = {});
 
 }  // namespace mo::tools
