@@ -46,6 +46,8 @@ DeviceStage::DeviceStage(int device, size_t bytes, int count) : impl_(new Impl) 
   }
 }
 
+// A destructor cannot report: the calls' errors are ignored here (a failed device has already failed the
+// work that used these streams, and that error was reported there).
 DeviceStage::~DeviceStage() {
   if (!impl_) return;
   cudaStreamSynchronize(impl_->copy);

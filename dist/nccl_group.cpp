@@ -174,7 +174,8 @@ class NcclGroup : public ProcessGroup {
 
   // The watchdog: every 50 ms, the communicator's asynchronous error and the oldest collectives.
   void watch() {
-    cudaSetDevice(device_.index);
+    if (cudaError_t e = cudaSetDevice(device_.index); e != cudaSuccess)
+      abort_job(fmt::format("NCCL watchdog: cannot select GPU {}: {}", device_.index, cudaGetErrorString(e)));
     std::unique_lock<std::mutex> lock(mu_);
     while (!stop_) {
       cv_.wait_for(lock, std::chrono::milliseconds(50));
