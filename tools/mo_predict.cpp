@@ -15,7 +15,6 @@
 #include "autograd/cuda_allocator.h"
 #include "autograd/graph.h"
 #include "tools/common/cli.h"
-#include "tools/common/class_names.h"
 #include "tools/common/inference.h"
 #include "tools/common/omp_env.h"
 
@@ -62,18 +61,10 @@ int main(int argc, char** argv) {
       else images.push_back(a);
     }
     if (weights.empty() || images.empty()) return usage("--weights and at least one image are required");
-    MO_CHECK(topk >= 1, "--topk must be >= 1");
-    MO_CHECK(device == "auto" || device == "cpu" || device == "cuda", "--device must be auto, cpu or cuda, got '{}'",
-             device);
-    Device dev = device != "cpu" && cuda_available() ? Device::cuda(0) : Device::cpu();
-    MO_CHECK(device != "cuda" || dev.is_cuda(), "--device cuda: no GPU is available");
+    const Device dev = tools::device_option(device);
 
     tools::LoadedModel m = tools::load_model_for_eval(weights, model, dev, DType::f32);
-    std::vector<std::string> names = m.class_names;
-    if (!classes_file.empty()) names = tools::read_class_names(classes_file);
-    else if (names.empty() && m.num_classes == 1000) names = tools::read_class_names(tools::find_imagenet_classes_file());
-    MO_CHECK(names.empty() || static_cast<int64_t>(names.size()) == m.num_classes,
-             "{} class names but the model has {} outputs", names.size(), m.num_classes);
+    const std::vector<std::string> names = tools::class_names_for(m, classes_file);
 
     data::EvalTransformConfig tf;
     tools::TrainConfig c = m.train_config.value_or(tools::TrainConfig{});

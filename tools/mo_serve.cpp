@@ -22,7 +22,6 @@
 #include "autograd/graph.h"
 #include "data/normalize.h"
 #include "tools/common/cli.h"
-#include "tools/common/class_names.h"
 #include "tools/common/http_server.h"
 #include "tools/common/inference.h"
 #include "tools/common/omp_env.h"
@@ -110,19 +109,10 @@ int main(int argc, char** argv) {
       } else return usage("unknown argument " + a);
     }
     if (weights.empty()) return usage("--weights is required");
-    MO_CHECK(port >= 0 && port <= 65535, "--port must be in 0..65535, got {}", port);
-    MO_CHECK(workers >= 1, "--workers must be >= 1, got {}", workers);
-    MO_CHECK(max_body_mb > 0, "--max-body-mb must be > 0, got {}", max_body_mb);
-    MO_CHECK(device == "auto" || device == "cpu" || device == "cuda", "--device must be auto, cpu or cuda");
     Classifier cl;
-    cl.dev = device != "cpu" && cuda_available() ? Device::cuda(0) : Device::cpu();
-    MO_CHECK(device != "cuda" || cl.dev.is_cuda(), "--device cuda: no GPU is available");
+    cl.dev = tools::device_option(device);
     cl.m = tools::load_model_for_eval(weights, model, cl.dev, DType::f32);
-    cl.names = cl.m.class_names;
-    if (cl.names.empty() && cl.m.num_classes == 1000)
-      cl.names = tools::read_class_names(tools::find_imagenet_classes_file());
-    MO_CHECK(cl.names.empty() || static_cast<int64_t>(cl.names.size()) == cl.m.num_classes,
-             "{} class names but the model has {} outputs", cl.names.size(), cl.m.num_classes);
+    cl.names = tools::class_names_for(cl.m);
 
     tools::HttpServerOptions opt;
     opt.host = host;

@@ -69,16 +69,14 @@ int main(int argc, char** argv) {
     }
     if (weights.empty() || root.empty()) return usage("WEIGHTS and --data are required");
     MO_CHECK(precision == "fp32" || precision == "bf16", "--precision must be fp32 or bf16, got '{}'", precision);
-    MO_CHECK(device == "auto" || device == "cpu" || device == "cuda", "--device must be auto, cpu or cuda, got '{}'",
-             device);
+    tools::device_option(device, Device::cpu());  // the word itself, before any GPU is touched
     MO_CHECK(interp.empty() || interp == "bicubic" || interp == "bilinear",
              "--interpolation must be bicubic or bilinear, got '{}'", interp);
 
     dist::InitOptions io;
     io.use_gpu = device != "cpu";
     auto pg = dist::init(io);
-    Device dev = device == "cpu" ? Device::cpu() : pg->device();
-    MO_CHECK(device != "cuda" || dev.is_cuda(), "--device cuda: no GPU is available");
+    const Device dev = tools::device_option(device, pg->device());
     DType dtype = precision == "bf16" ? DType::bf16 : DType::f32;
     MO_CHECK(dtype == DType::f32 || dev.is_cuda(), "--precision bf16 needs a GPU (the CPU kernels run fp32)");
 

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "autograd/check.h"
+#include "autograd/cuda_allocator.h"
 
 namespace mo::tools {
 
@@ -47,6 +48,17 @@ double option_float(const std::string& option, const std::string& text, double l
                   v >= lo && v <= hi;
   MO_CHECK(ok, "{}: expected {}, got '{}'", option, range_text(lo, hi), text);
   return v;
+}
+
+Device device_option(const std::string& device, Device gpu) {
+  MO_CHECK(device == "auto" || device == "cpu" || device == "cuda", "--device must be auto, cpu or cuda, got '{}'",
+           device);
+  MO_CHECK(device != "cuda" || gpu.is_cuda(), "--device cuda: no GPU is available");
+  return device == "cpu" ? Device::cpu() : gpu;
+}
+
+Device device_option(const std::string& device) {
+  return device_option(device, cuda_available() ? Device::cuda(0) : Device::cpu());
 }
 
 }  // namespace mo::tools

@@ -6,6 +6,8 @@
 #include <limits>
 #include <string>
 
+#include "autograd/tensor.h"
+
 namespace mo::tools {
 
 int64_t option_int(const std::string& option, const std::string& text,
@@ -13,5 +15,11 @@ int64_t option_int(const std::string& option, const std::string& text,
 double option_float(const std::string& option, const std::string& text,
                     double lo = -std::numeric_limits<double>::infinity(),
                     double hi = std::numeric_limits<double>::infinity());
+
+// --device auto|cpu|cuda: cpu, or `gpu` (the GPU this process would use; Device::cpu() where there is
+// none). "cuda" without a GPU, or any other word, is an error naming the option.
+Device device_option(const std::string& device, Device gpu);
+// The same with GPU 0 where CUDA is available.
+Device device_option(const std::string& device);
 
 }  // namespace mo::tools

@@ -7,6 +7,7 @@
 #include "data/normalize.h"
 #include "nn/io/checkpoint_io.h"
 #include "tools/common/checkpoint.h"
+#include "tools/common/class_names.h"
 #include "tools/common/weights.h"
 
 namespace mo::tools {
@@ -73,6 +74,15 @@ Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransf
   Tensor x = data::normalize_erase(pixels, meta, 0, data::imagenet_normalize(DType::f32, /*channels_last=*/true));
   if (dtype != DType::f32) x = x.to(dtype);
   return dev.is_cpu() ? x : x.to(dev);
+}
+
+std::vector<std::string> class_names_for(const LoadedModel& m, const std::string& classes_file) {
+  std::vector<std::string> names = m.class_names;
+  if (!classes_file.empty()) names = read_class_names(classes_file);
+  else if (names.empty() && m.num_classes == 1000) names = read_class_names(find_imagenet_classes_file());
+  MO_CHECK(names.empty() || static_cast<int64_t>(names.size()) == m.num_classes,
+           "{} class names but the model has {} outputs", names.size(), m.num_classes);
+  return names;
 }
 
 std::vector<double> softmax(const std::vector<float>& logits) {

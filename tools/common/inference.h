@@ -1,4 +1,4 @@
-// inference.h: what mo_validate and mo_predict share: building a model from a weight file (our
+// inference.h: what mo_validate, mo_predict and mo_serve share: building a model from a weight file (our
 // checkpoints or PyTorch's: the architecture from the file's metadata or --model, the class count from
 // the classifier's shape), putting it on a device in fp32 or bf16, and the eval transform of single
 // image files (mambaout.md §4: resize the shorter side to size / crop_pct, centre crop, normalize).
@@ -31,6 +31,10 @@ LoadedModel load_model_for_eval(const std::string& weights, const std::string& m
 // `dev`, normalized with the ImageNet mean/std. Throws naming a file that cannot be read or decoded.
 Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransformConfig& tf, Device dev,
                    DType dtype);
+
+// The names of m's classes: `classes_file` when given, else the checkpoint's, else the ImageNet names
+// for a 1000-class model, else none. A count that differs from the model's outputs is an error.
+std::vector<std::string> class_names_for(const LoadedModel& m, const std::string& classes_file = "");
 
 // Softmax of one row of logits, in double.
 std::vector<double> softmax(const std::vector<float>& logits);

@@ -109,8 +109,9 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg,
     const std::vector<std::string> old = ckpt_->list();
     MO_CHECK(old.empty(), "train.output '{}' already holds checkpoints of a run (latest: {}): continue it with "
              "--set train.resume=auto, or choose another train.output", cfg_.train.output, old.back());
+  } else {
+    resume();
   }
-  if (!cfg_.train.resume.empty()) resume();
   if (world > 1) ddp_ = std::make_unique<dist::DataParallel>(pg_, model_->named_parameters());
 
   if (pg_->is_main()) {
