@@ -185,6 +185,15 @@ bool python_has_torch() {
   return ok == 1;
 }
 
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const mo::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 std::string tmp_path(const std::string& name) {
   return (std::filesystem::temp_directory_path() / name).string();
 }

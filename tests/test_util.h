@@ -36,6 +36,8 @@ void save_npy(const std::string& path, const Tensor& t);
 int run_python(const std::string& script, const std::string& args);
 bool python_has_torch();
 std::string temp_dir(const std::string& tag);
+// The message of the mo::Error that f throws; "" when it throws none (another exception propagates).
+std::string error_of(const std::function<void()>& f);
 // `name` under the temp directory (a private one per test process; see test_util.cpp).
 std::string tmp_path(const std::string& name);
 

@@ -16,10 +16,12 @@
 #include "nn/io/checkpoint_io.h"
 #include "nn/mambaout.h"
 #include "tests/io/io_test_util.h"
+#include "tests/test_util.h"
 
 using namespace mo;
 using namespace mo::nn::io;
 using mo::io_test::torch_io;
+using mo::test::error_of;
 
 namespace {
 
@@ -38,15 +40,6 @@ std::vector<float> logits_of(const nn::MambaOut& m, const std::vector<float>& in
   NoGradGuard g;
   Tensor x = Tensor::from_vector(input, {batch, 3, res, res});
   return m.forward(x).to_vector<float>();
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }

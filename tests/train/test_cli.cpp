@@ -7,21 +7,14 @@
 #include <gtest/gtest.h>
 
 #include "autograd/check.h"
+#include "tests/test_util.h"
 #include "tools/common/cli.h"
 
 using mo::tools::option_float;
+using mo::test::error_of;
 using mo::tools::option_int;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const mo::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 std::string run(const std::string& cmd) {
   std::string out;

@@ -35,7 +35,9 @@
 
 #include <gtest/gtest.h>
 
+#include "autograd/check.h"
 #include "nn/io/checkpoint_io.h"
+#include "nn/io/json_lite.h"
 #include "nn/mambaout.h"
 #include "tools/common/http_server.h"
 
@@ -233,61 +235,26 @@ Reply http(int port, const std::string& method, const std::string& path, const s
   return r;
 }
 
-void append_utf8(std::string& out, uint32_t c) {
-  if (c < 0x80) {
-    out += static_cast<char>(c);
-  } else if (c < 0x800) {
-    out += static_cast<char>(0xC0 | (c >> 6));
-    out += static_cast<char>(0x80 | (c & 0x3F));
-  } else if (c < 0x10000) {
-    out += static_cast<char>(0xE0 | (c >> 12));
-    out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (c & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (c >> 18));
-    out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (c & 0x3F));
-  }
-}
-
-// The string value of the first "key": "..." in json (escapes decoded); false when there is none.
+// The string value of the first member named `key` (depth first, as it reads in the text) of a JSON
+// reply; false when there is none, it is not a string, or the reply is not JSON.
 bool json_string_field(const std::string& json, const std::string& key, std::string& out) {
-  const std::string k = "\"" + key + "\"";
-  for (size_t p = json.find(k); p != std::string::npos; p = json.find(k, p + 1)) {
-    size_t i = p + k.size();
-    while (i < json.size() && std::isspace(static_cast<unsigned char>(json[i]))) ++i;
-    if (i >= json.size() || json[i] != ':') continue;
-    ++i;
-    while (i < json.size() && std::isspace(static_cast<unsigned char>(json[i]))) ++i;
-    if (i >= json.size() || json[i] != '"') return false;
-    out.clear();
-    for (++i; i < json.size() && json[i] != '"'; ++i) {
-      if (json[i] != '\\') {
-        out += json[i];
-        continue;
-      }
-      if (++i >= json.size()) return false;
-      char c = json[i];
-      if (c == 'n') out += '\n';
-      else if (c == 't') out += '\t';
-      else if (c == 'r') out += '\r';
-      else if (c == 'b') out += '\b';
-      else if (c == 'f') out += '\f';
-      else if (c == 'u' && i + 4 < json.size()) {
-        uint32_t u = static_cast<uint32_t>(std::stoul(json.substr(i + 1, 4), nullptr, 16));
-        i += 4;
-        if (u >= 0xD800 && u < 0xDC00 && i + 6 < json.size() && json[i + 1] == '\\' && json[i + 2] == 'u') {
-          uint32_t lo = static_cast<uint32_t>(std::stoul(json.substr(i + 3, 4), nullptr, 16));
-          u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
-          i += 6;
-        }
-        append_utf8(out, u);
-      } else out += c;  // \" \\ \/
-    }
-    return i < json.size();
+  nn::io::Json doc;
+  try {
+    doc = nn::io::parse_json(json, "WebDriver reply");
+  } catch (const mo::Error&) {
+    return false;
   }
-  return false;
+  std::function<const nn::io::Json*(const nn::io::Json&)> find = [&](const nn::io::Json& j) -> const nn::io::Json* {
+    for (size_t i = 0; i < j.array.size(); ++i) {
+      if (j.kind == nn::io::Json::Kind::object && j.keys[i] == key) return &j.array[i];
+      if (const nn::io::Json* r = find(j.array[i])) return r;
+    }
+    return nullptr;
+  };
+  const nn::io::Json* v = find(doc);
+  if (!v || v->kind != nn::io::Json::Kind::string) return false;
+  out = v->s;
+  return true;
 }
 
 std::vector<std::string> split(const std::string& s, char sep) {

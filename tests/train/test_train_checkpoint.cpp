@@ -6,10 +6,12 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/test_util.h"
 #include "tools/common/checkpoint.h"
 #include "tools/common/crc32c.h"
 
 using namespace mo;
+using mo::test::error_of;
 using namespace mo::tools;
 namespace fs = std::filesystem;
 
@@ -39,14 +41,6 @@ CheckpointState sample_state(int64_t step) {
   s.sampler_batches_done = 4 * s.step_in_epoch;
   s.sampler_seed = 42;
   return s;
-}
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 }  // namespace
 

@@ -6,19 +6,13 @@
 #include <fstream>
 
 #include "autograd/check.h"
+#include "tests/test_util.h"
 #include "tools/common/train_config.h"
 
 using namespace mo::tools;
+using mo::test::error_of;
 
 namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const mo::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 std::string write_tmp(const std::string& name, const std::string& text) {
   std::string p = (std::filesystem::temp_directory_path() / name).string();
   std::ofstream(p) << text;
