@@ -185,6 +185,17 @@ bool python_has_torch() {
   return ok == 1;
 }
 
+RunResult run_command(const std::string& cmd) {
+  RunResult r;
+  std::FILE* p = ::popen((cmd + " 2>&1 </dev/null").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) r.output.append(buf, n);
+  const int status = ::pclose(p);
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
 std::string error_of(const std::function<void()>& f) {
   try {
     f();

@@ -36,6 +36,13 @@ void save_npy(const std::string& path, const Tensor& t);
 int run_python(const std::string& script, const std::string& args);
 bool python_has_torch();
 std::string temp_dir(const std::string& tag);
+// A shell command's exit status (-1 when it died of a signal or could not start) and its stdout + stderr.
+struct RunResult {
+  int rc = -1;
+  std::string output;
+};
+// Runs `cmd` through the shell with stdin from /dev/null.
+RunResult run_command(const std::string& cmd);
 // The message of the mo::Error that f throws; "" when it throws none (another exception propagates).
 std::string error_of(const std::function<void()>& f);
 // `name` under the temp directory (a private one per test process; see test_util.cpp).

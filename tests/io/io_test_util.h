@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/test_util.h"
+
 namespace mo::io_test {
 
 struct TempDir {
@@ -28,23 +30,8 @@ struct TempDir {
   std::string operator/(const std::string& name) const { return (path / name).string(); }
 };
 
-struct RunResult {
-  int rc = -1;
-  std::string output;
-};
-
-// Runs a shell command, capturing stdout+stderr.
-inline RunResult run_command(const std::string& cmd) {
-  RunResult r;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
-  int status = ::pclose(p);
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using mo::test::RunResult;
+using mo::test::run_command;
 
 // python3 scripts/io/torch_io.py <args>
 inline RunResult torch_io(const std::string& args) {

@@ -23,13 +23,8 @@ double gmacs(const std::string& name, int64_t img, bool count_norm) {
 std::pair<int, std::string> run_tool(const std::string& args) {
   const std::string bin = MO_BINARY_DIR "/tools/mo_flops";
   if (!std::filesystem::exists(bin)) return {-1, "missing " + bin + " (build the mo_flops target)"};
-  std::FILE* p = popen(("'" + bin + "' " + args + " 2>&1").c_str(), "r");
-  if (!p) return {-1, "popen failed"};
-  std::string out;
-  char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+  auto r = mo::test::run_command("'" + bin + "' " + args);
+  return {r.rc, r.output};
 }
 
 }  // namespace

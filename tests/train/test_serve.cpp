@@ -23,6 +23,7 @@
 #include "data/jpeg.h"
 #include "nn/io/checkpoint_io.h"
 #include "nn/mambaout.h"
+#include "tests/test_util.h"
 #include "tools/common/http_server.h"
 #include "tools/common/inference.h"
 
@@ -173,13 +174,8 @@ TEST_F(ServeTest, PredictMatchesMoPredictAndInference) {
   // the mo_predict binary on the same file and weights
   std::string cmd = std::string(MO_BINARY_DIR) + "/tools/mo_predict --weights " + weights_ +
                     " --model test_mambaout --device cpu --img-size 224 --crop-pct 1.0 --interpolation bilinear " + file;
-  FILE* f = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(f, nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  ASSERT_EQ(::pclose(f), 0) << out;
+  auto [rc, out] = mo::test::run_command(cmd);
+  ASSERT_EQ(rc, 0) << out;
   std::regex line(R"(\s+([0-9.]+)%\s+.* \((\d+)\))");
   std::vector<std::pair<double, int64_t>> pred;
   for (std::sregex_iterator it(out.begin(), out.end(), line), end; it != end; ++it)

@@ -39,6 +39,7 @@
 #include "nn/io/checkpoint_io.h"
 #include "nn/io/json_lite.h"
 #include "nn/mambaout.h"
+#include "tests/test_util.h"
 #include "tools/common/http_server.h"
 
 namespace fs = std::filesystem;
@@ -513,13 +514,8 @@ class ServeBrowserTest : public ::testing::Test {
                       " --model test_mambaout --device cpu --img-size 224 --crop-pct 1.0 --interpolation bilinear '" +
                       file + "'";
     std::vector<std::pair<std::string, std::string>> out;
-    FILE* f = ::popen(cmd.c_str(), "r");
-    if (!f) return out;
-    std::string text;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-    EXPECT_EQ(::pclose(f), 0) << text;
+    auto [rc, text] = mo::test::run_command(cmd);
+    EXPECT_EQ(rc, 0) << text;
     static const std::regex line(R"(^ +([0-9.]+%)  (.*)$)");
     for (const std::string& l : split(text, '\n')) {
       std::smatch m;

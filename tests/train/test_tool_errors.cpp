@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/test_util.h"
 #include "tests/train/train_test_util.h"
 
 namespace fs = std::filesystem;
@@ -21,30 +22,17 @@ namespace {
 
 const std::string kBin = std::string(MO_BINARY_DIR) + "/tools/";
 
-struct Result {
-  int rc = -1;  // the exit status; -1 when the program died of a signal (abort, segfault)
-  std::string out;
-};
-
-Result sh(const std::string& cmd) {
-  Result r;
-  std::FILE* p = ::popen((cmd + " 2>&1 </dev/null").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof buf, p)) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using Result = mo::test::RunResult;
+const auto sh = mo::test::run_command;
 
 // The program failed cleanly (exit 1 or 2, no crash) and said each of `says`.
 ::testing::AssertionResult fails_saying(const Result& r, const std::vector<std::string>& says) {
-  if (r.rc != 1 && r.rc != 2) return ::testing::AssertionFailure() << "exit " << r.rc << ", output:\n" << r.out;
-  if (r.out.find("terminate called") != std::string::npos)
-    return ::testing::AssertionFailure() << "terminate() was called:\n" << r.out;
+  if (r.rc != 1 && r.rc != 2) return ::testing::AssertionFailure() << "exit " << r.rc << ", output:\n" << r.output;
+  if (r.output.find("terminate called") != std::string::npos)
+    return ::testing::AssertionFailure() << "terminate() was called:\n" << r.output;
   for (const auto& s : says)
-    if (r.out.find(s) == std::string::npos)
-      return ::testing::AssertionFailure() << "the output does not say \"" << s << "\":\n" << r.out;
+    if (r.output.find(s) == std::string::npos)
+      return ::testing::AssertionFailure() << "the output does not say \"" << s << "\":\n" << r.output;
   return ::testing::AssertionSuccess();
 }
 
@@ -82,7 +70,7 @@ const std::string& checkpoint() {
     const std::string out = tmp("tool_errors_ckpt");
     fs::remove_all(out);
     Result r = sh(train(recipe(out, 1)));
-    EXPECT_EQ(r.rc, 0) << r.out;
+    EXPECT_EQ(r.rc, 0) << r.output;
     return out + "/checkpoints/ckpt-e0000-s00000001.mo";
   }();
   return path;
@@ -144,7 +132,7 @@ TEST_F(ToolErrors, FreshRunDoesNotOverwriteAnExistingRun) {
   fs::remove_all(out);
   const std::string r = recipe(out, 2);  // 3 steps per epoch: checkpoints after steps 1 and 2
   Result first = sh(train(r));
-  ASSERT_EQ(first.rc, 0) << first.out;
+  ASSERT_EQ(first.rc, 0) << first.output;
   const auto before = listing(out + "/checkpoints");
   ASSERT_EQ(before.size(), 2u);
   std::ifstream c0(out + "/config.yaml");
@@ -159,9 +147,9 @@ TEST_F(ToolErrors, FreshRunDoesNotOverwriteAnExistingRun) {
   EXPECT_EQ(std::string((std::istreambuf_iterator<char>(c1)), {}), config);
 
   Result resumed = sh(train(r + " --set train.max_steps=3 --set train.resume=auto"));  // the way to continue
-  EXPECT_EQ(resumed.rc, 0) << resumed.out;
-  EXPECT_NE(resumed.out.find("resumed from " + out + "/checkpoints/ckpt-e0000-s00000002.mo"), std::string::npos)
-      << resumed.out;
+  EXPECT_EQ(resumed.rc, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from " + out + "/checkpoints/ckpt-e0000-s00000002.mo"), std::string::npos)
+      << resumed.output;
 }
 
 TEST_F(ToolErrors, ResumeAutoKeepsCheckpointsItCannotRead) {
@@ -200,9 +188,9 @@ TEST_F(ToolErrors, ValidateWithAnUnreadableImage) {
   const Result r = sh(kBin + "mo_validate " + checkpoint() + " --data " + root + " --workers 1");
   EXPECT_TRUE(fails_saying(r, {"skipping " + bad, "'" + root + "/val' holds unreadable images",
                                "the accuracy above is not that of the folder"}));
-  EXPECT_NE(r.out.find("top-1 "), std::string::npos) << r.out;  // the numbers are still shown
+  EXPECT_NE(r.output.find("top-1 "), std::string::npos) << r.output;  // the numbers are still shown
   const Result good = sh(kBin + "mo_validate " + checkpoint() + " --data " + folder() + " --workers 1");
-  EXPECT_EQ(good.rc, 0) << good.out;
+  EXPECT_EQ(good.rc, 0) << good.output;
 }
 
 TEST_F(ToolErrors, ValidateAndPredictNameTheOption) {
@@ -257,7 +245,7 @@ TEST_F(ToolErrors, PrepareMessages) {
   // Was: "mo_prepare: mo_prepare: unknown option '--bogus'"; --size 4 passed the option check.
   Result r = sh(kBin + "mo_prepare fashion-mnist --out " + file + " --bogus");
   EXPECT_TRUE(fails_saying(r, {"mo_prepare: unknown option '--bogus'"}));
-  EXPECT_EQ(r.out.find("mo_prepare: mo_prepare"), std::string::npos) << r.out;
+  EXPECT_EQ(r.output.find("mo_prepare: mo_prepare"), std::string::npos) << r.output;
   EXPECT_TRUE(fails_saying(sh(kBin + "mo_prepare fashion-mnist --out " + file + " --size 4"),
                            {"--size: expected an integer from 8 to 1024, got '4'"}));
 }

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "autograd/check.h"
+#include "tests/test_util.h"
 #include "tools/common/tensorboard_writer.h"
 
 using namespace mo::tools;
@@ -55,15 +56,9 @@ TEST(TrainTensorBoard, OwnReaderChecksFramingAndCrc) {
 TEST(TrainTensorBoard, TensorBoardReadsOurEvents) {
   std::string path = write_events("mo_tb_py");
   std::string cmd = "python3 " + std::string(MO_SOURCE_DIR) + "/scripts/train/read_tb.py " +
-                    fs::path(path).parent_path().string() + " 2>&1";
-  std::FILE* p = popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
-  int rc = pclose(p);
-  if (WIFEXITED(rc) && WEXITSTATUS(rc) == 3)
-    GTEST_SKIP() << "tensorboard is not installed for python3 (pip install -r scripts/train/requirements.txt)";
+                    fs::path(path).parent_path().string();
+  auto [rc, out] = mo::test::run_command(cmd);
+  if (rc == 3) GTEST_SKIP() << "tensorboard is not installed for python3 (pip install -r scripts/train/requirements.txt)";
   ASSERT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("\"train/loss\": [[1, 2.5], [2, 1.25]]"), std::string::npos) << out;
   EXPECT_NE(out.find("\"train/lr\": [[1, 0.125]]"), std::string::npos) << out;

@@ -50,12 +50,8 @@ std::string recipe(const std::string& name, const std::string& output, int64_t m
 
 // Runs a command, returning (exit status, stdout+stderr).
 std::pair<int, std::string> sh(const std::string& cmd) {
-  std::FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
-  int rc = pclose(p);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
+  auto r = mo::test::run_command(cmd);
+  return {r.rc, r.output};
 }
 
 pid_t spawn(const std::vector<std::string>& args) {
