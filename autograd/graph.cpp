@@ -129,10 +129,23 @@ void accumulate(Tensor& dst, const Tensor& src) {
     dst = src;
     return;
   }
-  // dst may alias a tensor held elsewhere (a gradient passed straight through); copy before adding.
-  Tensor sum = dst.clone();
-  sum.add_(src);
-  dst = sum;
+  // dst may alias a tensor held elsewhere (a gradient passed straight through): add in place only into a
+  // buffer nothing else references (the usual case, the residual stream's gradient), else into src if that
+  // one is private, else into a copy. a + b == b + a exactly, so the result does not depend on the choice.
+  auto private_buffer = [](const Tensor& t) {
+    return t.impl_ptr().use_count() == 1 && t.storage().use_count() == 1 && t.is_contiguous();
+  };
+  if (private_buffer(dst) && dst.dtype() == src.dtype()) {
+    dst.add_(src);
+  } else if (private_buffer(src) && src.dtype() == dst.dtype() && src.shape() == dst.shape()) {
+    Tensor s = src;
+    s.add_(dst);
+    dst = s;
+  } else {
+    Tensor sum = dst.clone();
+    sum.add_(src);
+    dst = sum;
+  }
 }
 
 void run_backward(const Tensor& root, const Tensor& grad_in) {

@@ -61,11 +61,25 @@ __global__ void fill_kernel(T* dst, StridedIndex di, bool dc, T v, int64_t n) {
 }
 
 // dst (D) += alpha * src (S) in fp32; S may be bf16 into an f32 D (bf16 gradients into fp32 buffers).
+// Groups of 8 elements as 16- or 32-byte vectors when both pointers are 16-byte aligned (nvec > 0), the
+// tail and unaligned buffers element by element; __restrict__ (dst never overlaps src) lets the loads of
+// the next group issue before the stores of this one.
+template <typename T> struct alignas(sizeof(T) * 8 >= 16 ? 16 : sizeof(T) * 8) Vec8 {
+  T v[8];
+};
 template <typename D, typename S>
-__global__ void add_kernel(D* dst, const S* src, float alpha, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    dst[i] = cvt<D>(to_f(dst[i]) + alpha * to_f(src[i]));
+__global__ void add_kernel(D* __restrict__ dst, const S* __restrict__ src, float alpha, int64_t n, int64_t nvec) {
+  const int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t p = tid; p < nvec; p += step) {
+    Vec8<D> d = reinterpret_cast<Vec8<D>*>(dst)[p];
+    const Vec8<S> a = reinterpret_cast<const Vec8<S>*>(src)[p];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) d.v[e] = cvt<D>(to_f(d.v[e]) + alpha * to_f(a.v[e]));
+    reinterpret_cast<Vec8<D>*>(dst)[p] = d;
+  }
+  for (int64_t i = nvec * 8 + tid; i < n; i += step) dst[i] = cvt<D>(to_f(dst[i]) + alpha * to_f(src[i]));
 }
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 __global__ void add_kernel_f64(double* dst, const double* src, double alpha, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     dst[i] += alpha * src[i];
@@ -157,18 +171,23 @@ void cuda_add_(const Tensor& dst, const Tensor& src_in, double alpha) {
   const bool bf16_into_f32 = dst.dtype() == DType::f32 && src_in.dtype() == DType::bf16;
   Tensor src = src_in.dtype() == dst.dtype() || bf16_into_f32 ? src_in.contiguous() : src_in.to(dst.dtype()).contiguous();
   int64_t n = dst.numel();
+  // the two buffers must not overlap (the kernel's __restrict__); an overlapping self-add goes via a copy
+  const char *d0 = static_cast<const char*>(dst.raw_data()), *s0 = static_cast<const char*>(src.raw_data());
+  if (d0 < s0 + src.nbytes() && s0 < d0 + dst.nbytes() && n > 0) src = src.clone();
+  const int64_t nvec = aligned16(dst.raw_data()) && aligned16(src.raw_data()) ? n / 8 : 0;
   switch (dst.dtype()) {
     case DType::f32:
       if (bf16_into_f32)
         add_kernel<float, __nv_bfloat16><<<grid_for(n), 256, 0, stream()>>>(
-            dst.data<float>(), static_cast<const __nv_bfloat16*>(src.raw_data()), (float)alpha, n);
+            dst.data<float>(), static_cast<const __nv_bfloat16*>(src.raw_data()), (float)alpha, n, nvec);
       else
-        add_kernel<float, float><<<grid_for(n), 256, 0, stream()>>>(dst.data<float>(), src.data<float>(), (float)alpha, n);
+        add_kernel<float, float><<<grid_for(n), 256, 0, stream()>>>(dst.data<float>(), src.data<float>(), (float)alpha, n,
+                                                                    nvec);
       break;
     case DType::bf16:
       add_kernel<__nv_bfloat16, __nv_bfloat16><<<grid_for(n), 256, 0, stream()>>>(
           static_cast<__nv_bfloat16*>(dst.raw_data()), static_cast<const __nv_bfloat16*>(src.raw_data()),
-          (float)alpha, n);
+          (float)alpha, n, nvec);
       break;
     case DType::f64:
       add_kernel_f64<<<grid_for(n), 256, 0, stream()>>>(dst.data<double>(), src.data<double>(), alpha, n);

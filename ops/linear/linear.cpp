@@ -43,6 +43,18 @@ void gemm(const Tensor& A, bool ta, const Tensor& B, bool tb, const Tensor& C, f
   });
 }
 
+void sum_rows(const Tensor& x, const Tensor& out);
+
+// dW = dyᵀ x and, when db is defined, db = Σ_rows dy: one pass on CUDA (the GEMM's BGRADB epilogue).
+void weight_grads(const Tensor& dy, const Tensor& x, const Tensor& dw, const Tensor& db) {
+  if (dy.is_cuda()) {
+    MO_CUDA_DISPATCH("linear", cuda::gemm(dy, true, x, false, dw, 1.0f, 0.0f, Tensor(), db));
+    return;
+  }
+  gemm(dy, true, x, false, dw, 0.0f, Tensor());
+  if (db.defined()) sum_rows(dy, db);
+}
+
 void sum_rows(const Tensor& x, const Tensor& out) {  // out[N] = Σ_i x[i, :]
   if (x.is_cuda()) {
     MO_CUDA_DISPATCH("linear", cuda::sum_rows(x, out));
@@ -87,12 +99,8 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& b) {
     Tensor dx = Tensor::empty(xs, x.dtype(), x.device());
     gemm(dy, false, w, false, dx.view({M, K}), 0.0f, Tensor());  // dx = dy W
     Tensor dw = Tensor::empty({N, K}, w.dtype(), w.device());
-    gemm(dy, true, x.view({M, K}), false, dw, 0.0f, Tensor());  // dW = dyᵀ x
-    Tensor db;
-    if (has_b) {
-      db = Tensor::empty({N}, w.dtype(), w.device());
-      sum_rows(dy, db);
-    }
+    Tensor db = has_b ? Tensor::empty({N}, w.dtype(), w.device()) : Tensor();
+    weight_grads(dy, x.view({M, K}), dw, db);  // dW = dyᵀ x, db = Σ_rows dy
     return {dx, dw, db};
   });
   return y;

@@ -11,6 +11,8 @@
 //   a given shape always runs the same algorithm (bit-identical results from run to run).
 //   If cuBLASLt offers no algorithm for a shape/alignment, a plain tiled kernel (fp32, fixed order) runs
 //   instead and a one-line note goes to stderr.
+//   With bias_grad (weight gradients, A = dy transposed), the BGRADB epilogue writes the bias gradient
+//   Σ_rows dy in the same pass: the separate column-sum pass over dy disappears.
 // sum_rows: out[N] = Σ_i x[i, :] (bias gradient) with cu::column_sum: a (32 × 8) block per
 //   32 columns × row chunk, fp32 partials reduced in a fixed order by a second pass. No atomics.
 #include "ops/linear/linear.h"
@@ -147,7 +149,7 @@ void launch_gemm_fallback(const Tensor& A, bool ta, const Tensor& B, bool tb, co
 }  // namespace
 
 void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tensor& C, float alpha, float beta,
-          const Tensor& bias) {
+          const Tensor& bias, const Tensor& bias_grad) {
   MO_CHECK(A.dim() == 2 && B.dim() == 2 && C.dim() == 2, "cuda::gemm: expected 2-D A, B, C, got {}, {}, {}", A.str(),
            B.str(), C.str());
   MO_CHECK(A.is_contiguous() && B.is_contiguous() && C.is_contiguous(), "cuda::gemm: A {}, B {}, C {} must be contiguous",
@@ -170,6 +172,20 @@ void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tens
     default: MO_FAIL("linear: CUDA matrix products take float32 or bfloat16, got {}", C.str());
   }
   if (M == 0 || N == 0) return;
+  // bias_grad[M] = Σ_k Aᵀ[:, k] (the column sums of A's buffer [K, M]) through the BGRADB epilogue; where
+  // cuBLASLt has no such algorithm (or the vector is misaligned) the product runs plain and sum_rows follows.
+  const bool want_bgrad = bias_grad.defined();
+  if (want_bgrad) {
+    MO_CHECK(transa && !bias.defined() && bias_grad.dim() == 1 && bias_grad.size(0) == M && bias_grad.is_contiguous() &&
+                 bias_grad.dtype() == C.dtype() && bias_grad.device() == C.device(),
+             "cuda::gemm: bias_grad {} needs transa, no bias and a contiguous ({}) vector like C {}", bias_grad.str(), M,
+             C.str());
+    if (!cu::aligned16(bias_grad.raw_data()) || A.size(0) == 0) {
+      gemm(A, transa, B, transb, C, alpha, beta, bias, Tensor());
+      sum_rows(A, bias_grad);
+      return;
+    }
+  }
 
   // Bias through the epilogue only when 16-byte aligned (cuBLASLt's requirement for vector loads).
   const bool epi_bias = bias.defined() && cu::aligned16(bias.raw_data()) && K > 0;
@@ -191,10 +207,11 @@ void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tens
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.d, compute, CUDA_R_32F));
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
-  const cublasLtEpilogue_t epi = epi_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  const cublasLtEpilogue_t epi =
+      want_bgrad ? CUBLASLT_EPILOGUE_BGRADB : epi_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-  if (epi_bias) {
-    const void* bp = bias.raw_data();
+  if (epi_bias || want_bgrad) {
+    const void* bp = want_bgrad ? bias_grad.raw_data() : bias.raw_data();
     const int32_t bt = dt;  // bias in the data type (fp32 for f32 data, bf16 for bf16 data)
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
@@ -241,6 +258,12 @@ void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tens
                                                       sizeof(al_c)));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c,
                                                       sizeof(al_c)));
+    // No in-place split-K reduction (partial sums added into the output): only the workspace schemes,
+    // whose order is fixed, so results stay bit-identical from run to run.
+    const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE |
+                             CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes,
+                                                      sizeof(schemes)));
     cublasLtMatmulHeuristicResult_t res{};
     int returned = 0;
     const cublasStatus_t st =
@@ -249,7 +272,7 @@ void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tens
     if (st == CUBLAS_STATUS_SUCCESS && returned > 0 && res.state == CUBLAS_STATUS_SUCCESS) {
       choice.have = true;
       choice.algo = res.algo;
-    } else {
+    } else if (!want_bgrad) {
       std::fprintf(stderr,
                    "mo: linear: cuBLASLt has no algorithm for C[%lld, %lld] = A%s · B%s (%s, K %lld, alignments %u/%u/%u); "
                    "using the fallback kernel\n",
@@ -258,6 +281,11 @@ void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tens
     }
     std::lock_guard<std::mutex> lock(cache_mu);
     cache->emplace(key, choice);
+  }
+  if (!choice.have && want_bgrad) {  // no fused algorithm: the plain product, then the column sums
+    gemm(A, transa, B, transb, C, alpha, beta, bias, Tensor());
+    sum_rows(A, bias_grad);
+    return;
   }
   if (!choice.have) {
     const Tensor no_bias;  // any bias went through the pre-fill above or rides in the epilogue flag

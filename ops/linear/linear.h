@@ -14,8 +14,10 @@ namespace cuda {
 // Row-major C[M,N] = alpha * op(A) · op(B) + beta * C (+ bias[N] broadcast over rows when given).
 // transa: A is stored [K,M] (use Aᵀ); transb: B stored [N,K]. All tensors contiguous, same dtype.
 // Implemented in linear.cu (cuBLASLt).
+// bias_grad (optional, needs transa and no bias): also bias_grad[M] = Σ_k A[k, :] (the bias gradient of a
+// weight-gradient product dW = dyᵀ·x), fused into the GEMM's epilogue where cuBLASLt allows.
 void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tensor& C, float alpha, float beta,
-          const Tensor& bias);
+          const Tensor& bias, const Tensor& bias_grad = Tensor());
 // out[N] = sum over rows of x[M,N] (fp32 accumulation), for bias gradients.
 void sum_rows(const Tensor& x, const Tensor& out);
 }  // namespace cuda

@@ -31,8 +31,23 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const 
       }
     int64_t n = static_cast<int64_t>(chunks.size() / 3);
     if (n == 0) return;
-    Tensor table = Tensor::from_vector(chunks, {n, 3}, param.device());
-    MO_CUDA_DISPATCH("adamw_step", cuda::adamw_step(param, grad, m, v, table, n, hp, param_bf16));
+    // The table is the same every step: upload it once per (segments, device), not every step (the upload
+    // synchronises the stream, and a synchronising step cannot run ahead of the GPU or be graph-captured).
+    struct Cached {
+      std::vector<int64_t> chunks;
+      Device device;
+      Tensor table;
+    };
+    thread_local std::vector<Cached> cache;  // one entry per optimizer layout in use (usually one)
+    const Tensor* table = nullptr;
+    for (auto& c : cache)
+      if (c.device == param.device() && c.chunks == chunks) table = &c.table;
+    if (!table) {
+      if (cache.size() >= 8) cache.erase(cache.begin());
+      cache.push_back({chunks, param.device(), Tensor::from_vector(chunks, {n, 3}, param.device())});
+      table = &cache.back().table;
+    }
+    MO_CUDA_DISPATCH("adamw_step", cuda::adamw_step(param, grad, m, v, *table, n, hp, param_bf16));
     return;
   }
   float lr = static_cast<float>(hp.lr), b1 = static_cast<float>(hp.beta1), b2 = static_cast<float>(hp.beta2);

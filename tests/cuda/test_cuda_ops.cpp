@@ -174,6 +174,11 @@ TEST(CudaOps, CudaLinearMambaOutShape) {
   Fn f = [](const std::vector<Tensor>& v) { return linear(v[0], v[1], v[2]); };
   compare_both("linear 96->512", f, {{randn({2, 56, 56, 96}, 1)}, {randn({512, 96}, 2, 0.1f)}, {randn({512}, 3)}},
                {2, 56, 56, 512});
+  // dW and db come from one GEMM (the BGRADB epilogue): same bits every run
+  for (DType dt : {DType::f32, DType::bf16})
+    expect_deterministic("linear 96->512", f,
+                         {{randn({2, 56, 56, 96}, 4)}, {randn({512, 96}, 5, 0.1f)}, {randn({512}, 6)}},
+                         {2, 56, 56, 512}, dt);
 }
 
 TEST(CudaOps, CudaLinearOddShapesNoBias) {
@@ -234,6 +239,32 @@ TEST(CudaOps, CudaConv2dStemAndOddShapes) {
   conv_case("conv 7x7 map 16->24", {2, 7, 7, 16}, {24, 16, 3, 3}, 2, 1, false, 40);
   conv_case("conv 2x2 s2 p0 on 7x7, 13 ch", {3, 7, 7, 13}, {8, 13, 2, 2}, 2, 0, true, 50);
   conv_case("conv 5x3 s1 p2", {1, 9, 6, 5}, {7, 5, 5, 3}, 1, 2, true, 60);
+}
+
+TEST(CudaOps, CudaConv2dVectorPathsAndMisalignment) {
+  if (!mo::cuda_available()) GTEST_SKIP();
+  // im2col / col2im take 16-byte chunks when Ci is a multiple of 16 / sizeof(T) and the pointers are
+  // aligned: Ci = 4 (f32 vector, bf16 scalar; K = 36 pads to Kp = 40, so f32 rows end in a zero
+  // chunk), 12 (f32 vector), 24 and 96 (both vector), each also 1 element off alignment (scalar path).
+  for (int ci : {4, 12, 24, 96}) {
+    for (int64_t off : {0, 1}) {
+      In x{randn({2, 13, 11, ci}, 80 + ci)}, w{randn({ci + 8, ci, 3, 3}, 81 + ci, 0.2f)}, b{randn({ci + 8}, 82 + ci)};
+      x.offset = off;
+      compare_both("conv 3x3 s2 " + std::to_string(ci) + " ch, offset " + std::to_string(off), conv_fn(2, 1, true),
+                   {x, w, b}, conv_out({2, 13, 11, ci}, {ci + 8, ci, 3, 3}, 2, 1));
+    }
+  }
+  // stride 1 and 3 (tap stepping in the col2im gather), a 4x4 kernel with stride 3
+  conv_case("conv 3x3 s1 p1 16 ch", {2, 9, 10, 16}, {8, 16, 3, 3}, 1, 1, true, 90);
+  conv_case("conv 4x4 s3 p2 8 ch", {1, 14, 13, 8}, {16, 8, 4, 4}, 3, 2, true, 91);
+  for (DType dt : {DType::f32, DType::bf16}) {
+    expect_deterministic("conv 3x3 s2 48->96", conv_fn(2, 1, true),
+                         {{randn({2, 32, 32, 48}, 92)}, {randn({96, 48, 3, 3}, 93, 0.2f)}, {randn({96}, 94)}},
+                         {2, 16, 16, 96}, dt);
+    expect_deterministic("conv stem 3->24", conv_fn(2, 1, true),
+                         {{randn({2, 33, 31, 3}, 95)}, {randn({24, 3, 3, 3}, 96, 0.2f)}, {randn({24}, 97)}},
+                         {2, 17, 16, 24}, dt);
+  }
 }
 
 TEST(CudaOps, CudaConv2dNoInputGrad) {
