@@ -4,6 +4,7 @@
 #include "ops/conv/dwconv2d.h"
 #include "ops/elementwise/elementwise.h"
 #include "ops/fused/gated_dwconv.h"
+#include "ops/fused/layer_norm_linear.h"
 #include "ops/reduce/mean_hw.h"
 #include "ops/regularize/drop_path.h"
 #include "ops/shape/shape.h"
@@ -106,8 +107,9 @@ GatedCNNBlock::GatedCNNBlock(int64_t d, const MambaOutConfig& cfg, double dp, in
 }
 
 Tensor GatedCNNBlock::forward(const Tensor& x, uint64_t seed, uint64_t step) const {
-  Tensor y = norm->forward(x);                                           // (B, H, W, C)
-  Tensor z = fc1->forward(y);                                            // (B, H, W, 2h) = [g | i | c]
+  // fc1(norm(x)) as one node that recomputes the LN output in backward instead of keeping it
+  Tensor z = layer_norm_linear(x, *norm->weight, *norm->bias, norm->eps, *fc1->weight,
+                               fc1->bias ? *fc1->bias : Tensor());  // (B, H, W, 2h) = [g | i | c]
   Tensor m = gated_dwconv(z, *conv_weight, *conv_bias, hidden, act);    // act(g) ⊙ [i, dwconv(c)]
   Tensor out = fc2->forward(m);                                          // (B, H, W, C)
   if (gamma) out = mul_channel(out, *gamma);

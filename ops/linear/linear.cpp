@@ -76,6 +76,16 @@ void sum_rows(const Tensor& x, const Tensor& out) {  // out[N] = Σ_i x[i, :]
 
 }  // namespace
 
+void linear_forward_into(const Tensor& x2, const Tensor& w, const Tensor& b, const Tensor& y2) {
+  gemm(x2, false, w, true, y2, 0.0f, b);
+}
+
+void linear_backward_into(const Tensor& dy2, const Tensor& x2, const Tensor& w, const Tensor& dx2, const Tensor& dw,
+                          const Tensor& db) {
+  if (dx2.defined()) gemm(dy2, false, w, false, dx2, 0.0f, Tensor());  // dx = dy W
+  weight_grads(dy2, x2, dw, db);                                       // dW = dyᵀ x, db = Σ_rows dy
+}
+
 Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& b) {
   MO_CHECK(x_in.dim() >= 1 && w.dim() == 2 && x_in.size(-1) == w.size(1),
            "linear: input {} does not match weight {} (expected input (..., {}))", x_in.str(), w.str(), w.dim() == 2 ? w.size(1) : -1);

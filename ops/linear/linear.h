@@ -10,6 +10,12 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
 // a (M, K), b (K, N) -> (M, N)
 Tensor matmul(const Tensor& a, const Tensor& b);
 
+// The op's halves without autograd, on the tensors' device (for fused ops built from linear): x2 (M, K)
+// and dy2 (M, N) contiguous, w (N, K) contiguous, b (N) or undefined; dx2 may be undefined (not needed).
+void linear_forward_into(const Tensor& x2, const Tensor& w, const Tensor& b, const Tensor& y2);
+void linear_backward_into(const Tensor& dy2, const Tensor& x2, const Tensor& w, const Tensor& dx2, const Tensor& dw,
+                          const Tensor& db);
+
 namespace cuda {
 // Row-major C[M,N] = alpha * op(A) · op(B) + beta * C (+ bias[N] broadcast over rows when given).
 // transa: A is stored [K,M] (use Aᵀ); transb: B stored [N,K]. All tensors contiguous, same dtype.

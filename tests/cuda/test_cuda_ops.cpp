@@ -18,6 +18,7 @@
 #include "autograd/tensor.h"
 #include "ops/activation/activation.h"
 #include "ops/conv/conv2d.h"
+#include "ops/fused/layer_norm_linear.h"
 #include "ops/elementwise/elementwise.h"
 #include "ops/linear/linear.h"
 #include "ops/loss/cross_entropy.h"
@@ -202,6 +203,25 @@ TEST(CudaOps, CudaLinearMisalignedPointers) {
   // Odd leading dimensions (K = 13): rows of A are not 16-byte multiples either.
   In x2{randn({9, 13}, 12)}, w2{randn({11, 13}, 13)}, b2{randn({11}, 14)};
   compare_both("linear K=13", f, {x2, w2, b2}, {9, 11});
+}
+
+TEST(CudaOps, CudaLayerNormLinear) {
+  if (!mo::cuda_available()) GTEST_SKIP();
+  // fc1(norm(x)) of a block: stage-1 widths, an odd width, and an input 1 element off alignment
+  Fn f = [](const std::vector<Tensor>& v) { return layer_norm_linear(v[0], v[1], v[2], 1e-6, v[3], v[4]); };
+  compare_both("layer_norm_linear 96->512", f,
+               {{randn({2, 14, 14, 96}, 21)}, {randn({96}, 22)}, {randn({96}, 23)}, {randn({512, 96}, 24, 0.1f)},
+                {randn({512}, 25)}},
+               {2, 14, 14, 512});
+  In x{randn({3, 5, 7, 40}, 26)};
+  x.offset = 1;
+  compare_both("layer_norm_linear 40->82 misaligned", f,
+               {x, {randn({40}, 27)}, {randn({40}, 28)}, {randn({82, 40}, 29, 0.1f)}, {randn({82}, 30)}}, {3, 5, 7, 82});
+  for (DType dt : {DType::f32, DType::bf16})
+    expect_deterministic("layer_norm_linear", f,
+                         {{randn({2, 14, 14, 96}, 31)}, {randn({96}, 32)}, {randn({96}, 33)},
+                          {randn({512, 96}, 34, 0.1f)}, {randn({512}, 35)}},
+                         {2, 14, 14, 512}, dt);
 }
 
 TEST(CudaOps, CudaMatmul) {

@@ -13,6 +13,7 @@
 #include "ops/linear/linear.h"
 #include "ops/loss/cross_entropy.h"
 #include "ops/norm/layer_norm.h"
+#include "ops/fused/layer_norm_linear.h"
 #include "ops/reduce/mean_hw.h"
 #include "tests/test_util.h"
 
@@ -106,6 +107,8 @@ TEST(PyTorchParity, SingleOpsFloat64) {
   mk("conv_x", {2, 9, 8, 3}), mk("conv_w", {5, 3, 3, 3}), mk("conv_b", {5}), mk("conv_r", {2, 5, 4, 5});
   mk("dw_x", {2, 6, 7, 4}), mk("dw_w", {4, 1, 7, 7}), mk("dw_b", {4}), mk("dw_r", {2, 6, 7, 4});
   mk("ln_x", {3, 4, 10}), mk("ln_w", {10}), mk("ln_b", {10}), mk("ln_r", {3, 4, 10});
+  mk("lnl_x", {2, 3, 4, 10}), mk("lnl_g", {10}), mk("lnl_be", {10}), mk("lnl_w", {6, 10}), mk("lnl_b", {6});
+  mk("lnl_r", {2, 3, 4, 6});
   mk("gelu_x", {50}, 3.0), mk("gelu_r", {50}), mk("silu_x", {50}, 3.0), mk("silu_r", {50});
   mk("mean_x", {2, 3, 5, 4}), mk("mean_r", {2, 4});
   mk("ce_x", {3, 7}, 2.0);
@@ -131,6 +134,9 @@ TEST(PyTorchParity, SingleOpsFloat64) {
   y = layer_norm(in["ln_x"], in["ln_w"], in["ln_b"], 1e-6);
   y.backward(in["ln_r"]);
   check("ln", y, {"ln_x", "ln_w", "ln_b"}, {"ln_dx", "ln_dw", "ln_db"});
+  y = layer_norm_linear(in["lnl_x"], in["lnl_g"], in["lnl_be"], 1e-6, in["lnl_w"], in["lnl_b"]);
+  y.backward(in["lnl_r"]);
+  check("lnl", y, {"lnl_x", "lnl_g", "lnl_be", "lnl_w", "lnl_b"}, {"lnl_dx", "lnl_dg", "lnl_dbe", "lnl_dw", "lnl_db"});
   y = gelu(in["gelu_x"]);
   y.backward(in["gelu_r"]);
   check("gelu", y, {"gelu_x"}, {"gelu_dx"});

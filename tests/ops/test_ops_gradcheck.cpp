@@ -8,6 +8,7 @@
 #include "ops/linear/linear.h"
 #include "ops/loss/cross_entropy.h"
 #include "ops/norm/layer_norm.h"
+#include "ops/fused/layer_norm_linear.h"
 #include "ops/reduce/mean_hw.h"
 #include "ops/regularize/drop_path.h"
 #include "ops/shape/shape.h"
@@ -52,6 +53,36 @@ TEST(Gradcheck, DepthwiseConv7x7) {
 TEST(Gradcheck, LayerNorm) {
   EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return layer_norm(v[0], v[1], v[2], 1e-6); },
                         {leaf({3, 2, 7}, 1), leaf({7}, 2), leaf({7}, 3)}));
+}
+
+TEST(Gradcheck, LayerNormLinear) {
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& v) { return layer_norm_linear(v[0], v[1], v[2], 1e-6, v[3], v[4]); },
+      {leaf({3, 2, 7}, 1), leaf({7}, 2), leaf({7}, 3), leaf({5, 7}, 4), leaf({5}, 5)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return layer_norm_linear(v[0], v[1], v[2], 1e-6, v[3], Tensor()); },
+                        {leaf({4, 6}, 6), leaf({6}, 7), leaf({6}, 8), leaf({3, 6}, 9)}));
+}
+
+TEST(Gradcheck, LayerNormLinearEqualsTheTwoOpsBitForBit) {
+  // the fused node recomputes the LN output in backward: same bits as layer_norm then linear
+  for (DType dt : {DType::f32, DType::f64}) {
+    auto mk = [&](const Shape& s, uint32_t seed) { return randn(s, seed, dt).requires_grad_(); };
+    Tensor x = mk({2, 5, 3, 12}, 11), g = mk({12}, 12), be = mk({12}, 13), w = mk({20, 12}, 14), b = mk({20}, 15);
+    Tensor x2 = x.detach().clone().requires_grad_(), g2 = g.detach().clone().requires_grad_();
+    Tensor be2 = be.detach().clone().requires_grad_(), w2 = w.detach().clone().requires_grad_();
+    Tensor b2 = b.detach().clone().requires_grad_();
+    Tensor r = randn({2, 5, 3, 20}, 16, dt);
+    Tensor fused = layer_norm_linear(x, g, be, 1e-6, w, b);
+    Tensor ref = linear(layer_norm(x2, g2, be2, 1e-6), w2, b2);
+    fused.backward(r);
+    ref.backward(r);
+    EXPECT_TRUE(mo::test::all_close(fused, ref, 0.0, "layer_norm_linear forward"));
+    EXPECT_TRUE(mo::test::all_close(x.grad(), x2.grad(), 0.0, "dx"));
+    EXPECT_TRUE(mo::test::all_close(g.grad(), g2.grad(), 0.0, "dgamma"));
+    EXPECT_TRUE(mo::test::all_close(be.grad(), be2.grad(), 0.0, "dbeta"));
+    EXPECT_TRUE(mo::test::all_close(w.grad(), w2.grad(), 0.0, "dW"));
+    EXPECT_TRUE(mo::test::all_close(b.grad(), b2.grad(), 0.0, "db"));
+  }
 }
 
 TEST(Gradcheck, GeluSilu) {

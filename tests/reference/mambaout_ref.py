@@ -175,6 +175,12 @@ def ops(d):
     y = F.layer_norm(x, (x.shape[-1],), w, b, eps=1e-6)
     y.backward(load(d, "ln_r"))
     save("ln_y", y), save("ln_dx", x.grad), save("ln_dw", w.grad), save("ln_db", b.grad)
+    # layer norm followed by linear (the fused layer_norm_linear op)
+    x, g, be, w, b = req("lnl_x"), req("lnl_g"), req("lnl_be"), req("lnl_w"), req("lnl_b")
+    y = F.linear(F.layer_norm(x, (x.shape[-1],), g, be, eps=1e-6), w, b)
+    y.backward(load(d, "lnl_r"))
+    save("lnl_y", y), save("lnl_dx", x.grad), save("lnl_dg", g.grad), save("lnl_dbe", be.grad)
+    save("lnl_dw", w.grad), save("lnl_db", b.grad)
     # gelu / silu
     for name, fn in (("gelu", F.gelu), ("silu", F.silu)):
         x = req(name + "_x")
