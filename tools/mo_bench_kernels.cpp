@@ -1,8 +1,11 @@
 // mo_bench_kernels: times the fused CUDA kernels (layer_norm, dwconv2d, gated_dwconv; forward and
-// backward, called through their mo::cuda entry points, no autograd) at the mambaout_tiny shapes with
+// backward, called through their mo::cuda entry points, no autograd) and the dense convolutions against
+// cuDNN (tools/bench/conv2d_cudnn.cu, the path that lost) at the mambaout_tiny shapes with
 // CUDA events: warm-up, then the mean of N runs. Prints the time, the bytes each call must move (the
 // model in the .cu files' comments) and the achieved GB/s. Fresh random data (never zeros).
 //   mo_bench_kernels [--dtype bf16|fp32] [--batch 256] [--warmup 3] [--iters 20] [--only SUBSTRING]
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -13,11 +16,13 @@
 
 #include "autograd/cuda_allocator.h"
 #include "autograd/tensor.h"
+#include "ops/conv/conv2d.h"
 #include "ops/conv/dwconv2d.h"
 #include "ops/fused/gated_dwconv.h"
 #include "ops/norm/layer_norm.h"
 #ifdef MO_WITH_CUDA
 #include "autograd/cuda_check.h"
+#include "tools/bench/conv2d_cudnn.h"
 #endif
 
 using namespace mo;
@@ -163,6 +168,49 @@ void bench_gated(Bench& bench, DType dt, int64_t B, int64_t H, int64_t h, int64_
             [&] { cuda::gated_dwconv_backward(dm, z, w, conv, h, Act::gelu, dz, dw, db); });
 }
 
+// The dense 3×3 stride-2 convolutions of mambaout_tiny: ops/conv's im2col + cuBLASLt path (the op) against
+// cuDNN (tools/bench/conv2d_cudnn.cu; its direct kernels where cuDNN is absent), forward and backward,
+// with the largest relative difference between the two results printed beside the times.
+double rel_diff(const Tensor& a, const Tensor& b) {
+  auto va = a.to(DType::f32).to(Device::cpu()).to_vector<float>(), vb = b.to(DType::f32).to(Device::cpu()).to_vector<float>();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < va.size(); ++i) {
+    num = std::max(num, static_cast<double>(std::abs(va[i] - vb[i])));
+    den = std::max(den, static_cast<double>(std::abs(vb[i])));
+  }
+  return den > 0 ? num / den : num;
+}
+
+void bench_conv(Bench& bench, DType dt, int64_t B, int64_t H, int64_t Ci, int64_t Co, bool need_dx, const char* name) {
+#ifdef MO_WITH_CUDNN
+  const char* peer = "cudnn";
+#else
+  const char* peer = "direct";
+#endif
+  const std::string tag = std::string(name) + " " + std::to_string(B) + "x" + std::to_string(H) + "²x" +
+                          std::to_string(Ci) + "->" + std::to_string(Co);
+  const std::string& only = bench.args.only;
+  if (!only.empty() && ("conv2d fwd ops bwd " + std::string(peer) + " " + tag).find(only) == std::string::npos) return;
+  const int64_t Ho = (H + 2 - 3) / 2 + 1;
+  const double es = static_cast<double>(dtype_size(dt));
+  const double xb = static_cast<double>(B * H * H * Ci) * es, yb = static_cast<double>(B * Ho * Ho * Co) * es;
+  Tensor x = random_tensor({B, H, H, Ci}, dt), w = random_tensor({Co, Ci, 3, 3}, dt, -0.2, 0.2),
+         b = random_tensor({Co}, dt), dy = random_tensor({B, Ho, Ho, Co}, dt);
+  const Device g = Device::cuda(0);
+  Tensor y1 = Tensor::empty({B, Ho, Ho, Co}, dt, g), y2 = Tensor::empty({B, Ho, Ho, Co}, dt, g);
+  Tensor dx1 = need_dx ? Tensor::empty(x.shape(), dt, g) : Tensor(), dx2 = need_dx ? Tensor::empty(x.shape(), dt, g) : Tensor();
+  Tensor dw1 = Tensor::empty(w.shape(), dt, g), dw2 = Tensor::empty(w.shape(), dt, g);
+  Tensor db1 = Tensor::empty({Co}, dt, g), db2 = Tensor::empty({Co}, dt, g);
+  bench.run("conv2d fwd ops " + tag, xb + yb, [&] { cuda::conv2d_forward(x, w, b, 2, 1, y1); });
+  bench.run(std::string("conv2d fwd ") + peer + " " + tag, xb + yb, [&] { bench::cudnn_conv2d_forward(x, w, b, 2, 1, y2); });
+  bench.run("conv2d bwd ops " + tag, xb * (need_dx ? 2 : 1) + yb,
+            [&] { cuda::conv2d_backward(dy, x, w, 2, 1, dx1, dw1, db1); });
+  bench.run(std::string("conv2d bwd ") + peer + " " + tag, xb * (need_dx ? 2 : 1) + yb,
+            [&] { bench::cudnn_conv2d_backward(dy, x, w, 2, 1, dx2, dw2, db2); });
+  std::printf("  ops vs %s, max relative difference: y %.2e  dx %.2e  dw %.2e  db %.2e\n", peer, rel_diff(y1, y2),
+              need_dx ? rel_diff(dx1, dx2) : 0.0, rel_diff(dw1, dw2), rel_diff(db1, db2));
+}
+
 #endif  // MO_WITH_CUDA
 
 }  // namespace
@@ -195,6 +243,11 @@ int main(int argc, char** argv) {
     bench_dwconv(bench, dt, B, 7, 576, "stage4");
     bench_gated(bench, dt, B, 56, 256, 96, "stage1");
     bench_gated(bench, dt, B, 7, 1536, 576, "stage4");
+    bench_conv(bench, dt, B, 224, 3, 48, false, "stem conv1");
+    bench_conv(bench, dt, B, 112, 48, 96, true, "stem conv2");
+    bench_conv(bench, dt, B, 56, 96, 192, true, "downsample1");
+    bench_conv(bench, dt, B, 28, 192, 384, true, "downsample2");
+    bench_conv(bench, dt, B, 14, 384, 576, true, "downsample3");
     cuda_synchronize();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mo_bench_kernels: %s\n", e.what());

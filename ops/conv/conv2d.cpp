@@ -14,15 +14,6 @@ namespace mo {
 
 namespace {
 
-// MO_CONV=cudnn: cuDNN for the CUDA convolution; otherwise im2col + cuBLASLt (faster here).
-bool use_cudnn() {
-  static const bool on = [] {
-    const char* e = std::getenv("MO_CONV");
-    return e && std::string(e) == "cudnn";
-  }();
-  return on;
-}
-
 struct Geo {
   int64_t B, H, W, Ci, Co, kh, kw, Ho, Wo;
   int stride, pad;
@@ -111,8 +102,7 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& b, int strid
   MO_CHECK(g.Ho > 0 && g.Wo > 0, "conv2d: input {} too small for kernel {}x{} pad {}", x.str(), g.kh, g.kw, pad);
   Tensor y = Tensor::empty({g.B, g.Ho, g.Wo, g.Co}, x.dtype(), x.device());
   if (x.is_cuda()) {
-    if (use_cudnn()) MO_CUDA_DISPATCH("conv2d", cuda::conv2d_forward(x, w, b, stride, pad, y));
-    else MO_CUDA_DISPATCH("conv2d", cuda::conv2d_forward_gemm(x, w, b, stride, pad, y));
+    MO_CUDA_DISPATCH("conv2d", cuda::conv2d_forward(x, w, b, stride, pad, y));
   } else {
     cpu_float_dispatch("conv2d", x, [&](auto z) {
       using T = decltype(z);
@@ -140,8 +130,7 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& b, int strid
            Tensor dw = Tensor::empty(w.shape(), w.dtype(), w.device());
            Tensor db = has_b ? Tensor::empty({g.Co}, w.dtype(), w.device()) : Tensor();
            if (x.is_cuda()) {
-             if (use_cudnn()) MO_CUDA_DISPATCH("conv2d", cuda::conv2d_backward(dy, x, w, g.stride, g.pad, dx, dw, db));
-             else MO_CUDA_DISPATCH("conv2d", cuda::conv2d_backward_gemm(dy, x, w, g.stride, g.pad, dx, dw, db));
+             MO_CUDA_DISPATCH("conv2d", cuda::conv2d_backward(dy, x, w, g.stride, g.pad, dx, dw, db));
              return {dx, dw, db};
            }
            cpu_float_dispatch("conv2d", x, [&](auto z) {

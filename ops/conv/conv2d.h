@@ -1,7 +1,7 @@
 // conv2d.h: dense 2-D convolution on channels-last data. x (B, H, W, Ci), w (Co, Ci, kh, kw) in
 // PyTorch's OIHW layout (so state_dicts load unchanged), b (Co) -> (B, Ho, Wo, Co) with
 // Ho = (H + 2·pad − kh) / stride + 1. The model uses 3×3 stride 2 pad 1 (stem and downsampling).
-// CPU: im2col + OpenBLAS gemm. CUDA: cuDNN (NHWC) in conv2d.cu.
+// CPU: im2col + OpenBLAS gemm. CUDA: im2col + cuBLASLt in conv2d_gemm.cu.
 #pragma once
 #include "autograd/tensor.h"
 
@@ -10,15 +10,10 @@ namespace mo {
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int pad);
 
 namespace cuda {
+// im2col + cuBLASLt GEMMs (conv2d_gemm.cu). dx may be undefined (input needs no gradient, e.g. the image).
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int pad, const Tensor& y);
-// dx may be undefined (input needs no gradient, e.g. the image).
 void conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w, int stride, int pad, const Tensor& dx,
                      const Tensor& dw, const Tensor& db);
-// The same through im2col + cuBLASLt GEMMs (conv2d_gemm.cu): the default (see there why);
-// MO_CONV=cudnn selects the cuDNN path.
-void conv2d_forward_gemm(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int pad, const Tensor& y);
-void conv2d_backward_gemm(const Tensor& dy, const Tensor& x, const Tensor& w, int stride, int pad, const Tensor& dx,
-                          const Tensor& dw, const Tensor& db);
 }  // namespace cuda
 
 }  // namespace mo

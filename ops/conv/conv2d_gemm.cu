@@ -1,7 +1,7 @@
 // conv2d_gemm.cu: the dense channels-last convolution as im2col + cuBLASLt GEMMs, forward and backward.
-// cuDNN's deterministic backward algorithms for NHWC bf16 3×3 stride-2 convolutions with few
-// channels (the stem's Ci = 3) were measured at ~120 ms per call on the H200 (595 ms of a 660 ms
-// mambaout_tiny step), and its forward at 12 ms for the five convolutions; these passes take a few ms:
+// It replaced cuDNN (now only in the kernel benchmark, tools/bench/conv2d_cudnn.cu): cuDNN's deterministic
+// backward algorithms for NHWC bf16 3×3 stride-2 convolutions with few channels (the stem's Ci = 3) took
+// ~120 ms per call on the H200, its forward 12 ms for the five convolutions; these passes take a few ms:
 //   cols[M, Kp] = im2col(x)         M = B·Ho·Wo rows, K = kh·kw·Ci columns in (ky, kx, ci) order,
 //                                    zero-padded to Kp = ⌈K/8⌉·8 so every leading dimension is
 //                                    16-byte aligned (cuBLASLt's tensor-core condition; K = 27 for the stem)
@@ -215,7 +215,7 @@ __global__ void reorder_weight(const T* __restrict__ src, T* __restrict__ dst, G
 
 }  // namespace
 
-void conv2d_forward_gemm(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int pad, const Tensor& y) {
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int pad, const Tensor& y) {
   Geo g = make_geo(x, w, static_cast<int>(y.size(1)), static_cast<int>(y.size(2)), stride, pad);
   const int64_t M = static_cast<int64_t>(g.B) * g.Ho * g.Wo, K = g.Kp;
   Device dev = x.device();
@@ -230,7 +230,7 @@ void conv2d_forward_gemm(const Tensor& x, const Tensor& w, const Tensor& b, int 
   gemm(cols, false, wr, true, y.view({M, g.Co}), 1.0f, 0.0f, b);  // y = cols · Wᵣᵀ + b
 }
 
-void conv2d_backward_gemm(const Tensor& dy, const Tensor& x, const Tensor& w, int stride, int pad, const Tensor& dx,
+void conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w, int stride, int pad, const Tensor& dx,
                           const Tensor& dw, const Tensor& db) {
   Geo g = make_geo(x, w, static_cast<int>(dy.size(1)), static_cast<int>(dy.size(2)), stride, pad);
   const int64_t M = static_cast<int64_t>(g.B) * g.Ho * g.Wo, K = g.Kp;

@@ -296,8 +296,8 @@ TEST(CudaOps, CudaConv2dNoInputGrad) {
 
 #ifdef MO_WITH_CUDA
 namespace {
-// The cuDNN entry points (cuda::conv2d_forward / conv2d_backward, selected in conv2d.cpp by MO_CONV=cudnn;
-// with MO_CONV_DIRECT=1 they run the direct kernels) called directly, against the CPU op.
+// The CUDA entry points (cuda::conv2d_forward / conv2d_backward, im2col + cuBLASLt) called directly, without
+// autograd, against the CPU op.
 void conv_entry_case(const std::string& name, const Shape& xs, const Shape& ws, int stride, int pad, bool bias,
                      bool need_dx, DType dt, double tol, uint32_t seed) {
   SCOPED_TRACE(name + (dt == DType::bf16 ? " [bf16]" : " [f32]"));
@@ -333,20 +333,10 @@ void conv_entry_cases() {
 }  // namespace
 #endif
 
-TEST(CudaOps, CudaConv2dCudnnEntryPoints) {
+TEST(CudaOps, CudaConv2dEntryPoints) {
   if (!mo::cuda_available()) GTEST_SKIP();
 #ifdef MO_WITH_CUDA
   conv_entry_cases();
-#endif
-}
-
-TEST(CudaOps, CudaConv2dDirectKernelsMatchCpu) {
-  if (!mo::cuda_available()) GTEST_SKIP();
-#ifdef MO_WITH_CUDA
-  // MO_CONV_DIRECT=1 makes the cuDNN entry points run the cuDNN-free fallback kernels.
-  setenv("MO_CONV_DIRECT", "1", 1);
-  conv_entry_cases();
-  unsetenv("MO_CONV_DIRECT");
 #endif
 }
 

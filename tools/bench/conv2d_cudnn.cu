@@ -1,4 +1,7 @@
-// conv2d.cu: CUDA halves of the dense channels-last convolution (see conv2d.h).
+// conv2d_cudnn.cu: the cuDNN convolution, kept only as the kernel benchmark's comparison for the
+// dense 3×3 stride-2 convolutions (mo_bench_kernels --only conv). It lost to ops/conv/conv2d_gemm.cu
+// (im2col + cuBLASLt) on every MambaOut shape (docs/optimization_notes.md has the numbers), so it left
+// ops/; the direct kernels below are its fallback and the benchmark's simple reference.
 //
 // Layouts: x (B, H, W, Ci), y (B, Ho, Wo, Co), weight (Co, Ci, kh, kw) = PyTorch's OIHW.
 // cuDNN path (MO_WITH_CUDNN): NHWC tensor descriptors and an NHWC ("KRSC" = OHWI) filter, so each call
@@ -12,7 +15,7 @@
 //   algorithm, or cuDNN failing to set up — the last two print a note to stderr): one thread per output element for y and dx (gathering, fixed order), one block per
 //   weight element for dW (block reduction over the B·Ho·Wo pixels). Slow but simple and exact; the
 //   model only has four such convolutions (stem + downsamples), so this is a safety net, not a goal.
-#include "ops/conv/conv2d.h"
+#include "tools/bench/conv2d_cudnn.h"
 
 #include <atomic>
 #include <climits>
@@ -29,7 +32,9 @@
 #include <cudnn.h>
 #endif
 
-namespace mo::cuda {
+namespace mo::bench {
+
+using cuda::sum_rows;
 
 namespace {
 
@@ -414,7 +419,7 @@ bool fits_cudnn(const Geo& g) {
 
 }  // namespace
 
-void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int pad, const Tensor& y) {
+void cudnn_conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int pad, const Tensor& y) {
   const Geo g = make_geo(x, w, stride, pad);
   MO_CHECK(x.is_contiguous() && w.is_contiguous() && y.is_contiguous() && y.numel() == g.M() * g.Co &&
                y.dtype() == x.dtype() && w.dtype() == x.dtype() && (!b.defined() || b.dtype() == x.dtype()),
@@ -445,8 +450,8 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, int strid
   });
 }
 
-void conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w, int stride, int pad, const Tensor& dx,
-                     const Tensor& dw, const Tensor& db) {
+void cudnn_conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w, int stride, int pad, const Tensor& dx,
+                           const Tensor& dw, const Tensor& db) {
   const Geo g = make_geo(x, w, stride, pad);
   MO_CHECK(dy.is_contiguous() && x.is_contiguous() && w.is_contiguous() && dy.numel() == g.M() * g.Co &&
                dy.dtype() == x.dtype() && w.dtype() == x.dtype() && dw.defined() && dw.shape() == w.shape() &&
@@ -494,4 +499,4 @@ void conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w, int str
   });
 }
 
-}  // namespace mo::cuda
+}  // namespace mo::bench
