@@ -2,7 +2,10 @@
 // through a contiguous staging tensor of the destination dtype; casts and strided gathers are kernels.
 #include <cuda_bf16.h>
 
+#include <algorithm>
+
 #include "autograd/cuda_check.h"
+#include "autograd/fast_div.cuh"
 #include "autograd/tensor_cuda.h"
 
 namespace mo {
@@ -50,6 +53,42 @@ __global__ void copy_kernel(D* dst, StridedIndex di, bool dc, const S* src, Stri
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t so = sc ? i : strided_offset(si, i);
     int64_t dof = dc ? i : strided_offset(di, i);
+    dst[dof] = cvt<D>(src[so]);
+  }
+}
+
+// The same copy for tensors of fewer than 2^31 elements: 32-bit indices decoded with FastDiv per
+// dimension (a strided gather such as the model's NCHW → NHWC input permute spent ~140 integer
+// instructions per element on 64-bit divisions).
+struct FastIndex {
+  int nd;
+  FastDiv shape[kMaxDims];
+  int64_t strides[kMaxDims];
+};
+FastIndex make_fast_index(const Tensor& t) {
+  FastIndex f{};
+  f.nd = static_cast<int>(t.dim());
+  for (int i = 0; i < f.nd; ++i) {
+    f.shape[i] = FastDiv(std::max<int64_t>(1, t.shape()[i]));
+    f.strides[i] = t.strides()[i];
+  }
+  return f;
+}
+__device__ inline int64_t fast_offset(const FastIndex& s, uint32_t lin) {
+  int64_t off = 0;
+  for (int d = s.nd - 1; d >= 0; --d) {
+    uint32_t q, r;
+    s.shape[d].divmod(lin, q, r);
+    off += static_cast<int64_t>(r) * s.strides[d];
+    lin = q;
+  }
+  return off;
+}
+template <typename D, typename S>
+__global__ void copy_kernel32(D* __restrict__ dst, FastIndex di, bool dc, const S* __restrict__ src, FastIndex si,
+                              bool sc, uint32_t n) {
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const int64_t so = sc ? i : fast_offset(si, i), dof = dc ? i : fast_offset(di, i);
     dst[dof] = cvt<D>(src[so]);
   }
 }
@@ -102,6 +141,22 @@ void device_copy(const Tensor& dst, const Tensor& src) {
   int64_t n = dst.numel();
   if (dst.dtype() == src.dtype() && dst.is_contiguous() && src.is_contiguous()) {
     CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), dst.nbytes(), cudaMemcpyDeviceToDevice, stream()));
+    return;
+  }
+  if (n < (int64_t{1} << 31)) {
+    MO_CHECK(dst.dim() <= kMaxDims && src.dim() <= kMaxDims, "CUDA copy: at most {} dims, got {} <- {}", kMaxDims,
+             dst.str(), src.str());
+    const FastIndex di = make_fast_index(dst), si = make_fast_index(src);
+    dispatch(dst.dtype(), [&](auto d) {
+      dispatch(src.dtype(), [&](auto s) {
+        using D = decltype(d);
+        using S = decltype(s);
+        copy_kernel32<D, S><<<grid_for(n), 256, 0, stream()>>>(static_cast<D*>(dst.raw_data()), di, dst.is_contiguous(),
+                                                               static_cast<const S*>(src.raw_data()), si,
+                                                               src.is_contiguous(), static_cast<uint32_t>(n));
+      });
+    });
+    CUDA_CHECK_LAUNCH();
     return;
   }
   auto di = make_index(dst);

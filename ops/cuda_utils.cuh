@@ -7,8 +7,8 @@
 //   - allow_tf32(): the MO_ALLOW_TF32=1 switch for float32 GEMM / convolution.
 //   - map1 / map2: elementwise out = op(a) / op(a, b) with 16-byte vectors when aligned.
 //   - grid_1d(n, threads): a grid-stride launch size capped at a fixed multiple of 132 SMs.
-//   - FastDiv: 32-bit division by a runtime divisor as a multiply-high and a shift (the divisor's
-//     magic number is computed once on the host), for index decoding in the hot loops.
+//   - FastDiv (from autograd/fast_div.cuh): 32-bit division by a runtime divisor as a multiply-high and
+//     a shift (the divisor's magic number is computed once on the host), for index decoding.
 //   - column_sum: deterministic two-pass column reduction out[b, j] = scale · Σ_i f(b, i, j) over an
 //     (batch, M, N) index space, fp32 accumulation, no atomics (bias / γ gradients, spatial means).
 // Everything here is stable API for the other .cu files (layer_norm, dwconv2d, gated_dwconv, ...).
@@ -24,6 +24,7 @@
 #include <type_traits>
 
 #include "autograd/cuda_check.h"
+#include "autograd/fast_div.cuh"
 #include "autograd/tensor.h"
 
 namespace mo::cu {
@@ -87,26 +88,8 @@ inline int grid_1d(int64_t n, int threads) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(b, 132 * 32)));
 }
 
-// ---- division by a runtime divisor -----------------------------------------------------------------
-// q = n / d for 0 <= n < 2^31 and 1 <= d < 2^31 (Granlund & Montgomery; the round-up variant):
-// l = ⌈log2 d⌉, magic = ⌊2^32 (2^l − d) / d⌋ + 1, q = (umulhi(magic, n) + n) >> l. The sum stays
-// below 2^32 because n < 2^31. Four instructions instead of the ~20 of a division by a variable.
-struct FastDiv {
-  uint32_t d = 1, magic = 1, shift = 0;
-  FastDiv() = default;
-  explicit FastDiv(int64_t divisor) {
-    MO_CHECK(divisor >= 1 && divisor < (int64_t{1} << 31), "FastDiv: divisor {} out of range", divisor);
-    d = static_cast<uint32_t>(divisor);
-    while ((uint64_t{1} << shift) < d) ++shift;
-    magic = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - d)) / d + 1);
-  }
-  __device__ __forceinline__ uint32_t div(uint32_t n) const { return (__umulhi(magic, n) + n) >> shift; }
-  // n = q·d + r
-  __device__ __forceinline__ void divmod(uint32_t n, uint32_t& q, uint32_t& r) const {
-    q = div(n);
-    r = n - q * d;
-  }
-};
+// ---- division by a runtime divisor: FastDiv lives in autograd/fast_div.cuh (the tensor copies use it too)
+using ::mo::FastDiv;
 
 // ---- elementwise maps --------------------------------------------------------------------------------
 // out[i] = op(a[i]) (map1) or op(a[i], b[i]) (map2) with op a functor on floats; storage type T is

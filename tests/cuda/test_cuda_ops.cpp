@@ -18,6 +18,7 @@
 #include "autograd/tensor.h"
 #include "ops/activation/activation.h"
 #include "ops/conv/conv2d.h"
+#include "ops/shape/shape.h"
 #include "ops/fused/layer_norm_linear.h"
 #include "ops/elementwise/elementwise.h"
 #include "ops/linear/linear.h"
@@ -338,6 +339,37 @@ TEST(CudaOps, CudaConv2dEntryPoints) {
 #ifdef MO_WITH_CUDA
   conv_entry_cases();
 #endif
+}
+
+// ---- strided copies (Tensor::contiguous / copy_ / to on CUDA) and the shape ops built on them ----------
+
+TEST(CudaOps, CudaStridedCopiesMatchCpu) {
+  if (!mo::cuda_available()) GTEST_SKIP();
+  // the model's NCHW → NHWC input permute, a 5-d permute with odd sizes, a view that starts 3 elements in,
+  // and copies that convert f32 <-> bf16 on the way
+  struct Case {
+    Shape shape;
+    std::vector<int64_t> perm;
+    int64_t offset;
+  };
+  for (const Case& c : {Case{{3, 3, 17, 13}, {0, 2, 3, 1}, 0}, Case{{2, 3, 5, 7, 11}, {4, 0, 3, 1, 2}, 0},
+                        Case{{4, 9, 6}, {2, 0, 1}, 3}}) {
+    int64_t n = 1;
+    for (auto d : c.shape) n *= d;
+    Tensor base = randn({n + c.offset}, 200 + static_cast<uint32_t>(c.offset));
+    Tensor gbase = base.to(gpu());
+    Tensor x = base.as_strided(c.shape, contiguous_strides(c.shape), c.offset);
+    Tensor gx = gbase.as_strided(c.shape, contiguous_strides(c.shape), c.offset);
+    Tensor want = permute(x, c.perm).contiguous();
+    Tensor got = permute(gx, c.perm).contiguous();
+    EXPECT_TRUE(identical(got.to(Device::cpu()), want, "permute " + shape_str(c.shape)));
+    Tensor got16 = permute(gx, c.perm).to(DType::bf16).contiguous();
+    Tensor want16 = want.to(DType::bf16);
+    EXPECT_TRUE(identical(got16.to(Device::cpu()), want16, "permute to bf16 " + shape_str(c.shape)));
+    Tensor back = permute(got16, c.perm).to(DType::f32).contiguous();  // strided bf16 -> f32
+    EXPECT_TRUE(identical(back.to(Device::cpu()), permute(want16, c.perm).to(DType::f32).contiguous(),
+                          "bf16 strided to f32 " + shape_str(c.shape)));
+  }
 }
 
 // ---- elementwise / activation / reductions ------------------------------------------------------
