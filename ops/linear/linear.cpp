@@ -1,5 +1,5 @@
-// linear.cpp: linear and matmul: checks, autograd nodes, CPU kernels (OpenBLAS).
-//   y = x Wᵀ + b;   dx = dy W;   dW = dyᵀ x;   db = Σ_rows dy
+// linear.cpp: linear, linear_residual and matmul: checks, autograd nodes, CPU kernels (OpenBLAS).
+//   y = x Wᵀ + b (+ r);   dx = dy W;   dW = dyᵀ x;   db = Σ_rows dy;   dr = dy
 #include "ops/linear/linear.h"
 
 #include <cblas.h>
@@ -113,6 +113,45 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& b) {
     weight_grads(dy, x.view({M, K}), dw, db);  // dW = dyᵀ x, db = Σ_rows dy
     return {dx, dw, db};
   });
+  return y;
+}
+
+Tensor linear_residual(const Tensor& x_in, const Tensor& w, const Tensor& b, const Tensor& r_in) {
+  MO_CHECK(x_in.dim() >= 1 && w.dim() == 2 && x_in.size(-1) == w.size(1),
+           "linear_residual: input {} does not match weight {} (expected input (..., {}))", x_in.str(), w.str(),
+           w.dim() == 2 ? w.size(1) : -1);
+  MO_CHECK(!b.defined() || (b.dim() == 1 && b.size(0) == w.size(0)), "linear_residual: bias {} does not match weight {}",
+           b.str(), w.str());
+  check_same("linear_residual", {&x_in, &w, &b, &r_in});
+  Tensor x = x_in.contiguous();
+  int64_t K = w.size(1), N = w.size(0), M = x.numel() / K;
+  Shape out_shape = x.shape();
+  out_shape.back() = N;
+  MO_CHECK(r_in.shape() == out_shape, "linear_residual: residual {} must have the output's shape {}", r_in.str(),
+           Tensor::empty(out_shape, x.dtype()).str());
+  Tensor r = r_in.contiguous();
+  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
+  Tensor x2 = x.view({M, K}), y2 = y.view({M, N});
+  Tensor wc = w.contiguous();
+  if (y.is_cuda()) {
+    MO_CUDA_DISPATCH("linear_residual", cuda::gemm(x2, false, wc, true, y2, 1.0f, 0.0f, b, Tensor(), r.view({M, N})));
+  } else {
+    gemm(x2, false, wc, true, y2, 0.0f, b);
+    y.add_(r);
+  }
+  bool has_b = b.defined();
+  record("linear_residual", {x_in, w, b, r_in}, {&y},
+         [sx = Saved(x, "linear_residual"), sw = Saved(wc, "linear_residual"), M, N, K, has_b,
+          xs = x_in.shape()](std::vector<Tensor>& g) -> std::vector<Tensor> {
+           Tensor dy = g[0].contiguous().view({M, N});
+           const Tensor& x = sx.get();
+           const Tensor& w = sw.get();
+           Tensor dx = Tensor::empty(xs, x.dtype(), x.device());
+           Tensor dw = Tensor::empty({N, K}, w.dtype(), w.device());
+           Tensor db = has_b ? Tensor::empty({N}, w.dtype(), w.device()) : Tensor();
+           linear_backward_into(dy, x.view({M, K}), w, dx.view({M, K}), dw, db);
+           return {dx, dw, db, g[0]};  // dr = dy
+         });
   return y;
 }
 

@@ -83,8 +83,9 @@ struct Preference {
   }
 };
 
-// (device, dtype, compute, ta, tb, M, N, K, epilogue, beta != 0, alignments A/B/C)
-using AlgoKey = std::tuple<int, int, int, bool, bool, int64_t, int64_t, int64_t, int, bool, uint32_t, uint32_t, uint32_t>;
+// (device, dtype, compute, ta, tb, M, N, K, epilogue, beta != 0, alignments A/B/D/C)
+using AlgoKey =
+    std::tuple<int, int, int, bool, bool, int64_t, int64_t, int64_t, int, bool, uint32_t, uint32_t, uint32_t, uint32_t>;
 
 // C[i, j] = (beta != 0 ? beta·C[i, j] : 0) + bias[j]: used when the bias cannot go through the epilogue
 // (misaligned pointer) or K = 0. Same expression as the CPU path in linear.cpp.
@@ -149,7 +150,7 @@ void launch_gemm_fallback(const Tensor& A, bool ta, const Tensor& B, bool tb, co
 }  // namespace
 
 void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tensor& C, float alpha, float beta,
-          const Tensor& bias, const Tensor& bias_grad) {
+          const Tensor& bias, const Tensor& bias_grad, const Tensor& addend) {
   MO_CHECK(A.dim() == 2 && B.dim() == 2 && C.dim() == 2, "cuda::gemm: expected 2-D A, B, C, got {}, {}, {}", A.str(),
            B.str(), C.str());
   MO_CHECK(A.is_contiguous() && B.is_contiguous() && C.is_contiguous(), "cuda::gemm: A {}, B {}, C {} must be contiguous",
@@ -172,6 +173,23 @@ void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tens
     default: MO_FAIL("linear: CUDA matrix products take float32 or bfloat16, got {}", C.str());
   }
   if (M == 0 || N == 0) return;
+  // C = alpha·A·B (+ bias) + addend: cuBLASLt reads the addend as its C operand (β = 1) and writes our C as
+  // its D, so a residual add costs no pass of its own. Paths that cannot (bias pre-fill, no algorithm) copy
+  // the addend into C first and accumulate onto it.
+  const void* c_in = C.raw_data();
+  if (addend.defined()) {
+    MO_CHECK(beta == 0.0f && !bias_grad.defined() && addend.shape() == C.shape() && addend.is_contiguous() &&
+                 addend.dtype() == C.dtype() && addend.device() == C.device() && addend.raw_data() != C.raw_data(),
+             "cuda::gemm: addend {} must be a contiguous tensor like C {}, apart from it, with beta 0", addend.str(),
+             C.str());
+    if ((bias.defined() && !cu::aligned16(bias.raw_data())) || K == 0) {
+      CUDA_CHECK(cudaMemcpyAsync(C.raw_data(), addend.raw_data(), C.nbytes(), cudaMemcpyDeviceToDevice, stream()));
+      gemm(A, transa, B, transb, C, alpha, 1.0f, bias);
+      return;
+    }
+    c_in = addend.raw_data();
+    beta = 1.0f;
+  }
   // bias_grad[M] = Σ_k Aᵀ[:, k] (the column sums of A's buffer [K, M]) through the BGRADB epilogue; where
   // cuBLASLt has no such algorithm (or the vector is misaligned) the product runs plain and sum_rows follows.
   const bool want_bgrad = bias_grad.defined();
@@ -226,8 +244,9 @@ void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tens
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc.l, dt, N, M, N));
 
   const uint32_t al_a = alignment_of(B.raw_data()), al_b = alignment_of(A.raw_data()), al_c = alignment_of(C.raw_data());
+  const uint32_t al_cin = alignment_of(c_in);
   const AlgoKey key{dev, static_cast<int>(dt), static_cast<int>(compute), transa, transb, M, N, K, static_cast<int>(epi),
-                    beta != 0.0f, al_a, al_b, al_c};
+                    beta != 0.0f, al_a, al_b, al_c, al_cin};
   // The cached choice: an algorithm, or none (use the fallback kernel).
   struct Choice {
     bool have = false;
@@ -256,8 +275,8 @@ void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tens
                                                       sizeof(al_a)));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b,
                                                       sizeof(al_b)));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c,
-                                                      sizeof(al_c)));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_cin,
+                                                      sizeof(al_cin)));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c,
                                                       sizeof(al_c)));
 
@@ -284,6 +303,9 @@ void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tens
     sum_rows(A, bias_grad);
     return;
   }
+  if (!choice.have && addend.defined()) {  // the fallback kernel accumulates onto C: start from the addend
+    CUDA_CHECK(cudaMemcpyAsync(C.raw_data(), addend.raw_data(), C.nbytes(), cudaMemcpyDeviceToDevice, stream()));
+  }
   if (!choice.have) {
     const Tensor no_bias;  // any bias went through the pre-fill above or rides in the epilogue flag
     cu::float_dispatch("linear", C, [&](auto z) {
@@ -292,7 +314,7 @@ void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tens
     return;
   }
   void* ws = lt_workspace(dev);
-  CUBLAS_CHECK(cublasLtMatmul(handle, desc.d, &alpha, B.raw_data(), la.l, A.raw_data(), lb.l, &beta, C.raw_data(), lc.l,
+  CUBLAS_CHECK(cublasLtMatmul(handle, desc.d, &alpha, B.raw_data(), la.l, A.raw_data(), lb.l, &beta, c_in, lc.l,
                               C.raw_data(), lc.l, &choice.algo, ws, kWorkspaceBytes, stream()));
 }
 

@@ -7,6 +7,9 @@ namespace mo {
 
 // x (..., K), w (N, K), b (N) or undefined -> (..., N)
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
+// linear(x, w, b) + r with r shaped like the output (the residual add of a block's last linear, in the
+// product's epilogue on CUDA): dr = dy.
+Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& r);
 // a (M, K), b (K, N) -> (M, N)
 Tensor matmul(const Tensor& a, const Tensor& b);
 
@@ -22,8 +25,9 @@ namespace cuda {
 // Implemented in linear.cu (cuBLASLt).
 // bias_grad (optional, needs transa and no bias): also bias_grad[M] = Σ_k A[k, :] (the bias gradient of a
 // weight-gradient product dW = dyᵀ·x), fused into the GEMM's epilogue where cuBLASLt allows.
+// addend (optional, beta 0): C = alpha·op(A)·op(B) (+ bias) + addend in the same pass (a residual add).
 void gemm(const Tensor& A, bool transa, const Tensor& B, bool transb, const Tensor& C, float alpha, float beta,
-          const Tensor& bias, const Tensor& bias_grad = Tensor());
+          const Tensor& bias, const Tensor& bias_grad = Tensor(), const Tensor& addend = Tensor());
 // out[N] = sum over rows of x[M,N] (fp32 accumulation), for bias gradients.
 void sum_rows(const Tensor& x, const Tensor& out);
 }  // namespace cuda

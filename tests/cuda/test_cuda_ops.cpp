@@ -206,6 +206,24 @@ TEST(CudaOps, CudaLinearMisalignedPointers) {
   compare_both("linear K=13", f, {x2, w2, b2}, {9, 11});
 }
 
+TEST(CudaOps, CudaLinearResidual) {
+  if (!mo::cuda_available()) GTEST_SKIP();
+  // fc2 + residual of a block (the residual read as cuBLASLt's C operand), an odd width, and a residual,
+  // input and bias 1 element off alignment (the copy-then-accumulate paths)
+  Fn f = [](const std::vector<Tensor>& v) { return linear_residual(v[0], v[1], v[2], v[3]); };
+  compare_both("linear_residual 256->96", f,
+               {{randn({2, 14, 14, 256}, 41)}, {randn({96, 256}, 42, 0.1f)}, {randn({96}, 43)}, {randn({2, 14, 14, 96}, 44)}},
+               {2, 14, 14, 96});
+  In x{randn({3, 5, 41}, 45)}, w{randn({13, 41}, 46, 0.1f)}, b{randn({13}, 47)}, r{randn({3, 5, 13}, 48)};
+  x.offset = 1, b.offset = 1, r.offset = 1;
+  compare_both("linear_residual 41->13 misaligned", f, {x, w, b, r}, {3, 5, 13});
+  for (DType dt : {DType::f32, DType::bf16})
+    expect_deterministic("linear_residual", f,
+                         {{randn({2, 14, 14, 256}, 49)}, {randn({96, 256}, 50, 0.1f)}, {randn({96}, 51)},
+                          {randn({2, 14, 14, 96}, 52)}},
+                         {2, 14, 14, 96}, dt);
+}
+
 TEST(CudaOps, CudaLayerNormLinear) {
   if (!mo::cuda_available()) GTEST_SKIP();
   // fc1(norm(x)) of a block: stage-1 widths, an odd width, and an input 1 element off alignment

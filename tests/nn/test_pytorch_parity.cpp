@@ -107,6 +107,7 @@ TEST(PyTorchParity, SingleOpsFloat64) {
   mk("conv_x", {2, 9, 8, 3}), mk("conv_w", {5, 3, 3, 3}), mk("conv_b", {5}), mk("conv_r", {2, 5, 4, 5});
   mk("dw_x", {2, 6, 7, 4}), mk("dw_w", {4, 1, 7, 7}), mk("dw_b", {4}), mk("dw_r", {2, 6, 7, 4});
   mk("ln_x", {3, 4, 10}), mk("ln_w", {10}), mk("ln_b", {10}), mk("ln_r", {3, 4, 10});
+  mk("linr_x", {2, 5, 6}), mk("linr_w", {4, 6}), mk("linr_b", {4}), mk("linr_res", {2, 5, 4}), mk("linr_r", {2, 5, 4});
   mk("lnl_x", {2, 3, 4, 10}), mk("lnl_g", {10}), mk("lnl_be", {10}), mk("lnl_w", {6, 10}), mk("lnl_b", {6});
   mk("lnl_r", {2, 3, 4, 6});
   mk("gelu_x", {50}, 3.0), mk("gelu_r", {50}), mk("silu_x", {50}, 3.0), mk("silu_r", {50});
@@ -134,6 +135,9 @@ TEST(PyTorchParity, SingleOpsFloat64) {
   y = layer_norm(in["ln_x"], in["ln_w"], in["ln_b"], 1e-6);
   y.backward(in["ln_r"]);
   check("ln", y, {"ln_x", "ln_w", "ln_b"}, {"ln_dx", "ln_dw", "ln_db"});
+  y = linear_residual(in["linr_x"], in["linr_w"], in["linr_b"], in["linr_res"]);
+  y.backward(in["linr_r"]);
+  check("linr", y, {"linr_x", "linr_w", "linr_b", "linr_res"}, {"linr_dx", "linr_dw", "linr_db", "linr_dres"});
   y = layer_norm_linear(in["lnl_x"], in["lnl_g"], in["lnl_be"], 1e-6, in["lnl_w"], in["lnl_b"]);
   y.backward(in["lnl_r"]);
   check("lnl", y, {"lnl_x", "lnl_g", "lnl_be", "lnl_w", "lnl_b"}, {"lnl_dx", "lnl_dg", "lnl_dbe", "lnl_dw", "lnl_db"});

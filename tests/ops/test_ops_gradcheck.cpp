@@ -55,6 +55,13 @@ TEST(Gradcheck, LayerNorm) {
                         {leaf({3, 2, 7}, 1), leaf({7}, 2), leaf({7}, 3)}));
 }
 
+TEST(Gradcheck, LinearResidual) {
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return linear_residual(v[0], v[1], v[2], v[3]); },
+                        {leaf({3, 2, 7}, 1), leaf({5, 7}, 2), leaf({5}, 3), leaf({3, 2, 5}, 4)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return linear_residual(v[0], v[1], Tensor(), v[2]); },
+                        {leaf({4, 6}, 5), leaf({3, 6}, 6), leaf({4, 3}, 7)}));
+}
+
 TEST(Gradcheck, LayerNormLinear) {
   EXPECT_TRUE(gradcheck(
       [](const std::vector<Tensor>& v) { return layer_norm_linear(v[0], v[1], v[2], 1e-6, v[3], v[4]); },

@@ -175,6 +175,12 @@ def ops(d):
     y = F.layer_norm(x, (x.shape[-1],), w, b, eps=1e-6)
     y.backward(load(d, "ln_r"))
     save("ln_y", y), save("ln_dx", x.grad), save("ln_dw", w.grad), save("ln_db", b.grad)
+    # linear plus a residual (linear_residual)
+    x, w, b, r = req("linr_x"), req("linr_w"), req("linr_b"), req("linr_res")
+    y = F.linear(x, w, b) + r
+    y.backward(load(d, "linr_r"))
+    save("linr_y", y), save("linr_dx", x.grad), save("linr_dw", w.grad), save("linr_db", b.grad)
+    save("linr_dres", r.grad)
     # layer norm followed by linear (the fused layer_norm_linear op)
     x, g, be, w, b = req("lnl_x"), req("lnl_g"), req("lnl_be"), req("lnl_w"), req("lnl_b")
     y = F.linear(F.layer_norm(x, (x.shape[-1],), g, be, eps=1e-6), w, b)
