@@ -1,17 +1,20 @@
 // mo_serve: a local web page and JSON endpoint that classify an uploaded image.
 //
 //   mo_serve --weights FILE [--model NAME] [--port 8080] [--host 127.0.0.1] [--device auto|cpu|cuda]
-//            [--workers 4] [--max-body-mb 20]
+//            [--max-connections 256] [--request-timeout 20] [--idle-timeout 5] [--max-body-mb 20]
 //
 // GET / shows a page to pick or drop an image and see the top-5 classes with probability bars.
 // POST /predict with the raw image bytes (or multipart/form-data with a field "image") answers
 // {"model": ..., "ms": ..., "top5": [{"index": i, "name": ..., "prob": p}, ...]}; a file that is not a
-// decodable JPEG gets 400 {"error": ...}, a body over the limit 413. The model is loaded once; requests
-// are served by a small worker pool and take turns on the model. Preprocessing is the reference demo's:
+// decodable JPEG gets 400 {"error": ...}, a body over the limit 413. The model is loaded once; each
+// connection has its own thread (tools/common/http_server.h: deadlines, limits, Host check) and requests
+// take turns on the model. Preprocessing is the reference demo's:
 // shorter side to 224 with antialiased bilinear (as PIL), centre crop 224, ImageNet mean/std; softmax.
 #include <algorithm>
 #include <chrono>
-#include <csignal>
+#include <pthread.h>
+#include <signal.h>
+
 #include <cstdio>
 #include <mutex>
 #include <numeric>
@@ -34,14 +37,10 @@ namespace {
 int usage(const std::string& msg) {
   std::fprintf(stderr,
                "%s%susage: mo_serve --weights FILE [--model NAME] [--port 8080] [--host 127.0.0.1]\n"
-               "       [--device auto|cpu|cuda] [--workers 4] [--max-body-mb 20]\n",
+               "       [--device auto|cpu|cuda] [--max-connections 256] [--request-timeout 20]\n"
+               "       [--idle-timeout 5] [--max-body-mb 20]\n",
                msg.c_str(), msg.empty() ? "" : "\n");
   return 2;
-}
-
-tools::HttpServer* g_server = nullptr;
-void on_signal(int) {
-  if (g_server) g_server->interrupt();  // async-signal-safe; main() then stops the workers
 }
 
 struct Classifier {
@@ -86,9 +85,15 @@ struct Classifier {
 
 int main(int argc, char** argv) {
   mo::tools::ensure_passive_omp_wait(argc, argv);
-  std::string weights, model, host = "127.0.0.1", device = "auto";
-  int port = 8080, workers = 4;
+  std::string weights, model, device = "auto";
+  tools::HttpServerOptions opt;
   double max_body_mb = 20;
+  // SIGINT / SIGTERM are taken by sigwait() in main: blocked before any thread (OpenMP's too) starts
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   try {
     for (int i = 1; i < argc; ++i) {
       std::string a = argv[i];
@@ -98,10 +103,12 @@ int main(int argc, char** argv) {
       };
       if (a == "--weights" || a == "-w") weights = value();
       else if (a == "--model") model = value();
-      else if (a == "--port") port = static_cast<int>(tools::option_int(a, value(), 0, 65535));
-      else if (a == "--host") host = value();
+      else if (a == "--port") opt.port = static_cast<int>(tools::option_int(a, value(), 0, 65535));
+      else if (a == "--host") opt.host = value();
       else if (a == "--device") device = value();
-      else if (a == "--workers") workers = static_cast<int>(tools::option_int(a, value(), 1, 256));
+      else if (a == "--max-connections") opt.max_connections = static_cast<int>(tools::option_int(a, value(), 1, 65536));
+      else if (a == "--request-timeout") opt.request_timeout_s = tools::option_float(a, value(), 0.1, 3600);
+      else if (a == "--idle-timeout") opt.idle_timeout_s = tools::option_float(a, value(), 0.1, 3600);
       else if (a == "--max-body-mb") max_body_mb = tools::option_float(a, value(), 1e-3, 4096);
       else if (a == "-h" || a == "--help") {
         usage("");
@@ -114,10 +121,6 @@ int main(int argc, char** argv) {
     cl.m = tools::load_model_for_eval(weights, model, cl.dev, DType::f32);
     cl.names = tools::class_names_for(cl.m);
 
-    tools::HttpServerOptions opt;
-    opt.host = host;
-    opt.port = port;
-    opt.workers = workers;
     opt.max_body = static_cast<size_t>(max_body_mb * 1024 * 1024);
     tools::HttpServer server(opt, [&](const tools::HttpRequest& r) -> tools::HttpResponse {
       if (r.path == "/" || r.path == "/index.html") {
@@ -128,23 +131,22 @@ int main(int argc, char** argv) {
         if (r.method != "POST") return tools::json_error(405, "POST the image bytes to /predict");
         std::string ct = r.header("content-type");
         if (ct.rfind("multipart/form-data", 0) == 0) {
-          std::string file, err;
-          if (!tools::multipart_field(ct, r.body, "image", file, err)) return tools::json_error(400, err);
-          return cl.predict(file);
+          auto f = r.files.find("image");
+          if (f == r.files.end()) return tools::json_error(400, "the multipart body has no field 'image'");
+          return cl.predict(f->second);
         }
         return cl.predict(r.body);
       }
       return tools::json_error(404, "no such page: " + r.path);
     });
     server.start();
-    g_server = &server;
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
-    std::printf("mo_serve: %s on %s; listening on http://%s:%d/\n", cl.m.summary.c_str(),
-                cl.dev.is_cuda() ? "cuda" : "cpu", host.c_str(), server.port());
+    const bool v6 = opt.host.find(':') != std::string::npos;
+    std::printf("mo_serve: %s on %s; listening on http://%s%s%s:%d/%s\n", cl.m.summary.c_str(),
+                cl.dev.is_cuda() ? "cuda" : "cpu", v6 ? "[" : "", opt.host.c_str(), v6 ? "]" : "", server.port(),
+                server.loopback() ? "" : " (not a loopback address: reachable from other machines)");
     std::fflush(stdout);
-    server.wait();
-    g_server = nullptr;
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
     server.stop();
     return 0;
   } catch (const std::exception& e) {

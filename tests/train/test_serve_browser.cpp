@@ -459,7 +459,7 @@ class ServeBrowserTest : public ::testing::Test {
 
     const std::string serve_log = (dir_ / "mo_serve.log").string();
     serve_pid_ = spawn({bin + "mo_serve", "--weights", weights_, "--model", "test_mambaout", "--port", "0", "--device",
-                        "cpu", "--workers", "2", "--max-body-mb", "2"},
+                        "cpu", "--max-body-mb", "2"},
                        serve_log);
     ASSERT_GT(serve_pid_, 0);
     std::string port = wait_for_line(serve_pid_, serve_log, std::regex(R"(http://127\.0\.0\.1:(\d+)/)"));
