@@ -1,6 +1,7 @@
 // test_serve.cpp: the real mo_serve binary on a free port with a small random checkpoint: the page, the
 // JSON top-5 of POST /predict (raw bytes and multipart) equal to mo_predict's and to the in-process
-// inference path, bad uploads answered with 4xx JSON while the server keeps serving, and the HTTP
+// inference path, for a checkpoint trained at 32 px too (its preprocessing, or the options'), batches
+// equal to single images, GET /health, bad uploads answered with 4xx JSON while it keeps serving, the HTTP
 // hardening: slow and idle clients do not delay a request, 408 for a request that does not arrive in
 // time, the connection limit (503), HEAD without a body, repeated or malformed Content-Length, Host
 // headers that are not loopback names (DNS rebinding), oversized bodies.
@@ -29,7 +30,9 @@
 #include "nn/io/checkpoint_io.h"
 #include "nn/mambaout.h"
 #include "tests/test_util.h"
+#include "tests/train/train_test_util.h"
 #include "tools/common/http_server.h"
+#include "tools/common/trainer.h"
 #include "tools/common/inference.h"
 
 namespace fs = std::filesystem;
@@ -161,7 +164,7 @@ std::string image(const std::string& name) { return std::string(MO_SOURCE_DIR) +
 struct ServeProcess {
   pid_t pid = -1;
   int port = 0;
-  std::string said;  // its first line of output
+  std::string said;  // its output up to the line that says where it listens
 
   // Starts `mo_serve --weights W --port 0 --device cpu ARGS`; false when it does not say where it listens.
   bool start(const std::string& weights, const std::vector<std::string>& args) {
@@ -183,11 +186,21 @@ struct ServeProcess {
       std::_Exit(127);
     }
     ::close(pipefd[1]);
-    char c;
-    while (::read(pipefd[0], &c, 1) == 1 && c != '\n') said += c;
-    ::close(pipefd[0]);
+    static const std::regex listening(R"(listening on http://127\.0\.0\.1:(\d+)/)");
     std::smatch m;
-    if (!std::regex_search(said, m, std::regex(R"(http://127\.0\.0\.1:(\d+)/)"))) return false;
+    std::string line;
+    char c;
+    while (::read(pipefd[0], &c, 1) == 1) {  // up to the line that says where it listens
+      if (c != '\n') {
+        line += c;
+        continue;
+      }
+      said += line + "\n";
+      if (std::regex_search(line, m, listening)) break;
+      line.clear();
+    }
+    ::close(pipefd[0]);
+    if (m.empty()) return false;
     port = std::stoi(m[1]);
     return true;
   }
@@ -201,6 +214,27 @@ struct ServeProcess {
     return WIFEXITED(st) && WEXITSTATUS(st) == 0;
   }
 };
+
+// mo_predict on `file` with `options` prints the top-5 of `json` (a /predict answer): the same classes in
+// the same order, and the same percentages to its two decimals.
+void expect_mo_predicts(const std::string& weights, const std::string& options, const std::string& file,
+                        const std::string& json) {
+  std::string cmd = std::string(MO_BINARY_DIR) + "/tools/mo_predict --weights " + weights + " --device cpu " + options +
+                    " " + file;
+  auto [rc, out] = mo::test::run_command(cmd);
+  ASSERT_EQ(rc, 0) << out;
+  static const std::regex line(R"(\s+([0-9.]+)%\s+.* \((\d+)\))");
+  std::vector<std::pair<std::string, int64_t>> pred;
+  for (std::sregex_iterator it(out.begin(), out.end(), line), end; it != end; ++it)
+    pred.push_back({(*it)[1], std::stoll((*it)[2])});
+  std::vector<Top> got = parse_top5(json);
+  ASSERT_EQ(pred.size(), got.size()) << out << "\n" << json;
+  ASSERT_GE(got.size(), 5u) << json;
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(pred[i].second, got[i].index) << "rank " << i << "\n" << out << "\n" << json;
+    EXPECT_EQ(pred[i].first, fmt::format("{:.2f}", 100.0 * got[i].prob)) << "rank " << i << "\n" << out << "\n" << json;
+  }
+}
 
 // The suite's server: a request must arrive within 3 s, a connection idle for 2 s is closed, 2 MB bodies.
 constexpr double kRequestTimeout = 3, kIdleTimeout = 2;
@@ -251,9 +285,17 @@ TEST_F(ServeTest, PredictMatchesMoPredictAndInference) {
   std::vector<Top> got = parse_top5(r.body);
   ASSERT_EQ(got.size(), 5u) << r.body;
 
-  // in-process: the same weights and the eval transform (224, crop 1.0, bilinear)
+  // the file stores no preprocessing: the defaults, as mo_predict's, said at start-up and in the answer
+  EXPECT_NE(server_.said.find("preprocessing 224 px (default), crop_pct 1 (default), bicubic (default)"),
+            std::string::npos) << server_.said;
+  EXPECT_NE(r.body.find("\"preprocess\": {\"img_size\": 224, \"crop_pct\": 1, \"interpolation\": \"bicubic\", "
+                        "\"mean\": [0.485, 0.456, 0.406], \"std\": [0.229, 0.224, 0.225]}"),
+            std::string::npos) << r.body;
+
+  // in-process: the same weights and the eval transform
   tools::LoadedModel m = tools::load_model_for_eval(weights_, "test_mambaout", Device::cpu(), DType::f32);
-  data::EvalTransformConfig tf{224, 1.0, data::Interp::bilinear, false};
+  data::EvalTransformConfig tf = tools::eval_preprocess_for(m).transform;
+  EXPECT_EQ(tf.size, 224);
   NoGradGuard ng;
   std::vector<double> p = tools::softmax(m.model->forward_nhwc(tools::load_images({file}, tf, Device::cpu(), DType::f32))
                                              .to_vector<float>());
@@ -261,20 +303,7 @@ TEST_F(ServeTest, PredictMatchesMoPredictAndInference) {
   for (size_t i = 0; i + 1 < got.size(); ++i) EXPECT_GE(got[i].prob, got[i + 1].prob);
   EXPECT_EQ(*std::max_element(p.begin(), p.end()), p[static_cast<size_t>(got[0].index)]);
 
-  // the mo_predict binary on the same file and weights
-  std::string cmd = std::string(MO_BINARY_DIR) + "/tools/mo_predict --weights " + weights_ +
-                    " --model test_mambaout --device cpu --img-size 224 --crop-pct 1.0 --interpolation bilinear " + file;
-  auto [rc, out] = mo::test::run_command(cmd);
-  ASSERT_EQ(rc, 0) << out;
-  std::regex line(R"(\s+([0-9.]+)%\s+.* \((\d+)\))");
-  std::vector<std::pair<double, int64_t>> pred;
-  for (std::sregex_iterator it(out.begin(), out.end(), line), end; it != end; ++it)
-    pred.push_back({std::stod((*it)[1]), std::stoll((*it)[2])});
-  ASSERT_EQ(pred.size(), 5u) << out;
-  for (size_t i = 0; i < 5; ++i) {
-    EXPECT_EQ(pred[i].second, got[i].index) << "rank " << i << "\n" << out << "\n" << r.body;
-    EXPECT_NEAR(pred[i].first, 100.0 * got[i].prob, 0.005 + 1e-9);
-  }
+  expect_mo_predicts(weights_, "--model test_mambaout", file, r.body);
 }
 
 TEST_F(ServeTest, MultipartUploadGivesTheSameAnswer) {
@@ -544,6 +573,112 @@ TEST(Serve, ConnectionLimit) {
   EXPECT_EQ(ok.status, 200);
   held.clear();
   EXPECT_TRUE(srv.stop());
+  fs::remove(weights);
+}
+
+TEST_F(ServeTest, HealthSaysModelDeviceUptimeAndRequests) {
+  auto count = [](const std::string& j, const std::string& key) {
+    std::smatch m;
+    return std::regex_search(j, m, std::regex("\"" + key + "\": ([0-9.]+)")) ? std::stod(m[1]) : -1.0;
+  };
+  Reply a = get(port_, "/health");
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_NE(a.head.find("application/json"), std::string::npos);
+  for (const char* want : {"\"model\": \"test_mambaout\"", "\"classes\": 1000", "\"device\": \"cpu\"",
+                           "\"precision\": \"fp32\"", "\"max_batch\": 1", "\"img_size\": 224"})
+    EXPECT_NE(a.body.find(want), std::string::npos) << want << " in " << a.body;
+  ASSERT_EQ(post(port_, "/predict", read_bytes(image("coffee.jpg"))).status, 200);
+  ASSERT_EQ(post(port_, "/predict", "junk").status, 400);  // not a prediction served
+  Reply b = get(port_, "/health");
+  EXPECT_EQ(count(b.body, "requests"), count(a.body, "requests") + 1) << a.body << "\n" << b.body;
+  EXPECT_GT(count(b.body, "uptime_s"), count(a.body, "uptime_s"));
+  EXPECT_EQ(http(port_, "POST /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").status, 405);
+}
+
+// A checkpoint trained at 32 px: mo_serve resizes as mo_predict does (the stored config) and gets its
+// exact top-5, for an image of the folder and for a large photo; with --img-size / --crop-pct /
+// --interpolation it agrees with mo_predict given the same options.
+TEST(Serve, CheckpointTrainedAt32PxGivesMoPredictsTop5) {
+  const std::string root = tools::testing::make_image_folder("serve_data32", 6, 4, 1);
+  tools::TrainConfig c = tools::testing::small_config(root, mo::test::tmp_path("serve_run32"));
+  c.model.num_classes = 6;
+  c.sched.epochs = 1;
+  c.sched.warmup_epochs = 0;
+  c.sched.cooldown_epochs = 0;
+  c.train.eval_every = 0;
+  std::FILE* devnull = std::fopen("/dev/null", "w");
+  std::string ckpt;
+  {
+    tools::Trainer t(c, nullptr, devnull);
+    ckpt = t.fit().last_checkpoint;
+  }
+  std::fclose(devnull);
+  ASSERT_FALSE(ckpt.empty());
+  const std::vector<std::string> files = {root + "/val/class_4/0.jpg", image("chelsea.jpg")};
+
+  ServeProcess srv;
+  ASSERT_TRUE(srv.start(ckpt, {})) << srv.said;
+  EXPECT_NE(srv.said.find("preprocessing 32 px (checkpoint), crop_pct 1 (checkpoint), bicubic (checkpoint)"),
+            std::string::npos) << srv.said;
+  for (const std::string& f : files) {
+    Reply r = post(srv.port, "/predict", read_bytes(f));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_NE(r.body.find("\"img_size\": 32, \"crop_pct\": 1, \"interpolation\": \"bicubic\""), std::string::npos)
+        << r.body;
+    expect_mo_predicts(ckpt, "", f, r.body);
+  }
+  EXPECT_TRUE(srv.stop());
+
+  ServeProcess opt;
+  const std::vector<std::string> o = {"--img-size", "48", "--crop-pct", "0.875", "--interpolation", "bilinear"};
+  ASSERT_TRUE(opt.start(ckpt, o)) << opt.said;
+  EXPECT_NE(opt.said.find("preprocessing 48 px (option), crop_pct 0.875 (option), bilinear (option)"),
+            std::string::npos) << opt.said;
+  for (const std::string& f : files) {
+    Reply r = post(opt.port, "/predict", read_bytes(f));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_NE(r.body.find("\"img_size\": 48, \"crop_pct\": 0.875, \"interpolation\": \"bilinear\""),
+              std::string::npos) << r.body;
+    expect_mo_predicts(ckpt, "--img-size 48 --crop-pct 0.875 --interpolation bilinear", f, r.body);
+  }
+  EXPECT_TRUE(opt.stop());
+  fs::remove_all(root);
+}
+
+// --max-batch 4 with a 200 ms window on the CPU: concurrent requests run as batches (fewer batches than
+// requests in /health) and each answer equals the unbatched one.
+TEST(Serve, BatchedRequestsEqualSingleOnes) {
+  const std::string weights = mo::test::tmp_path("serve_batch.safetensors");
+  make_weights(weights);
+  const std::vector<std::string> names = {"chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg"};
+  ServeProcess one, many;
+  ASSERT_TRUE(one.start(weights, {"--model", "test_mambaout"})) << one.said;
+  ASSERT_TRUE(many.start(weights, {"--model", "test_mambaout", "--max-batch", "4", "--batch-window-ms", "200"}))
+      << many.said;
+  std::vector<std::string> want;
+  for (const std::string& n : names) want.push_back(post(one.port, "/predict", read_bytes(image(n))).body);
+  std::vector<Reply> got(8);
+  std::vector<std::thread> ts;
+  for (size_t i = 0; i < got.size(); ++i)
+    ts.emplace_back([&, i] { got[i] = post(many.port, "/predict", read_bytes(image(names[i % 4]))); });
+  for (auto& t : ts) t.join();
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(got[i].status, 200) << got[i].body;
+    std::vector<Top> a = parse_top5(want[i % 4]), b = parse_top5(got[i].body);
+    ASSERT_EQ(a.size(), 5u);
+    ASSERT_EQ(b.size(), 5u);
+    for (size_t k = 0; k < 5; ++k) {
+      EXPECT_EQ(a[k].index, b[k].index) << names[i % 4] << " rank " << k;
+      EXPECT_NEAR(a[k].prob, b[k].prob, 1e-5 * a[k].prob) << names[i % 4] << " rank " << k;
+    }
+  }
+  Reply h = get(many.port, "/health");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(h.body, m, std::regex("\"requests\": (\\d+), .*\"batches\": (\\d+)"))) << h.body;
+  EXPECT_EQ(std::stoi(m[1]), 8);
+  EXPECT_LT(std::stoi(m[2]), 8) << "no two requests were batched: " << h.body;
+  EXPECT_TRUE(one.stop());
+  EXPECT_TRUE(many.stop());
   fs::remove(weights);
 }
 
