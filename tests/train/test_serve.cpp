@@ -530,6 +530,29 @@ TEST_F(ServeTest, ContentLengthMustBeOneNumber) {
   EXPECT_EQ(ok.status, 200) << ok.body;
 }
 
+// Compressed uploads are refused (httplib would inflate a small gzip or brotli bomb into memory
+// unbounded), as are heads over 64 KiB, in many lines or one.
+TEST_F(ServeTest, EncodedBodiesAndHugeHeadsAreRefused) {
+  const std::string jpeg = read_bytes(image("coffee.jpg"));
+  const std::string head = "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + std::to_string(jpeg.size());
+  for (const char* coding : {"gzip", "deflate", "br", "x-gzip", "GZIP", "gzip, br"}) {
+    Reply r = http(port_, head + "\r\nContent-Encoding: " + coding + "\r\n\r\n" + jpeg, /*to_close=*/true);
+    EXPECT_EQ(r.status, 415) << coding;
+    EXPECT_NE(r.body.find("Content-Encoding"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(http(port_, head + "\r\nContent-Encoding: identity\r\n\r\n" + jpeg).status, 200);
+
+  std::string many = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  for (int i = 0; i < 80; ++i) many += "X-Pad-" + std::to_string(i) + ": " + std::string(1000, 'a') + "\r\n";
+  Reply r = http(port_, many + "\r\n", /*to_close=*/true);
+  EXPECT_EQ(r.status, 431) << r.head;
+  Reply line = http(port_, "GET /" + std::string(70000, 'a') + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", true);
+  EXPECT_EQ(line.status, 431) << line.head;
+  Reply uri = http(port_, "GET /" + std::string(9000, 'a') + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", true);
+  EXPECT_EQ(uri.status, 414) << uri.head;
+  EXPECT_EQ(get(port_, "/").status, 200);
+}
+
 TEST_F(ServeTest, OnlyLoopbackHostNamesAreAnswered) {
   const std::string p = std::to_string(port_);
   for (std::string host : std::vector<std::string>{"127.0.0.1", "127.0.0.1:" + p, "localhost", "LocalHost:" + p, "[::1]", "[::1]:" + p}) {

@@ -62,6 +62,7 @@ const char* reason(int status) {
     case 415: return "Unsupported Media Type";
     case 416: return "Range Not Satisfiable";
     case 417: return "Expectation Failed";
+    case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
     default: return "Error";
@@ -121,13 +122,18 @@ class ConnStream final : public httplib::Stream {
     if (pos_ < len_) return true;
     return wait(POLLIN, after(idle_s)) > 0 && fill(sizeof buf_);
   }
-  // Starts the clock and the byte count of one request (bytes already buffered count towards it).
-  void begin_request(double timeout_s, size_t cap) {
+  // Starts the clock and the byte count of one request (bytes already buffered count towards it): at
+  // most kMaxHead bytes until allow_body() says how long the body is.
+  void begin_request(double timeout_s) {
     deadline_ = after(timeout_s);
-    cap_ = cap;
+    cap_ = kMaxHead;
     got_ = len_ - pos_;
-    timed_out_ = over_cap_ = false;
+    timed_out_ = over_cap_ = head_done_ = false;
     written_ = 0;
+  }
+  void allow_body(size_t n) {
+    cap_ = kMaxHead + n;
+    head_done_ = true;
   }
   bool write_all(const std::string& s) {
     for (size_t off = 0; off < s.size();) {
@@ -151,6 +157,7 @@ class ConnStream final : public httplib::Stream {
 
   bool timed_out() const { return timed_out_; }
   bool over_cap() const { return over_cap_; }
+  bool head_done() const { return head_done_; }
   size_t written() const { return written_; }
 
  private:
@@ -205,7 +212,7 @@ class ConnStream final : public httplib::Stream {
   char buf_[16384];
   size_t pos_ = 0, len_ = 0, got_ = 0, cap_ = 0, written_ = 0;
   Clock::time_point deadline_ = Clock::now();
-  bool timed_out_ = false, over_cap_ = false;
+  bool timed_out_ = false, over_cap_ = false, head_done_ = false;
 };
 
 // What the request callbacks of one connection's thread need to know about it.
@@ -318,10 +325,10 @@ class Server final : public httplib::Server {
 
  private:
   bool process_and_close_socket(socket_t sock) override {
-    ConnStream s(sock, svr_sock_);
     if (t_reject) {
-      s.write_all(raw_response(503, "too many connections (the limit is " + std::to_string(opt_.max_connections) +
-                                        "): try again"));
+      const std::string no = raw_response(503, "too many connections (the limit is " +
+                                                    std::to_string(opt_.max_connections) + "): try again");
+      (void)::send(sock, no.data(), no.size(), MSG_NOSIGNAL | MSG_DONTWAIT);  // a fresh socket has room
       ::shutdown(sock, SHUT_WR);
       char sink[65536];  // what has arrived already, without waiting: this thread answers every refusal
       while (::recv(sock, sink, sizeof sink, MSG_DONTWAIT) > 0) {
@@ -329,17 +336,17 @@ class Server final : public httplib::Server {
       ::close(sock);
       return false;
     }
+    ConnStream s(sock, svr_sock_);
     Connection conn{&s};
     t_conn = &conn;
     bool ret = false;
-    const size_t cap = opt_.max_body + kMaxHead;
     for (size_t n = 0; n < keep_alive_max_count_ && s.await_request(opt_.idle_timeout_s); ++n) {
-      s.begin_request(opt_.request_timeout_s, cap);
+      s.begin_request(opt_.request_timeout_s);
       bool closed = false;
       ret = process_request(s, n + 1 == keep_alive_max_count_, closed, nullptr);
       if (!ret && s.written() == 0 && (s.timed_out() || s.over_cap())) {  // cut off inside the request line
         conn.close = true;
-        s.write_all(s.timed_out() ? raw_response(408, timeout_message()) : raw_response(414, "request line too long"));
+        s.write_all(s.timed_out() ? raw_response(408, timeout_message()) : raw_response(431, head_message()));
       }
       if (!ret || closed || conn.close) break;
     }
@@ -354,6 +361,7 @@ class Server final : public httplib::Server {
   std::string timeout_message() const {
     return fmt::format("the request did not arrive whole within {} s", opt_.request_timeout_s);
   }
+  static std::string head_message() { return fmt::format("request head larger than {} bytes", kMaxHead); }
 
  private:
   const HttpServerOptions& opt_;
@@ -379,6 +387,10 @@ struct HttpServer::Impl {
       return json_error(403, "Host '" + req.get_header_value("Host") +
                                  "' is refused: this server listens on a loopback address and answers only "
                                  "Host localhost, 127.0.0.1 or [::1] (with an optional port)");
+    const std::string coding = lower(trim(req.get_header_value("Content-Encoding")));
+    if (req.get_header_value_count("Content-Encoding") > 1 || !(coding.empty() || coding == "identity"))
+      return json_error(415, "Content-Encoding '" + req.get_header_value("Content-Encoding") +
+                                 "' is not accepted: send the file's bytes as they are");
     if (req.has_header("Transfer-Encoding"))
       return json_error(411, "send the body with a Content-Length (Transfer-Encoding is not supported)");
     const size_t lengths = req.get_header_value_count("Content-Length");
@@ -390,6 +402,7 @@ struct HttpServer::Impl {
       unsigned long long n = std::stoull(v);
       if (n > opt.max_body)
         return json_error(413, "body of " + v + " bytes is over the limit of " + std::to_string(opt.max_body) + " bytes");
+      if (t_conn) t_conn->stream->allow_body(static_cast<size_t>(n));
     } else if (req.method == "POST" || req.method == "PUT" || req.method == "PATCH") {
       return json_error(411, "send the body with a Content-Length");
     }
@@ -426,7 +439,8 @@ struct HttpServer::Impl {
         t_conn->close = true;
         if (t_conn->stream->timed_out()) set(res, json_error(408, svr.timeout_message()));
         else if (t_conn->stream->over_cap())
-          set(res, json_error(413, "request larger than the limit of " + std::to_string(opt.max_body) + " bytes"));
+          set(res, t_conn->stream->head_done() ? json_error(413, "body longer than its Content-Length allows")
+                                               : json_error(431, Server::head_message()));
       }
       if (res.body.empty()) set(res, json_error(res.status, reason(res.status)));
       return httplib::Server::HandlerResponse::Handled;
