@@ -705,6 +705,36 @@ TEST(Serve, BatchedRequestsEqualSingleOnes) {
   fs::remove(weights);
 }
 
+// Mistakes on the command line end mo_serve at once with the option named; a port in use is an error
+// (not a second server sharing it).
+TEST_F(ServeTest, BadOptionsAndABusyPortAreErrors) {
+  // `timeout`: a mo_serve that does start (say, sharing the busy port) fails the test instead of hanging it
+  const std::string bin = "timeout 60 " + std::string(MO_BINARY_DIR) + "/tools/mo_serve --weights " + weights_ +
+                          " --model test_mambaout --device cpu ";
+  struct Case {
+    std::string args, says;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"--port " + std::to_string(port_), "cannot listen on 127.0.0.1:" + std::to_string(port_) + ": Address already in use"},
+           {"--precision bf16", "--precision bf16 needs a GPU"},
+           {"--precision fp16", "--precision must be fp32 or bf16, got 'fp16'"},
+           {"--interpolation nearest", "--interpolation must be bicubic or bilinear, got 'nearest'"},
+           {"--img-size 8", "--img-size: expected an integer from 32 to 8192, got '8'"},
+           {"--max-batch 0", "--max-batch: expected an integer from 1 to 1024, got '0'"},
+           {"--max-connections x", "--max-connections: expected an integer"},
+           {"--request-timeout 0", "--request-timeout: expected a number from 0.1"},
+           {"--host no.such.host.invalid", "cannot listen on no.such.host.invalid:0"},
+       }) {
+    auto [rc, out] = mo::test::run_command(bin + (c.args.rfind("--port", 0) == 0 ? "" : "--port 0 ") + c.args);
+    EXPECT_EQ(rc, 1) << c.args << "\n" << out;
+    EXPECT_NE(out.find(c.says), std::string::npos) << c.args << "\n" << out;
+  }
+  auto [rc, out] = mo::test::run_command(bin + "--workers 4");
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find("unknown argument --workers"), std::string::npos) << out;
+  EXPECT_EQ(get(port_, "/").status, 200);
+}
+
 TEST(HttpHelpers, LoopbackHostAndJson) {
   for (const char* h : {"localhost", "LOCALHOST", "127.0.0.1", "127.0.0.1:8080", "[::1]", "[::1]:1", "localhost:65535"})
     EXPECT_TRUE(tools::is_loopback_host(h)) << h;

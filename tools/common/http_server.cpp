@@ -418,6 +418,12 @@ struct HttpServer::Impl {
     svr.set_keep_alive_max_count(100);
     svr.set_keep_alive_timeout(static_cast<time_t>(std::max(1.0, opt.idle_timeout_s)));  // the header's value
     svr.set_payload_max_length(opt.max_body);
+    // SO_REUSEADDR (restart while old connections linger) but not httplib's default SO_REUSEPORT, with
+    // which a second server on the same port would start too and silently take half the connections
+    svr.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     svr.set_default_headers({{"Cache-Control", "no-store"}, {"X-Content-Type-Options", "nosniff"}});
     svr.set_expect_100_continue_handler([this](const httplib::Request& req, httplib::Response& res) {
       auto no = refuse(req);
