@@ -183,7 +183,7 @@ struct Service {
   int max_batch = 1;
   double window_ms = 0;
   std::unique_ptr<Batcher> batcher;
-  Slots decodes{static_cast<int>(std::max(2u, std::thread::hardware_concurrency()))};
+  Slots decodes{static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 2u, 16u))};  // decodes at once
   Clock::time_point started = Clock::now();
   std::atomic<int64_t> served{0};
 
