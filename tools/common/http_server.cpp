@@ -397,9 +397,10 @@ struct HttpServer::Impl {
     if (lengths > 1) return json_error(400, "more than one Content-Length header");
     if (lengths == 1) {
       std::string v = trim(req.get_header_value("Content-Length"));
-      if (v.empty() || v.size() > 18 || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      if (v.empty() || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
         return json_error(400, "bad Content-Length '" + v + "'");
-      unsigned long long n = std::stoull(v);
+      v.erase(0, std::min(v.find_first_not_of('0'), v.size() - 1));        // leading zeros
+      const unsigned long long n = v.size() > 18 ? ~0ull : std::stoull(v);  // 19 digits or more: over any limit
       if (n > opt.max_body)
         return json_error(413, "body of " + v + " bytes is over the limit of " + std::to_string(opt.max_body) + " bytes");
       if (t_conn) t_conn->stream->allow_body(static_cast<size_t>(n));
