@@ -8,7 +8,7 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-  build-essential cmake ninja-build pkg-config git ca-certificates \
+  build-essential cmake ninja-build pkg-config git ca-certificates libcpp-httplib-dev \
   libopenblas-openmp-dev libjpeg-dev zlib1g-dev libprotobuf-dev protobuf-compiler libfmt-dev libyaml-cpp-dev \
   libgtest-dev libomp-dev libopenmpi-dev openmpi-bin \
   python3 python3-numpy python3-torch python3-torchvision python3-pil \

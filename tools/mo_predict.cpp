@@ -66,14 +66,7 @@ int main(int argc, char** argv) {
     tools::LoadedModel m = tools::load_model_for_eval(weights, model, dev, DType::f32);
     const std::vector<std::string> names = tools::class_names_for(m, classes_file);
 
-    data::EvalTransformConfig tf;
-    tools::TrainConfig c = m.train_config.value_or(tools::TrainConfig{});
-    tf.size = static_cast<int>(img_size > 0 ? img_size : c.data.img_size);
-    tf.crop_pct = crop_pct > 0 ? crop_pct : c.data.crop_pct;
-    std::string in = interp.empty() ? c.data.interpolation : interp;
-    MO_CHECK(in == "bicubic" || in == "bilinear", "--interpolation must be bicubic or bilinear, got '{}'", in);
-    tf.interpolation = in == "bicubic" ? data::Interp::bicubic : data::Interp::bilinear;
-
+    const data::EvalTransformConfig tf = tools::eval_preprocess_for(m, img_size, crop_pct, interp).transform;
     Tensor x = tools::load_images(images, tf, dev, DType::f32);
     NoGradGuard no_grad;
     std::vector<float> logits = m.model->forward_nhwc(x).to_vector<float>();

@@ -1,21 +1,37 @@
 // mo_serve: a local web page and JSON endpoint that classify an uploaded image.
 //
 //   mo_serve --weights FILE [--model NAME] [--port 8080] [--host 127.0.0.1] [--device auto|cpu|cuda]
-//            [--workers 4] [--max-body-mb 20]
+//            [--img-size N] [--crop-pct F] [--interpolation bicubic|bilinear] [--precision fp32|bf16]
+//            [--max-batch N] [--batch-window-ms MS] [--max-connections 256] [--request-timeout 20]
+//            [--idle-timeout 5] [--max-body-mb 20]
 //
 // GET / shows a page to pick or drop an image and see the top-5 classes with probability bars.
 // POST /predict with the raw image bytes (or multipart/form-data with a field "image") answers
-// {"model": ..., "ms": ..., "top5": [{"index": i, "name": ..., "prob": p}, ...]}; a file that is not a
-// decodable JPEG gets 400 {"error": ...}, a body over the limit 413. The model is loaded once; requests
-// are served by a small worker pool and take turns on the model. Preprocessing is the reference demo's:
-// shorter side to 224 with antialiased bilinear (as PIL), centre crop 224, ImageNet mean/std; softmax.
+// {"model": ..., "ms": ..., "preprocess": {...}, "top5": [{"index": i, "name": ..., "prob": p}, ...]};
+// a file that is not a decodable JPEG gets 400 {"error": ...}, a body over the limit 413.
+// GET /health answers {"model", "classes", "device", "precision", "uptime_s", "requests" (predictions
+// served), "batches" (model calls), "preprocess", "max_batch", "batch_window_ms"}.
+// Preprocessing is mo_predict's (tools/common/inference.h): the checkpoint's image size, crop_pct and
+// interpolation unless overridden, ImageNet mean/std; printed at start-up. Each connection has its own
+// thread (tools/common/http_server.h: deadlines, limits, Host check) that decodes its upload; one
+// inference thread owns the one model copy: it takes the first waiting image, waits up to
+// --batch-window-ms for more (at most --max-batch) and runs them as one batch. Defaults: on a GPU bf16,
+// batches of up to 32 within 2 ms; on the CPU fp32, one image at a time.
+#include <pthread.h>
+#include <signal.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
-#include <csignal>
+#include <condition_variable>
 #include <cstdio>
+#include <cstring>
+#include <deque>
+#include <future>
 #include <mutex>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "autograd/cuda_allocator.h"
@@ -28,57 +44,220 @@
 #include "tools/common/serve_page.h"
 
 using namespace mo;
+using Clock = std::chrono::steady_clock;
 
 namespace {
 
 int usage(const std::string& msg) {
   std::fprintf(stderr,
                "%s%susage: mo_serve --weights FILE [--model NAME] [--port 8080] [--host 127.0.0.1]\n"
-               "       [--device auto|cpu|cuda] [--workers 4] [--max-body-mb 20]\n",
+               "       [--device auto|cpu|cuda] [--img-size N] [--crop-pct F] [--interpolation bicubic|bilinear]\n"
+               "       [--precision fp32|bf16] [--max-batch N] [--batch-window-ms MS] [--max-connections 256]\n"
+               "       [--request-timeout 20] [--idle-timeout 5] [--max-body-mb 20]\n",
                msg.c_str(), msg.empty() ? "" : "\n");
   return 2;
 }
 
-tools::HttpServer* g_server = nullptr;
-void on_signal(int) {
-  if (g_server) g_server->interrupt();  // async-signal-safe; main() then stops the workers
-}
+// At most `n` holders at once (bounds the memory of concurrent JPEG decodes).
+class Slots {
+ public:
+  explicit Slots(int n) : free_(n) {}
+  void acquire() {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait(lk, [&] { return free_ > 0; });
+    --free_;
+  }
+  void release() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      ++free_;
+    }
+    cv_.notify_one();
+  }
 
-struct Classifier {
+ private:
+  int free_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+
+// The inference thread: images (size x size x 3 bytes, already transformed) in, logits out, in batches.
+class Batcher {
+ public:
+  Batcher(const nn::MambaOut& model, Device dev, DType dtype, data::NormalizeSpec norm, int size, int max_batch,
+          double window_ms)
+      : model_(model), dev_(dev), size_(size), max_batch_(max_batch),
+        window_(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(window_ms))) {
+    norm_ = norm;
+    norm_.dtype = dtype;
+    norm_.channels_last = true;
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~Batcher() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  // The logits of one image; blocks until its batch has run. Throws what the model threw.
+  std::vector<float> run(std::vector<uint8_t> pixels) {
+    Job job{std::move(pixels), {}};
+    auto result = job.out.get_future();
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      queue_.push_back(&job);
+    }
+    cv_.notify_all();
+    return result.get();
+  }
+  int64_t batches() const { return batches_; }
+
+ private:
+  struct Job {
+    std::vector<uint8_t> pixels;
+    std::promise<std::vector<float>> out;
+  };
+
+  void loop() {
+    NoGradGuard no_grad;
+    std::unique_lock<std::mutex> lk(mu_);
+    while (true) {
+      cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      if (max_batch_ > 1 && window_.count() > 0)  // collect what arrives within the window
+        cv_.wait_until(lk, Clock::now() + window_,
+                       [&] { return stop_ || queue_.size() >= static_cast<size_t>(max_batch_); });
+      const size_t n = std::min(queue_.size(), static_cast<size_t>(max_batch_));
+      std::vector<Job*> batch(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+      lk.unlock();
+      ++batches_;
+      try {
+        std::vector<float> logits = forward(batch);
+        const size_t classes = logits.size() / n;
+        for (size_t i = 0; i < n; ++i)
+          batch[i]->out.set_value(std::vector<float>(logits.begin() + static_cast<std::ptrdiff_t>(i * classes),
+                                                     logits.begin() + static_cast<std::ptrdiff_t>((i + 1) * classes)));
+      } catch (...) {
+        for (Job* j : batch) j->out.set_exception(std::current_exception());
+      }
+      lk.lock();
+    }
+  }
+
+  std::vector<float> forward(const std::vector<Job*>& batch) {
+    const auto n = static_cast<int64_t>(batch.size());
+    const size_t bytes = static_cast<size_t>(size_) * size_ * 3;
+    Tensor pixels = Tensor::empty({n, size_, size_, 3}, DType::u8);  // (N, H, W, 3)
+    for (int64_t i = 0; i < n; ++i) std::memcpy(pixels.data<uint8_t>() + i * bytes, batch[i]->pixels.data(), bytes);
+    Tensor meta = Tensor::zeros({n, data::kMetaCols}, DType::i64);  // no random erasing
+    if (!dev_.is_cpu()) {  // normalise on the device: a quarter of the bytes cross the bus
+      pixels = pixels.to(dev_);
+      meta = meta.to(dev_);
+    }
+    Tensor x = data::normalize_erase(pixels, meta, 0, norm_);
+    return model_.forward_nhwc(x).to_vector<float>();
+  }
+
+  const nn::MambaOut& model_;
+  const Device dev_;
+  data::NormalizeSpec norm_;
+  const int size_, max_batch_;
+  const Clock::duration window_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job*> queue_;
+  bool stop_ = false;
+  std::atomic<int64_t> batches_{0};
+  std::thread thread_;
+};
+
+struct Service {
   tools::LoadedModel m;
   std::vector<std::string> names;
   Device dev = Device::cpu();
-  data::EvalTransform transform{data::EvalTransformConfig{224, 1.0, data::Interp::bilinear, false}};
-  data::Workspace ws;
-  std::mutex mu;  // one request at a time on the model and the workspace
+  DType dtype = DType::f32;
+  tools::EvalPreprocess pre;
+  int max_batch = 1;
+  double window_ms = 0;
+  std::unique_ptr<Batcher> batcher;
+  Slots decodes{static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 2u, 16u))};  // decodes at once
+  Clock::time_point started = Clock::now();
+  std::atomic<int64_t> served{0};
+
+  std::string preprocess_json() const {
+    const auto& n = pre.normalize;
+    return fmt::format(
+        "{{\"img_size\": {}, \"crop_pct\": {}, \"interpolation\": {}, \"mean\": [{:.6g}, {:.6g}, {:.6g}], "
+        "\"std\": [{:.6g}, {:.6g}, {:.6g}]}}",
+        pre.transform.size, pre.transform.crop_pct, tools::json_string(pre.interpolation), n.mean[0] / 255.0,
+        n.mean[1] / 255.0, n.mean[2] / 255.0, n.std[0] / 255.0, n.std[1] / 255.0, n.std[2] / 255.0);
+  }
+
+  tools::HttpResponse health() const {
+    double up = std::chrono::duration<double>(Clock::now() - started).count();
+    return {200, "application/json",
+            fmt::format("{{\"model\": {}, \"classes\": {}, \"device\": {}, \"precision\": {}, \"uptime_s\": {:.3f}, "
+                        "\"requests\": {}, \"batches\": {}, \"preprocess\": {}, \"max_batch\": {}, \"batch_window_ms\": {}}}",
+                        tools::json_string(m.name), m.num_classes, tools::json_string(dev.str()),
+                        tools::json_string(dtype == DType::bf16 ? "bf16" : "fp32"), up, served.load(),
+                        batcher->batches(), preprocess_json(), max_batch, window_ms)};
+  }
 
   tools::HttpResponse predict(const std::string& bytes) {
     if (bytes.empty()) return tools::json_error(400, "empty upload: send the image bytes");
-    auto t0 = std::chrono::steady_clock::now();
-    std::lock_guard<std::mutex> lk(mu);
-    const int s = transform.config().size;
-    Tensor pixels = Tensor::empty({1, s, s, 3}, DType::u8);
-    data::ImageView view{pixels.data<uint8_t>(), s, s, static_cast<int64_t>(s) * 3};
+    auto t0 = Clock::now();
+    const int s = pre.transform.size;
+    std::vector<uint8_t> pixels(static_cast<size_t>(s) * s * 3);
     std::string err;
-    if (!transform(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), ws, view, err))
-      return tools::json_error(400, "cannot decode the upload as a JPEG image: " + err);
-    Tensor meta = Tensor::zeros({1, data::kMetaCols}, DType::i64);
-    Tensor x = data::normalize_erase(pixels, meta, 0, data::imagenet_normalize(DType::f32, /*channels_last=*/true));
-    if (!dev.is_cpu()) x = x.to(dev);
-    NoGradGuard no_grad;
-    std::vector<double> p = tools::softmax(m.model->forward_nhwc(x).to_vector<float>());
+    bool ok;
+    {
+      decodes.acquire();
+      data::Workspace ws;  // per request: a pool thread keeps no large buffers
+      ok = data::EvalTransform(pre.transform)(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), ws,
+                                              data::ImageView{pixels.data(), s, s, static_cast<int64_t>(s) * 3}, err);
+      decodes.release();
+    }
+    if (!ok) return tools::json_error(400, "cannot decode the upload as a JPEG image: " + err);
+    std::vector<double> p = tools::softmax(batcher->run(std::move(pixels)));
     std::vector<int64_t> order(p.size());
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return p[a] > p[b]; });
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    std::string j = fmt::format("{{\"model\": {}, \"ms\": {:.3f}, \"top5\": [", tools::json_string(m.name), ms);
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    std::string j = fmt::format("{{\"model\": {}, \"ms\": {:.3f}, \"preprocess\": {}, \"top5\": [",
+                                tools::json_string(m.name), ms, preprocess_json());
     for (size_t i = 0; i < std::min<size_t>(5, order.size()); ++i) {
       int64_t c = order[i];
       std::string name = names.empty() ? fmt::format("class {}", c) : names[static_cast<size_t>(c)];
       j += fmt::format("{}{{\"index\": {}, \"name\": {}, \"prob\": {:.17g}}}", i ? ", " : "", c,
                        tools::json_string(name), p[static_cast<size_t>(c)]);
     }
+    ++served;
     return {200, "application/json", j + "]}"};
+  }
+
+  tools::HttpResponse handle(const tools::HttpRequest& r) {
+    const bool get = r.method == "GET" || r.method == "HEAD";
+    if (r.path == "/" || r.path == "/index.html") {
+      if (!get) return tools::json_error(405, "use GET for " + r.path);
+      return {200, "text/html; charset=utf-8", tools::kServePage};
+    }
+    if (r.path == "/health") {
+      if (!get) return tools::json_error(405, "use GET for /health");
+      return health();
+    }
+    if (r.path == "/predict") {
+      if (r.method != "POST") return tools::json_error(405, "POST the image bytes to /predict");
+      if (r.header("content-type").rfind("multipart/form-data", 0) == 0) {
+        auto f = r.files.find("image");
+        if (f == r.files.end()) return tools::json_error(400, "the multipart body has no field 'image'");
+        return predict(f->second);
+      }
+      return predict(r.body);
+    }
+    return tools::json_error(404, "no such page: " + r.path);
   }
 };
 
@@ -86,9 +265,16 @@ struct Classifier {
 
 int main(int argc, char** argv) {
   mo::tools::ensure_passive_omp_wait(argc, argv);
-  std::string weights, model, host = "127.0.0.1", device = "auto";
-  int port = 8080, workers = 4;
-  double max_body_mb = 20;
+  // SIGINT / SIGTERM are taken by sigwait() below: blocked before any thread (OpenMP's too) starts
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::string weights, model, device = "auto", interp, precision;
+  int64_t img_size = 0, max_batch = 0;
+  double crop_pct = 0, window_ms = -1, max_body_mb = 20;
+  tools::HttpServerOptions opt;
   try {
     for (int i = 1; i < argc; ++i) {
       std::string a = argv[i];
@@ -98,10 +284,18 @@ int main(int argc, char** argv) {
       };
       if (a == "--weights" || a == "-w") weights = value();
       else if (a == "--model") model = value();
-      else if (a == "--port") port = static_cast<int>(tools::option_int(a, value(), 0, 65535));
-      else if (a == "--host") host = value();
+      else if (a == "--port") opt.port = static_cast<int>(tools::option_int(a, value(), 0, 65535));
+      else if (a == "--host") opt.host = value();
       else if (a == "--device") device = value();
-      else if (a == "--workers") workers = static_cast<int>(tools::option_int(a, value(), 1, 256));
+      else if (a == "--img-size") img_size = tools::option_int(a, value(), 32, 8192);
+      else if (a == "--crop-pct") crop_pct = tools::option_float(a, value(), 1e-3, 1.0);
+      else if (a == "--interpolation") interp = value();
+      else if (a == "--precision") precision = value();
+      else if (a == "--max-batch") max_batch = tools::option_int(a, value(), 1, 1024);
+      else if (a == "--batch-window-ms") window_ms = tools::option_float(a, value(), 0, 1000);
+      else if (a == "--max-connections") opt.max_connections = static_cast<int>(tools::option_int(a, value(), 1, 65536));
+      else if (a == "--request-timeout") opt.request_timeout_s = tools::option_float(a, value(), 0.1, 3600);
+      else if (a == "--idle-timeout") opt.idle_timeout_s = tools::option_float(a, value(), 0.1, 3600);
       else if (a == "--max-body-mb") max_body_mb = tools::option_float(a, value(), 1e-3, 4096);
       else if (a == "-h" || a == "--help") {
         usage("");
@@ -109,42 +303,33 @@ int main(int argc, char** argv) {
       } else return usage("unknown argument " + a);
     }
     if (weights.empty()) return usage("--weights is required");
-    Classifier cl;
-    cl.dev = tools::device_option(device);
-    cl.m = tools::load_model_for_eval(weights, model, cl.dev, DType::f32);
-    cl.names = tools::class_names_for(cl.m);
+    MO_CHECK(precision.empty() || precision == "fp32" || precision == "bf16",
+             "--precision must be fp32 or bf16, got '{}'", precision);
+    Service sv;
+    sv.dev = tools::device_option(device);
+    const bool gpu = sv.dev.is_cuda();
+    sv.dtype = precision.empty() ? (gpu ? DType::bf16 : DType::f32) : (precision == "bf16" ? DType::bf16 : DType::f32);
+    MO_CHECK(sv.dtype == DType::f32 || gpu, "--precision bf16 needs a GPU (the CPU kernels run fp32)");
+    sv.max_batch = static_cast<int>(max_batch > 0 ? max_batch : (gpu ? 32 : 1));
+    sv.window_ms = window_ms >= 0 ? window_ms : (gpu ? 2.0 : 0.0);
+    sv.m = tools::load_model_for_eval(weights, model, sv.dev, sv.dtype);
+    sv.names = tools::class_names_for(sv.m);
+    sv.pre = tools::eval_preprocess_for(sv.m, img_size, crop_pct, interp);
+    sv.batcher = std::make_unique<Batcher>(*sv.m.model, sv.dev, sv.dtype, sv.pre.normalize, sv.pre.transform.size,
+                                           sv.max_batch, sv.window_ms);
 
-    tools::HttpServerOptions opt;
-    opt.host = host;
-    opt.port = port;
-    opt.workers = workers;
     opt.max_body = static_cast<size_t>(max_body_mb * 1024 * 1024);
-    tools::HttpServer server(opt, [&](const tools::HttpRequest& r) -> tools::HttpResponse {
-      if (r.path == "/" || r.path == "/index.html") {
-        if (r.method != "GET" && r.method != "HEAD") return tools::json_error(405, "use GET for " + r.path);
-        return {200, "text/html; charset=utf-8", tools::kServePage};
-      }
-      if (r.path == "/predict") {
-        if (r.method != "POST") return tools::json_error(405, "POST the image bytes to /predict");
-        std::string ct = r.header("content-type");
-        if (ct.rfind("multipart/form-data", 0) == 0) {
-          std::string file, err;
-          if (!tools::multipart_field(ct, r.body, "image", file, err)) return tools::json_error(400, err);
-          return cl.predict(file);
-        }
-        return cl.predict(r.body);
-      }
-      return tools::json_error(404, "no such page: " + r.path);
-    });
+    tools::HttpServer server(opt, [&](const tools::HttpRequest& r) { return sv.handle(r); });
     server.start();
-    g_server = &server;
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
-    std::printf("mo_serve: %s on %s; listening on http://%s:%d/\n", cl.m.summary.c_str(),
-                cl.dev.is_cuda() ? "cuda" : "cpu", host.c_str(), server.port());
+    std::printf("mo_serve: %s on %s, %s; batches of up to %d within %g ms\n", sv.m.summary.c_str(),
+                sv.dev.str().c_str(), sv.dtype == DType::bf16 ? "bf16" : "fp32", sv.max_batch, sv.window_ms);
+    std::printf("mo_serve: preprocessing %s\n", sv.pre.describe().c_str());
+    const bool v6 = opt.host.find(':') != std::string::npos;
+    std::printf("mo_serve: listening on http://%s%s%s:%d/%s\n", v6 ? "[" : "", opt.host.c_str(), v6 ? "]" : "",
+                server.port(), server.loopback() ? "" : " (not a loopback address: reachable from other machines)");
     std::fflush(stdout);
-    server.wait();
-    g_server = nullptr;
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
     server.stop();
     return 0;
   } catch (const std::exception& e) {

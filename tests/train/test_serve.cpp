@@ -1,18 +1,10 @@
 // test_serve.cpp: the real mo_serve binary on a free port with a small random checkpoint: the page, the
 // JSON top-5 of POST /predict (raw bytes and multipart) equal to mo_predict's and to the in-process
-// inference path, and bad uploads (text, truncated JPEG, oversized body, wrong path) answered with 4xx JSON
-// while the server keeps serving.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cmath>
-#include <cstdio>
-#include <filesystem>
-#include <regex>
+// inference path, for a checkpoint trained at 32 px too (its preprocessing, or the options'), batches
+// equal to single images, GET /health, bad uploads answered with 4xx JSON while it keeps serving, and
+// mistakes on its command line. The HTTP hardening is tested in test_serve_http.cpp.
+#include <algorithm>
+#include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,133 +12,18 @@
 #include <gtest/gtest.h>
 
 #include "autograd/graph.h"
-#include "data/jpeg.h"
-#include "nn/io/checkpoint_io.h"
-#include "nn/mambaout.h"
-#include "tests/test_util.h"
-#include "tools/common/http_server.h"
+#include "tests/train/serve_test_util.h"
+#include "tests/train/train_test_util.h"
 #include "tools/common/inference.h"
+#include "tools/common/trainer.h"
 
-namespace fs = std::filesystem;
 using namespace mo;
+using namespace mo::test::serve;
 
 namespace {
 
-struct Reply {
-  int status = 0;
-  std::string head, body;
-};
-
-// One request on a fresh connection; reads until the server closes it.
-Reply http(int port, const std::string& request) {
-  Reply r;
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return r;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return r;
-  }
-  size_t off = 0;
-  while (off < request.size()) {  // a server that answers early (413) may stop reading: ignore errors
-    ssize_t w = ::send(fd, request.data() + off, request.size() - off, MSG_NOSIGNAL);
-    if (w <= 0) break;
-    off += static_cast<size_t>(w);
-  }
-  std::string all;
-  char buf[65536];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) all.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  size_t e = all.find("\r\n\r\n");
-  if (e == std::string::npos || all.compare(0, 9, "HTTP/1.1 ") != 0) return r;
-  r.status = std::stoi(all.substr(9, 3));
-  r.head = all.substr(0, e);
-  r.body = all.substr(e + 4);
-  return r;
-}
-
-Reply post(int port, const std::string& path, const std::string& body,
-           const std::string& type = "application/octet-stream") {
-  return http(port, "POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Type: " + type +
-                        "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
-}
-
-std::string read_bytes(const std::string& path) {
-  std::vector<uint8_t> v;
-  std::string err;
-  if (!data::read_file(path, v, err)) ADD_FAILURE() << err;
-  return std::string(v.begin(), v.end());
-}
-
-struct Top {
-  int64_t index;
-  double prob;
-};
-
-std::vector<Top> parse_top5(const std::string& json) {
-  std::vector<Top> out;
-  static const std::regex re(R"re("index": (\d+), "name": "[^"]*", "prob": ([0-9.eE+-]+))re");
-  for (std::sregex_iterator it(json.begin(), json.end(), re), end; it != end; ++it)
-    out.push_back({std::stoll((*it)[1]), std::stod((*it)[2])});
-  return out;
-}
-
-std::string image(const std::string& name) { return std::string(MO_SOURCE_DIR) + "/tests/data/images/" + name; }
-
-class ServeTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = fs::temp_directory_path() / ("mo_serve_test_" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-    weights_ = (dir_ / "tiny.safetensors").string();
-    nn::MambaOutConfig mc = nn::mambaout_config("test_mambaout");
-    mc.num_classes = 1000;
-    nn::MambaOut model(mc, 7);
-    nn::io::save_model(model, weights_);
-
-    int pipefd[2];
-    ASSERT_EQ(::pipe(pipefd), 0);
-    pid_ = ::fork();
-    ASSERT_GE(pid_, 0);
-    if (pid_ == 0) {
-      ::dup2(pipefd[1], 1);
-      ::close(pipefd[0]);
-      ::close(pipefd[1]);
-      std::string bin = std::string(MO_BINARY_DIR) + "/tools/mo_serve";
-      ::execl(bin.c_str(), bin.c_str(), "--weights", weights_.c_str(), "--model", "test_mambaout", "--port", "0",
-              "--device", "cpu", "--workers", "3", "--max-body-mb", "2", static_cast<char*>(nullptr));
-      std::_Exit(127);
-    }
-    ::close(pipefd[1]);
-    std::string line;
-    char c;
-    while (::read(pipefd[0], &c, 1) == 1 && c != '\n') line += c;
-    ::close(pipefd[0]);
-    std::smatch m;
-    ASSERT_TRUE(std::regex_search(line, m, std::regex(R"(http://127\.0\.0\.1:(\d+)/)"))) << "mo_serve said: " << line;
-    port_ = std::stoi(m[1]);
-  }
-  static void TearDownTestSuite() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      int st = 0;
-      ::waitpid(pid_, &st, 0);
-      EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "mo_serve did not exit cleanly on SIGTERM: " << st;
-    }
-    fs::remove_all(dir_);
-  }
-  static inline fs::path dir_;
-  static inline std::string weights_;
-  static inline pid_t pid_ = -1;
-  static inline int port_ = 0;
-};
-
 TEST_F(ServeTest, PageIsServed) {
-  Reply r = http(port_, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  Reply r = get(port_, "/");
   ASSERT_EQ(r.status, 200) << r.head;
   EXPECT_NE(r.head.find("text/html"), std::string::npos);
   EXPECT_NE(r.body.find("fetch('/predict'"), std::string::npos);
@@ -161,9 +38,17 @@ TEST_F(ServeTest, PredictMatchesMoPredictAndInference) {
   std::vector<Top> got = parse_top5(r.body);
   ASSERT_EQ(got.size(), 5u) << r.body;
 
-  // in-process: the same weights and the eval transform (224, crop 1.0, bilinear)
+  // the file stores no preprocessing: the defaults, as mo_predict's, said at start-up and in the answer
+  EXPECT_NE(server_.said.find("preprocessing 224 px (default), crop_pct 1 (default), bicubic (default)"),
+            std::string::npos) << server_.said;
+  EXPECT_NE(r.body.find("\"preprocess\": {\"img_size\": 224, \"crop_pct\": 1, \"interpolation\": \"bicubic\", "
+                        "\"mean\": [0.485, 0.456, 0.406], \"std\": [0.229, 0.224, 0.225]}"),
+            std::string::npos) << r.body;
+
+  // in-process: the same weights and the eval transform
   tools::LoadedModel m = tools::load_model_for_eval(weights_, "test_mambaout", Device::cpu(), DType::f32);
-  data::EvalTransformConfig tf{224, 1.0, data::Interp::bilinear, false};
+  data::EvalTransformConfig tf = tools::eval_preprocess_for(m).transform;
+  EXPECT_EQ(tf.size, 224);
   NoGradGuard ng;
   std::vector<double> p = tools::softmax(m.model->forward_nhwc(tools::load_images({file}, tf, Device::cpu(), DType::f32))
                                              .to_vector<float>());
@@ -171,20 +56,7 @@ TEST_F(ServeTest, PredictMatchesMoPredictAndInference) {
   for (size_t i = 0; i + 1 < got.size(); ++i) EXPECT_GE(got[i].prob, got[i + 1].prob);
   EXPECT_EQ(*std::max_element(p.begin(), p.end()), p[static_cast<size_t>(got[0].index)]);
 
-  // the mo_predict binary on the same file and weights
-  std::string cmd = std::string(MO_BINARY_DIR) + "/tools/mo_predict --weights " + weights_ +
-                    " --model test_mambaout --device cpu --img-size 224 --crop-pct 1.0 --interpolation bilinear " + file;
-  auto [rc, out] = mo::test::run_command(cmd);
-  ASSERT_EQ(rc, 0) << out;
-  std::regex line(R"(\s+([0-9.]+)%\s+.* \((\d+)\))");
-  std::vector<std::pair<double, int64_t>> pred;
-  for (std::sregex_iterator it(out.begin(), out.end(), line), end; it != end; ++it)
-    pred.push_back({std::stod((*it)[1]), std::stoll((*it)[2])});
-  ASSERT_EQ(pred.size(), 5u) << out;
-  for (size_t i = 0; i < 5; ++i) {
-    EXPECT_EQ(pred[i].second, got[i].index) << "rank " << i << "\n" << out << "\n" << r.body;
-    EXPECT_NEAR(pred[i].first, 100.0 * got[i].prob, 0.005 + 1e-9);
-  }
+  expect_mo_predicts(weights_, "--model test_mambaout", file, r.body);
 }
 
 TEST_F(ServeTest, MultipartUploadGivesTheSameAnswer) {
@@ -204,11 +76,17 @@ TEST_F(ServeTest, MultipartUploadGivesTheSameAnswer) {
     EXPECT_EQ(a[i].index, c[i].index);
     EXPECT_EQ(a[i].prob, c[i].prob);
   }
-  // multipart without the "image" field
-  std::string none = "--" + b + "\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nx\r\n--" + b + "--\r\n";
-  Reply bad = post(port_, "/predict", none, "multipart/form-data; boundary=" + b);
-  EXPECT_EQ(bad.status, 400);
-  EXPECT_NE(bad.body.find("\"error\""), std::string::npos);
+  // multipart without the "image" field; a part named by filename="image" only is not that field
+  for (std::string part : {"name=\"other\"", "name=\"f\"; filename=\"image\""}) {
+    std::string none = "--" + b + "\r\nContent-Disposition: form-data; " + part + "\r\n\r\nx\r\n--" + b + "--\r\n";
+    Reply bad = post(port_, "/predict", none, "multipart/form-data; boundary=" + b);
+    EXPECT_EQ(bad.status, 400) << part;
+    EXPECT_NE(bad.body.find("no field 'image'"), std::string::npos) << bad.body;
+  }
+  // a truncated multipart body (no closing boundary)
+  Reply cut = post(port_, "/predict", body.substr(0, body.size() / 2), "multipart/form-data; boundary=" + b);
+  EXPECT_EQ(cut.status, 400) << cut.body;
+  EXPECT_NE(cut.body.find("\"error\""), std::string::npos);
 }
 
 TEST_F(ServeTest, BadRequestsGet4xxJsonAndServerKeepsServing) {
@@ -227,14 +105,24 @@ TEST_F(ServeTest, BadRequestsGet4xxJsonAndServerKeepsServing) {
   Reply big = post(port_, "/predict", std::string(3u << 20, 'x'));  // the test server's limit is 2 MB
   EXPECT_EQ(big.status, 413) << big.head;
   EXPECT_NE(big.body.find("over the limit"), std::string::npos) << big.body;
+  // announced but never sent: refused from the head, without waiting for the body
+  for (const char* n : {"999999999999", "99999999999999999999999999999999"}) {
+    Reply huge = http(port_, "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + std::string(n) + "\r\n\r\n");
+    EXPECT_EQ(huge.status, 413) << n << "\n" << huge.head;
+  }
 
-  Reply missing = http(port_, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
+  Reply missing = get(port_, "/nothing");
   EXPECT_EQ(missing.status, 404);
   EXPECT_NE(missing.body.find("\"error\""), std::string::npos);
-  Reply get_predict = http(port_, "GET /predict HTTP/1.1\r\n\r\n");
+  Reply get_predict = get(port_, "/predict");
   EXPECT_EQ(get_predict.status, 405);
-  Reply garbage = http(port_, "hello\r\n\r\n");
-  EXPECT_EQ(garbage.status, 400);
+  Reply put = http(port_, "PUT /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(put.status, 405);
+  for (const char* junk : {"hello\r\n\r\n", "GET / HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n", "BREW / HTTP/1.1\r\n\r\n"}) {
+    Reply garbage = http(port_, junk, /*to_close=*/true);
+    EXPECT_EQ(garbage.status, 400) << junk;
+    EXPECT_NE(garbage.body.find("\"error\""), std::string::npos) << junk;
+  }
 
   Reply ok = post(port_, "/predict", good);
   EXPECT_EQ(ok.status, 200) << ok.body;
@@ -263,17 +151,165 @@ TEST_F(ServeTest, ConcurrentRequestsAllAnswered) {
   }
 }
 
-TEST(HttpHelpers, MultipartAndJson) {
-  std::string out, err;
-  std::string body = "--XY\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\nAB\r\nC\r\n--XY--\r\n";
-  ASSERT_TRUE(tools::multipart_field("multipart/form-data; boundary=\"XY\"", body, "image", out, err)) << err;
-  EXPECT_EQ(out, "AB\r\nC");
-  EXPECT_FALSE(tools::multipart_field("multipart/form-data; boundary=XY", body.substr(0, 40), "image", out, err));
-  EXPECT_FALSE(tools::multipart_field("text/plain", body, "image", out, err));
-  // filename="image" must not match the field name
-  std::string fn = "--XY\r\nContent-Disposition: form-data; name=\"f\"; filename=\"image\"\r\n\r\nZ\r\n--XY--\r\n";
-  EXPECT_FALSE(tools::multipart_field("multipart/form-data; boundary=XY", fn, "image", out, err));
-  EXPECT_EQ(tools::json_string("a\"b\\c\n\x01"), "\"a\\\"b\\\\c\\n\\u0001\"");
+// 64 clients sending one byte every 200 ms and 64 that send nothing hold connections while a normal
+
+// request is answered within 1 s; all 128 are still open (not answered, not closed) when it is.
+
+// A request that does not arrive whole within the deadline gets 408, wherever it stalls and even when
+
+// its client keeps sending: in the request line, in the headers (a byte every 100 ms), in the body.
+
+// Two Content-Length headers (equal or not), a list, a sign, junk, chunked uploads and a POST without a
+
+// length are refused before the body is read, and the rest of the bytes is not taken as a next request.
+
+// Compressed uploads are refused (httplib would inflate a small gzip or brotli bomb into memory
+
+// unbounded), as are heads over 64 KiB, in many lines or one.
+
+// Beyond --max-connections a connection is answered 503 at once; when one closes, requests get through.
+
+TEST_F(ServeTest, HealthSaysModelDeviceUptimeAndRequests) {
+  auto count = [](const std::string& j, const std::string& key) {
+    std::smatch m;
+    return std::regex_search(j, m, std::regex("\"" + key + "\": ([0-9.]+)")) ? std::stod(m[1]) : -1.0;
+  };
+  Reply a = get(port_, "/health");
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_NE(a.head.find("application/json"), std::string::npos);
+  for (const char* want : {"\"model\": \"test_mambaout\"", "\"classes\": 1000", "\"device\": \"cpu\"",
+                           "\"precision\": \"fp32\"", "\"max_batch\": 1", "\"img_size\": 224"})
+    EXPECT_NE(a.body.find(want), std::string::npos) << want << " in " << a.body;
+  ASSERT_EQ(post(port_, "/predict", read_bytes(image("coffee.jpg"))).status, 200);
+  ASSERT_EQ(post(port_, "/predict", "junk").status, 400);  // not a prediction served
+  Reply b = get(port_, "/health");
+  EXPECT_EQ(count(b.body, "requests"), count(a.body, "requests") + 1) << a.body << "\n" << b.body;
+  EXPECT_GT(count(b.body, "uptime_s"), count(a.body, "uptime_s"));
+  EXPECT_EQ(http(port_, "POST /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").status, 405);
+}
+
+// A checkpoint trained at 32 px: mo_serve resizes as mo_predict does (the stored config) and gets its
+
+// exact top-5, for an image of the folder and for a large photo; with --img-size / --crop-pct /
+
+// --interpolation it agrees with mo_predict given the same options.
+
+TEST(Serve, CheckpointTrainedAt32PxGivesMoPredictsTop5) {
+  const std::string root = tools::testing::make_image_folder("serve_data32", 6, 4, 1);
+  tools::TrainConfig c = tools::testing::small_config(root, mo::test::tmp_path("serve_run32"));
+  c.model.num_classes = 6;
+  c.sched.epochs = 1;
+  c.sched.warmup_epochs = 0;
+  c.sched.cooldown_epochs = 0;
+  c.train.eval_every = 0;
+  std::FILE* devnull = std::fopen("/dev/null", "w");
+  std::string ckpt;
+  {
+    tools::Trainer t(c, nullptr, devnull);
+    ckpt = t.fit().last_checkpoint;
+  }
+  std::fclose(devnull);
+  ASSERT_FALSE(ckpt.empty());
+  const std::vector<std::string> files = {root + "/val/class_4/0.jpg", image("chelsea.jpg")};
+
+  ServeProcess srv;
+  ASSERT_TRUE(srv.start(ckpt, {})) << srv.said;
+  EXPECT_NE(srv.said.find("preprocessing 32 px (checkpoint), crop_pct 1 (checkpoint), bicubic (checkpoint)"),
+            std::string::npos) << srv.said;
+  for (const std::string& f : files) {
+    Reply r = post(srv.port, "/predict", read_bytes(f));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_NE(r.body.find("\"img_size\": 32, \"crop_pct\": 1, \"interpolation\": \"bicubic\""), std::string::npos)
+        << r.body;
+    expect_mo_predicts(ckpt, "", f, r.body);
+  }
+  EXPECT_TRUE(srv.stop());
+
+  ServeProcess opt;
+  const std::vector<std::string> o = {"--img-size", "48", "--crop-pct", "0.875", "--interpolation", "bilinear"};
+  ASSERT_TRUE(opt.start(ckpt, o)) << opt.said;
+  EXPECT_NE(opt.said.find("preprocessing 48 px (option), crop_pct 0.875 (option), bilinear (option)"),
+            std::string::npos) << opt.said;
+  for (const std::string& f : files) {
+    Reply r = post(opt.port, "/predict", read_bytes(f));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_NE(r.body.find("\"img_size\": 48, \"crop_pct\": 0.875, \"interpolation\": \"bilinear\""),
+              std::string::npos) << r.body;
+    expect_mo_predicts(ckpt, "--img-size 48 --crop-pct 0.875 --interpolation bilinear", f, r.body);
+  }
+  EXPECT_TRUE(opt.stop());
+  fs::remove_all(root);
+}
+
+// --max-batch 4 with a 200 ms window on the CPU: concurrent requests run as batches (fewer batches than
+
+// requests in /health) and each answer equals the unbatched one.
+
+TEST(Serve, BatchedRequestsEqualSingleOnes) {
+  const std::string weights = mo::test::tmp_path("serve_batch.safetensors");
+  make_weights(weights);
+  const std::vector<std::string> names = {"chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg"};
+  ServeProcess one, many;
+  ASSERT_TRUE(one.start(weights, {"--model", "test_mambaout"})) << one.said;
+  ASSERT_TRUE(many.start(weights, {"--model", "test_mambaout", "--max-batch", "4", "--batch-window-ms", "200"}))
+      << many.said;
+  std::vector<std::string> want;
+  for (const std::string& n : names) want.push_back(post(one.port, "/predict", read_bytes(image(n))).body);
+  std::vector<Reply> got(8);
+  std::vector<std::thread> ts;
+  for (size_t i = 0; i < got.size(); ++i)
+    ts.emplace_back([&, i] { got[i] = post(many.port, "/predict", read_bytes(image(names[i % 4]))); });
+  for (auto& t : ts) t.join();
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(got[i].status, 200) << got[i].body;
+    std::vector<Top> a = parse_top5(want[i % 4]), b = parse_top5(got[i].body);
+    ASSERT_EQ(a.size(), 5u);
+    ASSERT_EQ(b.size(), 5u);
+    for (size_t k = 0; k < 5; ++k) {
+      EXPECT_EQ(a[k].index, b[k].index) << names[i % 4] << " rank " << k;
+      EXPECT_NEAR(a[k].prob, b[k].prob, 1e-5 * a[k].prob) << names[i % 4] << " rank " << k;
+    }
+  }
+  Reply h = get(many.port, "/health");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(h.body, m, std::regex("\"requests\": (\\d+), .*\"batches\": (\\d+)"))) << h.body;
+  EXPECT_EQ(std::stoi(m[1]), 8);
+  EXPECT_LT(std::stoi(m[2]), 8) << "no two requests were batched: " << h.body;
+  EXPECT_TRUE(one.stop());
+  EXPECT_TRUE(many.stop());
+  fs::remove(weights);
+}
+
+// Mistakes on the command line end mo_serve at once with the option named; a port in use is an error
+
+// (not a second server sharing it).
+
+TEST_F(ServeTest, BadOptionsAndABusyPortAreErrors) {
+  // `timeout`: a mo_serve that does start (say, sharing the busy port) fails the test instead of hanging it
+  const std::string bin = "timeout 60 " + std::string(MO_BINARY_DIR) + "/tools/mo_serve --weights " + weights_ +
+                          " --model test_mambaout --device cpu ";
+  struct Case {
+    std::string args, says;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"--port " + std::to_string(port_), "cannot listen on 127.0.0.1:" + std::to_string(port_) + ": Address already in use"},
+           {"--precision bf16", "--precision bf16 needs a GPU"},
+           {"--precision fp16", "--precision must be fp32 or bf16, got 'fp16'"},
+           {"--interpolation nearest", "--interpolation must be bicubic or bilinear, got 'nearest'"},
+           {"--img-size 8", "--img-size: expected an integer from 32 to 8192, got '8'"},
+           {"--max-batch 0", "--max-batch: expected an integer from 1 to 1024, got '0'"},
+           {"--max-connections x", "--max-connections: expected an integer"},
+           {"--request-timeout 0", "--request-timeout: expected a number from 0.1"},
+           {"--host no.such.host.invalid", "cannot listen on no.such.host.invalid:0"},
+       }) {
+    auto [rc, out] = mo::test::run_command(bin + (c.args.rfind("--port", 0) == 0 ? "" : "--port 0 ") + c.args);
+    EXPECT_EQ(rc, 1) << c.args << "\n" << out;
+    EXPECT_NE(out.find(c.says), std::string::npos) << c.args << "\n" << out;
+  }
+  auto [rc, out] = mo::test::run_command(bin + "--workers 4");
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find("unknown argument --workers"), std::string::npos) << out;
+  EXPECT_EQ(get(port_, "/").status, 200);
 }
 
 }  // namespace

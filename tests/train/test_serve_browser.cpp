@@ -2,7 +2,8 @@
 // WebDriver HTTP API (JSON over HTTP, no Selenium): a photo uploaded through the page's <input type=file>
 // shows the image and five class rows whose names and percentages are mo_predict's on the same file; a
 // text file, an empty file and a truncated JPEG show a clear error on the page, and the page and server
-// still classify afterwards. mo_serve and chromedriver run on free ports, Chromium with a private
+// still classify afterwards; the page names the model and its input size, offers only JPEG files and
+// shows a 28 px image enlarged, pixelated. mo_serve and chromedriver run on free ports, Chromium with a private
 // user-data-dir and HOME; all of them are ended at the end, also on failure, and a watchdog process ends
 // Chromium should this test process be killed. Skips where Debian's chromium and
 // chromium-driver are not installed (apt-get install chromium chromium-driver).
@@ -36,6 +37,7 @@
 #include <gtest/gtest.h>
 
 #include "autograd/check.h"
+#include "data/jpeg.h"
 #include "nn/io/checkpoint_io.h"
 #include "nn/io/json_lite.h"
 #include "nn/mambaout.h"
@@ -459,7 +461,7 @@ class ServeBrowserTest : public ::testing::Test {
 
     const std::string serve_log = (dir_ / "mo_serve.log").string();
     serve_pid_ = spawn({bin + "mo_serve", "--weights", weights_, "--model", "test_mambaout", "--port", "0", "--device",
-                        "cpu", "--workers", "2", "--max-body-mb", "2"},
+                        "cpu", "--max-body-mb", "2"},
                        serve_log);
     ASSERT_GT(serve_pid_, 0);
     std::string port = wait_for_line(serve_pid_, serve_log, std::regex(R"(http://127\.0\.0\.1:(\d+)/)"));
@@ -511,7 +513,7 @@ class ServeBrowserTest : public ::testing::Test {
   // mo_predict's five lines for `file`: ("12.34%", "name (index)").
   std::vector<std::pair<std::string, std::string>> mo_predict(const std::string& file) {
     std::string cmd = std::string(MO_BINARY_DIR) + "/tools/mo_predict --weights " + weights_ +
-                      " --model test_mambaout --device cpu --img-size 224 --crop-pct 1.0 --interpolation bilinear '" +
+                      " --model test_mambaout --device cpu '" +
                       file + "'";
     std::vector<std::pair<std::string, std::string>> out;
     auto [rc, text] = mo::test::run_command(cmd);
@@ -563,6 +565,28 @@ TEST_F(ServeBrowserTest, PhotoUploadShowsImageAndMoPredictTop5) {
   EXPECT_EQ(page.error, "");
   EXPECT_NE(browser_->script("return document.getElementById('meta').textContent;").find("test_mambaout"),
             std::string::npos);
+  // the model and its input, from /health, above the picker, which offers only JPEG files
+  EXPECT_EQ(browser_->script("return document.getElementById('model').textContent;"),
+            "test_mambaout (1000 classes) on cpu, fp32: input 224x224 px (shorter side to 224, bicubic, centre crop)");
+  EXPECT_EQ(browser_->script("return document.getElementById('file').accept;"), ".jpg,.jpeg,image/jpeg");
+  EXPECT_EQ(browser_->script("return getComputedStyle(document.getElementById('preview')).imageRendering;"), "auto");
+}
+
+// A 28x28 image (Fashion-MNIST's size) is shown enlarged by a whole factor, pixelated; then a photo is
+// shown at its own size again.
+TEST_F(ServeBrowserTest, SmallImagesAreShownEnlarged) {
+  std::vector<uint8_t> px(28 * 28 * 3);
+  for (size_t i = 0; i < px.size(); ++i) px[i] = static_cast<uint8_t>((i * 37) % 256);
+  const std::string tiny = (dir_ / "tiny28.jpg").string();
+  data::write_file(tiny, data::encode_jpeg(px.data(), 28, 28, 3));
+  ASSERT_EQ(classify(tiny), "done") << browser_->script("return document.body.innerText;");
+  const char* js = "const p = document.getElementById('preview'); if (p.dataset.sized !== p.src) return ''; "
+                   "const r = p.getBoundingClientRect(); "
+                   "return p.naturalWidth + ' ' + Math.round(r.width) + 'x' + Math.round(r.height) + ' ' + "
+                   "getComputedStyle(p).imageRendering;";
+  EXPECT_EQ(browser_->poll(js), "28 308x308 pixelated");  // 11 x 28: the largest whole factor within 320 px
+  ASSERT_EQ(classify(image("chelsea.jpg")), "done");
+  EXPECT_EQ(browser_->poll(js), "451 451x300 auto");
 }
 
 TEST_F(ServeBrowserTest, BadUploadsShowAnErrorAndTheServerKeepsServing) {

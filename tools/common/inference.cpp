@@ -76,6 +76,29 @@ Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransf
   return dev.is_cpu() ? x : x.to(dev);
 }
 
+EvalPreprocess eval_preprocess_for(const LoadedModel& m, int64_t img_size, double crop_pct,
+                                   const std::string& interpolation) {
+  const TrainConfig c = m.train_config.value_or(TrainConfig{});
+  const char* stored = m.train_config ? "checkpoint" : "default";
+  EvalPreprocess p;
+  p.transform.size = static_cast<int>(img_size > 0 ? img_size : c.data.img_size);
+  p.transform.crop_pct = crop_pct > 0 ? crop_pct : c.data.crop_pct;
+  p.interpolation = interpolation.empty() ? c.data.interpolation : interpolation;
+  MO_CHECK(p.interpolation == "bicubic" || p.interpolation == "bilinear",
+           "--interpolation must be bicubic or bilinear, got '{}'", p.interpolation);
+  p.transform.interpolation = p.interpolation == "bicubic" ? data::Interp::bicubic : data::Interp::bilinear;
+  p.origin[0] = img_size > 0 ? "option" : stored;
+  p.origin[1] = crop_pct > 0 ? "option" : stored;
+  p.origin[2] = interpolation.empty() ? stored : "option";
+  p.normalize = data::imagenet_normalize(DType::f32, /*channels_last=*/true);
+  return p;
+}
+
+std::string EvalPreprocess::describe() const {
+  return fmt::format("{} px ({}), crop_pct {} ({}), {} ({}), ImageNet mean/std", transform.size, origin[0],
+                     transform.crop_pct, origin[1], interpolation, origin[2]);
+}
+
 std::vector<std::string> class_names_for(const LoadedModel& m, const std::string& classes_file) {
   std::vector<std::string> names = m.class_names;
   if (!classes_file.empty()) names = read_class_names(classes_file);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "data/normalize.h"
 #include "data/transforms.h"
 #include "nn/mambaout.h"
 #include "tools/common/train_config.h"
@@ -31,6 +32,20 @@ LoadedModel load_model_for_eval(const std::string& weights, const std::string& m
 // `dev`, normalized with the ImageNet mean/std. Throws naming a file that cannot be read or decoded.
 Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransformConfig& tf, Device dev,
                    DType dtype);
+
+// The eval preprocessing of a loaded model, as mo_predict and mo_serve apply it: image size, crop_pct
+// and interpolation from the checkpoint's stored config, else the config defaults (224, 1.0, bicubic);
+// each override given (> 0, non-empty) replaces its value. Mean and std are ImageNet's.
+struct EvalPreprocess {
+  data::EvalTransformConfig transform;
+  data::NormalizeSpec normalize;  // channels-last f32; mean/std in 0..255 units
+  std::string interpolation;      // "bicubic" | "bilinear"
+  std::string origin[3];          // of img_size, crop_pct, interpolation: "option", "checkpoint" or "default"
+  // "32 px (checkpoint), crop_pct 1 (checkpoint), bicubic (checkpoint), ImageNet mean/std"
+  std::string describe() const;
+};
+EvalPreprocess eval_preprocess_for(const LoadedModel& m, int64_t img_size = 0, double crop_pct = 0,
+                                   const std::string& interpolation = "");
 
 // The names of m's classes: `classes_file` when given, else the checkpoint's, else the ImageNet names
 // for a 1000-class model, else none. A count that differs from the model's outputs is an error.

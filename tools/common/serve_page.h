@@ -1,5 +1,8 @@
 // serve_page.h: the one HTML page mo_serve shows at GET /: pick or drop an image, see it and the top-5
-// classes with probability bars. Plain JavaScript: fetch() POSTs the file's raw bytes to /predict.
+// classes with probability bars. Plain JavaScript: fetch() POSTs the file's raw bytes to /predict; at
+// load it reads GET /health for the model's name and input size (#model). Images smaller than 160 px
+// are shown enlarged by a whole factor with pixelated rendering (a 32 px Fashion-MNIST image is
+// otherwise a speck). The picker offers only what mo decodes (JPEG: data/jpeg.h).
 // #results carries data-file (the name of the last file picked) and data-state (busy, done, error), so a
 // browser test (tests/train/test_serve_browser.cpp) can tell when that file's answer is on the page.
 #pragma once
@@ -17,6 +20,7 @@ inline constexpr const char* kServePage = R"HTML(<!doctype html>
   #drop { border: 2px dashed #888; border-radius: 10px; padding: 2em; text-align: center; cursor: pointer; }
   #drop.over { background: #eef5ff; border-color: #3875d7; }
   #preview { max-width: 100%; max-height: 360px; display: none; margin: 1em auto; border-radius: 6px; }
+  #preview.pixelated { image-rendering: pixelated; max-height: none; }
   .row { display: flex; align-items: center; margin: .35em 0; }
   .name { width: 40%; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
   .bar { flex: 1; background: #eee; border-radius: 4px; height: 1.2em; margin: 0 .6em; }
@@ -28,9 +32,10 @@ inline constexpr const char* kServePage = R"HTML(<!doctype html>
 </head>
 <body>
 <h1>MambaOut classifier</h1>
+<p id="model"></p>
 <p id="meta"></p>
-<div id="drop">Drop an image here, or click to choose one
-  <input id="file" type="file" accept="image/jpeg,image/*" style="display:none">
+<div id="drop">Drop a JPEG image here, or click to choose one
+  <input id="file" type="file" accept=".jpg,.jpeg,image/jpeg" style="display:none">
 </div>
 <img id="preview" alt="">
 <p id="error"></p>
@@ -39,6 +44,21 @@ inline constexpr const char* kServePage = R"HTML(<!doctype html>
 const drop = document.getElementById('drop'), input = document.getElementById('file');
 const preview = document.getElementById('preview'), results = document.getElementById('results');
 const error = document.getElementById('error'), meta = document.getElementById('meta');
+const model = document.getElementById('model');
+fetch('/health').then(r => r.json()).then(h => {
+  const p = h.preprocess;
+  model.textContent = h.model + ' (' + h.classes + ' classes) on ' + h.device + ', ' + h.precision + ': input ' +
+    p.img_size + 'x' + p.img_size + ' px (shorter side to ' + Math.floor(p.img_size / p.crop_pct) + ', ' +
+    p.interpolation + ', centre crop)';
+}).catch(e => { model.textContent = 'cannot read /health: ' + e; });
+const kSmall = 160;  // images smaller than this are shown enlarged
+preview.addEventListener('load', () => {
+  const w = preview.naturalWidth, h = preview.naturalHeight, k = Math.floor(2 * kSmall / Math.max(w, h));
+  const small = Math.max(w, h) < kSmall && k >= 2;
+  preview.classList.toggle('pixelated', small);
+  preview.style.width = small ? (k * w) + 'px' : '';
+  preview.dataset.sized = preview.src;  // for tests: this image's size is set
+});
 drop.addEventListener('click', () => input.click());
 input.addEventListener('change', () => { if (input.files.length) classify(input.files[0]); });
 drop.addEventListener('dragover', e => { e.preventDefault(); drop.classList.add('over'); });
