@@ -2,8 +2,8 @@
 # run_all.sh: everything the GPU machine does in one call: build (Release, sm_90, all cores), the
 # CUDA tests, the benchmarks with their peers (timm eager and torch.compile, same call), and a short
 # table last. Full logs go to $OUT (the device tool brings them back).
-#   bash scripts/gpu/run_all.sh [build] [tests] [kernels] [bench] [bench-compile] [demo] [data]
-#   (default: all)
+#   bash scripts/gpu/run_all.sh [build] [tests] [kernels] [bench] [bench-compile] [profile] [nsys] [demo] [data]
+#   (default: all but profile and nsys)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/mo_out}
@@ -42,21 +42,42 @@ bench() {  # name args...
   local tag=$1; shift
   timeout 300 "$@" --json >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log" || echo "{\"tool\": \"$tag\", \"error\": \"rc=$?\"}" >>"$OUT/bench.jsonl"
 }
-if has bench; then
+# model batch mode dtype: the training rows of the GPU-speed issue, tiny inference, and fp32 (TF32 off)
+specs=("mambaout_tiny 256 train bf16" "mambaout_femto 256 train bf16" "mambaout_small 128 train bf16"
+       "mambaout_base 128 train bf16" "mambaout_tiny 256 infer bf16" "mambaout_tiny 128 train fp32")
+if has bench; then  # mo and timm eager, alternating per row
   : >"$OUT/bench.jsonl"
-  for spec in "mambaout_tiny 256 train" "mambaout_femto 256 train" "mambaout_base 128 train" "mambaout_tiny 256 infer"; do
+  for spec in "${specs[@]}"; do
     set -- $spec
-    bench mo $B/tools/mo_bench --device cuda --dtype bf16 --model $1 --batch $2 --mode $3 --warmup 5 --iters 15
-    timeout 300 python3 scripts/bench/peer_torch.py --device cuda --dtype bf16 --model $1 --batch $2 --mode $3 \
+    bench mo $B/tools/mo_bench --device cuda --dtype $4 --model $1 --batch $2 --mode $3 --warmup 5 --iters 15
+    timeout 300 python3 scripts/bench/peer_torch.py --device cuda --dtype $4 --model $1 --batch $2 --mode $3 \
       --warmup 5 --iters 15 >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log"
   done
 fi
-if has bench-compile; then
-  for spec in "mambaout_tiny 256 train" "mambaout_femto 256 train" "mambaout_base 128 train" "mambaout_tiny 256 infer"; do
+if has bench-compile; then  # mo again beside each torch.compile peer, so every ratio comes from one call
+  [ -f "$OUT/bench.jsonl" ] || : >"$OUT/bench.jsonl"
+  for spec in "${specs[@]}"; do
     set -- $spec
-    timeout 170 python3 scripts/bench/peer_torch.py --device cuda --dtype bf16 --model $1 --batch $2 --mode $3 \
+    [ "$4" = bf16 ] || continue
+    has bench || bench mo $B/tools/mo_bench --device cuda --dtype $4 --model $1 --batch $2 --mode $3 --warmup 5 --iters 15
+    timeout 200 python3 scripts/bench/peer_torch.py --device cuda --dtype $4 --model $1 --batch $2 --mode $3 \
       --warmup 5 --iters 15 --compile >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log"
   done
+fi
+if has profile; then  # where a step goes, per op (synchronised), for tiny and base
+  for m in "mambaout_tiny 256" "mambaout_base 128"; do
+    set -- $m
+    $B/tools/mo_bench --device cuda --dtype bf16 --model $1 --batch $2 --mode train --warmup 3 --iters 5 --profile \
+      >>"$OUT/profile.txt" 2>&1
+  done
+  grep -A24 "step parts" "$OUT/profile.txt" | head -60
+fi
+if has nsys && command -v nsys >/dev/null; then  # unsynchronised kernel times of a few tiny steps
+  nsys profile -o /tmp/mo_tiny --force-overwrite true $B/tools/mo_bench --device cuda --dtype bf16 \
+    --model mambaout_tiny --batch 256 --mode train --warmup 2 --iters 3 >/dev/null 2>&1
+  nsys stats --report cuda_gpu_kern_sum --format csv /tmp/mo_tiny.nsys-rep 2>/dev/null |
+    python3 -c "import csv,sys; r=list(csv.DictReader(sys.stdin)); [print(f\"{float(x['Total Time (ns)'])/5e6:8.2f} ms/step {int(x['Instances'])//5:5d}x  {x['Name'][:110]}\") for x in r[:40]]" \
+    | tee "$OUT/nsys_kernels.txt"
 fi
 if has demo; then  # the README's main job on the GPU: Fashion-MNIST, recipes/fashion_mnist.yaml as written
   t0=$(date +%s)
