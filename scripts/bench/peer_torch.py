@@ -33,6 +33,9 @@ a = p.parse_args()
 if a.threads:
     torch.set_num_threads(a.threads)
 dev = torch.device(a.device)
+if a.device == "cuda" and a.dtype == "fp32":  # true fp32 like mo's (cuDNN would use TF32 by default)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 if a.device == "cuda":
     import timm
     model = timm.create_model(a.model, num_classes=1000).to(dev)
