@@ -1,5 +1,8 @@
 // test_ops_gradcheck.cpp: fp64 finite-difference gradient checks of every CPU op, plus the error
 // messages of user mistakes and the saved-tensor version check.
+#include <cstdlib>
+#include <tuple>
+
 #include "ops/activation/activation.h"
 #include "ops/conv/conv2d.h"
 #include "ops/conv/dwconv2d.h"
@@ -181,6 +184,28 @@ TEST(Errors, MessagesNameTheOpAndShapes) {
   Tensor d = randn({2, 3}, 3, DType::f64);
   EXPECT_THROW(add(a, d), mo::Error);  // dtype mismatch
   EXPECT_THROW(mul(a, randn({3, 2}, 4)), mo::Error);
+}
+
+TEST(Errors, RecordWhereTheyWereRaisedAndShowItOnRequest) {
+  Tensor a = randn({2, 3}, 1), w = randn({4, 5}, 2);
+  auto raise = [&] {
+    try {
+      linear(a, w, Tensor());
+    } catch (const mo::Error& e) {
+      return std::make_tuple(std::string(e.what()), std::string(e.file ? e.file : ""), e.line);
+    }
+    return std::make_tuple(std::string(), std::string(), 0);
+  };
+  unsetenv("MO_ERROR_LOCATION");
+  auto [plain, file, line] = raise();
+  EXPECT_NE(file.find("ops/linear/linear.cpp"), std::string::npos) << file;
+  EXPECT_GT(line, 0);
+  EXPECT_EQ(plain.find("raised at"), std::string::npos) << plain;  // off by default: messages unchanged
+  setenv("MO_ERROR_LOCATION", "1", 1);
+  auto [shown, file2, line2] = raise();
+  unsetenv("MO_ERROR_LOCATION");
+  EXPECT_EQ(shown, plain + " [raised at ops/linear/linear.cpp:" + std::to_string(line) + "]");
+  EXPECT_EQ(line2, line);
 }
 
 TEST(Autograd, InPlaceEditOfSavedTensorIsAnError) {
