@@ -4,7 +4,11 @@
 // a while, so the index is cached in root/.mo_index_<split>.txt (or, where root is read-only, in
 // $XDG_CACHE_HOME/mo or ~/.cache/mo) together with the modification time of every folder it walked:
 // adding, removing or renaming a file or class changes a folder's time and the index is rebuilt.
-// A missing split folder, one without classes, or a class without JPEG files is an error naming it.
+// Hostile or careless trees: only regular files are samples (named pipes, sockets, devices and broken
+// links are skipped, counted and one named on stderr); every real folder is walked once, so a link loop
+// (class/loop -> .) or a link to another class is skipped and reported instead of repeating files.
+// A missing split folder, one without classes, a class without JPEG files, two class names for one
+// folder, or a folder that cannot be listed (permissions) is an error naming it.
 #pragma once
 #include <cstdint>
 #include <string>
