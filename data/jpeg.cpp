@@ -262,18 +262,21 @@ namespace {
 // checked on the opened descriptor itself, so the file cannot be swapped between the check and the read.
 int open_regular(const std::string& path, int64_t max_bytes, size_t& size, std::string& err) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-  if (fd < 0) {
-    err = fmt::format("cannot open: {}", std::strerror(errno));
+  struct stat st;
+  if (fd < 0) {  // a socket, for one, cannot be opened at all: say what it is
+    const int e = errno;
+    err = ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)
+              ? fmt::format("{}, not a regular file", file_kind(st.st_mode))
+              : fmt::format("cannot open: {}", std::strerror(e));
     return -1;
   }
-  struct stat st;
   if (::fstat(fd, &st) != 0) {
     err = fmt::format("cannot stat: {}", std::strerror(errno));
   } else if (!S_ISREG(st.st_mode)) {
     err = fmt::format("{}, not a regular file", file_kind(st.st_mode));
   } else if (max_bytes > 0 && st.st_size > max_bytes) {
-    err = fmt::format("{} bytes, over the limit of {} MiB for one file (data.max_file_mb)", st.st_size,
-                      max_bytes >> 20);
+    err = fmt::format("{} bytes, over the limit of {} for one file (data.max_file_mb)", st.st_size,
+                      max_bytes % (1 << 20) ? fmt::format("{} bytes", max_bytes) : fmt::format("{} MiB", max_bytes >> 20));
   } else if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
     err = fmt::format("fcntl failed: {}", std::strerror(errno));
   } else {

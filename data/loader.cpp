@@ -161,7 +161,18 @@ struct Loader::Impl {
     return best >= 0;
   }
 
+  // A worker that cannot even set up (no memory for its decoder) reports it through next().
   void worker_loop() {
+    try {
+      run_worker();
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(mu);
+      if (!error) error = std::current_exception();
+      cv_done.notify_all();
+    }
+  }
+
+  void run_worker() {
     Workspace ws;
     ws.decoder.set_max_pixels(cfg.max_pixels);
     std::vector<uint8_t> file;

@@ -1,0 +1,411 @@
+// test_data_hostile.cpp: hostile or careless image trees and files. Named pipes, sockets, devices and
+// folders named *.jpg never block a read; a file over the size limit or a header declaring too many
+// pixels is refused before it is read; link loops and links to other classes list each folder once and
+// say what was skipped; folders that cannot be listed are named; a loader whose threads cannot all be
+// started fails with a message, not std::terminate.
+#include <fcntl.h>
+#include <grp.h>
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "autograd/check.h"
+#include "data/image_folder.h"
+#include "data/loader.h"
+#include "tests/data/data_test_util.h"
+#include "tests/test_util.h"
+
+using namespace mo;
+using namespace mo::data;
+using namespace mo::data::testing;
+using mo::test::error_of;
+using mo::test::tmp_path;
+
+namespace {
+
+// Runs f on a thread. If it has not returned within the bound, it is taken to be blocked on `fifo`: the
+// FIFO is opened for writing and closed (which releases a reader waiting in open() or read()) and the
+// result is a failure. The bound only detects a hang; a passing run takes milliseconds.
+::testing::AssertionResult returns_without_blocking(const std::function<void()>& f, const std::string& fifo) {
+  std::promise<void> done;
+  std::future<void> fut = done.get_future();
+  std::thread t([&] {
+    try {
+      f();
+      done.set_value();
+    } catch (...) {
+      done.set_exception(std::current_exception());
+    }
+  });
+  bool hung = false;
+  while (fut.wait_for(std::chrono::seconds(hung ? 1 : 30)) != std::future_status::ready) {
+    hung = true;
+    const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+    if (fd >= 0) ::close(fd);
+  }
+  t.join();
+  if (hung) return ::testing::AssertionFailure() << "blocked on " << fifo << " until a writer came";
+  fut.get();  // rethrows what f threw
+  return ::testing::AssertionSuccess();
+}
+
+std::string fresh_dir(const std::string& name) {
+  const std::string d = tmp_path(name);
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+void make_fifo(const std::string& path) { ASSERT_EQ(::mkfifo(path.c_str(), 0644), 0) << path << ": " << std::strerror(errno); }
+
+// A listening Unix socket at `path` (closed again: the socket file stays).
+void make_socket(const std::string& path) {
+  const int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(s, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  ASSERT_LT(path.size(), sizeof(a.sun_path)) << path;
+  std::strcpy(a.sun_path, path.c_str());
+  ASSERT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << path << ": " << std::strerror(errno);
+  ::close(s);
+}
+
+// The first SOF frame header of a JPEG set to w x h.
+std::vector<uint8_t> with_frame_size(std::vector<uint8_t> b, int w, int h) {
+  for (size_t i = 2; i + 9 < b.size(); ++i)
+    if (b[i] == 0xFF && (b[i + 1] == 0xC0 || b[i + 1] == 0xC2)) {
+      b[i + 5] = uint8_t(h >> 8), b[i + 6] = uint8_t(h), b[i + 7] = uint8_t(w >> 8), b[i + 8] = uint8_t(w);
+      return b;
+    }
+  ADD_FAILURE() << "no SOF0/SOF2 marker";
+  return b;
+}
+
+// The stderr of constructing an ImageFolder (no index cache), and the folder.
+std::pair<std::string, std::unique_ptr<ImageFolder>> scan(const std::string& root, const std::string& split) {
+  ::testing::internal::CaptureStderr();
+  std::unique_ptr<ImageFolder> f;
+  std::string err;
+  try {
+    f = std::make_unique<ImageFolder>(root, split, /*use_cache=*/false);
+  } catch (const Error& e) {
+    err = e.what();
+  }
+  std::string log = ::testing::internal::GetCapturedStderr();
+  return {log + err, std::move(f)};
+}
+
+int64_t count_label(const ImageFolder& f, int64_t label) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < f.size(); ++i) n += f.label(i) == label;
+  return n;
+}
+
+}  // namespace
+
+TEST(DataHostile, ScanTakesRegularFilesOnly) {
+  const std::string root = fresh_dir("hostile_special");
+  make_dataset(root, "train", 2, 3, 32, 24);
+  const std::string c0 = root + "/train/class_0";
+  make_fifo(c0 + "/a_fifo.jpg");
+  make_socket(c0 + "/b_sock.jpg");
+  fs::create_symlink(c0 + "/missing", c0 + "/c_dangling.jpg");
+  fs::create_symlink("/dev/null", c0 + "/d_device.jpg");
+  fs::create_symlink("img_0.jpg", c0 + "/e_link.jpg");  // a link to a regular file is a sample
+  fs::create_directories(c0 + "/f_folder.jpg");         // a folder named .jpg is a folder, walked
+  fs::copy_file(c0 + "/img_1.jpg", c0 + "/f_folder.jpg/inner.jpg");
+  std::pair<std::string, std::unique_ptr<ImageFolder>> r;
+  ASSERT_TRUE(returns_without_blocking([&] { r = scan(root, "train"); }, c0 + "/a_fifo.jpg"));
+  const auto& [log, f] = r;
+  ASSERT_TRUE(f) << log;
+  EXPECT_EQ(count_label(*f, 0), 5);  // 3 + e_link.jpg + f_folder.jpg/inner.jpg
+  EXPECT_EQ(count_label(*f, 1), 3);
+  for (int64_t i = 0; i < f->size(); ++i) EXPECT_TRUE(fs::is_regular_file(f->path(i))) << f->path(i);
+  EXPECT_NE(log.find("skipped 4 entries that are neither regular files nor folders"), std::string::npos) << log;
+  EXPECT_NE(log.find("e.g. " + c0 + "/a_fifo.jpg (a named pipe (FIFO))"), std::string::npos) << log;
+}
+
+TEST(DataHostile, ReadingANonRegularFileIsAnErrorNotAWait) {
+  const std::string d = fresh_dir("hostile_read");
+  make_fifo(d + "/p.jpg");
+  make_socket(d + "/s.jpg");
+  fs::create_directories(d + "/dir.jpg");
+  const std::vector<std::pair<std::string, std::string>> cases = {{d + "/p.jpg", "a named pipe (FIFO), not a regular file"},
+                                                                  {d + "/s.jpg", "a socket, not a regular file"},
+                                                                  {d + "/dir.jpg", "a directory, not a regular file"},
+                                                                  {"/dev/null", "a character device, not a regular file"},
+                                                                  {d + "/none.jpg", "cannot open: No such file"}};
+  for (const auto& [path, says] : cases) {
+    std::vector<uint8_t> bytes;
+    std::string e1, e2;
+    bool ok1 = true, ok2 = true;
+    ASSERT_TRUE(returns_without_blocking([&] {
+      ok1 = read_file(path, bytes, e1);
+      ok2 = read_image_file(path, bytes, e2);
+    }, d + "/p.jpg"));
+    EXPECT_FALSE(ok1) << path;
+    EXPECT_FALSE(ok2) << path;
+    EXPECT_NE(e1.find(says), std::string::npos) << path << ": " << e1;
+    EXPECT_EQ(e1, e2);
+  }
+}
+
+TEST(DataHostile, FileTurnedIntoAFifoAfterTheScanIsReplacedNotAwaited) {
+  // The scan saw a regular file; by the time a worker reads it, it is a FIFO (or a stale index lists one).
+  const std::string root = fresh_dir("hostile_swap");
+  make_dataset(root, "val", 2, 3, 32, 24);
+  const std::string victim = root + "/val/class_1/img_2.jpg";
+  LoaderConfig c;
+  c.root = root;
+  c.training = false;
+  c.batch_size = 2;
+  c.num_threads = 2;
+  c.use_cuda = false;
+  c.eval.size = 32;
+  c.use_index_cache = false;
+  Loader l(c);
+  fs::remove(victim);
+  make_fifo(victim);
+  ::testing::internal::CaptureStderr();
+  int64_t seen = 0;
+  ASSERT_TRUE(returns_without_blocking([&] {
+    Batch b;
+    while (l.next(b)) seen += b.images.size(0);
+  }, victim));
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(seen, 6);
+  EXPECT_EQ(l.bad_samples(), 1);
+  EXPECT_NE(log.find("skipping " + victim + ": a named pipe (FIFO), not a regular file"), std::string::npos) << log;
+}
+
+TEST(DataHostile, FilesOverTheSizeLimitAreRefusedUnread) {
+  const std::string d = fresh_dir("hostile_big");
+  const std::string big = d + "/x.jpg";
+  auto good = slurp(test_photos()[0]);
+  {  // a valid JPEG start, then a hole: 1 GiB on paper, a few KiB on disk
+    std::ofstream(big, std::ios::binary).write(reinterpret_cast<const char*>(good.data()), 4096);
+  }
+  fs::resize_file(big, uintmax_t(1) << 30);
+  std::vector<uint8_t> bytes;
+  std::string err;
+  EXPECT_FALSE(read_image_file(big, bytes, err));
+  EXPECT_NE(err.find("1073741824 bytes, over the limit of 64 MiB for one file (data.max_file_mb)"), std::string::npos) << err;
+  EXPECT_EQ(bytes.capacity(), 0u) << "the file was read (or its buffer allocated) before it was refused";
+  EXPECT_FALSE(read_file(big, bytes, err));
+  EXPECT_EQ(bytes.capacity(), 0u);
+  // The limit is the caller's: a photo of ~30 KiB is refused under 16 KiB and read under the default.
+  const std::string photo = test_photos()[0];
+  EXPECT_FALSE(read_image_file(photo, bytes, err, {16 << 10, kDefaultMaxPixels}));
+  EXPECT_NE(err.find("over the limit of 16384 bytes"), std::string::npos) << err;
+  EXPECT_TRUE(read_image_file(photo, bytes, err)) << err;
+  EXPECT_EQ(bytes, good);
+
+  // In a loader: counted, named, replaced; never read.
+  const std::string root = fresh_dir("hostile_big_folder");
+  make_dataset(root, "val", 2, 2, 32, 24);
+  fs::rename(big, root + "/val/class_0/x.jpg");
+  LoaderConfig c;
+  c.root = root;
+  c.training = false;
+  c.batch_size = 5;
+  c.num_threads = 1;
+  c.use_cuda = false;
+  c.eval.size = 32;
+  Loader l(c);
+  ::testing::internal::CaptureStderr();
+  Batch b;
+  ASSERT_TRUE(l.next(b));
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(b.images.size(0), 5);
+  EXPECT_EQ(l.bad_samples(), 1);
+  EXPECT_NE(log.find("skipping " + root + "/val/class_0/x.jpg: 1073741824 bytes, over the limit"), std::string::npos)
+      << log;
+}
+
+TEST(DataHostile, HeadersDeclaringTooManyPixelsAreRefusedFirst) {
+  const std::string d = fresh_dir("hostile_bomb");
+  auto good = slurp(test_photos()[1]);
+  // The frame walker agrees with libjpeg on every test photograph (baseline and progressive).
+  for (const auto& p : test_photos()) {
+    auto b = slurp(p);
+    JpegDecoder dec;
+    int w = 0, h = 0;
+    ASSERT_TRUE(dec.open(b.data(), b.size())) << p;
+    ASSERT_TRUE(jpeg_frame_size(b.data(), b.size(), w, h)) << p;
+    EXPECT_EQ(w, dec.width()) << p;
+    EXPECT_EQ(h, dec.height()) << p;
+  }
+  // 65500 x 65500 (4.3 gigapixels) in a file of some KiB: refused from the header.
+  const std::string bomb = d + "/bomb.jpg";
+  write_file(bomb, with_frame_size(good, 65500, 65500));
+  std::vector<uint8_t> bytes;
+  std::string err;
+  EXPECT_FALSE(read_image_file(bomb, bytes, err));
+  EXPECT_NE(err.find("the JPEG header declares 65500x65500 pixels, over the limit of 64 megapixels"), std::string::npos)
+      << err;
+  EXPECT_LE(bytes.size(), size_t(64) << 10) << "read past the header before refusing";
+  // The limit is the caller's.
+  const std::string wide = d + "/wide.jpg";
+  write_file(wide, with_frame_size(good, 9000, 8000));  // 72 megapixels
+  EXPECT_FALSE(read_image_file(wide, bytes, err));
+  EXPECT_TRUE(read_image_file(wide, bytes, err, {kDefaultMaxFileBytes, 80'000'000})) << err;
+  // A frame header behind 200 KiB of APP segments is past the first read: the decoder refuses it instead.
+  std::vector<uint8_t> padded(good.begin(), good.begin() + 2);
+  for (int k = 0; k < 4; ++k) {
+    padded.insert(padded.end(), {0xFF, 0xE5, 0xFF, 0xFF});
+    padded.insert(padded.end(), 0xFFFF - 2, uint8_t(k));
+  }
+  auto rest = with_frame_size(good, 65500, 65500);
+  padded.insert(padded.end(), rest.begin() + 2, rest.end());
+  write_file(d + "/padded.jpg", padded);
+  ASSERT_TRUE(read_image_file(d + "/padded.jpg", bytes, err)) << err;
+  JpegDecoder dec;
+  EXPECT_FALSE(dec.open(bytes.data(), bytes.size()));
+  EXPECT_NE(dec.error().find("absurd image header: 65500x65500"), std::string::npos) << dec.error();
+  // Walking corrupt segment lengths never reads out of bounds (one byte at a time, to the end).
+  int w, h;
+  for (size_t n = 0; n <= 1024; ++n) jpeg_frame_size(good.data(), n, w, h);
+  std::vector<uint8_t> junk = {0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x00, 0xFF, 0xC0};
+  EXPECT_FALSE(jpeg_frame_size(junk.data(), junk.size(), w, h));
+}
+
+TEST(DataHostile, LinkLoopsAndLinksToOtherClassesAreListedOnce) {
+  const std::string root = fresh_dir("hostile_links");
+  make_dataset(root, "train", 3, 2, 32, 24);
+  const std::string t = root + "/train";
+  fs::create_symlink(".", t + "/class_0/loop");                     // a loop onto its own folder
+  fs::create_directories(t + "/class_0/sub");
+  fs::copy_file(t + "/class_0/img_0.jpg", t + "/class_0/sub/s.jpg");
+  fs::create_symlink("../..", t + "/class_0/sub/up");               // a loop onto the split
+  fs::create_symlink("../class_2", t + "/class_1/also_2");          // another class
+  fs::create_symlink("../class_0/sub", t + "/class_1/sub_of_0");    // a folder of another class
+  const std::string extra = fresh_dir("hostile_links_extra");       // outside the tree: followed once
+  fs::copy_file(t + "/class_2/img_0.jpg", extra + "/e.jpg");
+  fs::create_symlink(extra, t + "/class_2/ext_a");
+  fs::create_symlink(extra, t + "/class_2/ext_b");
+  auto [log, f] = scan(root, "train");
+  ASSERT_TRUE(f) << log;
+  EXPECT_EQ(f->num_classes(), 3);
+  EXPECT_EQ(count_label(*f, 0), 3);  // img_0, img_1, sub/s.jpg
+  EXPECT_EQ(count_label(*f, 1), 2);
+  EXPECT_EQ(count_label(*f, 2), 3);  // img_0, img_1, ext_a/e.jpg
+  EXPECT_EQ(f->path(f->size() - 1), t + "/class_2/ext_a/e.jpg");
+  EXPECT_NE(log.find("skipped 5 links to folders already listed"), std::string::npos) << log;
+  EXPECT_NE(log.find("e.g. " + t + "/class_0/loop (the folder " + t + "/class_0)"), std::string::npos) << log;
+  // The index cache gives the same list.
+  ImageFolder a(root, "train"), b(root, "train");
+  EXPECT_TRUE(b.loaded_from_cache());
+  ASSERT_EQ(a.size(), f->size());
+  ASSERT_EQ(b.size(), f->size());
+  for (int64_t i = 0; i < f->size(); ++i) EXPECT_EQ(b.path(i), f->path(i));
+  // Two class names for one folder cannot be numbered: an error naming both.
+  fs::create_symlink("class_1", t + "/class_3");
+  auto [log2, g] = scan(root, "train");
+  EXPECT_FALSE(g);
+  EXPECT_NE(log2.find("class folder '" + t + "/class_3' is the same folder as '" + t + "/class_1'"), std::string::npos)
+      << log2;
+}
+
+TEST(DataHostile, FoldersThatCannotBeListedAreNamed) {
+  const std::string root = fresh_dir("hostile_perm");
+  make_dataset(root, "train", 2, 2, 32, 24);
+  const std::string locked = root + "/train/class_1/locked";
+  fs::create_directories(locked);
+  ::chmod(locked.c_str(), 0);
+  const std::string img = root + "/train/class_0/img_0.jpg";
+  ::chmod(img.c_str(), 0);
+  // Root reads any folder: check as the unprivileged user nobody, in a child process.
+  auto in_child = [&](std::string& folder_msg, std::string& file_msg) -> bool {
+    if (::geteuid() != 0) {
+      folder_msg = scan(root, "train").first;
+      std::vector<uint8_t> b;
+      read_image_file(img, b, file_msg);
+      return true;
+    }
+    int fds[2];
+    if (::pipe(fds) != 0) return false;
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::close(fds[0]);
+      if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) _exit(3);
+      std::string m = error_of([&] { ImageFolder f(root, "train", false); });
+      std::vector<uint8_t> b;
+      std::string e;
+      read_image_file(img, b, e);
+      m += '\n' + e;
+      if (::write(fds[1], m.data(), m.size()) < 0) _exit(4);
+      _exit(0);
+    }
+    ::close(fds[1]);
+    std::string out;
+    char buf[512];
+    for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
+    ::close(fds[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return false;
+    folder_msg = out.substr(0, out.find('\n'));
+    file_msg = out.substr(out.find('\n') + 1);
+    return true;
+  };
+  std::string folder_msg, file_msg;
+  const bool ran = in_child(folder_msg, file_msg);
+  ::chmod(locked.c_str(), 0755);
+  if (!ran) GTEST_SKIP() << "running as root and cannot switch to user nobody: permissions cannot be tested";
+  EXPECT_NE(folder_msg.find("ImageFolder: cannot list folder '" + locked + "': Permission denied"), std::string::npos)
+      << folder_msg;
+  EXPECT_NE(file_msg.find("cannot open: Permission denied"), std::string::npos) << file_msg;
+}
+
+TEST(DataHostile, LoaderThreadsThatCannotStartAreAnError) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "an address-space limit cannot be set under a sanitizer";
+#endif
+  // A real failure of std::thread: in a child process, an address-space limit that leaves room for a few
+  // thread stacks only (RLIMIT_NPROC would do too, but root is exempt from it).
+  const std::string root = fresh_dir("hostile_threads");
+  make_dataset(root, "val", 2, 2, 32, 24);
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    LoaderConfig c;
+    c.root = root;
+    c.training = false;
+    c.batch_size = 2;
+    c.num_threads = 4000;  // 4000 stacks of 8 MiB (or 2 MiB) do not fit in 256 MiB more
+    c.use_cuda = false;
+    c.eval.size = 32;
+    auto ds = std::make_shared<ImageFolder>(root, "val", false);
+    long pages = 0;
+    std::FILE* s = std::fopen("/proc/self/statm", "r");
+    if (!s || std::fscanf(s, "%ld", &pages) != 1) _exit(3);
+    std::fclose(s);
+    const rlim_t limit = rlim_t(pages) * rlim_t(::sysconf(_SC_PAGESIZE)) + (rlim_t(256) << 20);
+    const rlimit rl{limit, limit};
+    if (::setrlimit(RLIMIT_AS, &rl) != 0) _exit(4);
+    std::string m = error_of([&] { Loader l(c, ds); });
+    if (::write(fds[1], m.data(), m.size()) < 0) _exit(5);
+    _exit(0);
+  }
+  ::close(fds[1]);
+  std::string out;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status) << " (std::terminate?)";
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_NE(out.find("data loader: cannot start 4000 loader threads ("), std::string::npos) << out;
+  EXPECT_NE(out.find("lower data.workers"), std::string::npos) << out;
+}
