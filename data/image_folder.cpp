@@ -59,9 +59,11 @@ std::vector<std::string> cache_candidates(const std::string& root, const std::st
 
 ImageFolder::ImageFolder(const std::string& root, const std::string& split, bool use_cache) : split_(split) {
   dir_ = (fs::path(root) / split).string();
-  std::error_code ec;
-  MO_CHECK(fs::is_directory(dir_, ec), "ImageFolder: folder '{}' does not exist (expected root/{}/<class>/*.jpg)",
-           dir_, split);
+  struct stat st;
+  if (::stat(dir_.c_str(), &st) != 0 && errno != ENOENT && errno != ENOTDIR)
+    MO_FAIL("ImageFolder: cannot read folder '{}': {}", dir_, std::strerror(errno));
+  MO_CHECK(::stat(dir_.c_str(), &st) == 0 && S_ISDIR(st.st_mode),
+           "ImageFolder: folder '{}' does not exist (expected root/{}/<class>/*.jpg)", dir_, split);
   if (use_cache) {
     for (const std::string& f : cache_candidates(root, split))
       if (load_cache(f)) {

@@ -30,7 +30,12 @@ struct ErrorMgr {
   jpeg_error_mgr pub;
   std::jmp_buf jump;
   char msg[JMSG_LENGTH_MAX];
+  int scans = 0;  // SOS markers read since open()
 };
+
+// Each scan of a progressive JPEG is a pass over the whole image: a small file with thousands of scans
+// costs minutes of CPU. Real encoders write at most a few dozen; libjpeg-turbo suggests 500 as a limit.
+constexpr int kMaxScans = 500;
 
 void on_error_exit(j_common_ptr c) {
   auto* e = reinterpret_cast<ErrorMgr*>(c->err);
@@ -39,11 +44,18 @@ void on_error_exit(j_common_ptr c) {
 }
 
 // Warnings (level -1) are counted and ignored, except a premature end of file: that image is truncated.
+// Trace messages (level >= 0) count the scans.
 void on_emit_message(j_common_ptr c, int level) {
-  if (level >= 0) return;
+  auto* e = reinterpret_cast<ErrorMgr*>(c->err);
+  if (level >= 0) {
+    if (c->err->msg_code == JTRC_SOS && ++e->scans > kMaxScans) {
+      std::snprintf(e->msg, sizeof(e->msg), "more than %d scans (a progressive JPEG that would cost minutes)", kMaxScans);
+      std::longjmp(e->jump, 1);
+    }
+    return;
+  }
   c->err->num_warnings++;
   if (c->err->msg_code == JWRN_JPEG_EOF) {
-    auto* e = reinterpret_cast<ErrorMgr*>(c->err);
     std::snprintf(e->msg, sizeof(e->msg), "truncated file (premature end of JPEG data)");
     std::longjmp(e->jump, 1);
   }
@@ -101,6 +113,7 @@ bool JpegDecoder::open(const uint8_t* data, size_t size) {
   width_ = height_ = 0;
   Impl& m = *impl_;
   jpeg_abort_decompress(&m.cinfo);
+  m.err.scans = 0;
   if (size == 0) {
     error_ = "empty file (0 bytes)";
     return false;

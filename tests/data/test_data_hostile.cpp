@@ -1,6 +1,6 @@
 // test_data_hostile.cpp: hostile or careless image trees and files. Named pipes, sockets, devices and
 // folders named *.jpg never block a read; a file over the size limit or a header declaring too many
-// pixels is refused before it is read; link loops and links to other classes list each folder once and
+// pixels is refused before it is read, a progressive JPEG with thousands of scans before it costs minutes; link loops and links to other classes list each folder once and
 // say what was skipped; folders that cannot be listed are named; a loader whose threads cannot all be
 // started fails with a message, not std::terminate.
 #include <fcntl.h>
@@ -277,6 +277,35 @@ TEST(DataHostile, HeadersDeclaringTooManyPixelsAreRefusedFirst) {
   EXPECT_FALSE(jpeg_frame_size(junk.data(), junk.size(), w, h));
 }
 
+TEST(DataHostile, ProgressiveJpegsWithThousandsOfScansAreRefused) {
+  // rocket.jpg is progressive (10 scans); its last scan repeated makes a file that libjpeg decodes (with
+  // warnings) one whole-image pass per scan.
+  auto good = slurp(test_photos()[3]);
+  size_t last_sos = 0;
+  for (size_t i = 0; i + 1 < good.size(); ++i)
+    if (good[i] == 0xFF && good[i + 1] == 0xDA) last_sos = i;
+  ASSERT_GT(last_sos, 0u);
+  ASSERT_EQ(good[good.size() - 2], 0xFF);
+  ASSERT_EQ(good[good.size() - 1], 0xD9);
+  auto repeated = [&](int copies) {
+    std::vector<uint8_t> b(good.begin(), good.end() - 2);
+    for (int k = 0; k < copies; ++k) b.insert(b.end(), good.begin() + std::ptrdiff_t(last_sos), good.end() - 2);
+    b.insert(b.end(), {0xFF, 0xD9});
+    return b;
+  };
+  JpegDecoder dec;
+  Image out;
+  auto ok = repeated(100);  // 110 scans: decoded
+  ASSERT_TRUE(dec.open(ok.data(), ok.size()));
+  EXPECT_TRUE(dec.decode_full(out)) << dec.error();
+  auto bomb = repeated(1000);
+  ASSERT_TRUE(dec.open(bomb.data(), bomb.size()));
+  EXPECT_FALSE(dec.decode_full(out));
+  EXPECT_NE(dec.error().find("more than 500 scans"), std::string::npos) << dec.error();
+  ASSERT_TRUE(dec.open(good.data(), good.size()));  // the count starts again with each file
+  EXPECT_TRUE(dec.decode_full(out)) << dec.error();
+}
+
 TEST(DataHostile, LinkLoopsAndLinksToOtherClassesAreListedOnce) {
   const std::string root = fresh_dir("hostile_links");
   make_dataset(root, "train", 3, 2, 32, 24);
@@ -322,47 +351,45 @@ TEST(DataHostile, FoldersThatCannotBeListedAreNamed) {
   ::chmod(locked.c_str(), 0);
   const std::string img = root + "/train/class_0/img_0.jpg";
   ::chmod(img.c_str(), 0);
+  const std::string closed = fresh_dir("hostile_perm_root");  // root/train cannot even be looked up
+  fs::create_directories(closed + "/train/a");
+  ::chmod(closed.c_str(), 0);
+  // The three messages, one a line.
+  auto messages = [&] {
+    std::vector<uint8_t> b;
+    std::string e;
+    read_image_file(img, b, e);
+    return error_of([&] { ImageFolder f(root, "train", false); }) + "\n" + e + "\n" +
+           error_of([&] { ImageFolder f(closed, "train", false); });
+  };
   // Root reads any folder: check as the unprivileged user nobody, in a child process.
-  auto in_child = [&](std::string& folder_msg, std::string& file_msg) -> bool {
-    if (::geteuid() != 0) {
-      folder_msg = scan(root, "train").first;
-      std::vector<uint8_t> b;
-      read_image_file(img, b, file_msg);
-      return true;
-    }
+  auto as_nobody = [&](std::string& out) -> bool {
     int fds[2];
     if (::pipe(fds) != 0) return false;
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::close(fds[0]);
       if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) _exit(3);
-      std::string m = error_of([&] { ImageFolder f(root, "train", false); });
-      std::vector<uint8_t> b;
-      std::string e;
-      read_image_file(img, b, e);
-      m += '\n' + e;
-      if (::write(fds[1], m.data(), m.size()) < 0) _exit(4);
-      _exit(0);
+      const std::string m = messages();
+      _exit(::write(fds[1], m.data(), m.size()) == ssize_t(m.size()) ? 0 : 4);
     }
     ::close(fds[1]);
-    std::string out;
     char buf[512];
     for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
     ::close(fds[0]);
     int status = 0;
     ::waitpid(pid, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return false;
-    folder_msg = out.substr(0, out.find('\n'));
-    file_msg = out.substr(out.find('\n') + 1);
-    return true;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
   };
-  std::string folder_msg, file_msg;
-  const bool ran = in_child(folder_msg, file_msg);
+  std::string out;
+  const bool ran = ::geteuid() != 0 ? (out = messages(), true) : as_nobody(out);
   ::chmod(locked.c_str(), 0755);
+  ::chmod(closed.c_str(), 0755);
   if (!ran) GTEST_SKIP() << "running as root and cannot switch to user nobody: permissions cannot be tested";
-  EXPECT_NE(folder_msg.find("ImageFolder: cannot list folder '" + locked + "': Permission denied"), std::string::npos)
-      << folder_msg;
-  EXPECT_NE(file_msg.find("cannot open: Permission denied"), std::string::npos) << file_msg;
+  EXPECT_NE(out.find("ImageFolder: cannot list folder '" + locked + "': Permission denied"), std::string::npos) << out;
+  EXPECT_NE(out.find("\ncannot open: Permission denied\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("ImageFolder: cannot read folder '" + closed + "/train': Permission denied"), std::string::npos)
+      << out;
 }
 
 TEST(DataHostile, LoaderThreadsThatCannotStartAreAnError) {
