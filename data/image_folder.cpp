@@ -1,6 +1,7 @@
 // image_folder.cpp: directory scan and the cached index (see image_folder.h).
 // Cache format (text): "mo-image-folder-index 2", then "D <mtime_ns> <folder>" for every walked folder,
-// "C <class>" per class, "F <label> <relative path>" per file.
+// "C <class>" per class, "N <text>" per note of the scan (what it left out), "F <label> <relative path>"
+// per file.
 #include "data/image_folder.h"
 
 #include <dirent.h>
@@ -69,10 +70,12 @@ ImageFolder::ImageFolder(const std::string& root, const std::string& split, bool
       if (load_cache(f)) {
         from_cache_ = true;
         cache_file_ = f;
+        for (const std::string& n : notes_) std::fprintf(stderr, "%s\n", n.c_str());
         return;
       }
   }
   scan();
+  for (const std::string& n : notes_) std::fprintf(stderr, "%s\n", n.c_str());
   if (use_cache) {
     for (const std::string& f : cache_candidates(root, split)) {
       cache_file_ = f;
@@ -113,7 +116,10 @@ std::vector<Entry> list_folder(const std::string& path) {
     e.name = de->d_name;
     if (e.name == "." || e.name == "..") continue;
     struct stat st;
-    if (de->d_type == DT_REG) {
+    if (e.name.find('\n') != std::string::npos) {  // would break the index's lines
+      e.what = "a name with a line break";
+      for (size_t p; (p = e.name.find('\n')) != std::string::npos;) e.name.replace(p, 1, "\\n");
+    } else if (de->d_type == DT_REG) {
       e.kind = Entry::file;
     } else if (de->d_type != DT_DIR && de->d_type != DT_LNK && de->d_type != DT_UNKNOWN) {
       e.what = file_kind(DTTOIF(de->d_type));
@@ -158,6 +164,7 @@ void ImageFolder::scan() {
   names_.clear();
   offsets_.clear();
   dirs_.clear();
+  notes_.clear();
   // Every real folder is listed once, under the first path that reaches it: plain folders before links,
   // so a link to a folder already listed (a loop such as class/loop -> ., or a link to another class) is
   // skipped and reported instead of listing its files again.
@@ -234,15 +241,14 @@ void ImageFolder::scan() {
     }
     MO_CHECK(labels_.size() > before, "ImageFolder: class folder '{}/{}' has no .jpg/.jpeg files", dir_, classes_[c]);
   }
-  if (ignored)
-    std::fprintf(stderr, "ImageFolder: %s: ignored %lld files that are not .jpg/.jpeg\n", dir_.c_str(), (long long)ignored);
+  if (ignored) notes_.push_back(fmt::format("ImageFolder: {}: ignored {} files that are not .jpg/.jpeg", dir_, ignored));
   if (special.count)
-    std::fprintf(stderr, "warning: ImageFolder: %s: skipped %lld entries that are neither regular files nor folders "
-                 "(named pipes, sockets, devices, broken links), e.g. %s\n", dir_.c_str(), (long long)special.count,
-                 special.example.c_str());
+    notes_.push_back(fmt::format("warning: ImageFolder: {}: skipped {} entries that are neither regular files nor "
+                                 "folders (named pipes, sockets, devices, broken links), e.g. {}",
+                                 dir_, special.count, special.example));
   if (repeats.count)
-    std::fprintf(stderr, "warning: ImageFolder: %s: skipped %lld links to folders already listed (each folder is "
-                 "read once), e.g. %s\n", dir_.c_str(), (long long)repeats.count, repeats.example.c_str());
+    notes_.push_back(fmt::format("warning: ImageFolder: {}: skipped {} links to folders already listed (each folder "
+                                 "is read once), e.g. {}", dir_, repeats.count, repeats.example));
 }
 
 bool ImageFolder::load_cache(const std::string& file) {
@@ -257,12 +263,13 @@ bool ImageFolder::load_cache(const std::string& file) {
   std::string names;
   std::vector<uint64_t> offsets;
   std::vector<std::pair<std::string, int64_t>> dirs;
+  std::vector<std::string> notes;
   while (std::getline(in, line)) {
     if (line.size() < 3 || line[1] != ' ') return false;
     const char kind = line[0];
     const std::string rest = line.substr(2);
-    if (kind == 'C') {
-      classes.push_back(rest);
+    if (kind == 'C' || kind == 'N') {
+      (kind == 'C' ? classes : notes).push_back(rest);
       continue;
     }
     const size_t sp = rest.find(' ');
@@ -289,6 +296,7 @@ bool ImageFolder::load_cache(const std::string& file) {
   names_ = std::move(names);
   offsets_ = std::move(offsets);
   dirs_ = std::move(dirs);
+  notes_ = std::move(notes);
   return true;
 }
 
@@ -302,6 +310,7 @@ void ImageFolder::save_cache() {
     out << kMagic << "\n";
     for (const auto& [d, t] : dirs_) out << "D " << t << " " << d << "\n";
     for (const auto& c : classes_) out << "C " << c << "\n";
+    for (const auto& n : notes_) out << "N " << n << "\n";
     for (size_t i = 0; i < labels_.size(); ++i) out << "F " << labels_[i] << " " << (names_.data() + offsets_[i]) << "\n";
     MO_CHECK(out.good(), "ImageFolder: cannot write {}", tmp);
   }

@@ -122,6 +122,7 @@ TEST(DataHostile, ScanTakesRegularFilesOnly) {
   fs::create_symlink("img_0.jpg", c0 + "/e_link.jpg");  // a link to a regular file is a sample
   fs::create_directories(c0 + "/f_folder.jpg");         // a folder named .jpg is a folder, walked
   fs::copy_file(c0 + "/img_1.jpg", c0 + "/f_folder.jpg/inner.jpg");
+  fs::copy_file(c0 + "/img_1.jpg", c0 + "/g\nF 0 x.jpg");  // a line break in a name
   std::pair<std::string, std::unique_ptr<ImageFolder>> r;
   ASSERT_TRUE(returns_without_blocking([&] { r = scan(root, "train"); }, c0 + "/a_fifo.jpg"));
   const auto& [log, f] = r;
@@ -129,8 +130,18 @@ TEST(DataHostile, ScanTakesRegularFilesOnly) {
   EXPECT_EQ(count_label(*f, 0), 5);  // 3 + e_link.jpg + f_folder.jpg/inner.jpg
   EXPECT_EQ(count_label(*f, 1), 3);
   for (int64_t i = 0; i < f->size(); ++i) EXPECT_TRUE(fs::is_regular_file(f->path(i))) << f->path(i);
-  EXPECT_NE(log.find("skipped 4 entries that are neither regular files nor folders"), std::string::npos) << log;
+  EXPECT_NE(log.find("skipped 5 entries that are neither regular files nor folders"), std::string::npos) << log;
   EXPECT_NE(log.find("e.g. " + c0 + "/a_fifo.jpg (a named pipe (FIFO))"), std::string::npos) << log;
+  // The index cache keeps the same list and says the same again.
+  ::testing::internal::CaptureStderr();
+  ImageFolder a(root, "train"), b(root, "train");
+  const std::string again = ::testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(b.loaded_from_cache());
+  ASSERT_EQ(b.size(), f->size());
+  for (int64_t i = 0; i < f->size(); ++i) EXPECT_EQ(b.path(i), f->path(i));
+  EXPECT_EQ(b.notes(), f->notes());
+  ASSERT_EQ(f->notes().size(), 1u);
+  EXPECT_EQ(again, f->notes()[0] + "\n" + f->notes()[0] + "\n");
 }
 
 TEST(DataHostile, ReadingANonRegularFileIsAnErrorNotAWait) {
@@ -329,12 +340,15 @@ TEST(DataHostile, LinkLoopsAndLinksToOtherClassesAreListedOnce) {
   EXPECT_EQ(f->path(f->size() - 1), t + "/class_2/ext_a/e.jpg");
   EXPECT_NE(log.find("skipped 5 links to folders already listed"), std::string::npos) << log;
   EXPECT_NE(log.find("e.g. " + t + "/class_0/loop (the folder " + t + "/class_0)"), std::string::npos) << log;
-  // The index cache gives the same list.
+  // The index cache gives the same list and the same notes.
+  ::testing::internal::CaptureStderr();
   ImageFolder a(root, "train"), b(root, "train");
+  ::testing::internal::GetCapturedStderr();
   EXPECT_TRUE(b.loaded_from_cache());
   ASSERT_EQ(a.size(), f->size());
   ASSERT_EQ(b.size(), f->size());
   for (int64_t i = 0; i < f->size(); ++i) EXPECT_EQ(b.path(i), f->path(i));
+  EXPECT_EQ(b.notes(), f->notes());
   // Two class names for one folder cannot be numbered: an error naming both.
   fs::create_symlink("class_1", t + "/class_3");
   auto [log2, g] = scan(root, "train");
