@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "autograd/check.h"
+#include "data/fashion_mnist.h"
 #include "data/image_folder.h"
 #include "data/loader.h"
 #include "tests/data/data_test_util.h"
@@ -55,6 +56,37 @@ namespace {
   if (hung) return ::testing::AssertionFailure() << "blocked on " << fifo << " until a writer came";
   fut.get();  // rethrows what f threw
   return ::testing::AssertionSuccess();
+}
+
+// Runs f in a forked child and returns what it returned; `status` is the child's wait status. f may
+// _exit(n) with n > 0 to say it could not set itself up.
+std::string in_child(const std::function<std::string()>& f, int& status) {
+  int fds[2];
+  if (::pipe(fds) != 0) return "pipe failed";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    const std::string m = f();
+    _exit(::write(fds[1], m.data(), m.size()) == ssize_t(m.size()) ? 0 : 99);
+  }
+  ::close(fds[1]);
+  std::string out;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
+  ::close(fds[0]);
+  ::waitpid(pid, &status, 0);
+  return out;
+}
+
+// Limits this (child) process's address space to its current size + `headroom` bytes.
+void limit_address_space(size_t headroom) {
+  long pages = 0;
+  std::FILE* s = std::fopen("/proc/self/statm", "r");
+  if (!s || std::fscanf(s, "%ld", &pages) != 1) _exit(3);
+  std::fclose(s);
+  const rlim_t limit = rlim_t(pages) * rlim_t(::sysconf(_SC_PAGESIZE)) + headroom;
+  const rlimit rl{limit, limit};
+  if (::setrlimit(RLIMIT_AS, &rl) != 0) _exit(4);
 }
 
 std::string fresh_dir(const std::string& name) {
@@ -377,26 +409,17 @@ TEST(DataHostile, FoldersThatCannotBeListedAreNamed) {
            error_of([&] { ImageFolder f(closed, "train", false); });
   };
   // Root reads any folder: check as the unprivileged user nobody, in a child process.
-  auto as_nobody = [&](std::string& out) -> bool {
-    int fds[2];
-    if (::pipe(fds) != 0) return false;
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      ::close(fds[0]);
-      if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) _exit(3);
-      const std::string m = messages();
-      _exit(::write(fds[1], m.data(), m.size()) == ssize_t(m.size()) ? 0 : 4);
-    }
-    ::close(fds[1]);
-    char buf[512];
-    for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
-    ::close(fds[0]);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  };
   std::string out;
-  const bool ran = ::geteuid() != 0 ? (out = messages(), true) : as_nobody(out);
+  int status = 0;
+  if (::geteuid() != 0) {
+    out = messages();
+  } else {
+    out = in_child([&] {
+      if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) _exit(3);
+      return messages();
+    }, status);
+  }
+  const bool ran = WIFEXITED(status) && WEXITSTATUS(status) == 0;
   ::chmod(locked.c_str(), 0755);
   ::chmod(closed.c_str(), 0755);
   if (!ran) GTEST_SKIP() << "running as root and cannot switch to user nobody: permissions cannot be tested";
@@ -406,47 +429,66 @@ TEST(DataHostile, FoldersThatCannotBeListedAreNamed) {
       << out;
 }
 
-TEST(DataHostile, LoaderThreadsThatCannotStartAreAnError) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define MO_NO_ADDRESS_LIMIT 1  // a sanitizer's shadow memory does not fit under an address-space limit
+#endif
+
+// A real failure of std::thread: in a child process, an address-space limit that leaves room for a few
+// thread stacks only (RLIMIT_NPROC would do too, but root is exempt from it). 4000 stacks of 8 MiB (or
+// 2 MiB) do not fit in 256 MiB more.
+TEST(DataHostile, LoaderThreadsThatCannotStartAreAnError) {
+#ifdef MO_NO_ADDRESS_LIMIT
   GTEST_SKIP() << "an address-space limit cannot be set under a sanitizer";
 #endif
-  // A real failure of std::thread: in a child process, an address-space limit that leaves room for a few
-  // thread stacks only (RLIMIT_NPROC would do too, but root is exempt from it).
   const std::string root = fresh_dir("hostile_threads");
   make_dataset(root, "val", 2, 2, 32, 24);
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(fds[0]);
+  int status = 0;
+  const std::string out = in_child([&] {
     LoaderConfig c;
     c.root = root;
     c.training = false;
     c.batch_size = 2;
-    c.num_threads = 4000;  // 4000 stacks of 8 MiB (or 2 MiB) do not fit in 256 MiB more
+    c.num_threads = 4000;
     c.use_cuda = false;
     c.eval.size = 32;
     auto ds = std::make_shared<ImageFolder>(root, "val", false);
-    long pages = 0;
-    std::FILE* s = std::fopen("/proc/self/statm", "r");
-    if (!s || std::fscanf(s, "%ld", &pages) != 1) _exit(3);
-    std::fclose(s);
-    const rlim_t limit = rlim_t(pages) * rlim_t(::sysconf(_SC_PAGESIZE)) + (rlim_t(256) << 20);
-    const rlimit rl{limit, limit};
-    if (::setrlimit(RLIMIT_AS, &rl) != 0) _exit(4);
-    std::string m = error_of([&] { Loader l(c, ds); });
-    if (::write(fds[1], m.data(), m.size()) < 0) _exit(5);
-    _exit(0);
-  }
-  ::close(fds[1]);
-  std::string out;
-  char buf[512];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
-  ::close(fds[0]);
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    limit_address_space(size_t(256) << 20);
+    return error_of([&] { Loader l(c, ds); });
+  }, status);
   ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status) << " (std::terminate?)";
   ASSERT_EQ(WEXITSTATUS(status), 0);
   EXPECT_NE(out.find("data loader: cannot start 4000 loader threads ("), std::string::npos) << out;
   EXPECT_NE(out.find("lower data.workers"), std::string::npos) << out;
+}
+
+TEST(DataHostile, PrepareThreadsThatCannotStartAreAnError) {
+#ifdef MO_NO_ADDRESS_LIMIT
+  GTEST_SKIP() << "an address-space limit cannot be set under a sanitizer";
+#endif
+  const std::string src = fresh_dir("hostile_prepare_src");
+  auto idx = [&](const std::string& name, std::vector<int> dims) {  // plain (not gzip'ed) IDX of zeros
+    std::vector<uint8_t> b{0, 0, 8, uint8_t(dims.size())};
+    size_t n = 1;
+    for (int d : dims) b.insert(b.end(), {0, 0, uint8_t(d >> 8), uint8_t(d)}), n *= size_t(d);
+    b.resize(b.size() + n, 0);
+    write_file(src + "/" + name, b);
+  };
+  idx("train-images-idx3-ubyte", {4, 28, 28});
+  idx("train-labels-idx1-ubyte", {4});
+  idx("t10k-images-idx3-ubyte", {2, 28, 28});
+  idx("t10k-labels-idx1-ubyte", {2});
+  PrepareOptions o;
+  o.src = src;
+  o.out = fresh_dir("hostile_prepare_out");
+  o.size = 8;
+  o.threads = 4000;
+  int status = 0;
+  const std::string out = in_child([&] {
+    limit_address_space(size_t(256) << 20);
+    return error_of([&] { prepare_fashion_mnist(o); });
+  }, status);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status) << " (std::terminate?)";
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_NE(out.find("mo_prepare fashion-mnist: cannot start 4000 threads ("), std::string::npos) << out;
+  EXPECT_NE(out.find("lower --threads"), std::string::npos) << out;
 }
