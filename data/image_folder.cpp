@@ -61,10 +61,13 @@ std::vector<std::string> cache_candidates(const std::string& root, const std::st
 ImageFolder::ImageFolder(const std::string& root, const std::string& split, bool use_cache) : split_(split) {
   dir_ = (fs::path(root) / split).string();
   struct stat st;
-  if (::stat(dir_.c_str(), &st) != 0 && errno != ENOENT && errno != ENOTDIR)
-    MO_FAIL("ImageFolder: cannot read folder '{}': {}", dir_, std::strerror(errno));
-  MO_CHECK(::stat(dir_.c_str(), &st) == 0 && S_ISDIR(st.st_mode),
-           "ImageFolder: folder '{}' does not exist (expected root/{}/<class>/*.jpg)", dir_, split);
+  if (::stat(dir_.c_str(), &st) != 0) {
+    const int e = errno;
+    MO_CHECK(e == ENOENT || e == ENOTDIR, "ImageFolder: cannot read folder '{}': {}", dir_, std::strerror(e));
+    MO_FAIL("ImageFolder: folder '{}' does not exist (expected root/{}/<class>/*.jpg)", dir_, split);
+  }
+  MO_CHECK(S_ISDIR(st.st_mode), "ImageFolder: '{}' is {}, not a folder (expected root/{}/<class>/*.jpg)", dir_,
+           file_kind(st.st_mode), split);
   if (use_cache) {
     for (const std::string& f : cache_candidates(root, split))
       if (load_cache(f)) {

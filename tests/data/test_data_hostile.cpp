@@ -176,6 +176,14 @@ TEST(DataHostile, ScanTakesRegularFilesOnly) {
   EXPECT_EQ(again, f->notes()[0] + "\n" + f->notes()[0] + "\n");
 }
 
+TEST(DataHostile, ASplitThatIsNotAFolderIsNamed) {
+  const std::string root = fresh_dir("hostile_split");
+  make_fifo(root + "/train");
+  auto [log, f] = scan(root, "train");
+  EXPECT_FALSE(f);
+  EXPECT_NE(log.find("ImageFolder: '" + root + "/train' is a named pipe (FIFO), not a folder"), std::string::npos) << log;
+}
+
 TEST(DataHostile, ReadingANonRegularFileIsAnErrorNotAWait) {
   const std::string d = fresh_dir("hostile_read");
   make_fifo(d + "/p.jpg");
