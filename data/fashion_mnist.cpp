@@ -144,6 +144,7 @@ PrepareResult prepare_fashion_mnist(const PrepareOptions& opt) {
   };
   const int nt = opt.threads > 0 ? opt.threads : std::max(1u, std::thread::hardware_concurrency());
   std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(nt));
   try {
     for (int t = 0; t < nt; ++t) pool.emplace_back(work);
   } catch (const std::system_error& e) {  // e.g. the process limit (ulimit -u)

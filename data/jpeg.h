@@ -4,7 +4,8 @@
 // that keeps the window at least the size the caller needs. Grayscale and CMYK/YCCK files come out RGB
 // (CMYK converted as PIL does, Adobe files inverted). libjpeg errors never exit(): they longjmp back and
 // the call returns false with a message; a file that ends early ("Premature end of JPEG file") is an
-// error too, not a grey-filled image.
+// error too, not a grey-filled image; so is a progressive file of more than 500 scans (each is a pass
+// over the whole image: a small file could cost minutes).
 // Reading files is bounded too (hostile or careless input): read_file() takes regular files only (a named
 // pipe, socket, device or folder is refused without blocking) up to a byte limit; read_image_file() also
 // reads the JPEG header first and refuses a declared frame over a pixel limit before reading the rest.

@@ -323,6 +323,7 @@ Loader::Loader(LoaderConfig cfg, std::shared_ptr<const ImageFolder> dataset) : i
   if (m.dev.is_cuda()) m.stage = std::make_unique<DeviceStage>(cfg.device, m.slot_bytes, 2);
   m.slots.resize(static_cast<size_t>(cfg.prefetch_batches));
   for (auto& s : m.slots) s.buf = std::make_unique<HostBuffer>(m.slot_bytes);
+  m.workers.reserve(static_cast<size_t>(cfg.num_threads));
   try {
     for (int t = 0; t < cfg.num_threads; ++t) m.workers.emplace_back([&m] { m.worker_loop(); });
   } catch (const std::system_error& e) {  // e.g. the process limit (ulimit -u) or no memory for stacks
