@@ -1,7 +1,7 @@
 // image_folder.cpp: directory scan and the cached index (see image_folder.h).
 // Cache format (text): "mo-image-folder-index 2", then "D <mtime_ns> <folder>" for every walked folder,
-// "C <class>" per class, "N <text>" per note of the scan (what it left out), "F <label> <relative path>"
-// per file.
+// "C <class>" per class, "N <text>" per note of the scan (what it left out; the folder's path written as
+// a NUL byte), "F <label> <relative path>" per file.
 #include "data/image_folder.h"
 
 #include <dirent.h>
@@ -299,6 +299,8 @@ bool ImageFolder::load_cache(const std::string& file) {
   names_ = std::move(names);
   offsets_ = std::move(offsets);
   dirs_ = std::move(dirs);
+  for (std::string& n : notes)  // the folder's path, which the index leaves out (see save_cache)
+    for (size_t p; (p = n.find('\0')) != std::string::npos;) n.replace(p, 1, dir_);
   notes_ = std::move(notes);
   return true;
 }
@@ -313,7 +315,10 @@ void ImageFolder::save_cache() {
     out << kMagic << "\n";
     for (const auto& [d, t] : dirs_) out << "D " << t << " " << d << "\n";
     for (const auto& c : classes_) out << "C " << c << "\n";
-    for (const auto& n : notes_) out << "N " << n << "\n";
+    for (std::string n : notes_) {  // the folder's path as a NUL (no path holds one): the data set may move
+      for (size_t p; (p = n.find(dir_)) != std::string::npos;) n.replace(p, dir_.size(), 1, '\0');
+      out << "N " << n << "\n";
+    }
     for (size_t i = 0; i < labels_.size(); ++i) out << "F " << labels_[i] << " " << (names_.data() + offsets_[i]) << "\n";
     MO_CHECK(out.good(), "ImageFolder: cannot write {}", tmp);
   }

@@ -389,6 +389,18 @@ TEST(DataHostile, LinkLoopsAndLinksToOtherClassesAreListedOnce) {
   ASSERT_EQ(b.size(), f->size());
   for (int64_t i = 0; i < f->size(); ++i) EXPECT_EQ(b.path(i), f->path(i));
   EXPECT_EQ(b.notes(), f->notes());
+  // Moved elsewhere, the index still holds and its notes name the new place.
+  const std::string moved = tmp_path("hostile_links_moved");
+  fs::remove_all(moved);
+  fs::rename(root, moved);
+  ::testing::internal::CaptureStderr();
+  ImageFolder m(moved, "train");
+  const std::string said = ::testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(m.loaded_from_cache());
+  EXPECT_NE(said.find("e.g. " + moved + "/train/class_0/loop (the folder " + moved + "/train/class_0)"),
+            std::string::npos) << said;
+  EXPECT_EQ(said.find(root + "/"), std::string::npos) << said;
+  fs::rename(moved, root);
   // Two class names for one folder cannot be numbered: an error naming both.
   fs::create_symlink("class_1", t + "/class_3");
   auto [log2, g] = scan(root, "train");
