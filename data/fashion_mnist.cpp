@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 #include "autograd/check.h"
@@ -143,7 +144,15 @@ PrepareResult prepare_fashion_mnist(const PrepareOptions& opt) {
   };
   const int nt = opt.threads > 0 ? opt.threads : std::max(1u, std::thread::hardware_concurrency());
   std::vector<std::thread> pool;
-  for (int t = 0; t < nt; ++t) pool.emplace_back(work);
+  pool.reserve(static_cast<size_t>(nt));
+  try {
+    for (int t = 0; t < nt; ++t) pool.emplace_back(work);
+  } catch (const std::system_error& e) {  // e.g. the process limit (ulimit -u)
+    next.store(total);
+    for (auto& t : pool) t.join();
+    MO_FAIL("mo_prepare fashion-mnist: cannot start {} threads ({} started): {}; lower --threads", nt, pool.size(),
+            e.what());
+  }
   for (auto& t : pool) t.join();
   if (error) std::rethrow_exception(error);
   res.written = written.load();

@@ -4,7 +4,12 @@
 // a while, so the index is cached in root/.mo_index_<split>.txt (or, where root is read-only, in
 // $XDG_CACHE_HOME/mo or ~/.cache/mo) together with the modification time of every folder it walked:
 // adding, removing or renaming a file or class changes a folder's time and the index is rebuilt.
-// A missing split folder, one without classes, or a class without JPEG files is an error naming it.
+// Hostile or careless trees: only regular files are samples (named pipes, sockets, devices and broken
+// links are skipped, counted and one named on stderr); every real folder is walked once, so a link loop
+// (class/loop -> .) or a link to another class is skipped and reported instead of repeating files
+// (each time the folder is opened, from the cache too).
+// A missing split folder, one without classes, a class without JPEG files, two class names for one
+// folder, or a folder that cannot be listed (permissions) is an error naming it.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -23,6 +28,9 @@ class ImageFolder {
   const std::string& folder() const { return dir_; }  // root/split
   bool loaded_from_cache() const { return from_cache_; }
   const std::string& cache_file() const { return cache_file_; }  // where the index was read or written
+  // What the scan left out (counts and an example), printed on stderr by the constructor, again when the
+  // index comes from the cache.
+  const std::vector<std::string>& notes() const { return notes_; }
 
  private:
   bool load_cache(const std::string& file);
@@ -35,6 +43,7 @@ class ImageFolder {
   std::string names_;                // relative paths, '\0'-separated
   std::vector<uint64_t> offsets_;    // start of each path in names_
   std::vector<std::pair<std::string, int64_t>> dirs_;  // walked folders (relative) and their mtime (ns)
+  std::vector<std::string> notes_;
   bool from_cache_ = false;
   std::string cache_file_, split_;
 };

@@ -30,7 +30,12 @@ struct ErrorMgr {
   jpeg_error_mgr pub;
   std::jmp_buf jump;
   char msg[JMSG_LENGTH_MAX];
+  int scans = 0;  // SOS markers read since open()
 };
+
+// Each scan of a progressive JPEG is a pass over the whole image: a small file with thousands of scans
+// costs minutes of CPU. Real encoders write at most a few dozen; libjpeg-turbo suggests 500 as a limit.
+constexpr int kMaxScans = 500;
 
 void on_error_exit(j_common_ptr c) {
   auto* e = reinterpret_cast<ErrorMgr*>(c->err);
@@ -39,11 +44,18 @@ void on_error_exit(j_common_ptr c) {
 }
 
 // Warnings (level -1) are counted and ignored, except a premature end of file: that image is truncated.
+// Trace messages (level >= 0) count the scans.
 void on_emit_message(j_common_ptr c, int level) {
-  if (level >= 0) return;
+  auto* e = reinterpret_cast<ErrorMgr*>(c->err);
+  if (level >= 0) {
+    if (c->err->msg_code == JTRC_SOS && ++e->scans > kMaxScans) {
+      std::snprintf(e->msg, sizeof(e->msg), "more than %d scans (a progressive JPEG that would cost minutes)", kMaxScans);
+      std::longjmp(e->jump, 1);
+    }
+    return;
+  }
   c->err->num_warnings++;
   if (c->err->msg_code == JWRN_JPEG_EOF) {
-    auto* e = reinterpret_cast<ErrorMgr*>(c->err);
     std::snprintf(e->msg, sizeof(e->msg), "truncated file (premature end of JPEG data)");
     std::longjmp(e->jump, 1);
   }
@@ -101,6 +113,7 @@ bool JpegDecoder::open(const uint8_t* data, size_t size) {
   width_ = height_ = 0;
   Impl& m = *impl_;
   jpeg_abort_decompress(&m.cinfo);
+  m.err.scans = 0;
   if (size == 0) {
     error_ = "empty file (0 bytes)";
     return false;
@@ -245,32 +258,122 @@ std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int w, int h, int channe
   return bytes;
 }
 
-bool read_file(const std::string& path, std::vector<uint8_t>& out, std::string& err) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    err = fmt::format("cannot open: {}", std::strerror(errno));
-    return false;
-  }
+const char* file_kind(unsigned m) {
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISFIFO(m)) return "a named pipe (FIFO)";
+  if (S_ISSOCK(m)) return "a socket";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  if (S_ISLNK(m)) return "a symbolic link";
+  return "not a regular file";
+}
+
+namespace {
+
+// Opens `path` for reading if it is a regular file of at most max_bytes; else -1 with `err` set. O_NONBLOCK
+// makes the open of a FIFO (or a device) return at once instead of waiting for a writer; the type is then
+// checked on the opened descriptor itself, so the file cannot be swapped between the check and the read.
+int open_regular(const std::string& path, int64_t max_bytes, size_t& size, std::string& err) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    err = "not a regular file";
-    ::close(fd);
-    return false;
+  if (fd < 0) {  // a socket, for one, cannot be opened at all: say what it is
+    const int e = errno;
+    err = ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)
+              ? fmt::format("{}, not a regular file", file_kind(st.st_mode))
+              : fmt::format("cannot open: {}", std::strerror(e));
+    return -1;
   }
-  out.resize(static_cast<size_t>(st.st_size));
+  if (::fstat(fd, &st) != 0) {
+    err = fmt::format("cannot stat: {}", std::strerror(errno));
+  } else if (!S_ISREG(st.st_mode)) {
+    err = fmt::format("{}, not a regular file", file_kind(st.st_mode));
+  } else if (max_bytes > 0 && st.st_size > max_bytes) {
+    err = fmt::format("{} bytes, over the limit of {} for one file (data.max_file_mb)", st.st_size,
+                      max_bytes % (1 << 20) ? fmt::format("{} bytes", max_bytes) : fmt::format("{} MiB", max_bytes >> 20));
+  } else if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+    err = fmt::format("fcntl failed: {}", std::strerror(errno));
+  } else {
+    size = static_cast<size_t>(st.st_size);
+    return fd;
+  }
+  ::close(fd);
+  return -1;
+}
+
+bool read_exact(int fd, uint8_t* dst, size_t n, std::string& err) {
   size_t got = 0;
-  while (got < out.size()) {
-    ssize_t r = ::read(fd, out.data() + got, out.size() - got);
+  while (got < n) {
+    ssize_t r = ::read(fd, dst + got, n - got);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
       err = r < 0 ? fmt::format("read failed: {}", std::strerror(errno)) : "file shrank while reading";
-      ::close(fd);
       return false;
     }
     got += static_cast<size_t>(r);
   }
-  ::close(fd);
   return true;
+}
+
+}  // namespace
+
+bool read_file(const std::string& path, std::vector<uint8_t>& out, std::string& err, int64_t max_bytes) {
+  size_t size = 0;
+  const int fd = open_regular(path, max_bytes, size, err);
+  if (fd < 0) return false;
+  out.resize(size);
+  const bool ok = read_exact(fd, out.data(), size, err);
+  ::close(fd);
+  return ok;
+}
+
+bool jpeg_frame_size(const uint8_t* d, size_t n, int& width, int& height) {
+  if (n < 4 || d[0] != 0xFF || d[1] != 0xD8) return false;
+  size_t i = 2;
+  while (i + 4 <= n) {
+    if (d[i] != 0xFF) return false;  // not at a marker: libjpeg will say what is wrong
+    const uint8_t m = d[i + 1];
+    if (m == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    if (m == 0x01 || (m >= 0xD0 && m <= 0xD8)) {  // TEM, RSTn, SOI: no length
+      i += 2;
+      continue;
+    }
+    if (m == 0xD9 || m == 0xDA) return false;  // EOI or SOS before any frame header
+    const size_t len = size_t(d[i + 2]) << 8 | d[i + 3];
+    if (len < 2) return false;
+    if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {  // SOFn (not DHT, JPG, DAC)
+      if (i + 9 > n) return false;
+      height = int(d[i + 5]) << 8 | d[i + 6];
+      width = int(d[i + 7]) << 8 | d[i + 8];
+      return true;
+    }
+    i += 2 + len;
+  }
+  return false;
+}
+
+bool read_image_file(const std::string& path, std::vector<uint8_t>& out, std::string& err, const ImageLimits& limits) {
+  constexpr size_t kHead = 64 << 10;  // holds the frame header of nearly every JPEG
+  size_t size = 0;
+  const int fd = open_regular(path, limits.max_bytes, size, err);
+  if (fd < 0) return false;
+  const size_t head = std::min(size, kHead);
+  out.resize(head);
+  bool ok = read_exact(fd, out.data(), head, err);
+  int w = 0, h = 0;
+  if (ok && limits.max_pixels > 0 && jpeg_frame_size(out.data(), head, w, h) && int64_t(w) * h > limits.max_pixels) {
+    err = fmt::format("the JPEG header declares {}x{} pixels, over the limit of {} megapixels (data.max_megapixels)",
+                      w, h, limits.max_pixels / 1000000);
+    ok = false;
+  }
+  if (ok && size > head) {
+    out.resize(size);
+    ok = read_exact(fd, out.data() + head, size - head, err);
+  }
+  ::close(fd);
+  return ok;
 }
 
 void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {

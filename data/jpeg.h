@@ -4,7 +4,11 @@
 // that keeps the window at least the size the caller needs. Grayscale and CMYK/YCCK files come out RGB
 // (CMYK converted as PIL does, Adobe files inverted). libjpeg errors never exit(): they longjmp back and
 // the call returns false with a message; a file that ends early ("Premature end of JPEG file") is an
-// error too, not a grey-filled image.
+// error too, not a grey-filled image; so is a progressive file of more than 500 scans (each is a pass
+// over the whole image: a small file could cost minutes).
+// Reading files is bounded too (hostile or careless input): read_file() takes regular files only (a named
+// pipe, socket, device or folder is refused without blocking) up to a byte limit; read_image_file() also
+// reads the JPEG header first and refuses a declared frame over a pixel limit before reading the rest.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -14,6 +18,11 @@
 #include "data/image.h"
 
 namespace mo::data {
+
+// Defaults of the limits on one input image (recipe keys data.max_file_mb and data.max_megapixels). A
+// decode at the pixel limit holds about 3 bytes a pixel (the window) per worker thread.
+constexpr int64_t kDefaultMaxFileBytes = int64_t(64) << 20;  // 64 MiB
+constexpr int64_t kDefaultMaxPixels = 64'000'000;             // e.g. 8000 x 8000
 
 // The decoded window: `view` points into the decoder's buffer (valid until the next decode); box is the
 // requested window in view's pixel coordinates (x0, y0, x1, y1), fractional when the DCT scale cut it.
@@ -47,7 +56,7 @@ class JpegDecoder {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  int64_t max_pixels_ = int64_t(1) << 26;
+  int64_t max_pixels_ = kDefaultMaxPixels;
   int width_ = 0, height_ = 0;
   std::string error_;
 };
@@ -55,8 +64,25 @@ class JpegDecoder {
 // Encodes packed pixels (channels 1 = grayscale, 3 = RGB, 4 = CMYK) as a baseline JPEG. Throws mo::Error.
 std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int w, int h, int channels, int quality = 90);
 
-// Whole-file read into `out` (reused). False with `err` set when the file cannot be read.
-bool read_file(const std::string& path, std::vector<uint8_t>& out, std::string& err);
+// Whole-file read into `out` (reused). False with `err` set when the file cannot be opened or read, is not
+// a regular file (say which kind it is), or holds more than max_bytes (refused before reading).
+bool read_file(const std::string& path, std::vector<uint8_t>& out, std::string& err,
+               int64_t max_bytes = kDefaultMaxFileBytes);
+
+// What a stat() mode is, in words ("a named pipe (FIFO)", "a directory", ...), for messages.
+const char* file_kind(unsigned mode);
+
+struct ImageLimits {
+  int64_t max_bytes = kDefaultMaxFileBytes;
+  int64_t max_pixels = kDefaultMaxPixels;
+};
+// read_file for an image: the JPEG header at the start of the file is read first, and a frame that
+// declares more than max_pixels is refused before the rest is read (the decoder checks again).
+bool read_image_file(const std::string& path, std::vector<uint8_t>& out, std::string& err,
+                     const ImageLimits& limits = {});
+// The frame size declared by the SOF marker of the JPEG data d[0, n), found by walking the marker
+// segments; false when d is not JPEG or the SOF lies beyond n.
+bool jpeg_frame_size(const uint8_t* d, size_t n, int& width, int& height);
 // Writes bytes to `path` (through a temporary file and rename, so a reader never sees half a file).
 void write_file(const std::string& path, const std::vector<uint8_t>& bytes);
 

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -91,7 +92,7 @@ struct Loader::Impl {
     for (int attempt = 0; attempt < kMaxReplacements; ++attempt) {
       const std::string path = ds->path(idx);
       std::string err;
-      bool ok = read_file(path, file, err);
+      bool ok = read_image_file(path, file, err, {cfg.max_file_bytes, cfg.max_pixels});
       if (ok && train_tf) {
         Rng rng(cfg.seed, make_stream(Purpose::transform, ep, ref.position));
         rng.g.counter = static_cast<uint64_t>(attempt) << 32;  // a stand-in gets fresh draws
@@ -160,7 +161,18 @@ struct Loader::Impl {
     return best >= 0;
   }
 
+  // A worker that cannot even set up (no memory for its decoder) reports it through next().
   void worker_loop() {
+    try {
+      run_worker();
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(mu);
+      if (!error) error = std::current_exception();
+      cv_done.notify_all();
+    }
+  }
+
+  void run_worker() {
     Workspace ws;
     ws.decoder.set_max_pixels(cfg.max_pixels);
     std::vector<uint8_t> file;
@@ -202,6 +214,8 @@ struct Loader::Impl {
       cv_done.notify_all();
     }
   }
+
+  void stop_workers();  // ends and joins the worker threads
 
   void release_pending() {  // under mu
     if (pending_slot < 0) return;
@@ -309,16 +323,29 @@ Loader::Loader(LoaderConfig cfg, std::shared_ptr<const ImageFolder> dataset) : i
   if (m.dev.is_cuda()) m.stage = std::make_unique<DeviceStage>(cfg.device, m.slot_bytes, 2);
   m.slots.resize(static_cast<size_t>(cfg.prefetch_batches));
   for (auto& s : m.slots) s.buf = std::make_unique<HostBuffer>(m.slot_bytes);
-  for (int t = 0; t < cfg.num_threads; ++t) m.workers.emplace_back([&m] { m.worker_loop(); });
+  m.workers.reserve(static_cast<size_t>(cfg.num_threads));
+  try {
+    for (int t = 0; t < cfg.num_threads; ++t) m.workers.emplace_back([&m] { m.worker_loop(); });
+  } catch (const std::system_error& e) {  // e.g. the process limit (ulimit -u) or no memory for stacks
+    const size_t started = m.workers.size();
+    m.stop_workers();
+    MO_FAIL("data loader: cannot start {} loader threads ({} started): {}; lower data.workers (mo_validate: "
+            "--workers)", cfg.num_threads, started, e.what());
+  }
+}
+
+void Loader::Impl::stop_workers() {
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    stop = true;
+  }
+  cv_work.notify_all();
+  for (auto& t : workers) t.join();
+  workers.clear();
 }
 
 Loader::~Loader() {
-  {
-    std::lock_guard<std::mutex> lk(impl_->mu);
-    impl_->stop = true;
-  }
-  impl_->cv_work.notify_all();
-  for (auto& t : impl_->workers) t.join();
+  impl_->stop_workers();
   if (impl_->stage && impl_->pending_slot >= 0) impl_->stage->wait_upload(impl_->pending_stage);
 }
 

@@ -4,8 +4,9 @@
 // a ready batch (one async copy) and normalises + erases it on the GPU, or on the CPU twin without
 // one, returning images [B, 3, H, W] (or NHWC) float32/bf16, soft targets [B, C] float32 and labels
 // [B] int64. Batches are deterministic in (seed, epoch, rank, batch index) whatever the thread count;
-// state()/start_epoch(epoch, batch) resume mid-epoch exactly. Unreadable samples are replaced by a
-// deterministic stand-in, counted and named on stderr.
+// state()/start_epoch(epoch, batch) resume mid-epoch exactly. Unreadable samples (and files over the size
+// or pixel limits, or no longer regular files) are replaced by a deterministic stand-in, counted and named
+// on stderr. When the worker threads cannot all be started the constructor throws, saying how many.
 //
 //   auto train = mo::data::make_train_loader(root, batch, threads, rank, world, seed);
 //   train->start_epoch(epoch);  Batch b;  while (train->next(b)) { ... b.images, b.targets ... }
@@ -15,6 +16,7 @@
 
 #include "autograd/tensor.h"
 #include "data/image_folder.h"
+#include "data/jpeg.h"
 #include "data/mixup.h"
 #include "data/normalize.h"
 #include "data/transforms.h"
@@ -38,7 +40,8 @@ struct LoaderConfig {
   bool channels_last = false;
   bool use_cuda = true;  // output on cuda:`device` when a GPU is present, else on the CPU
   int device = 0;
-  int64_t max_pixels = int64_t(1) << 26;  // larger JPEGs count as bad input
+  int64_t max_pixels = kDefaultMaxPixels;         // JPEGs declaring more count as bad input
+  int64_t max_file_bytes = kDefaultMaxFileBytes;  // larger files count as bad input (never read)
   int max_warnings = 20;                 // bad-input lines printed before going quiet
   bool use_index_cache = true;
 };

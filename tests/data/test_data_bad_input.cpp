@@ -1,7 +1,8 @@
 // test_data_bad_input.cpp: broken files never crash the pipeline. Each kind (truncated JPEG, zero-byte
 // file, non-JPEG named .jpg, absurd dimensions, unreadable file) is rejected by the decoder with a
 // message, and in a Loader epoch it is replaced by another sample (deterministically), counted, and
-// named in a stderr warning.
+// named in a stderr warning; the unreadable one (a dangling link) is left out by the folder scan, which
+// names it.
 #include <gtest/gtest.h>
 
 #include "data/loader.h"
@@ -85,9 +86,9 @@ TEST(DataBadInput, LoaderReplacesCountsAndWarns) {
     c.use_cuda = false;
     c.train.size = c.eval.size = 48;
     c.max_pixels = int64_t(1) << 24;
-    Loader l(c);
-    ASSERT_EQ(l.dataset().size(), training ? 17 : 13);
     ::testing::internal::CaptureStderr();
+    Loader l(c);
+    ASSERT_EQ(l.dataset().size(), training ? 16 : 12);
     int64_t seen = 0;
     Batch b;
     l.start_epoch(0);
@@ -96,9 +97,9 @@ TEST(DataBadInput, LoaderReplacesCountsAndWarns) {
       for (float v : b.images.to_vector<float>()) ASSERT_TRUE(std::isfinite(v));
     }
     const std::string log = ::testing::internal::GetCapturedStderr();
-    EXPECT_EQ(seen, training ? 15 : 13);
+    EXPECT_EQ(seen, training ? 15 : 12);
     if (!training) {
-      EXPECT_GE(l.bad_samples(), 5);  // each bad file once (a stand-in may itself be bad: more)
+      EXPECT_GE(l.bad_samples(), 4);  // each bad file once (a stand-in may itself be bad: more)
       for (const auto& f : bad_val) EXPECT_NE(log.find(f), std::string::npos) << "no warning names " << f << "\n" << log;
     } else {
       EXPECT_GE(l.bad_samples(), 1);

@@ -2,6 +2,7 @@
 // exit (never a signal or terminate()), a message naming the file, key or option, and nothing already
 // saved is lost. One case per mistake found in the bad-input audit of the tools.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -268,4 +269,29 @@ TEST_F(ToolErrors, BenchDataWithABadFileOrFolder) {
   // Was: "filesystem error: directory iterator cannot open directory: ...".
   EXPECT_TRUE(fails_saying(sh(kBin + "mo_bench_data --dir " + dir + "/none --count 1"),
                            {"mo_bench_data: --dir '" + dir + "/none': No such file or directory"}));
+}
+
+TEST_F(ToolErrors, PredictAndValidateWithAFifoOrAHugeFile) {
+  // Was: a named pipe called *.jpg hung mo_predict and mo_validate forever; a sparse 3 GiB .jpg was read
+  // whole (3.4 GB). `timeout` only bounds a regression: a hang ends as exit 137, which fails the case.
+  const std::string root = make_image_folder("tool_errors_hostile", 3, 4, 2);
+  const std::string fifo = root + "/val/class_1/fifo.jpg", big = root + "/sparse.jpg";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  std::ofstream(big) << "\xFF\xD8\xFF";
+  fs::resize_file(big, uintmax_t(1) << 30);
+  const std::string bound = "timeout -s KILL 300 ";
+  const std::string p = bound + kBin + "mo_predict --weights " + checkpoint() + " ";
+  EXPECT_TRUE(fails_saying(sh(p + fifo), {"cannot read '" + fifo + "': a named pipe (FIFO), not a regular file"}));
+  EXPECT_TRUE(fails_saying(sh(p + root), {"cannot read '" + root + "': a directory, not a regular file"}));
+  EXPECT_TRUE(fails_saying(sh(p + big), {"cannot read '" + big + "': 1073741824 bytes, over the limit of 64 MiB"}));
+  const std::string v = bound + kBin + "mo_validate " + checkpoint() + " --workers 2 --data " + root;
+  const Result skipped = sh(v);
+  EXPECT_EQ(skipped.rc, 0) << skipped.output;
+  EXPECT_NE(skipped.output.find("skipped 1 entries that are neither regular files nor folders (named pipes, "
+                                "sockets, devices, broken links), e.g. " + fifo + " (a named pipe (FIFO))"),
+            std::string::npos) << skipped.output;
+  EXPECT_NE(skipped.output.find("evaluating 6 images"), std::string::npos) << skipped.output;
+  fs::rename(big, root + "/val/class_2/sparse.jpg");
+  EXPECT_TRUE(fails_saying(sh(v), {"skipping " + root + "/val/class_2/sparse.jpg: 1073741824 bytes, over the limit",
+                                   "holds unreadable images"}));
 }

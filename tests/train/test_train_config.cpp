@@ -1,5 +1,6 @@
 // test_train_config.cpp: recipe loading — unknown/misspelt keys name the key, file:line and the nearest
-// key; type errors; --set overrides; the dump reads back to the same values; the shipped recipes load.
+// key; type errors; --set overrides; the dump reads back to the same values; the shipped recipes load;
+// the input limits (data.max_file_mb, data.max_megapixels) reach the loaders.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -7,6 +8,7 @@
 
 #include "autograd/check.h"
 #include "tests/test_util.h"
+#include "tools/common/loaders.h"
 #include "tools/common/train_config.h"
 
 using namespace mo::tools;
@@ -124,4 +126,23 @@ TEST(TrainConfig, ShippedRecipesLoad) {
   }
   TrainConfig f = load_train_config(dir + "fashion_mnist.yaml", {});
   EXPECT_EQ(f.model.num_classes, 10);
+}
+
+TEST(TrainConfig, InputLimitsReachTheLoaders) {
+  TrainConfig c = load_train_config("", {"data.root=/data", "data.max_file_mb=2", "data.max_megapixels=3"});
+  for (const mo::data::LoaderConfig& l : {train_loader_config(c, 0, 1, mo::Device::cpu(), mo::DType::f32),
+                                          eval_loader_config(c, 0, 1, mo::Device::cpu(), mo::DType::f32)}) {
+    EXPECT_EQ(l.max_file_bytes, 2 << 20);
+    EXPECT_EQ(l.max_pixels, 3'000'000);
+  }
+  const TrainConfig d;
+  EXPECT_EQ(d.data.max_file_mb << 20, mo::data::kDefaultMaxFileBytes);
+  EXPECT_EQ(d.data.max_megapixels * 1000000, mo::data::kDefaultMaxPixels);
+  for (const auto& [set, says] : std::vector<std::pair<std::string, std::string>>{
+           {"data.max_file_mb=0", "config key 'data.max_file_mb' must be in [1, 1048576], got 0"},
+           {"data.max_megapixels=5000", "config key 'data.max_megapixels' must be in [1, 4290]"},
+           {"data.workers=100000", "config key 'data.workers' must be at most 4096, got 100000"}}) {
+    const std::string msg = error_of([&] { load_train_config("", {set}); });
+    EXPECT_NE(msg.find(says), std::string::npos) << set << ": " << msg;
+  }
 }

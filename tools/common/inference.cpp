@@ -66,7 +66,7 @@ Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransf
   std::vector<uint8_t> bytes;
   for (int64_t i = 0; i < n; ++i) {
     std::string err;
-    MO_CHECK(data::read_file(paths[i], bytes, err), "cannot read '{}': {}", paths[i], err);
+    MO_CHECK(data::read_image_file(paths[i], bytes, err), "cannot read '{}': {}", paths[i], err);
     data::ImageView view{pixels.data<uint8_t>() + i * s * s * 3, s, s, static_cast<int64_t>(s) * 3};
     MO_CHECK(transform(bytes.data(), bytes.size(), ws, view, err), "cannot decode '{}': {}", paths[i], err);
   }

@@ -35,6 +35,8 @@ ConfigSchema make_schema(TrainConfig& c) {
   s.add("data.mixup_mode", &c.data.mixup_mode, "batch (one lambda per batch)");
   s.add("data.smoothing", &c.data.smoothing, "label smoothing");
   s.add("data.workers", &c.data.workers, "decoding threads");
+  s.add("data.max_file_mb", &c.data.max_file_mb, "image files larger than this (MiB) are bad input, never read");
+  s.add("data.max_megapixels", &c.data.max_megapixels, "JPEGs whose header declares more pixels are bad input");
 
   s.add("optim.name", &c.optim.name, "adamw");
   s.add("optim.lr", &c.optim.lr, "peak learning rate");
@@ -110,6 +112,12 @@ void TrainConfig::validate() const {
   MO_CHECK(data.mixup >= 0 && data.cutmix >= 0, "config keys 'data.mixup' ({}) and 'data.cutmix' ({}) are Beta "
            "distribution alphas: must be >= 0 (0 = off)", data.mixup, data.cutmix);
   MO_CHECK(data.workers >= 0, "config key 'data.workers' must be >= 0, got {}", data.workers);
+  MO_CHECK(data.workers <= 4096, "config key 'data.workers' must be at most 4096, got {}", data.workers);
+  MO_CHECK(data.max_file_mb >= 1 && data.max_file_mb <= (int64_t(1) << 20),
+           "config key 'data.max_file_mb' must be in [1, 1048576], got {}", data.max_file_mb);
+  MO_CHECK(data.max_megapixels >= 1 && data.max_megapixels <= 4290,
+           "config key 'data.max_megapixels' must be in [1, 4290] (JPEG's largest is 65500 x 65500), got {}",
+           data.max_megapixels);
   check_choice("data.interpolation", data.interpolation, {"bicubic", "bilinear"});
   check_choice("data.train_interpolation", data.train_interpolation, {"random", "bicubic", "bilinear"});
   // The loader implements the recipe's variants only (data/mixup.h, data/normalize.h).
