@@ -157,11 +157,18 @@ void ConfigSchema::assign(const Entry& e, const YAML::Node& v, const std::string
   std::visit(Set{v, what}, e.field);
 }
 
-void ConfigSchema::apply_node(const YAML::Node& node, const std::string& prefix, const std::string& origin) {
+void ConfigSchema::apply_node(const YAML::Node& node, const std::string& prefix, const std::string& origin,
+                              std::map<std::string, int>& seen) {
   for (auto it = node.begin(); it != node.end(); ++it) {
-    const std::string name = it->first.as<std::string>();
-    const std::string key = prefix.empty() ? name : prefix + "." + name;
     const std::string where = where_of(origin, it->first.Mark());
+    MO_CHECK(it->first.IsScalar(), "{}: a key must be a plain name, got '{}'", where, scalar_text(it->first));
+    const std::string name = it->first.Scalar();
+    const std::string key = prefix.empty() ? name : prefix + "." + name;
+    // YAML keys are unique; a repeated one (or "a.b" next to "a: {b: }") would silently win over the first.
+    const int line = it->first.Mark().line + 1;
+    auto [first, fresh] = seen.emplace(key, line);
+    MO_CHECK(fresh, "{}: duplicate key '{}' (first at line {}, again at line {}): remove one of them", origin, key,
+             first->second, line);
     if (const Entry* e = find(key)) {
       assign(*e, it->second, where);
       continue;
@@ -171,7 +178,7 @@ void ConfigSchema::apply_node(const YAML::Node& node, const std::string& prefix,
     if (is_section) {
       MO_CHECK(it->second.IsMap() || it->second.IsNull(), "{}: '{}' is a section; expected its keys below it", where,
                key);
-      if (it->second.IsMap()) apply_node(it->second, key, origin);
+      if (it->second.IsMap()) apply_node(it->second, key, origin, seen);
       continue;
     }
     std::string near = nearest(key);
@@ -188,7 +195,8 @@ void ConfigSchema::load_string(const std::string& text, const std::string& origi
   }
   if (root.IsNull()) return;
   MO_CHECK(root.IsMap(), "{}: expected a mapping of keys at the top level", origin);
-  apply_node(root, "", origin);
+  std::map<std::string, int> seen;
+  apply_node(root, "", origin, seen);
 }
 
 void ConfigSchema::load_file(const std::string& file) {
