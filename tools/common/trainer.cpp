@@ -352,10 +352,10 @@ TrainResult Trainer::fit() {
   const double images_per_step = static_cast<double>(cfg_.train.global_batch);
   const int world = pg_->world_size();
   for (int64_t epoch = epoch_; epoch < total_epochs_ && global_step_ < total_steps_; ++epoch) {
+    epoch_bad_start_ = train_->bad_samples();  // before the workers start on the epoch
     train_->start_epoch(epoch, step_in_epoch_ * accum_);
     epoch_micro_ = 0;
     epoch_loss_sum_ = 0;
-    epoch_bad_start_ = train_->bad_samples();
     for (int64_t k = step_in_epoch_; k < steps_per_epoch_; ++k) {
       train_step(epoch, k);
       const double t = now_s();
