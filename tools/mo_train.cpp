@@ -9,7 +9,7 @@
 // SIGINT / SIGTERM: the current step finishes, a checkpoint is written, and the program exits 130;
 // rerun with --set train.resume=auto to continue. If that takes longer than train.stop_timeout_s (a
 // step or a read that never finishes), or on a second signal, it exits at once with 128 + the signal
-// (tools/common/stop_signals.h). A non-finite loss or gradient norm ends the run with exit 1, naming
+// (tools/common/stop_signals.h). A NaN/Inf loss or gradient ends the run with exit 1, naming
 // the step; nothing is saved from such weights. A fresh run (train.resume empty) refuses a train.output
 // that already holds checkpoints, so another run's files are never overwritten or pruned.
 #include <cstdio>

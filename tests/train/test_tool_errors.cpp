@@ -346,6 +346,12 @@ TEST_F(ToolErrors, ResumeRefusesACheckpointWithANegativeStep) {
   EXPECT_TRUE(fails_saying(sh(train(recipe(out) + " --set train.resume=auto")),
                            {"warning: " + says, "none of the 1 checkpoints in '" + out + "/checkpoints' can be read"}));
   EXPECT_TRUE(fs::exists(bad));
+  // In range for the file, but not for this run: a position past the end of the epoch.
+  s = mo::tools::load_checkpoint(checkpoint());
+  ASSERT_EQ(s.step_in_epoch, 1);
+  mo::tools::save_checkpoint(bad, s);
+  EXPECT_TRUE(fails_saying(sh(train(recipe(out) + " --set train.steps_per_epoch=1 --set train.resume=" + bad)),
+                           {"checkpoint '" + bad + "': field 'step_in_epoch' is 1 but an epoch has 1 steps"}));
 }
 
 TEST_F(ToolErrors, RunRemovesTheTemporariesOfDeadWritersOnly) {

@@ -10,8 +10,7 @@
 #include "autograd/cuda_allocator.h"
 #include "dist/data_parallel.h"
 #include "dist/shard.h"
-#include "autograd/graph.h"
-#include "ops/linear/linear.h"
+#include "ops/common.h"
 #include "ops/loss/cross_entropy.h"
 #include "tools/common/loaders.h"
 #include "tools/common/weights.h"
@@ -28,12 +27,28 @@ constexpr int64_t kStatRows = 256;  // steps between reads of the step buffer at
 // A non-finite step is reported across ranks as a code: 2 * step + (1 for the gradient) + 1; 0: none.
 int64_t bad_code(int64_t step, bool gradient) { return 2 * step + (gradient ? 1 : 0) + 1; }
 
-// ‖x‖² of a flat buffer as a (1, 1) float32 tensor on its device: one GEMV, in which NaN and Inf propagate.
-Tensor norm_sq(const Tensor& flat) {
-  NoGradGuard no_grad;
-  Tensor f = flat.dtype() == DType::f32 ? flat.contiguous() : flat.to(DType::f32).contiguous();
-  const int64_t n = f.numel();
-  return matmul(f.as_strided({1, n}, {n, 1}, f.offset()), f.as_strided({n, 1}, {1, 1}, f.offset()));
+// One value, a (1) float32 tensor on the device of the flat float32 buffer `flat`, that is NaN or Inf when
+// an element of `flat` is (or when their sum overflows, which only diverged values do). On the CPU the
+// norm (double accumulation); on the GPU the sum, as column sums of a (n / 1024, 1024) view and then of
+// the 1024 partial sums and of the tail: three launches of the bias-gradient reduction, no host sync.
+Tensor finite_probe(const Tensor& flat) {
+  MO_ASSERT(flat.dtype() == DType::f32 && flat.dim() == 1 && flat.is_contiguous());
+  const int64_t n = flat.numel(), cols = 1024, rows = n / cols, tail = n - rows * cols;
+  if (!flat.is_cuda()) {
+    const float* p = flat.data<float>();
+    double sq = 0;
+    for (int64_t i = 0; i < n; ++i) sq += static_cast<double>(p[i]) * p[i];
+    return Tensor::full({1}, std::sqrt(sq));
+  }
+  Tensor partial = Tensor::empty({cols}, DType::f32, flat.device());
+  Tensor sum = Tensor::empty({1}, DType::f32, flat.device()), rest = Tensor::empty({1}, DType::f32, flat.device());
+  MO_CUDA_DISPATCH("finite_probe", {
+    cuda::sum_rows(flat.as_strided({rows, cols}, {cols, 1}, flat.offset()), partial);
+    cuda::sum_rows(partial.view({cols, 1}), sum);
+    cuda::sum_rows(flat.as_strided({tail, 1}, {1, 1}, flat.offset() + rows * cols), rest);
+  });
+  sum.add_(rest);
+  return sum;
 }
 
 double now_s() {
@@ -244,7 +259,7 @@ void Trainer::check_weights_finite(const char* when) const {
   const std::pair<const char*, const Tensor*> parts[] = {
       {"", &opt_->master()}, {".exp_avg", &opt_->exp_avg()}, {".exp_avg_sq", &opt_->exp_avg_sq()}};
   for (const auto& [suffix, flat] : parts) {
-    if (std::isfinite(norm_sq(*flat).item())) continue;
+    if (std::isfinite(finite_probe(*flat).item())) continue;
     std::string name = "?";  // the first parameter holding a NaN/Inf (only on this failure path)
     for (const auto& slot : opt_->slots()) {
       std::vector<float> v = slot_view(*flat, slot).to_vector<float>();
@@ -253,7 +268,7 @@ void Trainer::check_weights_finite(const char* when) const {
         break;
       }
     }
-    MO_FAIL("the model's state after step {} is not finite ('{}' holds NaN or Inf, or its norm overflows): not "
+    MO_FAIL("the model's state after step {} is not finite ('{}' holds NaN or Inf, or values beyond float range): not "
             "saving it {}; the checkpoints already in '{}' are kept. The training diverged: lower optim.lr (now {})",
             global_step_, name, when, ckpt_->dir(), cfg_.optim.lr);
   }
@@ -286,8 +301,8 @@ void Trainer::train_step(int64_t epoch, int64_t k) {
   window_micro_ += accum_;
   epoch_micro_ += accum_;
   if (ddp_) ddp_->finish();
-  // The gradient norm² (of the summed, unscaled gradients; the same on every rank after the all-reduce).
-  step_stats_.as_strided({1, 1}, {1, 1}, row + 1).copy_(norm_sq(opt_->grads()));
+  // The gradients' finiteness probe (the same on every rank after the all-reduce).
+  step_stats_.as_strided({1}, {1}, row + 1).copy_(finite_probe(opt_->grads()));
   ++stat_rows_;
   opt_->step(lr_, 1.0 / static_cast<double>(accum_));
   if (ddp_) ddp_->zero_grad();
@@ -301,10 +316,10 @@ int64_t Trainer::flush_step_stats() {
   const std::vector<float> v = step_stats_.to_vector<float>();  // waits for the device: the one sync
   int64_t code = 0;
   for (int64_t i = 0; i < stat_rows_ && code == 0; ++i) {
-    const float loss = v[static_cast<size_t>(2 * i)], g2 = v[static_cast<size_t>(2 * i + 1)];
+    const float loss = v[static_cast<size_t>(2 * i)], grad = v[static_cast<size_t>(2 * i + 1)];
     const int64_t step = stat_first_step_ + i + 1;
     if (!std::isfinite(loss)) code = bad_code(step, false);
-    else if (!std::isfinite(g2)) code = bad_code(step, true);
+    else if (!std::isfinite(grad)) code = bad_code(step, true);
     window_loss_sum_ += loss;
     epoch_loss_sum_ += loss;
   }
@@ -324,9 +339,9 @@ void Trainer::fail_if_non_finite(const std::vector<int64_t>& codes, int64_t loca
   const int64_t step = (first - 1) / 2;
   const bool gradient = (first - 1) % 2 == 1;
   const std::string latest = pg_->is_main() && !ckpt_->list().empty() ? ckpt_->list().back() : "";
-  MO_FAIL("training diverged: the {} of step {} (epoch {}) is NaN or Inf{}; stopping without saving the weights "
+  MO_FAIL("training diverged: the {} of step {} (epoch {}) {} NaN or Inf{}; stopping without saving the weights "
           "(they are not finite). The checkpoints already written are kept{}. Lower optim.lr (now {}) or look "
-          "for bad input in the data", gradient ? "gradient norm" : "loss", step, epoch_,
+          "for bad input in the data", gradient ? "gradient" : "loss", step, epoch_, gradient ? "holds" : "is",
           pg_->world_size() > 1 ? fmt::format(" on rank {}", first_rank) : "",
           latest.empty() ? "" : " (the newest: " + latest + ")", cfg_.optim.lr);
 }

@@ -10,9 +10,10 @@
 // Resuming restores weights, optimizer moments and step, the epoch and position in it (the loader's
 // draws are keyed by (seed, epoch, batch) and drop path by (seed, micro-step)), so a resumed run
 // continues with the same bits as one that never stopped.
-// Divergence: each step's loss and gradient norm² go to a small device buffer (no host sync); the
-// buffer is read where the loss is read anyway (log points; every step on the CPU) and before every
-// checkpoint, and a NaN/Inf ends the run on all ranks with an error naming the step. A checkpoint is
+// Divergence: each step's loss and a finiteness probe of its gradients go to a small device buffer (no
+// host sync); the buffer is read where the loss is read anyway (log points; every step on the CPU),
+// before every checkpoint and when full, and a NaN/Inf ends the run on all ranks with an error naming
+// the step. A checkpoint is
 // written only from finite weights and moments, so what was saved before a divergence stays the newest.
 // Unreadable images (the loader draws stand-ins) are totalled per epoch in the log and summary.csv; an
 // evaluation that needed stand-ins is refused, as mo_validate refuses it (the epoch is saved first).
@@ -116,7 +117,7 @@ class Trainer {
   double lr_ = 0;
 
   // Per-step statistics on the device, (kStatRows, 2): the sum of the step's micro-batch losses and the
-  // squared gradient norm; `stat_rows_` rows hold steps stat_first_step_ + 1 ... (1-based steps).
+  // gradients' finiteness probe; `stat_rows_` rows hold steps stat_first_step_ + 1 ... (1-based steps).
   Tensor step_stats_;
   int64_t stat_rows_ = 0, stat_first_step_ = 0;
   // Loss bookkeeping on the host: sums of per-micro-batch losses since the last log / this epoch.
