@@ -11,6 +11,7 @@
 #include "dist/data_parallel.h"
 #include "dist/shard.h"
 #include "ops/common.h"
+#include "ops/linear/linear.h"  // cuda::sum_rows
 #include "ops/loss/cross_entropy.h"
 #include "tools/common/loaders.h"
 #include "tools/common/weights.h"
