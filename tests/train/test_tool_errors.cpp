@@ -323,6 +323,11 @@ TEST_F(ToolErrors, ValidateWeightsThatGiveNaN) {
   const Result r = sh(kBin + "mo_validate " + nan + " --data " + folder() + " --workers 1");
   EXPECT_TRUE(fails_saying(r, {"top-1 0.000%  top-5 0.000%", "non-finite outputs: 6 of 6 images gave NaN or Inf logits",
                                "'" + nan + "' gives NaN or Inf logits for 6 of the 6 images of '" + folder() + "/val'"}));
+  // Resuming from it is refused, naming the tensor, before any step runs.
+  const std::string out = tmp("tool_errors_nan_resume");
+  fs::remove_all(out);
+  EXPECT_TRUE(fails_saying(sh(train(recipe(out) + " --set train.resume=" + nan)),
+                           {"checkpoint '" + nan + "' holds NaN or Inf in '" + s.model.front().first + "'"}));
 }
 
 TEST_F(ToolErrors, DuplicateRecipeKeyNamesBothLines) {

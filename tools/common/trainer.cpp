@@ -1,6 +1,7 @@
 // trainer.cpp: setup (device, loaders, model, optimizer, resume) and the loop (see trainer.h).
 #include "tools/common/trainer.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -38,6 +39,7 @@ Tensor finite_probe(const Tensor& flat) {
   if (!flat.is_cuda()) {
     const float* p = flat.data<float>();
     double sq = 0;
+#pragma omp parallel for reduction(+ : sq)
     for (int64_t i = 0; i < n; ++i) sq += static_cast<double>(p[i]) * p[i];
     return Tensor::full({1}, std::sqrt(sq));
   }
@@ -219,6 +221,9 @@ void Trainer::apply_checkpoint(const CheckpointState& s, const std::string& path
     slot_view(m, slot).copy_(*tm);
     slot_view(v, slot).copy_(*tv);
   }
+  const std::string bad = first_non_finite();
+  MO_CHECK(bad.empty(), "checkpoint '{}' holds NaN or Inf in '{}' (saved from a diverged run?): resume from an "
+           "earlier checkpoint (train.resume=<path>) or start afresh", path, bad);
   opt_->set_step_count(s.optimizer_step);
   opt_->sync_compute_weights();
   epoch_ = s.epoch;
@@ -256,27 +261,26 @@ CheckpointState Trainer::make_state(std::optional<double> metric) const {
   return s;
 }
 
-void Trainer::check_weights_finite(const char* when) const {
+std::string Trainer::first_non_finite() const {
   const std::pair<const char*, const Tensor*> parts[] = {
       {"", &opt_->master()}, {".exp_avg", &opt_->exp_avg()}, {".exp_avg_sq", &opt_->exp_avg_sq()}};
   for (const auto& [suffix, flat] : parts) {
     if (std::isfinite(finite_probe(*flat).item())) continue;
-    std::string name = "?";  // the first parameter holding a NaN/Inf (only on this failure path)
-    for (const auto& slot : opt_->slots()) {
+    for (const auto& slot : opt_->slots()) {  // which parameter (only on this failure path)
       std::vector<float> v = slot_view(*flat, slot).to_vector<float>();
-      if (std::any_of(v.begin(), v.end(), [](float x) { return !std::isfinite(x); })) {
-        name = slot.name + suffix;
-        break;
-      }
+      if (std::any_of(v.begin(), v.end(), [](float x) { return !std::isfinite(x); })) return slot.name + suffix;
     }
-    MO_FAIL("the model's state after step {} is not finite ('{}' holds NaN or Inf, or values beyond float range): not "
-            "saving it {}; the checkpoints already in '{}' are kept. The training diverged: lower optim.lr (now {})",
-            global_step_, name, when, ckpt_->dir(), cfg_.optim.lr);
+    return std::string("(all)") + suffix;  // finite values whose sum overflows
   }
+  return "";
 }
 
 std::string Trainer::save(std::optional<double> metric, bool is_best) {
-  check_weights_finite("as a checkpoint");
+  // On every rank (the weights are the same on all), so that all stop together.
+  const std::string bad = first_non_finite();
+  MO_CHECK(bad.empty(), "the model's state after step {} is not finite ('{}' holds NaN or Inf, or values beyond "
+           "float range): not saving it as a checkpoint; the checkpoints already in '{}' are kept. The training "
+           "diverged: lower optim.lr (now {})", global_step_, bad, ckpt_->dir(), cfg_.optim.lr);
   if (!pg_->is_main()) return "";
   return ckpt_->save(make_state(metric), is_best);
 }

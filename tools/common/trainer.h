@@ -90,8 +90,8 @@ class Trainer {
   void fail_if_non_finite(const std::vector<int64_t>& codes, int64_t local_code) const;
   // flush_step_stats() on every rank and the verdict (one all-reduce with several ranks).
   void check_finite();
-  // Throws (on every rank: the weights are the same) when a weight or moment is NaN/Inf.
-  void check_weights_finite(const char* when) const;
+  // The name of the first weight or moment ("<param>.exp_avg") holding NaN/Inf; "" when all are finite.
+  std::string first_non_finite() const;
 
   TrainConfig cfg_;
   std::shared_ptr<dist::ProcessGroup> pg_;
