@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
     mo::tools::Trainer trainer(cfg);  // a signal before this point ends the program (nothing to save yet)
     mo::tools::install_stop_signals("mo_train", cfg.train.stop_timeout_s, mo::tools::Trainer::request_stop);
     mo::tools::TrainResult r = trainer.fit();
+    if (r.interrupted) mo::tools::stop_signals_saved();
     if (trainer.is_main()) {
       std::printf("done: %lld steps, %lld epochs in %.1f s", static_cast<long long>(r.global_step),
                   static_cast<long long>(r.epochs_done), r.train_seconds);

@@ -6,6 +6,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -21,6 +23,7 @@ namespace {
 
 int g_pipe[2] = {-1, -1};
 void (*g_on_stop)() = nullptr;
+std::atomic<bool> g_saved{false};
 
 void on_signal(int sig) {
   const int saved = errno;
@@ -51,21 +54,35 @@ int next_signal(int timeout_ms) {
   }
 }
 
+// A message on stderr with write(2): no stdio lock, which a thread blocked in stdio could be holding.
+template <typename... Args>
+void note(const char* format, Args... args) {
+  char buf[512];
+  const int n = std::snprintf(buf, sizeof buf, format, args...);
+  if (n > 0) (void)!::write(2, buf, std::min(static_cast<size_t>(n), sizeof buf - 1));
+}
+
 void watchdog(std::string program, double grace_s) {
+  const char* p = program.c_str();
   const int first = next_signal(-1);
-  std::fprintf(stderr, "%s: %s: stopping after the current step and saving (a second signal exits at once; exiting "
-               "anyway in %g s)\n", program.c_str(), sig_name(first), grace_s);
+  // The backstop should this thread itself get stuck (in write(), on a stderr pipe nobody reads):
+  // SIGALRM's default action ends the process.
+  ::alarm(static_cast<unsigned>(grace_s) + 10);
+  note("%s: %s: stopping after the current step and saving (a second signal exits at once; exiting anyway in "
+       "%g s)\n", p, sig_name(first), grace_s);
   const int second = next_signal(static_cast<int>(grace_s * 1000));
   if (second != 0) {
-    std::fprintf(stderr, "%s: %s again: exiting now without saving (the checkpoints already written are kept)\n",
-                 program.c_str(), sig_name(second));
-    std::fflush(stdout);
+    note("%s: %s again: exiting now%s\n", p, sig_name(second),
+         g_saved.load() ? "" : " without saving (the checkpoints already written are kept)");
     ::_exit(128 + second);
   }
-  std::fprintf(stderr, "%s: the run did not stop within %g s of %s (config key 'train.stop_timeout_s'): a step, "
-               "a read or a save never finished; exiting without saving (the checkpoints already written are "
-               "kept)\n", program.c_str(), grace_s, sig_name(first));
-  std::fflush(stdout);
+  if (g_saved.load())
+    note("%s: the run stopped and saved, but the program did not end within %g s of %s (a thread that cannot be "
+         "joined): exiting now\n", p, grace_s, sig_name(first));
+  else
+    note("%s: the run did not stop within %g s of %s (config key 'train.stop_timeout_s'): a step, a read or a save "
+         "never finished; exiting without saving (the checkpoints already written are kept)\n", p, grace_s,
+         sig_name(first));
   ::_exit(128 + first);
 }
 
@@ -90,5 +107,7 @@ void install_stop_signals(const char* program, double grace_s, void (*on_stop)()
     MO_CHECK(::sigaction(sig, &sa, nullptr) == 0, "cannot install the {} handler: {}", sig_name(sig),
              std::strerror(errno));
 }
+
+void stop_signals_saved() { g_saved.store(true); }
 
 }  // namespace mo::tools
