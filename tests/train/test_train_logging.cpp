@@ -60,7 +60,8 @@ TEST(TrainLogging, SummaryCsvRowsPerEpochWithoutDuplicates) {
       "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr,train_bad_images,eval_bad_images,eval_non_finite\n";
   EXPECT_EQ(text(), header + "0,2.5,2.25,10.5,30.25,1e-06,3,0,0\n1,1.9,1.5,40,70,0.0002,0,0,2\n");
   // A file written before the bad-image columns: its rows are kept, padded to the new header.
-  std::ofstream(path, std::ios::trunc) << "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\n0,2.5,2.25,10.5,30.25,1e-06\n";
+  std::ofstream(path, std::ios::trunc) << "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\n"
+                                          "0,2.5,2.25,10.5,30.25,1e-06\n";
   update_summary_csv(path, {1, 2.0, 2e-4, std::nullopt, std::nullopt, std::nullopt, 1});
   EXPECT_EQ(text(), header + "0,2.5,2.25,10.5,30.25,1e-06,,,\n1,2,,,,0.0002,1,,\n");
 }

@@ -41,7 +41,8 @@ int next_signal(int timeout_ms) {
   for (;;) {
     int wait_ms = -1;
     if (timeout_ms >= 0) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      using std::chrono::milliseconds;
+      const auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return 0;
       wait_ms = static_cast<int>(left.count());
     }

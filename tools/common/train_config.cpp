@@ -60,7 +60,8 @@ ConfigSchema make_schema(TrainConfig& c) {
   s.add("train.eval_batch_size", &c.train.eval_batch_size, "0: 2 x batch_size");
   s.add("train.output", &c.train.output, "directory for checkpoints and logs");
   s.add("train.resume", &c.train.resume, "'' | auto | path of a checkpoint");
-  s.add("train.stop_timeout_s", &c.train.stop_timeout_s, "after SIGINT/SIGTERM: seconds to finish the step and save, then exit anyway");
+  s.add("train.stop_timeout_s", &c.train.stop_timeout_s,
+        "after SIGINT/SIGTERM: seconds to finish the step and save, then exit anyway");
 
   s.add("ckpt.keep_last", &c.ckpt.keep_last, "checkpoints kept (besides the best)");
   s.add("ckpt.keep_best", &c.ckpt.keep_best, "keep the checkpoint with the best eval top-1");

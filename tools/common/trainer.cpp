@@ -463,7 +463,9 @@ void Trainer::end_of_epoch(int64_t epoch, TrainResult& r) {
   std::optional<double> metric;
   bool is_best = false;
   const bool last = epoch_ == total_epochs_ || global_step_ >= total_steps_;
-  auto saved_note = [&] { return r.last_checkpoint.empty() ? "" : " (the epoch's training is saved in " + r.last_checkpoint + ")"; };
+  auto saved_note = [&] {
+    return r.last_checkpoint.empty() ? "" : " (the epoch's training is saved in " + r.last_checkpoint + ")";
+  };
   if (eval_ && (epoch_ % cfg_.train.eval_every == 0 || last)) {
     const double t0 = now_s();
     EvalResult c;
