@@ -2,6 +2,7 @@
 // exit (never a signal or terminate()), a message naming the file, key or option, and nothing already
 // saved is lost. One case per mistake found in the bad-input audit of the tools.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -425,4 +426,28 @@ TEST_F(ToolErrors, TrainingEvaluationWithUnreadableImagesIsRefused) {
   EXPECT_TRUE(fs::exists(out + "/checkpoints/ckpt-e0001-s00000003.mo"));
   EXPECT_TRUE(std::regex_search(read_text(out + "/summary.csv"), std::regex("\n0,[^,]*,,,,[^,]*,0,1,\n")))
       << read_text(out + "/summary.csv");
+}
+
+TEST_F(ToolErrors, NamedPipesAndHugeFilesInsteadOfRecipesOrCheckpoints) {
+  // Was: mo_train waited for ever for a writer on a named pipe given as the recipe, the checkpoint to
+  // resume, or sitting at train.output/config.yaml or summary.csv; a 2 MB file was parsed as a recipe.
+  const std::string fifo = tmp("tool_errors_fifo.yaml");
+  fs::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  EXPECT_TRUE(fails_saying(sh("timeout 120 " + train(fifo)), {"config file '" + fifo + "' is not a regular file (a named pipe"}));
+  const std::string out = tmp("tool_errors_fifo_run");
+  fs::remove_all(out);
+  EXPECT_TRUE(fails_saying(sh("timeout 120 " + train(recipe(out) + " --set train.resume=" + fifo)),
+                           {"checkpoint '" + fifo + "' is not a regular file (a named pipe"}));
+  const std::string big = write("tool_errors_big.yaml", std::string(2 << 20, '#'));
+  EXPECT_TRUE(fails_saying(sh(train(big)), {"config file '" + big + "' is 2097152 bytes: a YAML recipe is a small"}));
+  // A pipe at config.yaml is replaced (written through a temporary), one at summary.csv is refused.
+  fs::remove_all(out);
+  fs::create_directories(out);
+  ASSERT_EQ(::mkfifo((out + "/config.yaml").c_str(), 0644), 0);
+  ASSERT_EQ(::mkfifo((out + "/summary.csv").c_str(), 0644), 0);
+  const Result r = sh("timeout 120 " + train(recipe(out, 3)));  // timeout: a hang fails the test (exit 124)
+  EXPECT_TRUE(fails_saying(r, {"'" + out + "/summary.csv' is not a regular file"}));
+  EXPECT_EQ(r.output.find("saved "), std::string::npos) << "refused only after training:\n" << r.output;
+  EXPECT_TRUE(fs::is_regular_file(out + "/config.yaml"));
 }

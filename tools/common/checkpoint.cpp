@@ -93,7 +93,11 @@ struct Reader {
   std::string path;
   explicit Reader(const std::string& p) : path(p) {
     std::error_code ec;
-    MO_CHECK(!fs::is_directory(p, ec), "checkpoint '{}' is a directory, not a checkpoint file", p);
+    const fs::file_status st = fs::status(p, ec);
+    MO_CHECK(!fs::is_directory(st), "checkpoint '{}' is a directory, not a checkpoint file", p);
+    // Opening a named pipe would wait for a writer for ever; a device has no end.
+    MO_CHECK(!fs::exists(st) || fs::is_regular_file(st), "checkpoint '{}' is not a regular file (a named pipe, "
+             "socket or device): refusing to read it", p);
     f = std::fopen(p.c_str(), "rb");
     MO_CHECK(f != nullptr, "cannot open checkpoint '{}': {}", p, std::strerror(errno));
   }
@@ -277,6 +281,8 @@ CheckpointState read_checkpoint_header(const std::string& path) {
 }
 
 bool is_mo_checkpoint(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;  // never open a pipe or a device to look
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) return false;
   char magic[8] = {};
@@ -314,7 +320,7 @@ bool process_gone(const std::string& pid_text) {
 std::string temp_file_name(const std::string& path) { return fmt::format("{}.tmp.{}.{}", path, host_tag(), getpid()); }
 
 std::vector<std::string> remove_stale_temp_files(const std::string& dir) {
-  static const std::string ours = R"((ckpt-e\d+-s\d+\.mo|best\.mo|summary\.csv))";
+  static const std::string ours = R"((ckpt-e\d+-s\d+\.mo|best\.mo|summary\.csv|config\.yaml))";
   static const std::regex current(ours + R"(\.tmp\.([A-Za-z0-9_-]+)\.(\d+))"), older(ours + R"(\.tmp\.(\d+))"),
       fixed(ours + R"(\.tmp)");
   std::vector<std::string> removed;

@@ -200,8 +200,17 @@ void ConfigSchema::load_string(const std::string& text, const std::string& origi
 }
 
 void ConfigSchema::load_file(const std::string& file) {
+  namespace fs = std::filesystem;
   std::error_code ec;
-  MO_CHECK(!std::filesystem::is_directory(file, ec), "config file '{}' is a directory, not a YAML recipe", file);
+  const fs::file_status st = fs::status(file, ec);
+  MO_CHECK(!fs::is_directory(st), "config file '{}' is a directory, not a YAML recipe", file);
+  // A named pipe would block the open for ever, a device never ends: a recipe is a small regular file.
+  MO_CHECK(!fs::exists(st) || fs::is_regular_file(st), "config file '{}' is not a regular file (a named pipe, "
+           "socket or device), not a YAML recipe", file);
+  constexpr uintmax_t kMaxRecipeBytes = 1 << 20;
+  const uintmax_t size = fs::exists(st) ? fs::file_size(file, ec) : 0;
+  MO_CHECK(ec || size <= kMaxRecipeBytes, "config file '{}' is {} bytes: a YAML recipe is a small text file (at most "
+           "1 MiB); is it the right file?", file, size);
   std::ifstream in(file);
   MO_CHECK(in.good(), "cannot open config file '{}'", file);
   std::stringstream ss;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -72,6 +73,10 @@ void update_summary_csv(const std::string& path, const EpochSummary& row) {
       "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr,train_bad_images,eval_bad_images,eval_non_finite";
   const auto columns = static_cast<size_t>(std::count(header.begin(), header.end(), ',') + 1);
   std::vector<std::string> kept;
+  std::error_code ec;
+  const std::filesystem::file_status st = std::filesystem::status(path, ec);
+  MO_CHECK(!std::filesystem::exists(st) || std::filesystem::is_regular_file(st),
+           "'{}' is not a regular file (a folder, named pipe or device): cannot keep the run's summary there", path);
   {
     std::ifstream in(path);
     std::string line;

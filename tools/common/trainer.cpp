@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -155,10 +157,19 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg,
   if (world > 1) ddp_ = std::make_unique<dist::DataParallel>(pg_, model_->named_parameters());
 
   if (pg_->is_main()) {
-    const std::string cfg_file = cfg_.train.output + "/config.yaml";
-    std::ofstream f(cfg_file);
-    f << config_yaml_;
-    MO_CHECK(f.good(), "cannot write '{}'", cfg_file);
+    // Through a temporary and rename(): whatever sits at config.yaml (even a named pipe) is replaced, not opened.
+    const std::string cfg_file = cfg_.train.output + "/config.yaml", tmp = temp_file_name(cfg_file);
+    {
+      std::ofstream f(tmp, std::ios::trunc);
+      f << config_yaml_;
+      f.flush();
+      MO_CHECK(f.good(), "cannot write '{}'", tmp);
+    }
+    MO_CHECK(std::rename(tmp.c_str(), cfg_file.c_str()) == 0, "cannot rename '{}' to '{}': {}", tmp, cfg_file,
+             std::strerror(errno));
+    const std::string summary = cfg_.train.output + "/summary.csv";  // read at every epoch end: refuse a pipe now
+    MO_CHECK(!fs::exists(summary) || fs::is_regular_file(summary), "'{}' is not a regular file (a folder, named "
+             "pipe or device): cannot keep the run's summary there", summary);
     if (cfg_.log.tensorboard) tb_ = std::make_unique<TensorBoardWriter>(cfg_.train.output + "/tb");
   }
 }
@@ -186,7 +197,7 @@ void Trainer::resume() {
     s = std::move(*got);
   } else {
     path = cfg_.train.resume;
-    MO_CHECK(!fs::exists(path) || fs::is_directory(path) || is_mo_checkpoint(path),
+    MO_CHECK(!fs::is_regular_file(path) || is_mo_checkpoint(path),
              "config key 'train.resume': '{}' is not a mo checkpoint (.mo); to start from PyTorch or safetensors "
              "weights, use model.init", path);
     s = load_checkpoint(path);
