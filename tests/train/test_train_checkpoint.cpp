@@ -157,6 +157,11 @@ TEST(TrainCheckpoint, CountersOutOfRangeAreRefusedNamingTheField) {
     }
   }
   EXPECT_EQ(error_of([&] { save_checkpoint(dir + "/ok.mo", sample_state(33)); load_checkpoint(dir + "/ok.mo"); }), "");
+  CheckpointState twice = sample_state(33);
+  twice.model.push_back(twice.model.front());  // the same name again: which one would count?
+  save_checkpoint(dir + "/twice.mo", twice);
+  const std::string msg = error_of([&] { load_checkpoint(dir + "/twice.mo"); });
+  EXPECT_NE(msg.find("is corrupt: tensor 'stages.0.0.fc1.weight' appears twice"), std::string::npos) << msg;
 }
 
 TEST(TrainCheckpoint, TensorShapesThatOverflowAreRefused) {

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <regex>
+#include <set>
 
 #include "tools/common/checkpoint.pb.h"
 #include "tools/common/crc32c.h"
@@ -187,7 +188,9 @@ std::vector<std::pair<std::string, Tensor>> read_tensors(
     Reader& r, uint64_t payload_start, uint64_t payload_bytes,
     const google::protobuf::RepeatedPtrField<ckpt::TensorEntry>& entries) {
   std::vector<std::pair<std::string, Tensor>> out;
+  std::set<std::string> names;
   for (const auto& e : entries) {
+    MO_CHECK(names.insert(e.name()).second, "checkpoint '{}' is corrupt: tensor '{}' appears twice", r.path, e.name());
     DType dt = dtype_from_name(e.dtype(), r.path);
     Shape shape(e.shape().begin(), e.shape().end());
     // numel x element size with overflow checks, and the byte range inside the payload, before allocating.
