@@ -85,6 +85,8 @@ TEST(TrainConfig, DuplicateKeysNameBothLines) {
   EXPECT_NE(msg.find("duplicate key 'optim' (first at line 1, again at line 3)"), std::string::npos) << msg;
   msg = error_of([&] { s.load_string("train: {seed: 1, seed: 2}\n", "d.yaml"); });
   EXPECT_NE(msg.find("duplicate key 'train.seed' (first at line 1, again at line 1)"), std::string::npos) << msg;
+  msg = error_of([&] { s.load_string("optim: {lr: 1}\n---\noptim: {lr: 2}\n", "d.yaml"); });
+  EXPECT_NE(msg.find("d.yaml:3: a second YAML document (after '---')"), std::string::npos) << msg;
   msg = error_of([&] { s.load_string("? [a, b]\n: 1\n", "d.yaml"); });
   EXPECT_NE(msg.find("d.yaml:1: a key must be a plain name, got '[a, b]'"), std::string::npos) << msg;
   // Distinct keys of one section in two places are fine, and --set still overrides the file.

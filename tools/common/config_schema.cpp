@@ -187,13 +187,17 @@ void ConfigSchema::apply_node(const YAML::Node& node, const std::string& prefix,
 }
 
 void ConfigSchema::load_string(const std::string& text, const std::string& origin) {
-  YAML::Node root;
+  std::vector<YAML::Node> docs;
   try {
-    root = YAML::Load(text);
+    docs = YAML::LoadAll(text);
   } catch (const YAML::Exception& ex) {
     MO_FAIL("{}:{}: YAML syntax error: {}", origin, ex.mark.line + 1, ex.msg);
   }
-  if (root.IsNull()) return;
+  // A second document (after '---', e.g. two recipes pasted together) would otherwise be ignored.
+  MO_CHECK(docs.size() <= 1, "{}:{}: a second YAML document (after '---'): a recipe is one document; merge them or "
+           "use --set", origin, docs.size() > 1 ? docs[1].Mark().line + 1 : 0);
+  if (docs.empty() || docs[0].IsNull()) return;
+  const YAML::Node& root = docs[0];
   MO_CHECK(root.IsMap(), "{}: expected a mapping of keys at the top level", origin);
   std::map<std::string, int> seen;
   apply_node(root, "", origin, seen);
