@@ -76,6 +76,9 @@ int main(int argc, char** argv) {
       if (r.last_eval)
         std::printf("; eval top-1 %.2f%% top-5 %.2f%% (best %.2f%%)", r.last_eval->top1_pct(),
                     r.last_eval->top5_pct(), r.best_top1);
+      if (r.last_eval && r.last_eval->non_finite > 0)
+        std::printf(", %lld images with NaN/Inf logits counted as wrong",
+                    static_cast<long long>(r.last_eval->non_finite));
       std::printf("\n");
       if (!r.last_checkpoint.empty()) std::printf("checkpoint: %s\n", r.last_checkpoint.c_str());
     }
