@@ -315,6 +315,27 @@ TEST_F(ToolErrors, DivergingRunStopsNamingTheStepAndKeepsWhatWasSaved) {
   }
 }
 
+TEST_F(ToolErrors, DivergenceBetweenLogPointsNamesItsStep) {
+  // The step buffer is read only at log points and checkpoints (on the GPU, to spare a sync per step):
+  // a NaN in step 2 of 12, with lines every 50 steps and no checkpoint before the epoch's end, is still
+  // named as step 2, the same step as when every step is read (a checkpoint after each one).
+  const std::string root = make_image_folder("tool_errors_diverge_data", 3, 16, 2);  // 12 steps of 4
+  std::string named[2];
+  for (int every : {0, 1}) {
+    const std::string out = tmp("tool_errors_diverge_" + std::to_string(every));
+    fs::remove_all(out);
+    const Result r = sh(train(recipe(out, 0) + " --set data.root=" + root + " --set optim.lr=1e6 --set ckpt.every_steps=" +
+                              std::to_string(every) + " --set log.every_steps=50"));
+    ASSERT_TRUE(fails_saying(r, {"training diverged: the "}));
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(r.output, m, std::regex(R"((loss|gradient) of step (\d+) )"))) << r.output;
+    named[every] = m[0].str();
+    EXPECT_LT(std::stoll(m[2].str()), 12) << r.output;  // found before the epoch's end, not named after it
+    if (every == 0) EXPECT_TRUE(listing(out + "/checkpoints").empty()) << r.output;
+  }
+  EXPECT_EQ(named[0], named[1]);
+}
+
 TEST_F(ToolErrors, ValidateWeightsThatGiveNaN) {
   // Was: NaN logits compare false with everything, so every label ranked first: 100% top-1.
   mo::tools::CheckpointState s = mo::tools::load_checkpoint(checkpoint());

@@ -398,9 +398,11 @@ TrainResult Trainer::fit() {
       const bool epoch_end = k + 1 == steps_per_epoch_;
       const bool last = global_step_ >= total_steps_;
       const bool ckpt_now = cfg_.ckpt.every_steps > 0 && global_step_ % cfg_.ckpt.every_steps == 0;
-      // Reading the step buffer waits for the GPU: only where the loss is read anyway, before any
-      // checkpoint, and when the buffer is full (the same steps on every rank). Every step on the CPU.
-      const bool read_now = dev_.is_cpu() || log_now || epoch_end || last || ckpt_now || stat_rows_ == kStatRows;
+      // Reading the step buffer waits for the GPU: only where the loss is logged anyway, before any
+      // checkpoint, and when the buffer is full; on the CPU also for a progress bar's loss (the same
+      // policy on every device otherwise, so the CPU tests run the GPU's path).
+      const bool read_now = (dev_.is_cpu() && progress_->is_bar()) || log_now || epoch_end || last || ckpt_now ||
+                            stat_rows_ == kStatRows;
       const int64_t code = read_now ? flush_step_stats() : 0;
       // One collective per step with several ranks: the stop request and each rank's finiteness verdict.
       std::vector<int64_t> flags(1 + static_cast<size_t>(world), 0);
@@ -410,7 +412,7 @@ TrainResult Trainer::fit() {
       fail_if_non_finite(std::vector<int64_t>(flags.begin() + 1, flags.end()), code);
       if (flags[0] > 0) r.interrupted = true;
       const bool stop = flags[0] > 0 || last;
-      if (stop && !read_now) check_finite();  // before the checkpoint below
+      if (stop) check_finite();  // before the checkpoint below (read_now may differ between ranks: a bar)
       if (read_now) last_loss_ = window_loss_sum_ / static_cast<double>(window_micro_);
       StepStats st{epoch, total_epochs_, k + 1, steps_per_epoch_, global_step_, total_steps_, last_loss_, lr_,
                    images_per_step / step_time_ema_, step_time_ema_ * static_cast<double>(total_steps_ - global_step_)};

@@ -11,10 +11,9 @@
 // draws are keyed by (seed, epoch, batch) and drop path by (seed, micro-step)), so a resumed run
 // continues with the same bits as one that never stopped.
 // Divergence: each step's loss and a finiteness probe of its gradients go to a small device buffer (no
-// host sync); the buffer is read where the loss is read anyway (log points; every step on the CPU),
-// before every checkpoint and when full, and a NaN/Inf ends the run on all ranks with an error naming
-// the step. A checkpoint is
-// written only from finite weights and moments, so what was saved before a divergence stays the newest.
+// host sync); the buffer is read where the loss is logged anyway, before every checkpoint and when
+// full, and a NaN/Inf ends the run on all ranks with an error naming the step. A checkpoint is written
+// only from finite weights and moments, so what was saved before a divergence stays the newest.
 // Unreadable images (the loader draws stand-ins) are totalled per epoch in the log and summary.csv; an
 // evaluation that needed stand-ins is refused, as mo_validate refuses it (the epoch is saved first).
 #pragma once
