@@ -57,6 +57,7 @@ std::pair<int, std::string> sh(const std::string& cmd) {
 
 // Starts args[0] with the arguments that follow; its output goes to `log` (default: nowhere).
 pid_t spawn(const std::vector<std::string>& args, const std::string& log = "/dev/null") {
+  if (log != "/dev/null") fs::remove(log);  // no text of an earlier run for wait_for_text() to find
   pid_t pid = fork();
   if (pid == 0) {
     int null = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -226,6 +227,29 @@ TEST_F(TrainTools, SecondSigtermExitsAtOnce) {
   EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM) << read_text(log);
   EXPECT_NE(read_text(log).find("SIGTERM again: exiting now without saving"), std::string::npos) << read_text(log);
   expect_nothing_saved("mo_twice");
+}
+
+TEST_F(TrainTools, SigtermDuringEvaluationSavesTheEpoch) {
+  // The stop request is polled between evaluation batches too: the epoch's checkpoint is written
+  // (without a metric, and not as best.mo) instead of waiting for, or being cut off in, a long evaluation.
+  const std::string root = make_image_folder("mo_term_eval_data", 3, 4, 8);  // 24 validation images
+  const std::string out = mo::test::tmp_path("mo_term_eval"), log = mo::test::tmp_path("mo_term_eval.log");
+  pid_t pid = spawn({kBin + "mo_train", recipe("mo_term_eval", out, 40), "--set", "data.root=" + root, "--set",
+                     "data.img_size=512", "--set", "train.steps_per_epoch=1", "--set", "train.eval_every=1", "--set",
+                     "train.eval_batch_size=1", "--set", "ckpt.every_steps=0"},
+                    log);
+  ASSERT_TRUE(wait_for_text(log, "step 1/1", pid)) << read_text(log);  // the epoch's step is done: evaluation next
+  ::kill(pid, SIGTERM);
+  const int status = wait_at_most(pid, 120);
+  ASSERT_NE(status, -1) << read_text(log);
+  ASSERT_TRUE(WIFEXITED(status)) << read_text(log);
+  EXPECT_EQ(WEXITSTATUS(status), 130) << read_text(log);
+  EXPECT_NE(read_text(log).find("(evaluation interrupted by the stop request: not counted)"), std::string::npos)
+      << read_text(log);
+  const std::string ckpt = out + "/checkpoints/ckpt-e0001-s00000001.mo";
+  ASSERT_TRUE(fs::exists(ckpt)) << read_text(log);
+  EXPECT_FALSE(read_checkpoint_header(ckpt).metric.has_value());
+  EXPECT_FALSE(fs::exists(out + "/checkpoints/best.mo"));
 }
 
 TEST_F(TrainTools, RecipeErrorsAndPrintConfig) {

@@ -65,7 +65,12 @@ EvalResult evaluate(nn::MambaOut& model, data::Loader& loader, dist::ProcessGrou
   data::Batch b;
   int64_t seen = 0, done = 0;
   bool interrupted = false;
-  while (loader.next(b)) {
+  for (;;) {
+    if (done < total && stop && stop->load()) {  // a stop after the last batch interrupts nothing
+      interrupted = true;
+      break;
+    }
+    if (!loader.next(b)) break;
     const int64_t rows = std::min<int64_t>(b.images.size(0), real - seen);
     seen += b.images.size(0);
     if (rows > 0) {
@@ -80,11 +85,8 @@ EvalResult evaluate(nn::MambaOut& model, data::Loader& loader, dist::ProcessGrou
       count_hits(logits, labels, local);
       local.samples += rows;
     }
-    if (on_batch) on_batch(++done, total);
-    if (stop && stop->load()) {
-      interrupted = true;
-      break;
-    }
+    ++done;
+    if (on_batch) on_batch(done, total);
   }
   model.train(was_training);
   EvalResult r;
