@@ -7,20 +7,21 @@
 // --print-config prints every value in effect and exits; --help-config adds what each key means.
 // Under mpirun each process is one rank (one GPU each); the global batch stays train.global_batch.
 // SIGINT / SIGTERM: the current step finishes, a checkpoint is written, and the program exits 130;
-// rerun with --set train.resume=auto to continue. A fresh run (train.resume empty) refuses a train.output
+// rerun with --set train.resume=auto to continue. If that takes longer than train.stop_timeout_s (a
+// step or a read that never finishes), or on a second signal, it exits at once with 128 + the signal
+// (tools/common/stop_signals.h). A NaN/Inf loss or gradient ends the run with exit 1, naming
+// the step; nothing is saved from such weights. A fresh run (train.resume empty) refuses a train.output
 // that already holds checkpoints, so another run's files are never overwritten or pruned.
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "tools/common/omp_env.h"
+#include "tools/common/stop_signals.h"
 #include "tools/common/trainer.h"
 
 namespace {
-
-void on_signal(int) { mo::tools::Trainer::request_stop(); }
 
 int usage(const char* msg) {
   std::fprintf(stderr,
@@ -65,16 +66,19 @@ int main(int argc, char** argv) {
       std::fputs(mo::tools::dump_train_config(cfg, help).c_str(), stdout);
       return 0;
     }
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
-    mo::tools::Trainer trainer(cfg);
+    mo::tools::Trainer trainer(cfg);  // a signal before this point ends the program (nothing to save yet)
+    mo::tools::install_stop_signals("mo_train", cfg.train.stop_timeout_s, mo::tools::Trainer::request_stop);
     mo::tools::TrainResult r = trainer.fit();
+    if (r.interrupted) mo::tools::stop_signals_saved();
     if (trainer.is_main()) {
       std::printf("done: %lld steps, %lld epochs in %.1f s", static_cast<long long>(r.global_step),
                   static_cast<long long>(r.epochs_done), r.train_seconds);
       if (r.last_eval)
         std::printf("; eval top-1 %.2f%% top-5 %.2f%% (best %.2f%%)", r.last_eval->top1_pct(),
                     r.last_eval->top5_pct(), r.best_top1);
+      if (r.last_eval && r.last_eval->non_finite > 0)
+        std::printf(", %lld images with NaN/Inf logits counted as wrong",
+                    static_cast<long long>(r.last_eval->non_finite));
       std::printf("\n");
       if (!r.last_checkpoint.empty()) std::printf("checkpoint: %s\n", r.last_checkpoint.c_str());
     }

@@ -8,6 +8,8 @@
 // WEIGHTS: one of our checkpoints (.mo; the model, size and crop come from its stored config) or a
 // PyTorch file (.pth/.safetensors, official or timm names; --model names the variant unless the file
 // does). Under mpirun the split is shared among the ranks and the counts are summed exactly.
+// Exit 1 after printing the numbers when an image was unreadable (a stand-in was counted) or the
+// model gave NaN/Inf logits (those images count as wrong).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -100,17 +102,25 @@ int main(int argc, char** argv) {
                   static_cast<long long>(c.data.img_size), c.data.crop_pct, c.data.interpolation.c_str(),
                   dev.str().c_str(), dtype_name(dtype));
     auto t0 = std::chrono::steady_clock::now();
-    dist::EvalCounts r = tools::evaluate(*m.model, *loader, *pg);
+    tools::EvalResult r = tools::evaluate(*m.model, *loader, *pg);
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (pg->is_main())
+    if (pg->is_main()) {
       std::printf("top-1 %.3f%%  top-5 %.3f%%  loss %.4f  (%lld images, %.1f s, %.1f images/s)\n", r.top1_pct(),
                   r.top5_pct(), r.mean_loss(), static_cast<long long>(r.samples), s,
                   static_cast<double>(r.samples) / s);
+      if (r.non_finite > 0)
+        std::printf("non-finite outputs: %lld of %lld images gave NaN or Inf logits (counted as wrong above)\n",
+                    static_cast<long long>(r.non_finite), static_cast<long long>(r.samples));
+    }
     std::fflush(stdout);
     // The loader stands another image in for an unreadable one: the counts above are not the folder's.
-    const int64_t bad = pg->all_reduce_sum(std::vector<int64_t>{loader->bad_samples()})[0];
-    MO_CHECK(bad == 0, "'{}' holds unreadable images (named in the warnings above; {} stand-ins were drawn), so "
-             "the accuracy above is not that of the folder", loader->dataset().folder(), bad);
+    MO_CHECK(r.bad_images == 0, "'{}' holds unreadable images (named in the warnings above; {} stand-ins were "
+             "drawn), so the accuracy above is not that of the folder", loader->dataset().folder(), r.bad_images);
+    // A model that outputs NaN or Inf is broken (diverged training, overflow at this precision): the
+    // accuracy above is right (those images count as wrong) but the weights need attention.
+    MO_CHECK(r.non_finite == 0, "'{}' gives NaN or Inf logits for {} of the {} images of '{}' (counted as wrong "
+             "above): its weights are not finite, or the model overflows at {}", weights, r.non_finite, r.samples,
+             loader->dataset().folder(), dtype_name(dtype));
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mo_validate: error: %s\n", e.what());

@@ -6,9 +6,12 @@
 // padding repeat that must not be counted).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <filesystem>
 
 #include "tests/dist/dist_test_util.h"
+#include "tests/test_util.h"
 #include "tests/train/train_test_util.h"
 #include "tools/common/crc32c.h"
 #include "tools/common/trainer.h"
@@ -81,6 +84,36 @@ TEST(TrainDdp, TwoRanksMatchOneProcessWithAccumulation) {
     // Only rank 0 wrote checkpoints and logs.
     EXPECT_TRUE(std::filesystem::exists("/tmp/mo_train_ddp_two/summary.csv"));
   }
+  std::fclose(null);
+}
+
+TEST(TrainDdp, DivergenceStopsEveryRankTogether) {
+  // A NaN/Inf on any rank ends the run on all of them (one verdict per step, all-reduced with the stop
+  // request), naming the step, and no checkpoint is written from the non-finite weights.
+  auto& pg = *mo::test::g_pg;
+  const std::string root = "/tmp/mo_train_ddp_data";
+  if (pg.rank() == 0) mo::tools::testing::make_image_folder("mo_train_ddp_data", 3, 12, 5);
+  pg.barrier();
+  std::FILE* null = std::fopen("/dev/null", "w");
+  TrainConfig c = config(root, "/tmp/mo_train_ddp_diverge", /*clear=*/pg.rank() == 0);
+  c.optim.lr = 1e6;
+  c.sched.warmup_epochs = 0;
+  c.train.max_steps = 0;
+  c.ckpt.every_steps = 1;
+  pg.barrier();
+  const std::string msg = mo::test::error_of([&] {
+    Trainer t(c, mo::test::g_pg, null);
+    t.fit();
+  });
+  EXPECT_NE(msg.find("training diverged: the "), std::string::npos) << "rank " << pg.rank() << ": " << msg;
+  EXPECT_NE(msg.find(" of step "), std::string::npos) << msg;
+  pg.barrier();  // both ranks got here: neither is left waiting in a collective
+  if (pg.rank() == 0)
+    for (auto& e : std::filesystem::directory_iterator("/tmp/mo_train_ddp_diverge/checkpoints")) {
+      CheckpointState s = load_checkpoint(e.path().string());
+      for (auto& [name, t] : s.model)
+        for (float v : t.to_vector<float>()) ASSERT_TRUE(std::isfinite(v)) << e.path() << " " << name;
+    }
   std::fclose(null);
 }
 

@@ -4,17 +4,21 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <regex>
 #include <string>
 #include <vector>
 
 #include "tests/test_util.h"
 #include "tests/train/train_test_util.h"
+#include "tools/common/checkpoint.h"
 
 namespace fs = std::filesystem;
 using mo::tools::testing::make_image_folder;
@@ -64,6 +68,22 @@ std::string recipe(const std::string& output, int max_steps = 2) {
 }
 
 std::string train(const std::string& args) { return kBin + "mo_train " + args; }
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// Overwrites an image of a folder with bytes that are not a JPEG.
+void spoil(const std::string& image) { std::ofstream(image, std::ios::binary | std::ios::trunc) << "not a jpeg\n"; }
+
+bool all_finite(const mo::tools::CheckpointState& s) {
+  for (const auto* ts : {&s.model, &s.optimizer})
+    for (const auto& [name, t] : *ts)
+      for (float v : t.to_vector<float>())
+        if (!std::isfinite(v)) return false;
+  return true;
+}
 
 // A trained checkpoint of test_mambaout (3 classes), made once per test process.
 const std::string& checkpoint() {
@@ -294,4 +314,186 @@ TEST_F(ToolErrors, PredictAndValidateWithAFifoOrAHugeFile) {
   fs::rename(big, root + "/val/class_2/sparse.jpg");
   EXPECT_TRUE(fails_saying(sh(v), {"skipping " + root + "/val/class_2/sparse.jpg: 1073741824 bytes, over the limit",
                                    "holds unreadable images"}));
+}
+
+TEST_F(ToolErrors, DivergingRunStopsNamingTheStepAndKeepsWhatWasSaved) {
+  // Was: optim.lr=1e6 logged 100% top-1 every epoch, saved the NaN weights as best.mo and exited 0.
+  const std::string out = tmp("tool_errors_diverge"), dir = out + "/checkpoints";
+  fs::remove_all(out);
+  const std::string r = recipe(out, 3) + " --set train.eval_every=1";  // one epoch of 3 steps, evaluated
+  ASSERT_EQ(sh(train(r)).rc, 0);
+  const std::string best = read_text(dir + "/best.mo");
+  ASSERT_FALSE(best.empty());
+  const Result bad = sh(train(r + " --set train.max_steps=0 --set optim.lr=1e6 --set train.resume=auto"));
+  ASSERT_TRUE(fails_saying(bad, {"training diverged: the ", "(epoch 1) ", " NaN or Inf", "Lower optim.lr (now 1000000)"}));
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(bad.output, m, std::regex(R"((loss|gradient norm) of step (\d+) )"))) << bad.output;
+  const int64_t step = std::stoll(m[2].str());
+  EXPECT_GT(step, 3);
+  EXPECT_EQ(read_text(dir + "/best.mo"), best) << "best.mo was replaced";
+  // Every checkpoint left is finite and older than the step that diverged; no temporaries are left.
+  for (const auto& [name, size] : listing(dir)) {
+    EXPECT_EQ(name.find(".tmp"), std::string::npos) << name;
+    const mo::tools::CheckpointState s = mo::tools::load_checkpoint(dir + "/" + name);
+    EXPECT_LT(s.step, step) << name;
+    EXPECT_TRUE(all_finite(s)) << name << " holds NaN or Inf";
+  }
+}
+
+TEST_F(ToolErrors, DivergenceBetweenLogPointsNamesItsStep) {
+  // The step buffer is read only at log points and checkpoints (on the GPU, to spare a sync per step):
+  // a NaN in step 2 of 12, with lines every 50 steps and no checkpoint before the epoch's end, is still
+  // named as step 2, the same step as when every step is read (a checkpoint after each one).
+  const std::string root = make_image_folder("tool_errors_diverge_data", 3, 16, 2);  // 12 steps of 4
+  std::string named[2];
+  for (int every : {0, 1}) {
+    const std::string out = tmp("tool_errors_diverge_" + std::to_string(every));
+    fs::remove_all(out);
+    const Result r = sh(train(recipe(out, 0) + " --set data.root=" + root + " --set optim.lr=1e6 --set ckpt.every_steps=" +
+                              std::to_string(every) + " --set log.every_steps=50"));
+    ASSERT_TRUE(fails_saying(r, {"training diverged: the "}));
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(r.output, m, std::regex(R"((loss|gradient) of step (\d+) )"))) << r.output;
+    named[every] = m[0].str();
+    EXPECT_LT(std::stoll(m[2].str()), 12) << r.output;  // found before the epoch's end, not named after it
+    if (every == 0) EXPECT_TRUE(listing(out + "/checkpoints").empty()) << r.output;
+  }
+  EXPECT_EQ(named[0], named[1]);
+}
+
+TEST_F(ToolErrors, ValidateWeightsThatGiveNaN) {
+  // Was: NaN logits compare false with everything, so every label ranked first: 100% top-1.
+  mo::tools::CheckpointState s = mo::tools::load_checkpoint(checkpoint());
+  s.model.front().second.fill_(std::nan(""));
+  const std::string nan = tmp("tool_errors_nan.mo");
+  mo::tools::save_checkpoint(nan, s);
+  const Result r = sh(kBin + "mo_validate " + nan + " --data " + folder() + " --workers 1");
+  EXPECT_TRUE(fails_saying(r, {"top-1 0.000%  top-5 0.000%", "non-finite outputs: 6 of 6 images gave NaN or Inf logits",
+                               "'" + nan + "' gives NaN or Inf logits for 6 of the 6 images of '" + folder() +
+                                   "/val'"}));
+  // Resuming from it is refused, naming the tensor, before any step runs.
+  const std::string out = tmp("tool_errors_nan_resume");
+  fs::remove_all(out);
+  EXPECT_TRUE(fails_saying(sh(train(recipe(out) + " --set train.resume=" + nan)),
+                           {"checkpoint '" + nan + "' holds NaN or Inf in '" + s.model.front().first + "'"}));
+}
+
+TEST_F(ToolErrors, DuplicateRecipeKeyNamesBothLines) {
+  // Was: the second batch_size silently won.
+  const std::string path = write("tool_errors_dup.yaml", "model: {name: test_mambaout, num_classes: 3}\ntrain:\n"
+                                                         "  batch_size: 4\n  device: cpu\n  batch_size: 8\n");
+  EXPECT_TRUE(fails_saying(sh(train(path)),
+                           {path + ": duplicate key 'train.batch_size' (first at line 3, again at line 5)"}));
+}
+
+TEST_F(ToolErrors, ResumeRefusesACheckpointWithANegativeStep) {
+  const std::string out = tmp("tool_errors_negative");
+  fs::remove_all(out);
+  mo::tools::CheckpointState s = mo::tools::load_checkpoint(checkpoint());
+  s.step = -5;
+  fs::create_directories(out + "/checkpoints");
+  const std::string bad = out + "/checkpoints/ckpt-e0000-s00000001.mo";
+  mo::tools::save_checkpoint(bad, s);
+  const std::string says = "checkpoint '" + bad + "' is corrupt: field 'step' is -5";
+  EXPECT_TRUE(fails_saying(sh(train(recipe(out) + " --set train.resume=" + bad)), {says}));
+  EXPECT_TRUE(fails_saying(sh(train(recipe(out) + " --set train.resume=auto")),
+                           {"warning: " + says, "none of the 1 checkpoints in '" + out + "/checkpoints' can be read"}));
+  EXPECT_TRUE(fs::exists(bad));
+  // In range for the file, but not for this run: a position past the end of the epoch.
+  s = mo::tools::load_checkpoint(checkpoint());
+  ASSERT_EQ(s.step_in_epoch, 1);
+  mo::tools::save_checkpoint(bad, s);
+  EXPECT_TRUE(fails_saying(sh(train(recipe(out) + " --set train.steps_per_epoch=1 --set train.resume=" + bad)),
+                           {"checkpoint '" + bad + "': field 'step_in_epoch' is 1 but an epoch has 1 steps"}));
+}
+
+TEST_F(ToolErrors, RunRemovesTheTemporariesOfDeadWritersOnly) {
+  // Was: 12 kills during checkpoint writes left 8 temporaries (503 MB) that nothing removed.
+  const std::string out = tmp("tool_errors_stale"), dir = out + "/checkpoints";
+  fs::remove_all(out);
+  ASSERT_EQ(sh(train(recipe(out, 2))).rc, 0);
+  pid_t gone = fork();
+  if (gone == 0) _exit(0);
+  waitpid(gone, nullptr, 0);
+  const std::string self = mo::tools::temp_file_name("x");
+  const std::string host = self.substr(6, self.rfind('.') - 6), dead = std::to_string(gone);
+  const std::vector<std::string> stale = {dir + "/ckpt-e0000-s00000003.mo.tmp." + host + "." + dead,
+                                          dir + "/best.mo.tmp." + host + "." + dead,
+                                          out + "/summary.csv.tmp." + host + "." + dead};
+  const std::vector<std::string> kept = {dir + "/ckpt-e0000-s00000004.mo.tmp." + host + "." + std::to_string(getpid()),
+                                         dir + "/ckpt-e0000-s00000005.mo.tmp.otherhost." + dead};
+  for (const auto* v : {&stale, &kept})
+    for (const auto& f : *v) write(fs::relative(f, fs::temp_directory_path()).string(), "partial");
+  const Result r = sh(train(recipe(out, 3) + " --set train.resume=auto"));
+  ASSERT_EQ(r.rc, 0) << r.output;
+  for (const auto& f : stale) {
+    EXPECT_FALSE(fs::exists(f)) << f;
+    const std::string says = "removed the temporary file of an interrupted write: " + f + " (7 bytes)";
+    EXPECT_NE(r.output.find(says), std::string::npos) << r.output;
+  }
+  for (const auto& f : kept) EXPECT_TRUE(fs::exists(f)) << f << " (its writer is alive, or on another host)";
+}
+
+TEST_F(ToolErrors, TrainingTotalsUnreadableImagesPerEpoch) {
+  // Was: after 20 warnings the loader went quiet and no total was ever printed.
+  const std::string root = make_image_folder("tool_errors_bad_train", 3, 4, 2);
+  spoil(root + "/train/class_0/0.jpg");  // 12 images, 3 steps of 4: drawn once every epoch
+  const std::string out = tmp("tool_errors_bad_train_run");
+  fs::remove_all(out);
+  const Result r = sh(train(recipe(out, 6) + " --set data.root=" + root));
+  ASSERT_EQ(r.rc, 0) << r.output;
+  EXPECT_NE(r.output.find("skipping " + root + "/train/class_0/0.jpg"), std::string::npos) << r.output;
+  for (const std::string e : {"epoch 0: train loss ", "epoch 1: train loss "}) {
+    const size_t at = r.output.find(e);
+    ASSERT_NE(at, std::string::npos) << r.output;
+    EXPECT_NE(r.output.substr(at, 80).find("(1 unreadable training images replaced by stand-ins)"), std::string::npos)
+        << r.output;
+  }
+  const std::string csv = read_text(out + "/summary.csv");
+  EXPECT_EQ(csv.substr(0, csv.find('\n')),
+            "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr,train_bad_images,eval_bad_images,eval_non_finite");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 3) << csv;
+  EXPECT_TRUE(std::regex_search(csv, std::regex("\n0,[^\n]*,1,,\n1,[^\n]*,1,,\n"))) << csv;
+}
+
+TEST_F(ToolErrors, TrainingEvaluationWithUnreadableImagesIsRefused) {
+  // Was: stand-ins were counted in top-1 and in the choice of best.mo without a word (mo_validate
+  // refuses the same folder).
+  const std::string root = make_image_folder("tool_errors_bad_eval", 3, 4, 2);
+  spoil(root + "/val/class_1/0.jpg");
+  const std::string out = tmp("tool_errors_bad_eval_run");
+  fs::remove_all(out);
+  const Result r = sh(train(recipe(out, 3) + " --set train.eval_every=1 --set data.root=" + root));
+  EXPECT_TRUE(fails_saying(r, {"skipping " + root + "/val/class_1/0.jpg",
+                               "evaluation after epoch 0: '" + root + "/val' holds unreadable images",
+                               "1 stand-ins were drawn", "its accuracy is not that of the folder and is not used",
+                               "the epoch's training is saved in " + out + "/checkpoints/ckpt-e0001-s00000003.mo"}));
+  EXPECT_FALSE(fs::exists(out + "/checkpoints/best.mo"));
+  EXPECT_TRUE(fs::exists(out + "/checkpoints/ckpt-e0001-s00000003.mo"));
+  EXPECT_TRUE(std::regex_search(read_text(out + "/summary.csv"), std::regex("\n0,[^,]*,,,,[^,]*,0,1,\n")))
+      << read_text(out + "/summary.csv");
+}
+
+TEST_F(ToolErrors, NamedPipesAndHugeFilesInsteadOfRecipesOrCheckpoints) {
+  // Was: mo_train waited for ever for a writer on a named pipe given as the recipe, the checkpoint to
+  // resume, or sitting at train.output/config.yaml or summary.csv; a 2 MB file was parsed as a recipe.
+  const std::string fifo = tmp("tool_errors_fifo.yaml");
+  fs::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  EXPECT_TRUE(fails_saying(sh("timeout 120 " + train(fifo)), {"config file '" + fifo + "' is not a regular file (a named pipe"}));
+  const std::string out = tmp("tool_errors_fifo_run");
+  fs::remove_all(out);
+  EXPECT_TRUE(fails_saying(sh("timeout 120 " + train(recipe(out) + " --set train.resume=" + fifo)),
+                           {"checkpoint '" + fifo + "' is not a regular file (a named pipe"}));
+  const std::string big = write("tool_errors_big.yaml", std::string(2 << 20, '#'));
+  EXPECT_TRUE(fails_saying(sh(train(big)), {"config file '" + big + "' is 2097152 bytes: a YAML recipe is a small"}));
+  // A pipe at config.yaml is replaced (written through a temporary), one at summary.csv is refused.
+  fs::remove_all(out);
+  fs::create_directories(out);
+  ASSERT_EQ(::mkfifo((out + "/config.yaml").c_str(), 0644), 0);
+  ASSERT_EQ(::mkfifo((out + "/summary.csv").c_str(), 0644), 0);
+  const Result r = sh("timeout 120 " + train(recipe(out, 3)));  // timeout: a hang fails the test (exit 124)
+  EXPECT_TRUE(fails_saying(r, {"'" + out + "/summary.csv' is not a regular file"}));
+  EXPECT_EQ(r.output.find("saved "), std::string::npos) << "refused only after training:\n" << r.output;
+  EXPECT_TRUE(fs::is_regular_file(out + "/config.yaml"));
 }

@@ -1,13 +1,21 @@
 // test_train_checkpoint.cpp: checkpoint files round-trip bit-exactly; truncated or corrupt files are
 // refused naming the file; the manager keeps the last K plus the best and falls back to the previous
-// checkpoint when the newest is damaged; CRC32C matches its published check values.
+// checkpoint when the newest is damaged; CRC32C matches its published check values; counters out of
+// range are refused naming the field; temporaries of dead writers are removed, others kept.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "tests/test_util.h"
 #include "tools/common/checkpoint.h"
+#include "tools/common/checkpoint.pb.h"
 #include "tools/common/crc32c.h"
 
 using namespace mo;
@@ -117,6 +125,107 @@ TEST(TrainCheckpoint, TruncatedAndCorruptFilesAreRefusedNamingTheFile) {
   EXPECT_NE(msg.find("is not a mo checkpoint"), std::string::npos) << msg;
   msg = error_of([&] { load_checkpoint(dir + "/missing.mo"); });
   EXPECT_NE(msg.find("cannot open checkpoint"), std::string::npos) << msg;
+}
+
+TEST(TrainCheckpoint, CountersOutOfRangeAreRefusedNamingTheField) {
+  // Was: a negative step was accepted and the run "resumed" at step -5.
+  std::string dir = fresh_dir("mo_ckpt_counters");
+  const std::vector<std::pair<std::function<void(CheckpointState&)>, std::string>> cases = {
+      {[](CheckpointState& s) { s.step = -5; }, "field 'step' is -5 (must be from 0 to 2^40)"},
+      {[](CheckpointState& s) { s.epoch = -1; }, "field 'epoch' is -1"},
+      {[](CheckpointState& s) { s.step_in_epoch = -2; }, "field 'step_in_epoch' is -2"},
+      {[](CheckpointState& s) { s.optimizer_step = -1; }, "field 'optimizer_step' is -1"},
+      {[](CheckpointState& s) { s.step = int64_t(1) << 62; }, "field 'step' is 4611686018427387904"},
+      {[](CheckpointState& s) { s.sampler_epoch = -3; }, "field 'sampler.epoch' is -3"},
+      {[](CheckpointState& s) { s.sampler_batches_done = -4; }, "field 'sampler.batches_done' is -4"},
+      {[](CheckpointState& s) { s.world_size = 0; }, "field 'sampler.world_size' is 0 (must be from 1"},
+      {[](CheckpointState& s) { s.best_epoch = -7; }, "field 'best_epoch' is -7"},
+      {[](CheckpointState& s) { s.step_in_epoch = 40; },
+       "fields 'epoch' (3) and 'step_in_epoch' (40) cannot exceed 'step' (33)"},
+      {[](CheckpointState& s) { s.metric = std::nan(""); }, "field 'metric' is nan"},
+      {[](CheckpointState& s) { s.best_metric = 250; }, "field 'best_metric' is 250"},
+  };
+  for (const auto& [change, says] : cases) {
+    CheckpointState s = sample_state(33);
+    change(s);
+    const std::string p = dir + "/x.mo";
+    save_checkpoint(p, s);
+    const std::vector<std::function<void()>> loads = {[&] { load_checkpoint(p); }, [&] { read_checkpoint_header(p); }};
+    for (const auto& load : loads) {
+      std::string msg = error_of(load);
+      EXPECT_NE(msg.find("checkpoint '" + p + "' is corrupt: " + says), std::string::npos) << msg;
+    }
+  }
+  EXPECT_EQ(error_of([&] { save_checkpoint(dir + "/ok.mo", sample_state(33)); load_checkpoint(dir + "/ok.mo"); }), "");
+  CheckpointState twice = sample_state(33);
+  twice.model.push_back(twice.model.front());  // the same name again: which one would count?
+  save_checkpoint(dir + "/twice.mo", twice);
+  const std::string msg = error_of([&] { load_checkpoint(dir + "/twice.mo"); });
+  EXPECT_NE(msg.find("is corrupt: tensor 'stages.0.0.fc1.weight' appears twice"), std::string::npos) << msg;
+}
+
+TEST(TrainCheckpoint, TensorShapesThatOverflowAreRefused) {
+  // A manifest with a valid checksum whose shape product wraps past 2^64 (or lies about its bytes).
+  std::string dir = fresh_dir("mo_ckpt_shapes");
+  const std::vector<std::pair<std::vector<int64_t>, uint64_t>> cases = {
+      {{int64_t(1) << 32, int64_t(1) << 32, 4}, 0},  // 2^66 x 4 bytes wraps to 0
+      {{int64_t(1) << 62, 4}, 0},                   // x 4 bytes wraps to 0
+      {{-1, -4}, 16},                               // negative dimensions
+      {{4}, 32},                                    // 16 bytes, 32 claimed
+      {{8}, 32},                                    // 32 bytes, beyond the 16-byte payload
+  };
+  for (const auto& [shape, nbytes] : cases) {
+    ckpt::Manifest m;
+    m.set_format_version(1);
+    m.set_model_name("mambaout_femto");
+    ckpt::TensorEntry* e = m.add_model();
+    e->set_name("w");
+    e->set_dtype("float32");
+    for (int64_t d : shape) e->add_shape(d);
+    e->set_nbytes(nbytes);
+    m.set_payload_bytes(16);
+    m.mutable_sampler()->set_world_size(1);
+    const std::string text = m.SerializeAsString();
+    const uint64_t size = text.size();
+    const uint32_t crc = crc32c(text.data(), text.size());
+    const std::string p = dir + "/s.mo";
+    std::ofstream f(p, std::ios::binary | std::ios::trunc);
+    f.write("MOCKPT01", 8).write(reinterpret_cast<const char*>(&size), 8).write(text.data(), text.size());
+    f.write(reinterpret_cast<const char*>(&crc), 4).write(std::string(16, '\0').data(), 16);
+    f.close();
+    std::string msg = error_of([&] { load_checkpoint(p); });
+    EXPECT_NE(msg.find("checkpoint '" + p + "' is corrupt: tensor 'w' float32"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("of a 16-byte payload"), std::string::npos) << msg;
+  }
+}
+
+TEST(TrainCheckpoint, StaleTemporariesAreRemovedOthersKept) {
+  std::string dir = fresh_dir("mo_ckpt_stale");
+  pid_t gone = fork();
+  if (gone == 0) _exit(0);
+  waitpid(gone, nullptr, 0);  // a pid whose process has ended
+  const std::string self = temp_file_name("x");  // x.tmp.<host>.<pid>
+  const std::string host = self.substr(6, self.rfind('.') - 6);
+  const std::string dead = std::to_string(gone), live = std::to_string(getpid());
+  const std::vector<std::string> stale = {"ckpt-e0001-s00000009.mo.tmp." + host + "." + dead,
+                                          "best.mo.tmp." + host + "." + dead, "summary.csv.tmp." + host + "." + dead,
+                                          "ckpt-e0001-s00000008.mo.tmp." + dead, "best.mo.tmp"};
+  const std::vector<std::string> kept = {"ckpt-e0001-s00000007.mo.tmp." + host + "." + live,   // alive
+                                         "ckpt-e0001-s00000006.mo.tmp.elsewhere." + dead,      // another host
+                                         "notes.txt.tmp." + host + "." + dead, "ckpt-e0001-s00000005.mo"};
+  for (const auto& n : stale) std::ofstream(dir + "/" + n) << "partial";
+  for (const auto& n : kept) std::ofstream(dir + "/" + n) << "partial";
+  std::vector<std::string> removed = remove_stale_temp_files(dir);
+  std::sort(removed.begin(), removed.end());
+  std::vector<std::string> want;
+  for (const auto& n : stale) want.push_back(dir + "/" + n + " (7 bytes)");
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(removed, want);
+  for (const auto& n : stale) EXPECT_FALSE(fs::exists(dir + "/" + n)) << n;
+  for (const auto& n : kept) EXPECT_TRUE(fs::exists(dir + "/" + n)) << n;
+  // What this process writes carries its host and pid.
+  EXPECT_EQ(self, "x.tmp." + host + "." + live);
+  EXPECT_TRUE(remove_stale_temp_files(dir + "/missing").empty());
 }
 
 TEST(TrainCheckpoint, ManagerKeepsLastKAndBest) {

@@ -74,6 +74,28 @@ TEST(TrainConfig, TypeErrorsNameKeyAndLine) {
   EXPECT_NE(msg.find("YAML syntax error"), std::string::npos) << msg;
 }
 
+TEST(TrainConfig, DuplicateKeysNameBothLines) {
+  // Was: the last one silently won.
+  TrainConfig c;
+  ConfigSchema s = make_schema(c);
+  std::string msg = error_of([&] { s.load_string("optim:\n  lr: 1\n  eps: 1\n  lr: 2\n", "d.yaml"); });
+  EXPECT_NE(msg.find("d.yaml: duplicate key 'optim.lr' (first at line 2, again at line 4)"), std::string::npos) << msg;
+  // The same key spelt with a dot, a repeated section, and a flow mapping.
+  msg = error_of([&] { s.load_string("optim: {lr: 1}\noptim.lr: 2\n", "d.yaml"); });
+  EXPECT_NE(msg.find("duplicate key 'optim.lr' (first at line 1, again at line 2)"), std::string::npos) << msg;
+  msg = error_of([&] { s.load_string("optim: {lr: 1}\ntrain: {}\noptim: {eps: 2}\n", "d.yaml"); });
+  EXPECT_NE(msg.find("duplicate key 'optim' (first at line 1, again at line 3)"), std::string::npos) << msg;
+  msg = error_of([&] { s.load_string("train: {seed: 1, seed: 2}\n", "d.yaml"); });
+  EXPECT_NE(msg.find("duplicate key 'train.seed' (first at line 1, again at line 1)"), std::string::npos) << msg;
+  msg = error_of([&] { s.load_string("optim: {lr: 1}\n---\noptim: {lr: 2}\n", "d.yaml"); });
+  EXPECT_NE(msg.find("d.yaml:3: a second YAML document (after '---')"), std::string::npos) << msg;
+  msg = error_of([&] { s.load_string("? [a, b]\n: 1\n", "d.yaml"); });
+  EXPECT_NE(msg.find("d.yaml:1: a key must be a plain name, got '[a, b]'"), std::string::npos) << msg;
+  // Distinct keys of one section in two places are fine, and --set still overrides the file.
+  TrainConfig ok = load_train_config("", {"optim.lr=0.5", "optim.lr=0.25"});
+  EXPECT_EQ(ok.optim.lr, 0.25);
+}
+
 TEST(TrainConfig, SetOverridesAndChecks) {
   TrainConfig c = load_train_config("", {"optim.lr=0.5", "optim.betas=[0.8, 0.99]", "model.name=mambaout_kobe",
                                          "sched.per_step=true", "train.output=/tmp/a b"});

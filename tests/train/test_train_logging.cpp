@@ -47,16 +47,23 @@ TEST(TrainLogging, PlainLinesEveryNSteps) {
 TEST(TrainLogging, SummaryCsvRowsPerEpochWithoutDuplicates) {
   std::string path = (fs::temp_directory_path() / "mo_summary_test.csv").string();
   fs::remove(path);
-  update_summary_csv(path, {0, 2.5, 1e-6, 2.25, 10.5, 30.25});
+  update_summary_csv(path, {0, 2.5, 1e-6, 2.25, 10.5, 30.25, 3, 0, 0});
   update_summary_csv(path, {1, 2.0, 2e-4, std::nullopt, std::nullopt, std::nullopt});
-  update_summary_csv(path, {1, 1.9, 2e-4, 1.5, 40.0, 70.0});  // epoch 1 again after a resume
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  EXPECT_EQ(ss.str(),
-            "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\n"
-            "0,2.5,2.25,10.5,30.25,1e-06\n"
-            "1,1.9,1.5,40,70,0.0002\n");
+  update_summary_csv(path, {1, 1.9, 2e-4, 1.5, 40.0, 70.0, 0, 0, 2});  // epoch 1 again after a resume
+  auto text = [&] {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  const std::string header =
+      "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr,train_bad_images,eval_bad_images,eval_non_finite\n";
+  EXPECT_EQ(text(), header + "0,2.5,2.25,10.5,30.25,1e-06,3,0,0\n1,1.9,1.5,40,70,0.0002,0,0,2\n");
+  // A file written before the bad-image columns: its rows are kept, padded to the new header.
+  std::ofstream(path, std::ios::trunc) << "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\n"
+                                          "0,2.5,2.25,10.5,30.25,1e-06\n";
+  update_summary_csv(path, {1, 2.0, 2e-4, std::nullopt, std::nullopt, std::nullopt, 1});
+  EXPECT_EQ(text(), header + "0,2.5,2.25,10.5,30.25,1e-06,,,\n1,2,,,,0.0002,1,,\n");
 }
 
 TEST(TrainLogging, ImageNetClassNames) {

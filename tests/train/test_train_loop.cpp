@@ -204,8 +204,10 @@ TEST(TrainLoop, LogsSummaryTensorBoardAndCheckpoints) {
   std::vector<std::string> lines;
   while (std::getline(csv, line)) lines.push_back(line);
   ASSERT_EQ(lines.size(), 4u);
-  EXPECT_EQ(lines[0], "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr");
+  EXPECT_EQ(lines[0], "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr,train_bad_images,eval_bad_images,"
+                      "eval_non_finite");
   EXPECT_EQ(lines[1].rfind("0,", 0), 0u);
+  EXPECT_EQ(lines[1].substr(lines[1].size() - 6), ",0,0,0") << lines[1];  // no bad images, finite logits
   EXPECT_EQ(lines[3].rfind("2,", 0), 0u);
 
   CheckpointManager m(c.train.output + "/checkpoints", 2, true);

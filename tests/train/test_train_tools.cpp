@@ -1,6 +1,7 @@
 // test_train_tools.cpp: the programs, run as child processes on a tiny image folder.
 //  - mo_train killed with SIGKILL mid-run, then rerun with train.resume=auto, ends with the same bits
-//    as a run never killed; SIGTERM makes it save, exit 130 and resume the same way;
+//    as a run never killed; SIGTERM makes it save, exit 130 and resume the same way; a step that does not
+//    finish within train.stop_timeout_s of SIGTERM, or a second SIGTERM, ends it with 143 all the same;
 //  - a misspelt recipe key is an error naming the file, line and the nearest key; --print-config;
 //  - mo_validate and mo_predict on the checkpoint it wrote; mo_validate on the same weights as a PyTorch
 //    .pth (via mo_convert) gives the same accuracy; a 1000-class model gets the shipped ImageNet names.
@@ -54,10 +55,12 @@ std::pair<int, std::string> sh(const std::string& cmd) {
   return {r.rc, r.output};
 }
 
-pid_t spawn(const std::vector<std::string>& args) {
+// Starts args[0] with the arguments that follow; its output goes to `log` (default: nowhere).
+pid_t spawn(const std::vector<std::string>& args, const std::string& log = "/dev/null") {
+  if (log != "/dev/null") fs::remove(log);  // no text of an earlier run for wait_for_text() to find
   pid_t pid = fork();
   if (pid == 0) {
-    int null = ::open("/dev/null", O_WRONLY);
+    int null = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(null, 1);
     dup2(null, 2);
     std::vector<char*> argv;
@@ -84,6 +87,35 @@ bool wait_for_checkpoint(const std::string& dir, int64_t step, pid_t pid) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return false;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// Waits until file `log` contains `text` (true) or the child ended (false).
+bool wait_for_text(const std::string& log, const std::string& text, pid_t pid) {
+  for (int i = 0; i < 60000; ++i) {
+    if (read_text(log).find(text) != std::string::npos) return true;
+    int status;
+    if (waitpid(pid, &status, WNOHANG) == pid) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return false;
+}
+
+// The child's wait status once it ends, or -1 (and it is killed) if it is still running after `max_s`.
+int wait_at_most(pid_t pid, double max_s) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(max_s);
+  int status = 0;
+  while (std::chrono::steady_clock::now() < end) {
+    if (waitpid(pid, &status, WNOHANG) == pid) return status;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ::kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  return -1;
 }
 
 void expect_same_weights(const std::string& a, const std::string& b) {
@@ -146,6 +178,78 @@ TEST_F(TrainTools, SigtermSavesAndResumes) {
   ASSERT_EQ(rc2, 0) << out2;
   expect_same_weights(fmt::format("{}/checkpoints/ckpt-e0010-s{:08d}.mo", mo::test::tmp_path("mo_term_a"), N),
                       fmt::format("{}/checkpoints/ckpt-e0010-s{:08d}.mo", mo::test::tmp_path("mo_term_b"), N));
+}
+
+// A run whose every step takes long (1024 px on the CPU: seconds here, far above the timeouts below),
+// signalled as its first step starts; its output goes to `log`.
+pid_t start_slow_run(const std::string& name, const std::string& timeout, const std::string& log) {
+  const std::string out = mo::test::tmp_path(name);
+  pid_t pid = spawn({kBin + "mo_train", recipe(name, out, 40), "--set", "data.img_size=1024", "--set",
+                     "train.stop_timeout_s=" + timeout}, log);
+  EXPECT_TRUE(wait_for_text(log, "steps/epoch", pid)) << read_text(log);  // fit() has begun: handlers are in place
+  return pid;
+}
+
+// No checkpoint, and no temporary of one, in the run's folder.
+void expect_nothing_saved(const std::string& name) {
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(mo::test::tmp_path(name) + "/checkpoints", ec))
+    ADD_FAILURE() << "left behind: " << e.path();
+}
+
+TEST_F(TrainTools, SigtermEndsAStepThatDoesNotFinish) {
+  // Was: SIGTERM only set a flag checked between steps; a step (or a read) that never finished kept the
+  // program running for ever. Now the watchdog ends it after train.stop_timeout_s with 128 + SIGTERM.
+  const std::string log = mo::test::tmp_path("mo_stuck.log");
+  pid_t pid = start_slow_run("mo_stuck", "0.01", log);
+  const auto t0 = std::chrono::steady_clock::now();
+  ::kill(pid, SIGTERM);
+  const int status = wait_at_most(pid, 60);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_NE(status, -1) << "mo_train still ran 60 s after SIGTERM:\n" << read_text(log);
+  ASSERT_TRUE(WIFEXITED(status)) << "status " << status << ":\n" << read_text(log);
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM) << read_text(log);
+  EXPECT_LT(took, 30.0);
+  EXPECT_NE(read_text(log).find("the run did not stop within 0.01 s of SIGTERM (config key 'train.stop_timeout_s')"),
+            std::string::npos) << read_text(log);
+  expect_nothing_saved("mo_stuck");
+}
+
+TEST_F(TrainTools, SecondSigtermExitsAtOnce) {
+  const std::string log = mo::test::tmp_path("mo_twice.log");
+  pid_t pid = start_slow_run("mo_twice", "3600", log);
+  ::kill(pid, SIGTERM);
+  ASSERT_TRUE(wait_for_text(log, "a second signal exits at once", pid)) << read_text(log);
+  ::kill(pid, SIGTERM);
+  const int status = wait_at_most(pid, 60);
+  ASSERT_NE(status, -1) << "mo_train still ran 60 s after a second SIGTERM:\n" << read_text(log);
+  ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM) << read_text(log);
+  EXPECT_NE(read_text(log).find("SIGTERM again: exiting now without saving"), std::string::npos) << read_text(log);
+  expect_nothing_saved("mo_twice");
+}
+
+TEST_F(TrainTools, SigtermDuringEvaluationSavesTheEpoch) {
+  // The stop request is polled between evaluation batches too: the epoch's checkpoint is written
+  // (without a metric, and not as best.mo) instead of waiting for, or being cut off in, a long evaluation.
+  const std::string root = make_image_folder("mo_term_eval_data", 3, 4, 8);  // 24 validation images
+  const std::string out = mo::test::tmp_path("mo_term_eval"), log = mo::test::tmp_path("mo_term_eval.log");
+  pid_t pid = spawn({kBin + "mo_train", recipe("mo_term_eval", out, 40), "--set", "data.root=" + root, "--set",
+                     "data.img_size=512", "--set", "train.steps_per_epoch=1", "--set", "train.eval_every=1", "--set",
+                     "train.eval_batch_size=1", "--set", "ckpt.every_steps=0"},
+                    log);
+  ASSERT_TRUE(wait_for_text(log, "step 1/1", pid)) << read_text(log);  // the epoch's step is done: evaluation next
+  ::kill(pid, SIGTERM);
+  const int status = wait_at_most(pid, 120);
+  ASSERT_NE(status, -1) << read_text(log);
+  ASSERT_TRUE(WIFEXITED(status)) << read_text(log);
+  EXPECT_EQ(WEXITSTATUS(status), 130) << read_text(log);
+  EXPECT_NE(read_text(log).find("(evaluation interrupted by the stop request: not counted)"), std::string::npos)
+      << read_text(log);
+  const std::string ckpt = out + "/checkpoints/ckpt-e0001-s00000001.mo";
+  ASSERT_TRUE(fs::exists(ckpt)) << read_text(log);
+  EXPECT_FALSE(read_checkpoint_header(ckpt).metric.has_value());
+  EXPECT_FALSE(fs::exists(out + "/checkpoints/best.mo"));
 }
 
 TEST_F(TrainTools, RecipeErrorsAndPrintConfig) {

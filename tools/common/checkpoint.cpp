@@ -2,14 +2,17 @@
 #include "tools/common/checkpoint.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <regex>
+#include <set>
 
 #include "tools/common/checkpoint.pb.h"
 #include "tools/common/crc32c.h"
@@ -91,7 +94,11 @@ struct Reader {
   std::string path;
   explicit Reader(const std::string& p) : path(p) {
     std::error_code ec;
-    MO_CHECK(!fs::is_directory(p, ec), "checkpoint '{}' is a directory, not a checkpoint file", p);
+    const fs::file_status st = fs::status(p, ec);
+    MO_CHECK(!fs::is_directory(st), "checkpoint '{}' is a directory, not a checkpoint file", p);
+    // Opening a named pipe would wait for a writer for ever; a device has no end.
+    MO_CHECK(!fs::exists(st) || fs::is_regular_file(st), "checkpoint '{}' is not a regular file (a named pipe, "
+             "socket or device): refusing to read it", p);
     f = std::fopen(p.c_str(), "rb");
     MO_CHECK(f != nullptr, "cannot open checkpoint '{}': {}", p, std::strerror(errno));
   }
@@ -128,7 +135,36 @@ ckpt::Manifest read_manifest(Reader& r, uint64_t& payload_start) {
   return m;
 }
 
-CheckpointState state_from_manifest(const ckpt::Manifest& m) {
+// Counters beyond this are corrupt (2^40 steps is ~35,000 years at a step per millisecond); the bound
+// also keeps products such as step x accumulation far from overflow.
+constexpr int64_t kMaxCounter = int64_t(1) << 40;
+
+void check_counter(const std::string& file, const char* field, int64_t v, int64_t lo) {
+  MO_CHECK(v >= lo && v <= kMaxCounter, "checkpoint '{}' is corrupt: field '{}' is {} (must be from {} to 2^40)", file,
+           field, v, lo);
+}
+
+void check_manifest_ranges(const ckpt::Manifest& m, const std::string& file) {
+  check_counter(file, "epoch", m.epoch(), 0);
+  check_counter(file, "step", m.step(), 0);
+  check_counter(file, "step_in_epoch", m.step_in_epoch(), 0);
+  check_counter(file, "optimizer_step", m.optimizer_step(), 0);
+  check_counter(file, "sampler.epoch", m.sampler().epoch(), 0);
+  check_counter(file, "sampler.batches_done", m.sampler().batches_done(), 0);
+  check_counter(file, "sampler.world_size", m.sampler().world_size(), 1);
+  check_counter(file, "best_epoch", m.best_epoch(), -1);
+  // Every epoch has at least one step, so neither count can exceed the steps done.
+  MO_CHECK(m.step_in_epoch() <= m.step() && m.epoch() <= m.step(), "checkpoint '{}' is corrupt: fields 'epoch' ({}) "
+           "and 'step_in_epoch' ({}) cannot exceed 'step' ({})", file, m.epoch(), m.step_in_epoch(), m.step());
+  auto pct = [](double v) { return v >= 0 && v <= 100; };  // NaN fails too
+  MO_CHECK(!m.has_metric() || pct(m.metric()), "checkpoint '{}' is corrupt: field 'metric' is {} (a top-1 percentage "
+           "from 0 to 100)", file, m.metric());
+  MO_CHECK(m.best_metric() == -1.0 || pct(m.best_metric()), "checkpoint '{}' is corrupt: field 'best_metric' is {} "
+           "(-1 or a top-1 percentage from 0 to 100)", file, m.best_metric());
+}
+
+CheckpointState state_from_manifest(const ckpt::Manifest& m, const std::string& file) {
+  check_manifest_ranges(m, file);
   CheckpointState s;
   s.config_yaml = m.config_yaml();
   s.model_name = m.model_name();
@@ -149,14 +185,23 @@ CheckpointState state_from_manifest(const ckpt::Manifest& m) {
 }
 
 std::vector<std::pair<std::string, Tensor>> read_tensors(
-    Reader& r, uint64_t payload_start, const google::protobuf::RepeatedPtrField<ckpt::TensorEntry>& entries) {
+    Reader& r, uint64_t payload_start, uint64_t payload_bytes,
+    const google::protobuf::RepeatedPtrField<ckpt::TensorEntry>& entries) {
   std::vector<std::pair<std::string, Tensor>> out;
+  std::set<std::string> names;
   for (const auto& e : entries) {
+    MO_CHECK(names.insert(e.name()).second, "checkpoint '{}' is corrupt: tensor '{}' appears twice", r.path, e.name());
     DType dt = dtype_from_name(e.dtype(), r.path);
     Shape shape(e.shape().begin(), e.shape().end());
+    // numel x element size with overflow checks, and the byte range inside the payload, before allocating.
+    uint64_t bytes = dtype_size(dt);
+    bool fits = e.shape_size() <= 8;
+    for (int64_t d : shape) fits = fits && d >= 0 && !__builtin_mul_overflow(bytes, static_cast<uint64_t>(d), &bytes);
+    uint64_t end = 0;
+    fits = fits && bytes == e.nbytes() && !__builtin_add_overflow(e.offset(), e.nbytes(), &end) && end <= payload_bytes;
+    MO_CHECK(fits, "checkpoint '{}' is corrupt: tensor '{}' {} {} claims {} bytes at offset {} of a {}-byte payload",
+             r.path, e.name(), e.dtype(), shape_str(shape), e.nbytes(), e.offset(), payload_bytes);
     Tensor t = Tensor::empty(shape, dt);
-    MO_CHECK(t.nbytes() == e.nbytes(), "checkpoint '{}' is corrupt: tensor '{}' {} has {} bytes", r.path, e.name(),
-             shape_str(shape), e.nbytes());
     MO_CHECK(std::fseek(r.f, static_cast<long>(payload_start + e.offset()), SEEK_SET) == 0,
              "checkpoint '{}': seek failed", r.path);
     r.read(t.raw_data(), e.nbytes(), e.name().c_str());
@@ -204,7 +249,7 @@ void save_checkpoint(const std::string& path, const CheckpointState& s) {
   std::string manifest = m.SerializeAsString();
   uint64_t size = manifest.size();
   uint32_t crc = crc32c(manifest.data(), manifest.size());
-  const std::string tmp = fmt::format("{}.tmp.{}", path, getpid());
+  const std::string tmp = temp_file_name(path);
   try {
     OutFile out(tmp);
     out.write(kMagic, 8);
@@ -226,25 +271,76 @@ CheckpointState load_checkpoint(const std::string& path, bool with_optimizer) {
   Reader r(path);
   uint64_t start = 0;
   ckpt::Manifest m = read_manifest(r, start);
-  CheckpointState s = state_from_manifest(m);
-  s.model = read_tensors(r, start, m.model());
-  if (with_optimizer) s.optimizer = read_tensors(r, start, m.optimizer());
+  CheckpointState s = state_from_manifest(m, path);
+  s.model = read_tensors(r, start, m.payload_bytes(), m.model());
+  if (with_optimizer) s.optimizer = read_tensors(r, start, m.payload_bytes(), m.optimizer());
   return s;
 }
 
 CheckpointState read_checkpoint_header(const std::string& path) {
   Reader r(path);
   uint64_t start = 0;
-  return state_from_manifest(read_manifest(r, start));
+  return state_from_manifest(read_manifest(r, start), path);
 }
 
 bool is_mo_checkpoint(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;  // never open a pipe or a device to look
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) return false;
   char magic[8] = {};
   bool ok = std::fread(magic, 8, 1, f) == 1 && std::memcmp(magic, kMagic, 8) == 0;
   std::fclose(f);
   return ok;
+}
+
+// --- temporaries of interrupted writes ---------------------------------------------------------------
+
+namespace {
+
+// This host's name as it appears in temporaries: letters, digits, '-' and '_' (others become '_', so a
+// dotted name cannot be confused with the pid that follows it).
+const std::string& host_tag() {
+  static const std::string tag = [] {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return std::string("localhost");
+    std::string t = buf;
+    for (char& c : t)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') c = '_';
+    return t;
+  }();
+  return tag;
+}
+
+bool process_gone(const std::string& pid_text) {
+  if (pid_text.size() > 9) return false;  // not a pid of this system: leave it
+  const long pid = std::stol(pid_text);
+  return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
+
+}  // namespace
+
+std::string temp_file_name(const std::string& path) { return fmt::format("{}.tmp.{}.{}", path, host_tag(), getpid()); }
+
+std::vector<std::string> remove_stale_temp_files(const std::string& dir) {
+  static const std::string ours = R"((ckpt-e\d+-s\d+\.mo|best\.mo|summary\.csv|config\.yaml))";
+  static const std::regex current(ours + R"(\.tmp\.([A-Za-z0-9_-]+)\.(\d+))"), older(ours + R"(\.tmp\.(\d+))"),
+      fixed(ours + R"(\.tmp)");
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    std::smatch mt;
+    bool stale = false;
+    if (std::regex_match(name, mt, current)) stale = mt[2].str() == host_tag() && process_gone(mt[3].str());
+    else if (std::regex_match(name, mt, older)) stale = process_gone(mt[2].str());
+    else stale = std::regex_match(name, fixed);  // the older fixed names; a run owns its folder
+    std::error_code e2;
+    if (!stale || !it->is_regular_file(e2)) continue;
+    const uintmax_t bytes = it->file_size(e2);
+    if (fs::remove(it->path(), e2)) removed.push_back(fmt::format("{} ({} bytes)", it->path().string(), bytes));
+  }
+  return removed;
 }
 
 // --- CheckpointManager -------------------------------------------------------------------------------
@@ -275,7 +371,7 @@ std::string CheckpointManager::save(const CheckpointState& s, bool is_best) {
   const std::string path = fmt::format("{}/ckpt-e{:04d}-s{:08d}.mo", dir_, s.epoch, s.step);
   save_checkpoint(path, s);
   if (is_best && keep_best_) {
-    const std::string tmp = best_path() + ".tmp";
+    const std::string tmp = temp_file_name(best_path());
     std::error_code ec;
     fs::remove(tmp, ec);
     fs::create_hard_link(path, tmp, ec);

@@ -1,8 +1,10 @@
 // checkpoint.h: our checkpoint files (manifest in checkpoint.proto + tensor payloads with CRC32C) and
 // the manager that keeps the last K and the best of them in a run directory.
 // Writing is atomic: a temporary file in the same directory, fsync, rename, fsync of the directory; a
-// crash leaves either the old set of files or the new one. Reading verifies the magic, the manifest CRC,
-// the file size and every payload CRC, and names the file in any error.
+// crash leaves either the old set of files or the new one, plus the temporary, which carries the
+// writer's host and pid (temp_file_name) so that a later run can tell it is stale and remove it.
+// Reading verifies the magic, the manifest CRC, the file size, every payload CRC, and that counters,
+// shapes and byte ranges are in range, and names the file (and the field) in any error.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -43,7 +45,16 @@ void save_checkpoint(const std::string& path, const CheckpointState& s);
 CheckpointState load_checkpoint(const std::string& path, bool with_optimizer = true);
 // Only the manifest fields (no tensors read, payload CRCs not checked): for listing.
 CheckpointState read_checkpoint_header(const std::string& path);
-bool is_mo_checkpoint(const std::string& path);  // starts with the magic
+bool is_mo_checkpoint(const std::string& path);  // a regular file that starts with the magic
+
+// "<path>.tmp.<host>.<pid>": the temporary that this process writes before renaming it to `path`.
+std::string temp_file_name(const std::string& path);
+// Removes the temporaries of interrupted writes in `dir` (not recursive): files named like
+// temp_file_name() of this host whose process is gone (kill(pid, 0) fails with ESRCH), and the older
+// forms "<name>.tmp.<pid>" (same test) and "<name>.tmp", for names a run writes (ckpt-*.mo, best.mo,
+// summary.csv, config.yaml). Returns "<path> (<bytes> bytes)" for each one removed. Those of live
+// processes and of other hosts stay.
+std::vector<std::string> remove_stale_temp_files(const std::string& dir);
 
 // A run directory's checkpoints: ckpt-e<epoch>-s<step>.mo, plus best.mo (a hard link or copy).
 class CheckpointManager {

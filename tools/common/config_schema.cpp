@@ -157,11 +157,18 @@ void ConfigSchema::assign(const Entry& e, const YAML::Node& v, const std::string
   std::visit(Set{v, what}, e.field);
 }
 
-void ConfigSchema::apply_node(const YAML::Node& node, const std::string& prefix, const std::string& origin) {
+void ConfigSchema::apply_node(const YAML::Node& node, const std::string& prefix, const std::string& origin,
+                              std::map<std::string, int>& seen) {
   for (auto it = node.begin(); it != node.end(); ++it) {
-    const std::string name = it->first.as<std::string>();
-    const std::string key = prefix.empty() ? name : prefix + "." + name;
     const std::string where = where_of(origin, it->first.Mark());
+    MO_CHECK(it->first.IsScalar(), "{}: a key must be a plain name, got '{}'", where, scalar_text(it->first));
+    const std::string name = it->first.Scalar();
+    const std::string key = prefix.empty() ? name : prefix + "." + name;
+    // YAML keys are unique; a repeated one (or "a.b" next to "a: {b: }") would silently win over the first.
+    const int line = it->first.Mark().line + 1;
+    auto [first, fresh] = seen.emplace(key, line);
+    MO_CHECK(fresh, "{}: duplicate key '{}' (first at line {}, again at line {}): remove one of them", origin, key,
+             first->second, line);
     if (const Entry* e = find(key)) {
       assign(*e, it->second, where);
       continue;
@@ -171,7 +178,7 @@ void ConfigSchema::apply_node(const YAML::Node& node, const std::string& prefix,
     if (is_section) {
       MO_CHECK(it->second.IsMap() || it->second.IsNull(), "{}: '{}' is a section; expected its keys below it", where,
                key);
-      if (it->second.IsMap()) apply_node(it->second, key, origin);
+      if (it->second.IsMap()) apply_node(it->second, key, origin, seen);
       continue;
     }
     std::string near = nearest(key);
@@ -180,20 +187,34 @@ void ConfigSchema::apply_node(const YAML::Node& node, const std::string& prefix,
 }
 
 void ConfigSchema::load_string(const std::string& text, const std::string& origin) {
-  YAML::Node root;
+  std::vector<YAML::Node> docs;
   try {
-    root = YAML::Load(text);
+    docs = YAML::LoadAll(text);
   } catch (const YAML::Exception& ex) {
     MO_FAIL("{}:{}: YAML syntax error: {}", origin, ex.mark.line + 1, ex.msg);
   }
-  if (root.IsNull()) return;
+  // A second document (after '---', e.g. two recipes pasted together) would otherwise be ignored.
+  MO_CHECK(docs.size() <= 1, "{}:{}: a second YAML document (after '---'): a recipe is one document; merge them or "
+           "use --set", origin, docs.size() > 1 ? docs[1].Mark().line + 1 : 0);
+  if (docs.empty() || docs[0].IsNull()) return;
+  const YAML::Node& root = docs[0];
   MO_CHECK(root.IsMap(), "{}: expected a mapping of keys at the top level", origin);
-  apply_node(root, "", origin);
+  std::map<std::string, int> seen;
+  apply_node(root, "", origin, seen);
 }
 
 void ConfigSchema::load_file(const std::string& file) {
+  namespace fs = std::filesystem;
   std::error_code ec;
-  MO_CHECK(!std::filesystem::is_directory(file, ec), "config file '{}' is a directory, not a YAML recipe", file);
+  const fs::file_status st = fs::status(file, ec);
+  MO_CHECK(!fs::is_directory(st), "config file '{}' is a directory, not a YAML recipe", file);
+  // A named pipe would block the open for ever, a device never ends: a recipe is a small regular file.
+  MO_CHECK(!fs::exists(st) || fs::is_regular_file(st), "config file '{}' is not a regular file (a named pipe, "
+           "socket or device), not a YAML recipe", file);
+  constexpr uintmax_t kMaxRecipeBytes = 1 << 20;
+  const uintmax_t size = fs::exists(st) ? fs::file_size(file, ec) : 0;
+  MO_CHECK(ec || size <= kMaxRecipeBytes, "config file '{}' is {} bytes: a YAML recipe is a small text file (at most "
+           "1 MiB); is it the right file?", file, size);
   std::ifstream in(file);
   MO_CHECK(in.good(), "cannot open config file '{}'", file);
   std::stringstream ss;

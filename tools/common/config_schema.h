@@ -1,9 +1,11 @@
 // config_schema.h: a typed key registry for YAML recipes. Each key ("optim.lr") is bound to a field of a
 // C++ struct with a one-line help text. Loading walks the YAML tree and sets the bound fields; an unknown
-// or misspelt key is an error naming the key, the file and line, and the nearest known key. `--set
+// or misspelt key is an error naming the key, the file and line, and the nearest known key; a key given
+// twice (also "optim.lr" beside "optim: {lr: }") is an error naming both lines. `--set
 // key=value` overrides go through the same checks. dump() prints every value in effect as YAML.
 #pragma once
 #include <functional>
+#include <map>
 #include <string>
 #include <variant>
 #include <vector>
@@ -42,7 +44,8 @@ class ConfigSchema {
     Field field;
   };
   const Entry* find(const std::string& key) const;
-  void apply_node(const YAML::Node& node, const std::string& prefix, const std::string& where);
+  void apply_node(const YAML::Node& node, const std::string& prefix, const std::string& origin,
+                  std::map<std::string, int>& seen);  // key -> line
   void assign(const Entry& e, const YAML::Node& value, const std::string& where);
   std::vector<Entry> entries_;
 };

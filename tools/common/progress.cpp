@@ -3,12 +3,15 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
 
 #include "autograd/check.h"
+#include "tools/common/checkpoint.h"
 
 namespace mo::tools {
 
@@ -66,8 +69,14 @@ void Progress::step(const StepStats& s) {
 }
 
 void update_summary_csv(const std::string& path, const EpochSummary& row) {
-  const std::string header = "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr";
+  const std::string header =
+      "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr,train_bad_images,eval_bad_images,eval_non_finite";
+  const auto columns = static_cast<size_t>(std::count(header.begin(), header.end(), ',') + 1);
   std::vector<std::string> kept;
+  std::error_code ec;
+  const std::filesystem::file_status st = std::filesystem::status(path, ec);
+  MO_CHECK(!std::filesystem::exists(st) || std::filesystem::is_regular_file(st),
+           "'{}' is not a regular file (a folder, named pipe or device): cannot keep the run's summary there", path);
   {
     std::ifstream in(path);
     std::string line;
@@ -84,13 +93,17 @@ void update_summary_csv(const std::string& path, const EpochSummary& row) {
       } catch (const std::exception&) {
         continue;  // a line that is not ours
       }
-      if (e < row.epoch) kept.push_back(line);
+      if (e >= row.epoch) continue;
+      for (auto n = static_cast<size_t>(std::count(line.begin(), line.end(), ',') + 1); n < columns; ++n) line += ',';
+      kept.push_back(line);
     }
   }
   auto opt = [](const std::optional<double>& v) { return v ? fmt::format("{:.6g}", *v) : std::string(); };
-  kept.push_back(fmt::format("{},{:.6g},{},{},{},{:.6g}", row.epoch, row.train_loss, opt(row.eval_loss),
-                             opt(row.eval_top1), opt(row.eval_top5), row.lr));
-  const std::string tmp = path + ".tmp";
+  auto opt_int = [](const std::optional<int64_t>& v) { return v ? std::to_string(*v) : std::string(); };
+  kept.push_back(fmt::format("{},{:.6g},{},{},{},{:.6g},{},{},{}", row.epoch, row.train_loss, opt(row.eval_loss),
+                             opt(row.eval_top1), opt(row.eval_top5), row.lr, row.train_bad_images,
+                             opt_int(row.eval_bad_images), opt_int(row.eval_non_finite)));
+  const std::string tmp = temp_file_name(path);
   {
     std::ofstream out(tmp, std::ios::trunc);
     MO_CHECK(out.good(), "cannot write '{}'", tmp);

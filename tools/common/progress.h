@@ -39,12 +39,17 @@ class Progress {
 // "1:02:03" / "02:03" for a number of seconds.
 std::string format_duration(double seconds);
 
-// summary.csv: header epoch,train_loss,eval_loss,eval_top1,eval_top5,lr. Rewritten atomically at every
-// epoch end, dropping rows for epochs >= the new one (a resumed run does not duplicate rows).
+// summary.csv: header epoch,train_loss,eval_loss,eval_top1,eval_top5,lr,train_bad_images,
+// eval_bad_images,eval_non_finite. Rewritten atomically at every epoch end, dropping rows for epochs >=
+// the new one (a resumed run does not duplicate rows); rows of an older file with fewer columns are
+// padded. The bad-image columns count the stand-ins drawn for unreadable images in the epoch (all
+// ranks); eval_non_finite the validation images whose logits were NaN or Inf (counted as wrong).
 struct EpochSummary {
   int64_t epoch = 0;
   double train_loss = 0, lr = 0;
   std::optional<double> eval_loss, eval_top1, eval_top5;
+  int64_t train_bad_images = 0;
+  std::optional<int64_t> eval_bad_images, eval_non_finite;
 };
 void update_summary_csv(const std::string& path, const EpochSummary& row);
 

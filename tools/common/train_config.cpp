@@ -62,6 +62,8 @@ ConfigSchema make_schema(TrainConfig& c) {
   s.add("train.eval_batch_size", &c.train.eval_batch_size, "0: 2 x batch_size");
   s.add("train.output", &c.train.output, "directory for checkpoints and logs");
   s.add("train.resume", &c.train.resume, "'' | auto | path of a checkpoint");
+  s.add("train.stop_timeout_s", &c.train.stop_timeout_s,
+        "after SIGINT/SIGTERM: seconds to finish the step and save, then exit anyway");
 
   s.add("ckpt.keep_last", &c.ckpt.keep_last, "checkpoints kept (besides the best)");
   s.add("ckpt.keep_best", &c.ckpt.keep_best, "keep the checkpoint with the best eval top-1");
@@ -146,6 +148,8 @@ void TrainConfig::validate() const {
   MO_CHECK(train.eval_batch_size >= 0, "config key 'train.eval_batch_size' must be >= 0 (0: 2 x batch_size), got {}",
            train.eval_batch_size);
   MO_CHECK(!train.output.empty(), "config key 'train.output' must name a directory");
+  MO_CHECK(train.stop_timeout_s > 0 && train.stop_timeout_s <= 86400, "config key 'train.stop_timeout_s' must be "
+           "in (0, 86400] seconds, got {}", train.stop_timeout_s);
   MO_CHECK(ckpt.keep_last >= 1, "config key 'ckpt.keep_last' must be >= 1, got {}", ckpt.keep_last);
   MO_CHECK(ckpt.every_steps >= 0, "config key 'ckpt.every_steps' must be >= 0 (0: per epoch), got {}",
            ckpt.every_steps);

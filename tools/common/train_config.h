@@ -62,6 +62,7 @@ struct TrainConfig {
     int64_t eval_batch_size = 0;  // 0: 2 x batch_size
     std::string output = "output/run";
     std::string resume;  // "" | "auto" (latest in output) | a checkpoint path
+    double stop_timeout_s = 60;  // after SIGINT/SIGTERM: time to finish the step and save before exiting
   } train;
   struct Ckpt {
     int64_t keep_last = 10;

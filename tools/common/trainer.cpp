@@ -1,16 +1,21 @@
 // trainer.cpp: setup (device, loaders, model, optimizer, resume) and the loop (see trainer.h).
 #include "tools/common/trainer.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "autograd/cuda_allocator.h"
 #include "dist/data_parallel.h"
 #include "dist/shard.h"
+#include "ops/common.h"
+#include "ops/linear/linear.h"  // cuda::sum_rows
 #include "ops/loss/cross_entropy.h"
-#include "tools/common/evaluate.h"
 #include "tools/common/loaders.h"
 #include "tools/common/weights.h"
 
@@ -20,6 +25,36 @@ namespace mo::tools {
 namespace {
 
 std::atomic<bool> g_stop{false};
+
+constexpr int64_t kStatRows = 256;  // steps between reads of the step buffer at most
+
+// A non-finite step is reported across ranks as a code: 2 * step + (1 for the gradient) + 1; 0: none.
+int64_t bad_code(int64_t step, bool gradient) { return 2 * step + (gradient ? 1 : 0) + 1; }
+
+// One value, a (1) float32 tensor on the device of the flat float32 buffer `flat`, that is NaN or Inf when
+// an element of `flat` is (or when their sum overflows, which only diverged values do). On the CPU the
+// norm (double accumulation); on the GPU the sum, as column sums of a (n / 1024, 1024) view and then of
+// the 1024 partial sums and of the tail: three launches of the bias-gradient reduction, no host sync.
+Tensor finite_probe(const Tensor& flat) {
+  MO_ASSERT(flat.dtype() == DType::f32 && flat.dim() == 1 && flat.is_contiguous());
+  const int64_t n = flat.numel(), cols = 1024, rows = n / cols, tail = n - rows * cols;
+  if (!flat.is_cuda()) {
+    const float* p = flat.data<float>();
+    double sq = 0;
+#pragma omp parallel for reduction(+ : sq)
+    for (int64_t i = 0; i < n; ++i) sq += static_cast<double>(p[i]) * p[i];
+    return Tensor::full({1}, std::sqrt(sq));
+  }
+  Tensor partial = Tensor::empty({cols}, DType::f32, flat.device());
+  Tensor sum = Tensor::empty({1}, DType::f32, flat.device()), rest = Tensor::empty({1}, DType::f32, flat.device());
+  MO_CUDA_DISPATCH("finite_probe", {
+    cuda::sum_rows(flat.as_strided({rows, cols}, {cols, 1}, flat.offset()), partial);
+    cuda::sum_rows(partial.view({cols, 1}), sum);
+    cuda::sum_rows(flat.as_strided({tail, 1}, {1, 1}, flat.offset() + rows * cols), rest);
+  });
+  sum.add_(rest);
+  return sum;
+}
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -104,6 +139,13 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg,
 
   ckpt_ = std::make_unique<CheckpointManager>(cfg_.train.output + "/checkpoints", cfg_.ckpt.keep_last,
                                               cfg_.ckpt.keep_best);
+  if (pg_->is_main()) {
+    // Temporaries of writes that a kill interrupted (their process is gone): nobody will rename them.
+    for (const std::string& dir : {cfg_.train.output, ckpt_->dir()}) {
+      const std::vector<std::string> removed = remove_stale_temp_files(dir);
+      for (const std::string& f : removed) say("removed the temporary file of an interrupted write: " + f);
+    }
+  }
   if (cfg_.train.resume.empty()) {
     // A fresh run here would overwrite, prune and mix into that run's files.
     const std::vector<std::string> old = ckpt_->list();
@@ -115,10 +157,19 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg,
   if (world > 1) ddp_ = std::make_unique<dist::DataParallel>(pg_, model_->named_parameters());
 
   if (pg_->is_main()) {
-    const std::string cfg_file = cfg_.train.output + "/config.yaml";
-    std::ofstream f(cfg_file);
-    f << config_yaml_;
-    MO_CHECK(f.good(), "cannot write '{}'", cfg_file);
+    // Through a temporary and rename(): whatever sits at config.yaml (even a named pipe) is replaced, not opened.
+    const std::string cfg_file = cfg_.train.output + "/config.yaml", tmp = temp_file_name(cfg_file);
+    {
+      std::ofstream f(tmp, std::ios::trunc);
+      f << config_yaml_;
+      f.flush();
+      MO_CHECK(f.good(), "cannot write '{}'", tmp);
+    }
+    MO_CHECK(std::rename(tmp.c_str(), cfg_file.c_str()) == 0, "cannot rename '{}' to '{}': {}", tmp, cfg_file,
+             std::strerror(errno));
+    const std::string summary = cfg_.train.output + "/summary.csv";  // read at every epoch end: refuse a pipe now
+    MO_CHECK(!fs::exists(summary) || fs::is_regular_file(summary), "'{}' is not a regular file (a folder, named "
+             "pipe or device): cannot keep the run's summary there", summary);
     if (cfg_.log.tensorboard) tb_ = std::make_unique<TensorBoardWriter>(cfg_.train.output + "/tb");
   }
 }
@@ -146,7 +197,7 @@ void Trainer::resume() {
     s = std::move(*got);
   } else {
     path = cfg_.train.resume;
-    MO_CHECK(!fs::exists(path) || fs::is_directory(path) || is_mo_checkpoint(path),
+    MO_CHECK(!fs::is_regular_file(path) || is_mo_checkpoint(path),
              "config key 'train.resume': '{}' is not a mo checkpoint (.mo); to start from PyTorch or safetensors "
              "weights, use model.init", path);
     s = load_checkpoint(path);
@@ -159,6 +210,9 @@ void Trainer::apply_checkpoint(const CheckpointState& s, const std::string& path
            s.model_name, cfg_.model.name);
   MO_CHECK(!s.optimizer.empty(), "checkpoint '{}' has no optimizer state (weights only): use model.init to start "
            "from it instead of resuming", path);
+  MO_CHECK(s.step_in_epoch < steps_per_epoch_, "checkpoint '{}': field 'step_in_epoch' is {} but an epoch has {} "
+           "steps in this configuration (batch size, accumulation or train.steps_per_epoch changed?)", path,
+           s.step_in_epoch, steps_per_epoch_);
   const bool mid_epoch = s.step_in_epoch > 0;
   dist::check_resume_world_size(s.world_size, pg_->world_size(), mid_epoch);
   MO_CHECK(!mid_epoch || s.sampler_batches_done == s.step_in_epoch * accum_,
@@ -178,6 +232,9 @@ void Trainer::apply_checkpoint(const CheckpointState& s, const std::string& path
     slot_view(m, slot).copy_(*tm);
     slot_view(v, slot).copy_(*tv);
   }
+  const std::string bad = first_non_finite();
+  MO_CHECK(bad.empty(), "checkpoint '{}' holds NaN or Inf in '{}' (saved from a diverged run?): resume from an "
+           "earlier checkpoint (train.resume=<path>) or start afresh", path, bad);
   opt_->set_step_count(s.optimizer_step);
   opt_->sync_compute_weights();
   epoch_ = s.epoch;
@@ -215,7 +272,26 @@ CheckpointState Trainer::make_state(std::optional<double> metric) const {
   return s;
 }
 
+std::string Trainer::first_non_finite() const {
+  const std::pair<const char*, const Tensor*> parts[] = {
+      {"", &opt_->master()}, {".exp_avg", &opt_->exp_avg()}, {".exp_avg_sq", &opt_->exp_avg_sq()}};
+  for (const auto& [suffix, flat] : parts) {
+    if (std::isfinite(finite_probe(*flat).item())) continue;
+    for (const auto& slot : opt_->slots()) {  // which parameter (only on this failure path)
+      std::vector<float> v = slot_view(*flat, slot).to_vector<float>();
+      if (std::any_of(v.begin(), v.end(), [](float x) { return !std::isfinite(x); })) return slot.name + suffix;
+    }
+    return std::string("(all)") + suffix;  // finite values whose sum overflows
+  }
+  return "";
+}
+
 std::string Trainer::save(std::optional<double> metric, bool is_best) {
+  // On every rank (the weights are the same on all), so that all stop together.
+  const std::string bad = first_non_finite();
+  MO_CHECK(bad.empty(), "the model's state after step {} is not finite ('{}' holds NaN or Inf, or values beyond "
+           "float range): not saving it as a checkpoint; the checkpoints already in '{}' are kept. The training "
+           "diverged: lower optim.lr (now {})", global_step_, bad, ckpt_->dir(), cfg_.optim.lr);
   if (!pg_->is_main()) return "";
   return ckpt_->save(make_state(metric), is_best);
 }
@@ -224,6 +300,9 @@ std::string Trainer::save(std::optional<double> metric, bool is_best) {
 
 void Trainer::train_step(int64_t epoch, int64_t k) {
   lr_ = sched_.for_step(epoch, k, steps_per_epoch_);
+  if (!step_stats_.defined()) step_stats_ = Tensor::zeros({kStatRows, 2}, DType::f32, dev_);
+  MO_ASSERT(stat_rows_ < kStatRows);
+  const int64_t row = step_stats_.offset() + 2 * stat_rows_;
   for (int64_t micro = 0; micro < accum_; ++micro) {
     data::Batch b;
     MO_CHECK(train_->next(b), "the training loader ran out of batches in epoch {} at step {}", epoch, k);
@@ -233,19 +312,62 @@ void Trainer::train_step(int64_t epoch, int64_t k) {
     Tensor loss = soft_target_cross_entropy(model_->forward_nhwc(b.images), b.targets);
     loss.backward();
     Tensor l = loss.detach();
-    if (!loss_window_.defined()) loss_window_ = Tensor::zeros(l.shape(), l.dtype(), l.device());
-    if (!loss_epoch_.defined()) loss_epoch_ = Tensor::zeros(l.shape(), l.dtype(), l.device());
-    loss_window_.add_(l);
-    loss_epoch_.add_(l);
+    step_stats_.as_strided(l.shape(), contiguous_strides(l.shape()), row).add_(l.to(DType::f32));
   }
   window_micro_ += accum_;
   epoch_micro_ += accum_;
   if (ddp_) ddp_->finish();
+  // The gradients' finiteness probe (the same on every rank after the all-reduce).
+  step_stats_.as_strided({1}, {1}, row + 1).copy_(finite_probe(opt_->grads()));
+  ++stat_rows_;
   opt_->step(lr_, 1.0 / static_cast<double>(accum_));
   if (ddp_) ddp_->zero_grad();
   else opt_->zero_grad();
   ++global_step_;
   step_in_epoch_ = k + 1;
+}
+
+int64_t Trainer::flush_step_stats() {
+  if (stat_rows_ == 0) return 0;
+  const std::vector<float> v = step_stats_.to_vector<float>();  // waits for the device: the one sync
+  int64_t code = 0;
+  for (int64_t i = 0; i < stat_rows_ && code == 0; ++i) {
+    const float loss = v[static_cast<size_t>(2 * i)], grad = v[static_cast<size_t>(2 * i + 1)];
+    const int64_t step = stat_first_step_ + i + 1;
+    if (!std::isfinite(loss)) code = bad_code(step, false);
+    else if (!std::isfinite(grad)) code = bad_code(step, true);
+    window_loss_sum_ += loss;
+    epoch_loss_sum_ += loss;
+  }
+  step_stats_.zero_();
+  stat_first_step_ += stat_rows_;
+  stat_rows_ = 0;
+  return code;
+}
+
+void Trainer::fail_if_non_finite(const std::vector<int64_t>& codes, int64_t local_code) const {
+  // codes[r]: rank r's code; the earliest step is reported.
+  int64_t first = 0, first_rank = 0;
+  for (size_t r = 0; r < codes.size(); ++r)
+    if (codes[r] != 0 && (first == 0 || codes[r] < first)) first = codes[r], first_rank = static_cast<int64_t>(r);
+  if (first == 0) return;
+  if (local_code != 0) first = local_code, first_rank = pg_->rank();
+  const int64_t step = (first - 1) / 2;
+  const bool gradient = (first - 1) % 2 == 1;
+  const std::string latest = pg_->is_main() && !ckpt_->list().empty() ? ckpt_->list().back() : "";
+  MO_FAIL("training diverged: the {} of step {} (epoch {}) {} NaN or Inf{}; stopping without saving the weights "
+          "(they are not finite). The checkpoints already written are kept{}. Lower optim.lr (now {}) or look "
+          "for bad input in the data", gradient ? "gradient" : "loss", step, epoch_, gradient ? "holds" : "is",
+          pg_->world_size() > 1 ? fmt::format(" on rank {}", first_rank) : "",
+          latest.empty() ? "" : " (the newest: " + latest + ")", cfg_.optim.lr);
+}
+
+void Trainer::check_finite() {
+  const int64_t code = flush_step_stats();
+  std::vector<int64_t> codes(static_cast<size_t>(pg_->world_size()), 0);
+  codes[static_cast<size_t>(pg_->rank())] = code;
+  if (pg_->world_size() > 1) codes = pg_->all_reduce_sum(codes);
+  fail_if_non_finite(codes, code);
 }
 
 TrainResult Trainer::fit() {
@@ -257,11 +379,14 @@ TrainResult Trainer::fit() {
                   steps_per_epoch_, total_epochs_));
   model_->train();
   run_start_ = window_start_ = last_step_end_ = now_s();
+  stat_first_step_ = global_step_;
   const double images_per_step = static_cast<double>(cfg_.train.global_batch);
+  const int world = pg_->world_size();
   for (int64_t epoch = epoch_; epoch < total_epochs_ && global_step_ < total_steps_; ++epoch) {
+    epoch_bad_start_ = train_->bad_samples();  // before the workers start on the epoch
     train_->start_epoch(epoch, step_in_epoch_ * accum_);
     epoch_micro_ = 0;
-    if (loss_epoch_.defined()) loss_epoch_.zero_();
+    epoch_loss_sum_ = 0;
     for (int64_t k = step_in_epoch_; k < steps_per_epoch_; ++k) {
       train_step(epoch, k);
       const double t = now_s();
@@ -270,9 +395,25 @@ TrainResult Trainer::fit() {
       step_time_ema_ = steps_this_run_++ == 0 ? dt : 0.9 * step_time_ema_ + 0.1 * dt;
       ++window_steps_;
       const bool log_now = global_step_ % cfg_.log.every_steps == 0 || k + 1 == steps_per_epoch_;
-      if (log_now || dev_.is_cpu()) {  // reading the loss waits for the GPU: only at log points there
-        last_loss_ = loss_window_.item() / static_cast<double>(window_micro_);
-      }
+      const bool epoch_end = k + 1 == steps_per_epoch_;
+      const bool last = global_step_ >= total_steps_;
+      const bool ckpt_now = cfg_.ckpt.every_steps > 0 && global_step_ % cfg_.ckpt.every_steps == 0;
+      // Reading the step buffer waits for the GPU: only where the loss is logged anyway, before any
+      // checkpoint, and when the buffer is full; on the CPU also for a progress bar's loss (the same
+      // policy on every device otherwise, so the CPU tests run the GPU's path).
+      const bool read_now = (dev_.is_cpu() && progress_->is_bar()) || log_now || epoch_end || last || ckpt_now ||
+                            stat_rows_ == kStatRows;
+      const int64_t code = read_now ? flush_step_stats() : 0;
+      // One collective per step with several ranks: the stop request and each rank's finiteness verdict.
+      std::vector<int64_t> flags(1 + static_cast<size_t>(world), 0);
+      flags[0] = g_stop.load() ? 1 : 0;
+      flags[1 + static_cast<size_t>(pg_->rank())] = code;
+      if (world > 1) flags = pg_->all_reduce_sum(flags);
+      fail_if_non_finite(std::vector<int64_t>(flags.begin() + 1, flags.end()), code);
+      if (flags[0] > 0) r.interrupted = true;
+      const bool stop = flags[0] > 0 || last;
+      if (stop) check_finite();  // before the checkpoint below (read_now may differ between ranks: a bar)
+      if (read_now) last_loss_ = window_loss_sum_ / static_cast<double>(window_micro_);
       StepStats st{epoch, total_epochs_, k + 1, steps_per_epoch_, global_step_, total_steps_, last_loss_, lr_,
                    images_per_step / step_time_ema_, step_time_ema_ * static_cast<double>(total_steps_ - global_step_)};
       if (log_now) {
@@ -283,15 +424,12 @@ TrainResult Trainer::fit() {
           tb_->add_scalar("train/images_per_s", st.images_per_s, global_step_);
           tb_->flush();
         }
-        loss_window_.zero_();
+        window_loss_sum_ = 0;
         window_micro_ = window_steps_ = 0;
         window_start_ = t;
       }
       progress_->step(st);
-      bool stop = g_stop.load() || global_step_ >= total_steps_;
-      if (pg_->world_size() > 1) stop = pg_->all_reduce_sum(std::vector<int64_t>{stop ? 1 : 0})[0] > 0;
-      const bool epoch_end = k + 1 == steps_per_epoch_;
-      if (!epoch_end && (stop || (cfg_.ckpt.every_steps > 0 && global_step_ % cfg_.ckpt.every_steps == 0))) {
+      if (!epoch_end && (stop || ckpt_now)) {
         r.last_checkpoint = save(std::nullopt, false);
         if (!r.last_checkpoint.empty()) say("saved " + r.last_checkpoint);
       }
@@ -302,13 +440,14 @@ TrainResult Trainer::fit() {
     }
     if (r.stopped) break;
     end_of_epoch(epoch, r);
-    if (g_stop.load()) {
-      r.stopped = true;
+    bool stop = g_stop.load();
+    if (world > 1) stop = pg_->all_reduce_sum(std::vector<int64_t>{stop ? 1 : 0})[0] > 0;
+    if (stop) {
+      r.stopped = r.interrupted = true;
       break;
     }
   }
   if (global_step_ < total_epochs_ * steps_per_epoch_) r.stopped = true;
-  r.interrupted = g_stop.load();
   r.global_step = global_step_;
   r.epochs_done = epoch_;
   r.best_top1 = best_top1_;
@@ -318,8 +457,12 @@ TrainResult Trainer::fit() {
 }
 
 void Trainer::end_of_epoch(int64_t epoch, TrainResult& r) {
-  const double train_loss =
-      dist::mean_over_ranks(*pg_, loss_epoch_.item() / static_cast<double>(std::max<int64_t>(1, epoch_micro_)));
+  const int64_t world = pg_->world_size();
+  std::vector<double> sums = {epoch_loss_sum_ / static_cast<double>(std::max<int64_t>(1, epoch_micro_)),
+                              static_cast<double>(train_->bad_samples() - epoch_bad_start_)};
+  if (world > 1) sums = pg_->all_reduce_sum(sums);
+  const double train_loss = sums[0] / static_cast<double>(world);
+  const auto train_bad = static_cast<int64_t>(sums[1]);
   epoch_ = epoch + 1;
   step_in_epoch_ = 0;
   r.last_train_loss = train_loss;
@@ -327,38 +470,60 @@ void Trainer::end_of_epoch(int64_t epoch, TrainResult& r) {
   row.epoch = epoch;
   row.train_loss = train_loss;
   row.lr = lr_;
+  row.train_bad_images = train_bad;
+  const std::string train_note =
+      train_bad > 0 ? fmt::format(" ({} unreadable training images replaced by stand-ins)", train_bad) : "";
   std::optional<double> metric;
   bool is_best = false;
   const bool last = epoch_ == total_epochs_ || global_step_ >= total_steps_;
+  auto saved_note = [&] {
+    return r.last_checkpoint.empty() ? "" : " (the epoch's training is saved in " + r.last_checkpoint + ")";
+  };
   if (eval_ && (epoch_ % cfg_.train.eval_every == 0 || last)) {
     const double t0 = now_s();
-    dist::EvalCounts c;
+    EvalResult c;
     try {
-      c = evaluate(*model_, *eval_, *pg_);
+      c = evaluate(*model_, *eval_, *pg_, {}, &g_stop);
     } catch (const std::exception& e) {
       // The epoch's training is not lost to a failed evaluation: save it (without a metric) first.
       r.last_checkpoint = save(std::nullopt, false);
-      MO_FAIL("evaluation after epoch {} failed: {}{}", epoch, e.what(),
-              r.last_checkpoint.empty() ? "" : " (the epoch's training is saved in " + r.last_checkpoint + ")");
+      MO_FAIL("evaluation after epoch {} failed: {}{}", epoch, e.what(), saved_note());
     }
-    r.last_eval = c;
-    metric = c.top1_pct();
-    row.eval_loss = c.mean_loss();
-    row.eval_top1 = c.top1_pct();
-    row.eval_top5 = c.top5_pct();
-    is_best = c.top1_pct() > best_top1_;
-    if (is_best) best_top1_ = c.top1_pct(), best_epoch_ = epoch;
-    say(fmt::format("epoch {}: train loss {:.4f}  eval loss {:.4f}  top-1 {:.2f}%  top-5 {:.2f}%  ({} images, "
-                    "{:.1f} s){}",
-                    epoch, train_loss, c.mean_loss(), c.top1_pct(), c.top5_pct(), c.samples, now_s() - t0,
-                    is_best ? "  best" : ""));
-    if (tb_) {
-      tb_->add_scalar("eval/loss", c.mean_loss(), global_step_);
-      tb_->add_scalar("eval/top1", c.top1_pct(), global_step_);
-      tb_->add_scalar("eval/top5", c.top5_pct(), global_step_);
+    if (c.bad_images > 0) {
+      // As mo_validate: with stand-ins the accuracy is not the folder's; it must not choose best.mo.
+      row.eval_bad_images = c.bad_images;
+      if (pg_->is_main()) update_summary_csv(cfg_.train.output + "/summary.csv", row);
+      r.last_checkpoint = save(std::nullopt, false);
+      MO_FAIL("evaluation after epoch {}: '{}' holds unreadable images (named in the warnings above; {} stand-ins "
+              "were drawn), so its accuracy is not that of the folder and is not used{}; fix or remove them and "
+              "resume with --set train.resume=auto", epoch, eval_->dataset().folder(), c.bad_images, saved_note());
+    }
+    if (c.interrupted) {
+      say(fmt::format("epoch {}: train loss {:.4f}{}  (evaluation interrupted by the stop request: not counted)", epoch,
+                      train_loss, train_note));
+    } else {
+      r.last_eval = c;
+      metric = c.top1_pct();
+      row.eval_loss = c.mean_loss();
+      row.eval_top1 = c.top1_pct();
+      row.eval_top5 = c.top5_pct();
+      row.eval_bad_images = 0;
+      row.eval_non_finite = c.non_finite;
+      is_best = c.top1_pct() > best_top1_;
+      if (is_best) best_top1_ = c.top1_pct(), best_epoch_ = epoch;
+      say(fmt::format("epoch {}: train loss {:.4f}{}  eval loss {:.4f}  top-1 {:.2f}%  top-5 {:.2f}%  ({} images{}, "
+                      "{:.1f} s){}",
+                      epoch, train_loss, train_note, c.mean_loss(), c.top1_pct(), c.top5_pct(), c.samples,
+                      c.non_finite > 0 ? fmt::format(", {} with NaN/Inf logits counted as wrong", c.non_finite) : "",
+                      now_s() - t0, is_best ? "  best" : ""));
+      if (tb_) {
+        tb_->add_scalar("eval/loss", c.mean_loss(), global_step_);
+        tb_->add_scalar("eval/top1", c.top1_pct(), global_step_);
+        tb_->add_scalar("eval/top5", c.top5_pct(), global_step_);
+      }
     }
   } else {
-    say(fmt::format("epoch {}: train loss {:.4f}", epoch, train_loss));
+    say(fmt::format("epoch {}: train loss {:.4f}{}", epoch, train_loss, train_note));
   }
   if (tb_) {
     tb_->add_scalar("train/epoch_loss", train_loss, global_step_);

@@ -10,6 +10,12 @@
 // Resuming restores weights, optimizer moments and step, the epoch and position in it (the loader's
 // draws are keyed by (seed, epoch, batch) and drop path by (seed, micro-step)), so a resumed run
 // continues with the same bits as one that never stopped.
+// Divergence: each step's loss and a finiteness probe of its gradients go to a small device buffer (no
+// host sync); the buffer is read where the loss is logged anyway, before every checkpoint and when
+// full, and a NaN/Inf ends the run on all ranks with an error naming the step. A checkpoint is written
+// only from finite weights and moments, so what was saved before a divergence stays the newest.
+// Unreadable images (the loader draws stand-ins) are totalled per epoch in the log and summary.csv; an
+// evaluation that needed stand-ins is refused, as mo_validate refuses it (the epoch is saved first).
 #pragma once
 #include <cstdio>
 #include <memory>
@@ -22,6 +28,7 @@
 #include "nn/adamw.h"
 #include "nn/mambaout.h"
 #include "tools/common/checkpoint.h"
+#include "tools/common/evaluate.h"
 #include "tools/common/progress.h"
 #include "tools/common/tensorboard_writer.h"
 #include "tools/common/train_config.h"
@@ -37,7 +44,7 @@ struct TrainResult {
   int64_t epochs_done = 0;  // completed epochs
   bool stopped = false;      // ended before the schedule's end (train.max_steps or a stop request)
   bool interrupted = false;  // by request_stop()
-  std::optional<dist::EvalCounts> last_eval;
+  std::optional<EvalResult> last_eval;
   double last_train_loss = 0;  // mean over the last completed epoch (all ranks)
   double best_top1 = -1;
   std::string last_checkpoint;
@@ -75,6 +82,15 @@ class Trainer {
   void say(const std::string& msg);
   void train_step(int64_t epoch, int64_t k);
   void end_of_epoch(int64_t epoch, TrainResult& r);
+  // Reads the step buffer (one sync): adds the losses to the window and epoch sums and returns the
+  // code of the first non-finite step on this rank (see check_finite), 0 when all are finite.
+  int64_t flush_step_stats();
+  // Throws on every rank when any rank's code (one per rank, summed over ranks in `codes`) is set.
+  void fail_if_non_finite(const std::vector<int64_t>& codes, int64_t local_code) const;
+  // flush_step_stats() on every rank and the verdict (one all-reduce with several ranks).
+  void check_finite();
+  // The name of the first weight or moment ("<param>.exp_avg") holding NaN/Inf; "" when all are finite.
+  std::string first_non_finite() const;
 
   TrainConfig cfg_;
   std::shared_ptr<dist::ProcessGroup> pg_;
@@ -99,9 +115,14 @@ class Trainer {
   int64_t best_epoch_ = -1;
   double lr_ = 0;
 
-  // Loss bookkeeping: sums of per-micro-batch losses (on the device) since the last log / this epoch.
-  Tensor loss_window_, loss_epoch_;
+  // Per-step statistics on the device, (kStatRows, 2): the sum of the step's micro-batch losses and the
+  // gradients' finiteness probe; `stat_rows_` rows hold steps stat_first_step_ + 1 ... (1-based steps).
+  Tensor step_stats_;
+  int64_t stat_rows_ = 0, stat_first_step_ = 0;
+  // Loss bookkeeping on the host: sums of per-micro-batch losses since the last log / this epoch.
+  double window_loss_sum_ = 0, epoch_loss_sum_ = 0;
   int64_t window_micro_ = 0, epoch_micro_ = 0, window_steps_ = 0;
+  int64_t epoch_bad_start_ = 0;  // the training loader's bad_samples() when the epoch started
   double last_loss_ = 0, window_start_ = 0, run_start_ = 0, step_time_ema_ = 0, last_step_end_ = 0;
   int64_t steps_this_run_ = 0;
 };
