@@ -12,6 +12,9 @@ AdamW::AdamW(Module& model, Device dev, DType compute, const AdamWOptions& opt)
     : model_(model), compute_(compute), opt_(opt) {
   MO_CHECK(compute == DType::f32 || compute == DType::bf16, "AdamW: compute dtype must be float32 or bfloat16, got {}",
            dtype_name(compute));
+  // eps = 0 would turn a weight whose gradients are all 0 (the zero pads of padded parameters, a dead
+  // unit) into 0/0 = NaN; with eps > 0 its update is exactly 0.
+  MO_CHECK(opt.eps > 0, "AdamW: eps must be > 0, got {}", opt.eps);
   auto named = model.named_parameters();
   MO_CHECK(!named.empty(), "AdamW: the model has no parameters");
   int64_t off = 0;

@@ -192,6 +192,10 @@ TEST(Padding, AdamWStepsKeepThePadsZero) {
   std::string e = error_of([&] { oc.import_slot(oc.master(), fc1, Tensor::zeros(fc1.shape)); });
   EXPECT_NE(e.find(fc1.name), std::string::npos) << e;
   EXPECT_NE(e.find(shape_str(fc1.reference_shape)), std::string::npos) << e;
+  // eps = 0 would make every pad 0/0 = NaN on the first step: refused.
+  MambaOut z(cfg, 1);
+  e = error_of([&] { AdamW(z, Device::cpu(), DType::f32, {1e-3, 0.9, 0.999, 0.0, 0.05}); });
+  EXPECT_NE(e.find("AdamW: eps must be > 0, got 0"), std::string::npos) << e;
 }
 
 TEST(Padding, LayoutErrorsNameTheParameter) {
