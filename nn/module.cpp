@@ -60,7 +60,7 @@ Tensor Module::parameter(const std::string& name) const {
 void Module::set_parameter(const std::string& name, const Tensor& value) {
   Tensor p = parameter(name);
   if (p.shape() == value.shape()) {
-    p.copy_(value);
+    p.copy_(from_reference(name, to_reference(name, value)));  // pads, if any, stay zero
     return;
   }
   MO_CHECK(reference_shape(name) == value.shape(), "parameter '{}': model expects shape {} but got {}", name,

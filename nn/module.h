@@ -45,7 +45,7 @@ class Module {
   std::vector<std::pair<std::string, Tensor>> reference_parameters() const;
   // Number of parameters of the reference model (padding not counted): the count PyTorch/timm report.
   int64_t num_parameters() const;
-  // Look a parameter up by its dotted name (throws naming the key if absent).
+  // Look a parameter up by its dotted name, as stored (throws naming the key if absent).
   Tensor parameter(const std::string& name) const;
 
   void train(bool on = true);
@@ -57,7 +57,7 @@ class Module {
   virtual const char* type_name() const { return "Module"; }
 
   // Replace parameter `name` with `value`'s data (copy; keeps device/dtype of the parameter). `value` has
-  // the stored shape or the reference shape (then it is padded).
+  // the stored shape or the reference shape; either way the pads of a padded parameter stay zero.
   void set_parameter(const std::string& name, const Tensor& value);
 
   // Layout mapping of parameter `name` (dotted); identity (the tensor itself) where it is not padded.

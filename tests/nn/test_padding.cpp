@@ -209,6 +209,15 @@ TEST(Padding, LayoutErrorsNameTheParameter) {
   EXPECT_NE(e.find("stored shape [96, 16]"), std::string::npos) << e;
   e = error_of([&] { m.from_reference(w, Tensor::zeros({96, 16})); });
   EXPECT_NE(e.find("reference shape [84, 16]"), std::string::npos) << e;
+  // A value in the stored shape is taken without its pads (they stay zero).
+  m.set_parameter(w, Tensor::full({96, 16}, 2.0));
+  int64_t pads = 0;
+  for (float v : pad_values(m, w, m.parameter(w))) {
+    EXPECT_EQ(v, 0.0f);
+    ++pads;
+  }
+  EXPECT_EQ(pads, 12 * 16);
+  for (float v : m.to_reference(w, m.parameter(w)).to_vector<float>()) EXPECT_EQ(v, 2.0f);
   // Bad run tables are refused before anything is stored.
   struct One : Module {
     One() { register_parameter("w", Tensor::zeros({4, 3})); }
