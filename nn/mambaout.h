@@ -3,7 +3,9 @@
 // between them, mean pooling, LN and an MLP head (fc1 → GELU → LN → fc2). Channels-last throughout.
 // Parameter names/order equal the official state_dict (downsample_layers.0.conv1.weight, ...,
 // stages.2.5.fc1.bias, ..., head.fc2.bias). Config switches cover timm's rw variants (no stem norm1,
-// LN-first downsampling, LayerScale, the norm_mlp head, SiLU, conv_ratio > 1).
+// LN-first downsampling, LayerScale, the norm_mlp head, SiLU, conv_ratio > 1). Hidden widths that are
+// not multiples of 8 (mambaout_base) are stored padded; shapes seen from outside are the reference ones
+// (GatedCNNBlock below).
 #pragma once
 #include <string>
 #include <vector>
