@@ -12,11 +12,15 @@ AdamW::AdamW(Module& model, Device dev, DType compute, const AdamWOptions& opt)
     : model_(model), compute_(compute), opt_(opt) {
   MO_CHECK(compute == DType::f32 || compute == DType::bf16, "AdamW: compute dtype must be float32 or bfloat16, got {}",
            dtype_name(compute));
+  // eps = 0 would turn a weight whose gradients are all 0 (the zero pads of padded parameters, a dead
+  // unit) into 0/0 = NaN; with eps > 0 its update is exactly 0.
+  MO_CHECK(opt.eps > 0, "AdamW: eps must be > 0, got {}", opt.eps);
   auto named = model.named_parameters();
   MO_CHECK(!named.empty(), "AdamW: the model has no parameters");
   int64_t off = 0;
   for (auto& [n, p] : named) {
-    slots_.push_back({n, off, p.numel(), p.shape(), decays(n, p)});
+    const Padding* pad = model.padding_of(n);
+    slots_.push_back({n, off, p.numel(), p.shape(), decays(n, p), pad ? pad->reference_shape : p.shape()});
     off += p.numel();
   }
   // fp32 master first (from the fp32 initial values), then the compute copy
@@ -61,6 +65,17 @@ void AdamW::step(double lr, double grad_scale) {
   adamw_step(master_, grads_, m_, v_, segments_, hp, compute_ == DType::bf16 ? compute_flat_ : Tensor());
   if (compute_ == DType::f32) master_.bump_version();
   else compute_flat_.bump_version();
+}
+
+Tensor AdamW::export_slot(const Tensor& flat, const Slot& s) const {
+  return model_.to_reference(s.name, flat.as_strided(s.shape, contiguous_strides(s.shape), flat.offset() + s.offset));
+}
+
+void AdamW::import_slot(const Tensor& flat, const Slot& s, const Tensor& value) const {
+  MO_CHECK(value.shape() == s.reference_shape, "'{}' has shape {} but the model's is {}", s.name,
+           shape_str(value.shape()), shape_str(s.reference_shape));
+  Tensor view = flat.as_strided(s.shape, contiguous_strides(s.shape), flat.offset() + s.offset);
+  view.copy_(model_.from_reference(s.name, value));
 }
 
 void AdamW::sync_compute_weights() {

@@ -8,6 +8,8 @@
 //  - moments exp_avg / exp_avg_sq: fp32 buffers.
 // Weight decay is decoupled and skipped for biases and every parameter with ndim ≤ 1 (LayerNorm,
 // LayerScale), as timm's param groups do.
+// Padded parameters (Module::padding_of) need nothing special: their pads have zero gradients, so
+// m = v = 0 there and the update p ← p·(1 − lr·wd) − lr·m̂/(√v̂ + ε) leaves p = 0.
 #pragma once
 #include <string>
 #include <vector>
@@ -46,14 +48,20 @@ class AdamW {
   const Tensor& exp_avg_sq() const { return v_; }
   // After master() was overwritten (loading a checkpoint), refresh the compute weights.
   void sync_compute_weights();
-  // Per-parameter layout: name, offset in the flat buffers, shape.
+  // Per-parameter layout: name, offset in the flat buffers, shape (as stored: padded where the model pads).
   struct Slot {
     std::string name;
     int64_t offset, numel;
     Shape shape;
     bool decay;
+    Shape reference_shape;  // the parameter's shape in PyTorch (= shape where not padded)
   };
   const std::vector<Slot>& slots() const { return slots_; }
+  // Slot `s` of a flat buffer (master(), exp_avg(), exp_avg_sq()) in the reference layout (padding
+  // removed; a view where there is none): what checkpoints store.
+  Tensor export_slot(const Tensor& flat, const Slot& s) const;
+  // The inverse: `value` (reference shape, any device) into slot `s` of `flat`; padding set to zero.
+  void import_slot(const Tensor& flat, const Slot& s, const Tensor& value) const;
   DType compute_dtype() const { return compute_; }
 
  private:

@@ -108,9 +108,10 @@ int64_t count_module(const Module& root, const std::string& name, Walk& st, MacC
                    shape_str(ws));
           mc.conv = add(mc.conv, mul({tokens, ws[0], ws[2], ws[3]}));
         } else if (type == "Linear") {
-          const auto& l = dynamic_cast<const Linear&>(mod);
-          mc.linear = add(mc.linear, mul({tokens, l.in_features, l.out_features}));
-          st.c = l.out_features;
+          // the reference layer (out, in): a width the model stores padded (mambaout.h) counts as in timm
+          const Shape ws = mod.reference_shape("weight");
+          mc.linear = add(mc.linear, mul({tokens, ws[1], ws[0]}));
+          st.c = ws[0];
         } else if (type == "LayerNorm") {
           const auto& n = dynamic_cast<const LayerNorm&>(mod);
           MO_CHECK(n.dim == st.c, "{}: LayerNorm over {} channels but the walk has {}", where, n.dim, st.c);

@@ -21,7 +21,7 @@ class Linear : public Module {
   Linear(int64_t in, int64_t out, Init& init, bool bias = true);
   Tensor forward(const Tensor& x) const;  // (..., in) -> (..., out)
   const char* type_name() const override { return "Linear"; }
-  int64_t in_features, out_features;
+  int64_t in_features, out_features;  // as stored (reference_shape("weight") where an owner pads them)
   Tensor* weight;  // (out, in)
   Tensor* bias;    // (out) or undefined
 };

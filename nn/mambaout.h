@@ -3,7 +3,9 @@
 // between them, mean pooling, LN and an MLP head (fc1 → GELU → LN → fc2). Channels-last throughout.
 // Parameter names/order equal the official state_dict (downsample_layers.0.conv1.weight, ...,
 // stages.2.5.fc1.bias, ..., head.fc2.bias). Config switches cover timm's rw variants (no stem norm1,
-// LN-first downsampling, LayerScale, the norm_mlp head, SiLU, conv_ratio > 1).
+// LN-first downsampling, LayerScale, the norm_mlp head, SiLU, conv_ratio > 1). Hidden widths that are
+// not multiples of 8 (mambaout_base) are stored padded; shapes seen from outside are the reference ones
+// (GatedCNNBlock below).
 #pragma once
 #include <string>
 #include <vector>
@@ -29,6 +31,9 @@ struct MambaOutConfig {
   int64_t num_classes = 1000;
   double drop_path_rate = 0.0;
   double head_dropout = 0.0;  // parsed like the reference; only 0 is supported (the recipe uses 0)
+  // The hidden width h of every block is stored rounded up to a multiple of this (1: as is), with inert
+  // zero channels (GatedCNNBlock); weights, checkpoints and counts stay in the reference layout.
+  int64_t hidden_multiple = 8;
 };
 
 // Known names: mambaout_femto, _kobe, _tiny, _small, _base, _small_rw, _base_short_rw, _base_tall_rw,
@@ -36,12 +41,19 @@ struct MambaOutConfig {
 MambaOutConfig mambaout_config(const std::string& name);
 std::vector<std::string> mambaout_names();
 
+// When h is not a multiple of cfg.hidden_multiple (mambaout_base: 341, 682, 1365), fc1, fc2 and the gate
+// run on the padded width h' (344, 688, 1368): fc1's output z = [g' (h') | i' (h' − cc) | c (cc)] has
+// zero rows of fc1.weight / fc1.bias at [h − cc, h' − cc) in g' and at the end of i', and fc2.weight zero
+// columns at [h − cc, h' − cc), so that g'_j keeps its partner i_j or conv_j. Those m channels are
+// act(0)·0 = 0, their gradients and fc1/fc2's exactly 0, so AdamW (m = v = 0, p = 0) and weight decay
+// keep the pads 0 and every output equals the unpadded model's (up to summation order).
 class GatedCNNBlock : public Module {
  public:
   GatedCNNBlock(int64_t dim, const MambaOutConfig& cfg, double drop_path, int block_index, Init& init);
   Tensor forward(const Tensor& x, uint64_t seed, uint64_t step) const;  // (B, H, W, C) -> same
   const char* type_name() const override { return "GatedCNNBlock"; }
   int64_t dim, hidden, conv_channels;
+  int64_t stored_hidden;  // h' >= hidden: the width fc1/fc2 and the gate run on
   int kernel;
   double drop_path;
   int block_index;

@@ -275,7 +275,8 @@ LoadReport load_into_model(Module& model, const RawStateDict& sd, const std::str
     MO_CHECK(!hit[it->second], "{}: two tensors map to parameter {}", what, shown);
     hit[it->second] = true;
     const RawTensor& r = sd.tensors[k].second;
-    const Shape& want = params[it->second].second.shape();
+    const Padding* pad = model.padding_of(key);  // files hold the reference layout (unpadded)
+    const Shape& want = pad ? pad->reference_shape : params[it->second].second.shape();
     if (r.shape != want) {
       const auto& keep = opt.keep_if_shape_differs;
       if (std::find(keep.begin(), keep.end(), key) != keep.end()) {
@@ -307,13 +308,13 @@ LoadReport load_into_model(Module& model, const RawStateDict& sd, const std::str
                          key_list(rep.unexpected));
     throw Error(msg);
   }
-  for (const auto& [k, r] : plan) params[k].second.copy_(tensor_from_raw(*r));
+  for (const auto& [k, r] : plan) params[k].second.copy_(model.from_reference(params[k].first, tensor_from_raw(*r)));
   rep.loaded = plan.size();
   return rep;
 }
 
 RawStateDict state_dict_of(const Module& model, Naming names) {
-  auto params = model.named_parameters();
+  auto params = model.reference_parameters();
   std::vector<std::string> keys;
   for (const auto& [n, t] : params) keys.push_back(n);
   const Naming from = detect_naming(keys, "model");

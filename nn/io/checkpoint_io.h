@@ -13,6 +13,8 @@
 // which the model uses), renames, strips "module."/"_orig_mod." prefixes, checks every shape before
 // copying anything (an error names the key and both shapes), and reports missing/unexpected keys (an
 // error when strict). Tensor dtypes are converted to each parameter's dtype (fp16/bf16/fp64 -> fp32).
+// Files always hold the reference layout: a parameter the model stores padded (Module::padding_of) is
+// padded on load and unpadded on save, so shapes and bytes are PyTorch's.
 #pragma once
 #include <functional>
 #include <string>

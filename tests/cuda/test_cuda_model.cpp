@@ -1,6 +1,7 @@
 // test_cuda_model.cpp: the whole model on the GPU against the CPU: fp32 logits and every parameter
 // gradient within 1e-4 relative, bf16 loss within 1e-2, and determinism (the same seed gives
-// bit-identical losses over 20 training steps). Skipped where there is no GPU.
+// bit-identical losses over 20 training steps); mambaout_base's padded widths against the CPU and the
+// unpadded model, with bf16 AdamW steps keeping the pads 0. Skipped where there is no GPU.
 #include "autograd/cuda_allocator.h"
 #include "nn/adamw.h"
 #include "nn/mambaout.h"
@@ -81,4 +82,53 @@ TEST(CudaModel, TwentyStepsAreBitIdentical) {
   auto a = run(), b = run();
   EXPECT_EQ(a, b);
   EXPECT_LT(a.back(), a.front());  // it learns
+}
+
+TEST(CudaModel, PaddedBaseWidthsMatchCpuAndKeepPadsZero) {
+  // mambaout_base's widths, one block per stage: h = 341, 682, 1365 run as 344, 688, 1368 (nn/mambaout.h),
+  // which puts cuBLASLt and the gate kernels on their aligned paths. fp32: the padded model on the GPU
+  // equals the CPU and the unpadded model on the GPU; bf16 AdamW steps keep every pad exactly 0.
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  auto cfg = mambaout_config("mambaout_base");
+  cfg.depths = {1, 1, 1, 1};
+  cfg.num_classes = 10;
+  auto plain = cfg;
+  plain.hidden_multiple = 1;
+  Tensor x = mo::test::randn({2, 3, 64, 64}, 11);
+  Tensor t = mo::test::rand_uniform({2, 10}, 12, 0.0, 1.0);
+  Result cpu = forward_backward(cfg, Device::cpu(), DType::f32, x, t);
+  Result gpu = forward_backward(cfg, Device::cuda(0), DType::f32, x, t);
+  Result ref = forward_backward(plain, Device::cuda(0), DType::f32, x, t);
+  EXPECT_TRUE(mo::test::all_close(gpu.logits, cpu.logits, 1e-4, "logits"));
+  EXPECT_TRUE(mo::test::all_close(gpu.logits, ref.logits, 1e-4, "logits (unpadded)"));
+  MambaOut layout(cfg, 0, false);
+  for (size_t i = 0; i < cpu.grads.size(); ++i) {
+    const std::string& n = cpu.grads[i].first;
+    EXPECT_TRUE(mo::test::all_close(gpu.grads[i].second, cpu.grads[i].second, 1e-4, n));
+    EXPECT_TRUE(mo::test::all_close(layout.to_reference(n, gpu.grads[i].second), ref.grads[i].second, 1e-4, n));
+  }
+
+  MambaOut m(cfg, 5);
+  AdamW opt(m, Device::cuda(0), DType::bf16);
+  Tensor xg = x.to(Device::cuda(0)), tg = t.to(Device::cuda(0));
+  for (int s = 0; s < 3; ++s) {
+    opt.zero_grad();
+    soft_target_cross_entropy(m.forward(xg), tg).backward();
+    opt.step(1e-2);
+  }
+  int padded = 0;
+  for (const auto& slot : opt.slots()) {
+    if (!m.padding_of(slot.name)) continue;
+    ++padded;
+    // stored -> reference -> stored zeroes the pads: equal bits mean they were 0 already
+    for (const Tensor& flat : {opt.master(), opt.exp_avg(), opt.exp_avg_sq(), opt.grads()}) {
+      Tensor v = flat.as_strided(slot.shape, contiguous_strides(slot.shape), flat.offset() + slot.offset).cpu();
+      EXPECT_EQ(m.from_reference(slot.name, m.to_reference(slot.name, v)).to_vector<float>(), v.to_vector<float>())
+          << slot.name;
+    }
+    Tensor w = m.parameter(slot.name).cpu().to(DType::f32);  // the bf16 compute copy
+    EXPECT_EQ(m.from_reference(slot.name, m.to_reference(slot.name, w)).to_vector<float>(), w.to_vector<float>())
+        << slot.name;
+  }
+  EXPECT_EQ(padded, 9);  // fc1.weight, fc1.bias, fc2.weight of stages 1-3
 }

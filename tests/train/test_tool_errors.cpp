@@ -124,7 +124,8 @@ TEST_F(ToolErrors, TrainRejectsValuesOutOfRange) {
   const std::string r = recipe(tmp("tool_errors_range"));
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"optim.betas=[1.5,0.999]", "config key 'optim.betas': [1.5, 0.999] must both be in [0, 1)"},
-      {"optim.eps=-1", "config key 'optim.eps' must be >= 0, got -1"},
+      {"optim.eps=-1", "config key 'optim.eps' must be > 0"},
+      {"optim.eps=0", "config key 'optim.eps' must be > 0 (with 0, a weight whose gradients are all 0"},
       {"optim.lr=inf", "key 'optim.lr': expected a finite number, got 'inf'"},
       {"sched.min_lr=-1", "'sched.min_lr' (-1) must be >= 0"},
       {"data.hflip=2", "config key 'data.hflip' is a probability: 2 not in [0, 1]"},

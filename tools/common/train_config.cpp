@@ -131,7 +131,8 @@ void TrainConfig::validate() const {
   MO_CHECK(optim.betas.size() == 2, "config key 'optim.betas' needs 2 values, got {}", optim.betas.size());
   MO_CHECK(optim.betas[0] >= 0 && optim.betas[0] < 1 && optim.betas[1] >= 0 && optim.betas[1] < 1,
            "config key 'optim.betas': [{}, {}] must both be in [0, 1)", optim.betas[0], optim.betas[1]);
-  MO_CHECK(optim.eps >= 0, "config key 'optim.eps' must be >= 0, got {}", optim.eps);
+  MO_CHECK(optim.eps > 0, "config key 'optim.eps' must be > 0 (with 0, a weight whose gradients are all 0 "
+           "becomes 0/0 = NaN), got {}", optim.eps);
   MO_CHECK(optim.weight_decay >= 0, "config key 'optim.weight_decay' must be >= 0");
   MO_CHECK(sched.warmup_lr >= 0 && sched.min_lr >= 0, "config keys 'sched.warmup_lr' ({}) and 'sched.min_lr' ({}) "
            "must be >= 0", sched.warmup_lr, sched.min_lr);

@@ -69,11 +69,6 @@ Device choose_device(const std::string& want, const dist::ProcessGroup& pg) {
   return pg.device();
 }
 
-// The slice of a flat arena holding slot `s`, shaped like the parameter.
-Tensor slot_view(const Tensor& flat, const nn::AdamW::Slot& s) {
-  return flat.as_strided(s.shape, contiguous_strides(s.shape), flat.offset() + s.offset);
-}
-
 const Tensor* find_tensor(const std::vector<std::pair<std::string, Tensor>>& ts, const std::string& name) {
   for (auto& [n, t] : ts)
     if (n == name) return &t;
@@ -225,12 +220,12 @@ void Trainer::apply_checkpoint(const CheckpointState& s, const std::string& path
     const Tensor* tm = find_tensor(s.optimizer, slot.name + ".exp_avg");
     const Tensor* tv = find_tensor(s.optimizer, slot.name + ".exp_avg_sq");
     MO_CHECK(w && tm && tv, "checkpoint '{}' lacks parameter '{}' (or its optimizer state)", path, slot.name);
-    for (const Tensor* t : {w, tm, tv})
-      MO_CHECK(t->shape() == slot.shape, "checkpoint '{}': '{}' has shape {} but the model's is {}", path, slot.name,
-               shape_str(t->shape()), shape_str(slot.shape));
-    slot_view(master, slot).copy_(*w);
-    slot_view(m, slot).copy_(*tm);
-    slot_view(v, slot).copy_(*tv);
+    for (const Tensor* t : {w, tm, tv})  // checkpoints hold the reference layout (padding removed)
+      MO_CHECK(t->shape() == slot.reference_shape, "checkpoint '{}': '{}' has shape {} but the model's is {}", path,
+               slot.name, shape_str(t->shape()), shape_str(slot.reference_shape));
+    opt_->import_slot(master, slot, *w);
+    opt_->import_slot(m, slot, *tm);
+    opt_->import_slot(v, slot, *tv);
   }
   const std::string bad = first_non_finite();
   MO_CHECK(bad.empty(), "checkpoint '{}' holds NaN or Inf in '{}' (saved from a diverged run?): resume from an "
@@ -254,9 +249,9 @@ CheckpointState Trainer::make_state(std::optional<double> metric) const {
   s.step = global_step_;
   s.step_in_epoch = step_in_epoch_;
   for (const auto& slot : opt_->slots()) {
-    s.model.emplace_back(slot.name, slot_view(opt_->master(), slot));
-    s.optimizer.emplace_back(slot.name + ".exp_avg", slot_view(opt_->exp_avg(), slot));
-    s.optimizer.emplace_back(slot.name + ".exp_avg_sq", slot_view(opt_->exp_avg_sq(), slot));
+    s.model.emplace_back(slot.name, opt_->export_slot(opt_->master(), slot));
+    s.optimizer.emplace_back(slot.name + ".exp_avg", opt_->export_slot(opt_->exp_avg(), slot));
+    s.optimizer.emplace_back(slot.name + ".exp_avg_sq", opt_->export_slot(opt_->exp_avg_sq(), slot));
   }
   s.optimizer_step = opt_->step_count();
   const auto seed = static_cast<uint64_t>(cfg_.train.seed);
