@@ -152,19 +152,22 @@ void bench_dwconv(Bench& bench, DType dt, int64_t B, int64_t H, int64_t C, const
 
 void bench_gated(Bench& bench, DType dt, int64_t B, int64_t H, int64_t h, int64_t cc, const char* stage) {
   const double es = static_cast<double>(dtype_size(dt)), P = static_cast<double>(B * H * H);
-  const double hh = static_cast<double>(h);
+  const double hh = static_cast<double>(h), c = static_cast<double>(cc), id = hh - c;
   Tensor z = random_tensor({B, H, H, 2 * h}, dt), w = random_tensor({cc, 1, 7, 7}, dt, -0.2, 0.2),
          b = random_tensor({cc}, dt), dm = random_tensor({B, H, H, h}, dt);
-  Tensor m = Tensor::empty({B, H, H, h}, dt, Device::cuda(0));
+  Tensor m = Tensor::empty({B, H, H, h}, dt, Device::cuda(0)), conv = Tensor::empty({B, H, H, cc}, dt, Device::cuda(0));
   Tensor dz = Tensor::empty(z.shape(), dt, Device::cuda(0)), dw = Tensor::empty(w.shape(), dt, Device::cuda(0)),
          db = Tensor::empty({cc}, dt, Device::cuda(0));
   const std::string tag = std::string(stage) + " P=" + std::to_string(B * H * H) + " h=" + std::to_string(h) +
                           " cc=" + std::to_string(cc);
-  // forward: read z (2h), write m (h); the halo of c is re-read from L2, not counted
-  bench.run("gated_dwconv fwd " + tag, P * es * 3 * hh, [&] { cuda::gated_dwconv_forward(z, w, b, h, Act::gelu, m); });
-  // backward: read dm (h) and z (2h), write dz (2h)
-  bench.run("gated_dwconv bwd " + tag, P * es * 5 * hh,
-            [&] { cuda::gated_dwconv_backward(dm, z, w, b, h, Act::gelu, dz, dw, db); });
+  // forward: read z (2h), write m (h), in training also conv (cc); the halo of c is re-read from L2
+  bench.run("gated_dwconv fwd train " + tag, P * es * (3 * hh + c),
+            [&] { cuda::gated_dwconv_forward(z, w, b, h, Act::gelu, m, conv); });
+  bench.run("gated_dwconv fwd infer " + tag, P * es * 3 * hh,
+            [&] { cuda::gated_dwconv_forward(z, w, b, h, Act::gelu, m, Tensor()); });
+  // backward: elementwise reads dm, g, i, conv, writes dg, di, dconv; dx conv 2·cc; wgrad 2·cc
+  bench.run("gated_dwconv bwd " + tag, P * es * (3 * hh + 2 * id + 6 * c),
+            [&] { cuda::gated_dwconv_backward(dm, z, w, conv, h, Act::gelu, dz, dw, db); });
 }
 
 // The dense 3×3 stride-2 convolutions of mambaout_tiny: ops/conv's im2col + cuBLASLt path (the op) against

@@ -22,11 +22,12 @@ Tensor gated_dwconv(const Tensor& z_in, const Tensor& w, const Tensor& b, int64_
   int k = static_cast<int>(w.size(2));
   Tensor bc = b.contiguous();
   Tensor m = Tensor::empty({B, H, W, h}, z.dtype(), z.device());
-  Tensor conv;  // CPU only: dwconv(c), kept for backward (the CUDA backward recomputes it)
+  // dwconv(c), kept for backward; the CUDA kernel skips it when no backward will run (inference)
+  const bool need_grad = any_requires_grad({&z_in, &w, &b});
+  Tensor conv = need_grad || !z.is_cuda() ? Tensor::empty({B, H, W, cc}, z.dtype(), z.device()) : Tensor();
   if (z.is_cuda()) {
-    MO_CUDA_DISPATCH("gated_dwconv", cuda::gated_dwconv_forward(z, wc, bc, h, act, m));
+    MO_CUDA_DISPATCH("gated_dwconv", cuda::gated_dwconv_forward(z, wc, bc, h, act, m, conv));
   } else {
-    conv = Tensor::empty({B, H, W, cc}, z.dtype(), z.device());
     cpu_float_dispatch("gated_dwconv", z, [&](auto zz) {
       using T = decltype(zz);
       const T* pz = z.data<T>();
@@ -43,15 +44,15 @@ Tensor gated_dwconv(const Tensor& z_in, const Tensor& w, const Tensor& b, int64_
     });
   }
   record("gated_dwconv", {z_in, w, b}, {&m},
-         [sz = Saved(z, "gated_dwconv"), sw = Saved(wc, "gated_dwconv"), sb = Saved(bc, "gated_dwconv"), conv, h, act,
-          B, H, W, cc, id, Z, k](std::vector<Tensor>& g) -> std::vector<Tensor> {
+         [sz = Saved(z, "gated_dwconv"), sw = Saved(wc, "gated_dwconv"), conv, h, act, B, H, W, cc, id, Z,
+          k](std::vector<Tensor>& g) -> std::vector<Tensor> {
            const Tensor& z = sz.get();
            const Tensor& w = sw.get();
            Tensor dm = g[0].contiguous();
            Tensor dz = Tensor::empty(z.shape(), z.dtype(), z.device());
            Tensor dw = Tensor::empty(w.shape(), w.dtype(), w.device()), db = Tensor::empty({cc}, w.dtype(), w.device());
            if (z.is_cuda()) {
-             MO_CUDA_DISPATCH("gated_dwconv", cuda::gated_dwconv_backward(dm, z, w, sb.get(), h, act, dz, dw, db));
+             MO_CUDA_DISPATCH("gated_dwconv", cuda::gated_dwconv_backward(dm, z, w, conv, h, act, dz, dw, db));
              return {dz, dw, db};
            }
            cpu_float_dispatch("gated_dwconv", z, [&](auto zz) {

@@ -43,6 +43,10 @@ constexpr int TH = 14, TW = 7;                    // output tile: rows × column
 constexpr int HH = TH + K - 1, HW = TW + K - 1;   // halo: 20 × 13
 constexpr int HPIX = HH * HW, TPIX = TH * TW;     // 260, 98
 constexpr int CB = 32, NWARP = TH / 2, THREADS = 32 * NWARP;
+// Forward tuning, chosen by measurement (docs/optimization_notes.md): the 49 weights of a thread's
+// channel in registers (fewer shared loads, more registers) or read from shared memory per tap.
+constexpr bool kWeightsInRegisters = false;
+constexpr int kForwardMinBlocks = 3;
 
 struct Geo {
   int64_t B = 0, tiles = 0;
@@ -152,8 +156,13 @@ __device__ __forceinline__ void load_weights(float* __restrict__ s_w, const T* _
 // lane, x the halo in shared memory, w' = w (FLIP: w[6−u, 6−v]). The sum runs u, v ascending: the
 // forward and the backward recomputation give bit-identical values.
 template <bool FLIP, typename S>
-__device__ __forceinline__ void conv_tile(const S* sx, const float* sw, int wp, int lane,
-                                          float b0, float (&acc)[2][TW]) {
+__device__ __forceinline__ void conv_tile(const S* sx, const float* sw, int wp, int lane, float b0,
+                                          float (&acc)[2][TW]) {
+  float wr[kWeightsInRegisters ? KK : 1];
+  if constexpr (kWeightsInRegisters) {
+#pragma unroll
+    for (int t = 0; t < KK; ++t) wr[t] = sw[(FLIP ? KK - 1 - t : t) * CB + lane];
+  }
 #pragma unroll
   for (int a = 0; a < 2; ++a)
 #pragma unroll
@@ -169,7 +178,9 @@ __device__ __forceinline__ void conv_tile(const S* sx, const float* sw, int wp, 
 #pragma unroll
       for (int v = 0; v < K && u >= 0 && u < K; ++v) {
         const int tap = u * K + v;
-        const float wt = sw[(FLIP ? KK - 1 - tap : tap) * CB + lane];
+        float wt;
+        if constexpr (kWeightsInRegisters) wt = wr[tap];
+        else wt = sw[(FLIP ? KK - 1 - tap : tap) * CB + lane];
 #pragma unroll
         for (int j = 0; j < TW; ++j) acc[a][j] = fmaf(wt, x[j + v], acc[a][j]);
       }
@@ -228,65 +239,12 @@ struct IdentityForward {
   }
 };
 
-// dg[p, j] = dm·i·act'(g), di[p, j] = dm·act(g) for the share's vectors.
-template <typename T, int V>
-struct IdentityBackward {
-  const T* __restrict__ dm;
-  const T* __restrict__ z;
-  T* __restrict__ dz;
-  Act act;
-  static constexpr int NB = 1;  // more raises the register pressure past 3 blocks per SM
-  __device__ __forceinline__ void run(const Geo& g, int64_t b, int i0, int j0, int k0, int n) const {
-    const int items = TPIX * n;
-    const int64_t Z = 2 * static_cast<int64_t>(g.h);
-#pragma unroll 1
-    for (int e0 = threadIdx.x; e0 < items; e0 += NB * THREADS) {
-      Vec<T, V> gv[NB], iv[NB], dv[NB];
-      int64_t p[NB];
-      int ch[NB];
-      bool ok[NB];
-#pragma unroll
-      for (int k = 0; k < NB; ++k) {
-        const int e = e0 + k * THREADS, pix = e / n;
-        const int i = i0 + pix / TW, j = j0 + pix % TW;
-        ch[k] = (k0 + e - pix * n) * V;
-        ok[k] = e < items && i < g.H && j < g.W;
-        p[k] = ok[k] ? pixel(g, b, i, j) : 0;
-        if (ok[k]) {
-          gv[k] = ldv<T, V>(z + p[k] * Z + ch[k]);
-          iv[k] = ldv<T, V>(z + p[k] * Z + g.h + ch[k]);
-          dv[k] = ldv<T, V>(dm + p[k] * g.h + ch[k]);
-        }
-      }
-#pragma unroll
-      for (int k = 0; k < NB; ++k) {
-        if (!ok[k]) continue;
-        Vec<T, V> og, oi;
-#pragma unroll
-        for (int e = 0; e < V; ++e) {
-          float a, ad;
-          act_fd(act, cu::to_float(gv[k].v[e]), a, ad);
-          const float d = cu::to_float(dv[k].v[e]);
-          og.v[e] = cu::from_float<T>(d * cu::to_float(iv[k].v[e]) * ad);
-          oi.v[e] = cu::from_float<T>(d * a);
-        }
-        stv<T, V>(dz + p[k] * Z + ch[k], og);
-        stv<T, V>(dz + p[k] * Z + g.h + ch[k], oi);
-      }
-    }
-  }
-};
-
 constexpr size_t kForwardSmem = static_cast<size_t>(HPIX + TPIX + KK) * CB * sizeof(float);
-template <typename T>
-constexpr size_t backward_smem() {
-  return kForwardSmem + static_cast<size_t>(HPIX) * CB * sizeof(T);
-}
 
 template <typename T, int V>
-__global__ void __launch_bounds__(THREADS, 3)
+__global__ void __launch_bounds__(THREADS, kForwardMinBlocks)
     gate_forward_kernel(const T* __restrict__ z, const T* __restrict__ w, const T* __restrict__ bias,
-                        T* __restrict__ m, Geo g, Act act) {
+                        T* __restrict__ m, T* __restrict__ conv_out, Geo g, Act act) {
   extern __shared__ __align__(16) float smem[];
   float* s_x = smem;                 // [HPIX][CB] c halo, fp32
   float* s_g = s_x + HPIX * CB;      // [TPIX][CB] g of the conv channels, fp32
@@ -320,134 +278,47 @@ __global__ void __launch_bounds__(THREADS, 3)
       for (int j = 0; j < TW; ++j) {
         if (!iok || j0 + j >= g.W) continue;
         const float gv = s_g[((2 * wp + a) * TW + j) * CB + lane];
-        m[pixel(g, b, i, j0 + j) * g.h + g.id + c] = cu::from_float<T>(act_f(act, gv) * acc[a][j]);
+        const int64_t p = pixel(g, b, i, j0 + j);
+        const T cq = cu::from_float<T>(acc[a][j]);  // m uses the rounded conv, the value backward reads
+        if (conv_out != nullptr) conv_out[p * g.cc + c] = cq;
+        m[p * g.h + g.id + c] = cu::from_float<T>(act_f(act, gv) * cu::to_float(cq));
       }
     }
   }
 }
 
-// Shared memory: s_d [HPIX][CB] dconv (fp32) · s_t [TPIX][CB] dm·act'(g) · s_w [KK][CB] · s_c [HPIX][CB]
-// c halo (raw T). part_w [S][cc][49], part_b [S][cc]: block (cb, s)'s sums over its tiles.
-template <typename T, int V>
-__global__ void __launch_bounds__(THREADS, 3)
-    gate_backward_kernel(const T* __restrict__ dm, const T* __restrict__ z, const T* __restrict__ w,
-                         const T* __restrict__ bias, T* __restrict__ dz, Geo g, Act act, float* __restrict__ part_w,
-                         float* __restrict__ part_b) {
-  extern __shared__ __align__(16) float smem[];
-  float* s_d = smem;
-  float* s_t = s_d + HPIX * CB;
-  float* s_w = s_t + TPIX * CB;
-  T* s_c = reinterpret_cast<T*>(s_w + KK * CB);
-  const int cb = static_cast<int>(blockIdx.x % g.ncb);
-  const int64_t s0 = blockIdx.x / g.ncb, ns = gridDim.x / g.ncb;
-  const int lane = threadIdx.x % 32, wp = threadIdx.x / 32;
-  const int c0 = cb * CB, c = c0 + lane;
-  const bool cok = c < g.cc;
-  const int64_t Z = 2 * static_cast<int64_t>(g.h);
-  load_weights(s_w, w, c0, g.cc);
-  const float b0 = cok ? cu::to_float(bias[c]) : 0.0f;
-  const IdentityBackward<T, V> ident{dm, z, dz, act};
-  float aw[K], ab = 0.0f;  // weight-gradient sums of taps (wp, 0..6) and the bias, channel c
+// Backward elementwise pass, for j < h:  dz[p, j] = dm·[i | conv]·act'(g);  j < id: dz[p, h + j] = dm·act(g);
+// j >= id: dconv[p, j − id] = dm·act(g). One warp per pixel. VW > 1 needs id % VW == 0 so a vector never
+// straddles the identity / conv boundary.
+template <typename T, int VW>
+__global__ void __launch_bounds__(256) gate_backward_ew(const T* __restrict__ dm, const T* __restrict__ z,
+                                                       const T* __restrict__ conv, T* __restrict__ dz,
+                                                       T* __restrict__ dconv, int64_t P, int64_t h, int64_t id,
+                                                       int64_t cc, Act act) {
+  const int lane = threadIdx.x % 32;
+  const int64_t nwarps = static_cast<int64_t>(gridDim.x) * (256 / 32);
+  const int64_t nj = h / VW;
+  for (int64_t p = (static_cast<int64_t>(blockIdx.x) * 256 + threadIdx.x) / 32; p < P; p += nwarps) {
+    const T *zr = z + p * 2 * h, *dr = dm + p * h, *cr = conv + p * cc;
+    T *gz = dz + p * 2 * h, *dcr = dconv + p * cc;
+    for (int64_t jv = lane; jv < nj; jv += 32) {
+      const int64_t j = jv * VW;
+      const auto g = ldv<T, VW>(zr + j), d = ldv<T, VW>(dr + j);
+      const bool ident = j < id;
+      const auto other = ident ? ldv<T, VW>(zr + h + j) : ldv<T, VW>(cr + (j - id));  // i or conv
+      Vec<T, VW> dg, da;
 #pragma unroll
-  for (int v = 0; v < K; ++v) aw[v] = 0.0f;
-
-  for (int64_t t = s0; t < g.tiles; t += ns) {
-    int64_t b;
-    int i0, j0;
-    decode_tile(t, g, b, i0, j0);
-    __syncthreads();
-    load_block<T, V, HH, HW>(s_c, z + g.h + g.id, Z, g.cc, g, b, i0 - R, j0 - R, c0);
-    {  // dconv = dm·act(g) on the halo, dm·act'(g) on the tile (0 outside the image / channels)
-      constexpr int NQ = CB / V, N = HPIX * NQ;
-      const T* gs = z + g.id;
-      const T* ds = dm + g.id;
-#pragma unroll 1
-      for (int e0 = threadIdx.x; e0 < N; e0 += 2 * THREADS) {
-        Vec<T, V> gv[2], dv[2];
-        bool ok[2];
-#pragma unroll
-        for (int k = 0; k < 2; ++k) {
-          const int e = e0 + k * THREADS, pix = e / NQ, ch = c0 + (e % NQ) * V;
-          const int gi = i0 - R + pix / HW, gj = j0 - R + pix % HW;
-          ok[k] = e < N && gi >= 0 && gi < g.H && gj >= 0 && gj < g.W && ch < g.cc;
-          if (ok[k]) {
-            const int64_t p = pixel(g, b, gi, gj);
-            gv[k] = ldv<T, V>(gs + p * Z + ch);
-            dv[k] = ldv<T, V>(ds + p * g.h + ch);
-          }
-        }
-#pragma unroll
-        for (int k = 0; k < 2; ++k) {
-          const int e = e0 + k * THREADS;
-          if (e >= N) continue;
-          const int pix = e / NQ, q = (e % NQ) * V, r = pix / HW - R, col = pix % HW - R;
-          const bool centre = r >= 0 && r < TH && col >= 0 && col < TW;
-#pragma unroll
-          for (int x = 0; x < V; ++x) {
-            float a = 0.0f, ad = 0.0f, d = 0.0f;
-            if (ok[k]) {
-              act_fd(act, cu::to_float(gv[k].v[x]), a, ad);
-              d = cu::to_float(dv[k].v[x]);
-            }
-            s_d[pix * CB + q + x] = d * a;
-            if (centre) s_t[(r * TW + col) * CB + q + x] = d * ad;
-          }
-        }
+      for (int e = 0; e < VW; ++e) {
+        float a, ad;
+        act_fd(act, cu::to_float(g.v[e]), a, ad);
+        const float de = cu::to_float(d.v[e]);
+        dg.v[e] = cu::from_float<T>(de * cu::to_float(other.v[e]) * ad);
+        da.v[e] = cu::from_float<T>(de * a);
       }
+      stv<T, VW>(gz + j, dg);
+      if (ident) stv<T, VW>(gz + h + j, da);
+      else stv<T, VW>(dcr + (j - id), da);
     }
-    identity_share(g, b, i0, j0, cb, ident);
-    __syncthreads();
-
-    float acc[2][TW];
-    conv_tile<true>(s_d, s_w, wp, lane, 0.0f, acc);  // dc
-    if (cok) {
-#pragma unroll
-      for (int a = 0; a < 2; ++a) {
-        const int i = i0 + 2 * wp + a;
-        const bool iok = i < g.H;
-#pragma unroll
-        for (int j = 0; j < TW; ++j) {
-          if (!iok || j0 + j >= g.W) continue;
-          dz[pixel(g, b, i, j0 + j) * Z + g.h + g.id + c] = cu::from_float<T>(acc[a][j]);
-        }
-      }
-    }
-    __syncwarp();  // keeps the compiler from interleaving the phases (register pressure)
-    conv_tile<false>(s_c, s_w, wp, lane, b0, acc);  // the forward's conv, recomputed: dg = dm·act'(g)·conv
-    if (cok) {
-#pragma unroll
-      for (int a = 0; a < 2; ++a) {
-        const int i = i0 + 2 * wp + a;
-        const bool iok = i < g.H;
-#pragma unroll
-        for (int j = 0; j < TW; ++j) {
-          if (!iok || j0 + j >= g.W) continue;
-          const float tv = s_t[((2 * wp + a) * TW + j) * CB + lane];
-          dz[pixel(g, b, i, j0 + j) * Z + g.id + c] = cu::from_float<T>(tv * acc[a][j]);
-        }
-      }
-    }
-    __syncwarp();  // keeps the compiler from interleaving the phases (register pressure)
-    // dw[c][wp][v] += Σ_{i,j} dconv[i][j] · c[i + wp − 3][j + v − 3]; out-of-image dconv is 0
-#pragma unroll 1
-    for (int i = 0; i < TH; ++i) {
-      float d[TW], x[HW];
-#pragma unroll
-      for (int j = 0; j < TW; ++j) d[j] = s_d[((i + R) * HW + R + j) * CB + lane];
-#pragma unroll
-      for (int k = 0; k < HW; ++k) x[k] = cu::to_float(s_c[((i + wp) * HW + k) * CB + lane]);
-#pragma unroll
-      for (int v = 0; v < K; ++v)
-#pragma unroll
-        for (int j = 0; j < TW; ++j) aw[v] = fmaf(d[j], x[j + v], aw[v]);
-#pragma unroll
-      for (int j = 0; j < TW; ++j) ab += d[j];
-    }
-  }
-  if (cok) {
-#pragma unroll
-    for (int v = 0; v < K; ++v) part_w[(s0 * g.cc + c) * KK + wp * K + v] = aw[v];
-    if (wp == 0) part_b[s0 * g.cc + c] = ab;
   }
 }
 
@@ -504,66 +375,79 @@ void with_vec(int v, F&& f) {
 
 }  // namespace
 
-void gated_dwconv_forward(const Tensor& z, const Tensor& w, const Tensor& b, int64_t h, Act act, const Tensor& m) {
+void gated_dwconv_forward(const Tensor& z, const Tensor& w, const Tensor& b, int64_t h, Act act, const Tensor& m,
+                          const Tensor& conv_out) {
   check_gated("gated_dwconv", z, w, b, h);
   cu::float_dispatch("gated_dwconv (CUDA)", z, [&](auto tag) {
     using T = decltype(tag);
     const int64_t cc = w.size(0), P = z.size(0) * z.size(1) * z.size(2);
     MO_CHECK(m.is_contiguous() && m.numel() == P * h && m.dtype() == z.dtype(),
              "gated_dwconv (CUDA): output m {} does not match z {} (h = {})", m.str(), z.str(), h);
+    MO_CHECK(!conv_out.defined() ||
+                 (conv_out.is_contiguous() && conv_out.numel() == P * cc && conv_out.dtype() == z.dtype()),
+             "gated_dwconv (CUDA): conv output {} does not match z {} (cc = {})", conv_out.str(), z.str(), cc);
     if (P == 0 || h == 0) return;
     const T* zp = cu::ptr<T>(z);
     T* mp = cu::ptr<T>(m);
+    T* cp = conv_out.defined() && cc > 0 ? cu::ptr<T>(conv_out) : nullptr;
     with_vec<T>(vec_width<T>(h, cc, {zp, mp}), [&](auto vw) {
       constexpr int V = decltype(vw)::value;
       const Geo g = make_geo(z, h, cc, V);
       auto kern = gate_forward_kernel<T, V>;
-      const int64_t S = std::max<int64_t>(1, std::min<int64_t>(g.tiles, (resident_blocks(kern, kForwardSmem, z.device().index) + g.ncb - 1) / g.ncb));
+      const int64_t S = std::max<int64_t>(
+          1, std::min<int64_t>(g.tiles, (resident_blocks(kern, kForwardSmem, z.device().index) + g.ncb - 1) / g.ncb));
       kern<<<static_cast<unsigned>(S * g.ncb), THREADS, kForwardSmem, stream()>>>(zp, cu::ptr<T>(w), cu::ptr<T>(b),
-                                                                                  mp, g, act);
+                                                                                  mp, cp, g, act);
       CUDA_CHECK_LAUNCH();
     });
   });
 }
 
-void gated_dwconv_backward(const Tensor& dm, const Tensor& z, const Tensor& w, const Tensor& b, int64_t h, Act act,
-                           const Tensor& dz, const Tensor& dw, const Tensor& db) {
-  check_gated("gated_dwconv backward", z, w, b, h);
+void gated_dwconv_backward(const Tensor& dm, const Tensor& z, const Tensor& w, const Tensor& conv_out, int64_t h,
+                           Act act, const Tensor& dz, const Tensor& dw, const Tensor& db) {
+  MO_CHECK(w.dim() == 4 && w.size(2) == K && w.size(3) == K && w.is_contiguous() && z.dim() == 4 &&
+               z.is_contiguous() && z.size(3) == 2 * h && w.size(0) <= h,
+           "gated_dwconv backward (CUDA): z {} / weight {} must be contiguous (B, H, W, 2h), (cc, 1, 7, 7), h = {}",
+           z.str(), w.str(), h);
   cu::float_dispatch("gated_dwconv backward (CUDA)", z, [&](auto tag) {
     using T = decltype(tag);
-    const int64_t cc = w.size(0), P = z.size(0) * z.size(1) * z.size(2);
-    MO_CHECK(dm.is_contiguous() && dm.numel() == P * h && dm.dtype() == z.dtype() && dz.is_contiguous() &&
+    const int64_t B = z.size(0), H = z.size(1), W = z.size(2), Z = 2 * h, cc = w.size(0), id = h - cc;
+    const int64_t P = B * H * W;
+    MO_CHECK(dm.is_contiguous() && dm.numel() == P * h && dm.dtype() == z.dtype() && conv_out.is_contiguous() &&
+                 conv_out.numel() == P * cc && conv_out.dtype() == z.dtype() && dz.is_contiguous() &&
                  dz.shape() == z.shape() && dz.dtype() == z.dtype(),
-             "gated_dwconv backward (CUDA): dm {} / dz {} do not match z {} (h = {})", dm.str(), dz.str(), z.str(), h);
+             "gated_dwconv backward (CUDA): dm {} / conv {} / dz {} do not match z {} (h = {}, cc = {})", dm.str(),
+             conv_out.str(), dz.str(), z.str(), h, cc);
     MO_CHECK(dw.is_contiguous() && dw.numel() == w.numel() && dw.dtype() == w.dtype() &&
                  (!db.defined() || (db.is_contiguous() && db.numel() == cc && db.dtype() == w.dtype())),
              "gated_dwconv backward (CUDA): dw {} / db {} do not match weight {}", dw.str(), db.str(), w.str());
+    const int dev = z.device().index;
+    const dwk::Geom g = dwk::make_geom(B, H, W, cc);
     if (P == 0 || h == 0) {
       Tensor(dw).zero_();
       if (db.defined()) Tensor(db).zero_();
       return;
     }
-    const T *zp = cu::ptr<T>(z), *dmp = cu::ptr<T>(dm);
+    const T *zp = cu::ptr<T>(z), *dmp = cu::ptr<T>(dm), *cp = cc > 0 ? cu::ptr<T>(conv_out) : nullptr;
     T* dzp = cu::ptr<T>(dz);
-    with_vec<T>(vec_width<T>(h, cc, {zp, dmp, dzp}), [&](auto vw) {
-      constexpr int V = decltype(vw)::value;
-      const Geo g = make_geo(z, h, cc, V);
-      auto kern = gate_backward_kernel<T, V>;
-      constexpr size_t smem = backward_smem<T>();
-      const int64_t S = std::max<int64_t>(
-          1, std::min<int64_t>(g.tiles, (resident_blocks(kern, smem, z.device().index) + g.ncb - 1) / g.ncb));
-      Tensor part_w = Tensor::empty({S, std::max<int64_t>(cc, 1), KK}, DType::f32, z.device());
-      Tensor part_b = Tensor::empty({S, std::max<int64_t>(cc, 1)}, DType::f32, z.device());
-      kern<<<static_cast<unsigned>(S * g.ncb), THREADS, smem, stream()>>>(
-          dmp, zp, cu::ptr<T>(w), cu::ptr<T>(b), dzp, g, act, part_w.data<float>(), part_b.data<float>());
+    Tensor dconv = Tensor::empty({B, H, W, cc}, z.dtype(), z.device());  // dm[:, id:] ⊙ act(g[:, id:])
+    T* dcp = cc > 0 ? cu::ptr<T>(dconv) : nullptr;
+    constexpr int V = cu::Pack<T>::N;
+    const bool vec = h % V == 0 && id % V == 0 && cu::aligned16(zp) && cu::aligned16(dmp) && cu::aligned16(cp) &&
+                     cu::aligned16(dzp) && cu::aligned16(dcp);
+    auto launch = [&](auto kern) {
+      int per_sm = 0;
+      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 256, 0));
+      const int64_t resident = static_cast<int64_t>(std::max(1, per_sm)) * dwk::sm_count(dev);
+      const int grid = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((P + 7) / 8, resident)));
+      kern<<<grid, 256, 0, stream()>>>(dmp, zp, cp, dzp, dcp, P, h, id, cc, act);
       CUDA_CHECK_LAUNCH();
-      if (cc == 0) return;  // nothing convolved: dw, db are empty
-      cu::column_sum(cu::ColumnLoad<float>{part_w.data<float>(), S, cc * KK}, 1, S, cc * KK, 1.0f, cu::ptr<T>(dw),
-                     dw.device());
-      if (db.defined())
-        cu::column_sum(cu::ColumnLoad<float>{part_b.data<float>(), S, cc}, 1, S, cc, 1.0f, cu::ptr<T>(db),
-                       db.device());
-    });
+    };
+    if (vec) launch(gate_backward_ew<T, V>);
+    else launch(gate_backward_ew<T, 1>);
+    if (cc == 0) return;  // nothing convolved: dw, db are empty
+    dwk::launch_conv<T, true>(dcp, cc, cu::ptr<T>(w), nullptr, g, dwk::StoreOut<T>{dzp + h + id, Z}, dev);
+    dwk::launch_wgrad<T>(dcp, cc, zp + h + id, Z, g, dw, db, dev);
   });
 }
 

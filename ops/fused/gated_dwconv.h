@@ -14,11 +14,13 @@ namespace mo {
 Tensor gated_dwconv(const Tensor& z, const Tensor& w, const Tensor& b, int64_t h, Act act);
 
 namespace cuda {
-// m (B, H, W, h) ← act(g) ⊙ [i, dwconv(c)]; dwconv(c) itself is not stored (backward recomputes it).
-void gated_dwconv_forward(const Tensor& z, const Tensor& w, const Tensor& b, int64_t h, Act act, const Tensor& m);
-// dz (B, H, W, 2h) gets [dg, di, dc]; dw, db (fp32-accumulated, deterministic). b: the forward's bias.
-void gated_dwconv_backward(const Tensor& dm, const Tensor& z, const Tensor& w, const Tensor& b, int64_t h, Act act,
-                           const Tensor& dz, const Tensor& dw, const Tensor& db);
+// m (B, H, W, h) ← act(g) ⊙ [i, dwconv(c)]; conv_out (B, H, W, cc), when defined, receives dwconv(c) for
+// backward (training). Inference passes an undefined conv_out: nothing reads it, so it is not written.
+void gated_dwconv_forward(const Tensor& z, const Tensor& w, const Tensor& b, int64_t h, Act act, const Tensor& m,
+                          const Tensor& conv_out);
+// dz (B, H, W, 2h) gets [dg, di, dc]; dw, db (fp32-accumulated, deterministic).
+void gated_dwconv_backward(const Tensor& dm, const Tensor& z, const Tensor& w, const Tensor& conv_out, int64_t h,
+                           Act act, const Tensor& dz, const Tensor& dw, const Tensor& db);
 }  // namespace cuda
 
 }  // namespace mo
