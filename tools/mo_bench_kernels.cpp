@@ -247,8 +247,10 @@ int main(int argc, char** argv) {
     bench_gated(bench, dt, B, 28, 512, 192, "stage2");
     bench_gated(bench, dt, B, 14, 1024, 384, "stage3");
     bench_gated(bench, dt, B, 7, 1536, 576, "stage4");
-    bench_gated(bench, dt, std::max<int64_t>(1, B / 2), 56, 341, 128, "base stage1");  // h not a multiple of 8: 1-element items
-    bench_gated(bench, dt, std::max<int64_t>(1, B / 2), 56, 344, 128, "base stage1 padded");
+    // mambaout_base stage 1 at half the batch: h = 341 takes 1-element items, the padded 344 vectors
+    const int64_t Bb = std::max<int64_t>(1, B / 2);
+    bench_gated(bench, dt, Bb, 56, 341, 128, "base stage1");
+    bench_gated(bench, dt, Bb, 56, 344, 128, "base stage1 padded");
     bench_conv(bench, dt, B, 224, 3, 48, false, "stem conv1");
     bench_conv(bench, dt, B, 112, 48, 96, true, "stem conv2");
     bench_conv(bench, dt, B, 56, 96, 192, true, "downsample1");

@@ -1,33 +1,39 @@
 // gated_dwconv.cu: the fused gate of the Gated CNN block on CUDA (maths and the CPU twin:
 // gated_dwconv.cpp). z (B, H, W, 2h) = [g (h) | i (h − cc) | c (cc)], id = h − cc.
-//   forward : one kernel. m[:, :id] = act(g[:, :id]) ⊙ i and m[:, id:] = act(g[:, id:]) ⊙ dwconv7x7(c).
-//             The convolution is not stored: nothing reads it in inference, and backward recomputes it.
-//   backward: one kernel. dg, di (identity part), dconv = dm[:, id:] ⊙ act(g[:, id:]) on the tile and
-//             its halo (shared memory only), dc = dconv ⋆ flipped w, the recomputed conv for dg, and
-//             per-block dw/db partials from the same tiles; a fixed-order column sum adds the partials.
+//   forward : one kernel: m[:, :id] = act(g[:, :id]) ⊙ i and m[:, id:] = act(g[:, id:]) ⊙ dwconv7x7(c);
+//             conv_out = dwconv(c) only when a backward will run (training), never in inference.
+//   backward: (1) one elementwise pass over (pixel, j < h): dg (all h), di, and dconv = dm[:, id:] ⊙
+//                 act(g[:, id:]) into a (B, H, W, cc) scratch;
+//             (2) the depthwise input-gradient kernel (dwconv2d_kernels.cuh) writes dc straight into
+//                 dz[:, 2h−cc:] (row stride 2h);
+//             (3) the weight-gradient kernel (dconv ⊗ c) → per-slice partials → fixed-order sum (dw, db).
 // act is exact GELU (erff) or SiLU in fp32; every kernel reads T (f32 / bf16) and computes in fp32.
 //
-// Tiling. A block (7 warps) owns CB = 32 conv channels and walks over 14×7-pixel output tiles
-// (persistent: block (cb, s) takes tiles s, s+S, ...; S fills the GPU once). Per tile it stages the
-// 20×13-pixel halo of c (forward: converted to fp32 once; backward: raw T) and the tile's g (forward)
-// or dconv / dm·act'(g) (backward) in shared memory with 16-byte loads, all issued before any store;
-// the weights sit in shared memory for the whole block. Thread (warp w, lane l) computes output rows
-// 2w and 2w+1 × 7 columns of channel l: each of the 8 input rows is read once from shared memory
-// (13 loads for up to 98 FMA). In the weight gradient, warp w owns kernel row w: 7 accumulators per
-// thread, no cross-warp reduction. The identity channels of a tile are shared out among the ncb
-// blocks of that tile (whole 16-byte vectors each), so one launch does everything and the work stays
-// balanced. Widths that are not multiples of 16 bytes (h, id) or unaligned pointers take the same
-// kernels with 1-element items. No atomics anywhere: bit-identical from run to run on a GPU model.
+// Forward tiling. A block (7 warps) owns CB = 32 conv channels and walks over 14×7-pixel output tiles
+// (persistent: block (cb, s) takes tiles s, s+S, ...; S fills the GPU once). Per tile it loads the
+// 20×13-pixel halo of c and the tile's g with 16-byte loads (all of a thread's loads issued before any
+// store), converts them to fp32 once into shared memory, and computes; the weights sit in shared
+// memory for the whole block. Thread (warp w, lane l) computes output rows 2w and 2w+1 × 7 columns of
+// channel l: each of the 8 input rows is read once from shared memory (13 loads for up to 98 FMA), and
+// the epilogue reads g from shared memory (no global load behind the stores). The identity channels
+// of a tile are shared out among the ncb blocks of that tile (whole 16-byte vectors each), so one
+// launch does everything with balanced blocks. Widths that are not multiples of 16 bytes (h, id) or
+// unaligned pointers take the same kernel with 1-element items. No atomics anywhere.
 //
-// Bytes and expected time, mambaout_tiny stage 1, batch 256, bf16 (P = 802,816 pixels, h = 256,
-// cc = 96, id = 160; one channel of all pixels = 1.6 MB), at ~3.7 TB/s:
-//   forward : read z 411 MB, write m 206 MB = 617 MB → ~170 µs of memory (the halo comes from L2);
-//             issue: per conv output 49 FFMA + ~14 shared loads + ~25 for act/epilogue, per identity
-//             element ~30 → 77 M × 90 + 128 M × 30 thread-instructions → ~330 µs at 132 SMs × 4 warp
-//             instructions per clock; with both overlapping expect ~0.35 ms (was 1.49 ms).
-//   backward: read dm 411, z 822, write dz 822 MB = 2.06 GB → ~560 µs of memory; issue: 3 × (49 FFMA
-//             + ~14 shared loads) per conv output + act' on the 20×13 halo (2.65× the tile) → ~0.6 ms;
-//             expect ~0.8 ms (was 1.57 ms as three kernels and a dconv scratch round trip).
+// Bytes and time, mambaout_tiny stage 1, batch 256, bf16 (P = 802,816 pixels, h = 256, cc = 96,
+// id = 160; one channel of all pixels = 1.6 MB); measured on one H200 (tools/mo_bench_kernels):
+//   forward : read z 411 MB, write m 206 MB (+ conv_out 154 MB in training) = 617 / 771 MB → ~170 /
+//             210 µs of memory at ~3.7 TB/s; issue ~90 instructions per conv output and ~30 per
+//             identity element → ~330 µs. Predicted ~0.35 ms; measured 1.07 ms (training), 1.02 ms
+//             (inference); was 1.50 ms as two kernels. Nsight Compute: memory 28%, SM 54%, occupancy
+//             21% (2 blocks per SM: 128 registers and 52 KB of shared memory each): still latency-bound
+//             (each tile's loads wait before its compute; no second stage).
+//   backward elementw. : read dm 411, g 411, i 257, conv 154; write dg 411, di 257, dconv 154
+//                                                                              = 2.06 GB → ~560 µs
+//            dx conv   : read dconv, write dc  = 308 MB → ~85 µs of memory, ~180 µs of instructions
+//            dw, db    : read dconv, c         = 308 MB → ~85 µs of memory, ~190 µs of instructions
+//            → ~930 µs predicted, 1.57 ms measured (1.7 TB/s).
+//   18 blocks of mambaout_tiny (mo_bench --profile): forward 10.7 → 8.35 ms, backward 11.6 ms.
 // Stage 4 (7×7, h = 1536, cc = 576): the same traffic per pixel × 6 on 1/64 of the pixels; the 14-row
 // tile is half empty there (~4% of the model's conv work).
 #include "ops/fused/gated_dwconv.h"
@@ -43,10 +49,11 @@ constexpr int TH = 14, TW = 7;                    // output tile: rows × column
 constexpr int HH = TH + K - 1, HW = TW + K - 1;   // halo: 20 × 13
 constexpr int HPIX = HH * HW, TPIX = TH * TW;     // 260, 98
 constexpr int CB = 32, NWARP = TH / 2, THREADS = 32 * NWARP;
-// Forward tuning, chosen by measurement (docs/optimization_notes.md): the 49 weights of a thread's
-// channel in registers (fewer shared loads, more registers) or read from shared memory per tap.
-constexpr bool kWeightsInRegisters = false;
-constexpr int kForwardMinBlocks = 3;
+// Forward blocks per SM the registers are sized for, chosen by measurement (sum of the 18 tiny
+// forward calls, b256 bf16): 2 → 8.03 ms (128 registers, 28 bytes of spills for bf16), 3 → 8.98 ms,
+// 4 → 9.56 ms (80 / 72 registers, 220+ bytes of spills). The 49 weights in registers instead of
+// shared memory measured the same (8.03 ms) and are not kept.
+constexpr int kForwardMinBlocks = 2;
 
 struct Geo {
   int64_t B = 0, tiles = 0;
@@ -101,12 +108,12 @@ __device__ __forceinline__ int64_t pixel(const Geo& g, int64_t b, int i, int j) 
   return (b * g.H + i) * g.W + j;
 }
 
-// s[pixel][CB] (S = float: converted; S = T: raw) ← the ER×EC-pixel block of a slice whose top-left
+// s[pixel][CB] (fp32) ← the ER×EC-pixel block of a slice whose top-left
 // image pixel is (pi, pj): element (p, ch) at src[p·ld + ch], channels c0 .. c0+CB of which those < C
 // exist. Out-of-image pixels and missing channels are 0. Up to 8 items per thread are loaded before
 // any is stored. V > 1 needs C % V == 0 (a vector is wholly inside or outside).
-template <typename T, int V, int ER, int EC, typename S>
-__device__ __forceinline__ void load_block(S* __restrict__ s, const T* __restrict__ src, int64_t ld, int C,
+template <typename T, int V, int ER, int EC>
+__device__ __forceinline__ void load_block(float* __restrict__ s, const T* __restrict__ src, int64_t ld, int C,
                                            const Geo& g, int64_t b, int pi, int pj, int c0) {
   constexpr int NQ = CB / V, N = ER * EC * NQ, PER = (N + THREADS - 1) / THREADS, BATCH = PER < 8 ? PER : 8;
 #pragma unroll 1
@@ -124,20 +131,16 @@ __device__ __forceinline__ void load_block(S* __restrict__ s, const T* __restric
     for (int k = 0; k < BATCH; ++k) {
       const int e = static_cast<int>(threadIdx.x) + (base + k) * THREADS;
       if (e >= N) continue;
-      S* d = s + (e / NQ) * CB + (e % NQ) * V;
-      if constexpr (std::is_same_v<S, float>) {
-        if constexpr (V % 4 == 0) {
+      float* d = s + (e / NQ) * CB + (e % NQ) * V;
+      if constexpr (V % 4 == 0) {
 #pragma unroll
-          for (int q = 0; q < V; q += 4)
-            *reinterpret_cast<float4*>(d + q) =
-                make_float4(cu::to_float(buf[k].v[q]), cu::to_float(buf[k].v[q + 1]), cu::to_float(buf[k].v[q + 2]),
-                            cu::to_float(buf[k].v[q + 3]));
-        } else {
-#pragma unroll
-          for (int q = 0; q < V; ++q) d[q] = cu::to_float(buf[k].v[q]);
-        }
+        for (int q = 0; q < V; q += 4)
+          *reinterpret_cast<float4*>(d + q) =
+              make_float4(cu::to_float(buf[k].v[q]), cu::to_float(buf[k].v[q + 1]), cu::to_float(buf[k].v[q + 2]),
+                          cu::to_float(buf[k].v[q + 3]));
       } else {
-        stv<T, V>(d, buf[k]);
+#pragma unroll
+        for (int q = 0; q < V; ++q) d[q] = cu::to_float(buf[k].v[q]);
       }
     }
   }
@@ -152,17 +155,10 @@ __device__ __forceinline__ void load_weights(float* __restrict__ s_w, const T* _
   }
 }
 
-// acc[a][j] = b0 + Σ_{u,v} w'[u,v] · x[2w + a + u][j + v] for the thread's rows 2w, 2w+1 and channel
-// lane, x the halo in shared memory, w' = w (FLIP: w[6−u, 6−v]). The sum runs u, v ascending: the
-// forward and the backward recomputation give bit-identical values.
-template <bool FLIP, typename S>
-__device__ __forceinline__ void conv_tile(const S* sx, const float* sw, int wp, int lane, float b0,
+// acc[a][j] = b0 + Σ_{u,v} w[u,v] · x[2w + a + u][j + v] for the thread's rows 2w, 2w+1 and channel
+// lane, x the halo in shared memory; the sum runs u, v ascending (a fixed order).
+__device__ __forceinline__ void conv_tile(const float* sx, const float* sw, int wp, int lane, float b0,
                                           float (&acc)[2][TW]) {
-  float wr[kWeightsInRegisters ? KK : 1];
-  if constexpr (kWeightsInRegisters) {
-#pragma unroll
-    for (int t = 0; t < KK; ++t) wr[t] = sw[(FLIP ? KK - 1 - t : t) * CB + lane];
-  }
 #pragma unroll
   for (int a = 0; a < 2; ++a)
 #pragma unroll
@@ -171,16 +167,14 @@ __device__ __forceinline__ void conv_tile(const S* sx, const float* sw, int wp, 
   for (int q = 0; q < K + 1; ++q) {
     float x[HW];
 #pragma unroll
-    for (int k = 0; k < HW; ++k) x[k] = cu::to_float(sx[((2 * wp + q) * HW + k) * CB + lane]);
+    for (int k = 0; k < HW; ++k) x[k] = sx[((2 * wp + q) * HW + k) * CB + lane];
 #pragma unroll
     for (int a = 0; a < 2; ++a) {
       const int u = q - a;
 #pragma unroll
       for (int v = 0; v < K && u >= 0 && u < K; ++v) {
         const int tap = u * K + v;
-        float wt;
-        if constexpr (kWeightsInRegisters) wt = wr[tap];
-        else wt = sw[(FLIP ? KK - 1 - tap : tap) * CB + lane];
+        const float wt = sw[tap * CB + lane];
 #pragma unroll
         for (int j = 0; j < TW; ++j) acc[a][j] = fmaf(wt, x[j + v], acc[a][j]);
       }
@@ -268,7 +262,7 @@ __global__ void __launch_bounds__(THREADS, kForwardMinBlocks)
     identity_share(g, b, i0, j0, cb, ident);
     __syncthreads();
     float acc[2][TW];
-    conv_tile<false>(s_x, s_w, wp, lane, b0, acc);
+    conv_tile(s_x, s_w, wp, lane, b0, acc);
     if (!cok) continue;
 #pragma unroll
     for (int a = 0; a < 2; ++a) {

@@ -1,11 +1,14 @@
 // test_cuda_fused.cpp: CUDA-vs-CPU parity of the fused, memory-bound kernels (layer_norm, dwconv2d,
 // gated_dwconv; ops/norm/layer_norm.cu, ops/conv/dwconv2d.cu, ops/fused/gated_dwconv.cu), forward and
-// backward through the public ops and autograd, plus bit-identical weight gradients across two runs.
+// backward through the public ops and autograd, plus bit-identical results across two runs.
 // The reference is the CPU op in float64 on the very values the GPU sees (inputs rounded to the GPU
 // dtype first), so only the GPU's arithmetic is measured: float32 to 1e-4, bfloat16 to 2e-2 (max |error|
 // over max |reference|). Shapes cover both kernel paths (16-byte vectors and the scalar / 4-byte
-// fallbacks: 13 channels, h = 341 with cc = 128 as in mambaout_base, misaligned rows), maps that 7×7
-// tiles do not divide, and MambaOut stage shapes at small batch. Every test skips without a GPU.
+// fallbacks: 13 channels, h = 341 with cc = 128 as in mambaout_base, offset views whose pointers are
+// misaligned), maps that the 7×7 and 14×7 tiles do not divide, B = 1..3, every stage width of
+// femto / tiny / base / padded base with both activations, and MambaOut stage shapes at small batch.
+// The gate's forward is also checked without grad (inference: no conv output kept). Every test skips
+// without a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -283,7 +286,8 @@ TEST(CudaFused, CudaFusedBackwardIsDeterministic) {
       layer_norm(x.gpu, lw.gpu, b.gpu, 1e-6).backward(r.gpu);
       out.push_back(lw.gpu.grad().clone());
     }
-    const char* names[] = {"dwconv2d dw", "dwconv2d db", "gated m", "gated dw", "gated db", "gated dz", "layer_norm dw"};
+    const char* names[] = {"dwconv2d dw", "dwconv2d db", "gated m",      "gated dw",
+                           "gated db",    "gated dz",    "layer_norm dw"};
     for (size_t i = 0; i < runs[0].size(); ++i)
       EXPECT_TRUE(identical(runs[0][i], runs[1][i], std::string(names[i]) + " " + dtype_name(dt)));
   }
