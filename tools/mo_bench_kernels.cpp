@@ -152,7 +152,7 @@ void bench_dwconv(Bench& bench, DType dt, int64_t B, int64_t H, int64_t C, const
 
 void bench_gated(Bench& bench, DType dt, int64_t B, int64_t H, int64_t h, int64_t cc, const char* stage) {
   const double es = static_cast<double>(dtype_size(dt)), P = static_cast<double>(B * H * H);
-  const double id = static_cast<double>(h - cc), c = static_cast<double>(cc), hh = static_cast<double>(h);
+  const double hh = static_cast<double>(h), c = static_cast<double>(cc), id = hh - c;
   Tensor z = random_tensor({B, H, H, 2 * h}, dt), w = random_tensor({cc, 1, 7, 7}, dt, -0.2, 0.2),
          b = random_tensor({cc}, dt), dm = random_tensor({B, H, H, h}, dt);
   Tensor m = Tensor::empty({B, H, H, h}, dt, Device::cuda(0)), conv = Tensor::empty({B, H, H, cc}, dt, Device::cuda(0));
@@ -160,9 +160,11 @@ void bench_gated(Bench& bench, DType dt, int64_t B, int64_t H, int64_t h, int64_
          db = Tensor::empty({cc}, dt, Device::cuda(0));
   const std::string tag = std::string(stage) + " P=" + std::to_string(B * H * H) + " h=" + std::to_string(h) +
                           " cc=" + std::to_string(cc);
-  // forward: conv part reads c, g[id:], writes conv, m[id:]; identity part reads g[:id], i, writes m[:id]
-  bench.run("gated_dwconv fwd " + tag, P * es * (4 * c + 3 * id),
+  // forward: read z (2h), write m (h), in training also conv (cc); the halo of c is re-read from L2
+  bench.run("gated_dwconv fwd train " + tag, P * es * (3 * hh + c),
             [&] { cuda::gated_dwconv_forward(z, w, b, h, Act::gelu, m, conv); });
+  bench.run("gated_dwconv fwd infer " + tag, P * es * 3 * hh,
+            [&] { cuda::gated_dwconv_forward(z, w, b, h, Act::gelu, m, Tensor()); });
   // backward: elementwise reads dm, g, i, conv, writes dg, di, dconv; dx conv 2·cc; wgrad 2·cc
   bench.run("gated_dwconv bwd " + tag, P * es * (3 * hh + 2 * id + 6 * c),
             [&] { cuda::gated_dwconv_backward(dm, z, w, conv, h, Act::gelu, dz, dw, db); });
@@ -241,8 +243,14 @@ int main(int argc, char** argv) {
     bench_layer_norm(bench, dt, B, 7, 576, "stage4");
     bench_dwconv(bench, dt, B, 56, 96, "stage1");
     bench_dwconv(bench, dt, B, 7, 576, "stage4");
-    bench_gated(bench, dt, B, 56, 256, 96, "stage1");
+    bench_gated(bench, dt, B, 56, 256, 96, "stage1");  // tiny: 3, 3, 9, 3 blocks
+    bench_gated(bench, dt, B, 28, 512, 192, "stage2");
+    bench_gated(bench, dt, B, 14, 1024, 384, "stage3");
     bench_gated(bench, dt, B, 7, 1536, 576, "stage4");
+    // mambaout_base stage 1 at half the batch: h = 341 takes 1-element items, the padded 344 vectors
+    const int64_t Bb = std::max<int64_t>(1, B / 2);
+    bench_gated(bench, dt, Bb, 56, 341, 128, "base stage1");
+    bench_gated(bench, dt, Bb, 56, 344, 128, "base stage1 padded");
     bench_conv(bench, dt, B, 224, 3, 48, false, "stem conv1");
     bench_conv(bench, dt, B, 112, 48, 96, true, "stem conv2");
     bench_conv(bench, dt, B, 56, 96, 192, true, "downsample1");

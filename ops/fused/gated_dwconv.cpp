@@ -20,16 +20,19 @@ Tensor gated_dwconv(const Tensor& z_in, const Tensor& w, const Tensor& b, int64_
   Tensor wc = w.contiguous();
   int64_t B = z.size(0), H = z.size(1), W = z.size(2), cc = w.size(0), id = h - cc, Z = 2 * h;
   int k = static_cast<int>(w.size(2));
+  Tensor bc = b.contiguous();
   Tensor m = Tensor::empty({B, H, W, h}, z.dtype(), z.device());
-  Tensor conv = Tensor::empty({B, H, W, cc}, z.dtype(), z.device());
+  // dwconv(c), kept for backward; the CUDA kernel skips it when no backward will run (inference)
+  const bool need_grad = any_requires_grad({&z_in, &w, &b});
+  Tensor conv = need_grad || !z.is_cuda() ? Tensor::empty({B, H, W, cc}, z.dtype(), z.device()) : Tensor();
   if (z.is_cuda()) {
-    MO_CUDA_DISPATCH("gated_dwconv", cuda::gated_dwconv_forward(z, wc, b, h, act, m, conv));
+    MO_CUDA_DISPATCH("gated_dwconv", cuda::gated_dwconv_forward(z, wc, bc, h, act, m, conv));
   } else {
     cpu_float_dispatch("gated_dwconv", z, [&](auto zz) {
       using T = decltype(zz);
       const T* pz = z.data<T>();
       T *pc = conv.data<T>(), *pm = m.data<T>();
-      dwconv2d_forward_cpu<T>(pz + h + id, Z, wc.data<T>(), b.data<T>(), pc, cc, B, H, W, cc, k, k / 2);
+      dwconv2d_forward_cpu<T>(pz + h + id, Z, wc.data<T>(), bc.data<T>(), pc, cc, B, H, W, cc, k, k / 2);
       int64_t P = B * H * W;
 #pragma omp parallel for
       for (int64_t p = 0; p < P; ++p) {
@@ -41,7 +44,8 @@ Tensor gated_dwconv(const Tensor& z_in, const Tensor& w, const Tensor& b, int64_
     });
   }
   record("gated_dwconv", {z_in, w, b}, {&m},
-         [sz = Saved(z, "gated_dwconv"), sw = Saved(wc, "gated_dwconv"), conv, h, act, B, H, W, cc, id, Z, k](std::vector<Tensor>& g) -> std::vector<Tensor> {
+         [sz = Saved(z, "gated_dwconv"), sw = Saved(wc, "gated_dwconv"), conv, h, act, B, H, W, cc, id, Z,
+          k](std::vector<Tensor>& g) -> std::vector<Tensor> {
            const Tensor& z = sz.get();
            const Tensor& w = sw.get();
            Tensor dm = g[0].contiguous();

@@ -14,7 +14,8 @@ namespace mo {
 Tensor gated_dwconv(const Tensor& z, const Tensor& w, const Tensor& b, int64_t h, Act act);
 
 namespace cuda {
-// conv_out (B, H, W, cc) receives dwconv(c) (kept for backward).
+// m (B, H, W, h) ← act(g) ⊙ [i, dwconv(c)]; conv_out (B, H, W, cc), when defined, receives dwconv(c) for
+// backward (training). Inference passes an undefined conv_out: nothing reads it, so it is not written.
 void gated_dwconv_forward(const Tensor& z, const Tensor& w, const Tensor& b, int64_t h, Act act, const Tensor& m,
                           const Tensor& conv_out);
 // dz (B, H, W, 2h) gets [dg, di, dc]; dw, db (fp32-accumulated, deterministic).

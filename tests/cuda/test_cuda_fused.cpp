@@ -1,11 +1,14 @@
 // test_cuda_fused.cpp: CUDA-vs-CPU parity of the fused, memory-bound kernels (layer_norm, dwconv2d,
 // gated_dwconv; ops/norm/layer_norm.cu, ops/conv/dwconv2d.cu, ops/fused/gated_dwconv.cu), forward and
-// backward through the public ops and autograd, plus bit-identical weight gradients across two runs.
+// backward through the public ops and autograd, plus bit-identical results across two runs.
 // The reference is the CPU op in float64 on the very values the GPU sees (inputs rounded to the GPU
 // dtype first), so only the GPU's arithmetic is measured: float32 to 1e-4, bfloat16 to 2e-2 (max |error|
 // over max |reference|). Shapes cover both kernel paths (16-byte vectors and the scalar / 4-byte
-// fallbacks: 13 channels, h = 341 with cc = 128 as in mambaout_base, misaligned rows), maps that 7×7
-// tiles do not divide, and MambaOut stage shapes at small batch. Every test skips without a GPU.
+// fallbacks: 13 channels, h = 341 with cc = 128 as in mambaout_base, offset views whose pointers are
+// misaligned), maps that the 7×7 and 14×7 tiles do not divide, B = 1..3, every stage width of
+// femto / tiny / base / padded base with both activations, and MambaOut stage shapes at small batch.
+// The gate's forward is also checked without grad (inference: no conv output kept). Every test skips
+// without a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -74,7 +77,7 @@ Pair make(const Shape& s, uint32_t seed, DType dt, double std = 1.0, double mean
 ::testing::AssertionResult identical(const Tensor& a, const Tensor& b, const std::string& what) {
   auto va = a.to_vector<float>(), vb = b.to_vector<float>();  // bf16 -> f32 is exact
   if (va.size() != vb.size() || std::memcmp(va.data(), vb.data(), va.size() * sizeof(float)) != 0)
-    return ::testing::AssertionFailure() << what << ": two backward runs differ (" << a.str() << ")";
+    return ::testing::AssertionFailure() << what << ": two runs differ (" << a.str() << ")";
   return ::testing::AssertionSuccess();
 }
 
@@ -116,21 +119,36 @@ void check_dwconv(const Shape& xs, DType dt, uint32_t seed) {
 }
 
 // ---- gated_dwconv -------------------------------------------------------------------------------------
-void check_gated(int64_t B, int64_t H, int64_t W, int64_t h, int64_t cc, Act act, DType dt, uint32_t seed) {
-  const Shape zs{B, H, W, 2 * h};
-  auto z = make(zs, seed, dt), w = make({cc, 1, 7, 7}, seed + 1, dt, 0.2), b = make({cc}, seed + 2, dt);
-  auto r = make({B, H, W, h}, seed + 3, dt, 1.0, 0.0, false);
-  Tensor m = gated_dwconv(z.gpu, w.gpu, b.gpu, h, act);
-  m.backward(r.gpu);
-  Tensor mr = gated_dwconv(z.ref, w.ref, b.ref, h, act);
-  mr.backward(r.ref);
+// z and the upstream gradient may start `offset` elements into their storage (an offset view: every
+// pointer misaligned for offset % 8 != 0, so the kernels take their 1-element items).
+void check_gated(int64_t B, int64_t H, int64_t W, int64_t h, int64_t cc, Act act, DType dt, uint32_t seed,
+                 int64_t offset = 0) {
+  const Shape zs{B, H, W, 2 * h}, ms{B, H, W, h};
+  auto zb = make({shape_numel(zs) + offset}, seed, dt, 1.0, 0.0, false);
+  auto rb = make({shape_numel(ms) + offset}, seed + 3, dt, 1.0, 0.0, false);
+  const Shape zst = contiguous_strides(zs), mst = contiguous_strides(ms);
+  Tensor zg = zb.gpu.as_strided(zs, zst, offset), zr = zb.ref.as_strided(zs, zst, offset).contiguous();
+  zg.requires_grad_();
+  zr.requires_grad_();
+  Tensor rg = rb.gpu.as_strided(ms, mst, offset), rr = rb.ref.as_strided(ms, mst, offset).contiguous();
+  auto w = make({cc, 1, 7, 7}, seed + 1, dt, 0.2), b = make({cc}, seed + 2, dt);
+  Tensor m = gated_dwconv(zg, w.gpu, b.gpu, h, act);
+  m.backward(rg);
+  Tensor mr = gated_dwconv(zr, w.ref, b.ref, h, act);
+  mr.backward(rr);
   const double tol = tol_for(dt);
   const std::string t = std::string("gated_dwconv ") + act_name(act) + " " + tag(dt, zs) + " h " +
-                        std::to_string(h) + " cc " + std::to_string(cc);
+                        std::to_string(h) + " cc " + std::to_string(cc) + " offset " + std::to_string(offset);
   EXPECT_TRUE(close(m, mr, tol, t + " m"));
-  EXPECT_TRUE(close(z.gpu.grad(), z.ref.grad(), tol, t + " dz"));
-  EXPECT_TRUE(close(w.gpu.grad(), w.ref.grad(), tol, t + " dw"));
-  EXPECT_TRUE(close(b.gpu.grad(), b.ref.grad(), tol, t + " db"));
+  {  // inference: no backward will run, so the kernel writes no conv output; m is the same bits
+    NoGradGuard ng;
+    EXPECT_TRUE(identical(gated_dwconv(zg, w.gpu, b.gpu, h, act), m, t + " m without grad"));
+  }
+  EXPECT_TRUE(close(zg.grad(), zr.grad(), tol, t + " dz"));
+  if (cc > 0) {
+    EXPECT_TRUE(close(w.gpu.grad(), w.ref.grad(), tol, t + " dw"));
+    EXPECT_TRUE(close(b.gpu.grad(), b.ref.grad(), tol, t + " db"));
+  }
 }
 
 }  // namespace
@@ -202,17 +220,42 @@ TEST(CudaFused, CudaDwconv2dStageShapes) {
 TEST(CudaFused, CudaGatedDwconvOddShapes) {
   if (!mo::cuda_available()) GTEST_SKIP();
   for (DType dt : {DType::f32, DType::bf16}) {
-    check_gated(2, 7, 7, 20, 13, Act::gelu, dt, 60);     // odd widths: scalar items everywhere
+    check_gated(2, 7, 7, 20, 13, Act::gelu, dt, 60);     // odd widths: 1-element items everywhere
     check_gated(2, 7, 7, 341, 128, Act::gelu, dt, 61);   // mambaout_base stage 1 (h = int(8/3·128))
     check_gated(1, 9, 10, 32, 32, Act::silu, dt, 62);    // cc = h: no identity channels
-    check_gated(2, 11, 6, 96, 40, Act::silu, dt, 63);    // vector path with a partial channel block
+    check_gated(2, 11, 6, 96, 40, Act::silu, dt, 63);    // vectors with a partial channel block
+    check_gated(3, 15, 9, 64, 24, Act::gelu, dt, 64);    // 14×7 tiles divide neither side; B = 3
+    check_gated(1, 29, 22, 48, 16, Act::silu, dt, 65);   // several tiles each way, partial last ones
+    check_gated(2, 5, 3, 40, 8, Act::gelu, dt, 66);      // map smaller than one tile
   }
+}
+
+TEST(CudaFused, CudaGatedDwconvMisaligned) {
+  if (!mo::cuda_available()) GTEST_SKIP();
+  for (DType dt : {DType::f32, DType::bf16}) {
+    check_gated(2, 9, 11, 256, 96, Act::gelu, dt, 90, 1);  // tiny's widths, every pointer off by one
+    check_gated(1, 14, 7, 128, 48, Act::silu, dt, 91, 3);
+    check_gated(2, 8, 8, 344, 128, Act::gelu, dt, 92, 4);  // 8-byte (bf16) / 16-byte (f32) aligned
+  }
+}
+
+// Every stage width (h = int(8/3·C), cc = C) of mambaout_femto, tiny/small, base and padded base.
+TEST(CudaFused, CudaGatedDwconvStageWidths) {
+  if (!mo::cuda_available()) GTEST_SKIP();
+  const int64_t widths[][2] = {{128, 48},   {256, 96},   {512, 192},  {768, 288},  {1024, 384}, {1536, 576},
+                               {341, 128},  {682, 256},  {1365, 512}, {2048, 768}, {344, 128},  {688, 256},
+                               {1368, 512}};
+  uint32_t seed = 300;
+  for (auto& wd : widths)
+    for (DType dt : {DType::f32, DType::bf16})
+      for (Act act : {Act::gelu, Act::silu}) check_gated(1, 9, 8, wd[0], wd[1], act, dt, seed++);
 }
 
 TEST(CudaFused, CudaGatedDwconvStageShapes) {
   if (!mo::cuda_available()) GTEST_SKIP();
   check_gated(2, 56, 56, 256, 96, Act::gelu, DType::bf16, 70);  // tiny stage 1
   check_gated(2, 56, 56, 256, 96, Act::gelu, DType::f32, 71);
+  check_gated(2, 28, 28, 512, 192, Act::silu, DType::bf16, 75);  // tiny stage 2
   check_gated(2, 7, 7, 1536, 576, Act::gelu, DType::bf16, 72);  // tiny stage 4
   check_gated(2, 7, 7, 1536, 576, Act::silu, DType::f32, 73);
   check_gated(2, 14, 14, 960, 384, Act::silu, DType::bf16, 74);  // rw-style stage 3: h = 2.5·C, cc = C
@@ -234,14 +277,17 @@ TEST(CudaFused, CudaFusedBackwardIsDeterministic) {
       out.push_back(b.gpu.grad().clone());
       w.gpu.set_grad(Tensor());
       b.gpu.set_grad(Tensor());
-      gated_dwconv(z.gpu, w.gpu, b.gpu, 256, Act::gelu).backward(rm.gpu);
+      Tensor m = gated_dwconv(z.gpu, w.gpu, b.gpu, 256, Act::gelu);
+      m.backward(rm.gpu);
+      out.push_back(m.detach().clone());
       out.push_back(w.gpu.grad().clone());
       out.push_back(b.gpu.grad().clone());
       out.push_back(z.gpu.grad().clone());
       layer_norm(x.gpu, lw.gpu, b.gpu, 1e-6).backward(r.gpu);
       out.push_back(lw.gpu.grad().clone());
     }
-    const char* names[] = {"dwconv2d dw", "dwconv2d db", "gated dw", "gated db", "gated dz", "layer_norm dw"};
+    const char* names[] = {"dwconv2d dw", "dwconv2d db", "gated m",      "gated dw",
+                           "gated db",    "gated dz",    "layer_norm dw"};
     for (size_t i = 0; i < runs[0].size(); ++i)
       EXPECT_TRUE(identical(runs[0][i], runs[1][i], std::string(names[i]) + " " + dtype_name(dt)));
   }
