@@ -273,7 +273,7 @@ std::string Trainer::first_non_finite() const {
   for (const auto& [suffix, flat] : parts) {
     if (std::isfinite(finite_probe(*flat).item())) continue;
     for (const auto& slot : opt_->slots()) {  // which parameter (only on this failure path)
-      std::vector<float> v = slot_view(*flat, slot).to_vector<float>();
+      std::vector<float> v = opt_->export_slot(*flat, slot).to(Device::cpu()).to_vector<float>();
       if (std::any_of(v.begin(), v.end(), [](float x) { return !std::isfinite(x); })) return slot.name + suffix;
     }
     return std::string("(all)") + suffix;  // finite values whose sum overflows
