@@ -1,59 +1,46 @@
 // mo_convert: converts MambaOut weight files between PyTorch's torch.save (.pth/.pt/.bin/.pth.tar),
 // safetensors and mo's own checkpoints (.mo), renaming keys between the official and timm layouts.
 //
-//   mo_convert IN OUT [--names official|timm|keep] [--entry KEY] [--format NAME]
+//   mo_convert IN OUT [--names official|timm|keep] [--entry KEY] [--format NAME] [--arch NAME] [--img-size N]
+//   mo_convert IN model.onnx [--onnx-dtype fp32|fp16]     ONNX (nn/io/onnx_export.h)
+//   mo_convert IN --hf-dir DIR                            DIR/model.safetensors + DIR/config.json (timm)
 //   mo_convert IN --info
 //
+// IN may be a file or such a DIR. Every output carries what the input says about the model
+// (tools/common/model_info.h: architecture, classes, class names, eval settings); --arch names the
+// architecture of files that do not say, --img-size sets the eval image size recorded.
 // The input format is recognised from the file's first bytes; the output format from OUT's extension
 // (or --format). Input naming is detected; --names picks the output's (default: official). --entry
 // picks the weights out of a training checkpoint (default: 'state_dict', then 'model'); e.g.
 // --entry state_dict_ema. The conversion is bit-exact and keeps each tensor's dtype (fp32/fp16/bf16...),
 // except into .mo, which stores mo dtypes (fp16 becomes fp32).
+#include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "nn/io/checkpoint_io.h"
-#include "tools/common/checkpoint.h"
+#include "nn/io/onnx_export.h"
+#include "tools/common/inference.h"
+#include "tools/common/model_info.h"
+#include "tools/common/weights.h"
 
 using namespace mo;
 using namespace mo::nn::io;
 
 namespace {
 
-// mo's native checkpoint (tools/common/checkpoint.h) as a conversion format: only the model weights
-// travel; a .mo written here has no optimizer/RNG state (training cannot resume from it, but mo_validate,
-// mo_predict and fine-tuning can start from it).
-void register_native_format() {
-  register_format(
-      {"mo",
-       {".mo"},
-       [](Bytes head) { return head.size() >= 8 && std::memcmp(head.data(), "MOCKPT", 6) == 0; },
-       [](const std::string& path, const ReadOptions& opt) {
-         MO_CHECK(opt.entry.empty(), "{}: --entry does not apply to mo checkpoints", path);
-         tools::CheckpointState s = tools::load_checkpoint(path);
-         RawStateDict sd;
-         for (const auto& [n, t] : s.model) sd.tensors.emplace_back(n, raw_from_tensor(t));
-         if (!s.model_name.empty()) sd.metadata.emplace_back("arch", s.model_name);
-         sd.metadata.emplace_back("epoch", std::to_string(s.epoch));
-         return sd;
-       },
-       [](const RawStateDict& sd, const std::string& path) {
-         tools::CheckpointState s;
-         for (const auto& [k, v] : sd.metadata)
-           if (k == "arch") s.model_name = v;
-         for (const auto& [n, t] : sd.tensors) s.model.emplace_back(n, tensor_from_raw(t));
-         tools::save_checkpoint(path, s);
-       }});
-}
-
 int usage(const char* msg) {
   std::fprintf(stderr,
-               "%s%smo_convert IN OUT [--names official|timm|keep] [--entry KEY] [--format NAME]\n"
+               "%s%smo_convert IN OUT [--names official|timm|keep] [--entry KEY] [--format NAME] [--arch NAME]\n"
+               "           [--img-size N] [--onnx-dtype fp32|fp16]\n"
+               "mo_convert IN --hf-dir DIR [--arch NAME] [--img-size N]\n"
                "mo_convert IN --info\n"
-               "formats: pth (.pth .pt .bin .ckpt .tar), safetensors (.safetensors), mo (.mo)\n",
+               "formats: pth (.pth .pt .bin .ckpt .tar), safetensors (.safetensors), mo (.mo), onnx (.onnx);\n"
+               "IN may also be a folder written by --hf-dir\n",
                msg, *msg ? "\n" : "");
   return 2;
 }
@@ -73,11 +60,19 @@ std::string describe(const RawStateDict& sd, const std::string& what) {
                      naming_name(detect_naming(keys, what)));
 }
 
+// `path` ends with `ext` (lower case, with the dot), in any case.
+bool has_extension(const std::string& path, const std::string& ext) {
+  if (path.size() < ext.size()) return false;
+  std::string tail = path.substr(path.size() - ext.size());
+  for (char& c : tail) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return tail == ext;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::string> pos;
-  std::string names = "official", entry, format;
+  std::string names = "official", entry, format, arch, onnx_dtype = "fp32", hf_dir, img_size_s;
   bool info = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -92,6 +87,14 @@ int main(int argc, char** argv) {
       if (!value(entry)) return usage("--entry needs a value");
     } else if (a == "--format") {
       if (!value(format)) return usage("--format needs a value");
+    } else if (a == "--arch") {
+      if (!value(arch)) return usage("--arch needs a value");
+    } else if (a == "--onnx-dtype") {
+      if (!value(onnx_dtype)) return usage("--onnx-dtype needs a value");
+    } else if (a == "--hf-dir") {
+      if (!value(hf_dir)) return usage("--hf-dir needs a folder");
+    } else if (a == "--img-size") {
+      if (!value(img_size_s)) return usage("--img-size needs a value");
     } else if (a == "--info") {
       info = true;
     } else if (a == "-h" || a == "--help") {
@@ -102,21 +105,84 @@ int main(int argc, char** argv) {
       pos.push_back(a);
     }
   }
-  if (pos.size() != (info ? 1u : 2u)) return usage(info ? "--info takes one file" : "need IN and OUT");
+  const bool one = info || !hf_dir.empty();
+  if (pos.size() != (one ? 1u : 2u))
+    return usage(info ? "--info takes one file" : one ? "--hf-dir takes IN only" : "need IN and OUT");
+  if (info && !hf_dir.empty()) return usage("--info and --hf-dir do not go together");
   if (names != "official" && names != "timm" && names != "keep") return usage("--names: official, timm or keep");
+  int64_t img_size = 0;
+  if (!img_size_s.empty()) {
+    char* end = nullptr;
+    img_size = std::strtoll(img_size_s.c_str(), &end, 10);
+    if (end != img_size_s.c_str() + img_size_s.size() || img_size < 16 || img_size > 8192)
+      return usage(("--img-size must be a whole number of pixels in 16..8192, got '" + img_size_s + "'").c_str());
+  }
   try {
-    register_native_format();
+    tools::register_mo_format();
     const std::string& in = pos[0];
-    RawStateDict sd = read_checkpoint(in, ReadOptions{entry});
-    std::printf("%s: %s, %s\n", in.c_str(), format_for_read(in).name.c_str(), describe(sd, in).c_str());
+    const bool in_dir = tools::is_hf_dir(in);
+    MO_CHECK(!in_dir || entry.empty(), "{}: --entry does not apply to a Hugging Face folder", in);
+    RawStateDict sd = in_dir ? tools::read_hf_dir(in) : read_checkpoint(in, ReadOptions{entry});
+    if (!arch.empty()) {
+      nn::mambaout_config(arch);  // a known name, or the list of them
+      for (const auto& [k, v] : sd.metadata)
+        if (k == "arch" && v != arch) std::printf("note: --arch %s replaces the file's arch %s\n", arch.c_str(), v.c_str());
+      tools::set_metadata(sd.metadata, "arch", arch);
+    }
+    std::printf("%s: %s, %s\n", in.c_str(), in_dir ? "hf-dir" : format_for_read(in).name.c_str(),
+                describe(sd, in).c_str());
     for (const auto& [k, v] : sd.metadata) std::printf("  %s = %s\n", k.c_str(), v.c_str());
     if (info) {
       for (const auto& [n, t] : sd.tensors)
         std::printf("  %-48s %-9s %s\n", n.c_str(), wire_info(t.dtype).torch_dtype, shape_string(t.shape).c_str());
       return 0;
     }
+    // What the output says about the model: the input's facts, completed (classes from the classifier,
+    // settings not carried: mo's defaults), --img-size applied.
+    tools::ModelInfo mi;
+    for (const auto& [k, v] : sd.metadata)
+      if (k == "arch") mi.arch = v;
+    mi.num_classes = tools::classifier_rows(sd);
+    const tools::CarriedInfo carried = tools::carried_info(sd.metadata, in);
+    mi.class_names = carried.class_names;
+    mi.img_size = img_size > 0 ? img_size : carried.img_size.value_or(mi.img_size);
+    mi.crop_pct = carried.crop_pct.value_or(mi.crop_pct);
+    mi.interpolation = carried.interpolation.value_or(mi.interpolation);
+    if (carried.mean && carried.std) mi.mean = *carried.mean, mi.std = *carried.std;
+    MO_CHECK(mi.class_names.empty() || static_cast<int64_t>(mi.class_names.size()) == mi.num_classes,
+             "{}: {} class names for {} classifier rows", in, mi.class_names.size(), mi.num_classes);
+    for (const auto& [k, v] : tools::info_to_metadata(mi)) tools::set_metadata(sd.metadata, k, v);
+
+    // The model itself, for the outputs that need it (and to check that the weights fit the architecture).
+    auto build = [&] {
+      MO_CHECK(!mi.arch.empty(), "'{}' does not say which model it holds: name it with --arch (one of {})", in,
+               fmt::join(nn::mambaout_names(), ", "));
+      return tools::model_from_state_dict(sd, in, mi.arch);
+    };
+    if (!hf_dir.empty()) {  // timm's names and config.json
+      tools::LoadedModel m = build();
+      RawStateDict timm = rename_state_dict(sd, Naming::timm, in);
+      tools::write_hf_dir(timm, mi, m.model->config().dims[3], hf_dir);
+      std::printf("%s: model.safetensors (timm names) + config.json, %s\n", hf_dir.c_str(), describe(timm, hf_dir).c_str());
+      return 0;
+    }
     const std::string& out = pos[1];
+    if (format == "onnx" || (format.empty() && has_extension(out, ".onnx"))) {
+      tools::LoadedModel m = build();
+      OnnxExportOptions o;
+      o.dtype = parse_onnx_dtype(onnx_dtype);
+      o.metadata = tools::info_to_metadata(mi);
+      o.metadata.emplace_back("input", "input (batch, 3, height, width) float RGB, NCHW: resize the shorter side to "
+                                       "img_size / crop_pct (interpolation), centre-crop img_size, then (x / 255 - mean) / std");
+      o.metadata.emplace_back("output", fmt::format("logits (batch, {})", mi.num_classes));
+      export_onnx(*m.model, out, o);
+      std::printf("%s: onnx opset %d, %s, %s\n", out.c_str(), kOnnxOpset, onnx_dtype_name(o.dtype), m.summary.c_str());
+      return 0;
+    }
+    if (onnx_dtype != "fp32") return usage("--onnx-dtype applies to .onnx outputs only");
     if (names != "keep") sd = rename_state_dict(sd, parse_naming(names), in);
+    if (format == "safetensors" || (format.empty() && has_extension(out, ".safetensors")))
+      tools::set_metadata(sd.metadata, "format", "pt");  // what Hugging Face's loaders look for
     write_checkpoint(sd, out, format);
     std::printf("%s: %s, %s\n", out.c_str(), format_for_write(out, format).name.c_str(), describe(sd, out).c_str());
     return 0;

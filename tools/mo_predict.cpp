@@ -66,8 +66,9 @@ int main(int argc, char** argv) {
     tools::LoadedModel m = tools::load_model_for_eval(weights, model, dev, DType::f32);
     const std::vector<std::string> names = tools::class_names_for(m, classes_file);
 
-    const data::EvalTransformConfig tf = tools::eval_preprocess_for(m, img_size, crop_pct, interp).transform;
-    Tensor x = tools::load_images(images, tf, dev, DType::f32);
+    const tools::EvalPreprocess pre = tools::eval_preprocess_for(m, img_size, crop_pct, interp);
+    std::fprintf(stderr, "mo_predict: %s; preprocessing %s\n", m.summary.c_str(), pre.describe().c_str());
+    Tensor x = tools::load_images(images, pre.transform, dev, DType::f32, pre.normalize);
     NoGradGuard no_grad;
     std::vector<float> logits = m.model->forward_nhwc(x).to_vector<float>();
     const int64_t C = m.num_classes, k = std::min(topk, C);

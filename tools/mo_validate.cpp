@@ -86,9 +86,12 @@ int main(int argc, char** argv) {
     tools::TrainConfig c = m.train_config.value_or(tools::TrainConfig{});
     c.data.root = root;
     c.data.val_split = split;
-    if (img_size > 0) c.data.img_size = img_size;
-    if (crop_pct > 0) c.data.crop_pct = crop_pct;
-    if (!interp.empty()) c.data.interpolation = interp;
+    const tools::EvalPreprocess pre = tools::eval_preprocess_for(m, img_size, crop_pct, interp);
+    c.data.img_size = pre.transform.size;
+    c.data.crop_pct = pre.transform.crop_pct;
+    c.data.interpolation = pre.interpolation;
+    MO_CHECK(pre.origin[3] == "default" || (pre.mean == tools::EvalPreprocess{}.mean && pre.std == tools::EvalPreprocess{}.std),
+             "'{}' carries mean/std {}; mo_validate's loader normalises with ImageNet's only", weights, pre.describe());
     c.data.workers = workers;
     c.train.eval_batch_size = batch;
     c.validate();
@@ -97,8 +100,8 @@ int main(int argc, char** argv) {
     MO_CHECK(loader->dataset().num_classes() <= m.num_classes, "'{}' has {} classes but the model has {} outputs",
              loader->dataset().folder(), loader->dataset().num_classes(), m.num_classes);
     if (pg->is_main())
-      std::printf("%s\nevaluating %lld images of %s at %lld px (crop %.3g, %s), %s %s\n", m.summary.c_str(),
-                  static_cast<long long>(loader->dataset().size()), loader->dataset().folder().c_str(),
+      std::printf("%s\npreprocessing %s\nevaluating %lld images of %s at %lld px (crop %.3g, %s), %s %s\n", m.summary.c_str(),
+                  pre.describe().c_str(), static_cast<long long>(loader->dataset().size()), loader->dataset().folder().c_str(),
                   static_cast<long long>(c.data.img_size), c.data.crop_pct, c.data.interpolation.c_str(),
                   dev.str().c_str(), dtype_name(dtype));
     auto t0 = std::chrono::steady_clock::now();

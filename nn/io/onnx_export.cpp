@@ -296,6 +296,11 @@ std::string onnx_model_bytes(const MambaOut& model, const OnnxExportOptions& opt
 }
 
 void export_onnx(const MambaOut& model, const std::string& path, const OnnxExportOptions& opt) {
+  std::error_code ec;
+  MO_CHECK(!fs::is_directory(path, ec), "cannot write '{}': it is a directory", path);
+  const fs::path parent = fs::path(path).parent_path();
+  MO_CHECK(parent.empty() || fs::is_directory(parent, ec), "cannot write '{}': folder '{}' does not exist", path,
+           parent.string());
   const std::string bytes = onnx_model_bytes(model, opt);
   const std::string tmp = path + ".tmp";
   {
@@ -309,7 +314,6 @@ void export_onnx(const MambaOut& model, const std::string& path, const OnnxExpor
       MO_FAIL("cannot write '{}' ({} bytes): {}", tmp, bytes.size(), std::strerror(errno));
     }
   }
-  std::error_code ec;
   fs::rename(tmp, path, ec);
   if (ec) {
     std::error_code ec2;

@@ -4,7 +4,8 @@
 //    finish within train.stop_timeout_s of SIGTERM, or a second SIGTERM, ends it with 143 all the same;
 //  - a misspelt recipe key is an error naming the file, line and the nearest key; --print-config;
 //  - mo_validate and mo_predict on the checkpoint it wrote; mo_validate on the same weights as a PyTorch
-//    .pth (via mo_convert) gives the same accuracy; a 1000-class model gets the shipped ImageNet names.
+//    .pth (via mo_convert, which carries the architecture and settings) gives the same accuracy, a bare
+//    .pth asks for --model; a 1000-class model gets the shipped ImageNet names.
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <regex>
 #include <thread>
 
+#include "nn/io/checkpoint_io.h"
 #include "nn/mambaout.h"
 #include "tests/test_util.h"
 #include "tests/train/train_test_util.h"
@@ -311,9 +313,21 @@ TEST_F(TrainTools, ValidatePyTorchWeightsAndImageNetNames) {
   ASSERT_TRUE(std::regex_search(out2, a, top)) << out2;
   ASSERT_TRUE(std::regex_search(out3, b, top)) << out3;
   EXPECT_EQ(a.str(), b.str());
-  auto [rc4, out4] = sh(kBin + "mo_validate " + mo::test::tmp_path("mo_pth") + "/w.pth --data " + folder());
-  EXPECT_EQ(rc4, 1);
-  EXPECT_NE(out4.find("name it with --model"), std::string::npos) << out4;
+  // The .pth mo_convert wrote says which model it holds and its settings; a bare one does not.
+  auto [rc4, out4] = sh(kBin + "mo_validate " + mo::test::tmp_path("mo_pth") + "/w.pth --data " + folder() +
+                        " --workers 1");
+  ASSERT_EQ(rc4, 0) << out4;
+  EXPECT_NE(out4.find("32 px (file metadata)"), std::string::npos) << out4;
+  ASSERT_TRUE(std::regex_search(out4, b, top)) << out4;
+  EXPECT_EQ(a.str(), b.str());
+  {
+    nn::MambaOutConfig bare_cfg = nn::mambaout_config("test_mambaout");
+    bare_cfg.num_classes = 3;
+    nn::io::save_model(nn::MambaOut(bare_cfg, 1), mo::test::tmp_path("mo_pth") + "/bare.pth");
+  }
+  auto [rc6, out6] = sh(kBin + "mo_validate " + mo::test::tmp_path("mo_pth") + "/bare.pth --data " + folder());
+  EXPECT_EQ(rc6, 1);
+  EXPECT_NE(out6.find("name it with --model"), std::string::npos) << out6;
 
   // A 1000-class model gets the ImageNet names shipped next to the programs.
   nn::MambaOutConfig mc = nn::mambaout_config("test_mambaout");

@@ -11,9 +11,7 @@
 #include "tools/common/weights.h"
 
 namespace mo::tools {
-namespace {
 
-// Rows of the classifier weight (official head.fc2, timm head.fc), or 0 when there is none.
 int64_t classifier_rows(const nn::io::RawStateDict& sd) {
   for (const auto& [name, t] : sd.tensors) {
     std::string n = nn::io::strip_wrapper_prefix(name);
@@ -22,41 +20,52 @@ int64_t classifier_rows(const nn::io::RawStateDict& sd) {
   return 0;
 }
 
-}  // namespace
-
-LoadedModel load_model_for_eval(const std::string& weights, const std::string& model_name, Device dev, DType dtype) {
-  register_mo_format();
+LoadedModel model_from_state_dict(const nn::io::RawStateDict& sd, const std::string& what,
+                                  const std::string& model_name) {
   LoadedModel out;
-  if (is_mo_checkpoint(weights)) {
-    CheckpointState h = read_checkpoint_header(weights);
-    out.class_names = h.class_names;
-    if (!h.config_yaml.empty()) {
-      TrainConfig c;
-      make_schema(c).load_string(h.config_yaml, weights + " (stored config)");
-      out.train_config = c;
-    }
-  }
-  nn::io::RawStateDict sd = nn::io::read_checkpoint(weights);
   out.name = model_name;
   if (out.name.empty())
     for (const auto& [k, v] : sd.metadata)
       if (k == "arch") out.name = v;
-  MO_CHECK(!out.name.empty(), "'{}' does not say which model it holds: name it with --model (one of {})", weights,
+  MO_CHECK(!out.name.empty(), "'{}' does not say which model it holds: name it with --model (one of {})", what,
            fmt::join(nn::mambaout_names(), ", "));
   out.num_classes = classifier_rows(sd);
-  MO_CHECK(out.num_classes > 0, "'{}' has no classifier weight (head.fc2.weight or head.fc.weight)", weights);
+  MO_CHECK(out.num_classes > 0, "'{}' has no classifier weight (head.fc2.weight or head.fc.weight)", what);
   nn::MambaOutConfig mc = nn::mambaout_config(out.name);
   mc.num_classes = out.num_classes;
   out.model = std::make_unique<nn::MambaOut>(mc, 0, /*initialize=*/false);
-  nn::io::LoadReport rep = nn::io::load_into_model(*out.model, sd, weights);
+  nn::io::LoadReport rep = nn::io::load_into_model(*out.model, sd, what);
+  out.carried = carried_info(sd.metadata, what);
+  out.class_names = out.carried.class_names;
   out.summary = fmt::format("{} ({} classes): {}", out.name, out.num_classes, rep.summary());
+  out.model->eval();
+  return out;
+}
+
+LoadedModel load_model_for_eval(const std::string& weights, const std::string& model_name, Device dev, DType dtype) {
+  register_mo_format();
+  std::vector<std::string> class_names;
+  std::optional<TrainConfig> train_config;
+  if (is_mo_checkpoint(weights)) {
+    CheckpointState h = read_checkpoint_header(weights);
+    class_names = h.class_names;
+    if (!h.config_yaml.empty()) {
+      TrainConfig c;
+      make_schema(c).load_string(h.config_yaml, weights + " (stored config)");
+      train_config = c;
+    }
+  }
+  LoadedModel out = model_from_state_dict(is_hf_dir(weights) ? read_hf_dir(weights) : nn::io::read_checkpoint(weights),
+                                          weights, model_name);
+  if (!class_names.empty()) out.class_names = class_names;
+  out.train_config = train_config;
   nn::pack_parameters(*out.model, dev, dtype);
   out.model->eval();
   return out;
 }
 
 Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransformConfig& tf, Device dev,
-                   DType dtype) {
+                   DType dtype, const data::NormalizeSpec& norm_in) {
   MO_CHECK(!paths.empty(), "no image files given");
   const int s = tf.size;
   const auto n = static_cast<int64_t>(paths.size());
@@ -71,32 +80,68 @@ Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransf
     MO_CHECK(transform(bytes.data(), bytes.size(), ws, view, err), "cannot decode '{}': {}", paths[i], err);
   }
   Tensor meta = Tensor::zeros({n, data::kMetaCols}, DType::i64);  // no random erasing
-  Tensor x = data::normalize_erase(pixels, meta, 0, data::imagenet_normalize(DType::f32, /*channels_last=*/true));
+  data::NormalizeSpec norm = norm_in;
+  norm.dtype = DType::f32;
+  norm.channels_last = true;
+  Tensor x = data::normalize_erase(pixels, meta, 0, norm);
   if (dtype != DType::f32) x = x.to(dtype);
   return dev.is_cpu() ? x : x.to(dev);
 }
 
 EvalPreprocess eval_preprocess_for(const LoadedModel& m, int64_t img_size, double crop_pct,
                                    const std::string& interpolation) {
-  const TrainConfig c = m.train_config.value_or(TrainConfig{});
-  const char* stored = m.train_config ? "checkpoint" : "default";
+  const TrainConfig d;  // defaults
+  const CarriedInfo& f = m.carried;
+  const std::optional<TrainConfig>& c = m.train_config;
   EvalPreprocess p;
-  p.transform.size = static_cast<int>(img_size > 0 ? img_size : c.data.img_size);
-  p.transform.crop_pct = crop_pct > 0 ? crop_pct : c.data.crop_pct;
-  p.interpolation = interpolation.empty() ? c.data.interpolation : interpolation;
+  // each setting: the option, else the stored config, else the file's metadata, else the default
+  auto pick = [&](auto option, bool given, auto stored, const auto& carried, auto dflt, std::string& origin) {
+    if (given) return origin = "option", option;
+    if (c) return origin = "checkpoint", stored;
+    if (carried) return origin = "file metadata", static_cast<decltype(option)>(*carried);
+    return origin = "default", dflt;
+  };
+  p.transform.size = static_cast<int>(
+      pick(img_size, img_size > 0, c ? c->data.img_size : 0, f.img_size, d.data.img_size, p.origin[0]));
+  p.transform.crop_pct = pick(crop_pct, crop_pct > 0, c ? c->data.crop_pct : 0.0, f.crop_pct, d.data.crop_pct,
+                              p.origin[1]);
+  p.interpolation = pick(interpolation, !interpolation.empty(), c ? c->data.interpolation : std::string(),
+                         f.interpolation, d.data.interpolation, p.origin[2]);
   MO_CHECK(p.interpolation == "bicubic" || p.interpolation == "bilinear",
            "--interpolation must be bicubic or bilinear, got '{}'", p.interpolation);
   p.transform.interpolation = p.interpolation == "bicubic" ? data::Interp::bicubic : data::Interp::bilinear;
-  p.origin[0] = img_size > 0 ? "option" : stored;
-  p.origin[1] = crop_pct > 0 ? "option" : stored;
-  p.origin[2] = interpolation.empty() ? stored : "option";
   p.normalize = data::imagenet_normalize(DType::f32, /*channels_last=*/true);
+  p.origin[3] = "default";
+  if (f.mean && f.std) {
+    p.mean = *f.mean, p.std = *f.std, p.origin[3] = "file metadata";
+    for (int k = 0; k < 3; ++k) {
+      p.normalize.mean[k] = static_cast<float>(p.mean[k] * 255.0);
+      p.normalize.std[k] = static_cast<float>(p.std[k] * 255.0);
+    }
+  }
   return p;
 }
 
 std::string EvalPreprocess::describe() const {
-  return fmt::format("{} px ({}), crop_pct {} ({}), {} ({}), ImageNet mean/std", transform.size, origin[0],
-                     transform.crop_pct, origin[1], interpolation, origin[2]);
+  const bool imagenet = mean == EvalPreprocess{}.mean && std == EvalPreprocess{}.std;
+  return fmt::format("{} px ({}), crop_pct {} ({}), {} ({}), mean/std {} ({})", transform.size, origin[0],
+                     transform.crop_pct, origin[1], interpolation, origin[2],
+                     imagenet ? std::string("ImageNet")
+                              : fmt::format("{},{},{}/{},{},{}", mean[0], mean[1], mean[2], std[0], std[1], std[2]),
+                     origin[3]);
+}
+
+ModelInfo model_info_of(const LoadedModel& m, const EvalPreprocess& pre) {
+  ModelInfo info;
+  info.arch = m.name;
+  info.num_classes = m.num_classes;
+  info.class_names = m.class_names;
+  info.img_size = pre.transform.size;
+  info.crop_pct = pre.transform.crop_pct;
+  info.interpolation = pre.interpolation;
+  info.mean = pre.mean;
+  info.std = pre.std;
+  return info;
 }
 
 std::vector<std::string> class_names_for(const LoadedModel& m, const std::string& classes_file) {

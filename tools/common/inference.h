@@ -10,7 +10,9 @@
 
 #include "data/normalize.h"
 #include "data/transforms.h"
+#include "nn/io/raw_tensor.h"
 #include "nn/mambaout.h"
+#include "tools/common/model_info.h"
 #include "tools/common/train_config.h"
 
 namespace mo::tools {
@@ -21,31 +23,43 @@ struct LoadedModel {
   int64_t num_classes = 0;
   std::vector<std::string> class_names;     // from our checkpoints (the training folder's classes)
   std::optional<TrainConfig> train_config;  // from our checkpoints
+  CarriedInfo carried;                      // eval settings and class names from the file's metadata
   std::string summary;                      // one line on what was loaded
 };
 
+// `weights`: a file, or a folder written by mo_convert --hf-dir (config.json + model.safetensors).
 // `model_name` empty: taken from the file (our manifest, or an 'arch' entry), else an error asking for
 // --model. The model ends up in eval mode on `dev` with parameters in `dtype` (f32 or bf16).
 LoadedModel load_model_for_eval(const std::string& weights, const std::string& model_name, Device dev, DType dtype);
+// Rows of the classifier weight (official head.fc2, timm head.fc), or 0 when there is none.
+int64_t classifier_rows(const nn::io::RawStateDict& sd);
+// The same from weights already read (`what` names them in errors); the model stays on the CPU in fp32.
+LoadedModel model_from_state_dict(const nn::io::RawStateDict& sd, const std::string& what, const std::string& model_name);
 
 // Decodes and transforms image files into one channels-last batch (N, size, size, 3) in `dtype` on
-// `dev`, normalized with the ImageNet mean/std. Throws naming a file that cannot be read or decoded.
+// `dev`, normalized with `norm`'s mean/std (default ImageNet's). Throws naming a file that cannot be read or
+// decoded.
 Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransformConfig& tf, Device dev,
-                   DType dtype);
+                   DType dtype, const data::NormalizeSpec& norm = data::imagenet_normalize(DType::f32, true));
 
-// The eval preprocessing of a loaded model, as mo_predict and mo_serve apply it: image size, crop_pct
-// and interpolation from the checkpoint's stored config, else the config defaults (224, 1.0, bicubic);
-// each override given (> 0, non-empty) replaces its value. Mean and std are ImageNet's.
+// The eval preprocessing of a loaded model, as mo_predict, mo_validate and mo_serve apply it: image size,
+// crop_pct and interpolation from the checkpoint's stored config, else from the file's metadata
+// (model_info.h), else the config defaults (224, 1.0, bicubic); each override given (> 0, non-empty)
+// replaces its value. Mean and std: the file's metadata, else ImageNet's.
 struct EvalPreprocess {
   data::EvalTransformConfig transform;
   data::NormalizeSpec normalize;  // channels-last f32; mean/std in 0..255 units
   std::string interpolation;      // "bicubic" | "bilinear"
-  std::string origin[3];          // of img_size, crop_pct, interpolation: "option", "checkpoint" or "default"
-  // "32 px (checkpoint), crop_pct 1 (checkpoint), bicubic (checkpoint), ImageNet mean/std"
+  std::array<double, 3> mean{0.485, 0.456, 0.406}, std{0.229, 0.224, 0.225};  // 0..1 units
+  // of img_size, crop_pct, interpolation, mean/std: "option", "checkpoint", "file metadata" or "default"
+  std::string origin[4];
+  // "32 px (checkpoint), crop_pct 1 (checkpoint), bicubic (checkpoint), mean/std ImageNet (default)"
   std::string describe() const;
 };
 EvalPreprocess eval_preprocess_for(const LoadedModel& m, int64_t img_size = 0, double crop_pct = 0,
                                    const std::string& interpolation = "");
+// What m's file says about itself (plus `pre`'s settings and m's class names), as writers store it.
+ModelInfo model_info_of(const LoadedModel& m, const EvalPreprocess& pre);
 
 // The names of m's classes: `classes_file` when given, else the checkpoint's, else the ImageNet names
 // for a 1000-class model, else none. A count that differs from the model's outputs is an error.

@@ -5,12 +5,16 @@
 #include <mutex>
 
 #include "tools/common/checkpoint.h"
+#include "tools/common/inference.h"
+#include "tools/common/model_info.h"
+#include "tools/common/train_config.h"
 
 namespace mo::tools {
 
 void register_mo_format() {
   static std::once_flag once;
   std::call_once(once, [] {
+    register_pth_metadata();
     nn::io::register_format(
         {"mo",
          {".mo"},
@@ -22,12 +26,39 @@ void register_mo_format() {
            for (const auto& [n, t] : s.model) sd.tensors.emplace_back(n, nn::io::raw_from_tensor(t));
            if (!s.model_name.empty()) sd.metadata.emplace_back("arch", s.model_name);
            sd.metadata.emplace_back("epoch", std::to_string(s.epoch));
+           // the facts a .mo carries, as the metadata other formats carry them (model_info.h)
+           ModelInfo info;
+           info.num_classes = classifier_rows(sd);
+           info.class_names = s.class_names;
+           if (!s.config_yaml.empty()) {
+             TrainConfig c;
+             make_schema(c).load_string(s.config_yaml, path + " (stored config)");
+             info.img_size = c.data.img_size, info.crop_pct = c.data.crop_pct, info.interpolation = c.data.interpolation;
+           }
+           const bool settings = !s.config_yaml.empty();  // weights-only .mo files have none
+           for (const auto& [k, v] : info_to_metadata(info))
+             if (settings || k == "label_names" || k == "num_classes") set_metadata(sd.metadata, k, v);
            return sd;
          },
          [](const nn::io::RawStateDict& sd, const std::string& path) {
            CheckpointState s;  // weights only: no optimizer state, so not resumable
            for (const auto& [k, v] : sd.metadata)
              if (k == "arch") s.model_name = v;
+           // what the metadata says about the model: class names, and the eval settings as a stored config
+           const CarriedInfo info = carried_info(sd.metadata, path);
+           s.class_names = info.class_names;
+           if (info.img_size || info.crop_pct || info.interpolation) {
+             const ModelInfo imagenet;
+             MO_CHECK((!info.mean || *info.mean == imagenet.mean) && (!info.std || *info.std == imagenet.std),
+                      "{}: mo checkpoints normalise with ImageNet's mean/std; these weights carry others", path);
+             TrainConfig c;
+             if (!s.model_name.empty()) c.model.name = s.model_name;
+             if (!s.class_names.empty()) c.model.num_classes = static_cast<int64_t>(s.class_names.size());
+             c.data.img_size = info.img_size.value_or(c.data.img_size);
+             c.data.crop_pct = info.crop_pct.value_or(c.data.crop_pct);
+             c.data.interpolation = info.interpolation.value_or(c.data.interpolation);
+             s.config_yaml = dump_train_config(c);
+           }
            for (const auto& [n, t] : sd.tensors) s.model.emplace_back(n, nn::io::tensor_from_raw(t));
            save_checkpoint(path, s);
          }});
