@@ -72,6 +72,8 @@ class GraphBuilder {
     if (fp16_) {
       raw.resize(v.size() * 2);
       for (size_t i = 0; i < v.size(); ++i) {
+        MO_CHECK(!(std::fabs(v[i]) > 65504.0f), "onnx export: {} holds {} at element {}, beyond float16's range "
+                 "(65504): export it as fp32", name, v[i], i);
         uint16_t h = float_to_half(v[i]);
         std::memcpy(raw.data() + 2 * i, &h, 2);
       }

@@ -165,4 +165,12 @@ TEST(OnnxExport, Errors) {
   EXPECT_NE(mo::test::error_of([&] { export_onnx(m, bad); }).find("cannot write '" + bad + "': folder '"),
             std::string::npos);
   EXPECT_NE(mo::test::error_of([&] { export_onnx(m, tmp_path("")); }).find("it is a directory"), std::string::npos);
+  // a weight float16 cannot hold is refused, not written as inf
+  m.head->fc2->bias->fill_(1e5);
+  OnnxExportOptions fp16;
+  fp16.dtype = OnnxDType::fp16;
+  EXPECT_NE(mo::test::error_of([&] { onnx_model_bytes(m, fp16); })
+                .find("onnx export: head.fc2.bias holds 100000 at element 0, beyond float16's range"),
+            std::string::npos);
+  EXPECT_FALSE(onnx_model_bytes(m).empty());  // fp32 holds it
 }

@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include "autograd/graph.h"
 #include "nn/io/checkpoint_io.h"
@@ -230,6 +231,23 @@ TEST(ExportTools, ArchForFilesThatDoNotSay) {
   EXPECT_NE(r.output.find("unknown model 'mambaout_nope'"), std::string::npos) << r.output;
 }
 
+// A safetensors header of 128 + 256 k bytes starts with byte 0x80, the first byte of a legacy pickle:
+// the programs still read it as safetensors.
+TEST(ExportTools, SafetensorsStartingLikeAPickle) {
+  tools::register_mo_format();
+  nn::io::RawStateDict sd = nn::io::read_checkpoint(checkpoint());
+  const std::string path = tmp("export_0x80.safetensors");
+  for (int pad = 0; pad < 512; ++pad) {
+    sd.metadata = {{"arch", "test_mambaout"}, {"pad", std::string(static_cast<size_t>(pad), 'x')}};
+    nn::io::write_checkpoint(sd, path);
+    if (static_cast<uint8_t>(slurp(path)[0]) == 0x80) break;
+  }
+  ASSERT_EQ(static_cast<uint8_t>(slurp(path)[0]), 0x80);
+  auto r = sh(kBin + "mo_convert " + path + " --info");
+  ASSERT_EQ(r.rc, 0) << r.output;
+  EXPECT_NE(r.output.find(path + ": safetensors, 78 tensors"), std::string::npos) << r.output;
+}
+
 TEST(ExportTools, BadOptionsAndFoldersAreNamed) {
   const std::string c = kBin + "mo_convert " + checkpoint() + " ";
   auto r = sh(c + tmp("x.onnx") + " --onnx-dtype bf8");
@@ -266,4 +284,24 @@ TEST(ExportTools, BadOptionsAndFoldersAreNamed) {
   r = sh(kBin + "mo_predict --weights " + tmp("export_lie.safetensors") + " --device cpu x.jpg");
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.output.find("metadata 'crop_pct' = 'abc' is not a number"), std::string::npos) << r.output;
+  for (auto [key, value, says] : {std::tuple<std::string, std::string, std::string>{"img_size", "1e12", "image size"},
+                                  {"img_size", "-3", "image size -3 is out of range"},
+                                  {"mean", "0.5,0.5", "'mean' = '0.5,0.5' is not 3 comma-separated numbers"},
+                                  {"std", "0,1,1", "mean/std"},
+                                  {"label_names", "[\"a\", 3]", "'label_names' holds a non-string entry"},
+                                  {"label_names", "[\"a\"]", "1 class names but the model has 3 outputs"},
+                                  {"interpolation", "nearest", "interpolation 'nearest' is not bicubic or bilinear"}}) {
+    SCOPED_TRACE(key + "=" + value);
+    sd.metadata = {{"arch", "test_mambaout"}, {key, value}};
+    if (key == "std") sd.metadata.emplace_back("mean", "0.5,0.5,0.5");
+    nn::io::write_checkpoint(sd, tmp("export_lie.safetensors"));
+    r = sh(kBin + "mo_predict --weights " + tmp("export_lie.safetensors") + " --device cpu x.jpg");
+    EXPECT_EQ(r.rc, 1);
+    EXPECT_NE(r.output.find(says), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("terminate called"), std::string::npos) << r.output;
+  }
+  sd.metadata = {{"arch", "test_mambaout"}, {"mean", "0.5,0.5,0.5"}};
+  nn::io::write_checkpoint(sd, tmp("export_lie.safetensors"));
+  r = sh(kBin + "mo_predict --weights " + tmp("export_lie.safetensors") + " --device cpu x.jpg");
+  EXPECT_NE(r.output.find("metadata has 'mean' without 'std'"), std::string::npos) << r.output;
 }

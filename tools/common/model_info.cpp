@@ -144,6 +144,8 @@ CarriedInfo carried_info(const Metadata& md, const std::string& what) {
       c.class_names = string_array(nn::io::parse_json(v, what + ": metadata 'label_names'"), what, k);
     }
   }
+  MO_CHECK(c.mean.has_value() == c.std.has_value(), "{}: metadata has '{}' without '{}'", what,
+           c.mean ? "mean" : "std", c.mean ? "std" : "mean");
   check_settings(probe, what);
   return c;
 }
@@ -152,6 +154,16 @@ CarriedInfo carried_info(const Metadata& md, const std::string& what) {
 
 void register_pth_metadata() {
   nn::io::CheckpointFormat pth = nn::io::format_for_write("x.pth", "pth");
+  // nn/io's sniffer takes any file starting with byte 0x80 for a legacy pickle, which is also the first
+  // byte of every safetensors file whose header length is 128 modulo 256: those stay safetensors.
+  // (A safetensors file: a little-endian u64 header length, then the JSON header's '{'.)
+  auto sniff = pth.sniff;
+  pth.sniff = [sniff](nn::io::Bytes h) {
+    uint64_t n = 0;
+    for (size_t k = 0; k < 8 && k < h.size(); ++k) n |= static_cast<uint64_t>(h[k]) << (8 * k);
+    const bool safetensors = h.size() >= 9 && h[8] == '{' && n >= 2 && n <= (uint64_t{100} << 20);
+    return !safetensors && sniff && sniff(h);
+  };
   auto read_tensors = pth.read;
   pth.read = [read_tensors](const std::string& path, const nn::io::ReadOptions& opt) {
     nn::io::RawStateDict sd = read_tensors(path, opt);
