@@ -5,8 +5,10 @@
 
 The input is cast to the model's input type (float32 or float16); the output is written as float32.
 --info writes the model's metadata_props, opset, IR version and the input/output shapes as JSON
-(symbolic dimensions as their names). Exit 3 when onnxruntime cannot be imported. Used by
-tests/io/test_onnx_export.cpp (with onnxruntime from `pip install --target build/pyort onnxruntime`).
+(symbolic dimensions as their names). Where the `onnx` package is importable too, the file first goes
+through onnx.checker.check_model(full_check=True) (the IR and operator specification, with strict shape
+inference); --info says whether it did ("checked"). Exit 3 when onnxruntime cannot be imported. Used by
+tests/io/test_onnx_export.cpp (`pip install --target build/pyort onnxruntime onnx`).
 """
 import json
 import sys
@@ -29,6 +31,17 @@ def main():
         print(f"onnxruntime is not importable: {e}", file=sys.stderr)
         return 3
     model, inp, out = args
+    checked = False
+    try:
+        import onnx
+        import onnx.checker
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        proto = onnx.load(model)
+        onnx.checker.check_model(proto, full_check=True)
+        checked = {"ir_version": proto.ir_version,
+                   "opset": [[o.domain, o.version] for o in proto.opset_import]}
     sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     i = sess.get_inputs()[0]
     x = np.load(inp).astype(np.float16 if i.type == "tensor(float16)" else np.float32)
@@ -39,7 +52,7 @@ def main():
         o = sess.get_outputs()[0]
         info = {"metadata": dict(meta.custom_metadata_map), "producer": meta.producer_name,
                 "graph": meta.graph_name, "input": {"name": i.name, "type": i.type, "shape": i.shape},
-                "output": {"name": o.name, "type": o.type, "shape": o.shape}}
+                "output": {"name": o.name, "type": o.type, "shape": o.shape}, "checked": checked}
         with open(info_path, "w") as f:
             json.dump(info, f, indent=1)
     return 0

@@ -2,7 +2,8 @@
 // and give mo's logits: fp32 within 1e-4 relative for mambaout_femto and mambaout_tiny at 224 px with
 // batch 2 (the batch is symbolic), another image size from the same file, an rw variant (SiLU, LayerScale,
 // norm-first downsampling, no identity split), fp16 within a looser bound; metadata and dynamic
-// dimensions as onnxruntime reads them; errors naming the value or path.
+// dimensions as onnxruntime reads them; onnx.checker's full check where the onnx package is installed;
+// errors naming the value or path.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -66,6 +67,15 @@ void expect_matches(const std::string& arch, int64_t res, double tol) {
   EXPECT_EQ(shape->array[3].s, "width");
   EXPECT_EQ(info.get("output")->get("shape")->array[1].i, 1000);
   EXPECT_EQ(info.get("producer")->s, "mo");
+  // onnx.checker (full_check) accepted the file, where the onnx package is installed
+  const Json* checked = info.get("checked");
+  ASSERT_NE(checked, nullptr);
+  if (checked->kind == Json::Kind::boolean) {
+    std::printf("onnx package not installed: onnx.checker not run\n");
+  } else {
+    EXPECT_EQ(checked->get("ir_version")->i, kOnnxIrVersion);
+    EXPECT_EQ(checked->get("opset")->array[0].array[1].i, kOnnxOpset);
+  }
 }
 
 }  // namespace
