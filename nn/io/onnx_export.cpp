@@ -154,11 +154,13 @@ class MambaOutGraph {
                  {x, b_.weight(p + ".weight", *ln.weight), b_.weight(p + ".bias", *ln.bias)},
                  {{"axis", int64_t{-1}}, {"epsilon", static_cast<float>(ln.eps)}});
   }
-  // y = x W^T + b on the last axis of a tensor of any rank.
+  // y = x W^T + b on the last axis of a tensor of any rank; the reference layout (a padded hidden width,
+  // nn/mambaout.h, is exported unpadded).
   std::string linear(const std::string& x, const Linear& l, const std::string& p) {
-    std::string y = b_.op("MatMul", p + ".matmul", {x, b_.weight(p + ".weight_t", *l.weight, {}, true)});
+    Tensor w = l.to_reference("weight", *l.weight);
+    std::string y = b_.op("MatMul", p + ".matmul", {x, b_.weight(p + ".weight_t", w, {}, true)});
     if (!l.bias) return y;
-    return b_.op("Add", p, {y, b_.weight(p + ".bias", *l.bias)});
+    return b_.op("Add", p, {y, b_.weight(p + ".bias", l.to_reference("bias", *l.bias))});
   }
   // NCHW conv; `group` 1 for dense.
   std::string conv(const std::string& x, const Tensor& w, const Tensor& bias, int stride, int pad, int64_t group,
@@ -195,7 +197,7 @@ class MambaOutGraph {
     if (d.norm_first) return conv_nhwc(layer_norm(x, *d.norm, p + ".norm"), *d.conv, p + ".conv");
     return layer_norm(conv_nhwc(x, *d.conv, p + ".conv"), *d.norm, p + ".norm");
   }
-  // x + fc2(act(g) ⊙ concat(i, dwconv(c))), [g | i | c] = fc1(LN(x))
+  // x + fc2(act(g) ⊙ concat(i, dwconv(c))), [g | i | c] = fc1(LN(x)), widths h, h − cc, cc
   std::string block(const std::string& x, const GatedCNNBlock& blk, const std::string& p) {
     std::string z = linear(layer_norm(x, *blk.norm, p + ".norm"), *blk.fc1, p + ".fc1");
     const int64_t h = blk.hidden, cc = blk.conv_channels;

@@ -128,6 +128,21 @@ TEST(OnnxExport, RwVariantMatches) {
   }
 }
 
+// Hidden widths that are not a multiple of 8 are stored padded (nn/mambaout.h, as in mambaout_base); the
+// file holds the reference layout and the same logits.
+TEST(OnnxExport, PaddedHiddenWidthsExportTheReferenceLayout) {
+  MO_SKIP_WITHOUT_ONNXRUNTIME();
+  nn::MambaOutConfig c = nn::mambaout_config("mambaout_base");
+  c.depths = {1, 1, 1, 1}, c.dims = {24, 40, 56, 64}, c.num_classes = 10;  // h = 64, 106, 149, 170
+  nn::MambaOut m(c, 13);
+  m.eval();
+  ASSERT_NE(m.stages[1][0]->stored_hidden, m.stages[1][0]->hidden) << "the case this test is for";
+  Tensor x = mo::test::randn({2, 3, 64, 64}, 6);
+  Tensor y = ort_logits(m, x, {}, "padded");
+  ASSERT_TRUE(y.defined());
+  EXPECT_LE(mo::test::rel_error(y, mo_logits(m, x)), 1e-4);
+}
+
 TEST(OnnxExport, Fp16WithinLooserBound) {
   MO_SKIP_WITHOUT_ONNXRUNTIME();
   nn::MambaOut m(nn::mambaout_config("mambaout_femto"), 7);
