@@ -150,6 +150,22 @@ TEST(ExportTools, EveryWrittenFileDescribesItself) {
   // the same top-5 from the .mo and its safetensors copy
   auto strip = [](const std::string& s) { return s.substr(s.find(tmp("export_tools_data"))); };
   EXPECT_EQ(strip(p.output), strip(sh(kBin + "mo_predict --weights " + checkpoint() + " --device cpu " + img).output));
+  // another mean/std in the file is applied (and named); where it cannot be, the program says so
+  nn::io::RawStateDict other = sd;
+  tools::set_metadata(other.metadata, "mean", "0.5,0.5,0.5");
+  tools::set_metadata(other.metadata, "std", "0.25,0.25,0.25");
+  const std::string st3 = tmp("export_mean.safetensors");
+  nn::io::write_checkpoint(other, st3);
+  auto p3 = sh(kBin + "mo_predict --weights " + st3 + " --device cpu " + img);
+  ASSERT_EQ(p3.rc, 0) << p3.output;
+  EXPECT_NE(p3.output.find("mean/std 0.5,0.5,0.5/0.25,0.25,0.25 (file metadata)"), std::string::npos) << p3.output;
+  EXPECT_NE(strip(p3.output), strip(p.output)) << "the file's mean/std changed nothing";
+  auto v3 = sh(kBin + "mo_validate " + st3 + " --data " + tmp("export_tools_data") + " --workers 1 --device cpu");
+  EXPECT_EQ(v3.rc, 1);
+  EXPECT_NE(v3.output.find("mo_validate's loader normalises with ImageNet's only"), std::string::npos) << v3.output;
+  auto c3 = sh(kBin + "mo_convert " + st3 + " " + tmp("export_mean.mo"));
+  EXPECT_EQ(c3.rc, 1);
+  EXPECT_NE(c3.output.find("mo checkpoints normalise with ImageNet's mean/std"), std::string::npos) << c3.output;
 }
 
 TEST(ExportTools, HuggingFaceFolderRoundTrip) {

@@ -113,7 +113,9 @@ EvalPreprocess eval_preprocess_for(const LoadedModel& m, int64_t img_size, doubl
   p.normalize = data::imagenet_normalize(DType::f32, /*channels_last=*/true);
   p.origin[3] = "default";
   if (f.mean && f.std) {
-    p.mean = *f.mean, p.std = *f.std, p.origin[3] = "file metadata";
+    p.origin[3] = "file metadata";
+    if (*f.mean == p.mean && *f.std == p.std) return p;  // ImageNet's: the very same spec as the default
+    p.mean = *f.mean, p.std = *f.std;
     for (int k = 0; k < 3; ++k) {
       p.normalize.mean[k] = static_cast<float>(p.mean[k] * 255.0);
       p.normalize.std[k] = static_cast<float>(p.std[k] * 255.0);
@@ -129,19 +131,6 @@ std::string EvalPreprocess::describe() const {
                      imagenet ? std::string("ImageNet")
                               : fmt::format("{},{},{}/{},{},{}", mean[0], mean[1], mean[2], std[0], std[1], std[2]),
                      origin[3]);
-}
-
-ModelInfo model_info_of(const LoadedModel& m, const EvalPreprocess& pre) {
-  ModelInfo info;
-  info.arch = m.name;
-  info.num_classes = m.num_classes;
-  info.class_names = m.class_names;
-  info.img_size = pre.transform.size;
-  info.crop_pct = pre.transform.crop_pct;
-  info.interpolation = pre.interpolation;
-  info.mean = pre.mean;
-  info.std = pre.std;
-  return info;
 }
 
 std::vector<std::string> class_names_for(const LoadedModel& m, const std::string& classes_file) {

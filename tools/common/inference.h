@@ -58,8 +58,6 @@ struct EvalPreprocess {
 };
 EvalPreprocess eval_preprocess_for(const LoadedModel& m, int64_t img_size = 0, double crop_pct = 0,
                                    const std::string& interpolation = "");
-// What m's file says about itself (plus `pre`'s settings and m's class names), as writers store it.
-ModelInfo model_info_of(const LoadedModel& m, const EvalPreprocess& pre);
 
 // The names of m's classes: `classes_file` when given, else the checkpoint's, else the ImageNet names
 // for a 1000-class model, else none. A count that differs from the model's outputs is an error.
