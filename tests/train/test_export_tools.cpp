@@ -224,7 +224,7 @@ TEST(ExportTools, HuggingFaceFolderRoundTrip) {
 }
 
 TEST(ExportTools, ArchForFilesThatDoNotSay) {
-  // a .pth written by torch-style code has tensors only
+  // weights written by other code have tensors only (nn/io's writers, without the tools' metadata)
   const std::string bare = tmp("export_bare.safetensors");
   nn::MambaOutConfig mc = nn::mambaout_config("test_mambaout");
   mc.num_classes = 4;
@@ -242,6 +242,24 @@ TEST(ExportTools, ArchForFilesThatDoNotSay) {
   EXPECT_EQ(info.num_classes, 4);
   EXPECT_EQ(info.img_size, 64);
   EXPECT_TRUE(info.class_names.empty());
+  // .safetensors and .pth inputs export to ONNX like .mo ones
+  if (onnx_test::have_onnxruntime()) {
+    const std::string pth = tmp("export_bare.pth"), in = tmp("export_bare_x.npy"), out = tmp("export_bare_y.npy");
+    nn::io::save_model(model, pth);
+    const Tensor x = mo::test::randn({3, 3, 48, 48}, 8);
+    mo::test::save_npy(in, x);
+    model.eval();
+    NoGradGuard g;
+    const Tensor ref = model.forward(x);
+    for (const std::string& w : {bare, pth}) {
+      SCOPED_TRACE(w);
+      r = sh(kBin + "mo_convert " + w + " " + tmp("export_bare.onnx") + " --arch test_mambaout");
+      ASSERT_EQ(r.rc, 0) << r.output;
+      auto o = onnx_test::onnx_run(tmp("export_bare.onnx"), in, out);
+      ASSERT_EQ(o.rc, 0) << o.output;
+      EXPECT_LE(mo::test::rel_error(mo::test::load_npy(out), ref), 1e-4);
+    }
+  }
   r = sh(kBin + "mo_convert " + bare + " x.onnx --arch mambaout_nope");
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.output.find("unknown model 'mambaout_nope'"), std::string::npos) << r.output;
