@@ -16,7 +16,9 @@ namespace mo::nn::io {
 
 bool looks_like_safetensors(Bytes data);  // plausible header length followed by '{'
 
-RawStateDict read_safetensors(Bytes data, const std::string& what);
+// Tensors come back as windows of `file` (shared, not copied).
+RawStateDict read_safetensors(SharedBytes file, const std::string& what);
+RawStateDict read_safetensors(Bytes data, const std::string& what);  // copies `data`
 void write_safetensors(const RawStateDict& sd, std::ostream& out, const std::string& what);
 
 }  // namespace mo::nn::io

@@ -56,8 +56,9 @@ RawTensor raw(WireDType dt, std::vector<int64_t> shape, uint8_t fill) {
   RawTensor t;
   t.dtype = dt;
   t.shape = std::move(shape);
-  t.bytes.resize(static_cast<size_t>(t.numel()) * wire_info(dt).size);
-  for (size_t i = 0; i < t.bytes.size(); ++i) t.bytes[i] = static_cast<uint8_t>(fill + i);
+  std::vector<uint8_t> b(static_cast<size_t>(t.numel()) * wire_info(dt).size);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint8_t>(fill + i);
+  t.set_bytes(std::move(b));
   return t;
 }
 
@@ -79,7 +80,7 @@ void expect_same(const RawStateDict& a, const RawStateDict& b) {
     ASSERT_NE(u, nullptr) << n;
     EXPECT_EQ(t.dtype, u->dtype) << n;
     EXPECT_EQ(t.shape, u->shape) << n;
-    EXPECT_EQ(t.bytes, u->bytes) << n;
+    EXPECT_TRUE(std::ranges::equal(t.bytes(), u->bytes())) << n;
   }
 }
 
@@ -292,7 +293,7 @@ TEST(IoTensor, RawToTensorConversions) {
   h.dtype = WireDType::f16;
   h.shape = {5};
   const uint16_t halves[5] = {0x3c00, 0xc000, 0x0001, 0x7c00, 0x3555};  // 1, -2, 2^-24, inf, 0.333252
-  h.bytes.assign(reinterpret_cast<const uint8_t*>(halves), reinterpret_cast<const uint8_t*>(halves) + 10);
+  h.set_bytes({reinterpret_cast<const uint8_t*>(halves), reinterpret_cast<const uint8_t*>(halves) + 10});
   Tensor t = tensor_from_raw(h);
   EXPECT_EQ(t.dtype(), DType::f32);
   auto v = t.to_vector<float>();
@@ -305,7 +306,7 @@ TEST(IoTensor, RawToTensorConversions) {
   i.dtype = WireDType::i16;
   i.shape = {2};
   const int16_t ints[2] = {-5, 300};
-  i.bytes.assign(reinterpret_cast<const uint8_t*>(ints), reinterpret_cast<const uint8_t*>(ints) + 4);
+  i.set_bytes({reinterpret_cast<const uint8_t*>(ints), reinterpret_cast<const uint8_t*>(ints) + 4});
   EXPECT_EQ(tensor_from_raw(i).to_vector<int64_t>(), (std::vector<int64_t>{-5, 300}));
   Tensor f = Tensor::from_vector<float>({1.5f, -2.25f, 3.0f, 4.0f}, {2, 2});
   Tensor ft = f.as_strided({2, 2}, {1, 2}, 0);  // transposed view -> contiguous bytes in view order

@@ -14,6 +14,7 @@
 #include <regex>
 #include <set>
 
+#include "nn/io/byte_reader.h"
 #include "tools/common/checkpoint.pb.h"
 #include "tools/common/crc32c.h"
 
@@ -116,7 +117,11 @@ ckpt::Manifest read_manifest(Reader& r, uint64_t& payload_start) {
   MO_CHECK(std::memcmp(magic, kMagic, 8) == 0, "'{}' is not a mo checkpoint (bad magic)", r.path);
   uint64_t size = 0;
   r.read(&size, 8, "the header");
-  MO_CHECK(size < (1ull << 31), "checkpoint '{}' is corrupt (manifest size {})", r.path, size);
+  std::error_code ec;
+  const uint64_t file_size = fs::file_size(r.path, ec);
+  MO_CHECK(!ec, "cannot read checkpoint '{}': {}", r.path, ec.message());
+  MO_CHECK(size < (1ull << 31) && size + kHeaderBytes + 4 <= file_size,
+           "checkpoint '{}' is corrupt or truncated (manifest size {}, file size {})", r.path, size, file_size);
   std::string buf(size, '\0');
   r.read(buf.data(), size, "the manifest");
   uint32_t crc = 0;
@@ -127,11 +132,22 @@ ckpt::Manifest read_manifest(Reader& r, uint64_t& payload_start) {
   MO_CHECK(m.format_version() == kFormatVersion, "checkpoint '{}' has format version {}, this build reads {}", r.path,
            m.format_version(), kFormatVersion);
   payload_start = kHeaderBytes + size + 4;
-  std::error_code ec;
-  uint64_t file_size = fs::file_size(r.path, ec);
-  MO_CHECK(!ec && file_size == payload_start + m.payload_bytes(),
-           "checkpoint '{}' is truncated: {} bytes, the manifest describes {}", r.path, ec ? 0 : file_size,
-           payload_start + m.payload_bytes());
+  MO_CHECK(m.payload_bytes() == file_size - payload_start,
+           "checkpoint '{}' is truncated or corrupt: {} bytes, the manifest describes {} bytes of payload after the "
+           "{}-byte header", r.path, file_size, m.payload_bytes(), payload_start);
+  // Every tensor entry lies inside the payload and together they fit in it, checked before anything is
+  // allocated (a manifest of a few bytes per entry must not make the reader allocate without bound).
+  uint64_t total = 0;
+  for (const auto* entries : {&m.model(), &m.optimizer()}) {
+    for (const auto& e : *entries) {
+      const std::string what = fmt::format("checkpoint '{}': tensor '{}'", r.path, e.name());
+      const uint64_t end = nn::io::checked_add<uint64_t>(e.offset(), e.nbytes(), what, "payload extent");
+      total = nn::io::checked_add<uint64_t>(total, e.nbytes(), what, "payload size");
+      MO_CHECK(end <= m.payload_bytes() && total <= m.payload_bytes(),
+               "{} is corrupt: bytes [{}, {}) are outside the {}-byte payload (or overlap other tensors)", what,
+               e.offset(), end, m.payload_bytes());
+    }
+  }
   return m;
 }
 
