@@ -27,7 +27,11 @@ std::vector<CheckpointFormat>& registry() {
   static std::vector<CheckpointFormat> formats = {
       {"pth",
        {".pth", ".pt", ".bin", ".ckpt", ".tar"},
-       [](Bytes head) { return looks_like_zip(head) || (head.size() >= 2 && head[0] == 0x80); },
+       // zip, or a legacy pickle (PROTO opcode); a safetensors header length can start with 0x80 too
+       [](Bytes head) {
+         return looks_like_zip(head) || (head.size() >= 2 && head[0] == 0x80 && head[1] <= 5 &&
+                                         !looks_like_safetensors(head));
+       },
        [](const std::string& path, const ReadOptions& opt) {
          return read_pth(std::make_shared<const std::vector<uint8_t>>(read_file(path)), path, PthReadOptions{opt.entry});
        },
@@ -170,70 +174,6 @@ RawStateDict rename_state_dict(const RawStateDict& sd, Naming to, const std::str
   out.metadata = sd.metadata;
   for (const auto& [n, t] : sd.tensors) out.tensors.emplace_back(convert_name(n, from, to), t);
   return out;
-}
-
-Tensor tensor_from_raw(const RawTensor& r) {
-  check_raw(r, "tensor_from_raw");  // the readers guarantee it; a hand-made RawTensor may not
-  const int64_t n = r.numel();
-  switch (r.dtype) {
-    case WireDType::f32:
-    case WireDType::bf16:
-    case WireDType::f64:
-    case WireDType::i64:
-    case WireDType::u8:
-    case WireDType::boolean: {
-      const DType dt = r.dtype == WireDType::f32    ? DType::f32
-                       : r.dtype == WireDType::bf16 ? DType::bf16
-                       : r.dtype == WireDType::f64  ? DType::f64
-                       : r.dtype == WireDType::i64  ? DType::i64
-                                                    : DType::u8;
-      Tensor t = Tensor::empty(r.shape, dt);
-      if (n > 0) std::memcpy(t.raw_data(), r.bytes().data(), r.nbytes);
-      return t;
-    }
-    case WireDType::f16: {
-      Tensor t = Tensor::empty(r.shape, DType::f32);
-      float* d = t.data<float>();
-      for (int64_t k = 0; k < n; ++k) {
-        uint16_t h;
-        std::memcpy(&h, r.bytes().data() + 2 * k, 2);
-        d[k] = half_to_float(h);
-      }
-      return t;
-    }
-    case WireDType::i32:
-    case WireDType::i16:
-    case WireDType::i8: {
-      Tensor t = Tensor::empty(r.shape, DType::i64);
-      int64_t* d = t.data<int64_t>();
-      const size_t es = wire_info(r.dtype).size;
-      for (int64_t k = 0; k < n; ++k) {
-        const uint8_t* p = r.bytes().data() + es * static_cast<size_t>(k);
-        if (es == 4) { int32_t v; std::memcpy(&v, p, 4); d[k] = v; }
-        else if (es == 2) { int16_t v; std::memcpy(&v, p, 2); d[k] = v; }
-        else { d[k] = static_cast<int8_t>(*p); }
-      }
-      return t;
-    }
-  }
-  MO_FAIL("tensor_from_raw: unknown dtype");
-}
-
-RawTensor raw_from_tensor(const Tensor& t) {
-  Tensor c = t.detach().cpu().contiguous();
-  RawTensor r;
-  switch (c.dtype()) {
-    case DType::f32: r.dtype = WireDType::f32; break;
-    case DType::bf16: r.dtype = WireDType::bf16; break;
-    case DType::f64: r.dtype = WireDType::f64; break;
-    case DType::i64: r.dtype = WireDType::i64; break;
-    case DType::u8: r.dtype = WireDType::u8; break;
-  }
-  r.shape = c.shape();
-  std::vector<uint8_t> b(c.nbytes());
-  if (!b.empty()) std::memcpy(b.data(), c.raw_data(), b.size());
-  r.set_bytes(std::move(b));
-  return r;
 }
 
 NamedTensors load_state_dict_file(const std::string& path, const ReadOptions& opt) {

@@ -25,6 +25,7 @@
 #include "nn/io/byte_reader.h"
 #include "nn/io/names.h"
 #include "nn/io/raw_tensor.h"
+#include "nn/io/tensor_convert.h"
 #include "nn/module.h"
 
 namespace mo::nn::io {
@@ -64,9 +65,7 @@ RawStateDict rename_state_dict(const RawStateDict& sd, Naming to, const std::str
 // --- mo::Tensor side ----------------------------------------------------------------------------
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
-// f32/bf16/f64/i64/u8 map to themselves; f16 -> f32 (exact); i32/i16/i8 -> i64; bool -> u8.
-Tensor tensor_from_raw(const RawTensor& t);
-RawTensor raw_from_tensor(const Tensor& t);  // any device, layout; f32/bf16/f64/i64/u8
+// tensor_from_raw / raw_from_tensor: see tensor_convert.h.
 
 // The tensors of a weight file in file order (names as stored, minus wrapper prefixes), on the CPU;
 // names over the same bytes in the file share one storage.

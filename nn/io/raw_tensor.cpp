@@ -2,12 +2,15 @@
 // the NaN/Inf counter and the fp16 decoder (see raw_tensor.h).
 #include "nn/io/raw_tensor.h"
 
+#include <bit>
 #include <cstring>
 
 #include "autograd/check.h"
 #include "nn/io/byte_reader.h"
 
 namespace mo::nn::io {
+
+static_assert(std::endian::native == std::endian::little, "checkpoint bytes are read as little-endian");
 
 namespace {
 constexpr WireDTypeInfo kTable[] = {
@@ -95,7 +98,7 @@ int64_t count_non_finite(const RawTensor& t) {
   int64_t bad = 0;
   for (size_t at = 0; at + es <= b.size(); at += es) {
     uint64_t u = 0;
-    std::memcpy(&u, b.data() + at, es);  // little-endian host (checkpoint_io.cpp asserts it)
+    std::memcpy(&u, b.data() + at, es);  // little-endian host (asserted above)
     bad += (u & exp_mask) == exp_mask;
   }
   return bad;

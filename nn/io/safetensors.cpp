@@ -27,10 +27,10 @@ void json_string(std::string& out, const std::string& s) {
 }
 }  // namespace
 
-bool looks_like_safetensors(Bytes data) {
+bool looks_like_safetensors(Bytes data) {  // `data` may be only the file's first bytes
   if (data.size() < 9) return false;
   uint64_t n = header_len(data);
-  return n >= 2 && n <= kMaxHeader && n <= data.size() - 8 && data[8] == '{';
+  return n >= 2 && n <= kMaxHeader && data[8] == '{';
 }
 
 RawStateDict read_safetensors(Bytes data, const std::string& what) {

@@ -14,7 +14,7 @@
 
 namespace mo::nn::io {
 
-bool looks_like_safetensors(Bytes data);  // plausible header length followed by '{'
+bool looks_like_safetensors(Bytes head);  // a plausible header length followed by '{' (first bytes suffice)
 
 // Tensors come back as windows of `file` (shared, not copied).
 RawStateDict read_safetensors(SharedBytes file, const std::string& what);

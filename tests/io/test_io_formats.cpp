@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <sstream>
 
 #include "nn/io/checkpoint_io.h"
@@ -14,6 +15,7 @@
 #include "nn/io/safetensors.h"
 #include "nn/io/zip_reader.h"
 #include "nn/io/zip_writer.h"
+#include "tests/test_util.h"
 
 using namespace mo;
 using namespace mo::nn::io;
@@ -252,6 +254,25 @@ TEST(IoSafetensors, RoundTripAlignedWithMetadata) {
   EXPECT_EQ(back.metadata, sd.metadata);
   EXPECT_EQ(back.tensors[0].first, "c.scalar");  // 8-byte elements first (alignment), then file order
   EXPECT_EQ(back.tensors[2].first, "a.weight");
+}
+
+TEST(IoSafetensors, FormatIsRecognisedWhateverTheHeaderLength) {
+  // Header lengths whose first byte is 0x80 (128, 384, ...) looked like a legacy torch pickle (PROTO
+  // opcode) and the file was refused as "legacy (pre-1.6) torch.save format", whatever its name.
+  for (size_t len : {128u, 384u, 640u, 64u, 4096u}) {
+    std::string h = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+    h.append(len - h.size(), ' ');
+    std::vector<uint8_t> b(8 + h.size() + 8, 0);
+    const uint64_t n = h.size();
+    std::memcpy(b.data(), &n, 8);
+    std::memcpy(b.data() + 8, h.data(), h.size());
+    for (const char* name : {"w.safetensors", "w.bin"}) {
+      const std::string path = mo::test::tmp_path(name);
+      std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+      EXPECT_EQ(format_for_read(path).name, "safetensors") << len << " " << name;
+      EXPECT_EQ(read_checkpoint(path).tensors.size(), 1u) << len << " " << name;
+    }
+  }
 }
 
 TEST(IoSafetensors, InvalidHeadersAreClearErrors) {
