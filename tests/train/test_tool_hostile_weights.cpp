@@ -2,8 +2,8 @@
 // conversion, mo_validate, mo_predict, mo_train's model.init), run as child processes. A size that
 // wraps past 2^64 in a .pth view, an absurd safetensors shape, a .mo manifest whose shapes, extents
 // or manifest size do not fit the file: each ends with exit 1 and a message naming the file and the
-// tensor key (never a signal, a huge allocation or a file written). Weights holding NaN/Inf load
-// with one warning per tensor, by name and count.
+// tensor key (never a signal, a huge allocation or a file written). Weights holding NaN/Inf load with
+// one warning per tensor, by name and count, in each of those programs.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -216,4 +216,12 @@ TEST_F(ToolHostileWeights, NonFiniteWeightsWarnByName) {
   warns(sh(kBin + "mo_convert " + f + " " + tmp_path("nan.pth")), "mo_convert");
   warns(sh(kBin + "mo_validate " + f + " --data " + folder() + " --workers 1"), "mo_validate");
   warns(sh(kBin + "mo_predict --weights " + f + " " + folder() + "/val/class_0/0.jpg"), "mo_predict");
+  const std::string recipe = tmp_path("hostile_nan_init.yaml");
+  std::ofstream(recipe) << "model: {name: test_mambaout, num_classes: 3, init: " + f + "}\n"
+                           "data: {root: " + folder() + ", img_size: 32, workers: 1, crop_pct: 1.0}\n"
+                           "sched: {epochs: 1, warmup_epochs: 0, cooldown_epochs: 0}\n"
+                           "train: {batch_size: 4, global_batch: 4, device: cpu, precision: fp32, eval_every: 0,\n"
+                           "        output: " + tmp_path("hostile_nan_run") + ", max_steps: 1}\n"
+                           "log: {progress: lines, tensorboard: false}\n";
+  warns(sh(kBin + "mo_train " + recipe), "mo_train model.init");
 }
