@@ -188,7 +188,7 @@ TEST_F(ToolHostileWeights, MoManifestsThatDoNotFitTheFileAreRefused) {
   std::memcpy(b.data() + 8, &big, 8);
   f = tmp_path("manifest.mo");
   spit(f, b);
-  every_program_refuses(f, {f, "manifest size 2147483647"});
+  every_program_refuses(f, {f, "a manifest of 2147483647 bytes does not fit"});
 }
 
 TEST_F(ToolHostileWeights, NonFiniteWeightsWarnByName) {

@@ -121,7 +121,8 @@ ckpt::Manifest read_manifest(Reader& r, uint64_t& payload_start) {
   const uint64_t file_size = fs::file_size(r.path, ec);
   MO_CHECK(!ec, "cannot read checkpoint '{}': {}", r.path, ec.message());
   MO_CHECK(size < (1ull << 31) && size + kHeaderBytes + 4 <= file_size,
-           "checkpoint '{}' is corrupt or truncated (manifest size {}, file size {})", r.path, size, file_size);
+           "checkpoint '{}' is truncated or corrupt: a manifest of {} bytes does not fit in its {} bytes", r.path,
+           size, file_size);
   std::string buf(size, '\0');
   r.read(buf.data(), size, "the manifest");
   uint32_t crc = 0;
