@@ -122,8 +122,8 @@ RawTensor materialize(const PyValue* t, Bytes storage, Materializer& m, const st
     return out;
   }
   // Strided: gather once per distinct view. Odometer over the dims of size > 1; `off` stays in [0, last].
-  const std::string key = fmt::format("{}/{}/{}/{}", t->storage->s, t->storage_offset, shape_string(t->shape),
-                                      shape_string(t->stride));
+  const std::string key = fmt::format("{}/{}/{}/{}/{}", t->storage->s, wire_info(t->dtype).torch_dtype,
+                                      t->storage_offset, shape_string(t->shape), shape_string(t->stride));
   if (auto it = m.gathered.find(key); it != m.gathered.end()) {
     out.buffer = it->second;
     return out;

@@ -69,11 +69,10 @@ def crafted_pth(views, records):
     pkl = io.BytesIO()
     _Pickler(pkl, protocol=2).dump(sd)
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
-        z.writestr("archive/data.pkl", pkl.getvalue())
-        for key, data in records.items():
-            z.writestr("archive/data/" + key, data)
-        z.writestr("archive/version", "3\n")
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:  # fixed timestamps: same bytes on every run
+        files = [("archive/data.pkl", pkl.getvalue())] + [("archive/data/" + k, d) for k, d in records.items()]
+        for name, data in files + [("archive/version", b"3\n")]:
+            z.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
     return out.getvalue(), pkl.getvalue()
 
 
@@ -95,6 +94,7 @@ def hostile_pth():
                        "st": ("0", f, 4, 0, [2, 1, 2], [1, 2 ** 63 - 1, 2])}, {"0": four}),
         "aliases": ({"e%d" % i: ("0", f, 4, i % 4, [1 << 18], [0]) for i in range(80)}, {"0": four}),
         "shared": ({"n%d" % i: ("0", f, 4, i % 3, [2], [1]) for i in range(64)}, {"0": four}),
+        "two_dtypes": ({"f": ("0", f, 4, 0, [2], [0]), "d": ("0", d, 2, 0, [2], [0])}, {"0": four}),
     }
     return {name: crafted_pth(views, records) for name, (views, records) in cases.items()}
 

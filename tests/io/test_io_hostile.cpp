@@ -151,6 +151,14 @@ TEST(IoHostile, ManyNamesOverOneStorageShareItsBytes) {
   for (const auto* b : buffers)
     if (b != file.get()) held += b->size();
   EXPECT_LE(held, 2 * file->size());  // ... and what is held: the file plus one view
+  // One record seen as two dtypes (16 bytes: 4 float32 or 2 float64) with the same strided view: two
+  // gathered copies, each of its own size.
+  View as_f32{.name = "f", .storage_numel = 4, .size = {2}, .stride = {0}};
+  View as_f64{.name = "d", .storage = "DoubleStorage", .storage_numel = 2, .size = {2}, .stride = {0}};
+  RawStateDict two = read_pth(crafted_pth({as_f32, as_f64}, {{"0", floats(4)}}), "two.pth");
+  ASSERT_EQ(two.tensors.size(), 2u);
+  EXPECT_EQ(two.tensors[0].second.bytes().size(), 8u);
+  EXPECT_EQ(two.tensors[1].second.bytes().size(), 16u);
   // load_state_dict_file keeps the sharing in mo tensors.
   const std::string path = mo::test::tmp_path("many.pth");
   write_bytes(path, *file);
