@@ -3,7 +3,7 @@
 // absurd safetensors shapes, many names or views over one storage, zip entries claiming huge sizes,
 // pickles and JSON headers that build values out of proportion to their size, and NaN/Inf weights.
 // Each case is an error (or warning) naming the file and the tensor key, never a crash or a huge
-// allocation. The files are made here, byte by byte, so no Python is needed.
+// allocation. The files are made byte by byte (tests/io/crafted_files.h), so no Python is needed.
 #include <gtest/gtest.h>
 
 #include <cmath>
