@@ -165,20 +165,23 @@ TEST_F(ToolHostileWeights, MoManifestsThatDoNotFitTheFileAreRefused) {
     m.mutable_model(0)->add_shape(int64_t{1} << 31);
     m.mutable_model(0)->add_shape(int64_t{1} << 31);
   });
-  every_program_refuses(f, {f, "tensor '" + key + "'", "byte size overflows"});
+  every_program_refuses(f, {f, "tensor '" + key + "' float32 [2147483648, 2147483648] claims"});
   // A negative dimension.
   f = edited_mo(checkpoint(), tmp_path("neg.mo"), [](M& m) { m.mutable_model(0)->set_shape(0, -3); });
-  every_program_refuses(f, {f, "tensor '" + key + "'", "negative dimension"});
+  every_program_refuses(f, {f, "tensor '" + key + "' float32 [-3, "});
   // An extent far outside the payload, and one that wraps.
   f = edited_mo(checkpoint(), tmp_path("extent.mo"), [](M& m) { m.mutable_model(0)->set_offset(uint64_t{1} << 62); });
-  every_program_refuses(f, {f, "tensor '" + key + "'", "outside the"});
+  every_program_refuses(f, {f, "tensor '" + key + "' float32 [", "bytes at offset 4611686018427387904"});
   f = edited_mo(checkpoint(), tmp_path("wrap.mo"), [](M& m) { m.mutable_model(0)->set_offset(~uint64_t{0}); });
-  every_program_refuses(f, {f, "tensor '" + key + "'", "payload extent overflows"});
+  every_program_refuses(f, {f, "tensor '" + key + "' float32 [", "at offset 18446744073709551615"});
   // Many entries over the same bytes (allocation without bound from a small manifest).
   f = edited_mo(checkpoint(), tmp_path("alias.mo"), [](M& m) {
-    for (int i = 0; i < 64; ++i) *m.add_model() = m.model(0);
+    for (int i = 0; i < 64; ++i) {
+      *m.add_model() = m.model(0);
+      m.mutable_model(m.model_size() - 1)->set_name("alias." + std::to_string(i));
+    }
   });
-  every_program_refuses(f, {f, "overlap other tensors"});
+  every_program_refuses(f, {f, "that the tensors before it already fill (entries overlap)"});
   // A payload size that disagrees with the file.
   f = edited_mo(checkpoint(), tmp_path("payload.mo"), [](M& m) { m.set_payload_bytes(m.payload_bytes() - 1); });
   every_program_refuses(f, {f, "truncated or corrupt"});

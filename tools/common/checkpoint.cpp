@@ -14,7 +14,6 @@
 #include <regex>
 #include <set>
 
-#include "nn/io/byte_reader.h"
 #include "tools/common/checkpoint.pb.h"
 #include "tools/common/crc32c.h"
 
@@ -136,17 +135,18 @@ ckpt::Manifest read_manifest(Reader& r, uint64_t& payload_start) {
   MO_CHECK(m.payload_bytes() == file_size - payload_start,
            "checkpoint '{}' is truncated or corrupt: {} bytes, the manifest describes {} bytes of payload after the "
            "{}-byte header", r.path, file_size, m.payload_bytes(), payload_start);
-  // Every tensor entry lies inside the payload and together they fit in it, checked before anything is
-  // allocated (a manifest of a few bytes per entry must not make the reader allocate without bound).
+  // Every tensor entry lies inside the payload and all of them together fit in it (entries over the same
+  // bytes would let a small manifest allocate without bound), checked before anything is allocated.
   uint64_t total = 0;
   for (const auto* entries : {&m.model(), &m.optimizer()}) {
     for (const auto& e : *entries) {
-      const std::string what = fmt::format("checkpoint '{}': tensor '{}'", r.path, e.name());
-      const uint64_t end = nn::io::checked_add<uint64_t>(e.offset(), e.nbytes(), what, "payload extent");
-      total = nn::io::checked_add<uint64_t>(total, e.nbytes(), what, "payload size");
-      MO_CHECK(end <= m.payload_bytes() && total <= m.payload_bytes(),
-               "{} is corrupt: bytes [{}, {}) are outside the {}-byte payload (or overlap other tensors)", what,
-               e.offset(), end, m.payload_bytes());
+      uint64_t end = 0;
+      const bool inside = !__builtin_add_overflow(e.offset(), e.nbytes(), &end) && end <= m.payload_bytes();
+      const bool fits = !__builtin_add_overflow(total, e.nbytes(), &total) && total <= m.payload_bytes();
+      MO_CHECK(inside && fits,
+               "checkpoint '{}' is corrupt: tensor '{}' {} {} claims {} bytes at offset {} of a {}-byte payload{}",
+               r.path, e.name(), e.dtype(), shape_str(Shape(e.shape().begin(), e.shape().end())), e.nbytes(),
+               e.offset(), m.payload_bytes(), inside ? " that the tensors before it already fill (entries overlap)" : "");
     }
   }
   return m;
