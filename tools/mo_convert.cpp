@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
     tools::ModelInfo mi;
     for (const auto& [k, v] : sd.metadata)
       if (k == "arch") mi.arch = v;
-    mi.num_classes = tools::classifier_rows(sd);
+    mi.num_classes = tools::classifier_rows(sd, in);
     const tools::CarriedInfo carried = tools::carried_info(sd.metadata, in);
     mi.class_names = carried.class_names;
     mi.img_size = img_size > 0 ? img_size : carried.img_size.value_or(mi.img_size);

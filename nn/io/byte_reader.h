@@ -1,6 +1,9 @@
 // byte_reader.h: a bounds-checked little-endian cursor over an immutable byte span. Every read checks
 // the remaining length first and throws mo::Error naming the source file and the offset, so the zip,
 // pickle and safetensors parsers never touch memory outside the input.
+// checked_add / checked_mul are the one place where sizes, counts, offsets and strides read from a file
+// are combined: every such sum or product in nn/io goes through them, so a value that would wrap past
+// 2^64 (or 2^63 for signed ones) is an error naming the file and key instead of a small, wrong size.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -13,6 +16,20 @@
 namespace mo::nn::io {
 
 using Bytes = std::span<const uint8_t>;
+
+// a + b and a * b, or an error "<what>: <quantity> overflows" when the exact result does not fit.
+template <typename T>
+T checked_add(T a, T b, std::string_view what, std::string_view quantity = "size") {
+  T r;
+  MO_CHECK(!__builtin_add_overflow(a, b, &r), "{}: {} overflows ({} + {})", what, quantity, a, b);
+  return r;
+}
+template <typename T>
+T checked_mul(T a, T b, std::string_view what, std::string_view quantity = "size") {
+  T r;
+  MO_CHECK(!__builtin_mul_overflow(a, b, &r), "{}: {} overflows ({} * {})", what, quantity, a, b);
+  return r;
+}
 
 class ByteReader {
  public:

@@ -6,8 +6,11 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <tuple>
 #include <unordered_map>
 
 #include "nn/io/pth.h"
@@ -24,10 +27,13 @@ std::vector<CheckpointFormat>& registry() {
   static std::vector<CheckpointFormat> formats = {
       {"pth",
        {".pth", ".pt", ".bin", ".ckpt", ".tar"},
-       [](Bytes head) { return looks_like_zip(head) || (head.size() >= 2 && head[0] == 0x80); },
+       // zip, or a legacy pickle (PROTO opcode); a safetensors header length can start with 0x80 too
+       [](Bytes head) {
+         return looks_like_zip(head) || (head.size() >= 2 && head[0] == 0x80 && head[1] <= 5 &&
+                                         !looks_like_safetensors(head));
+       },
        [](const std::string& path, const ReadOptions& opt) {
-         std::vector<uint8_t> data = read_file(path);
-         return read_pth(data, path, PthReadOptions{opt.entry});
+         return read_pth(std::make_shared<const std::vector<uint8_t>>(read_file(path)), path, PthReadOptions{opt.entry});
        },
        [](const RawStateDict& sd, const std::string& path) {
          std::ofstream f(path, std::ios::binary);
@@ -39,8 +45,7 @@ std::vector<CheckpointFormat>& registry() {
        [](Bytes head) { return looks_like_safetensors(head); },
        [](const std::string& path, const ReadOptions& opt) {
          MO_CHECK(opt.entry.empty(), "{}: safetensors files hold one flat state_dict; --entry does not apply", path);
-         std::vector<uint8_t> data = read_file(path);
-         return read_safetensors(data, path);
+         return read_safetensors(std::make_shared<const std::vector<uint8_t>>(read_file(path)), path);
        },
        [](const RawStateDict& sd, const std::string& path) {
          std::ofstream f(path, std::ios::binary);
@@ -126,10 +131,18 @@ RawStateDict read_checkpoint(const std::string& path, const ReadOptions& opt) {
   RawStateDict sd = format_for_read(path).read(path, opt);
   std::unordered_map<std::string, std::string> seen;  // stripped -> original
   for (auto& [name, t] : sd.tensors) {
+    check_raw(t, fmt::format("{}: tensor '{}'", path, name));  // whatever format read it
     std::string stripped = strip_wrapper_prefix(name);
     auto [it, fresh] = seen.emplace(stripped, name);
     MO_CHECK(fresh, "{}: keys '{}' and '{}' both mean '{}'", path, it->second, name, stripped);
     name = std::move(stripped);
+  }
+  for (const auto& [name, t] : sd.tensors) {
+    if (int64_t bad = count_non_finite(t); bad > 0) {
+      sd.warnings.push_back(fmt::format("{}: tensor '{}' has {} non-finite value(s) (NaN or Inf) of {}", path, name,
+                                        bad, t.numel()));
+      std::fprintf(stderr, "warning: %s\n", sd.warnings.back().c_str());
+    }
   }
   return sd;
 }
@@ -163,73 +176,18 @@ RawStateDict rename_state_dict(const RawStateDict& sd, Naming to, const std::str
   return out;
 }
 
-Tensor tensor_from_raw(const RawTensor& r) {
-  const int64_t n = r.numel();
-  switch (r.dtype) {
-    case WireDType::f32:
-    case WireDType::bf16:
-    case WireDType::f64:
-    case WireDType::i64:
-    case WireDType::u8:
-    case WireDType::boolean: {
-      const DType dt = r.dtype == WireDType::f32    ? DType::f32
-                       : r.dtype == WireDType::bf16 ? DType::bf16
-                       : r.dtype == WireDType::f64  ? DType::f64
-                       : r.dtype == WireDType::i64  ? DType::i64
-                                                    : DType::u8;
-      Tensor t = Tensor::empty(r.shape, dt);
-      if (n > 0) std::memcpy(t.raw_data(), r.bytes.data(), r.bytes.size());
-      return t;
-    }
-    case WireDType::f16: {
-      Tensor t = Tensor::empty(r.shape, DType::f32);
-      float* d = t.data<float>();
-      for (int64_t k = 0; k < n; ++k) {
-        uint16_t h;
-        std::memcpy(&h, r.bytes.data() + 2 * k, 2);
-        d[k] = half_to_float(h);
-      }
-      return t;
-    }
-    case WireDType::i32:
-    case WireDType::i16:
-    case WireDType::i8: {
-      Tensor t = Tensor::empty(r.shape, DType::i64);
-      int64_t* d = t.data<int64_t>();
-      const size_t es = wire_info(r.dtype).size;
-      for (int64_t k = 0; k < n; ++k) {
-        const uint8_t* p = r.bytes.data() + es * k;
-        if (es == 4) { int32_t v; std::memcpy(&v, p, 4); d[k] = v; }
-        else if (es == 2) { int16_t v; std::memcpy(&v, p, 2); d[k] = v; }
-        else { d[k] = static_cast<int8_t>(*p); }
-      }
-      return t;
-    }
-  }
-  MO_FAIL("tensor_from_raw: unknown dtype");
-}
-
-RawTensor raw_from_tensor(const Tensor& t) {
-  Tensor c = t.detach().cpu().contiguous();
-  RawTensor r;
-  switch (c.dtype()) {
-    case DType::f32: r.dtype = WireDType::f32; break;
-    case DType::bf16: r.dtype = WireDType::bf16; break;
-    case DType::f64: r.dtype = WireDType::f64; break;
-    case DType::i64: r.dtype = WireDType::i64; break;
-    case DType::u8: r.dtype = WireDType::u8; break;
-  }
-  r.shape = c.shape();
-  r.bytes.resize(c.nbytes());
-  if (!r.bytes.empty()) std::memcpy(r.bytes.data(), c.raw_data(), r.bytes.size());
-  return r;
-}
-
 NamedTensors load_state_dict_file(const std::string& path, const ReadOptions& opt) {
   RawStateDict sd = read_checkpoint(path, opt);
   NamedTensors out;
   out.reserve(sd.tensors.size());
-  for (const auto& [n, r] : sd.tensors) out.emplace_back(n, tensor_from_raw(r));
+  // Names over the same bytes (tied weights) share one mo::Tensor storage, as they did in the file.
+  std::map<std::tuple<const void*, size_t, size_t, WireDType>, Tensor> made;
+  for (const auto& [n, r] : sd.tensors) {
+    auto key = std::make_tuple(static_cast<const void*>(r.buffer.get()), r.offset, r.nbytes, r.dtype);
+    auto it = made.find(key);
+    if (it == made.end() || r.nbytes == 0) it = made.insert_or_assign(key, tensor_from_raw(r)).first;
+    out.emplace_back(n, it->second.shape() == r.shape ? it->second : it->second.view(r.shape));
+  }
   return out;
 }
 
@@ -253,6 +211,7 @@ LoadReport load_into_model(Module& model, const RawStateDict& sd, const std::str
   LoadReport rep;
   rep.path = what;
   rep.metadata = sd.metadata;
+  rep.warnings = sd.warnings;
   auto params = model.named_parameters();
   std::vector<std::string> mkeys, fkeys;
   std::unordered_map<std::string, size_t> index;

@@ -25,6 +25,7 @@
 #include "nn/io/byte_reader.h"
 #include "nn/io/names.h"
 #include "nn/io/raw_tensor.h"
+#include "nn/io/tensor_convert.h"
 #include "nn/module.h"
 
 namespace mo::nn::io {
@@ -53,6 +54,8 @@ const CheckpointFormat& format_for_read(const std::string& path);
 std::vector<uint8_t> read_file(const std::string& path);
 
 // Reads any registered format; keys keep their naming, wrapper prefixes ("module.") are stripped.
+// Every tensor's byte count is checked against its shape; each tensor holding NaN/Inf values is
+// warned about once on stderr, by name and count (kept in RawStateDict::warnings).
 RawStateDict read_checkpoint(const std::string& path, const ReadOptions& opt = {});
 // Writes `sd` (to path + ".tmp", then renamed into place). `format` empty = from the extension.
 void write_checkpoint(const RawStateDict& sd, const std::string& path, const std::string& format = "");
@@ -62,11 +65,10 @@ RawStateDict rename_state_dict(const RawStateDict& sd, Naming to, const std::str
 // --- mo::Tensor side ----------------------------------------------------------------------------
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
-// f32/bf16/f64/i64/u8 map to themselves; f16 -> f32 (exact); i32/i16/i8 -> i64; bool -> u8.
-Tensor tensor_from_raw(const RawTensor& t);
-RawTensor raw_from_tensor(const Tensor& t);  // any device, layout; f32/bf16/f64/i64/u8
+// tensor_from_raw / raw_from_tensor: see tensor_convert.h.
 
-// The tensors of a weight file in file order (names as stored, minus wrapper prefixes), on the CPU.
+// The tensors of a weight file in file order (names as stored, minus wrapper prefixes), on the CPU;
+// names over the same bytes in the file share one storage.
 NamedTensors load_state_dict_file(const std::string& path, const ReadOptions& opt = {});
 
 struct LoadOptions {
@@ -85,6 +87,7 @@ struct LoadReport {
   std::vector<std::string> unexpected;  // file tensors (renamed to the model's naming) the model does not have
   std::vector<std::string> kept;        // keep_if_shape_differs parameters left as they were, with both shapes
   std::vector<std::pair<std::string, std::string>> metadata;  // e.g. arch, epoch
+  std::vector<std::string> warnings;    // from the read (tensors with NaN/Inf values), already printed
   std::string summary() const;  // one line: "loaded 172 tensors from x.pth (timm names -> official)"
 };
 

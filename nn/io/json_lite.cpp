@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "autograd/check.h"
+#include "nn/io/byte_reader.h"
 
 namespace mo::nn::io {
 
@@ -12,7 +13,11 @@ namespace {
 
 class Parser {
  public:
-  Parser(std::string_view t, const std::string& what) : t_(t), what_(what) {}
+  // The parsed values may take at most 16 times the text plus 64 MiB (about 100 bytes per value; a
+  // header is mostly names and numbers several bytes long), so a header of "[0,0,0,..." cannot cost
+  // memory out of proportion to the file.
+  Parser(std::string_view t, const std::string& what)
+      : t_(t), what_(what), budget_(checked_add<size_t>(checked_mul<size_t>(t.size(), 16, what), size_t{64} << 20, what)) {}
   Json document() {
     Json v = value(0);
     ws();
@@ -22,6 +27,10 @@ class Parser {
 
  private:
   [[noreturn]] void fail(const char* msg) const { MO_FAIL("{}: invalid JSON header at byte {}: {}", what_, p_, msg); }
+  void charge(size_t n) {
+    if (n > budget_) MO_FAIL("{}: JSON header of {} bytes builds too many values (at byte {}); refusing", what_, t_.size(), p_);
+    budget_ -= n;
+  }
   void ws() {
     while (p_ < t_.size() && (t_[p_] == ' ' || t_[p_] == '\t' || t_[p_] == '\n' || t_[p_] == '\r')) ++p_;
   }
@@ -39,6 +48,7 @@ class Parser {
   }
   Json value(int depth) {
     if (depth > 32) fail("nested too deeply");
+    charge(sizeof(Json));
     ws();
     Json v;
     char c = peek();
@@ -132,7 +142,7 @@ class Parser {
     while (true) {
       char c = peek();
       ++p_;
-      if (c == '"') return out;
+      if (c == '"') return charge(out.size()), out;
       if (static_cast<unsigned char>(c) < 0x20) fail("control character in string");
       if (c != '\\') {
         out += c;
@@ -185,6 +195,7 @@ class Parser {
 
   std::string_view t_;
   const std::string& what_;
+  size_t budget_;
   size_t p_ = 0;
 };
 

@@ -1,6 +1,7 @@
 // json_lite.h: a small strict JSON parser for safetensors headers. Objects keep their key order and
 // reject duplicate keys; nesting is limited to 32 levels; numbers keep an exact int64 when they are
-// integers. Errors name the source and the byte offset.
+// integers. The values built are bounded by 16x the text plus 64 MiB. Errors name the source and the
+// byte offset.
 #pragma once
 #include <cstdint>
 #include <memory>

@@ -54,11 +54,22 @@ constexpr Allowed kAllowed[] = {
 
 class Unpickler {
  public:
-  Unpickler(Bytes data, const std::string& what) : r_(data, what), what_(what) {}
+  // The values built may take at most 16 times the pickle plus 64 MiB: a state_dict's data.pkl needs
+  // a few hundred bytes of values per tensor, but one-byte opcodes (']', '}') each make a value.
+  Unpickler(Bytes data, const std::string& what)
+      : r_(data, what),
+        what_(what),
+        budget_(checked_add<size_t>(checked_mul<size_t>(data.size(), 16, what), size_t{64} << 20, what)) {}
   Pickle run();
 
  private:
+  void charge(size_t n) {
+    MO_CHECK(n <= budget_, "{}: pickle of {} bytes builds too many values (at offset {}); refusing", what_, r_.size(),
+             r_.pos());
+    budget_ -= n;
+  }
   PyValue* make(Kind k) {
+    charge(sizeof(PyValue) + 2 * sizeof(void*));  // the value, its arena slot and allocation overhead
     out_.arena.push_back(std::make_unique<PyValue>());
     out_.arena.back()->kind = k;
     return out_.arena.back().get();
@@ -69,6 +80,7 @@ class Unpickler {
     return p;
   }
   PyValue* make_str(std::string_view s, Kind k = Kind::str) {
+    charge(s.size());
     PyValue* p = make(k);
     p->s = std::string(s);
     return p;
@@ -119,7 +131,7 @@ class Unpickler {
     Bytes b = r_.take(len(n));
     if (n > 8) return make_str("int (more than 64 bits)", Kind::object);
     uint64_t u = 0;
-    for (size_t k = n; k-- > 0;) u = (u << 8) | b[k];
+    for (size_t k = n; k > 0; --k) u = (u << 8) | b[k - 1];
     if (n > 0 && n < 8 && (b[n - 1] & 0x80)) u |= ~uint64_t{0} << (8 * n);  // sign-extend
     return make_int(static_cast<int64_t>(u));
   }
@@ -140,6 +152,7 @@ class Unpickler {
 
   ByteReader r_;
   std::string what_;
+  size_t budget_;
   Pickle out_;
   std::vector<PyValue*> stack_;
   std::vector<size_t> marks_;
@@ -196,6 +209,8 @@ PyValue* Unpickler::call(PyValue* callable, PyValue* args) {
       PyValue* t = make(Kind::tensor);
       t->storage = arg(0, Kind::storage);
       t->storage_offset = arg(1, Kind::integer)->i;
+      MO_CHECK(arg(2, Kind::tuple)->items.size() <= 64 && arg(3, Kind::tuple)->items.size() <= 64,
+               "{}: tensor of rank {} in pickle (offset {})", what_, a[2]->items.size(), r_.pos());
       for (PyValue* d : arg(2, Kind::tuple)->items) t->shape.push_back(d->kind == Kind::integer ? d->i : -1);
       for (PyValue* d : arg(3, Kind::tuple)->items) t->stride.push_back(d->kind == Kind::integer ? d->i : -1);
       t->dtype = t->storage->dtype;
@@ -207,13 +222,14 @@ PyValue* Unpickler::call(PyValue* callable, PyValue* args) {
       return arg(0, Kind::tuple);
     case G::set: {
       PyValue* s = make(Kind::set);
-      if (!a.empty()) s->items = arg(0, Kind::list)->items;
+      if (!a.empty()) charge(arg(0, Kind::list)->items.size() * sizeof(PyValue*)), s->items = a[0]->items;
       return s;
     }
     case G::codecs_encode:  // protocol-2 bytes: _codecs.encode(str, 'latin1'); the text is kept as is
       return make_str(arg(0, Kind::str)->s, Kind::bytes);
     case G::opaque: {
       PyValue* o = make_str(callable->s, Kind::object);
+      charge(a.size() * sizeof(PyValue*));  // a memoized argument tuple may be passed again and again
       o->items = a;
       return o;
     }
@@ -243,6 +259,7 @@ PyValue* Unpickler::persistent_load(PyValue* pid) {
 void Unpickler::set_items(PyValue* dict, const std::vector<PyValue*>& kv) {
   check_kind(dict, Kind::dict, "SETITEM");
   MO_CHECK(kv.size() % 2 == 0, "{}: odd number of items for SETITEMS in pickle (offset {})", what_, r_.pos());
+  charge(kv.size() * sizeof(PyValue*));
   dict->items.insert(dict->items.end(), kv.begin(), kv.end());
 }
 
@@ -331,7 +348,7 @@ Pickle Unpickler::run() {
       case 0x87: {
         PyValue* t = make(Kind::tuple);
         t->items.resize(op - 0x84);
-        for (size_t k = t->items.size(); k-- > 0;) t->items[k] = pop();
+        for (size_t k = t->items.size(); k > 0; --k) t->items[k - 1] = pop();
         push(t);
         break;
       }

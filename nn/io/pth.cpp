@@ -61,63 +61,92 @@ const PyValue* select_state_dict(const PyValue* root, const PthReadOptions& opt,
   return sd;
 }
 
-// Largest element index a view touches: offset + sum((size_i - 1) * stride_i), overflow-checked.
-int64_t max_index(const PyValue* t, const std::string& what) {
-  __int128 m = t->storage_offset;
+// Everything the named tensors of one file may add up to (many names over one storage, overlapping or
+// expanded views): 8 times the file plus 64 MiB. Real checkpoints stay far below it (tied weights
+// are a few names over one storage); above it a small file would cost memory without bound.
+constexpr uint64_t kAliasFactor = 8, kAliasSlack = uint64_t{64} << 20;
+
+// Where the tensor views of one file come from: the file (shared by every contiguous view) and the
+// gathered copies of strided views, one per distinct (storage, offset, size, stride).
+struct Materializer {
+  SharedBytes file;
+  uint64_t logical = 0, limit = 0;  // bytes of all named tensors so far, and their bound
+  std::unordered_map<std::string, SharedBytes> gathered;
+};
+
+// A view's element offsets over its storage, with the dims of size 1 (whose strides never matter)
+// left out. Every extent is overflow-checked; returns the largest element index the view touches.
+int64_t last_index(const PyValue* t, const std::string& what) {
+  MO_CHECK(t->storage_offset >= 0, "{}: negative storage offset {}", what, t->storage_offset);
+  int64_t last = t->storage_offset;
   for (size_t d = 0; d < t->shape.size(); ++d) {
-    MO_CHECK(t->stride[d] >= 0, "{}: negative stride {}", what, shape_string(t->stride));
-    m += static_cast<__int128>(t->shape[d] - 1) * t->stride[d];
-    MO_CHECK(m < (static_cast<__int128>(1) << 62), "{}: view extent overflows", what);
+    MO_CHECK(t->stride[d] >= 0, "{}: negative stride in {}", what, shape_string(t->stride));
+    if (t->shape[d] <= 1) continue;
+    last = checked_add(last, checked_mul(t->shape[d] - 1, t->stride[d], what, "view extent"), what, "view extent");
   }
-  return static_cast<int64_t>(m);
+  return last;
 }
 
-RawTensor materialize(const PyValue* t, Bytes storage, const std::string& what) {
+RawTensor materialize(const PyValue* t, Bytes storage, Materializer& m, const std::string& what) {
   RawTensor out;
   out.dtype = t->dtype;
   out.shape = t->shape;
   MO_CHECK(t->shape.size() == t->stride.size(), "{}: size {} and stride {} differ in rank", what,
            shape_string(t->shape), shape_string(t->stride));
   const int64_t n = checked_numel(t->shape, what);
-  const size_t es = wire_info(t->dtype).size;
+  const uint64_t nbytes = checked_nbytes(t->shape, t->dtype, what);
+  const int64_t es = static_cast<int64_t>(wire_info(t->dtype).size);
   if (n == 0) return out;
   const int64_t storage_numel = t->storage->storage_numel;
-  MO_CHECK(t->storage_offset >= 0, "{}: negative storage offset {}", what, t->storage_offset);
-  const int64_t last = max_index(t, what);
+  const int64_t last = last_index(t, what);
   MO_CHECK(last < storage_numel,
            "{}: view (offset {}, size {}, stride {}) reaches element {} but its storage has only {} elements", what,
            t->storage_offset, shape_string(t->shape), shape_string(t->stride), last, storage_numel);
-  // Stride-0 (expanded) views can describe far more data than they store; refuse blow-ups.
-  const uint64_t limit = 16 * storage.size() + (1u << 16);
-  MO_CHECK(static_cast<uint64_t>(n) * es <= limit,
-           "{}: view of shape {} (stride {}) over a storage of {} bytes would expand to {} bytes; refusing", what,
-           shape_string(t->shape), shape_string(t->stride), storage.size(), static_cast<uint64_t>(n) * es);
-  out.bytes.resize(static_cast<size_t>(n) * es);
-  const uint8_t* src = storage.data();
-  // Contiguous row-major view: one copy.
+  m.logical = checked_add(m.logical, nbytes, what, "total tensor size");
+  MO_CHECK(m.logical <= m.limit,
+           "{}: the tensors named so far would need {} bytes, more than {} times the file's {} bytes (plus 64 MiB): "
+           "too many names or views over the same storage; refusing", what, m.logical, kAliasFactor,
+           m.file->size());
+  const size_t base = static_cast<size_t>(storage.data() - m.file->data());  // the record's place in the file
+  // Row-major contiguous (size-1 dims aside): a window of the file, shared with every other view of it.
   bool contiguous = true;
   int64_t expect = 1;
-  for (size_t d = t->shape.size(); d-- > 0;) {
-    if (t->shape[d] != 1 && t->stride[d] != expect) contiguous = false;
-    expect *= t->shape[d];
+  for (size_t d = t->shape.size(); d > 0; --d) {
+    if (t->shape[d - 1] != 1 && t->stride[d - 1] != expect) contiguous = false;
+    expect *= t->shape[d - 1];  // a suffix product of the shape: at most n
   }
+  out.nbytes = static_cast<size_t>(nbytes);
   if (contiguous) {
-    std::memcpy(out.bytes.data(), src + static_cast<size_t>(t->storage_offset) * es, out.bytes.size());
+    out.buffer = m.file;
+    out.offset = base + static_cast<size_t>(checked_mul(t->storage_offset, es, what));
     return out;
   }
-  // General strided gather, odometer over the multi-index.
-  const size_t nd = t->shape.size();
-  std::vector<int64_t> idx(nd, 0);
+  // Strided: gather once per distinct view. Odometer over the dims of size > 1; `off` stays in [0, last].
+  const std::string key = fmt::format("{}/{}/{}/{}/{}", t->storage->s, wire_info(t->dtype).torch_dtype,
+                                      t->storage_offset, shape_string(t->shape), shape_string(t->stride));
+  if (auto it = m.gathered.find(key); it != m.gathered.end()) {
+    out.buffer = it->second;
+    return out;
+  }
+  std::vector<int64_t> size, stride;
+  for (size_t d = 0; d < t->shape.size(); ++d)
+    if (t->shape[d] > 1) size.push_back(t->shape[d]), stride.push_back(t->stride[d]);
+  std::vector<uint8_t> buf(static_cast<size_t>(nbytes));
+  std::vector<int64_t> idx(size.size(), 0);
+  const uint8_t* src = storage.data();
   int64_t off = t->storage_offset;
   for (int64_t lin = 0; lin < n; ++lin) {
-    std::memcpy(out.bytes.data() + static_cast<size_t>(lin) * es, src + static_cast<size_t>(off) * es, es);
-    for (size_t d = nd; d-- > 0;) {
-      off += t->stride[d];
-      if (++idx[d] < t->shape[d]) break;
-      off -= t->stride[d] * t->shape[d];
-      idx[d] = 0;
+    std::memcpy(buf.data() + lin * es, src + off * es, static_cast<size_t>(es));
+    for (size_t d = size.size(); d > 0; --d) {
+      if (++idx[d - 1] < size[d - 1]) {
+        off += stride[d - 1];
+        break;
+      }
+      off -= stride[d - 1] * (size[d - 1] - 1);
+      idx[d - 1] = 0;
     }
   }
+  out.buffer = m.gathered.emplace(key, std::make_shared<const std::vector<uint8_t>>(std::move(buf))).first->second;
   return out;
 }
 
@@ -176,6 +205,11 @@ struct PickleOut {
 }  // namespace
 
 RawStateDict read_pth(Bytes data, const std::string& what, const PthReadOptions& opt) {
+  return read_pth(std::make_shared<const std::vector<uint8_t>>(data.begin(), data.end()), what, opt);
+}
+
+RawStateDict read_pth(SharedBytes file, const std::string& what, const PthReadOptions& opt) {
+  const Bytes data(*file);
   if (!looks_like_zip(data)) {
     MO_CHECK(!(data.size() >= 2 && data[0] == 0x80 && data[1] <= 5),
              "{}: legacy (pre-1.6) torch.save format; re-save it with a current torch.save", what);
@@ -191,6 +225,7 @@ RawStateDict read_pth(Bytes data, const std::string& what, const PthReadOptions&
   Pickle pk = unpickle(z.read(prefix + "data.pkl", opt.verify_crc), what + ": data.pkl");
   RawStateDict out;
   const PyValue* sd = select_state_dict(pk.root, opt, what, out);
+  Materializer m{file, 0, checked_add(checked_mul<uint64_t>(data.size(), kAliasFactor, what), kAliasSlack, what), {}};
   std::unordered_map<std::string, Bytes> records;  // storage key -> bytes (each CRC-checked once)
   std::unordered_map<std::string, size_t> index;   // tensor name -> position in out.tensors
   out.tensors.reserve(sd->items.size() / 2);
@@ -207,11 +242,12 @@ RawStateDict read_pth(Bytes data, const std::string& what, const PthReadOptions&
       MO_CHECK(e != nullptr, "{}: its storage record 'data/{}' is missing from the archive", tw, st->s);
       it = records.emplace(st->s, z.read(*e, opt.verify_crc)).first;
     }
-    const size_t es = wire_info(st->dtype).size;
-    MO_CHECK(static_cast<uint64_t>(st->storage_numel) == it->second.size() / es && it->second.size() % es == 0,
+    const uint64_t es = wire_info(st->dtype).size;
+    MO_CHECK(checked_mul<uint64_t>(static_cast<uint64_t>(st->storage_numel), es, tw, "storage size") ==
+                 it->second.size(),
              "{}: storage 'data/{}' should hold {} {} elements but has {} bytes", tw, st->s, st->storage_numel,
              wire_info(st->dtype).torch_dtype, it->second.size());
-    RawTensor t = materialize(val, it->second, tw);
+    RawTensor t = materialize(val, it->second, m, tw);
     // A later duplicate key replaces the earlier one, as in Python.
     auto [pos, fresh] = index.emplace(key->s, out.tensors.size());
     if (fresh) out.tensors.emplace_back(key->s, std::move(t));
@@ -229,9 +265,9 @@ void write_pth(const RawStateDict& sd, std::ostream& out, const std::string& wha
   p.op('(');
   for (size_t i = 0; i < sd.tensors.size(); ++i) {
     const auto& [name, t] = sd.tensors[i];
-    const int64_t n = checked_numel(t.shape, what + ": tensor '" + name + "'");
-    MO_CHECK(t.bytes.size() == static_cast<size_t>(n) * wire_info(t.dtype).size,
-             "{}: tensor '{}' has {} bytes for shape {}", what, name, t.bytes.size(), shape_string(t.shape));
+    const std::string tw = what + ": tensor '" + name + "'";
+    check_raw(t, tw);
+    const int64_t n = checked_numel(t.shape, tw);
     p.str(name);
     p.global("torch._utils", "_rebuild_tensor_v2");
     p.op('(');
@@ -247,7 +283,7 @@ void write_pth(const RawStateDict& sd, std::ostream& out, const std::string& wha
     p.int_tuple(t.shape);
     std::vector<int64_t> stride(t.shape.size());
     int64_t acc = 1;
-    for (size_t d = t.shape.size(); d-- > 0;) stride[d] = acc, acc *= t.shape[d];
+    for (size_t d = t.shape.size(); d > 0; --d) stride[d - 1] = acc, acc *= t.shape[d - 1];  // <= numel
     p.int_tuple(stride);
     p.b.push_back(0x89);  // requires_grad = False
     p.global("collections", "OrderedDict");  // backward_hooks = OrderedDict()
@@ -262,7 +298,7 @@ void write_pth(const RawStateDict& sd, std::ostream& out, const std::string& wha
   z.add("archive/data.pkl", p.b);
   const std::string order = "little";
   z.add("archive/byteorder", Bytes(reinterpret_cast<const uint8_t*>(order.data()), order.size()));
-  for (size_t i = 0; i < sd.tensors.size(); ++i) z.add("archive/data/" + std::to_string(i), sd.tensors[i].second.bytes);
+  for (size_t i = 0; i < sd.tensors.size(); ++i) z.add("archive/data/" + std::to_string(i), sd.tensors[i].second.bytes());
   const std::string version = "3\n";
   z.add("archive/version", Bytes(reinterpret_cast<const uint8_t*>(version.data()), version.size()));
   z.finish();

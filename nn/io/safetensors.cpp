@@ -27,13 +27,18 @@ void json_string(std::string& out, const std::string& s) {
 }
 }  // namespace
 
-bool looks_like_safetensors(Bytes data) {
+bool looks_like_safetensors(Bytes data) {  // `data` may be only the file's first bytes
   if (data.size() < 9) return false;
   uint64_t n = header_len(data);
-  return n >= 2 && n <= kMaxHeader && n <= data.size() - 8 && data[8] == '{';
+  return n >= 2 && n <= kMaxHeader && data[8] == '{';
 }
 
 RawStateDict read_safetensors(Bytes data, const std::string& what) {
+  return read_safetensors(std::make_shared<const std::vector<uint8_t>>(data.begin(), data.end()), what);
+}
+
+RawStateDict read_safetensors(SharedBytes file, const std::string& what) {
+  const Bytes data(*file);
   ByteReader r(data, what);
   const uint64_t n = r.u64();
   MO_CHECK(n <= kMaxHeader, "{}: safetensors header length {} exceeds the 100 MB limit (corrupt file?)", what, n);
@@ -88,7 +93,7 @@ RawStateDict read_safetensors(Bytes data, const std::string& what) {
     it.begin = static_cast<uint64_t>(offs->array[0].i);
     it.end = static_cast<uint64_t>(offs->array[1].i);
     const int64_t numel = checked_numel(it.t.shape, tw);
-    const uint64_t nbytes = static_cast<uint64_t>(numel) * wire_info(it.t.dtype).size;
+    const uint64_t nbytes = checked_nbytes(it.t.shape, it.t.dtype, tw);
     MO_CHECK(it.begin <= it.end && it.end - it.begin == nbytes,
              "{}: data_offsets [{}, {}] do not hold {} {} values of shape {} ({} bytes)", tw, it.begin, it.end,
              numel, dt->s, shape_string(it.t.shape), nbytes);
@@ -102,8 +107,9 @@ RawStateDict read_safetensors(Bytes data, const std::string& what) {
              "overlap)", what, it.name, it.begin, at);
     MO_CHECK(it.end <= payload.size(), "{}: truncated: tensor '{}' needs data bytes [{}, {}) but the file has {}",
              what, it.name, it.begin, it.end, payload.size());
-    auto b = payload.subspan(static_cast<size_t>(it.begin), static_cast<size_t>(it.end - it.begin));
-    it.t.bytes.assign(b.begin(), b.end());
+    it.t.buffer = file;  // a window of the file: the data block is held once
+    it.t.offset = r.pos() + static_cast<size_t>(it.begin);
+    it.t.nbytes = static_cast<size_t>(it.end - it.begin);
     at = it.end;
     out.tensors.emplace_back(std::move(it.name), std::move(it.t));
   }
@@ -133,13 +139,12 @@ void write_safetensors(const RawStateDict& sd, std::ostream& out, const std::str
   for (size_t k : order) {
     const auto& [name, t] = sd.tensors[k];
     MO_CHECK(name != "__metadata__", "{}: a tensor may not be named '__metadata__'", what);
-    const uint64_t nbytes = static_cast<uint64_t>(checked_numel(t.shape, name)) * wire_info(t.dtype).size;
-    MO_CHECK(t.bytes.size() == nbytes, "{}: tensor '{}' has {} bytes for shape {}", what, name, t.bytes.size(),
-             shape_string(t.shape));
+    check_raw(t, what + ": tensor '" + name + "'");
+    const uint64_t nbytes = t.nbytes;
     if (h.size() > 1) h += ',';
     json_string(h, name);
     h += fmt::format(":{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}", wire_info(t.dtype).safetensors,
-                     fmt::join(t.shape, ","), at, at + nbytes);
+                     fmt::join(t.shape, ","), at, checked_add(at, nbytes, what));
     at += nbytes;
   }
   h += '}';
@@ -149,7 +154,7 @@ void write_safetensors(const RawStateDict& sd, std::ostream& out, const std::str
   out.write(reinterpret_cast<const char*>(len), 8);
   out.write(h.data(), static_cast<std::streamsize>(h.size()));
   for (size_t k : order) {
-    const auto& b = sd.tensors[k].second.bytes;
+    const auto b = sd.tensors[k].second.bytes();
     out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
   }
   out.flush();

@@ -14,9 +14,11 @@
 
 namespace mo::nn::io {
 
-bool looks_like_safetensors(Bytes data);  // plausible header length followed by '{'
+bool looks_like_safetensors(Bytes head);  // a plausible header length followed by '{' (first bytes suffice)
 
-RawStateDict read_safetensors(Bytes data, const std::string& what);
+// Tensors come back as windows of `file` (shared, not copied).
+RawStateDict read_safetensors(SharedBytes file, const std::string& what);
+RawStateDict read_safetensors(Bytes data, const std::string& what);  // copies `data`
 void write_safetensors(const RawStateDict& sd, std::ostream& out, const std::string& what);
 
 }  // namespace mo::nn::io

@@ -40,10 +40,10 @@ void ZipReader::parse() {
   // 1. The end-of-central-directory record: the last 22 bytes plus a comment of up to 65535 bytes.
   size_t eocd = SIZE_MAX;
   size_t lowest = data_.size() > 22 + 65535 ? data_.size() - 22 - 65535 : 0;
-  for (size_t p = data_.size() - 22 + 1; p-- > lowest;) {
-    r.seek(p);
+  for (size_t p = data_.size() - 22 + 1; p > lowest; --p) {
+    r.seek(p - 1);
     if (r.u32() == kEocdSig) {
-      eocd = p;
+      eocd = p - 1;
       break;
     }
   }

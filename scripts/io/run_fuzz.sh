@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # run_fuzz.sh: builds the checkpoint-reader fuzz targets (tests/fuzz/fuzz_*.cpp with the nn/io reader
-# sources, no CMake) using clang++ -fsanitize=fuzzer,address,undefined, then runs each one for a fixed
-# time on a copy of its seed corpus (tests/fuzz/corpus/<target>/, left unchanged). Exits non-zero on the
-# first crash, leak, timeout or sanitizer report; the reproducer is saved in the build directory.
+# sources, autograd, and mo's own checkpoint reader; no CMake) using clang++ with libFuzzer, ASan and
+# UBSan, then runs each one for a fixed time on a copy of its seed corpus (tests/fuzz/corpus/<target>/,
+# left unchanged). Exits non-zero on the first crash, leak, timeout or sanitizer report; the reproducer
+# is saved in the build directory.
+#
+# UBSan runs with its integer-overflow checks, unsigned ones included: the readers combine sizes read
+# from files only through nn/io/byte_reader.h's checked_add/checked_mul, so any other wrap of an
+# unsigned value in the instrumented code is a bug. System headers (libstdc++, fmt, protobuf), whose
+# hashing wraps on purpose, are left out by tests/fuzz/ubsan_ignorelist.txt.
 #
 #   scripts/io/run_fuzz.sh [SECONDS_PER_TARGET (default 20)] [BUILD_DIR (default build-fuzz)]
 #
-# Needs clang++ with libFuzzer and libfmt-dev. Debian 12: apt-get install clang-14 libclang-rt-14-dev
-# (the `clang` metapackage pulls both). Override the compiler with CXX=...
+# Needs clang++ with libFuzzer, libfmt-dev, libprotobuf-dev and protoc. Debian 12: apt-get install
+# clang-14 libclang-rt-14-dev libfmt-dev libprotobuf-dev protobuf-compiler. Override the compiler with CXX=...
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 secs=${1:-20}
@@ -17,19 +23,28 @@ if [[ -z "$cxx" ]] || ! "$cxx" --version | grep -q clang; then
   echo "run_fuzz.sh: clang++ not found (Debian: apt-get install clang-14 libclang-rt-14-dev)" >&2
   exit 2
 fi
+protoc=$(command -v protoc || true)
+[[ -n "$protoc" ]] || { echo "run_fuzz.sh: protoc not found (Debian: apt-get install protobuf-compiler)" >&2; exit 2; }
 mkdir -p "$out"
-flags=(-std=c++20 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-       -I"$root")
-sources=(raw_tensor zip_reader zip_writer pickle_reader pth json_lite safetensors)
-targets=(fuzz_pth fuzz_torch_pickle fuzz_safetensors)
+san=(-fsanitize=address,undefined,unsigned-integer-overflow -fno-sanitize-recover=all
+     -fsanitize-ignorelist="$root/tests/fuzz/ubsan_ignorelist.txt")
+flags=(-std=c++20 -g -O1 -fno-omit-frame-pointer "${san[@]}" -I"$root" -I"$out")
+"$protoc" -I "$root" --cpp_out="$out" "$root/tools/common/checkpoint.proto"
+sources=(nn/io/raw_tensor nn/io/zip_reader nn/io/zip_writer nn/io/pickle_reader nn/io/pth nn/io/json_lite
+         nn/io/safetensors nn/io/tensor_convert autograd/check autograd/storage autograd/tensor autograd/graph
+         autograd/cpu_only_stubs tools/common/checkpoint tools/common/crc32c)
+targets=(fuzz_pth fuzz_torch_pickle fuzz_safetensors fuzz_to_tensor fuzz_mo_checkpoint)
 
 objs=()
-for s in "${sources[@]}"; do  # the readers, instrumented for coverage but without libFuzzer's main
-  "$cxx" "${flags[@]}" -fsanitize=fuzzer-no-link -c "$root/nn/io/$s.cpp" -o "$out/$s.o"
-  objs+=("$out/$s.o")
+for s in "${sources[@]}"; do  # instrumented for coverage but without libFuzzer's main
+  o="$out/$(basename "$s").o"
+  "$cxx" "${flags[@]}" -fsanitize=fuzzer-no-link -c "$root/$s.cpp" -o "$o"
+  objs+=("$o")
 done
+"$cxx" "${flags[@]}" -w -c "$out/tools/common/checkpoint.pb.cc" -o "$out/checkpoint.pb.o"  # generated code
+objs+=("$out/checkpoint.pb.o")
 for t in "${targets[@]}"; do
-  "$cxx" "${flags[@]}" -fsanitize=fuzzer "$root/tests/fuzz/$t.cpp" "${objs[@]}" -lfmt -o "$out/$t"
+  "$cxx" "${flags[@]}" -fsanitize=fuzzer "$root/tests/fuzz/$t.cpp" "${objs[@]}" -lprotobuf -lfmt -lpthread -o "$out/$t"
 done
 echo "run_fuzz.sh: built ${targets[*]} in $out"
 

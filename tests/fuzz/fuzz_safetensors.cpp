@@ -1,6 +1,7 @@
 // fuzz_safetensors.cpp: libFuzzer target for the safetensors reader (header length, the JSON parser,
 // dtype/shape/offset validation, data tiling). mo::Error is an expected rejection; when a file is
 // accepted, writing it back and reading again must give the same tensors.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -24,7 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (back.tensors.size() != sd.tensors.size() || back.metadata != sd.metadata) std::abort();
   for (const auto& [name, t] : sd.tensors) {
     const RawTensor* u = back.find(name);
-    if (!u || u->bytes != t.bytes || u->shape != t.shape || u->dtype != t.dtype) std::abort();
+    if (!u || !std::ranges::equal(u->bytes(), t.bytes()) || u->shape != t.shape || u->dtype != t.dtype) std::abort();
   }
   return 0;
 }

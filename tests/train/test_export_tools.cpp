@@ -7,6 +7,7 @@
 //  - --hf-dir writes timm names and timm's config.json (checked against timm's documented structure);
 //    reading the folder back gives the same weights and settings, and mo_predict/mo_validate accept it;
 //  - --arch for files that do not say their architecture; bad options and inputs are named.
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -209,7 +210,8 @@ TEST(ExportTools, HuggingFaceFolderRoundTrip) {
   for (size_t i = 0; i < a.tensors.size(); ++i) {
     EXPECT_EQ(a.tensors[i].first, b.tensors[i].first);
     EXPECT_EQ(a.tensors[i].second.shape, b.tensors[i].second.shape);
-    EXPECT_TRUE(a.tensors[i].second.bytes == b.tensors[i].second.bytes) << a.tensors[i].first;
+    const auto ba = a.tensors[i].second.bytes(), bb = b.tensors[i].second.bytes();
+    EXPECT_TRUE(std::equal(ba.begin(), ba.end(), bb.begin(), bb.end())) << a.tensors[i].first;
   }
   expect_settings(b, back);
   expect_settings(tools::read_hf_dir(dir), dir);

@@ -116,7 +116,12 @@ ckpt::Manifest read_manifest(Reader& r, uint64_t& payload_start) {
   MO_CHECK(std::memcmp(magic, kMagic, 8) == 0, "'{}' is not a mo checkpoint (bad magic)", r.path);
   uint64_t size = 0;
   r.read(&size, 8, "the header");
-  MO_CHECK(size < (1ull << 31), "checkpoint '{}' is corrupt (manifest size {})", r.path, size);
+  std::error_code ec;
+  const uint64_t file_size = fs::file_size(r.path, ec);
+  MO_CHECK(!ec, "cannot read checkpoint '{}': {}", r.path, ec.message());
+  MO_CHECK(size < (1ull << 31) && size + kHeaderBytes + 4 <= file_size,
+           "checkpoint '{}' is truncated or corrupt: a manifest of {} bytes does not fit in its {} bytes", r.path,
+           size, file_size);
   std::string buf(size, '\0');
   r.read(buf.data(), size, "the manifest");
   uint32_t crc = 0;
@@ -127,11 +132,23 @@ ckpt::Manifest read_manifest(Reader& r, uint64_t& payload_start) {
   MO_CHECK(m.format_version() == kFormatVersion, "checkpoint '{}' has format version {}, this build reads {}", r.path,
            m.format_version(), kFormatVersion);
   payload_start = kHeaderBytes + size + 4;
-  std::error_code ec;
-  uint64_t file_size = fs::file_size(r.path, ec);
-  MO_CHECK(!ec && file_size == payload_start + m.payload_bytes(),
-           "checkpoint '{}' is truncated: {} bytes, the manifest describes {}", r.path, ec ? 0 : file_size,
-           payload_start + m.payload_bytes());
+  MO_CHECK(m.payload_bytes() == file_size - payload_start,
+           "checkpoint '{}' is truncated or corrupt: {} bytes, the manifest describes {} bytes of payload after the "
+           "{}-byte header", r.path, file_size, m.payload_bytes(), payload_start);
+  // Every tensor entry lies inside the payload and all of them together fit in it (entries over the same
+  // bytes would let a small manifest allocate without bound), checked before anything is allocated.
+  uint64_t total = 0;
+  for (const auto* entries : {&m.model(), &m.optimizer()}) {
+    for (const auto& e : *entries) {
+      uint64_t end = 0;
+      const bool inside = !__builtin_add_overflow(e.offset(), e.nbytes(), &end) && end <= m.payload_bytes();
+      const bool fits = !__builtin_add_overflow(total, e.nbytes(), &total) && total <= m.payload_bytes();
+      MO_CHECK(inside && fits,
+               "checkpoint '{}' is corrupt: tensor '{}' {} {} claims {} bytes at offset {} of a {}-byte payload{}",
+               r.path, e.name(), e.dtype(), shape_str(Shape(e.shape().begin(), e.shape().end())), e.nbytes(),
+               e.offset(), m.payload_bytes(), inside ? " that the tensors before it already fill (entries overlap)" : "");
+    }
+  }
   return m;
 }
 

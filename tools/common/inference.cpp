@@ -12,10 +12,17 @@
 
 namespace mo::tools {
 
-int64_t classifier_rows(const nn::io::RawStateDict& sd) {
+// Rows of the classifier weight (official head.fc2, timm head.fc), or 0 when there is none. The
+// model is built with that many classes, so an empty weight ([2^40, 0] holds no bytes) is refused
+// rather than trusted: rows x columns are then bounded by the file's bytes.
+int64_t classifier_rows(const nn::io::RawStateDict& sd, const std::string& what) {
   for (const auto& [name, t] : sd.tensors) {
     std::string n = nn::io::strip_wrapper_prefix(name);
-    if ((n == "head.fc2.weight" || n == "head.fc.weight") && t.shape.size() == 2) return t.shape[0];
+    if ((n == "head.fc2.weight" || n == "head.fc.weight") && t.shape.size() == 2) {
+      MO_CHECK(t.shape[1] > 0, "{}: classifier weight '{}' has shape {}, with no input features", what, name,
+               nn::io::shape_string(t.shape));
+      return t.shape[0];
+    }
   }
   return 0;
 }
@@ -29,7 +36,7 @@ LoadedModel model_from_state_dict(const nn::io::RawStateDict& sd, const std::str
       if (k == "arch") out.name = v;
   MO_CHECK(!out.name.empty(), "'{}' does not say which model it holds: name it with --model (one of {})", what,
            fmt::join(nn::mambaout_names(), ", "));
-  out.num_classes = classifier_rows(sd);
+  out.num_classes = classifier_rows(sd, what);
   MO_CHECK(out.num_classes > 0, "'{}' has no classifier weight (head.fc2.weight or head.fc.weight)", what);
   nn::MambaOutConfig mc = nn::mambaout_config(out.name);
   mc.num_classes = out.num_classes;

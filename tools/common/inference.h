@@ -31,8 +31,9 @@ struct LoadedModel {
 // `model_name` empty: taken from the file (our manifest, or an 'arch' entry), else an error asking for
 // --model. The model ends up in eval mode on `dev` with parameters in `dtype` (f32 or bf16).
 LoadedModel load_model_for_eval(const std::string& weights, const std::string& model_name, Device dev, DType dtype);
-// Rows of the classifier weight (official head.fc2, timm head.fc), or 0 when there is none.
-int64_t classifier_rows(const nn::io::RawStateDict& sd);
+// Rows of the classifier weight (official head.fc2, timm head.fc), or 0 when there is none; a weight with
+// no input features is refused, naming `what` (the file).
+int64_t classifier_rows(const nn::io::RawStateDict& sd, const std::string& what);
 // The same from weights already read (`what` names them in errors); the model stays on the CPU in fp32.
 LoadedModel model_from_state_dict(const nn::io::RawStateDict& sd, const std::string& what, const std::string& model_name);
 

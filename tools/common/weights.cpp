@@ -28,7 +28,7 @@ void register_mo_format() {
            sd.metadata.emplace_back("epoch", std::to_string(s.epoch));
            // the facts a .mo carries, as the metadata other formats carry them (model_info.h)
            ModelInfo info;
-           info.num_classes = classifier_rows(sd);
+           info.num_classes = classifier_rows(sd, path);
            info.class_names = s.class_names;
            if (!s.config_yaml.empty()) {
              TrainConfig c;
