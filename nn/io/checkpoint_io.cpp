@@ -2,6 +2,8 @@
 // into / saving from a Module with automatic key renaming. See checkpoint_io.h.
 #include "nn/io/checkpoint_io.h"
 
+#include "nn/io/file_read.h"
+
 #include <algorithm>
 #include <bit>
 #include <cerrno>
@@ -13,6 +15,7 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "nn/io/file_read.h"
 #include "nn/io/pth.h"
 #include "nn/io/safetensors.h"
 #include "nn/io/zip_reader.h"
@@ -103,28 +106,16 @@ const CheckpointFormat& format_for_write(const std::string& path, const std::str
 }
 
 const CheckpointFormat& format_for_read(const std::string& path) {
-  std::error_code ec;
-  MO_CHECK(!std::filesystem::is_directory(path, ec), "'{}' is a directory, not a checkpoint file", path);
-  std::ifstream f(path, std::ios::binary);
-  MO_CHECK(f.is_open(), "cannot open '{}': {}", path, std::strerror(errno));
+  RegularFile f(path, "'" + path + "'");  // a folder, pipe or device is refused here, without blocking
   uint8_t head[64] = {};
-  f.read(reinterpret_cast<char*>(head), sizeof(head));
-  Bytes h(head, static_cast<size_t>(f.gcount()));
+  Bytes h(head, f.read_some(head, sizeof(head)));
   for (const auto& fmt_ : registry())
     if (fmt_.sniff && fmt_.sniff(h)) return fmt_;
   return format_for_write(path);
 }
 
 std::vector<uint8_t> read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  MO_CHECK(f.is_open(), "cannot open '{}': {}", path, std::strerror(errno));
-  const std::streamoff size = f.tellg();
-  MO_CHECK(size >= 0, "cannot read '{}': size unknown", path);
-  std::vector<uint8_t> data(static_cast<size_t>(size));
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(data.data()), size);
-  MO_CHECK(f.gcount() == size, "cannot read '{}': got {} of {} bytes", path, f.gcount(), size);
-  return data;
+  return read_regular_file(path, "'" + path + "'", kMaxCheckpointBytes);
 }
 
 RawStateDict read_checkpoint(const std::string& path, const ReadOptions& opt) {

@@ -193,7 +193,7 @@ TEST_F(ToolErrors, ResumeFromAFolderOrAPyTorchFile) {
   const std::string r = recipe(tmp("tool_errors_resume"));
   // Was: "checkpoint '<folder>' is truncated (reading the header)".
   EXPECT_TRUE(fails_saying(sh(train(r + " --set train.resume=" + folder())),
-                           {"checkpoint '" + folder() + "' is a directory, not a checkpoint file"}));
+                           {"cannot read checkpoint '" + folder() + "': a directory, not a regular file"}));
   // Was: "'x.pth' is not a mo checkpoint (bad magic)", without the way to use the file.
   const std::string pth = tmp("tool_errors_w.pth");
   ASSERT_EQ(sh(kBin + "mo_convert " + checkpoint() + " " + pth).rc, 0);
@@ -222,7 +222,7 @@ TEST_F(ToolErrors, ValidateAndPredictNameTheOption) {
   EXPECT_TRUE(fails_saying(sh(v + " --img-size 16"), {"--img-size: expected an integer from 32 to 8192, got '16'"}));
   // Was: "cannot tell the checkpoint format from the extension ''".
   EXPECT_TRUE(fails_saying(sh(kBin + "mo_validate " + folder() + " --data " + folder()),
-                           {"'" + folder() + "' is a directory, not a checkpoint file"}));
+                           {"cannot read '" + folder() + "': a directory, not a regular file"}));
   const std::string img = folder() + "/val/class_0/0.jpg";
   const std::string p = kBin + "mo_predict --weights " + checkpoint() + " " + img;
   ASSERT_EQ(sh(p).rc, 0);
@@ -230,7 +230,7 @@ TEST_F(ToolErrors, ValidateAndPredictNameTheOption) {
   EXPECT_TRUE(fails_saying(sh(p + " --img-size 8"), {"--img-size: expected an integer from 32 to 8192, got '8'"}));
   // Was: "'<folder>' holds no class names".
   EXPECT_TRUE(fails_saying(sh(p + " --classes " + folder()),
-                           {"class-name file '" + folder() + "' is a directory, not a text file"}));
+                           {"cannot read class-name file '" + folder() + "': a directory, not a regular file"}));
 }
 
 TEST_F(ToolErrors, ConvertToAFolderOrIntoAMissingOne) {
@@ -246,7 +246,7 @@ TEST_F(ToolErrors, ConvertToAFolderOrIntoAMissingOne) {
                            {"cannot write '" + out_dir + "/nodir/w.safetensors': folder '" + out_dir +
                             "/nodir' does not exist"}));
   EXPECT_TRUE(fails_saying(sh(kBin + "mo_convert " + out_dir + " " + out_dir + "/w.pth"),
-                           {"'" + out_dir + "' is a directory, not a checkpoint file"}));
+                           {"cannot read '" + out_dir + "': a directory, not a regular file"}));
   EXPECT_EQ(listing(out_dir).size(), 1u) << "a failed conversion left a file behind";
 }
 
@@ -485,7 +485,21 @@ TEST_F(ToolErrors, NamedPipesAndHugeFilesInsteadOfRecipesOrCheckpoints) {
   const std::string out = tmp("tool_errors_fifo_run");
   fs::remove_all(out);
   EXPECT_TRUE(fails_saying(sh("timeout 120 " + train(recipe(out) + " --set train.resume=" + fifo)),
-                           {"checkpoint '" + fifo + "' is not a regular file (a named pipe"}));
+                           {"cannot read checkpoint '" + fifo + "': a named pipe (FIFO), not a regular file"}));
+  // the same pipe as the weights of every tool that reads a checkpoint, as model.init, and as a class list
+  const std::string bounded = "timeout -s KILL 120 " + kBin;
+  const std::string named = "'" + fifo + "': a named pipe (FIFO), not a regular file";
+  EXPECT_TRUE(fails_saying(sh(bounded + "mo_validate " + fifo + " --data " + folder()), {"cannot read " + named}));
+  EXPECT_TRUE(fails_saying(sh(bounded + "mo_convert " + fifo + " " + tmp("tool_errors_fifo_out.pth")),
+                           {"cannot read " + named}));
+  EXPECT_TRUE(fails_saying(sh(bounded + "mo_predict --weights " + fifo + " " + folder() + "/val/class_0/0.jpg"),
+                           {"cannot read " + named}));
+  EXPECT_TRUE(fails_saying(sh("timeout -s KILL 120 " + train(recipe(tmp("tool_errors_fifo_init")) +
+                                                            " --set model.init=" + fifo)),
+                           {"cannot read " + named}));
+  EXPECT_TRUE(fails_saying(sh(bounded + "mo_predict --weights " + checkpoint() + " --classes " + fifo + " " + folder() +
+                              "/val/class_0/0.jpg"),
+                           {"cannot read class-name file " + named}));
   const std::string big = write("tool_errors_big.yaml", std::string(2 << 20, '#'));
   EXPECT_TRUE(fails_saying(sh(train(big)), {"config file '" + big + "' is 2097152 bytes: a YAML recipe is a small"}));
   // A pipe at config.yaml is replaced (written through a temporary), one at summary.csv is refused.

@@ -1,6 +1,8 @@
 // checkpoint.cpp: atomic writing and verified reading of mo checkpoint files; the run-directory manager.
 #include "tools/common/checkpoint.h"
 
+#include "nn/io/file_read.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -93,14 +95,10 @@ struct Reader {
   std::FILE* f = nullptr;
   std::string path;
   explicit Reader(const std::string& p) : path(p) {
-    std::error_code ec;
-    const fs::file_status st = fs::status(p, ec);
-    MO_CHECK(!fs::is_directory(st), "checkpoint '{}' is a directory, not a checkpoint file", p);
-    // Opening a named pipe would wait for a writer for ever; a device has no end.
-    MO_CHECK(!fs::exists(st) || fs::is_regular_file(st), "checkpoint '{}' is not a regular file (a named pipe, "
-             "socket or device): refusing to read it", p);
-    f = std::fopen(p.c_str(), "rb");
-    MO_CHECK(f != nullptr, "cannot open checkpoint '{}': {}", p, std::strerror(errno));
+    // Opening a named pipe would wait for a writer for ever, a device has no end: regular files only,
+    // checked on the opened descriptor (nn/io/file_read.h).
+    nn::io::RegularFile rf(p, "checkpoint '" + p + "'");
+    f = rf.release_to_stdio();
   }
   ~Reader() {
     if (f) std::fclose(f);

@@ -1,6 +1,10 @@
 // class_names.cpp: reading class-name files and finding the installed ImageNet list.
 #include "tools/common/class_names.h"
 
+#include <sstream>
+
+#include "nn/io/file_read.h"
+
 #include <unistd.h>
 
 #include <cstdlib>
@@ -14,10 +18,7 @@ namespace fs = std::filesystem;
 namespace mo::tools {
 
 std::vector<std::string> read_class_names(const std::string& path) {
-  std::error_code ec;
-  MO_CHECK(!fs::is_directory(path, ec), "class-name file '{}' is a directory, not a text file", path);
-  std::ifstream in(path);
-  MO_CHECK(in.good(), "cannot read class names from '{}'", path);
+  std::istringstream in(nn::io::read_text_file(path, "class-name file '" + path + "'"));
   std::vector<std::string> names;
   std::string line;
   while (std::getline(in, line)) {

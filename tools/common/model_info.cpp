@@ -1,6 +1,8 @@
 // model_info.cpp: a weight file's facts about itself as metadata strings and as a timm config.json.
 #include "tools/common/model_info.h"
 
+#include "nn/io/file_read.h"
+
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -83,13 +85,7 @@ void check_settings(const ModelInfo& m, const std::string& what) {
              triple(m.std));
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  MO_CHECK(f, "cannot read '{}': {}", path, std::strerror(errno));
-  std::string s((std::istreambuf_iterator<char>(f)), {});
-  MO_CHECK(!f.bad(), "cannot read '{}'", path);
-  return s;
-}
+std::string slurp(const std::string& path) { return nn::io::read_text_file(path, "'" + path + "'"); }
 
 }  // namespace
 
