@@ -275,7 +275,7 @@ void Tensor::fill_(double v) {
 
 void Tensor::add_(const Tensor& src, double alpha) {
   MO_CHECK(shape() == src.shape(), "add_: shape mismatch, destination {} source {}", str(), src.str());
-  check_same_device("add_", *this, src);
+  MO_CHECK(device() == src.device(), "add_: tensors on different devices: {} and {}", str(), src.str());
   bump_version();
   if (numel() == 0) return;
   if (device().is_cuda()) {
@@ -310,21 +310,5 @@ double Tensor::item() const {
   return *c.data<double>();
 }
 
-void check_same_device(const char* op, const Tensor& a, const Tensor& b) {
-  MO_CHECK(a.device() == b.device(), "{}: tensors on different devices: {} and {}", op, a.str(), b.str());
-}
-void check_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
-  MO_CHECK(a.dtype() == b.dtype(), "{}: dtype mismatch: {} and {}", op, a.str(), b.str());
-}
-void check_dtype(const char* op, const Tensor& a, std::initializer_list<DType> allowed) {
-  for (auto d : allowed)
-    if (a.dtype() == d) return;
-  std::vector<std::string> names;
-  for (auto d : allowed) names.push_back(dtype_name(d));
-  MO_FAIL("{}: unsupported dtype {} (expected one of {})", op, a.str(), fmt::join(names, ", "));
-}
-void check_dim(const char* op, const Tensor& a, int64_t dim) {
-  MO_CHECK(a.dim() == dim, "{}: expected a {}-d tensor, got {}", op, dim, a.str());
-}
 
 }  // namespace mo

@@ -105,11 +105,6 @@ class Tensor {
   std::shared_ptr<TensorImpl> impl_;
 };
 
-// Error helpers for ops: "op: expected ..., got float32[2, 3] cpu".
-void check_same_device(const char* op, const Tensor& a, const Tensor& b);
-void check_same_dtype(const char* op, const Tensor& a, const Tensor& b);
-void check_dtype(const char* op, const Tensor& a, std::initializer_list<DType> allowed);
-void check_dim(const char* op, const Tensor& a, int64_t dim);
 
 template <typename T>
 T* Tensor::data() const {

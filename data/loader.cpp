@@ -365,30 +365,4 @@ const ImageFolder& Loader::dataset() const { return *impl_->ds; }
 const LoaderConfig& Loader::config() const { return impl_->cfg; }
 Device Loader::device() const { return impl_->dev; }
 
-std::unique_ptr<Loader> make_train_loader(const std::string& root, int batch_size, int num_threads, int rank,
-                                          int world_size, uint64_t seed) {
-  LoaderConfig c;
-  c.root = root;
-  c.training = true;
-  c.batch_size = batch_size;
-  c.num_threads = num_threads;
-  c.rank = rank;
-  c.world_size = world_size;
-  c.seed = seed;
-  return std::make_unique<Loader>(c);
-}
-
-std::unique_ptr<Loader> make_eval_loader(const std::string& root, int batch_size, int num_threads, int rank,
-                                         int world_size, double crop_pct) {
-  LoaderConfig c;
-  c.root = root;
-  c.training = false;
-  c.batch_size = batch_size;
-  c.num_threads = num_threads;
-  c.rank = rank;
-  c.world_size = world_size;
-  c.eval.crop_pct = crop_pct;
-  return std::make_unique<Loader>(c);
-}
-
 }  // namespace mo::data

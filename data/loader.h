@@ -8,8 +8,9 @@
 // or pixel limits, or no longer regular files) are replaced by a deterministic stand-in, counted and named
 // on stderr. When the worker threads cannot all be started the constructor throws, saying how many.
 //
-//   auto train = mo::data::make_train_loader(root, batch, threads, rank, world, seed);
-//   train->start_epoch(epoch);  Batch b;  while (train->next(b)) { ... b.images, b.targets ... }
+//   LoaderConfig cfg;  cfg.root = root;  cfg.batch_size = 128;  ...   (tools/common/loaders.cpp fills it
+//   Loader train(cfg);                                                 from a recipe)
+//   train.start_epoch(epoch);  Batch b;  while (train.next(b)) { ... b.images, b.targets ... }
 #pragma once
 #include <memory>
 #include <string>
@@ -83,11 +84,5 @@ class Loader {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// The recipe's loaders (mambaout.md §3-4) with the usual knobs.
-std::unique_ptr<Loader> make_train_loader(const std::string& root, int batch_size, int num_threads, int rank = 0,
-                                          int world_size = 1, uint64_t seed = 42);
-std::unique_ptr<Loader> make_eval_loader(const std::string& root, int batch_size, int num_threads, int rank = 0,
-                                         int world_size = 1, double crop_pct = 1.0);
 
 }  // namespace mo::data

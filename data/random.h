@@ -40,7 +40,6 @@ struct Rng {
     int64_t v = static_cast<int64_t>(uniform() * static_cast<double>(n));
     return lo + (v >= n ? n - 1 : v);
   }
-  bool bernoulli(double p) { return uniform() < p; }
   double normal() { return g.normal(); }
   double normal(double mean, double std) { return mean + std * normal(); }
   // Gamma(alpha, 1) by Marsaglia-Tsang (alpha < 1 boosted with U^(1/alpha)).

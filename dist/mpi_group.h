@@ -29,7 +29,6 @@ class MpiGroup : public ProcessGroup {
   void barrier() override;
   void all_gather_bytes(const void* in, size_t nbytes, void* out) override;
 
-  const std::shared_ptr<MpiRuntime>& runtime() const { return rt_; }
   struct Op;  // one queued collective (mpi_group.cpp)
 
  private:

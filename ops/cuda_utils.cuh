@@ -7,6 +7,7 @@
 //   - allow_tf32(): the MO_ALLOW_TF32=1 switch for float32 GEMM / convolution.
 //   - map1 / map2: elementwise out = op(a) / op(a, b) with 16-byte vectors when aligned.
 //   - grid_1d(n, threads): a grid-stride launch size capped at a fixed multiple of 132 SMs.
+//   - sm_count(dev) / resident_blocks(kernel, threads, smem, dev): occupancy for persistent grids.
 //   - FastDiv (from autograd/fast_div.cuh): 32-bit division by a runtime divisor as a multiply-high and
 //     a shift (the divisor's magic number is computed once on the host), for index decoding.
 //   - column_sum: deterministic two-pass column reduction out[b, j] = scale · Σ_i f(b, i, j) over an
@@ -17,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -86,6 +88,26 @@ inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 
 inline int grid_1d(int64_t n, int threads) {
   int64_t b = (n + threads - 1) / threads;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(b, 132 * 32)));
+}
+
+// ---- occupancy ---------------------------------------------------------------------------------------
+// SMs of device `dev` (cached per device), and the blocks of `kernel` that fit on the whole GPU at once
+// (persistent grids and per-block partial counts).
+inline int sm_count(int dev) {
+  static std::atomic<int> cache[64];
+  if (dev < 0 || dev >= 64) dev = 0;
+  int n = cache[dev].load();
+  if (n == 0) {
+    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    cache[dev].store(n);
+  }
+  return n;
+}
+template <typename K>
+int64_t resident_blocks(K kernel, int threads, size_t smem, int dev) {
+  int per_sm = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  return static_cast<int64_t>(std::max(1, per_sm)) * sm_count(dev);
 }
 
 // ---- division by a runtime divisor: FastDiv lives in autograd/fast_div.cuh (the tensor copies use it too)

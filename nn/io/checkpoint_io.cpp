@@ -89,12 +89,6 @@ void register_format(CheckpointFormat f) {
   registry().push_back(std::move(f));
 }
 
-std::vector<std::string> format_names() {
-  std::vector<std::string> n;
-  for (const auto& f : registry()) n.push_back(f.name);
-  return n;
-}
-
 const CheckpointFormat& format_for_write(const std::string& path, const std::string& name) {
   const std::string ext = extension(path);
   for (const auto& f : registry()) {

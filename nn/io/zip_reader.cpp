@@ -2,30 +2,25 @@
 // (see zip_reader.h). Format reference: PKWARE APPNOTE.TXT sections 4.3.6-4.3.16 and 4.5.3.
 #include "nn/io/zip_reader.h"
 
-#include <array>
+#include <zlib.h>
+
+#include <algorithm>
 
 namespace mo::nn::io {
 
 namespace {
 constexpr uint32_t kLocalSig = 0x04034b50, kCentralSig = 0x02014b50, kEocdSig = 0x06054b50;
 constexpr uint32_t kZip64EocdSig = 0x06064b50, kZip64LocatorSig = 0x07064b50;
-
-std::array<uint32_t, 256> make_crc_table() {
-  std::array<uint32_t, 256> t{};
-  for (uint32_t i = 0; i < 256; ++i) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-    t[i] = c;
-  }
-  return t;
-}
 }  // namespace
 
-uint32_t crc32(Bytes data, uint32_t crc) {
-  static const std::array<uint32_t, 256> table = make_crc_table();
-  crc = ~crc;
-  for (uint8_t b : data) crc = table[(crc ^ b) & 0xffu] ^ (crc >> 8);
-  return ~crc;
+uint32_t crc32(Bytes data, uint32_t crc) {  // zlib's (zip's CRC-32), in chunks its uInt length can take
+  uLong c = crc;
+  for (size_t off = 0; off < data.size();) {
+    const size_t n = std::min<size_t>(data.size() - off, size_t{1} << 30);
+    c = ::crc32(c, reinterpret_cast<const Bytef*>(data.data() + off), static_cast<uInt>(n));
+    off += n;
+  }
+  return static_cast<uint32_t>(c);
 }
 
 bool looks_like_zip(Bytes data) {

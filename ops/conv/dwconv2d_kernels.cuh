@@ -271,24 +271,11 @@ __global__ void __launch_bounds__(THREADS, 2)
 
 // ---- host side ----------------------------------------------------------------------------------------
 
-inline int sm_count(int dev) {
-  static std::atomic<int> cache[64];
-  if (dev < 0 || dev >= 64) dev = 0;
-  int n = cache[dev].load();
-  if (n == 0) {
-    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    cache[dev].store(n);
-  }
-  return n;
-}
-
 // Slices for a persistent grid of `kernel`: enough blocks (× ncb) to fill the GPU once, at most one
 // slice per tile.
 template <typename Kern>
 int64_t slices_for(Kern kernel, const Geom& g, int dev) {
-  int per_sm = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, THREADS, 0));
-  const int64_t resident = static_cast<int64_t>(std::max(1, per_sm)) * sm_count(dev);
+  const int64_t resident = cu::resident_blocks(kernel, THREADS, 0, dev);
   const int64_t s = (resident + g.ncb - 1) / g.ncb;
   return std::max<int64_t>(1, std::min<int64_t>(s, g.tiles));
 }

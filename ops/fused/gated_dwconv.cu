@@ -320,9 +320,7 @@ __global__ void __launch_bounds__(256) gate_backward_ew(const T* __restrict__ dm
 template <typename Kern>
 int64_t resident_blocks(Kern kern, size_t smem, int dev) {
   CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  int per_sm = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, THREADS, smem));
-  return static_cast<int64_t>(std::max(1, per_sm)) * dwk::sm_count(dev);
+  return cu::resident_blocks(kern, THREADS, smem, dev);
 }
 
 void check_gated(const char* op, const Tensor& z, const Tensor& w, const Tensor& b, int64_t h) {
@@ -430,9 +428,7 @@ void gated_dwconv_backward(const Tensor& dm, const Tensor& z, const Tensor& w, c
     const bool vec = h % V == 0 && id % V == 0 && cu::aligned16(zp) && cu::aligned16(dmp) && cu::aligned16(cp) &&
                      cu::aligned16(dzp) && cu::aligned16(dcp);
     auto launch = [&](auto kern) {
-      int per_sm = 0;
-      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 256, 0));
-      const int64_t resident = static_cast<int64_t>(std::max(1, per_sm)) * dwk::sm_count(dev);
+      const int64_t resident = cu::resident_blocks(kern, 256, 0, dev);
       const int grid = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((P + 7) / 8, resident)));
       kern<<<grid, 256, 0, stream()>>>(dmp, zp, cp, dzp, dcp, P, h, id, cc, act);
       CUDA_CHECK_LAUNCH();

@@ -13,7 +13,8 @@ namespace mo {
 Tensor soft_target_cross_entropy(const Tensor& logits_in, const Tensor& target_in) {
   MO_CHECK(logits_in.dim() == 2 && logits_in.shape() == target_in.shape(),
            "soft_target_cross_entropy: logits {} and target {} must both be (B, N)", logits_in.str(), target_in.str());
-  check_same_device("soft_target_cross_entropy", logits_in, target_in);
+  MO_CHECK(logits_in.device() == target_in.device(), "soft_target_cross_entropy: logits {} and target {} are on "
+           "different devices", logits_in.str(), target_in.str());
   Tensor z = logits_in.contiguous();
   Tensor t = target_in.dtype() == z.dtype() || z.is_cuda() ? target_in.contiguous() : target_in.to(z.dtype()).contiguous();
   int64_t B = z.size(0), N = z.size(1);

@@ -58,25 +58,6 @@ __device__ __forceinline__ cu::Pack<T> pack(const float* f) {
   return p;
 }
 
-int sm_count(int dev) {
-  static std::atomic<int> cache[64];
-  if (dev < 0 || dev >= 64) dev = 0;
-  int n = cache[dev].load();
-  if (n == 0) {
-    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    cache[dev].store(n);
-  }
-  return n;
-}
-
-// Blocks of `kernel` that fit on the whole GPU at once.
-template <typename K>
-int64_t resident_blocks(K kernel, int threads, size_t smem, int dev) {
-  int per_sm = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-  return static_cast<int64_t>(std::max(1, per_sm)) * sm_count(dev);
-}
-
 // ---- fast path ------------------------------------------------------------------------------------
 // y = (x − μ)·rstd·w + b; rows [R, C], row group of LANES lanes, NV vectors per lane.
 template <typename T, int LANES, int NV>
@@ -360,13 +341,13 @@ void layer_norm_forward(const Tensor& x, const Tensor& w, const Tensor& b, doubl
                         constexpr int LANES = decltype(lanes)::value, NV = decltype(nv)::value;
                         auto kern = ln_forward_vec<T, LANES, NV>;
                         const int64_t need = ceil_div(R, kThreads / LANES);
-                        const int grid = static_cast<int>(std::min(need, resident_blocks(kern, kThreads, 0, dev)));
+                        const int grid = static_cast<int>(std::min(need, cu::resident_blocks(kern, kThreads, 0, dev)));
                         kern<<<grid, kThreads, 0, stream()>>>(px, pw, pb, py, pm, pr, R, static_cast<int>(C), e);
                         CUDA_CHECK_LAUNCH();
                       });
     if (!fast) {
       auto kern = ln_forward_any<T>;
-      const int grid = static_cast<int>(std::min(ceil_div(R, kThreads / 32), resident_blocks(kern, kThreads, 0, dev)));
+      const int grid = static_cast<int>(std::min(ceil_div(R, kThreads / 32), cu::resident_blocks(kern, kThreads, 0, dev)));
       kern<<<grid, kThreads, 0, stream()>>>(px, pw, pb, py, pm, pr, R, static_cast<int>(C), e);
       CUDA_CHECK_LAUNCH();
     }
@@ -403,7 +384,7 @@ void layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, con
           auto kern = ln_backward_vec<T, LANES, NV>;
           const size_t smem = 2 * C * sizeof(float);
           const int64_t need = ceil_div(R, kThreads / LANES);
-          const int grid = static_cast<int>(std::min(need, resident_blocks(kern, kThreads, smem, dev)));
+          const int grid = static_cast<int>(std::min(need, cu::resident_blocks(kern, kThreads, smem, dev)));
           Tensor part = Tensor::empty({grid, 2, C}, DType::f32, x.device());
           kern<<<grid, kThreads, smem, stream()>>>(pd, px, pw, pm, pr, pdx, part.data<float>(), R,
                                                    static_cast<int>(C));
@@ -413,7 +394,7 @@ void layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, con
         });
     if (!fast) {
       auto kern = ln_backward_dx_any<T>;
-      const int grid = static_cast<int>(std::min(ceil_div(R, kThreads / 32), resident_blocks(kern, kThreads, 0, dev)));
+      const int grid = static_cast<int>(std::min(ceil_div(R, kThreads / 32), cu::resident_blocks(kern, kThreads, 0, dev)));
       kern<<<grid, kThreads, 0, stream()>>>(pd, px, pw, pm, pr, pdx, R, static_cast<int>(C));
       CUDA_CHECK_LAUNCH();
       column_sum_to<T>(DwTerm<T>{pd, px, pm, pr, C}, R, C, dw);

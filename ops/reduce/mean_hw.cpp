@@ -6,7 +6,7 @@
 namespace mo {
 
 Tensor mean_hw(const Tensor& x_in) {
-  check_dim("mean_hw", x_in, 4);
+  MO_CHECK(x_in.dim() == 4, "mean_hw: expected a (B, H, W, C) tensor, got {}", x_in.str());
   Tensor x = x_in.contiguous();
   int64_t B = x.size(0), HW = x.size(1) * x.size(2), C = x.size(3);
   Tensor y = Tensor::empty({B, C}, x.dtype(), x.device());

@@ -16,6 +16,7 @@
 #include "tests/test_util.h"
 #include "tests/train/train_test_util.h"
 #include "tools/common/omp_env.h"
+#include "tests/train/tensorboard_reader.h"
 #include "tools/common/tensorboard_writer.h"
 #include "tools/common/trainer.h"
 

@@ -8,6 +8,7 @@
 
 #include "autograd/check.h"
 #include "tests/test_util.h"
+#include "tests/train/tensorboard_reader.h"
 #include "tools/common/tensorboard_writer.h"
 
 using namespace mo::tools;

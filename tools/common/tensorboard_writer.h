@@ -1,6 +1,6 @@
 // tensorboard_writer.h: writes TensorBoard event files (events.out.tfevents.<time>.<host>) holding scalar
 // summaries. Each record is TFRecord-framed: uint64 length, masked CRC32C of the length, the serialized
-// Event, masked CRC32C of the data. Scalars are flushed to disk by flush() (the trainer calls it after
+// Event, masked CRC32C of the data (tests/train/tensorboard_reader.h reads them back). Scalars are flushed to disk by flush() (the trainer calls it after
 // each logging interval), so a killed run keeps what it logged.
 #pragma once
 #include <cstdint>
@@ -28,16 +28,5 @@ class TensorBoardWriter {
   std::string path_;
   std::FILE* f_ = nullptr;
 };
-
-// Reads back every record of a TFRecord file, checking both CRCs; throws naming the file and offset.
-std::vector<std::string> read_tfrecords(const std::string& path);
-
-// The scalar values of an event file: (tag, step, value) in file order (for tests and tools).
-struct ScalarEvent {
-  std::string tag;
-  int64_t step;
-  float value;
-};
-std::vector<ScalarEvent> read_scalar_events(const std::string& path);
 
 }  // namespace mo::tools
