@@ -103,6 +103,7 @@ Cli::Cli(std::string tool_name, const std::string& description) : tool(std::move
 }
 
 std::optional<int> Cli::parse(int argc, char** argv) {
+  std::string error;
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -116,20 +117,22 @@ std::optional<int> Cli::parse(int argc, char** argv) {
     std::fputs("\n", stdout);
     return 0;
   } catch (const CLI::ParseError& e) {
-    print_error(message_of(e));
-    std::fprintf(stderr, "(%s --help lists the options)\n", tool.c_str());
-    return 2;
+    error = message_of(e);
   }
+  // An unknown argument is named first: it is often why something else looks missing.
   const std::vector<std::string> extra = app.remaining();
-  if (extra.empty()) return std::nullopt;
-  const std::string& a = extra.front();
-  if (a.size() > 1 && a[0] == '-') {
-    const std::string name = a.substr(0, a.find('='));
-    const std::string near = nearest_option(app, name);
-    print_error(fmt::format("unknown option '{}'{}", name, near.empty() ? "" : "; did you mean '" + near + "'?"));
-  } else {
-    print_error(fmt::format("unexpected argument '{}'", a));
+  if (!extra.empty()) {
+    const std::string& a = extra.front();
+    if (a.size() > 1 && a[0] == '-') {
+      const std::string name = a.substr(0, a.find('='));
+      const std::string near = nearest_option(app, name);
+      error = fmt::format("unknown option '{}'{}", name, near.empty() ? "" : "; did you mean '" + near + "'?");
+    } else {
+      error = fmt::format("unexpected argument '{}'", a);
+    }
   }
+  if (error.empty()) return std::nullopt;
+  print_error(error);
   std::fprintf(stderr, "(%s --help lists the options)\n", tool.c_str());
   return 2;
 }
