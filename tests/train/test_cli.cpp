@@ -3,8 +3,12 @@
 // --version with the commit and build flags, an unknown option or a bad value exits 2 with
 // "<tool>: error:" naming the option, timm's aliases in mo_train.
 #include <cstdio>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <regex>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -223,4 +227,30 @@ TEST(Cli, TrainAliasesAreRecipeKeys) {
   EXPECT_EQ(k.rc, 1) << k.output;
   EXPECT_NE(k.output.find("unknown key 'train.batch_sise'; did you mean 'train.batch_size'?"), std::string::npos)
       << k.output;
+}
+
+TEST(Cli, ReadmeTimmTableNamesRealRecipeKeys) {
+  // Every key in README.md's timm table is one that mo_train --print-config prints (no renamed or
+  // planned keys).
+  std::ifstream in(std::string(MO_SOURCE_DIR) + "/README.md");
+  const std::string readme((std::istreambuf_iterator<char>(in)), {});
+  const size_t from = readme.find("### From timm's train.py");
+  ASSERT_NE(from, std::string::npos);
+  const std::string table = readme.substr(from, readme.find("\n\n!", from) - from);
+  const auto cfg = run_stdout(kBin + "mo_train --print-config");
+  ASSERT_EQ(cfg.rc, 0) << cfg.output;
+  std::set<std::string> keys;
+  std::string section;
+  std::istringstream lines(cfg.output);
+  for (std::string l; std::getline(lines, l);) {
+    const std::string name = l.substr(l.find_first_not_of(' '), l.find(':') - l.find_first_not_of(' '));
+    if (l.rfind("  ", 0) == 0) keys.insert(section + "." + name);
+    else section = name;
+  }
+  ASSERT_GT(keys.size(), 40u);
+  const std::regex key(R"(`((model|data|optim|sched|train|ckpt|log)\.[a-z_]+))");
+  int n = 0;
+  for (auto it = std::sregex_iterator(table.begin(), table.end(), key); it != std::sregex_iterator(); ++it, ++n)
+    EXPECT_TRUE(keys.count((*it)[1].str())) << (*it)[1].str() << " is not a recipe key";
+  EXPECT_GT(n, 30);
 }
