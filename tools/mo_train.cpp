@@ -50,8 +50,8 @@ int main(int argc, char** argv) {
   bool print = false, help = false, amp = false;
   CLI::App& app = cli.app;
   app.add_option("RECIPE", recipe, "the recipe file, e.g. recipes/fashion_mnist.yaml")->type_name("FILE");
-  app.add_option("--set", sets, "override one recipe key (repeat it), e.g. --set optim.lr=1e-3")
-      ->type_name("KEY=VALUE")
+  app.add_option("--set", sets, "override one recipe key, e.g. --set optim.lr=1e-3; repeat --set for more")
+      ->option_text("KEY=VALUE")
       ->allow_extra_args(false);
   app.add_flag("--print-config", print, "print every recipe value in effect and exit");
   app.add_flag("--help-config", help, "the same with what each key means");
