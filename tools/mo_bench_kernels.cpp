@@ -209,7 +209,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   return cli.run([&] {
-  try {
     cudaDeviceProp prop{};
     CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     std::printf("mo_bench_kernels: %s, %s, batch %lld, %d warm-up + mean of %d runs\n", prop.name,
