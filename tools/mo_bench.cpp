@@ -34,17 +34,19 @@ int main(int argc, char** argv) {
   tools::Cli cli("mo_bench", "Synthetic-data speed of a MambaOut variant: training step and inference, images/s and "
                              "peak device memory.");
   CLI::App& app = cli.app;
+  using tools::int_range;
+  using tools::one_of;
   app.add_option("-m,--model", a.model, "model name")->capture_default_str();
-  app.add_option("-b,--batch,--batch-size", a.batch, "images per step")->capture_default_str()->check(tools::int_range(1, 1 << 20));
-  app.add_option("--img,--img-size", a.img, "image side in pixels")->capture_default_str()->check(tools::int_range(32, 4096));
-  app.add_option("--device", a.device, "where to run")->capture_default_str()->check(tools::one_of({"cpu", "cuda"}));
-  app.add_option("--dtype", a.dtype, "precision")->capture_default_str()->check(tools::one_of({"fp32", "bf16"}));
-  app.add_option("--mode", a.mode, "what to time")->capture_default_str()->check(tools::one_of({"train", "infer", "both"}));
-  app.add_option("--warmup", a.warmup, "untimed steps first")->capture_default_str()->check(tools::int_range(0, 1 << 20));
-  app.add_option("--iters", a.iters, "timed steps")->capture_default_str()->check(tools::int_range(1, 1 << 20));
+  app.add_option("-b,--batch,--batch-size", a.batch, "images per step")->capture_default_str()->check(int_range(1, 1 << 20));
+  app.add_option("--img,--img-size", a.img, "image side in pixels")->capture_default_str()->check(int_range(32, 4096));
+  app.add_option("--device", a.device, "where to run")->capture_default_str()->check(one_of({"cpu", "cuda"}));
+  app.add_option("--dtype", a.dtype, "precision")->capture_default_str()->check(one_of({"fp32", "bf16"}));
+  app.add_option("--mode", a.mode, "what to time")->capture_default_str()->check(one_of({"train", "infer", "both"}));
+  app.add_option("--warmup", a.warmup, "untimed steps first")->capture_default_str()->check(int_range(0, 1 << 20));
+  app.add_option("--iters", a.iters, "timed steps")->capture_default_str()->check(int_range(1, 1 << 20));
   app.add_option("--threads", a.threads, "OpenMP threads (0: the default)")
       ->capture_default_str()
-      ->check(tools::int_range(0, 4096));
+      ->check(int_range(0, 4096));
   app.add_flag("--json", a.json, "one JSON line per mode instead of text");
   app.add_flag("--profile", a.profile, "after training, time one more step part by part (on stderr)");
   if (auto rc = cli.parse(argc, argv)) return *rc;
