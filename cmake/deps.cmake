@@ -37,6 +37,22 @@ mo_require(Protobuf_FOUND "protobuf (libprotobuf, protoc)" "libprotobuf-dev prot
 find_package(fmt)
 mo_require(fmt_FOUND "fmt" "libfmt-dev")
 
+# CLI11 (header-only): the tools' command lines (tools/common/cli.h). Its CMake package where installed,
+# else the header on the include path (the single-header CLI11.hpp too).
+find_package(CLI11 CONFIG QUIET)
+if(NOT TARGET CLI11::CLI11)
+  find_path(CLI11_INCLUDE_DIR NAMES CLI/CLI.hpp CLI11.hpp)
+  if(CLI11_INCLUDE_DIR)
+    add_library(CLI11::CLI11 INTERFACE IMPORTED)
+    set_target_properties(CLI11::CLI11 PROPERTIES INTERFACE_INCLUDE_DIRECTORIES ${CLI11_INCLUDE_DIR})
+  endif()
+endif()
+set(_cli11_found FALSE)
+if(TARGET CLI11::CLI11)
+  set(_cli11_found TRUE)
+endif()
+mo_require(_cli11_found "CLI11 (CLI/CLI.hpp)" "libcli11-dev")
+
 find_package(yaml-cpp)
 mo_require(yaml-cpp_FOUND "yaml-cpp" "libyaml-cpp-dev")
 if(TARGET yaml-cpp::yaml-cpp)

@@ -1,7 +1,7 @@
 // mo_bench: synthetic-data speed of a MambaOut variant: training step (forward, backward, AdamW)
 // and inference, images/s and peak device memory. Fresh random inputs every run (never zeros).
-//   mo_bench --model mambaout_femto --batch 32 --img 224 --device cpu|cuda --dtype fp32|bf16
-//            [--mode train|infer|both] [--warmup 3] [--iters 10] [--threads N] [--json]
+//   mo_bench [-m mambaout_femto] [-b 32] [--img 224] [--device cpu|cuda] [--dtype fp32|bf16]
+//            [--mode train|infer|both] [--warmup 3] [--iters 10] [--threads N] [--json] [--profile]
 #include <omp.h>
 
 #include <chrono>
@@ -25,48 +25,32 @@ struct Args {
   bool json = false, profile = false;
 };
 
-[[noreturn]] void usage(const std::string& msg) {
-  std::fprintf(stderr,
-               "mo_bench: %s\nusage: mo_bench [--model NAME] [--batch N] [--img N] [--device cpu|cuda] "
-               "[--dtype fp32|bf16] [--mode train|infer|both] [--warmup N] [--iters N] [--threads N] [--json]\n",
-               msg.c_str());
-  std::exit(2);
-}
-
-Args parse(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    std::string k = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage("missing value for " + k);
-      return argv[++i];
-    };
-    if (k == "--model") a.model = val();
-    else if (k == "--batch") a.batch = static_cast<int>(tools::option_int(k, val(), 1, 1 << 20));
-    else if (k == "--img") a.img = static_cast<int>(tools::option_int(k, val(), 32, 4096));
-    else if (k == "--device") a.device = val();
-    else if (k == "--dtype") a.dtype = val();
-    else if (k == "--mode") a.mode = val();
-    else if (k == "--warmup") a.warmup = static_cast<int>(tools::option_int(k, val(), 0, 1 << 20));
-    else if (k == "--iters") a.iters = static_cast<int>(tools::option_int(k, val(), 1, 1 << 20));
-    else if (k == "--threads") a.threads = static_cast<int>(tools::option_int(k, val(), 0, 4096));
-    else if (k == "--json") a.json = true;
-    else if (k == "--profile") a.profile = true;
-    else usage("unknown flag " + k);
-  }
-  if (a.device != "cpu" && a.device != "cuda") usage("--device must be cpu or cuda");
-  if (a.dtype != "fp32" && a.dtype != "bf16") usage("--dtype must be fp32 or bf16");
-  if (a.mode != "train" && a.mode != "infer" && a.mode != "both") usage("--mode must be train, infer or both");
-  return a;
-}
-
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    Args a = parse(argc, argv);
+  Args a;
+  tools::Cli cli("mo_bench", "Synthetic-data speed of a MambaOut variant: training step and inference, images/s and "
+                             "peak device memory.");
+  CLI::App& app = cli.app;
+  using tools::int_range;
+  using tools::one_of;
+  app.add_option("-m,--model", a.model, "model name")->capture_default_str();
+  app.add_option("-b,--batch,--batch-size", a.batch, "images per step")->capture_default_str()->check(int_range(1, 1 << 20));
+  app.add_option("--img,--img-size", a.img, "image side in pixels")->capture_default_str()->check(int_range(32, 4096));
+  app.add_option("--device", a.device, "where to run")->capture_default_str()->check(one_of({"cpu", "cuda"}));
+  app.add_option("--dtype", a.dtype, "precision")->capture_default_str()->check(one_of({"fp32", "bf16"}));
+  app.add_option("--mode", a.mode, "what to time")->capture_default_str()->check(one_of({"train", "infer", "both"}));
+  app.add_option("--warmup", a.warmup, "untimed steps first")->capture_default_str()->check(int_range(0, 1 << 20));
+  app.add_option("--iters", a.iters, "timed steps")->capture_default_str()->check(int_range(1, 1 << 20));
+  app.add_option("--threads", a.threads, "OpenMP threads (0: the default)")
+      ->capture_default_str()
+      ->check(int_range(0, 4096));
+  app.add_flag("--json", a.json, "one JSON line per mode instead of text");
+  app.add_flag("--profile", a.profile, "after training, time one more step part by part (on stderr)");
+  if (auto rc = cli.parse(argc, argv)) return *rc;
+  return cli.run([&] {
     if (a.threads > 0) omp_set_num_threads(a.threads);
     Device dev = a.device == "cuda" ? Device::cuda(0) : Device::cpu();
     DType dt = a.dtype == "bf16" ? DType::bf16 : DType::f32;
@@ -147,9 +131,6 @@ int main(int argc, char** argv) {
       sync();
       report("infer", now() - t0);
     }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "mo_bench: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -32,6 +32,7 @@ std::vector<int> parse_list(const std::string& s) {
   std::vector<int> v;
   std::stringstream ss(s);
   for (std::string x; std::getline(ss, x, ',');) v.push_back(static_cast<int>(mo::tools::option_int("--threads", x, 1, 4096)));
+  MO_CHECK(!v.empty(), "--threads: expected thread counts like 1,2, got '{}'", s);
   return v;
 }
 
@@ -62,7 +63,7 @@ int64_t run_worker(const std::string& mode, const std::vector<std::string>& file
        i += static_cast<size_t>(T)) {
     const std::string& f = files[i % files.size()];
     std::string err;
-    MO_CHECK(read_file(f, bytes, err), "mo_bench_data: {}: {}", f, err);
+    MO_CHECK(read_file(f, bytes, err), "{}: {}", f, err);
     bool ok = true;
     if (mode == "decode") {
       ok = ws.decoder.open(bytes.data(), bytes.size()) && ws.decoder.decode_full(full);
@@ -72,7 +73,7 @@ int64_t run_worker(const std::string& mode, const std::vector<std::string>& file
       Rng rng(1, static_cast<uint64_t>(i));
       ok = train(bytes.data(), bytes.size(), rng, ws, img.view(), err);
     }
-    MO_CHECK(ok, "mo_bench_data: {}: {}", f, err.empty() ? ws.decoder.error() : err);
+    MO_CHECK(ok, "{}: {}", f, err.empty() ? ws.decoder.error() : err);
     if (mode != "decode") normalize_erase_cpu(u8, meta, 0, spec, out);
     ++n;
   }
@@ -83,36 +84,60 @@ int64_t run_worker(const std::string& mode, const std::vector<std::string>& file
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string dir, modes = "decode,rrc,train,eval";
-  std::vector<int> threads{1, 2};
+  std::string dir, modes = "decode,rrc,train,eval", thread_list = "1,2";
   double seconds = 5.0;
   int64_t count = 0;  // > 0: a fixed number of images per thread instead of a time
-  try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        MO_CHECK(i + 1 < argc, "mo_bench_data: {} needs a value", a);
-        return argv[++i];
-      };
-      if (a == "--dir") dir = value();
-      else if (a == "--threads") threads = parse_list(value());
-      else if (a == "--seconds") seconds = mo::tools::option_float(a, value(), 1e-3);
-      else if (a == "--modes") modes = value();
-      else if (a == "--count") count = mo::tools::option_int(a, value(), 1);
-      else MO_FAIL("mo_bench_data: unknown option '{}' (see the top of tools/mo_bench_data.cpp)", a);
-    }
-    MO_CHECK(!dir.empty(), "usage: mo_bench_data --dir DIR [--threads 1,2] [--seconds 5] [--modes decode,rrc,train,eval]");
+  tools::Cli cli("mo_bench_data", "Images/s of the JPEG input pipeline over a folder of JPEGs, with 1, 2 (and N) "
+                                  "worker threads.");
+  CLI::App& app = cli.app;
+  app.add_option("--dir", dir, "the folder of .jpg files")->type_name("DIR")->required();
+  app.add_option("--threads", thread_list, "worker-thread counts to time, comma-separated")
+      ->type_name("N,N...")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& s) {
+            try {
+              parse_list(s);
+              return std::string();
+            } catch (const Error& e) {
+              return std::string(e.what()).substr(std::string("--threads: ").size());
+            }
+          },
+          ""));
+  CLI::Option* secs = app.add_option("--seconds", seconds, "seconds per mode and thread count")
+                          ->capture_default_str()
+                          ->check(tools::number_range(1e-3, 86400));
+  app.add_option("--count", count, "images per thread instead of a time")
+      ->check(tools::int_range(1))
+      ->excludes(secs);
+  app.add_option("--modes", modes, "what to time, comma-separated: decode, rrc, train, eval")
+      ->type_name("MODE,MODE...")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& s) {
+            std::stringstream ms(s);
+            for (std::string m; std::getline(ms, m, ',');)
+              if (m != "decode" && m != "rrc" && m != "train" && m != "eval")
+                return fmt::format("expected decode, rrc, train or eval, got '{}' in '{}'", m, s);
+            return s.empty() ? std::string("expected decode, rrc, train or eval, got ''") : std::string();
+          },
+          ""));
+  app.footer("Modes (each reads the file from disk every time and ends in float32 NCHW): decode = full decode to RGB;\n"
+             "rrc = RandomResizedCrop 224 + flip + normalize; train = rrc + RandAugment rand-m9-mstd0.5-inc1;\n"
+             "eval = resize shorter side 224 (bicubic) + centre crop + normalize.\n" + app.get_footer());
+  if (auto rc = cli.parse(argc, argv)) return *rc;
+  const std::vector<int> threads = parse_list(thread_list);
+  return cli.run([&] {
     std::vector<std::string> files;
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator(dir, ec))
       if (e.path().extension() == ".jpg" || e.path().extension() == ".jpeg") files.push_back(e.path().string());
-    MO_CHECK(!ec, "mo_bench_data: --dir '{}': {}", dir, ec.message());
+    MO_CHECK(!ec, "--dir '{}': {}", dir, ec.message());
     std::sort(files.begin(), files.end());
-    MO_CHECK(!files.empty(), "mo_bench_data: no .jpg files in {}", dir);
+    MO_CHECK(!files.empty(), "no .jpg files in {}", dir);
     std::printf("%zu files in %s, %u hardware threads\n", files.size(), dir.c_str(), std::thread::hardware_concurrency());
     std::stringstream ms(modes);
     for (std::string mode; std::getline(ms, mode, ',');) {
-      MO_CHECK(mode == "decode" || mode == "rrc" || mode == "train" || mode == "eval", "mo_bench_data: unknown mode '{}'", mode);
       for (int T : threads) {
         std::atomic<bool> stop{false};
         std::vector<int64_t> counts(static_cast<size_t>(T));
@@ -147,10 +172,6 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       }
     }
-  } catch (const std::exception& e) {
-    const std::string msg = e.what(), self = "mo_bench_data: ";
-    std::fprintf(stderr, "%s%s\n", msg.rfind(self, 0) == 0 ? "" : self.c_str(), msg.c_str());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -20,6 +20,7 @@
 #include "ops/conv/dwconv2d.h"
 #include "ops/fused/gated_dwconv.h"
 #include "ops/norm/layer_norm.h"
+#include "tools/common/cli.h"
 #ifdef MO_WITH_CUDA
 #include "autograd/cuda_check.h"
 #include "tools/bench/conv2d_cudnn.h"
@@ -35,43 +36,6 @@ struct Args {
   int warmup = 3, iters = 20;
   std::string only;
 };
-
-[[noreturn]] void usage(const std::string& msg) {
-  std::fprintf(stderr,
-               "mo_bench_kernels: %s\nusage: mo_bench_kernels [--dtype bf16|fp32] [--batch N] [--warmup N] "
-               "[--iters N] [--only SUBSTRING]\n",
-               msg.c_str());
-  std::exit(2);
-}
-
-Args parse(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    std::string k = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage("missing value for " + k);
-      return argv[++i];
-    };
-    if (k == "--dtype") {
-      std::string v = val();
-      if (v == "bf16") a.dtype = DType::bf16;
-      else if (v == "fp32" || v == "f32") a.dtype = DType::f32;
-      else usage("--dtype must be bf16 or fp32, got " + v);
-    } else if (k == "--batch") {
-      a.batch = std::atoll(val().c_str());
-    } else if (k == "--warmup") {
-      a.warmup = std::atoi(val().c_str());
-    } else if (k == "--iters") {
-      a.iters = std::atoi(val().c_str());
-    } else if (k == "--only") {
-      a.only = val();
-    } else {
-      usage("unknown argument " + k);
-    }
-  }
-  if (a.batch < 1 || a.iters < 1 || a.warmup < 0) usage("--batch and --iters must be >= 1, --warmup >= 0");
-  return a;
-}
 
 #ifdef MO_WITH_CUDA
 
@@ -218,17 +182,33 @@ void bench_conv(Bench& bench, DType dt, int64_t B, int64_t H, int64_t Ci, int64_
 }  // namespace
 
 int main(int argc, char** argv) {
-  Args args = parse(argc, argv);
+  Args args;
+  std::string dtype = "bf16";
+  tools::Cli cli("mo_bench_kernels", "Times the fused CUDA kernels and the dense convolutions (against cuDNN where "
+                                     "built with it) at the mambaout_tiny shapes.");
+  CLI::App& app = cli.app;
+  app.add_option("--dtype", dtype, "precision")->capture_default_str()->check(tools::one_of({"bf16", "fp32"}));
+  app.add_option("-b,--batch,--batch-size", args.batch, "images per call")
+      ->capture_default_str()
+      ->check(tools::int_range(1, 1 << 16));
+  app.add_option("--warmup", args.warmup, "untimed runs first")->capture_default_str()->check(tools::int_range(0, 1 << 20));
+  app.add_option("--iters", args.iters, "timed runs (the mean is printed)")
+      ->capture_default_str()
+      ->check(tools::int_range(1, 1 << 20));
+  app.add_option("--only", args.only, "time only the cases whose name contains this")->type_name("SUBSTRING");
+  app.footer("Prints each call's time, the bytes it must move and the achieved GB/s; needs a CUDA build and a GPU.\n" +
+             app.get_footer());
+  if (auto rc = cli.parse(argc, argv)) return *rc;
+  args.dtype = dtype == "bf16" ? DType::bf16 : DType::f32;
 #ifndef MO_WITH_CUDA
-  (void)args;
-  std::fprintf(stderr, "mo_bench_kernels: this build of mo has no CUDA support (configure with -DMO_WITH_CUDA=ON)\n");
+  cli.print_error("this build of mo has no CUDA support (configure with -DMO_WITH_CUDA=ON)");
   return 1;
 #else
   if (!cuda_available()) {
-    std::fprintf(stderr, "mo_bench_kernels: no CUDA GPU is visible; nothing to time\n");
+    cli.print_error("no CUDA GPU is visible; nothing to time");
     return 1;
   }
-  try {
+  return cli.run([&] {
     cudaDeviceProp prop{};
     CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     std::printf("mo_bench_kernels: %s, %s, batch %lld, %d warm-up + mean of %d runs\n", prop.name,
@@ -257,10 +237,7 @@ int main(int argc, char** argv) {
     bench_conv(bench, dt, B, 28, 192, 384, true, "downsample2");
     bench_conv(bench, dt, B, 14, 384, 576, true, "downsample3");
     cuda_synchronize();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "mo_bench_kernels: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 #endif
 }

@@ -16,15 +16,14 @@
 #include <vector>
 
 #include "nn/flops.h"
+#include "tools/common/cli.h"
 
 using namespace mo;
 using namespace mo::nn;
 
 namespace {
 
-struct UsageError : Error {
-  using Error::Error;
-};
+using tools::UsageError;
 
 std::string known_archs() {
   std::vector<std::string> names;
@@ -33,37 +32,15 @@ std::string known_archs() {
   return fmt::format("{}", fmt::join(names, ", "));
 }
 
-void print_usage(std::FILE* f) {
-  std::fprintf(f,
-               "usage:\n"
-               "  mo_flops --arch vit-ti|vit-s|vit-b|vit-l|vit-h [--img N|HxW] [--patch P] [--cls-token] [--causal]\n"
-               "  mo_flops --dim D --depth N (--tokens L | --img N|HxW [--patch P] [--cls-token]) [--causal]\n"
-               "  mo_flops --arch MAMBAOUT [--img N|HxW] [--count-norm] [--num-classes K]\n"
-               "  add --json for machine-readable output\n"
-               "archs: %s\n",
-               known_archs().c_str());
-}
-
-int64_t parse_positive(const std::string& flag, const std::string& v) {
-  int64_t x = 0;
-  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
-  if (ec != std::errc() || end != v.data() + v.size() || x <= 0)
-    throw UsageError(fmt::format("{} expects a positive integer, got '{}'", flag, v));
-  return x;
-}
-
-// "224" or "800x1280" (height x width).
-std::pair<int64_t, int64_t> parse_img(const std::string& v) {
-  auto x = v.find('x');
-  if (x == std::string::npos) {
-    int64_t s = parse_positive("--img", v);
-    return {s, s};
-  }
-  try {
-    return {parse_positive("--img", v.substr(0, x)), parse_positive("--img", v.substr(x + 1))};
-  } catch (const UsageError&) {  // name the whole value, not the half that failed
-    throw UsageError(fmt::format("--img expects N or HxW with positive integers, got '{}'", v));
-  }
+// "224" or "800x1280" (height x width); false when it is neither, with positive integers.
+bool parse_img(const std::string& v, std::pair<int64_t, int64_t>& hw) {
+  auto whole = [](const std::string& t, int64_t& x) {
+    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), x);
+    return ec == std::errc() && end == t.data() + t.size() && x > 0;
+  };
+  const auto x = v.find('x');
+  if (x == std::string::npos) return whole(v, hw.first) && whole(v, hw.second);
+  return whole(v.substr(0, x), hw.first) && whole(v.substr(x + 1), hw.second);
 }
 
 // 9031680000 -> "9,031,680,000"
@@ -94,31 +71,6 @@ struct Options {
   std::vector<std::string> given;  // the flags seen, for "does not apply" messages
   bool has(const std::string& f) const { return std::find(given.begin(), given.end(), f) != given.end(); }
 };
-
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw UsageError(fmt::format("{} needs a value", a));
-      return argv[++i];
-    };
-    if (a == "--arch") o.arch = value();
-    else if (a == "--img") o.img = parse_img(value());
-    else if (a == "--patch") o.patch = parse_positive(a, value());
-    else if (a == "--dim") o.dim = parse_positive(a, value());
-    else if (a == "--depth") o.depth = parse_positive(a, value());
-    else if (a == "--tokens") o.tokens = parse_positive(a, value());
-    else if (a == "--num-classes") o.num_classes = parse_positive(a, value());
-    else if (a == "--cls-token") o.cls_token = true;
-    else if (a == "--causal") o.causal = true;
-    else if (a == "--count-norm") o.count_norm = true;
-    else if (a == "--json") o.json = true;
-    else throw UsageError(fmt::format("unknown option '{}'", a));
-    o.given.push_back(a);
-  }
-  return o;
-}
 
 // ---- Transformers -----------------------------------------------------------------------------
 
@@ -264,23 +216,56 @@ int run_mambaout(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "-h" || a == "--help") return print_usage(stdout), 0;
+  tools::Cli cli("mo_flops", "Compute cost of Transformers (the MambaOut paper's Eq. 6) and of the MambaOut models "
+                             "(parameters and MACs).");
+  CLI::App& app = cli.app;
+  Options o;
+  std::string img;
+  int64_t patch = 0, dim = 0, depth = 0, tokens = 0, num_classes = 0;
+  app.add_option("--arch", o.arch, "a ViT preset or a MambaOut model (the list below)")->type_name("NAME");
+  app.add_option("--img,--img-size", img, "image size, square or height x width")
+      ->type_name("N|HxW")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            std::pair<int64_t, int64_t> hw;
+            return parse_img(v, hw) ? std::string()
+                                    : fmt::format("expected N or HxW with positive integers, got '{}'", v);
+          },
+          ""));
+  app.add_option("--patch", patch, "ViT patch size (default: the preset's, else 16)")->check(tools::int_range(1));
+  app.add_option("--dim", dim, "a custom transformer's width D")->check(tools::int_range(1));
+  app.add_option("--depth", depth, "a custom transformer's number of blocks")->check(tools::int_range(1));
+  app.add_option("--tokens", tokens, "sequence length L instead of --img/--patch")->check(tools::int_range(1));
+  app.add_option("--num-classes", num_classes, "MambaOut classifier outputs (default 1000)")
+      ->check(tools::int_range(1));
+  app.add_flag("--cls-token", o.cls_token, "ViT: count a class token");
+  app.add_flag("--causal", o.causal, "ViT: causal attention (half the attention map)");
+  app.add_flag("--count-norm", o.count_norm, "MambaOut: add LayerNorm at 5 FLOPs per element (fvcore)");
+  app.add_flag("--json", o.json, "machine-readable output");
+  app.footer(fmt::format("Forms: --arch vit-ti|vit-s|vit-b|vit-l|vit-h [--img] [--patch] [--cls-token] [--causal];\n"
+                         "       --dim D --depth N (--tokens L | --img N|HxW [--patch P] [--cls-token]) [--causal];\n"
+                         "       --arch MAMBAOUT [--img] [--count-norm] [--num-classes K]\n"
+                         "archs: {}\n{}",
+                         known_archs(), app.get_footer()));
+  if (auto rc = cli.parse(argc, argv)) return *rc;
+  for (const CLI::Option* opt : app.get_options())
+    if (opt->count() > 0) o.given.push_back(opt->get_name());
+  if (!img.empty()) {
+    std::pair<int64_t, int64_t> hw;
+    parse_img(img, hw);  // checked with the option
+    o.img = hw;
   }
-  try {
-    const Options o = parse(argc, argv);
+  if (app.count("--patch")) o.patch = patch;
+  if (app.count("--dim")) o.dim = dim;
+  if (app.count("--depth")) o.depth = depth;
+  if (app.count("--tokens")) o.tokens = tokens;
+  if (app.count("--num-classes")) o.num_classes = num_classes;
+  return cli.run([&] {
     if (o.arch.empty() && !o.dim)
       throw UsageError("need --arch NAME, or a custom transformer (--dim D --depth N --tokens L)");
     if (o.arch.empty() || find_vit_preset(o.arch)) return run_transformer(o);
     const auto names = mambaout_names();
     if (std::find(names.begin(), names.end(), o.arch) != names.end()) return run_mambaout(o);
     throw UsageError(fmt::format("unknown arch '{}'; known: {}", o.arch, known_archs()));
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "mo_flops: %s\n(mo_flops --help lists the options)\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "mo_flops: %s\n", e.what());
-    return 1;
-  }
+  });
 }

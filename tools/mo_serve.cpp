@@ -1,7 +1,7 @@
 // mo_serve: a local web page and JSON endpoint that classify an uploaded image.
 //
-//   mo_serve --weights FILE [--model NAME] [--port 8080] [--host 127.0.0.1] [--device auto|cpu|cuda]
-//            [--img-size N] [--crop-pct F] [--interpolation bicubic|bilinear] [--precision fp32|bf16]
+//   mo_serve --weights FILE [-m NAME] [--port 8080] [--host 127.0.0.1] [--device auto|cpu|cuda]
+//            [--img-size N] [--crop-pct F] [--interpolation bicubic|bilinear] [--precision fp32|bf16 | --amp]
 //            [--max-batch N] [--batch-window-ms MS] [--max-connections 256] [--request-timeout 20]
 //            [--idle-timeout 5] [--max-body-mb 20]
 //
@@ -47,16 +47,6 @@ using namespace mo;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-int usage(const std::string& msg) {
-  std::fprintf(stderr,
-               "%s%susage: mo_serve --weights FILE [--model NAME] [--port 8080] [--host 127.0.0.1]\n"
-               "       [--device auto|cpu|cuda] [--img-size N] [--crop-pct F] [--interpolation bicubic|bilinear]\n"
-               "       [--precision fp32|bf16] [--max-batch N] [--batch-window-ms MS] [--max-connections 256]\n"
-               "       [--request-timeout 20] [--idle-timeout 5] [--max-body-mb 20]\n",
-               msg.c_str(), msg.empty() ? "" : "\n");
-  return 2;
-}
 
 // At most `n` holders at once (bounds the memory of concurrent JPEG decodes).
 class Slots {
@@ -275,36 +265,46 @@ int main(int argc, char** argv) {
   int64_t img_size = 0, max_batch = 0;
   double crop_pct = 0, window_ms = -1, max_body_mb = 20;
   tools::HttpServerOptions opt;
-  try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        MO_CHECK(i + 1 < argc, "{} needs a value", a);
-        return argv[++i];
-      };
-      if (a == "--weights" || a == "-w") weights = value();
-      else if (a == "--model") model = value();
-      else if (a == "--port") opt.port = static_cast<int>(tools::option_int(a, value(), 0, 65535));
-      else if (a == "--host") opt.host = value();
-      else if (a == "--device") device = value();
-      else if (a == "--img-size") img_size = tools::option_int(a, value(), 32, 8192);
-      else if (a == "--crop-pct") crop_pct = tools::option_float(a, value(), 1e-3, 1.0);
-      else if (a == "--interpolation") interp = value();
-      else if (a == "--precision") precision = value();
-      else if (a == "--max-batch") max_batch = tools::option_int(a, value(), 1, 1024);
-      else if (a == "--batch-window-ms") window_ms = tools::option_float(a, value(), 0, 1000);
-      else if (a == "--max-connections") opt.max_connections = static_cast<int>(tools::option_int(a, value(), 1, 65536));
-      else if (a == "--request-timeout") opt.request_timeout_s = tools::option_float(a, value(), 0.1, 3600);
-      else if (a == "--idle-timeout") opt.idle_timeout_s = tools::option_float(a, value(), 0.1, 3600);
-      else if (a == "--max-body-mb") max_body_mb = tools::option_float(a, value(), 1e-3, 4096);
-      else if (a == "-h" || a == "--help") {
-        usage("");
-        return 0;
-      } else return usage("unknown argument " + a);
-    }
-    if (weights.empty()) return usage("--weights is required");
-    MO_CHECK(precision.empty() || precision == "fp32" || precision == "bf16",
-             "--precision must be fp32 or bf16, got '{}'", precision);
+  tools::Cli cli("mo_serve", "A local web page and JSON endpoint (POST /predict, GET /health) that classify an "
+                             "uploaded image.");
+  CLI::App& app = cli.app;
+  app.add_option("-w,--weights", weights, "checkpoint to serve (ours, .pth or .safetensors)")->type_name("FILE")->required();
+  app.add_option("-m,--model", model, "model name where the file does not say (e.g. mambaout_femto)")->type_name("NAME");
+  app.add_option("--port", opt.port, "TCP port (0: any free one)")->capture_default_str()->check(tools::int_range(0, 65535));
+  app.add_option("--host", opt.host, "address to listen on")->capture_default_str();
+  app.add_option("--device", device, "where to run")->capture_default_str()->check(tools::one_of({"auto", "cpu", "cuda"}));
+  app.add_option("--img-size", img_size, "input size (default: the checkpoint's)")->check(tools::int_range(32, 8192));
+  app.add_option("--crop-pct", crop_pct, "centre-crop fraction (default: the checkpoint's)")
+      ->check(tools::number_range(1e-3, 1.0));
+  app.add_option("--interpolation", interp, "resize (default: the checkpoint's)")
+      ->type_name("NAME")
+      ->check(tools::one_of({"bicubic", "bilinear"}));
+  CLI::Option* prec = app.add_option("--precision", precision, "fp32 or bf16 (default: bf16 on a GPU, fp32 on the CPU)")
+      ->type_name("NAME")
+      ->check(tools::one_of({"fp32", "bf16"}));
+  bool amp = false;
+  app.add_flag("--amp", amp, "the same as --precision bf16 (timm's name)")->excludes(prec);
+  app.add_option("--max-batch", max_batch, "images per model call (default: 32 on a GPU, 1 on the CPU)")
+      ->check(tools::int_range(1, 1024));
+  app.add_option("--batch-window-ms", window_ms, "wait this long for more images (default: 2 on a GPU, 0 on the CPU)")
+      ->type_name("MS")
+      ->check(tools::number_range(0, 1000));
+  app.add_option("--max-connections", opt.max_connections, "connections served at once")
+      ->capture_default_str()
+      ->check(tools::int_range(1, 65536));
+  app.add_option("--request-timeout", opt.request_timeout_s, "seconds to receive a whole request")
+      ->capture_default_str()
+      ->check(tools::number_range(0.1, 3600));
+  app.add_option("--idle-timeout", opt.idle_timeout_s, "seconds a kept-alive connection may idle")
+      ->capture_default_str()
+      ->check(tools::number_range(0.1, 3600));
+  app.add_option("--max-body-mb", max_body_mb, "largest upload in MiB (larger: 413)")
+      ->capture_default_str()
+      ->check(tools::number_range(1e-3, 4096));
+  app.footer("Preprocessing is mo_predict's; SIGINT/SIGTERM stop the server (exit 0).\n" + app.get_footer());
+  if (auto rc = cli.parse(argc, argv)) return *rc;
+  if (amp) precision = "bf16";
+  return cli.run([&] {
     Service sv;
     sv.dev = tools::device_option(device);
     const bool gpu = sv.dev.is_cuda();
@@ -332,8 +332,5 @@ int main(int argc, char** argv) {
     sigwait(&stop_signals, &sig);
     server.stop();
     return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "mo_serve: error: %s\n", e.what());
-    return 1;
-  }
+  });
 }

@@ -1,9 +1,11 @@
 // mo_train: trains a MambaOut model from a YAML recipe.
 //
-//   mo_train RECIPE.yaml [--set key=value ...] [--print-config] [--help-config]
+//   mo_train RECIPE.yaml [--set key=value ...] [-b N] [-j N] [-m NAME] [--amp] [--img-size N] [--crop-pct F]
+//            [--interpolation bicubic|bilinear] [--print-config] [--help-config]
 //
 // RECIPE is one of recipes/*.yaml (femto, kobe, tiny, small, base: the official ImageNet recipe;
 // fashion_mnist: a quick run on the prepared Fashion-MNIST folder). --set overrides one key (repeat it);
+// timm's train.py flags of the same meaning (-b, -j, -m, --amp, ...) are each the --set of one key.
 // --print-config prints every value in effect and exits; --help-config adds what each key means.
 // Under mpirun each process is one rank (one GPU each); the global batch stays train.global_batch.
 // SIGINT / SIGTERM: the current step finishes, a checkpoint is written, and the program exits 130;
@@ -13,55 +15,88 @@
 // the step; nothing is saved from such weights. A fresh run (train.resume empty) refuses a train.output
 // that already holds checkpoints, so another run's files are never overwritten or pruned.
 #include <cstdio>
-#include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "tools/common/cli.h"
 #include "tools/common/omp_env.h"
 #include "tools/common/stop_signals.h"
 #include "tools/common/trainer.h"
 
 namespace {
 
-int usage(const char* msg) {
-  std::fprintf(stderr,
-               "%s%susage: mo_train RECIPE.yaml [--set key=value ...] [--print-config] [--help-config]\n",
-               msg, *msg ? "\n" : "");
-  return 2;
-}
+using mo::tools::int_range;
+using mo::tools::number_range;
+using mo::tools::one_of;
+
+// timm's train.py flags with the same meaning, each the --set of one recipe key.
+struct Alias {
+  const char* flags;
+  const char* key;
+  const char* type;
+  const char* help;
+  CLI::Validator check;
+  std::string value;  // as given; "" when absent
+};
 
 }  // namespace
 
 int main(int argc, char** argv) {
   mo::tools::ensure_passive_omp_wait(argc, argv);
+  mo::tools::Cli cli("mo_train", "Trains a MambaOut model from a YAML recipe (recipes/*.yaml).");
   std::string recipe;
   std::vector<std::string> sets;
-  bool print = false, help = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--set") {
-      if (i + 1 >= argc) return usage("--set needs key=value");
-      sets.push_back(argv[++i]);
-    } else if (a.rfind("--set=", 0) == 0) {
-      sets.push_back(a.substr(6));
-    } else if (a == "--print-config") {
-      print = true;
-    } else if (a == "--help-config") {
-      print = help = true;
-    } else if (a == "-h" || a == "--help") {
-      usage("");
-      return 0;
-    } else if (!a.empty() && a[0] == '-') {
-      return usage(("unknown option " + a).c_str());
-    } else if (recipe.empty()) {
-      recipe = a;
-    } else {
-      return usage(("a second recipe " + a).c_str());
-    }
+  bool print = false, help = false, amp = false;
+  CLI::App& app = cli.app;
+  app.add_option("RECIPE", recipe, "the recipe file, e.g. recipes/fashion_mnist.yaml")->type_name("FILE");
+  app.add_option("--set", sets, "override one recipe key, e.g. --set optim.lr=1e-3; repeat --set for more")
+      ->option_text("KEY=VALUE")
+      ->allow_extra_args(false);
+  app.add_flag("--print-config", print, "print every recipe value in effect and exit");
+  app.add_flag("--help-config", help, "the same with what each key means");
+  std::vector<Alias> aliases = {
+      {"-b,--batch-size", "train.batch_size", "INT", "images per micro-batch per GPU", int_range(1)},
+      {"-j,--workers", "data.workers", "INT", "decoding threads", int_range(0, 4096)},
+      {"-m,--model", "model.name", "NAME", "model name, e.g. mambaout_femto", {}},
+      {"--img-size", "data.img_size", "INT", "training and evaluation resolution", int_range(32, 8192)},
+      {"--crop-pct", "data.crop_pct", "FLOAT", "evaluation crop fraction", number_range(1e-3, 1.0)},
+      {"--interpolation", "data.interpolation", "NAME", "evaluation resize", one_of({"bicubic", "bilinear"})},
+  };
+  for (Alias& a : aliases)  // `aliases` is not resized below: the options keep pointing at its values
+    app.add_option(a.flags, a.value, fmt::format("{} (= --set {}=...)", a.help, a.key))->type_name(a.type)->check(a.check);
+  app.add_flag("--amp", amp, "bf16 mixed precision (= --set train.precision=bf16)");
+  app.footer(
+      "The options -b, -j, -m, --amp, --img-size, --crop-pct and --interpolation (timm's names) override the\n"
+      "recipe as the --set they name; giving one together with a --set of the same key is a mistake.\n"
+      "Under mpirun each process is one rank (one GPU each). SIGINT/SIGTERM: the step finishes, a checkpoint\n"
+      "is written and the program exits 130; continue with --set train.resume=auto.\n" + app.get_footer());
+  if (auto rc = cli.parse(argc, argv)) return *rc;
+  print = print || help;
+  // The aliases become --set assignments ahead of the explicit ones; the same key in both is ambiguous.
+  std::vector<std::pair<std::string, std::string>> given;  // (option, key=value)
+  for (const Alias& a : aliases)
+    if (!a.value.empty()) given.emplace_back(a.flags, std::string(a.key) + "=" + a.value);
+  if (amp) given.emplace_back("--amp", "train.precision=bf16");
+  std::vector<std::string> all;
+  for (const auto& [flag, set] : given) all.push_back(set);
+  for (const std::string& s : sets) {
+    const std::string key = s.substr(0, s.find('='));
+    for (const auto& [flag, set] : given)
+      if (set.rfind(key + "=", 0) == 0) {
+        cli.print_error(fmt::format("{} and --set {} both set '{}': keep one", flag, s, key));
+        std::fprintf(stderr, "(mo_train --help lists the options)\n");
+        return 2;
+      }
   }
-  if (recipe.empty() && !print) return usage("no recipe given");
-  try {
-    mo::tools::TrainConfig cfg = mo::tools::load_train_config(recipe, sets);
+  all.insert(all.end(), sets.begin(), sets.end());
+  if (recipe.empty() && !print) {
+    cli.print_error("no recipe given");
+    std::fprintf(stderr, "(mo_train --help lists the options)\n");
+    return 2;
+  }
+  return cli.run([&] {
+    mo::tools::TrainConfig cfg = mo::tools::load_train_config(recipe, all);
     if (print) {
       std::fputs(mo::tools::dump_train_config(cfg, help).c_str(), stdout);
       return 0;
@@ -85,11 +120,5 @@ int main(int argc, char** argv) {
     if (r.interrupted && trainer.is_main())
       std::printf("interrupted: continue with --set train.resume=auto\n");
     return r.interrupted ? 130 : 0;
-  } catch (const mo::Error& e) {
-    std::fprintf(stderr, "mo_train: error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {  // the standard library's (filesystem, allocation): same exit path
-    std::fprintf(stderr, "mo_train: error: %s\n", e.what());
-    return 1;
-  }
+  });
 }

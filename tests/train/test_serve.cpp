@@ -290,25 +290,30 @@ TEST_F(ServeTest, BadOptionsAndABusyPortAreErrors) {
                           " --model test_mambaout --device cpu ";
   struct Case {
     std::string args, says;
+    int rc;  // 2: a mistake on the command line, 1: an error while starting
   };
   for (const Case& c : std::vector<Case>{
-           {"--port " + std::to_string(port_), "cannot listen on 127.0.0.1:" + std::to_string(port_) + ": Address already in use"},
-           {"--precision bf16", "--precision bf16 needs a GPU"},
-           {"--precision fp16", "--precision must be fp32 or bf16, got 'fp16'"},
-           {"--interpolation nearest", "--interpolation must be bicubic or bilinear, got 'nearest'"},
-           {"--img-size 8", "--img-size: expected an integer from 32 to 8192, got '8'"},
-           {"--max-batch 0", "--max-batch: expected an integer from 1 to 1024, got '0'"},
-           {"--max-connections x", "--max-connections: expected an integer"},
-           {"--request-timeout 0", "--request-timeout: expected a number from 0.1"},
-           {"--host no.such.host.invalid", "cannot listen on no.such.host.invalid:0"},
+           {"--port " + std::to_string(port_), "cannot listen on 127.0.0.1:" + std::to_string(port_) + ": Address already in use", 1},
+           {"--precision bf16", "--precision bf16 needs a GPU", 1},
+           {"--amp", "--precision bf16 needs a GPU", 1},
+           {"--precision fp16", "--precision: expected fp32 or bf16, got 'fp16'", 2},
+           {"--amp --precision fp32", "--precision excludes --amp", 2},
+           {"--interpolation nearest", "--interpolation: expected bicubic or bilinear, got 'nearest'", 2},
+           {"--img-size 8", "--img-size: expected an integer from 32 to 8192, got '8'", 2},
+           {"--max-batch 0", "--max-batch: expected an integer from 1 to 1024, got '0'", 2},
+           {"--max-connections x", "--max-connections: expected an integer", 2},
+           {"--request-timeout 0", "--request-timeout: expected a number from 0.1", 2},
+           {"--device gpu", "--device: expected auto, cpu or cuda, got 'gpu'", 2},
+           {"--host no.such.host.invalid", "cannot listen on no.such.host.invalid:0", 1},
        }) {
     auto [rc, out] = mo::test::run_command(bin + (c.args.rfind("--port", 0) == 0 ? "" : "--port 0 ") + c.args);
-    EXPECT_EQ(rc, 1) << c.args << "\n" << out;
+    EXPECT_EQ(rc, c.rc) << c.args << "\n" << out;
     EXPECT_NE(out.find(c.says), std::string::npos) << c.args << "\n" << out;
+    EXPECT_NE(out.find("mo_serve: error: "), std::string::npos) << c.args << "\n" << out;
   }
   auto [rc, out] = mo::test::run_command(bin + "--workers 4");
   EXPECT_EQ(rc, 2) << out;
-  EXPECT_NE(out.find("unknown argument --workers"), std::string::npos) << out;
+  EXPECT_NE(out.find("mo_serve: error: unknown option '--workers'"), std::string::npos) << out;
   EXPECT_EQ(get(port_, "/").status, 200);
 }
 

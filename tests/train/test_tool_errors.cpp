@@ -253,7 +253,7 @@ TEST_F(ToolErrors, ConvertToAFolderOrIntoAMissingOne) {
 TEST_F(ToolErrors, FlopsNamesTheWholeImageSize) {
   // Was: "--img expects a positive integer, got ''".
   EXPECT_TRUE(fails_saying(sh(kBin + "mo_flops --arch mambaout_tiny --img 10x"),
-                           {"--img expects N or HxW with positive integers, got '10x'"}));
+                           {"mo_flops: error: --img: expected N or HxW with positive integers, got '10x'"}));
 }
 
 TEST_F(ToolErrors, PrepareMessages) {
@@ -261,13 +261,14 @@ TEST_F(ToolErrors, PrepareMessages) {
   // Was: "filesystem error: cannot create directories: Not a directory [...]" (needs the Debian data set).
   if (fs::exists("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")) {
     EXPECT_TRUE(fails_saying(sh(kBin + "mo_prepare fashion-mnist --threads 1 --out " + file + "/x"),
-                             {"mo_prepare fashion-mnist: cannot create folder '" + file + "/x/train/t-shirt_top' (--out " +
-                              file + "/x): Not a directory"}));
+                             {"mo_prepare: error: fashion-mnist: cannot create folder '" + file +
+                              "/x/train/t-shirt_top' (--out " + file + "/x): Not a directory"}));
   }
   // Was: "mo_prepare: mo_prepare: unknown option '--bogus'"; --size 4 passed the option check.
   Result r = sh(kBin + "mo_prepare fashion-mnist --out " + file + " --bogus");
-  EXPECT_TRUE(fails_saying(r, {"mo_prepare: unknown option '--bogus'"}));
-  EXPECT_EQ(r.output.find("mo_prepare: mo_prepare"), std::string::npos) << r.output;
+  EXPECT_TRUE(fails_saying(r, {"mo_prepare: error: unknown option '--bogus'"}));
+  EXPECT_EQ(r.rc, 2) << r.output;
+  EXPECT_EQ(r.output.find("mo_prepare: error: mo_prepare"), std::string::npos) << r.output;
   EXPECT_TRUE(fails_saying(sh(kBin + "mo_prepare fashion-mnist --out " + file + " --size 4"),
                            {"--size: expected an integer from 8 to 1024, got '4'"}));
 }
@@ -275,7 +276,7 @@ TEST_F(ToolErrors, PrepareMessages) {
 TEST_F(ToolErrors, BenchRejectsAnUnknownMode) {
   // Was: exit 0 having measured nothing.
   EXPECT_TRUE(fails_saying(sh(kBin + "mo_bench --model test_mambaout --img 32 --batch 1 --iters 1 --mode both2"),
-                           {"--mode must be train, infer or both"}));
+                           {"mo_bench: error: --mode: expected train, infer or both, got 'both2'"}));
 }
 
 TEST_F(ToolErrors, BenchDataWithABadFileOrFolder) {
@@ -286,10 +287,10 @@ TEST_F(ToolErrors, BenchDataWithABadFileOrFolder) {
   fs::copy_file(folder() + "/val/class_0/0.jpg", dir + "/a.jpg");
   write("tool_errors_bench_data/b.jpg", "not a jpeg");
   EXPECT_TRUE(fails_saying(sh(kBin + "mo_bench_data --dir " + dir + " --count 4 --threads 1 --modes decode"),
-                           {"mo_bench_data: " + dir + "/b.jpg: not a JPEG file"}));
+                           {"mo_bench_data: error: " + dir + "/b.jpg: not a JPEG file"}));
   // Was: "filesystem error: directory iterator cannot open directory: ...".
   EXPECT_TRUE(fails_saying(sh(kBin + "mo_bench_data --dir " + dir + "/none --count 1"),
-                           {"mo_bench_data: --dir '" + dir + "/none': No such file or directory"}));
+                           {"mo_bench_data: error: --dir '" + dir + "/none': No such file or directory"}));
 }
 
 TEST_F(ToolErrors, PredictAndValidateWithAFifoOrAHugeFile) {
