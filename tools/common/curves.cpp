@@ -93,6 +93,7 @@ void draw_panel(std::string& o, const CurvePanel& p, double x0, double y0) {
   o += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"12\" text-anchor=\"middle\">epoch</text>\n", ax + w / 2,
                    ay + h + 36);
   int k = 0;
+  std::string legend;
   for (const auto& s : p.series) {
     if (s.points.empty()) continue;
     const char* colour = kColours[k % 5];
@@ -106,13 +107,17 @@ void draw_panel(std::string& o, const CurvePanel& p, double x0, double y0) {
     for (auto [x, y] : s.points)
       o += fmt::format("<circle cx=\"{:.2f}\" cy=\"{:.2f}\" r=\"2.5\" fill=\"{}\"/>\n", X(x), Y(y), colour);
     o += "</g>\n";
-    const double ly = ay + 14 + 16 * k;
-    o += fmt::format("<line x1=\"{:.1f}\" y1=\"{:.1f}\" x2=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"{}\" stroke-width=\"2\"/>\n",
-                     ax + w - 130, ly - 4, ax + w - 112, ly - 4, colour);
-    o += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"11\">{}</text>\n", ax + w - 108, ly, esc(s.name));
+    const double ly = ay + 18 + 16 * k;
+    legend += fmt::format("<line x1=\"{:.1f}\" y1=\"{:.1f}\" x2=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"{}\" "
+                          "stroke-width=\"2\"/>\n", ax + w - 130, ly - 4, ax + w - 112, ly - 4, colour);
+    legend += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"11\">{}</text>\n", ax + w - 108, ly,
+                          esc(s.name));
     ++k;
   }
-  o += "</g>\n";
+  // The legend on a light box over the curves.
+  o += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"126\" height=\"{}\" fill=\"#ffffff\" "
+                   "fill-opacity=\"0.85\" stroke=\"#cccccc\"/>\n", ax + w - 136, ay + 6, 16 * k + 4);
+  o += legend + "</g>\n";
 }
 
 }  // namespace
