@@ -240,15 +240,15 @@ void Trainer::apply_checkpoint(const CheckpointState& s, const std::string& path
     opt_->import_slot(m, slot, *tm);
     opt_->import_slot(v, slot, *tv);
   }
-  const std::string bad = first_non_finite();
-  MO_CHECK(bad.empty(), "checkpoint '{}' holds NaN or Inf in '{}' (saved from a diverged run?): resume from an "
-           "earlier checkpoint (train.resume=<path>) or start afresh", path, bad);
-  if (ema_ && s.ema.empty()) {
+  if (ema_ && s.ema.empty()) {  // before the finiteness check, which covers the EMA too
     ema_->reset_to_master();
     say(fmt::format("note: checkpoint '{}' holds no model EMA; the EMA starts from its weights", path));
   } else if (ema_) {
     ema_->import_state(s.ema, path);
   }
+  const std::string bad = first_non_finite();
+  MO_CHECK(bad.empty(), "checkpoint '{}' holds NaN or Inf in '{}' (saved from a diverged run?): resume from an "
+           "earlier checkpoint (train.resume=<path>) or start afresh", path, bad);
   opt_->set_step_count(s.optimizer_step);
   opt_->sync_compute_weights();
   // The epoch so far (a mid-epoch checkpoint): its summary.csv means cover the steps before the stop too.
