@@ -4,7 +4,7 @@
 //  - log.txt holds exactly what the console showed (plain lines), including the evaluation progress;
 //  - checkpoints/last.mo is a link to the newest checkpoint, also after a resume;
 //  - curves.svg is well-formed XML whose series are summary.csv's values (check_curves_svg.py with
-//    xml.etree), and text in it is escaped.
+//    xml.etree), and text in it is escaped; a folder or pipe at curves.svg or log.txt is refused at the start.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -122,6 +122,15 @@ TEST(RunFolder, AutoOutputLogLastLinkAndCurves) {
   c.train.resume = "auto";
   const std::string e = mo::test::error_of([&] { c.validate(); });
   EXPECT_NE(e.find("config keys 'train.output' and 'train.resume' are both 'auto'"), std::string::npos) << e;
+}
+
+TEST(RunFolder, ACurvesOrLogPathThatIsNotAFileIsRefusedAtTheStart) {
+  for (const char* name : {"curves.svg", "log.txt"}) {
+    TrainConfig c = small_config(folder(), mo::test::tmp_path(std::string("mo_run_folder_bad_") + name));
+    fs::create_directories(c.train.output + "/" + name);  // a folder where the file goes
+    const std::string e = mo::test::error_of([&] { Trainer t(c, nullptr, std::fopen("/dev/null", "w")); });
+    EXPECT_NE(e.find("'" + c.train.output + "/" + name + "' is not a regular file"), std::string::npos) << e;
+  }
 }
 
 TEST(RunFolder, CurvesEscapeTextAndDrawEmptyPanels) {

@@ -175,9 +175,12 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg,
     }
     MO_CHECK(std::rename(tmp.c_str(), cfg_file.c_str()) == 0, "cannot rename '{}' to '{}': {}", tmp, cfg_file,
              std::strerror(errno));
-    const std::string summary = cfg_.train.output + "/summary.csv";  // read at every epoch end: refuse a pipe now
-    MO_CHECK(!fs::exists(summary) || fs::is_regular_file(summary), "'{}' is not a regular file (a folder, named "
-             "pipe or device): cannot keep the run's summary there", summary);
+    // Read or replaced at every epoch end: refuse a folder, pipe or device there now, not after an epoch.
+    for (const char* name : {"summary.csv", "curves.svg"}) {
+      const std::string f = cfg_.train.output + "/" + name;
+      MO_CHECK(!fs::exists(f) || fs::is_regular_file(f), "'{}' is not a regular file (a folder, named pipe or "
+               "device): cannot keep the run's {} there", f, name);
+    }
     if (cfg_.log.tensorboard) tb_ = std::make_unique<TensorBoardWriter>(cfg_.train.output + "/tb");
   }
 }
@@ -593,8 +596,12 @@ void Trainer::end_of_epoch(int64_t epoch, TrainResult& r) {
   }
   if (pg_->is_main()) {
     update_summary_csv(cfg_.train.output + "/summary.csv", row);
-    write_curves_svg(cfg_.train.output + "/summary.csv", cfg_.train.output + "/curves.svg",
-                     fmt::format("{} ({})", cfg_.model.name, cfg_.train.output));
+    try {  // a picture: a failure to draw it (a full disk) is reported, the run and its checkpoint go on
+      write_curves_svg(cfg_.train.output + "/summary.csv", cfg_.train.output + "/curves.svg",
+                       fmt::format("{} ({})", cfg_.model.name, cfg_.train.output));
+    } catch (const std::exception& e) {
+      say(fmt::format("warning: curves.svg not updated: {}", e.what()));
+    }
   }
   r.last_checkpoint = save(metric, is_best);
   if (!r.last_checkpoint.empty()) say("saved " + r.last_checkpoint);
