@@ -247,6 +247,11 @@ TEST(TrainCheckpoint, StaleTemporariesAreRemovedOthersKept) {
   std::sort(want.begin(), want.end());
   EXPECT_EQ(removed, want);
   for (const auto& n : stale) EXPECT_FALSE(fs::exists(dir + "/" + n)) << n;
+  // last.mo's temporary is a link, dangling once its checkpoint was pruned: removed too.
+  const std::string link = dir + "/last.mo.tmp." + host + "." + dead;
+  fs::create_symlink("ckpt-e0009-s00000099.mo", link);
+  EXPECT_EQ(remove_stale_temp_files(dir), std::vector<std::string>{link + " (0 bytes)"});
+  EXPECT_FALSE(fs::is_symlink(link));
   for (const auto& n : kept) EXPECT_TRUE(fs::exists(dir + "/" + n)) << n;
   // What this process writes carries its host and pid.
   EXPECT_EQ(self, "x.tmp." + host + "." + live);
@@ -268,6 +273,9 @@ TEST(TrainCheckpoint, ManagerKeepsLastKAndBest) {
   CheckpointState best = load_checkpoint(m.best_path());
   EXPECT_EQ(best.step, 20);
   EXPECT_EQ(*best.metric, 90.0);
+  // last.mo: a relative link to the newest, replaced at every save.
+  EXPECT_EQ(fs::read_symlink(m.last_path()).string(), fs::path(all[2]).filename().string());
+  EXPECT_EQ(load_checkpoint(m.last_path()).step, 60);
 }
 
 TEST(TrainCheckpoint, ResumeFallsBackToThePreviousCheckpoint) {

@@ -379,8 +379,8 @@ std::vector<std::string> remove_stale_temp_files(const std::string& dir) {
     else if (std::regex_match(name, mt, older)) stale = process_gone(mt[2].str());
     else stale = std::regex_match(name, fixed);  // the older fixed names; a run owns its folder
     std::error_code e2;
-    if (!stale || !it->is_regular_file(e2)) continue;
-    const uintmax_t bytes = it->file_size(e2);
+    if (!stale || !(it->is_symlink(e2) || it->is_regular_file(e2))) continue;  // last.mo's temporary: a link
+    const uintmax_t bytes = it->is_symlink(e2) ? 0 : it->file_size(e2);
     if (fs::remove(it->path(), e2)) removed.push_back(fmt::format("{} ({} bytes)", it->path().string(), bytes));
   }
   return removed;

@@ -62,8 +62,8 @@ std::string temp_file_name(const std::string& path);
 // Removes the temporaries of interrupted writes in `dir` (not recursive): files named like
 // temp_file_name() of this host whose process is gone (kill(pid, 0) fails with ESRCH), and the older
 // forms "<name>.tmp.<pid>" (same test) and "<name>.tmp", for names a run writes (ckpt-*.mo, best.mo,
-// summary.csv, config.yaml). Returns "<path> (<bytes> bytes)" for each one removed. Those of live
-// processes and of other hosts stay.
+// last.mo (a link), summary.csv, config.yaml, curves.svg). Returns "<path> (<bytes> bytes)" for each one
+// removed. Those of live processes and of other hosts stay.
 std::vector<std::string> remove_stale_temp_files(const std::string& dir);
 
 // A run directory's checkpoints: ckpt-e<epoch>-s<step>.mo, plus best.mo (a hard link or copy) and last.mo
@@ -72,8 +72,8 @@ class CheckpointManager {
  public:
   CheckpointManager(std::string dir, int64_t keep_last, bool keep_best);
 
-  // Save; when `is_best` (and keep_best) also make best.mo this checkpoint; then delete all but the
-  // newest keep_last. Returns the path written.
+  // Save; when `is_best` (and keep_best) also make best.mo this checkpoint; point last.mo at it; then
+  // delete all but the newest keep_last. Returns the path written.
   std::string save(const CheckpointState& s, bool is_best);
   // Checkpoint paths, oldest first (by step, then epoch).
   std::vector<std::string> list() const;
