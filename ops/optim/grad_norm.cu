@@ -17,7 +17,7 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 __global__ void sumsq_kernel(const float* __restrict__ g, int64_t n, bool aligned, float* __restrict__ partial) {
-  const int64_t per = (n + kBlocks - 1) / kBlocks;
+  const int64_t per = ((n + kBlocks - 1) / kBlocks + 3) / 4 * 4;  // a multiple of 4: every range starts aligned
   const int64_t start = per * blockIdx.x, lo = start < n ? start : n, hi = lo + per < n ? lo + per : n;
   float acc = 0.f;
   int64_t i = lo;
