@@ -52,7 +52,7 @@ AdamW::AdamW(Module& model, Device dev, DType compute, const AdamWOptions& opt)
 
 void AdamW::zero_grad() { grads_.zero_(); }
 
-void AdamW::step(double lr, double grad_scale) {
+void AdamW::step(double lr, double grad_scale, const Tensor& grad_coef, int64_t coef_index) {
   ++step_;
   AdamWHyper hp;
   hp.lr = lr;
@@ -62,7 +62,8 @@ void AdamW::step(double lr, double grad_scale) {
   hp.weight_decay = opt_.weight_decay;
   hp.step = step_;
   hp.grad_scale = grad_scale;
-  adamw_step(master_, grads_, m_, v_, segments_, hp, compute_ == DType::bf16 ? compute_flat_ : Tensor());
+  adamw_step(master_, grads_, m_, v_, segments_, hp, compute_ == DType::bf16 ? compute_flat_ : Tensor(), grad_coef,
+             coef_index);
   if (compute_ == DType::f32) master_.bump_version();
   else compute_flat_.bump_version();
 }

@@ -33,8 +33,9 @@ class AdamW {
   AdamW(Module& model, Device dev, DType compute, const AdamWOptions& opt = {});
 
   void zero_grad();
-  // One update with learning rate `lr`; gradients are multiplied by grad_scale first (e.g. 1/accum).
-  void step(double lr, double grad_scale = 1.0);
+  // One update with learning rate `lr`; gradients are multiplied by grad_scale first (e.g. 1/accum), and
+  // by element `coef_index` of `grad_coef` when given (a clip coefficient on the device, ops/optim/grad_norm.h).
+  void step(double lr, double grad_scale = 1.0, const Tensor& grad_coef = Tensor(), int64_t coef_index = 0);
 
   int64_t step_count() const { return step_; }
   void set_step_count(int64_t s) { step_ = s; }

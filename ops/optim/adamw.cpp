@@ -9,7 +9,8 @@
 namespace mo {
 
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-                const std::vector<AdamWSegment>& segments, const AdamWHyper& hp, const Tensor& param_bf16) {
+                const std::vector<AdamWSegment>& segments, const AdamWHyper& hp, const Tensor& param_bf16,
+                const Tensor& grad_coef, int64_t grad_coef_index) {
   MO_CHECK(param.dtype() == DType::f32 && m.dtype() == DType::f32 && v.dtype() == DType::f32,
            "adamw_step: parameters and moments must be float32, got {}, {}, {}", param.str(), m.str(), v.str());
   MO_CHECK(param.numel() == grad.numel() && param.numel() == m.numel() && param.numel() == v.numel(),
@@ -20,8 +21,14 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const 
   for (auto& s : segments)
     MO_CHECK(s.offset >= 0 && s.numel >= 0 && s.offset + s.numel <= param.numel(),
              "adamw_step: segment [{}, +{}) outside the {} parameters", s.offset, s.numel, param.numel());
+  MO_CHECK(!grad_coef.defined() || (grad_coef.dtype() == DType::f32 && grad_coef.is_contiguous() &&
+                                     grad_coef.device() == param.device() && grad_coef_index >= 0 &&
+                                     grad_coef_index < grad_coef.numel()),
+           "adamw_step: grad_coef must be a contiguous float32 tensor on {} holding element {}, got {}",
+           param.device().str(), grad_coef_index, grad_coef.str());
   param.bump_version();
   if (param.is_cuda()) {
+    const float* coef = grad_coef.defined() ? grad_coef.data<float>() + grad_coef_index : nullptr;
     std::vector<int64_t> chunks;
     for (auto& s : segments)
       for (int64_t o = 0; o < s.numel; o += 65536) {
@@ -47,11 +54,13 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const 
       cache.push_back({chunks, param.device(), Tensor::from_vector(chunks, {n, 3}, param.device())});
       table = &cache.back().table;
     }
-    MO_CUDA_DISPATCH("adamw_step", cuda::adamw_step(param, grad, m, v, *table, n, hp, param_bf16));
+    MO_CUDA_DISPATCH("adamw_step", cuda::adamw_step(param, grad, m, v, *table, n, hp, param_bf16, coef));
     return;
   }
   float lr = static_cast<float>(hp.lr), b1 = static_cast<float>(hp.beta1), b2 = static_cast<float>(hp.beta2);
   float eps = static_cast<float>(hp.eps), gs = static_cast<float>(hp.grad_scale);
+  const bool clip = grad_coef.defined();
+  const float coef = clip ? grad_coef.data<float>()[grad_coef_index] : 1.0f;
   float bc1 = 1.0f - static_cast<float>(std::pow(hp.beta1, static_cast<double>(hp.step)));
   float bc2_sqrt = std::sqrt(1.0f - static_cast<float>(std::pow(hp.beta2, static_cast<double>(hp.step))));
   float step_size = lr / bc1;
@@ -67,6 +76,7 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const 
 #pragma omp parallel for if (s.numel > 65536)
     for (int64_t i = s.offset; i < s.offset + s.numel; ++i) {
       float g = (g_bf16 ? static_cast<float>(gb[i]) : gf[i]) * gs;
+      if (clip) g *= coef;
       float pi = p[i] * decay;
       pm[i] = b1 * pm[i] + (1.0f - b1) * g;
       pv[i] = b2 * pv[i] + (1.0f - b2) * g * g;

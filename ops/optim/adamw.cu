@@ -23,8 +23,10 @@ struct AdamWConsts {
 };
 
 // One element: p, m, v updated in place; returns the new parameter.
-__device__ __forceinline__ float adamw_elem(float g_raw, float& p, float& m, float& v, float dec, const AdamWConsts& c) {
-  const float g = __fmul_rn(g_raw, c.gs);
+__device__ __forceinline__ float adamw_elem(float g_raw, float& p, float& m, float& v, float dec, const AdamWConsts& c,
+                                            const float* coef) {
+  float g = __fmul_rn(g_raw, c.gs);
+  if (coef != nullptr) g = __fmul_rn(g, *coef);
   float pi = __fmul_rn(p, dec);
   m = __fadd_rn(__fmul_rn(c.b1, m), __fmul_rn(c.omb1, g));
   v = __fadd_rn(__fmul_rn(c.b2, v), __fmul_rn(__fmul_rn(c.omb2, g), g));
@@ -48,7 +50,7 @@ __device__ __forceinline__ void load4(const cu::bf16* g, float out[4]) {
 template <typename G>
 __global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, float* __restrict__ m, float* __restrict__ v,
                              cu::bf16* __restrict__ p16, const int64_t* __restrict__ chunks, bool aligned,
-                             AdamWConsts c) {
+                             AdamWConsts c, const float* __restrict__ coef) {
   const int64_t off = chunks[3 * blockIdx.x], n = chunks[3 * blockIdx.x + 1];
   const float dec = chunks[3 * blockIdx.x + 2] != 0 ? c.decay : 1.0f;
   const int64_t nvec = aligned && off % 4 == 0 ? n / 4 : 0;
@@ -58,10 +60,10 @@ __global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, flo
            Vv = *reinterpret_cast<float4*>(v + i);
     float gr[4];
     load4(g + i, gr);
-    float r0 = adamw_elem(gr[0], P.x, Mv.x, Vv.x, dec, c);
-    float r1 = adamw_elem(gr[1], P.y, Mv.y, Vv.y, dec, c);
-    float r2 = adamw_elem(gr[2], P.z, Mv.z, Vv.z, dec, c);
-    float r3 = adamw_elem(gr[3], P.w, Mv.w, Vv.w, dec, c);
+    float r0 = adamw_elem(gr[0], P.x, Mv.x, Vv.x, dec, c, coef);
+    float r1 = adamw_elem(gr[1], P.y, Mv.y, Vv.y, dec, c, coef);
+    float r2 = adamw_elem(gr[2], P.z, Mv.z, Vv.z, dec, c, coef);
+    float r3 = adamw_elem(gr[3], P.w, Mv.w, Vv.w, dec, c, coef);
     *reinterpret_cast<float4*>(p + i) = P;
     *reinterpret_cast<float4*>(m + i) = Mv;
     *reinterpret_cast<float4*>(v + i) = Vv;
@@ -76,7 +78,7 @@ __global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, flo
   for (int64_t k = 4 * nvec + threadIdx.x; k < n; k += blockDim.x) {
     const int64_t i = off + k;
     float pi = p[i], mi = m[i], vi = v[i];
-    const float r = adamw_elem(cu::to_float(g[i]), pi, mi, vi, dec, c);
+    const float r = adamw_elem(cu::to_float(g[i]), pi, mi, vi, dec, c, coef);
     p[i] = pi;
     m[i] = mi;
     v[i] = vi;
@@ -87,7 +89,7 @@ __global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, flo
 }  // namespace
 
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const Tensor& chunks,
-                int64_t num_chunks, const AdamWHyper& hp, const Tensor& param_bf16) {
+                int64_t num_chunks, const AdamWHyper& hp, const Tensor& param_bf16, const float* coef) {
   MO_CHECK(param.dtype() == DType::f32 && m.dtype() == DType::f32 && v.dtype() == DType::f32 &&
                (grad.dtype() == DType::f32 || grad.dtype() == DType::bf16),
            "adamw_step: CUDA expects float32 param/m/v and a float32 or bfloat16 grad, got {}, {}, {}, {}", param.str(),
@@ -129,10 +131,10 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const 
   if (grad.dtype() == DType::bf16) {
     adamw_kernel<cu::bf16><<<blocks, 256, 0, stream()>>>(param.data<float>(), cu::ptr<const cu::bf16>(grad),
                                                          m.data<float>(), v.data<float>(), p16,
-                                                         chunks.data<int64_t>(), aligned, c);
+                                                         chunks.data<int64_t>(), aligned, c, coef);
   } else {
     adamw_kernel<float><<<blocks, 256, 0, stream()>>>(param.data<float>(), grad.data<float>(), m.data<float>(),
-                                                      v.data<float>(), p16, chunks.data<int64_t>(), aligned, c);
+                                                      v.data<float>(), p16, chunks.data<int64_t>(), aligned, c, coef);
   }
   CUDA_CHECK_LAUNCH();
 }

@@ -23,13 +23,17 @@ struct AdamWHyper {
 };
 
 // param, m, v: float32 [N]; grad: float32 or bfloat16 [N]; param_bf16: undefined or bfloat16 [N].
+// grad_coef: undefined, or a float32 tensor on param's device whose element `grad_coef_index` further
+// multiplies every gradient (the clip coefficient of grad_norm.h, read on the device: no host sync).
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-                const std::vector<AdamWSegment>& segments, const AdamWHyper& hp, const Tensor& param_bf16 = Tensor());
+                const std::vector<AdamWSegment>& segments, const AdamWHyper& hp, const Tensor& param_bf16 = Tensor(),
+                const Tensor& grad_coef = Tensor(), int64_t grad_coef_index = 0);
 
 namespace cuda {
 // chunks: int64 [n, 3] on the device = (offset, numel, decay) with numel <= 65536 per chunk.
+// coef: null, or a device pointer to the gradient multiplier (see above).
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const Tensor& chunks,
-                int64_t num_chunks, const AdamWHyper& hp, const Tensor& param_bf16);
+                int64_t num_chunks, const AdamWHyper& hp, const Tensor& param_bf16, const float* coef = nullptr);
 }  // namespace cuda
 
 }  // namespace mo

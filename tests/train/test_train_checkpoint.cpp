@@ -91,6 +91,27 @@ TEST(TrainCheckpoint, RoundTripIsExact) {
   ASSERT_TRUE(r.metric.has_value());
   EXPECT_EQ(*r.metric, 71.25);
   EXPECT_EQ(r.best_epoch, 2);
+  EXPECT_TRUE(r.ema.empty());
+  // The model EMA and the epoch's running sums travel too; weights-only reading can skip the EMA.
+  s.ema.emplace_back("norm.bias", Tensor::from_vector(std::vector<float>{0.25f, -1.f}, {2}));
+  s.epoch_loss_sum = 12.125;
+  s.epoch_loss_count = 9;
+  s.epoch_grad_norm_sum = 3.5;
+  s.epoch_grad_norm_count = 4;
+  save_checkpoint(dir + "/b.mo", s);
+  r = load_checkpoint(dir + "/b.mo");
+  ASSERT_EQ(r.ema.size(), 1u);
+  EXPECT_EQ(r.ema[0].second.to_vector<float>(), (std::vector<float>{0.25f, -1.f}));
+  EXPECT_EQ(checkpoint_entry(r, "state_dict_ema", "b.mo")[0].first, "norm.bias");
+  EXPECT_EQ(checkpoint_entry(r, "", "b.mo").size(), 2u);
+  EXPECT_EQ(r.epoch_loss_sum, 12.125);
+  EXPECT_EQ(r.epoch_loss_count, 9);
+  EXPECT_EQ(r.epoch_grad_norm_sum, 3.5);
+  EXPECT_EQ(r.epoch_grad_norm_count, 4);
+  EXPECT_TRUE(load_checkpoint(dir + "/b.mo", false, false).ema.empty());
+  EXPECT_NE(error_of([&] { checkpoint_entry(load_checkpoint(dir + "/a.mo"), "state_dict_ema", "a.mo"); })
+                .find("a.mo: no entry 'state_dict_ema' (the run trained without model_ema)"),
+            std::string::npos);
 }
 
 TEST(TrainCheckpoint, TruncatedAndCorruptFilesAreRefusedNamingTheFile) {
@@ -144,6 +165,10 @@ TEST(TrainCheckpoint, CountersOutOfRangeAreRefusedNamingTheField) {
        "fields 'epoch' (3) and 'step_in_epoch' (40) cannot exceed 'step' (33)"},
       {[](CheckpointState& s) { s.metric = std::nan(""); }, "field 'metric' is nan"},
       {[](CheckpointState& s) { s.best_metric = 250; }, "field 'best_metric' is 250"},
+      {[](CheckpointState& s) { s.epoch_loss_count = -3; }, "field 'epoch_loss_count' is -3"},
+      {[](CheckpointState& s) { s.epoch_grad_norm_count = -1; }, "field 'epoch_grad_norm_count' is -1"},
+      {[](CheckpointState& s) { s.epoch_loss_sum = std::nan(""); }, "fields 'epoch_loss_sum' (nan)"},
+      {[](CheckpointState& s) { s.epoch_grad_norm_sum = -2; }, "fields 'epoch_loss_sum' (0) and 'epoch_grad_norm_sum' (-2) must be finite"},
   };
   for (const auto& [change, says] : cases) {
     CheckpointState s = sample_state(33);
@@ -222,6 +247,11 @@ TEST(TrainCheckpoint, StaleTemporariesAreRemovedOthersKept) {
   std::sort(want.begin(), want.end());
   EXPECT_EQ(removed, want);
   for (const auto& n : stale) EXPECT_FALSE(fs::exists(dir + "/" + n)) << n;
+  // last.mo's temporary is a link, dangling once its checkpoint was pruned: removed too.
+  const std::string link = dir + "/last.mo.tmp." + host + "." + dead;
+  fs::create_symlink("ckpt-e0009-s00000099.mo", link);
+  EXPECT_EQ(remove_stale_temp_files(dir), std::vector<std::string>{link + " (0 bytes)"});
+  EXPECT_FALSE(fs::is_symlink(link));
   for (const auto& n : kept) EXPECT_TRUE(fs::exists(dir + "/" + n)) << n;
   // What this process writes carries its host and pid.
   EXPECT_EQ(self, "x.tmp." + host + "." + live);
@@ -243,6 +273,9 @@ TEST(TrainCheckpoint, ManagerKeepsLastKAndBest) {
   CheckpointState best = load_checkpoint(m.best_path());
   EXPECT_EQ(best.step, 20);
   EXPECT_EQ(*best.metric, 90.0);
+  // last.mo: a relative link to the newest, replaced at every save.
+  EXPECT_EQ(fs::read_symlink(m.last_path()).string(), fs::path(all[2]).filename().string());
+  EXPECT_EQ(load_checkpoint(m.last_path()).step, 60);
 }
 
 TEST(TrainCheckpoint, ResumeFallsBackToThePreviousCheckpoint) {

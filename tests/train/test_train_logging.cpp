@@ -56,14 +56,22 @@ TEST(TrainLogging, SummaryCsvRowsPerEpochWithoutDuplicates) {
     ss << in.rdbuf();
     return ss.str();
   };
-  const std::string header =
-      "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr,train_bad_images,eval_bad_images,eval_non_finite\n";
-  EXPECT_EQ(text(), header + "0,2.5,2.25,10.5,30.25,1e-06,3,0,0\n1,1.9,1.5,40,70,0.0002,0,0,2\n");
+  const std::string header = std::string(kSummaryHeader) + "\n";
+  EXPECT_EQ(text(), header + "0,2.5,2.25,10.5,30.25,1e-06,3,0,0,,,,,\n1,1.9,1.5,40,70,0.0002,0,0,2,,,,,\n");
   // A file written before the bad-image columns: its rows are kept, padded to the new header.
   std::ofstream(path, std::ios::trunc) << "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\n"
                                           "0,2.5,2.25,10.5,30.25,1e-06\n";
   update_summary_csv(path, {1, 2.0, 2e-4, std::nullopt, std::nullopt, std::nullopt, 1});
-  EXPECT_EQ(text(), header + "0,2.5,2.25,10.5,30.25,1e-06,,,\n1,2,,,,0.0002,1,,\n");
+  EXPECT_EQ(text(), header + "0,2.5,2.25,10.5,30.25,1e-06,,,,,,,,\n1,2,,,,0.0002,1,,,,,,,\n");
+  // The EMA, gradient-norm and speed columns.
+  EpochSummary row{2, 1.5, 1e-4, 1.25, 50.0, 80.0, 0, 0, 0};
+  row.eval_loss_ema = 1.125;
+  row.eval_top1_ema = 55.5;
+  row.eval_top5_ema = 85.0;
+  row.grad_norm = 0.75;
+  row.images_per_s = 1234.5;
+  update_summary_csv(path, row);
+  EXPECT_NE(text().find("\n2,1.5,1.25,50,80,0.0001,0,0,0,1.125,55.5,85,0.75,1234.5\n"), std::string::npos) << text();
 }
 
 TEST(TrainLogging, ImageNetClassNames) {

@@ -11,6 +11,7 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <regex>
@@ -168,6 +169,11 @@ void check_manifest_ranges(const ckpt::Manifest& m, const std::string& file) {
   check_counter(file, "sampler.batches_done", m.sampler().batches_done(), 0);
   check_counter(file, "sampler.world_size", m.sampler().world_size(), 1);
   check_counter(file, "best_epoch", m.best_epoch(), -1);
+  check_counter(file, "epoch_loss_count", m.epoch_loss_count(), 0);
+  check_counter(file, "epoch_grad_norm_count", m.epoch_grad_norm_count(), 0);
+  MO_CHECK(std::isfinite(m.epoch_loss_sum()) && std::isfinite(m.epoch_grad_norm_sum()) && m.epoch_grad_norm_sum() >= 0,
+           "checkpoint '{}' is corrupt: fields 'epoch_loss_sum' ({}) and 'epoch_grad_norm_sum' ({}) must be finite "
+           "(and the norm sum >= 0)", file, m.epoch_loss_sum(), m.epoch_grad_norm_sum());
   // Every epoch has at least one step, so neither count can exceed the steps done.
   MO_CHECK(m.step_in_epoch() <= m.step() && m.epoch() <= m.step(), "checkpoint '{}' is corrupt: fields 'epoch' ({}) "
            "and 'step_in_epoch' ({}) cannot exceed 'step' ({})", file, m.epoch(), m.step_in_epoch(), m.step());
@@ -196,6 +202,10 @@ CheckpointState state_from_manifest(const ckpt::Manifest& m, const std::string& 
   s.best_metric = m.best_metric();
   s.best_epoch = m.best_epoch();
   s.class_names.assign(m.class_names().begin(), m.class_names().end());
+  s.epoch_loss_sum = m.epoch_loss_sum();
+  s.epoch_loss_count = m.epoch_loss_count();
+  s.epoch_grad_norm_sum = m.epoch_grad_norm_sum();
+  s.epoch_grad_norm_count = m.epoch_grad_norm_count();
   return s;
 }
 
@@ -242,7 +252,12 @@ void save_checkpoint(const std::string& path, const CheckpointState& s) {
   uint64_t offset = 0;
   add_entries(m.mutable_model(), s.model, cpu, offset);
   add_entries(m.mutable_optimizer(), s.optimizer, cpu, offset);
+  add_entries(m.mutable_ema(), s.ema, cpu, offset);
   m.set_payload_bytes(offset);
+  m.set_epoch_loss_sum(s.epoch_loss_sum);
+  m.set_epoch_loss_count(s.epoch_loss_count);
+  m.set_epoch_grad_norm_sum(s.epoch_grad_norm_sum);
+  m.set_epoch_grad_norm_count(s.epoch_grad_norm_count);
   for (auto& r : s.rng) {
     ckpt::RngState* o = m.add_rng();
     o->set_name(r.name);
@@ -282,14 +297,27 @@ void save_checkpoint(const std::string& path, const CheckpointState& s) {
   fsync_dir(parent_dir(path));
 }
 
-CheckpointState load_checkpoint(const std::string& path, bool with_optimizer) {
+CheckpointState load_checkpoint(const std::string& path, bool with_optimizer, bool with_ema) {
   Reader r(path);
   uint64_t start = 0;
   ckpt::Manifest m = read_manifest(r, start);
   CheckpointState s = state_from_manifest(m, path);
   s.model = read_tensors(r, start, m.payload_bytes(), m.model());
   if (with_optimizer) s.optimizer = read_tensors(r, start, m.payload_bytes(), m.optimizer());
+  if (with_ema) s.ema = read_tensors(r, start, m.payload_bytes(), m.ema());
   return s;
+}
+
+const std::vector<std::pair<std::string, Tensor>>& checkpoint_entry(const CheckpointState& s, const std::string& entry,
+                                                                    const std::string& path) {
+  if (entry.empty() || entry == "state_dict" || entry == "model") return s.model;
+  if (entry == "state_dict_ema" || entry == "ema") {
+    MO_CHECK(!s.ema.empty(), "{}: no entry 'state_dict_ema' (the run trained without model_ema); the entries are: "
+             "state_dict", path);
+    return s.ema;
+  }
+  MO_FAIL("{}: no entry '{}' in a mo checkpoint; the entries are: state_dict{}", path, entry,
+          s.ema.empty() ? "" : ", state_dict_ema");
 }
 
 CheckpointState read_checkpoint_header(const std::string& path) {
@@ -338,7 +366,7 @@ bool process_gone(const std::string& pid_text) {
 std::string temp_file_name(const std::string& path) { return fmt::format("{}.tmp.{}.{}", path, host_tag(), getpid()); }
 
 std::vector<std::string> remove_stale_temp_files(const std::string& dir) {
-  static const std::string ours = R"((ckpt-e\d+-s\d+\.mo|best\.mo|summary\.csv|config\.yaml))";
+  static const std::string ours = R"((ckpt-e\d+-s\d+\.mo|best\.mo|last\.mo|summary\.csv|config\.yaml|curves\.svg))";
   static const std::regex current(ours + R"(\.tmp\.([A-Za-z0-9_-]+)\.(\d+))"), older(ours + R"(\.tmp\.(\d+))"),
       fixed(ours + R"(\.tmp)");
   std::vector<std::string> removed;
@@ -351,8 +379,8 @@ std::vector<std::string> remove_stale_temp_files(const std::string& dir) {
     else if (std::regex_match(name, mt, older)) stale = process_gone(mt[2].str());
     else stale = std::regex_match(name, fixed);  // the older fixed names; a run owns its folder
     std::error_code e2;
-    if (!stale || !it->is_regular_file(e2)) continue;
-    const uintmax_t bytes = it->file_size(e2);
+    if (!stale || !(it->is_symlink(e2) || it->is_regular_file(e2))) continue;  // last.mo's temporary: a link
+    const uintmax_t bytes = it->is_symlink(e2) ? 0 : it->file_size(e2);
     if (fs::remove(it->path(), e2)) removed.push_back(fmt::format("{} ({} bytes)", it->path().string(), bytes));
   }
   return removed;
@@ -382,6 +410,19 @@ std::vector<std::string> CheckpointManager::list() const {
   return out;
 }
 
+void CheckpointManager::update_last_link(const std::string& path) const {
+  // A relative link (the run folder can move) made beside last.mo and renamed over it: atomic.
+  const std::string tmp = temp_file_name(last_path());
+  std::error_code ec;
+  fs::remove(tmp, ec);
+  fs::create_symlink(fs::path(path).filename(), tmp, ec);
+  if (ec) fs::copy_file(path, tmp, ec);  // file systems without symbolic links
+  MO_CHECK(!ec, "cannot write '{}': {}", tmp, ec.message());
+  MO_CHECK(std::rename(tmp.c_str(), last_path().c_str()) == 0, "cannot rename '{}' to '{}': {}", tmp, last_path(),
+           std::strerror(errno));
+  fsync_dir(dir_);
+}
+
 std::string CheckpointManager::save(const CheckpointState& s, bool is_best) {
   const std::string path = fmt::format("{}/ckpt-e{:04d}-s{:08d}.mo", dir_, s.epoch, s.step);
   save_checkpoint(path, s);
@@ -396,6 +437,7 @@ std::string CheckpointManager::save(const CheckpointState& s, bool is_best) {
              std::strerror(errno));
     fsync_dir(dir_);
   }
+  update_last_link(path);
   std::vector<std::string> all = list();
   for (size_t i = 0; i + static_cast<size_t>(keep_last_) < all.size(); ++i) {
     std::error_code ec;

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -27,6 +29,27 @@ Progress::Progress(std::FILE* out, const std::string& mode, int64_t every, bool 
   bar_ = mode == "bar" || (mode == "auto" && isatty(fileno(out)));
 }
 
+Progress::~Progress() {
+  if (log_) std::fclose(log_);
+}
+
+void Progress::open_log(const std::string& path) {
+  if (!enabled_) return;
+  std::error_code ec;
+  const std::filesystem::file_status st = std::filesystem::status(path, ec);
+  MO_CHECK(!std::filesystem::exists(st) || std::filesystem::is_regular_file(st),
+           "'{}' is not a regular file (a folder, named pipe or device): cannot keep the run's log there", path);
+  if (log_) std::fclose(log_);
+  log_ = std::fopen(path.c_str(), "a");
+  MO_CHECK(log_ != nullptr, "cannot open the run's log '{}': {}", path, std::strerror(errno));
+}
+
+void Progress::log_line(const std::string& line) {
+  if (!log_) return;
+  std::fprintf(log_, "%s\n", line.c_str());
+  std::fflush(log_);
+}
+
 void Progress::end_bar_line() {
   if (bar_open_) std::fputc('\n', out_);
   bar_open_ = false;
@@ -37,6 +60,36 @@ void Progress::message(const std::string& text) {
   end_bar_line();
   std::fprintf(out_, "%s\n", text.c_str());
   std::fflush(out_);
+  log_line(text);
+}
+
+void Progress::eval_step(const std::string& label, int64_t done, int64_t total) {
+  if (!enabled_ || total <= 0) return;
+  const bool last = done >= total;
+  if (bar_) {
+    auto now = std::chrono::steady_clock::now();
+    if (!last && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    last_draw_ = now;
+    constexpr int kWidth = 24;
+    std::string bar(static_cast<size_t>(kWidth * std::min(done, total) / total), '#');
+    bar.resize(kWidth, '.');
+    std::fprintf(out_, "\r\033[K%s [%s] %lld/%lld", label.c_str(), bar.c_str(), static_cast<long long>(done),
+                 static_cast<long long>(total));
+    bar_open_ = true;
+    if (last) {
+      std::fputs("\r\033[K", out_);  // the result line replaces the bar
+      bar_open_ = false;
+    }
+    std::fflush(out_);
+    return;
+  }
+  // Plain lines: a quarter at a time (a log is not a film).
+  const int64_t quarter = std::max<int64_t>(1, (total + 3) / 4);
+  if (done % quarter != 0 && !last) return;
+  const std::string line = fmt::format("{} {}/{} batches", label, done, total);
+  std::fprintf(out_, "%s\n", line.c_str());
+  std::fflush(out_);
+  log_line(line);
 }
 
 void Progress::step(const StepStats& s) {
@@ -58,19 +111,25 @@ void Progress::step(const StepStats& s) {
     bar_open_ = true;
     if (last_of_epoch) end_bar_line();
     std::fflush(out_);
-    return;
   }
   if (s.global_step % every_ != 0 && !last_of_epoch) return;
-  std::fprintf(out_, "epoch %lld/%lld step %lld/%lld (%lld)  loss %.4f  lr %.3e  %.1f img/s  ETA %s\n",
-               static_cast<long long>(s.epoch), static_cast<long long>(s.total_epochs),
-               static_cast<long long>(s.step_in_epoch), static_cast<long long>(s.steps_per_epoch),
-               static_cast<long long>(s.global_step), s.loss, s.lr, s.images_per_s, format_duration(s.eta_s).c_str());
+  const std::string line = fmt::format("epoch {}/{} step {}/{} ({})  loss {:.4f}  lr {:.3e}{}  {:.1f} img/s  ETA {}",
+                                       s.epoch, s.total_epochs, s.step_in_epoch, s.steps_per_epoch, s.global_step,
+                                       s.loss, s.lr, s.grad_norm >= 0 ? fmt::format("  grad-norm {:.4g}", s.grad_norm)
+                                                                     : std::string(),
+                                       s.images_per_s, format_duration(s.eta_s));
+  log_line(line);  // the log gets the plain lines also under a bar
+  if (bar_) return;
+  std::fprintf(out_, "%s\n", line.c_str());
   std::fflush(out_);
 }
 
+const char* const kSummaryHeader =
+    "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr,train_bad_images,eval_bad_images,eval_non_finite,"
+    "eval_loss_ema,eval_top1_ema,eval_top5_ema,grad_norm,images_per_s";
+
 void update_summary_csv(const std::string& path, const EpochSummary& row) {
-  const std::string header =
-      "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr,train_bad_images,eval_bad_images,eval_non_finite";
+  const std::string header = kSummaryHeader;
   const auto columns = static_cast<size_t>(std::count(header.begin(), header.end(), ',') + 1);
   std::vector<std::string> kept;
   std::error_code ec;
@@ -100,9 +159,11 @@ void update_summary_csv(const std::string& path, const EpochSummary& row) {
   }
   auto opt = [](const std::optional<double>& v) { return v ? fmt::format("{:.6g}", *v) : std::string(); };
   auto opt_int = [](const std::optional<int64_t>& v) { return v ? std::to_string(*v) : std::string(); };
-  kept.push_back(fmt::format("{},{:.6g},{},{},{},{:.6g},{},{},{}", row.epoch, row.train_loss, opt(row.eval_loss),
-                             opt(row.eval_top1), opt(row.eval_top5), row.lr, row.train_bad_images,
-                             opt_int(row.eval_bad_images), opt_int(row.eval_non_finite)));
+  kept.push_back(fmt::format("{},{:.6g},{},{},{},{:.6g},{},{},{},{},{},{},{},{}", row.epoch, row.train_loss,
+                             opt(row.eval_loss), opt(row.eval_top1), opt(row.eval_top5), row.lr, row.train_bad_images,
+                             opt_int(row.eval_bad_images), opt_int(row.eval_non_finite), opt(row.eval_loss_ema),
+                             opt(row.eval_top1_ema), opt(row.eval_top5_ema), opt(row.grad_norm),
+                             opt(row.images_per_s)));
   const std::string tmp = temp_file_name(path);
   {
     std::ofstream out(tmp, std::ios::trunc);

@@ -14,6 +14,11 @@ ConfigSchema make_schema(TrainConfig& c) {
   s.add("model.num_classes", &c.model.num_classes, "classifier outputs");
   s.add("model.init", &c.model.init, "weights to start from (ours, .pth or .safetensors); a classifier for another number of classes starts afresh");
 
+  s.add("model_ema", &c.model_ema, "keep an EMA of the weights, evaluated beside them (timm --model-ema)");
+  s.add("model_ema_decay", &c.model_ema_decay, "EMA decay per optimizer step, [0, 1] (timm --model-ema-decay)");
+  s.add("model_ema_warmup", &c.model_ema_warmup,
+        "decay min(decay, 1 - (1 + step)^-2/3) while it is lower (timm --model-ema-warmup)");
+
   s.add("data.root", &c.data.root, "data set folder holding <split>/<class>/*.jpg");
   s.add("data.train_split", &c.data.train_split, "sub-folder of root to train on");
   s.add("data.val_split", &c.data.val_split, "sub-folder of root to evaluate on");
@@ -43,6 +48,7 @@ ConfigSchema make_schema(TrainConfig& c) {
   s.add("optim.betas", &c.optim.betas, "AdamW betas");
   s.add("optim.eps", &c.optim.eps, "AdamW epsilon");
   s.add("optim.weight_decay", &c.optim.weight_decay, "decoupled; not on biases and norm weights");
+  s.add("optim.clip_grad", &c.optim.clip_grad, "clip the global gradient norm to this, >= 0 (0: off; timm --clip-grad)");
 
   s.add("sched.epochs", &c.sched.epochs, "cosine length in epochs");
   s.add("sched.cooldown_epochs", &c.sched.cooldown_epochs, "epochs at min_lr after the cosine");
@@ -60,7 +66,8 @@ ConfigSchema make_schema(TrainConfig& c) {
   s.add("train.max_steps", &c.train.max_steps, "stop after this many optimizer steps (0: full schedule)");
   s.add("train.eval_every", &c.train.eval_every, "epochs between evaluations (0: never)");
   s.add("train.eval_batch_size", &c.train.eval_batch_size, "0: 2 x batch_size");
-  s.add("train.output", &c.train.output, "directory for checkpoints and logs");
+  s.add("train.output", &c.train.output,
+        "directory for checkpoints and logs; auto: output/train/<date>-<time>-<model>-<img> (a new one per run)");
   s.add("train.resume", &c.train.resume, "'' | auto | path of a checkpoint");
   s.add("train.stop_timeout_s", &c.train.stop_timeout_s,
         "after SIGINT/SIGTERM: seconds to finish the step and save, then exit anyway");
@@ -134,6 +141,10 @@ void TrainConfig::validate() const {
   MO_CHECK(optim.eps > 0, "config key 'optim.eps' must be > 0 (with 0, a weight whose gradients are all 0 "
            "becomes 0/0 = NaN), got {}", optim.eps);
   MO_CHECK(optim.weight_decay >= 0, "config key 'optim.weight_decay' must be >= 0");
+  MO_CHECK(optim.clip_grad >= 0 && optim.clip_grad <= 1e30, "config key 'optim.clip_grad' must be in [0, 1e30] (0: no "
+           "clipping), got {}", optim.clip_grad);
+  MO_CHECK(model_ema_decay >= 0 && model_ema_decay <= 1, "config key 'model_ema_decay' must be in [0, 1], got {}",
+           model_ema_decay);
   MO_CHECK(sched.warmup_lr >= 0 && sched.min_lr >= 0, "config keys 'sched.warmup_lr' ({}) and 'sched.min_lr' ({}) "
            "must be >= 0", sched.warmup_lr, sched.min_lr);
   MO_CHECK(sched.epochs > 0 && sched.warmup_epochs >= 0 && sched.cooldown_epochs >= 0,
@@ -149,6 +160,9 @@ void TrainConfig::validate() const {
   MO_CHECK(train.eval_batch_size >= 0, "config key 'train.eval_batch_size' must be >= 0 (0: 2 x batch_size), got {}",
            train.eval_batch_size);
   MO_CHECK(!train.output.empty(), "config key 'train.output' must name a directory");
+  MO_CHECK(!(train.output == "auto" && train.resume == "auto"), "config keys 'train.output' and 'train.resume' are "
+           "both 'auto': an automatic output folder is new for every run, so there is nothing to resume in it; set "
+           "train.output to the run's folder (e.g. output/train/20260101-120000-mambaout_femto-224)");
   MO_CHECK(train.stop_timeout_s > 0 && train.stop_timeout_s <= 86400, "config key 'train.stop_timeout_s' must be "
            "in (0, 86400] seconds, got {}", train.stop_timeout_s);
   MO_CHECK(ckpt.keep_last >= 1, "config key 'ckpt.keep_last' must be >= 1, got {}", ckpt.keep_last);

@@ -17,6 +17,10 @@ struct TrainConfig {
     int64_t num_classes = 1000;
     std::string init;  // weights to start from (our checkpoint or a PyTorch .pth/.safetensors)
   } model;
+  // Model EMA (timm's ModelEmaV3: --model-ema, --model-ema-decay, --model-ema-warmup).
+  bool model_ema = false;
+  double model_ema_decay = 0.9998;
+  bool model_ema_warmup = false;
   struct Data {
     std::string root;  // an ImageFolder root: root/<split>/<class>/*.jpg
     std::string train_split = "train", val_split = "val";
@@ -44,6 +48,7 @@ struct TrainConfig {
     std::vector<double> betas = {0.9, 0.999};
     double eps = 1e-8;
     double weight_decay = 0.05;
+    double clip_grad = 0;  // max global gradient norm (timm --clip-grad, mode norm); 0: no clipping
   } optim;
   struct Sched {
     double epochs = 300, cooldown_epochs = 10, warmup_epochs = 20;
@@ -60,7 +65,7 @@ struct TrainConfig {
     int64_t max_steps = 0;        // 0: the whole schedule; else stop after this many optimizer steps
     int64_t eval_every = 1;       // epochs between evaluations (0: never)
     int64_t eval_batch_size = 0;  // 0: 2 x batch_size
-    std::string output = "output/run";
+    std::string output = "output/run";  // "auto": output/train/<YYYYmmdd>-<HHMMSS>-<model>-<img> (timm's)
     std::string resume;  // "" | "auto" (latest in output) | a checkpoint path
     double stop_timeout_s = 60;  // after SIGINT/SIGTERM: time to finish the step and save before exiting
   } train;

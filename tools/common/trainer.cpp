@@ -16,7 +16,10 @@
 #include "ops/common.h"
 #include "ops/linear/linear.h"  // cuda::sum_rows
 #include "ops/loss/cross_entropy.h"
+#include "ops/optim/grad_norm.h"
+#include "tools/common/curves.h"
 #include "tools/common/loaders.h"
+#include "tools/common/run_folder.h"
 #include "tools/common/weights.h"
 
 namespace fs = std::filesystem;
@@ -27,6 +30,7 @@ namespace {
 std::atomic<bool> g_stop{false};
 
 constexpr int64_t kStatRows = 256;  // steps between reads of the step buffer at most
+constexpr int64_t kStatCols = 3;    // loss sum, finiteness probe, gradient norm
 
 // A non-finite step is reported across ranks as a code: 2 * step + (1 for the gradient) + 1; 0: none.
 int64_t bad_code(int64_t step, bool gradient) { return 2 * step + (gradient ? 1 : 0) + 1; }
@@ -88,7 +92,14 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg,
     pg_ = dist::init(io);
   }
   const int rank = pg_->rank(), world = pg_->world_size();
+  if (cfg_.train.output == "auto") cfg_.train.output = make_auto_run_folder(cfg_.model.name, cfg_.data.img_size, *pg_);
   progress_ = std::make_unique<Progress>(out_, cfg_.log.progress, cfg_.log.every_steps, pg_->is_main());
+  if (pg_->is_main()) {
+    std::error_code ec;
+    fs::create_directories(cfg_.train.output, ec);
+    MO_CHECK(!ec, "config key 'train.output': cannot create '{}': {}", cfg_.train.output, ec.message());
+    progress_->open_log(cfg_.train.output + "/log.txt");
+  }
   config_yaml_ = dump_train_config(cfg_);
   dev_ = choose_device(cfg_.train.device, *pg_);
   compute_ = cfg_.train.precision == "bf16" && dev_.is_cuda() ? DType::bf16 : DType::f32;
@@ -131,6 +142,8 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg,
   ao.eps = cfg_.optim.eps;
   ao.weight_decay = cfg_.optim.weight_decay;
   opt_ = std::make_unique<nn::AdamW>(*model_, dev_, compute_, ao);
+  if (cfg_.model_ema)
+    ema_ = std::make_unique<ModelEma>(mc, *opt_, dev_, compute_, cfg_.model_ema_decay, cfg_.model_ema_warmup);
 
   ckpt_ = std::make_unique<CheckpointManager>(cfg_.train.output + "/checkpoints", cfg_.ckpt.keep_last,
                                               cfg_.ckpt.keep_best);
@@ -162,9 +175,12 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg,
     }
     MO_CHECK(std::rename(tmp.c_str(), cfg_file.c_str()) == 0, "cannot rename '{}' to '{}': {}", tmp, cfg_file,
              std::strerror(errno));
-    const std::string summary = cfg_.train.output + "/summary.csv";  // read at every epoch end: refuse a pipe now
-    MO_CHECK(!fs::exists(summary) || fs::is_regular_file(summary), "'{}' is not a regular file (a folder, named "
-             "pipe or device): cannot keep the run's summary there", summary);
+    // Read or replaced at every epoch end: refuse a folder, pipe or device there now, not after an epoch.
+    for (const char* name : {"summary.csv", "curves.svg"}) {
+      const std::string f = cfg_.train.output + "/" + name;
+      MO_CHECK(!fs::exists(f) || fs::is_regular_file(f), "'{}' is not a regular file (a folder, named pipe or "
+               "device): cannot keep the run's {} there", f, name);
+    }
     if (cfg_.log.tensorboard) tb_ = std::make_unique<TensorBoardWriter>(cfg_.train.output + "/tb");
   }
 }
@@ -227,11 +243,22 @@ void Trainer::apply_checkpoint(const CheckpointState& s, const std::string& path
     opt_->import_slot(m, slot, *tm);
     opt_->import_slot(v, slot, *tv);
   }
+  if (ema_ && s.ema.empty()) {  // before the finiteness check, which covers the EMA too
+    ema_->reset_to_master();
+    say(fmt::format("note: checkpoint '{}' holds no model EMA; the EMA starts from its weights", path));
+  } else if (ema_) {
+    ema_->import_state(s.ema, path);
+  }
   const std::string bad = first_non_finite();
   MO_CHECK(bad.empty(), "checkpoint '{}' holds NaN or Inf in '{}' (saved from a diverged run?): resume from an "
            "earlier checkpoint (train.resume=<path>) or start afresh", path, bad);
   opt_->set_step_count(s.optimizer_step);
   opt_->sync_compute_weights();
+  // The epoch so far (a mid-epoch checkpoint): its summary.csv means cover the steps before the stop too.
+  epoch_loss_sum_ = s.step_in_epoch > 0 ? s.epoch_loss_sum : 0;
+  epoch_micro_ = s.step_in_epoch > 0 ? s.epoch_loss_count : 0;
+  epoch_norm_sum_ = s.step_in_epoch > 0 ? s.epoch_grad_norm_sum : 0;
+  epoch_norm_count_ = s.step_in_epoch > 0 ? s.epoch_grad_norm_count : 0;
   epoch_ = s.epoch;
   step_in_epoch_ = s.step_in_epoch;
   global_step_ = s.step;
@@ -264,12 +291,17 @@ CheckpointState Trainer::make_state(std::optional<double> metric) const {
   s.best_metric = best_top1_;
   s.best_epoch = best_epoch_;
   s.class_names = class_names_;
+  if (ema_) s.ema = ema_->export_state();
+  s.epoch_loss_count = step_in_epoch_ > 0 ? epoch_micro_ : 0;
+  s.epoch_grad_norm_sum = step_in_epoch_ > 0 ? epoch_norm_sum_ : 0;
+  s.epoch_grad_norm_count = step_in_epoch_ > 0 ? epoch_norm_count_ : 0;
   return s;
 }
 
 std::string Trainer::first_non_finite() const {
-  const std::pair<const char*, const Tensor*> parts[] = {
+  std::vector<std::pair<const char*, const Tensor*>> parts = {
       {"", &opt_->master()}, {".exp_avg", &opt_->exp_avg()}, {".exp_avg_sq", &opt_->exp_avg_sq()}};
+  if (ema_) parts.emplace_back(" (model EMA)", &ema_->flat());
   for (const auto& [suffix, flat] : parts) {
     if (std::isfinite(finite_probe(*flat).item())) continue;
     for (const auto& slot : opt_->slots()) {  // which parameter (only on this failure path)
@@ -287,17 +319,24 @@ std::string Trainer::save(std::optional<double> metric, bool is_best) {
   MO_CHECK(bad.empty(), "the model's state after step {} is not finite ('{}' holds NaN or Inf, or values beyond "
            "float range): not saving it as a checkpoint; the checkpoints already in '{}' are kept. The training "
            "diverged: lower optim.lr (now {})", global_step_, bad, ckpt_->dir(), cfg_.optim.lr);
+  // The epoch's loss sum over the ranks (their mean; each rank's count is the same): a resumed epoch's
+  // mean then covers every rank's steps before the stop. Mid-epoch saves happen on all ranks together.
+  double loss_sum = epoch_loss_sum_;
+  if (step_in_epoch_ > 0 && pg_->world_size() > 1)
+    loss_sum = pg_->all_reduce_sum(std::vector<double>{loss_sum})[0] / static_cast<double>(pg_->world_size());
   if (!pg_->is_main()) return "";
-  return ckpt_->save(make_state(metric), is_best);
+  CheckpointState s = make_state(metric);
+  s.epoch_loss_sum = step_in_epoch_ > 0 ? loss_sum : 0;
+  return ckpt_->save(s, is_best);
 }
 
 // --- the loop ----------------------------------------------------------------------------------------
 
 void Trainer::train_step(int64_t epoch, int64_t k) {
   lr_ = sched_.for_step(epoch, k, steps_per_epoch_);
-  if (!step_stats_.defined()) step_stats_ = Tensor::zeros({kStatRows, 2}, DType::f32, dev_);
+  if (!step_stats_.defined()) step_stats_ = Tensor::zeros({kStatRows, kStatCols}, DType::f32, dev_);
   MO_ASSERT(stat_rows_ < kStatRows);
-  const int64_t row = step_stats_.offset() + 2 * stat_rows_;
+  const int64_t row = step_stats_.offset() + kStatCols * stat_rows_;
   for (int64_t micro = 0; micro < accum_; ++micro) {
     data::Batch b;
     MO_CHECK(train_->next(b), "the training loader ran out of batches in epoch {} at step {}", epoch, k);
@@ -314,12 +353,21 @@ void Trainer::train_step(int64_t epoch, int64_t k) {
   if (ddp_) ddp_->finish();
   // The gradients' finiteness probe (the same on every rank after the all-reduce).
   step_stats_.as_strided({1}, {1}, row + 1).copy_(finite_probe(opt_->grads()));
+  // Clipping: once per optimizer step, on the accumulated (and all-reduced) gradient; [norm, coef] stay
+  // on the device and AdamW multiplies by coef there.
+  Tensor clip;
+  if (cfg_.optim.clip_grad > 0) {
+    clip = clip_grad_norm(opt_->grads(), 1.0 / static_cast<double>(accum_), cfg_.optim.clip_grad);
+    step_stats_.as_strided({1}, {1}, row + 2).copy_(clip.as_strided({1}, {1}, clip.offset()));
+  }
   ++stat_rows_;
-  opt_->step(lr_, 1.0 / static_cast<double>(accum_));
+  opt_->step(lr_, 1.0 / static_cast<double>(accum_), clip, 1);
   if (ddp_) ddp_->zero_grad();
   else opt_->zero_grad();
   ++global_step_;
+  if (ema_) ema_->update(global_step_);
   step_in_epoch_ = k + 1;
+  ++epoch_steps_run_;
 }
 
 int64_t Trainer::flush_step_stats() {
@@ -327,12 +375,19 @@ int64_t Trainer::flush_step_stats() {
   const std::vector<float> v = step_stats_.to_vector<float>();  // waits for the device: the one sync
   int64_t code = 0;
   for (int64_t i = 0; i < stat_rows_ && code == 0; ++i) {
-    const float loss = v[static_cast<size_t>(2 * i)], grad = v[static_cast<size_t>(2 * i + 1)];
+    const auto at = static_cast<size_t>(kStatCols * i);
+    const float loss = v[at], grad = v[at + 1], norm = v[at + 2];
     const int64_t step = stat_first_step_ + i + 1;
     if (!std::isfinite(loss)) code = bad_code(step, false);
     else if (!std::isfinite(grad)) code = bad_code(step, true);
     window_loss_sum_ += loss;
     epoch_loss_sum_ += loss;
+    if (cfg_.optim.clip_grad > 0) {
+      window_norm_sum_ += norm;
+      epoch_norm_sum_ += norm;
+      ++window_norm_count_;
+      ++epoch_norm_count_;
+    }
   }
   step_stats_.zero_();
   stat_first_step_ += stat_rows_;
@@ -380,8 +435,14 @@ TrainResult Trainer::fit() {
   for (int64_t epoch = epoch_; epoch < total_epochs_ && global_step_ < total_steps_; ++epoch) {
     epoch_bad_start_ = train_->bad_samples();  // before the workers start on the epoch
     train_->start_epoch(epoch, step_in_epoch_ * accum_);
-    epoch_micro_ = 0;
-    epoch_loss_sum_ = 0;
+    if (step_in_epoch_ == 0) {  // else resumed mid-epoch: the sums so far came from the checkpoint
+      epoch_micro_ = 0;
+      epoch_loss_sum_ = 0;
+      epoch_norm_sum_ = 0;
+      epoch_norm_count_ = 0;
+    }
+    epoch_start_ = now_s();
+    epoch_steps_run_ = 0;
     for (int64_t k = step_in_epoch_; k < steps_per_epoch_; ++k) {
       train_step(epoch, k);
       const double t = now_s();
@@ -413,12 +474,16 @@ TrainResult Trainer::fit() {
                    images_per_step / step_time_ema_, step_time_ema_ * static_cast<double>(total_steps_ - global_step_)};
       if (log_now) {
         st.images_per_s = images_per_step * static_cast<double>(window_steps_) / (t - window_start_);
+        if (window_norm_count_ > 0) st.grad_norm = window_norm_sum_ / static_cast<double>(window_norm_count_);
         if (tb_) {
           tb_->add_scalar("train/loss", last_loss_, global_step_);
           tb_->add_scalar("train/lr", lr_, global_step_);
           tb_->add_scalar("train/images_per_s", st.images_per_s, global_step_);
+          if (st.grad_norm >= 0) tb_->add_scalar("train/grad_norm", st.grad_norm, global_step_);
           tb_->flush();
         }
+        window_norm_sum_ = 0;
+        window_norm_count_ = 0;
         window_loss_sum_ = 0;
         window_micro_ = window_steps_ = 0;
         window_start_ = t;
@@ -453,6 +518,7 @@ TrainResult Trainer::fit() {
 
 void Trainer::end_of_epoch(int64_t epoch, TrainResult& r) {
   const int64_t world = pg_->world_size();
+  const double train_time = now_s() - epoch_start_;
   std::vector<double> sums = {epoch_loss_sum_ / static_cast<double>(std::max<int64_t>(1, epoch_micro_)),
                               static_cast<double>(train_->bad_samples() - epoch_bad_start_)};
   if (world > 1) sums = pg_->all_reduce_sum(sums);
@@ -466,6 +532,9 @@ void Trainer::end_of_epoch(int64_t epoch, TrainResult& r) {
   row.train_loss = train_loss;
   row.lr = lr_;
   row.train_bad_images = train_bad;
+  if (epoch_steps_run_ > 0 && train_time > 0)
+    row.images_per_s = static_cast<double>(epoch_steps_run_ * cfg_.train.global_batch) / train_time;
+  if (epoch_norm_count_ > 0) row.grad_norm = epoch_norm_sum_ / static_cast<double>(epoch_norm_count_);
   const std::string train_note =
       train_bad > 0 ? fmt::format(" ({} unreadable training images replaced by stand-ins)", train_bad) : "";
   std::optional<double> metric;
@@ -478,7 +547,7 @@ void Trainer::end_of_epoch(int64_t epoch, TrainResult& r) {
     const double t0 = now_s();
     EvalResult c;
     try {
-      c = evaluate(*model_, *eval_, *pg_, {}, &g_stop);
+      c = evaluate(*model_, *eval_, *pg_, [&](int64_t d, int64_t n) { progress_->eval_step("eval", d, n); }, &g_stop);
     } catch (const std::exception& e) {
       // The epoch's training is not lost to a failed evaluation: save it (without a metric) first.
       r.last_checkpoint = save(std::nullopt, false);
@@ -516,6 +585,7 @@ void Trainer::end_of_epoch(int64_t epoch, TrainResult& r) {
         tb_->add_scalar("eval/top1", c.top1_pct(), global_step_);
         tb_->add_scalar("eval/top5", c.top5_pct(), global_step_);
       }
+      if (ema_) r.last_eval_ema = evaluate_ema(epoch, row);
     }
   } else {
     say(fmt::format("epoch {}: train loss {:.4f}{}", epoch, train_loss, train_note));
@@ -524,9 +594,43 @@ void Trainer::end_of_epoch(int64_t epoch, TrainResult& r) {
     tb_->add_scalar("train/epoch_loss", train_loss, global_step_);
     tb_->flush();
   }
-  if (pg_->is_main()) update_summary_csv(cfg_.train.output + "/summary.csv", row);
+  if (pg_->is_main()) {
+    update_summary_csv(cfg_.train.output + "/summary.csv", row);
+    try {  // a picture: a failure to draw it (a full disk) is reported, the run and its checkpoint go on
+      write_curves_svg(cfg_.train.output + "/summary.csv", cfg_.train.output + "/curves.svg",
+                       fmt::format("{} ({})", cfg_.model.name, cfg_.train.output));
+    } catch (const std::exception& e) {
+      say(fmt::format("warning: curves.svg not updated: {}", e.what()));
+    }
+  }
   r.last_checkpoint = save(metric, is_best);
   if (!r.last_checkpoint.empty()) say("saved " + r.last_checkpoint);
+}
+
+}  // namespace mo::tools
+
+namespace mo::tools {
+
+std::optional<EvalResult> Trainer::evaluate_ema(int64_t epoch, EpochSummary& row) {
+  // The same images as the model's pass just before (stand-ins would have ended the run there).
+  const double t0 = now_s();
+  const EvalResult e = evaluate(ema_->eval_model(), *eval_, *pg_,
+                                [&](int64_t d, int64_t n) { progress_->eval_step("eval EMA", d, n); }, &g_stop);
+  if (e.interrupted) {
+    say(fmt::format("epoch {}: EMA evaluation interrupted by the stop request: not counted", epoch));
+    return std::nullopt;
+  }
+  row.eval_loss_ema = e.mean_loss();
+  row.eval_top1_ema = e.top1_pct();
+  row.eval_top5_ema = e.top5_pct();
+  say(fmt::format("epoch {}: EMA (decay {:.6g})  eval loss {:.4f}  top-1 {:.2f}%  top-5 {:.2f}%  ({:.1f} s)", epoch,
+                  ema_->decay_for(global_step_), e.mean_loss(), e.top1_pct(), e.top5_pct(), now_s() - t0));
+  if (tb_) {
+    tb_->add_scalar("eval_ema/loss", e.mean_loss(), global_step_);
+    tb_->add_scalar("eval_ema/top1", e.top1_pct(), global_step_);
+    tb_->add_scalar("eval_ema/top5", e.top5_pct(), global_step_);
+  }
+  return e;
 }
 
 }  // namespace mo::tools

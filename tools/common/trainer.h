@@ -16,6 +16,12 @@
 // only from finite weights and moments, so what was saved before a divergence stays the newest.
 // Unreadable images (the loader draws stand-ins) are totalled per epoch in the log and summary.csv; an
 // evaluation that needed stand-ins is refused, as mo_validate refuses it (the epoch is saved first).
+// Options: a model EMA (model_ema, tools/common/model_ema.h) updated after every step and evaluated
+// beside the model; clipping by global gradient norm (optim.clip_grad: the norm of the step's averaged
+// gradient, computed after the all-reduce, once per step, and applied on the device without a sync);
+// `train.output: auto` (tools/common/run_folder.h). The run folder gets log.txt (what rank 0 printed),
+// summary.csv and curves.svg (tools/common/curves.h) at every epoch end. A mid-epoch checkpoint carries
+// the epoch's loss (and norm) sums, so the epoch's summary.csv row is the same as without the stop.
 #pragma once
 #include <cstdio>
 #include <memory>
@@ -29,6 +35,7 @@
 #include "nn/mambaout.h"
 #include "tools/common/checkpoint.h"
 #include "tools/common/evaluate.h"
+#include "tools/common/model_ema.h"
 #include "tools/common/progress.h"
 #include "tools/common/tensorboard_writer.h"
 #include "tools/common/train_config.h"
@@ -45,6 +52,7 @@ struct TrainResult {
   bool stopped = false;      // ended before the schedule's end (train.max_steps or a stop request)
   bool interrupted = false;  // by request_stop()
   std::optional<EvalResult> last_eval;
+  std::optional<EvalResult> last_eval_ema;  // with model_ema
   double last_train_loss = 0;  // mean over the last completed epoch (all ranks)
   double best_top1 = -1;
   std::string last_checkpoint;
@@ -67,6 +75,8 @@ class Trainer {
 
   nn::MambaOut& model() { return *model_; }
   const nn::AdamW& optimizer() const { return *opt_; }
+  const ModelEma* ema() const { return ema_.get(); }
+  const std::string& output_dir() const { return cfg_.train.output; }
   int64_t accumulation() const { return accum_; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   int64_t global_step() const { return global_step_; }
@@ -82,6 +92,7 @@ class Trainer {
   void say(const std::string& msg);
   void train_step(int64_t epoch, int64_t k);
   void end_of_epoch(int64_t epoch, TrainResult& r);
+  std::optional<EvalResult> evaluate_ema(int64_t epoch, EpochSummary& row);  // the EMA's columns of `row`, a log line
   // Reads the step buffer (one sync): adds the losses to the window and epoch sums and returns the
   // code of the first non-finite step on this rank (see check_finite), 0 when all are finite.
   int64_t flush_step_stats();
@@ -102,6 +113,7 @@ class Trainer {
   std::unique_ptr<data::Loader> train_, eval_;
   std::unique_ptr<nn::MambaOut> model_;
   std::unique_ptr<nn::AdamW> opt_;
+  std::unique_ptr<ModelEma> ema_;
   std::unique_ptr<dist::DataParallel> ddp_;
   std::unique_ptr<CheckpointManager> ckpt_;
   std::unique_ptr<TensorBoardWriter> tb_;
@@ -115,13 +127,18 @@ class Trainer {
   int64_t best_epoch_ = -1;
   double lr_ = 0;
 
-  // Per-step statistics on the device, (kStatRows, 2): the sum of the step's micro-batch losses and the
-  // gradients' finiteness probe; `stat_rows_` rows hold steps stat_first_step_ + 1 ... (1-based steps).
+  // Per-step statistics on the device, (kStatRows, 3): the sum of the step's micro-batch losses, the
+  // gradients' finiteness probe and the global gradient norm (with optim.clip_grad); `stat_rows_` rows hold
+  // steps stat_first_step_ + 1 ... (1-based steps).
   Tensor step_stats_;
   int64_t stat_rows_ = 0, stat_first_step_ = 0;
   // Loss bookkeeping on the host: sums of per-micro-batch losses since the last log / this epoch.
   double window_loss_sum_ = 0, epoch_loss_sum_ = 0;
   int64_t window_micro_ = 0, epoch_micro_ = 0, window_steps_ = 0;
+  double window_norm_sum_ = 0, epoch_norm_sum_ = 0;  // gradient norms (optim.clip_grad) since the last log / epoch
+  int64_t window_norm_count_ = 0, epoch_norm_count_ = 0;
+  double epoch_start_ = 0;     // when this run started training the current epoch
+  int64_t epoch_steps_run_ = 0;  // steps of the current epoch this run trained
   int64_t epoch_bad_start_ = 0;  // the training loader's bad_samples() when the epoch started
   double last_loss_ = 0, window_start_ = 0, run_start_ = 0, step_time_ema_ = 0, last_step_end_ = 0;
   int64_t steps_this_run_ = 0;

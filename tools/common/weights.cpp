@@ -20,10 +20,12 @@ void register_mo_format() {
          {".mo"},
          [](nn::io::Bytes head) { return head.size() >= 8 && std::memcmp(head.data(), "MOCKPT01", 8) == 0; },
          [](const std::string& path, const nn::io::ReadOptions& opt) {
-           MO_CHECK(opt.entry.empty(), "{}: an entry name does not apply to mo checkpoints", path);
-           CheckpointState s = load_checkpoint(path, /*with_optimizer=*/false);
+           // The EMA's tensors only when they are asked for (or an unknown entry needs the list of them).
+           const bool model = opt.entry.empty() || opt.entry == "state_dict" || opt.entry == "model";
+           CheckpointState s = load_checkpoint(path, /*with_optimizer=*/false, /*with_ema=*/!model);
            nn::io::RawStateDict sd;
-           for (const auto& [n, t] : s.model) sd.tensors.emplace_back(n, nn::io::raw_from_tensor(t));
+           for (const auto& [n, t] : checkpoint_entry(s, opt.entry, path))
+             sd.tensors.emplace_back(n, nn::io::raw_from_tensor(t));
            if (!s.model_name.empty()) sd.metadata.emplace_back("arch", s.model_name);
            sd.metadata.emplace_back("epoch", std::to_string(s.epoch));
            // the facts a .mo carries, as the metadata other formats carry them (model_info.h)
