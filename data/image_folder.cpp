@@ -4,6 +4,8 @@
 // a NUL byte), "F <label> <relative path>" per file.
 #include "data/image_folder.h"
 
+#include "autograd/parse.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -277,7 +279,9 @@ bool ImageFolder::load_cache(const std::string& file) {
     }
     const size_t sp = rest.find(' ');
     if (sp == std::string::npos) return false;
-    const int64_t num = std::strtoll(rest.c_str(), nullptr, 10);
+    const std::optional<int64_t> parsed = parse_int(std::string_view(rest).substr(0, sp));
+    if (!parsed) return false;  // a damaged index: rebuild it
+    const int64_t num = *parsed;
     const std::string name = rest.substr(sp + 1);
     if (kind == 'D') {
       if (mtime_ns(dir_ + "/" + name) != num) return false;  // the folder changed: rebuild

@@ -1,6 +1,8 @@
 // rand_augment.cpp: timm RandAugment policy parsing, magnitude -> argument mapping and application.
 #include "data/rand_augment.h"
 
+#include "autograd/parse.h"
+
 #include <cctype>
 #include <cmath>
 #include <limits>
@@ -38,15 +40,9 @@ bool is_signed(AugOp op) {  // ops whose level goes through _randomly_negate
 }
 
 double parse_number(const std::string& policy, const std::string& key, const std::string& val) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(val, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  MO_CHECK(used == val.size(), "RandAugment policy '{}': bad number '{}' for key '{}'", policy, val, key);
-  return v;
+  const std::optional<double> v = parse_float(val);
+  MO_CHECK(v.has_value(), "RandAugment policy '{}': bad number '{}' for key '{}'", policy, val, key);
+  return *v;
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // the single-process LocalGroup, the host sum helpers shared by every group, and abort_job.
 #include "dist/process_group.h"
 
+#include "autograd/parse.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -46,9 +48,12 @@ class LocalGroup : public ProcessGroup {
   }
 };
 
-int env_int(const char* name) {
+int env_int(const char* name) {  // 0 when unset; a launcher variable that is not a count is an error
   const char* v = std::getenv(name);
-  return v ? std::atoi(v) : 0;
+  if (!v || !*v) return 0;
+  const std::optional<int64_t> n = parse_int(v);
+  MO_CHECK(n && *n >= 0 && *n <= (int64_t{1} << 30), "environment variable {}='{}' is not a process count", name, v);
+  return static_cast<int>(*n);
 }
 
 std::atomic<int> g_rank{0};
@@ -68,10 +73,9 @@ bool launched_by_mpi() { return launcher_world_size() > 1; }
 double env_seconds(const char* name, double fallback) {
   const char* v = std::getenv(name);
   if (!v || !*v) return fallback;
-  char* end = nullptr;
-  double s = std::strtod(v, &end);
-  MO_CHECK(end && *end == '\0' && s > 0, "environment variable {}='{}' is not a positive number of seconds", name, v);
-  return s;
+  const std::optional<double> s = parse_float(v);
+  MO_CHECK(s && *s > 0, "environment variable {}='{}' is not a positive number of seconds", name, v);
+  return *s;
 }
 
 void abort_job(const std::string& msg, int code) {

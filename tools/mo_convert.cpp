@@ -23,6 +23,8 @@
 #include <vector>
 
 #include "nn/io/checkpoint_io.h"
+
+#include "autograd/parse.h"
 #include "nn/io/onnx_export.h"
 #include "tools/common/inference.h"
 #include "tools/common/model_info.h"
@@ -112,9 +114,8 @@ int main(int argc, char** argv) {
   if (names != "official" && names != "timm" && names != "keep") return usage("--names: official, timm or keep");
   int64_t img_size = 0;
   if (!img_size_s.empty()) {
-    char* end = nullptr;
-    img_size = std::strtoll(img_size_s.c_str(), &end, 10);
-    if (end != img_size_s.c_str() + img_size_s.size() || img_size < 16 || img_size > 8192)
+    img_size = parse_int(img_size_s).value_or(0);
+    if (img_size < 16 || img_size > 8192)
       return usage(("--img-size must be a whole number of pixels in 16..8192, got '" + img_size_s + "'").c_str());
   }
   try {

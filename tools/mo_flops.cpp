@@ -16,6 +16,9 @@
 #include <vector>
 
 #include "nn/flops.h"
+#include "nn/io/json_lite.h"
+
+#include "autograd/parse.h"
 #include "tools/common/cli.h"
 
 using namespace mo;
@@ -35,8 +38,9 @@ std::string known_archs() {
 // "224" or "800x1280" (height x width); false when it is neither, with positive integers.
 bool parse_img(const std::string& v, std::pair<int64_t, int64_t>& hw) {
   auto whole = [](const std::string& t, int64_t& x) {
-    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), x);
-    return ec == std::errc() && end == t.data() + t.size() && x > 0;
+    const std::optional<int64_t> v = t.empty() || t[0] == '+' ? std::nullopt : parse_int(t);
+    x = v.value_or(0);
+    return x > 0;
   };
   const auto x = v.find('x');
   if (x == std::string::npos) return whole(v, hw.first) && whole(v, hw.second);
@@ -53,15 +57,7 @@ std::string grouped(int64_t v) {
   return v < 0 ? "-" + out : out;
 }
 
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\', out += c;
-    else if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", static_cast<int>(c));
-    else out += c;
-  }
-  return out + "\"";
-}
+std::string json_string(const std::string& s) { return nn::io::json_quote(s); }
 
 struct Options {
   std::string arch;

@@ -210,4 +210,18 @@ const Json* Json::get(std::string_view key) const {
 
 Json parse_json(std::string_view text, const std::string& what) { return Parser(text, what).document(); }
 
+std::string json_quote(std::string_view s) {
+  std::string o = "\"";
+  for (unsigned char c : s) {
+    if (c == '"') o += "\\\"";
+    else if (c == '\\') o += "\\\\";
+    else if (c == '\n') o += "\\n";
+    else if (c == '\r') o += "\\r";
+    else if (c == '\t') o += "\\t";
+    else if (c < 0x20) o += fmt::format("\\u{:04x}", c);
+    else o += static_cast<char>(c);
+  }
+  return o + "\"";
+}
+
 }  // namespace mo::nn::io

@@ -26,4 +26,8 @@ struct Json {
 
 Json parse_json(std::string_view text, const std::string& what);
 
+// s as a JSON string literal, quotes included: \" \\ \n \r \t escaped, other control bytes as \u00XX,
+// everything else (UTF-8 included) as is. The one writer of JSON strings in the tree.
+std::string json_quote(std::string_view s);
+
 }  // namespace mo::nn::io

@@ -16,15 +16,7 @@ uint64_t header_len(Bytes data) {
   return n;
 }
 
-void json_string(std::string& out, const std::string& s) {
-  out += '"';
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') out += '\\', out += static_cast<char>(c);
-    else if (c < 0x20) out += fmt::format("\\u{:04x}", c);
-    else out += static_cast<char>(c);
-  }
-  out += '"';
-}
+void json_string(std::string& out, const std::string& s) { out += json_quote(s); }
 }  // namespace
 
 bool looks_like_safetensors(Bytes data) {  // `data` may be only the file's first bytes

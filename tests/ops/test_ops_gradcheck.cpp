@@ -15,6 +15,7 @@
 #include "ops/reduce/mean_hw.h"
 #include "ops/regularize/drop_path.h"
 #include "ops/shape/shape.h"
+#include "autograd/parse.h"
 #include "autograd/rng.h"
 #include "tests/test_util.h"
 
@@ -206,6 +207,19 @@ TEST(Errors, RecordWhereTheyWereRaisedAndShowItOnRequest) {
   unsetenv("MO_ERROR_LOCATION");
   EXPECT_EQ(shown, plain + " [raised at ops/linear/linear.cpp:" + std::to_string(line) + "]");
   EXPECT_EQ(line2, line);
+}
+
+TEST(Parse, NumbersAreWholeTextOrNothing) {
+  EXPECT_EQ(mo::parse_int("42"), 42);
+  EXPECT_EQ(mo::parse_int("+7"), 7);
+  EXPECT_EQ(mo::parse_int("-3"), -3);
+  for (const char* bad : {"", "+", "-", "12abc", " 1", "1 ", "0x10", "1e3", "99999999999999999999"})
+    EXPECT_FALSE(mo::parse_int(bad).has_value()) << bad;
+  EXPECT_EQ(mo::parse_float("1e-3"), 1e-3);
+  EXPECT_EQ(mo::parse_float("+2.5"), 2.5);
+  for (const char* bad : {"", "1.5x", "inf", "nan", "1e999", " 2", "0x1p3"})
+    EXPECT_FALSE(mo::parse_float(bad).has_value()) << bad;
+  EXPECT_TRUE(std::isinf(*mo::parse_float("inf", /*finite=*/false)));
 }
 
 TEST(Autograd, InPlaceEditOfSavedTensorIsAnError) {

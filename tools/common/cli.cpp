@@ -1,6 +1,8 @@
 // cli.cpp: see cli.h.
 #include "tools/common/cli.h"
 
+#include "autograd/parse.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -35,23 +37,16 @@ std::string range_text(double lo, double hi) {
 
 // "" when `text` is a whole integer in [lo, hi], else what is wrong with it.
 std::string int_error(const std::string& text, int64_t lo, int64_t hi, int64_t* out = nullptr) {
-  errno = 0;
-  char* end = nullptr;
-  long long v = std::strtoll(text.c_str(), &end, 10);
-  const bool ok = !text.empty() && end == text.c_str() + text.size() && errno == 0 && v >= lo && v <= hi;
-  if (!ok) return fmt::format("expected {}, got '{}'", range_text(lo, hi), text);
-  if (out) *out = v;
+  const std::optional<int64_t> v = parse_int(text);
+  if (!v || *v < lo || *v > hi) return fmt::format("expected {}, got '{}'", range_text(lo, hi), text);
+  if (out) *out = *v;
   return "";
 }
 
 std::string number_error(const std::string& text, double lo, double hi, double* out = nullptr) {
-  errno = 0;
-  char* end = nullptr;
-  double v = std::strtod(text.c_str(), &end);
-  const bool ok = !text.empty() && end == text.c_str() + text.size() && errno == 0 && std::isfinite(v) &&
-                  v >= lo && v <= hi;
-  if (!ok) return fmt::format("expected {}, got '{}'", range_text(lo, hi), text);
-  if (out) *out = v;
+  const std::optional<double> v = parse_float(text);
+  if (!v || *v < lo || *v > hi) return fmt::format("expected {}, got '{}'", range_text(lo, hi), text);
+  if (out) *out = *v;
   return "";
 }
 

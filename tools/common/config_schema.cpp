@@ -1,6 +1,8 @@
 // config_schema.cpp: YAML walking, type checks with file:line messages, nearest-key suggestions, dump.
 #include "tools/common/config_schema.h"
 
+#include "autograd/parse.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -79,16 +81,10 @@ std::string field_str(const ConfigSchema::Field& f) {
 double parse_double(const YAML::Node& v, const std::string& what) {
   MO_CHECK(v.IsScalar(), "{}: expected a number, got '{}'", what, scalar_text(v));
   const std::string& s = v.Scalar();
-  size_t used = 0;
-  double d = 0;
-  try {
-    d = std::stod(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  MO_CHECK(used == s.size() && !s.empty(), "{}: expected a number, got '{}'", what, s);
-  MO_CHECK(std::isfinite(d), "{}: expected a finite number, got '{}'", what, s);
-  return d;
+  const std::optional<double> d = parse_float(s, /*finite=*/false);
+  MO_CHECK(d.has_value(), "{}: expected a number, got '{}'", what, s);
+  MO_CHECK(std::isfinite(*d), "{}: expected a finite number, got '{}'", what, s);
+  return *d;
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // curves.cpp: a small SVG plotter (nice ticks, polylines, legends) and summary.csv parsing for curves.svg.
 #include "tools/common/curves.h"
 
+#include "autograd/parse.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -156,14 +158,10 @@ std::vector<CurvePanel> curves_from_summary(const std::string& summary_csv) {
       header = f;
       continue;
     }
-    char* end = nullptr;
-    const double epoch = std::strtod(f[0].c_str(), &end);
-    if (f[0].empty() || *end != '\0') continue;
-    for (size_t i = 1; i < f.size() && i < header.size(); ++i) {
-      if (f[i].empty()) continue;
-      const double v = std::strtod(f[i].c_str(), &end);
-      if (*end == '\0' && std::isfinite(v)) cols[header[i]].emplace_back(epoch, v);
-    }
+    const std::optional<double> epoch = parse_float(f[0]);
+    if (!epoch) continue;
+    for (size_t i = 1; i < f.size() && i < header.size(); ++i)
+      if (const std::optional<double> v = parse_float(f[i])) cols[header[i]].emplace_back(*epoch, *v);
   }
   auto series = [&](const std::string& name) { return CurveSeries{name, cols[name]}; };
   return {{"loss", {series("train_loss"), series("eval_loss"), series("eval_loss_ema")}},

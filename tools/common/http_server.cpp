@@ -4,6 +4,7 @@
 // (the keep-alive loop: idle timeout, 408, close after every error). The checks on Host and
 // Content-Length run before httplib reads a body.
 #include "tools/common/http_server.h"
+#include "nn/io/json_lite.h"
 
 #include <arpa/inet.h>
 #include <httplib.h>
@@ -530,22 +531,7 @@ void HttpServer::stop() {
   m.listener.join();
 }
 
-std::string json_string(const std::string& s) {
-  std::string o = "\"";
-  for (unsigned char c : s) {
-    if (c == '"') o += "\\\"";
-    else if (c == '\\') o += "\\\\";
-    else if (c == '\n') o += "\\n";
-    else if (c == '\r') o += "\\r";
-    else if (c == '\t') o += "\\t";
-    else if (c < 0x20) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", c);
-      o += b;
-    } else o += static_cast<char>(c);
-  }
-  return o + "\"";
-}
+std::string json_string(const std::string& s) { return nn::io::json_quote(s); }
 
 HttpResponse json_error(int status, const std::string& message) {
   return {status, "application/json", "{\"error\": " + json_string(message) + "}"};

@@ -1,6 +1,8 @@
 // model_info.cpp: a weight file's facts about itself as metadata strings and as a timm config.json.
 #include "tools/common/model_info.h"
 
+#include "autograd/parse.h"
+
 #include "nn/io/file_read.h"
 
 #include <cerrno>
@@ -24,17 +26,7 @@ namespace {
 namespace fs = std::filesystem;
 using nn::io::Json;
 
-void json_string(std::string& out, const std::string& s) {
-  out += '"';
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') out += '\\', out += static_cast<char>(c);
-    else if (c == '\n') out += "\\n";
-    else if (c == '\t') out += "\\t";
-    else if (c < 0x20) out += fmt::format("\\u{:04x}", c);
-    else out += static_cast<char>(c);
-  }
-  out += '"';
-}
+void json_string(std::string& out, const std::string& s) { out += nn::io::json_quote(s); }
 
 std::string json_strings(const std::vector<std::string>& v) {
   std::string out = "[";
@@ -48,11 +40,9 @@ std::string json_strings(const std::vector<std::string>& v) {
 std::string triple(const std::array<double, 3>& v) { return fmt::format("{},{},{}", v[0], v[1], v[2]); }
 
 double parse_double(const std::string& s, const std::string& what, const std::string& key) {
-  char* end = nullptr;
-  const double d = std::strtod(s.c_str(), &end);
-  MO_CHECK(!s.empty() && end == s.c_str() + s.size() && std::isfinite(d), "{}: metadata '{}' = '{}' is not a number",
-           what, key, s);
-  return d;
+  const std::optional<double> d = parse_float(s);
+  MO_CHECK(d.has_value(), "{}: metadata '{}' = '{}' is not a number", what, key, s);
+  return *d;
 }
 
 std::vector<std::string> string_array(const Json& j, const std::string& what, const std::string& key) {
