@@ -26,6 +26,7 @@
 
 #include "autograd/parse.h"
 #include "nn/io/onnx_export.h"
+#include "tools/common/cli.h"
 #include "tools/common/inference.h"
 #include "tools/common/model_info.h"
 #include "tools/common/weights.h"
@@ -34,18 +35,6 @@ using namespace mo;
 using namespace mo::nn::io;
 
 namespace {
-
-int usage(const char* msg) {
-  std::fprintf(stderr,
-               "%s%smo_convert IN OUT [--names official|timm|keep] [--entry KEY] [--format NAME] [--arch NAME]\n"
-               "           [--img-size N] [--onnx-dtype fp32|fp16]\n"
-               "mo_convert IN --hf-dir DIR [--arch NAME] [--img-size N]\n"
-               "mo_convert IN --info\n"
-               "formats: pth (.pth .pt .bin .ckpt .tar), safetensors (.safetensors), mo (.mo), onnx (.onnx);\n"
-               "IN may also be a folder written by --hf-dir\n",
-               msg, *msg ? "\n" : "");
-  return 2;
-}
 
 std::string describe(const RawStateDict& sd, const std::string& what) {
   std::vector<std::string> keys;
@@ -74,51 +63,32 @@ bool has_extension(const std::string& path, const std::string& ext) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> pos;
-  std::string names = "official", entry, format, arch, onnx_dtype = "fp32", hf_dir, img_size_s;
-  bool info = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&](std::string& dst) {
-      if (i + 1 >= argc) return false;
-      dst = argv[++i];
-      return true;
-    };
-    if (a == "--names") {
-      if (!value(names)) return usage("--names needs a value");
-    } else if (a == "--entry") {
-      if (!value(entry)) return usage("--entry needs a value");
-    } else if (a == "--format") {
-      if (!value(format)) return usage("--format needs a value");
-    } else if (a == "--arch") {
-      if (!value(arch)) return usage("--arch needs a value");
-    } else if (a == "--onnx-dtype") {
-      if (!value(onnx_dtype)) return usage("--onnx-dtype needs a value");
-    } else if (a == "--hf-dir") {
-      if (!value(hf_dir)) return usage("--hf-dir needs a folder");
-    } else if (a == "--img-size") {
-      if (!value(img_size_s)) return usage("--img-size needs a value");
-    } else if (a == "--info") {
-      info = true;
-    } else if (a == "-h" || a == "--help") {
-      return usage(""), 0;
-    } else if (a.starts_with("--")) {
-      return usage(("unknown option " + a).c_str());
-    } else {
-      pos.push_back(a);
-    }
-  }
-  const bool one = info || !hf_dir.empty();
-  if (pos.size() != (one ? 1u : 2u))
-    return usage(info ? "--info takes one file" : one ? "--hf-dir takes IN only" : "need IN and OUT");
-  if (info && !hf_dir.empty()) return usage("--info and --hf-dir do not go together");
-  if (names != "official" && names != "timm" && names != "keep") return usage("--names: official, timm or keep");
+  std::string names = "official", entry, format, arch, onnx_dtype = "fp32", hf_dir;
   int64_t img_size = 0;
-  if (!img_size_s.empty()) {
-    img_size = parse_int(img_size_s).value_or(0);
-    if (img_size < 16 || img_size > 8192)
-      return usage(("--img-size must be a whole number of pixels in 16..8192, got '" + img_size_s + "'").c_str());
-  }
-  try {
+  bool info = false;
+  tools::Cli cli("mo_convert",
+                 "Converts MambaOut weight files between torch.save (.pth .pt .bin .ckpt .tar), safetensors and "
+                 "mo's .mo, and exports ONNX (.onnx) and timm folders (--hf-dir). IN may also be a folder written "
+                 "by --hf-dir.\n  mo_convert IN OUT    mo_convert IN --hf-dir DIR    mo_convert IN --info");
+  cli.app.add_option("files", pos, "IN [OUT]")->expected(1, 2);
+  cli.app.add_option("--names", names, "key names of the output")->check(tools::one_of({"official", "timm", "keep"}))
+      ->capture_default_str();
+  cli.app.add_option("--entry", entry, "the weights inside a training checkpoint (default: state_dict, then model; "
+                     "e.g. state_dict_ema)");
+  cli.app.add_option("--format", format, "output format when OUT's extension does not say (pth, safetensors, mo, onnx)");
+  cli.app.add_option("--arch", arch, "the architecture, for files that do not carry one");
+  cli.app.add_option("--img-size", img_size, "eval image size to record in the output")
+      ->check(tools::int_range(16, 8192));
+  cli.app.add_option("--onnx-dtype", onnx_dtype, "ONNX weights and activations")->check(tools::one_of({"fp32", "fp16"}))
+      ->capture_default_str();
+  cli.app.add_option("--hf-dir", hf_dir, "write DIR/model.safetensors (timm names) + DIR/config.json (IN only)");
+  cli.app.add_flag("--info", info, "list IN's tensors and metadata (IN only)");
+  if (auto rc = cli.parse(argc, argv)) return *rc;
+  return cli.run([&]() -> int {
+    const bool one = info || !hf_dir.empty();
+    if (pos.size() != (one ? 1u : 2u))
+      throw tools::UsageError(info ? "--info takes one file" : one ? "--hf-dir takes IN only" : "need IN and OUT");
+    if (info && !hf_dir.empty()) throw tools::UsageError("--info and --hf-dir do not go together");
     tools::register_mo_format();
     const std::string& in = pos[0];
     const bool in_dir = tools::is_hf_dir(in);
@@ -180,15 +150,12 @@ int main(int argc, char** argv) {
       std::printf("%s: onnx opset %d, %s, %s\n", out.c_str(), kOnnxOpset, onnx_dtype_name(o.dtype), m.summary.c_str());
       return 0;
     }
-    if (onnx_dtype != "fp32") return usage("--onnx-dtype applies to .onnx outputs only");
+    if (onnx_dtype != "fp32") throw tools::UsageError("--onnx-dtype applies to .onnx outputs only");
     if (names != "keep") sd = rename_state_dict(sd, parse_naming(names), in);
     if (format == "safetensors" || (format.empty() && has_extension(out, ".safetensors")))
       tools::set_metadata(sd.metadata, "format", "pt");  // what Hugging Face's loaders look for
     write_checkpoint(sd, out, format);
     std::printf("%s: %s, %s\n", out.c_str(), format_for_write(out, format).name.c_str(), describe(sd, out).c_str());
     return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "mo_convert: %s\n", e.what());
-    return 1;
-  }
+  });
 }
