@@ -4,15 +4,21 @@
 // MO_TARGET_AVX512, never for the whole build) switch on it, so one binary runs on every x86-64.
 #pragma once
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+// MO_TARGET_AVX2_NOFMA: AVX2 without FMA, for code whose results must not change when the compiler
+// would fuse a multiply and an add (the data pipeline's bit-exact resampling and normalisation).
+// MO_ALWAYS_INLINE on a shared body makes it compile with the ISA of each caller that inlines it.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
 #define MO_X86_SIMD 1
 #define MO_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define MO_TARGET_AVX2_NOFMA __attribute__((target("avx2")))
 #define MO_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 #else
 #define MO_X86_SIMD 0
 #define MO_TARGET_AVX2
+#define MO_TARGET_AVX2_NOFMA
 #define MO_TARGET_AVX512
 #endif
+#define MO_ALWAYS_INLINE __attribute__((always_inline)) inline
 
 namespace mo {
 

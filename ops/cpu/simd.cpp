@@ -6,7 +6,7 @@
 
 #include "autograd/cpu_isa.h"
 
-#if MO_X86_SIMD
+#if MO_X86_SIMD && !defined(__clang__)  // `#pragma GCC target` regions are GCC's
 #include <immintrin.h>
 
 #include <algorithm>
