@@ -2,6 +2,7 @@
 // result (forward and each input gradient) on odd shapes, with each ISA forced through the
 // set_cpu_isa() hook; an ISA this CPU lacks is skipped with a message. Also MO_CPU_ISA's parsing.
 #include <cstdio>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -13,6 +14,7 @@
 #include "ops/fused/gated_dwconv.h"
 #include "ops/fused/layer_norm_linear.h"
 #include "ops/norm/layer_norm.h"
+#include "ops/reduce/column_sum.h"
 #include "tests/test_util.h"
 
 using namespace mo;
@@ -126,4 +128,17 @@ TEST(CpuIsa, EnvironmentOverride) {
   EXPECT_NE(child("avx512").find(std::string("[isa=") + cpu_isa_name(have) + "]"), std::string::npos);
   std::string bad = child("avx9");
   EXPECT_NE(bad.find("MO_CPU_ISA='avx9' is not one of scalar, avx2, avx512"), std::string::npos) << bad;
+}
+
+TEST(CpuKernels, ColumnSumMatchesDoubleSum) {
+  for (auto [M, N] : {std::pair<int64_t, int64_t>{1, 1}, {255, 3}, {257, 48}, {1000, 129}}) {
+    std::vector<float> x = randn({M, N}, 21).to_vector<float>();
+    std::vector<float> out(N);
+    column_sum_cpu(x.data(), M, N, out.data());
+    for (int64_t j = 0; j < N; ++j) {
+      double ref = 0, mag = 0;
+      for (int64_t i = 0; i < M; ++i) ref += x[i * N + j], mag += std::abs(x[i * N + j]);
+      EXPECT_NEAR(out[j], ref, 1e-6 * mag + 1e-7) << "column " << j << " of (" << M << ", " << N << ")";
+    }
+  }
 }
