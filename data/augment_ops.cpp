@@ -9,11 +9,11 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#include "autograd/cpu_isa.h"
+#if MO_X86_SIMD
 #include <immintrin.h>
 #endif
 
-#include "data/simd.h"
 
 namespace mo::data {
 namespace {
@@ -252,21 +252,21 @@ void op_sharpness(Image& img, double factor, Image& scratch) {  // blend(filter(
   blend(img, factor, [s](size_t i) { return static_cast<int>(s[i]); });
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if MO_X86_SIMD
 // op_affine's loop with the three bands in the lanes of one 4 x double vector: the same operations in
 // the same order as bilinear_px / bicubic_px, so the same results.
-__attribute__((target("avx2"))) inline __m256d load_px(const uint8_t* p) {  // R, G, B, (next byte)
+MO_TARGET_AVX2_NOFMA inline __m256d load_px(const uint8_t* p) {  // R, G, B, (next byte)
   uint32_t v;
   std::memcpy(&v, p, 4);
   return _mm256_cvtepi32_pd(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(static_cast<int>(v))));
 }
-__attribute__((target("avx2"))) inline __m256d cubic_apply4(const double w[3], __m256d v1, __m256d v2, __m256d v3,
+MO_TARGET_AVX2_NOFMA inline __m256d cubic_apply4(const double w[3], __m256d v1, __m256d v2, __m256d v3,
                                                             __m256d v4) {
   __m256d r = _mm256_add_pd(v2, _mm256_mul_pd(_mm256_set1_pd(w[0]), _mm256_sub_pd(v1, v2)));
   r = _mm256_add_pd(r, _mm256_mul_pd(_mm256_set1_pd(w[1]), _mm256_sub_pd(v3, v2)));
   return _mm256_add_pd(r, _mm256_mul_pd(_mm256_set1_pd(w[2]), _mm256_sub_pd(v4, v2)));
 }
-__attribute__((target("avx2"))) void affine_avx2(const Image& img, const double a[6], Interp interp, Rgb fill,
+MO_TARGET_AVX2_NOFMA void affine_avx2(const Image& img, const double a[6], Interp interp, Rgb fill,
                                                  Image& dst) {
   const int W = img.w(), H = img.h();
   alignas(16) int32_t res[4];
@@ -319,9 +319,8 @@ __attribute__((target("avx2"))) void affine_avx2(const Image& img, const double 
 void op_affine(Image& img, const double a[6], Interp interp, Rgb fill, Image& scratch) {
   const int W = img.w(), H = img.h();
   scratch.resize(W, H);
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) {
+#if MO_X86_SIMD
+  if (cpu_isa() >= CpuIsa::avx2) {
     affine_avx2(img, a, interp, fill, scratch);
     img.swap(scratch);
     return;

@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "autograd/check.h"
-#include "data/simd.h"
+#include "autograd/cpu_isa.h"
 
 namespace mo::data {
 
@@ -40,7 +40,7 @@ namespace {
 
 // One sample: normalise every value, then overwrite the erase box with its noise.
 template <typename T>
-void normalize_sample(const uint8_t* in, const int64_t* m, int H, int W, uint64_t seed, const NormalizeSpec& s, T* o) {
+MO_ALWAYS_INLINE void normalize_sample(const uint8_t* in, const int64_t* m, int H, int W, uint64_t seed, const NormalizeSpec& s, T* o) {
   const int64_t plane = static_cast<int64_t>(H) * W;
   if (s.channels_last) {
     for (int64_t i = 0; i < plane * 3; i += 3)
@@ -62,13 +62,22 @@ void normalize_sample(const uint8_t* in, const int64_t* m, int H, int W, uint64_
       }
 }
 
-MO_DATA_CLONES void normalize_f32(const uint8_t* in, const int64_t* m, int H, int W, uint64_t seed, const NormalizeSpec& s,
-                                  float* o) {
+// the same body compiled for AVX2 (no FMA: the values stay bit-identical) and for baseline x86-64
+template <typename T>
+MO_TARGET_AVX2_NOFMA void normalize_avx2(const uint8_t* in, const int64_t* m, int H, int W, uint64_t seed,
+                                         const NormalizeSpec& s, T* o) {
   normalize_sample(in, m, H, W, seed, s, o);
 }
-MO_DATA_CLONES void normalize_bf16(const uint8_t* in, const int64_t* m, int H, int W, uint64_t seed,
-                                   const NormalizeSpec& s, bf16_t* o) {
+template <typename T>
+void normalize_any(const uint8_t* in, const int64_t* m, int H, int W, uint64_t seed, const NormalizeSpec& s, T* o) {
+  if (cpu_isa() >= CpuIsa::avx2) return normalize_avx2(in, m, H, W, seed, s, o);
   normalize_sample(in, m, H, W, seed, s, o);
+}
+void normalize_f32(const uint8_t* in, const int64_t* m, int H, int W, uint64_t seed, const NormalizeSpec& s, float* o) {
+  normalize_any(in, m, H, W, seed, s, o);
+}
+void normalize_bf16(const uint8_t* in, const int64_t* m, int H, int W, uint64_t seed, const NormalizeSpec& s, bf16_t* o) {
+  normalize_any(in, m, H, W, seed, s, o);
 }
 
 }  // namespace

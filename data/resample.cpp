@@ -8,12 +8,12 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#include "autograd/cpu_isa.h"
+#if MO_X86_SIMD
 #include <immintrin.h>
 #endif
 
 #include "autograd/check.h"
-#include "data/simd.h"
 
 namespace mo::data {
 namespace {
@@ -103,7 +103,7 @@ void horizontal_scalar(const ImageView& src, int y0, int y1, const Coeffs& c, in
 // The same with AVX2: a pixel is loaded as 4 bytes (R, G, B and one more, ignored), two rows share one
 // 8-lane vector and four rows are done together, so one broadcast weight serves 4 rows x 3 bands (the
 // weights depend on the column only). Sources keep a few bytes of slack after their last pixel.
-__attribute__((target("avx2"))) void horizontal_avx2(const ImageView& src, int y0, int y1, const Coeffs& c, int out_w,
+MO_TARGET_AVX2_NOFMA void horizontal_avx2(const ImageView& src, int y0, int y1, const Coeffs& c, int out_w,
                                                      bool flip, uint8_t* tmp) {
   const int ks = c.ksize;
   const __m256i init = _mm256_set1_epi32(1 << (kPrecisionBits - 1));
@@ -146,15 +146,14 @@ __attribute__((target("avx2"))) void horizontal_avx2(const ImageView& src, int y
 #endif
 
 void horizontal(const ImageView& src, int y0, int y1, const Coeffs& c, int out_w, bool flip, uint8_t* tmp) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) return horizontal_avx2(src, y0, y1, c, out_w, flip, tmp);
+#if MO_X86_SIMD
+  if (cpu_isa() >= CpuIsa::avx2) return horizontal_avx2(src, y0, y1, c, out_w, flip, tmp);
 #endif
   horizontal_scalar(src, y0, y1, c, out_w, flip, tmp);
 }
 
 // tmp rows (already offset so that bounds index them directly) -> dst
-MO_DATA_CLONES void vertical(const uint8_t* tmp, int64_t tmp_stride, const Coeffs& c, const ImageView& dst) {
+MO_ALWAYS_INLINE void vertical_body(const uint8_t* tmp, int64_t tmp_stride, const Coeffs& c, const ImageView& dst) {
   const int n_el = dst.w * 3, ks = c.ksize;
   std::vector<int32_t> acc(n_el);
   for (int yy = 0; yy < dst.h; ++yy) {
@@ -170,6 +169,15 @@ MO_DATA_CLONES void vertical(const uint8_t* tmp, int64_t tmp_stride, const Coeff
     uint8_t* out = dst.row(yy);
     for (int i = 0; i < n_el; ++i) out[i] = clip8(acc[i]);
   }
+}
+
+// vertical_body compiled for AVX2 (integer arithmetic: the same bytes) or for baseline x86-64
+MO_TARGET_AVX2_NOFMA void vertical_avx2(const uint8_t* tmp, int64_t tmp_stride, const Coeffs& c, const ImageView& dst) {
+  vertical_body(tmp, tmp_stride, c, dst);
+}
+void vertical(const uint8_t* tmp, int64_t tmp_stride, const Coeffs& c, const ImageView& dst) {
+  if (cpu_isa() >= CpuIsa::avx2) return vertical_avx2(tmp, tmp_stride, c, dst);
+  vertical_body(tmp, tmp_stride, c, dst);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include "ops/activation/activation.h"
 
 #include "ops/common.h"
+#include "ops/cpu/simd.h"
 
 namespace mo {
 
@@ -24,6 +25,8 @@ static Tensor act_grad_raw(Act a, const Tensor& x, const Tensor& dy_in) {
     const T *px = x.data<T>(), *pd = dy.data<T>();
     T* po = dx.data<T>();
     int64_t n = x.numel();
+    if constexpr (std::is_same_v<T, float>)
+      if (simd::act_backward(a, px, pd, po, n)) return;
 #pragma omp parallel for if (n > 16384)
     for (int64_t i = 0; i < n; ++i) po[i] = pd[i] * act_grad<T>(a, px[i]);
   });
@@ -41,6 +44,8 @@ Tensor activation(const Tensor& x_in, Act a) {
       const T* px = x.data<T>();
       T* py = y.data<T>();
       int64_t n = x.numel();
+      if constexpr (std::is_same_v<T, float>)
+        if (simd::act_forward(a, px, py, n)) return;
 #pragma omp parallel for if (n > 16384)
       for (int64_t i = 0; i < n; ++i) py[i] = act_value<T>(a, px[i]);
     });

@@ -5,6 +5,7 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -23,22 +24,32 @@ struct Geo {
 
 template <typename T>
 void im2col(const T* x, T* cols, const Geo& g) {
+  // for one (ky), the taps kx = 0..kw−1 read consecutive pixels: one copy of kw·Ci values when all lie
+  // inside the row, per tap with zero fill at the borders
+  const int64_t span = g.kw * g.Ci;
 #pragma omp parallel for collapse(2)
   for (int64_t b = 0; b < g.B; ++b)
     for (int64_t oy = 0; oy < g.Ho; ++oy)
       for (int64_t ox = 0; ox < g.Wo; ++ox) {
         T* row = cols + ((b * g.Ho + oy) * g.Wo + ox) * g.K();
-        for (int64_t ky = 0; ky < g.kh; ++ky)
-          for (int64_t kx = 0; kx < g.kw; ++kx) {
-            int64_t iy = oy * g.stride - g.pad + ky, ix = ox * g.stride - g.pad + kx;
-            T* dst = row + (ky * g.kw + kx) * g.Ci;
-            if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) {
-              for (int64_t c = 0; c < g.Ci; ++c) dst[c] = 0;
-            } else {
-              const T* src = x + ((b * g.H + iy) * g.W + ix) * g.Ci;
-              for (int64_t c = 0; c < g.Ci; ++c) dst[c] = src[c];
+        const int64_t ix0 = ox * g.stride - g.pad;
+        const bool inside = ix0 >= 0 && ix0 + g.kw <= g.W;
+        for (int64_t ky = 0; ky < g.kh; ++ky) {
+          int64_t iy = oy * g.stride - g.pad + ky;
+          T* dst = row + ky * span;
+          if (iy < 0 || iy >= g.H) {
+            std::fill(dst, dst + span, T(0));
+          } else if (inside) {
+            std::copy_n(x + ((b * g.H + iy) * g.W + ix0) * g.Ci, span, dst);
+          } else {
+            for (int64_t kx = 0; kx < g.kw; ++kx) {
+              int64_t ix = ix0 + kx;
+              T* d = dst + kx * g.Ci;
+              if (ix < 0 || ix >= g.W) std::fill(d, d + g.Ci, T(0));
+              else std::copy_n(x + ((b * g.H + iy) * g.W + ix) * g.Ci, g.Ci, d);
             }
           }
+        }
       }
 }
 
@@ -52,14 +63,24 @@ void col2im(const T* cols, T* dx, const Geo& g) {
     for (int64_t oy = 0; oy < g.Ho; ++oy)
       for (int64_t ox = 0; ox < g.Wo; ++ox) {
         const T* row = cols + ((b * g.Ho + oy) * g.Wo + ox) * g.K();
-        for (int64_t ky = 0; ky < g.kh; ++ky)
-          for (int64_t kx = 0; kx < g.kw; ++kx) {
-            int64_t iy = oy * g.stride - g.pad + ky, ix = ox * g.stride - g.pad + kx;
-            if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) continue;
-            const T* src = row + (ky * g.kw + kx) * g.Ci;
-            T* dst = xb + (iy * g.W + ix) * g.Ci;
-            for (int64_t c = 0; c < g.Ci; ++c) dst[c] += src[c];
+        const int64_t ix0 = ox * g.stride - g.pad, span = g.kw * g.Ci;
+        const bool inside = ix0 >= 0 && ix0 + g.kw <= g.W;
+        for (int64_t ky = 0; ky < g.kh; ++ky) {
+          int64_t iy = oy * g.stride - g.pad + ky;
+          if (iy < 0 || iy >= g.H) continue;
+          const T* src = row + ky * span;
+          if (inside) {  // same order of additions as per tap: each element gets one add here
+            T* dst = xb + (iy * g.W + ix0) * g.Ci;
+            for (int64_t e = 0; e < span; ++e) dst[e] += src[e];
+            continue;
           }
+          for (int64_t kx = 0; kx < g.kw; ++kx) {
+            int64_t ix = ix0 + kx;
+            if (ix < 0 || ix >= g.W) continue;
+            T* dst = xb + (iy * g.W + ix) * g.Ci;
+            for (int64_t c = 0; c < g.Ci; ++c) dst[c] += src[kx * g.Ci + c];
+          }
+        }
       }
   }
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ops/common.h"
+#include "ops/cpu/simd.h"
 
 namespace mo {
 
@@ -17,6 +18,8 @@ void dwconv2d_forward_cpu(const T* x, int64_t ldx, const T* w, const T* b, T* y,
   std::vector<T> wt(k * k * C);
   for (int64_t c = 0; c < C; ++c)
     for (int u = 0; u < k * k; ++u) wt[u * C + c] = w[c * k * k + u];
+  if constexpr (std::is_same_v<T, float>)
+    if (simd::dwconv_forward(x, ldx, wt.data(), b, y, ldy, B, H, W, C, k, pad)) return;
 #pragma omp parallel for collapse(2)
   for (int64_t bb = 0; bb < B; ++bb)
     for (int64_t i = 0; i < H; ++i) {
@@ -54,8 +57,10 @@ void dwconv2d_backward_cpu(const T* dy, int64_t ldy, const T* x, int64_t ldx, co
   // per-sample partial sums (kk·C + C for the bias), then a fixed-order reduction over samples
   int64_t per = k * k * C + C;
   std::vector<T> part(B * per, T(0));
-#pragma omp parallel for
-  for (int64_t bb = 0; bb < B; ++bb) {
+  bool done = false;
+  if constexpr (std::is_same_v<T, float>) done = simd::dwconv_weight_grad(dy, ldy, x, ldx, part.data(), B, H, W, C, k, pad);
+#pragma omp parallel for if (!done)
+  for (int64_t bb = 0; bb < (done ? 0 : B); ++bb) {
     T* pw = part.data() + bb * per;  // (u, v, c)
     T* pb = pw + k * k * C;
     for (int64_t i = 0; i < H; ++i)

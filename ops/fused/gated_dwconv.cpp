@@ -5,6 +5,7 @@
 
 #include "ops/common.h"
 #include "ops/conv/dwconv2d.h"
+#include "ops/cpu/simd.h"
 
 namespace mo {
 
@@ -34,6 +35,8 @@ Tensor gated_dwconv(const Tensor& z_in, const Tensor& w, const Tensor& b, int64_
       T *pc = conv.data<T>(), *pm = m.data<T>();
       dwconv2d_forward_cpu<T>(pz + h + id, Z, wc.data<T>(), bc.data<T>(), pc, cc, B, H, W, cc, k, k / 2);
       int64_t P = B * H * W;
+      if constexpr (std::is_same_v<T, float>)
+        if (simd::gate_forward(act, pz, pc, pm, P, h, cc)) return;
 #pragma omp parallel for
       for (int64_t p = 0; p < P; ++p) {
         const T* zr = pz + p * Z;
@@ -62,8 +65,10 @@ Tensor gated_dwconv(const Tensor& z_in, const Tensor& w, const Tensor& b, int64_
              int64_t P = B * H * W;
              Tensor dconv = Tensor::empty({B, H, W, cc}, z.dtype());
              T* pdc = dconv.data<T>();
-#pragma omp parallel for
-             for (int64_t p = 0; p < P; ++p) {
+             bool done = false;
+             if constexpr (std::is_same_v<T, float>) done = simd::gate_backward(act, pz, pc, pd, pdz, pdc, P, h, cc);
+#pragma omp parallel for if (!done)
+             for (int64_t p = 0; p < (done ? 0 : P); ++p) {
                const T *zr = pz + p * Z, *dr = pd + p * h;
                T* gz = pdz + p * Z;
                for (int64_t j = 0; j < id; ++j) {

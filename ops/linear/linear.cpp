@@ -5,6 +5,7 @@
 #include <cblas.h>
 
 #include "ops/common.h"
+#include "ops/reduce/column_sum.h"
 
 namespace mo {
 
@@ -61,16 +62,9 @@ void sum_rows(const Tensor& x, const Tensor& out) {  // out[N] = Σ_i x[i, :]
     return;
   }
   int64_t M = x.size(0), N = x.size(1);
-  cpu_float_dispatch("linear", x, [&](auto z) {
+  cpu_float_dispatch("linear", x, [&](auto z) {  // streams x once, in fixed row blocks (ops/reduce/column_sum.h)
     using T = decltype(z);
-    const T* p = x.data<T>();
-    T* o = out.data<T>();
-#pragma omp parallel for
-    for (int64_t j = 0; j < N; ++j) {
-      T s = 0;
-      for (int64_t i = 0; i < M; ++i) s += p[i * N + j];
-      o[j] = s;
-    }
+    column_sum_cpu<T>(x.data<T>(), M, N, out.data<T>());
   });
 }
 

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "ops/common.h"
+#include "ops/cpu/simd.h"
 
 namespace mo {
 
@@ -20,6 +21,8 @@ void layer_norm_forward_into(const Tensor& x, const Tensor& w, const Tensor& b, 
       using T = decltype(z);
       const T *px = x.data<T>(), *pw = w.data<T>(), *pb = b.data<T>();
       T *py = y.data<T>(), *pm = mean.data<T>(), *pr = rstd.data<T>();
+      if constexpr (std::is_same_v<T, float>)
+        if (simd::layer_norm_forward(px, pw, pb, static_cast<float>(eps), py, pm, pr, R, C)) return;
 #pragma omp parallel for if (R * C > 16384)
       for (int64_t r = 0; r < R; ++r) {
         const T* xr = px + r * C;
@@ -48,6 +51,8 @@ void layer_norm_backward_into(const Tensor& dy, const Tensor& x, const Tensor& w
     using T = decltype(z);
     const T *px = x.data<T>(), *pw = w.data<T>(), *pd = dy.data<T>(), *pm = mean.data<T>(), *pr = rstd.data<T>();
     T* pdx = dx.data<T>();
+    if constexpr (std::is_same_v<T, float>)
+      if (simd::layer_norm_backward(pd, px, pw, pm, pr, pdx, dw.data<T>(), db.data<T>(), R, C)) return;
 #pragma omp parallel for if (R * C > 16384)
     for (int64_t r = 0; r < R; ++r) {
       const T *xr = px + r * C, *dr = pd + r * C;

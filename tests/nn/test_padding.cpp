@@ -163,8 +163,10 @@ TEST(Padding, AdamWStepsKeepThePadsZero) {
       expect_pads_zero(pad, s.name, view, what);
     }
     EXPECT_EQ(oa.export_slot(oa.master(), s).shape(), r.shape) << s.name;
-    // Adam divides by sqrt(v): summation-order differences in tiny gradients grow, hence 1e-4.
-    EXPECT_TRUE(mo::test::all_close(oa.export_slot(oa.master(), s), ob.export_slot(ob.master(), r), 1e-4, s.name));
+    // Adam divides by sqrt(v): summation-order differences in tiny gradients (the GEMMs block K = h and
+    // the padded h' differently) grow. After 3 steps at lr 1e-2 the worst parameter measured 8.4e-5 with
+    // the scalar kernels, 1.2e-4 with AVX2 and 2.1e-4 with AVX-512 (rounding differs per ISA), hence 5e-4.
+    EXPECT_TRUE(mo::test::all_close(oa.export_slot(oa.master(), s), ob.export_slot(ob.master(), r), 5e-4, s.name));
   }
   // The compute weights the model runs on are the master's: pads 0 there too.
   for (auto& [n, p] : pad.named_parameters()) expect_pads_zero(pad, n, p, "weights");
