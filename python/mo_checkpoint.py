@@ -165,8 +165,8 @@ def _fields(buf, pos, end):
     while pos < end:
         key, pos = _varint(buf, pos, end)
         num, wt = key >> 3, key & 7
-        if num == 0:
-            raise _Corrupt("field number 0")
+        if num == 0 or key >> 32:
+            raise _Corrupt("field number %d" % num)
         if wt == 0:
             value, pos = _varint(buf, pos, end)
         elif wt in (1, 5):
@@ -179,9 +179,43 @@ def _fields(buf, pos, end):
             if size > end - pos:
                 raise _Corrupt("a length-delimited field runs past its message (%d bytes)" % size)
             value, pos = (pos, pos + size), pos + size
+        elif wt == 3:  # a group (no field of ours): skipped to its end, as protobuf skips unknown fields
+            pos = _skip_group(buf, pos, end, num, 0)
+            continue
         else:
-            raise _Corrupt("unsupported wire type %d" % wt)
+            raise _Corrupt("wire type %d" % wt + (" (an end of group outside a group)" if wt == 4 else ""))
         yield num, wt, value
+
+
+def _skip_group(buf, pos, end, group, depth):
+    if depth > 64:
+        raise _Corrupt("groups nested too deeply")
+    while True:
+        if pos >= end:
+            raise _Corrupt("a group without its end")
+        key, pos = _varint(buf, pos, end)
+        num, wt = key >> 3, key & 7
+        if num == 0 or key >> 32:
+            raise _Corrupt("field number %d" % num)
+        if wt == 4:
+            if num != group:
+                raise _Corrupt("an end of group %d inside group %d" % (num, group))
+            return pos
+        if wt == 0:
+            _, pos = _varint(buf, pos, end)
+        elif wt in (1, 5):
+            pos += 8 if wt == 1 else 4
+            if pos > end:
+                raise _Corrupt("a fixed-size field runs past its message")
+        elif wt == 2:
+            size, pos = _varint(buf, pos, end)
+            if size > end - pos:
+                raise _Corrupt("a length-delimited field runs past its message (%d bytes)" % size)
+            pos += size
+        elif wt == 3:
+            pos = _skip_group(buf, pos, end, num, depth + 1)
+        else:
+            raise _Corrupt("wire type %d" % wt)
 
 
 def _signed(v, bits):
