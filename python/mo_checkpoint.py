@@ -424,8 +424,8 @@ def _load(f, path, file_size, optimizer, backend):
     (size,) = struct.unpack("<Q", _read_exact(f, 8, path, "the header"))
     if size >= _MAX_MANIFEST:
         _fail(path, "is corrupt (manifest size %d)" % size)
-    if _HEADER_BYTES + size > file_size:  # (not read: a hostile size would be allocated first)
-        _fail(path, "is truncated (reading the manifest)")
+    if _HEADER_BYTES + size + 4 > file_size:  # (not read: a hostile size would be allocated first)
+        _fail(path, "is truncated or corrupt: a manifest of %d bytes does not fit in its %d bytes" % (size, file_size))
     manifest = _read_exact(f, size, path, "the manifest")
     (crc,) = struct.unpack("<I", _read_exact(f, 4, path, "the manifest checksum"))
     if crc != crc32c(manifest):
@@ -439,6 +439,16 @@ def _load(f, path, file_size, optimizer, backend):
     payload_start = _HEADER_BYTES + size + 4
     if file_size != payload_start + m["payload_bytes"]:
         _fail(path, "is truncated: %d bytes, the manifest describes %d" % (file_size, payload_start + m["payload_bytes"]))
+    # Every entry inside the payload and all of them together fitting in it (entries over the same bytes
+    # would let a small manifest claim memory without bound), before anything is read.
+    total = 0
+    for e in m["model"] + m["optimizer"]:
+        inside = e["offset"] + e["nbytes"] <= m["payload_bytes"]
+        total += e["nbytes"]
+        if not inside or total > m["payload_bytes"]:
+            _fail(path, "is corrupt: tensor '%s' %s %s claims %d bytes at offset %d of a %d-byte payload%s" % (
+                e["name"], e["dtype"], list(e["shape"]), e["nbytes"], e["offset"], m["payload_bytes"],
+                "" if not inside else " that the tensors before it already fill (entries overlap)"))
     _check_ranges(m, path)
     tensors = _read_tensors(f, path, payload_start, m["payload_bytes"], m["model"], backend)
     opt = _read_tensors(f, path, payload_start, m["payload_bytes"], m["optimizer"], backend) if optimizer else {}
