@@ -53,6 +53,12 @@ if(NOT EXISTS ${PROJECT_BINARY_DIR}/share/mo/recipes)
   file(CREATE_LINK ${PROJECT_SOURCE_DIR}/recipes ${PROJECT_BINARY_DIR}/share/mo/recipes SYMBOLIC)
 endif()
 
+get_target_property(_dist_defs mo_dist INTERFACE_COMPILE_DEFINITIONS)
+set(MO_WITH_NCCL_BUILT OFF)  # dist/CMakeLists.txt turns NCCL on where it finds it
+if(_dist_defs MATCHES "MO_WITH_NCCL=1")
+  set(MO_WITH_NCCL_BUILT ON)
+endif()
+
 # --- the CMake package ---------------------------------------------------------------------------------
 # moConfig.cmake finds OpenBLAS where this build found it first (the OpenMP build, see deps.cmake).
 get_filename_component(MO_OPENBLAS_LIBRARY_DIR ${OPENBLAS_LIBRARY} DIRECTORY)
@@ -82,7 +88,7 @@ if(MO_WITH_CUDA)
   list(APPEND _pc_incs ${CUDAToolkit_INCLUDE_DIRS})
   list(APPEND _pc_libs ${CUDA_cublasLt_LIBRARY} ${CUDA_cublas_LIBRARY} ${CUDA_cudart_LIBRARY})
 endif()
-if(MO_DIST_NCCL)
+if(MO_WITH_NCCL_BUILT)
   list(APPEND _pc_incs ${NCCL_INCLUDE_DIR})
   list(APPEND _pc_libs ${NCCL_LIBRARY})
 endif()
