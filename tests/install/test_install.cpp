@@ -151,6 +151,12 @@ TEST_F(Install, InstalledTrainFindsBareRecipeNames) {
   auto r5 = run_command("cd " + quote(cwd) + " && " + bounded(quote(train) + " no/such/recipe.yaml"));
   EXPECT_EQ(r5.rc, 1) << r5.output;
   EXPECT_NE(r5.output.find("recipe file 'no/such/recipe.yaml' not found"), std::string::npos) << r5.output;
+  // The build tree's program finds the source tree's recipes by the same rule (<build>/share/mo/recipes).
+  fs::remove(cwd + "/femto.yaml");
+  auto r6 = run_command("cd " + quote(cwd) + " && " + bounded(quote(std::string(MO_BINARY_DIR) + "/tools/mo_train") +
+                                                             " tiny --print-config"));
+  ASSERT_EQ(r6.rc, 0) << r6.output;
+  EXPECT_NE(r6.output.find("  name: mambaout_tiny\n"), std::string::npos) << r6.output;
 }
 
 TEST_F(Install, CMakeConsumerProject) {
