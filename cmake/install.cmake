@@ -49,7 +49,7 @@ install(FILES python/mo_checkpoint.py DESTINATION share/mo/python)
 # In the build tree <build>/share/mo/recipes links to the source recipes, so a program run from
 # <build>/tools finds `femto` by the same rule as an installed one (tools/common/recipe_path.h).
 file(MAKE_DIRECTORY ${PROJECT_BINARY_DIR}/share/mo)
-if(NOT EXISTS ${PROJECT_BINARY_DIR}/share/mo/recipes)
+if(IS_SYMLINK ${PROJECT_BINARY_DIR}/share/mo/recipes OR NOT EXISTS ${PROJECT_BINARY_DIR}/share/mo/recipes)
   file(CREATE_LINK ${PROJECT_SOURCE_DIR}/recipes ${PROJECT_BINARY_DIR}/share/mo/recipes SYMBOLIC)
 endif()
 
