@@ -19,6 +19,7 @@ CheckpointError (a ValueError) naming the file, never another exception or a wro
 Command line: python3 mo_checkpoint.py FILE.mo  prints the metadata and the tensors' names and shapes.
 """
 
+import functools
 import os
 import stat
 import struct
@@ -108,11 +109,28 @@ def _shift_matrix(nbytes):
     return result
 
 
-def _mat_apply_np(mat, v):
-    r = np.zeros_like(v)
-    for i in range(32):
-        r ^= np.where((v >> np.uint32(i)) & np.uint32(1) != 0, np.uint32(mat[i]), np.uint32(0))
-    return r
+@functools.lru_cache(maxsize=64)
+def _shift_chain(width):
+    """For j = 0..18, the shift over width * 2^j zero bytes as a matrix and as four byte tables (tensors
+    of similar sizes share them)."""
+    mat, chain = _shift_matrix(width), []
+    for _ in range(19):
+        byte = np.arange(256, dtype=np.uint32)
+        tables = []
+        for k in range(4):
+            t = np.zeros(256, dtype=np.uint32)
+            for bit in range(8):
+                t ^= np.where((byte >> np.uint32(bit)) & np.uint32(1) != 0, np.uint32(mat[8 * k + bit]), np.uint32(0))
+            tables.append(t)
+        chain.append((mat, tables))
+        mat = _mat_square(mat)
+    return chain
+
+
+def _tables_apply(tables, v):
+    t0, t1, t2, t3 = tables
+    return (t0[v & np.uint32(0xFF)] ^ t1[(v >> np.uint32(8)) & np.uint32(0xFF)] ^
+            t2[(v >> np.uint32(16)) & np.uint32(0xFF)] ^ t3[v >> np.uint32(24)])
 
 
 def crc32c(data, crc=0):
@@ -120,8 +138,8 @@ def crc32c(data, crc=0):
     data = memoryview(data).cast("B")
     n = len(data)
     reg = crc ^ 0xFFFFFFFF
-    lanes = 1
-    while lanes < (1 << 18) and lanes * 2 * 256 <= n:
+    lanes = 1  # a power of two, each lane 64 to 127 bytes (more for tensors over 16 MiB)
+    while lanes < (1 << 17) and lanes * 2 * 64 <= n:
         lanes *= 2
     if lanes < 64:  # small: bytewise
         return _update(reg, data) ^ 0xFFFFFFFF
@@ -130,12 +148,13 @@ def crc32c(data, crc=0):
     v = np.zeros(lanes, dtype=np.uint32)
     for row in block:  # every lane one byte further
         v = (v >> np.uint32(8)) ^ _NP_TABLE[(v ^ row) & np.uint32(0xFF)]
-    shift = _shift_matrix(width)
+    shifts = _shift_chain(width)
+    level = 0
     while len(v) > 1:  # join neighbours: the left one shifted over the right one's bytes
-        v = _mat_apply_np(shift, v[0::2]) ^ v[1::2]
-        shift = _mat_square(shift)
-    reg = _mat_apply(shift, reg) ^ int(v[0])  # shift is now the one over all lanes * width bytes
-    return _update(reg, data[lanes * width:]) ^ 0xFFFFFFFF
+        v = _tables_apply(shifts[level][1], v[0::2]) ^ v[1::2]
+        level += 1
+    reg = _mat_apply(shifts[level][0], reg) ^ int(v[0])  # the shift over all lanes * width bytes
+    return crc32c(data[lanes * width:], reg ^ 0xFFFFFFFF)  # the rest (fewer than `lanes` bytes)
 
 
 # --- the protobuf wire format ---------------------------------------------------------------------------
