@@ -5,6 +5,7 @@
     ckpt.tensors          # {"downsample_layers.0.conv1.weight": tensor, ...}: the model's state_dict
     ckpt.metadata         # {"model_name": "mambaout_femto", "epoch": 3, "class_names": [...], ...}
     ckpt.optimizer        # {"<param>.<slot>": tensor, ...} with load(..., optimizer=True), else {}
+    ckpt.ema              # the model EMA's weights (timm's state_dict_ema), {} when the run kept none
 
 Tensors are torch tensors when torch can be imported (backend="auto"), numpy arrays otherwise or with
 backend="numpy". numpy has no bfloat16: a bfloat16 tensor becomes float32 in numpy (exact) and stays
@@ -20,6 +21,7 @@ Command line: python3 mo_checkpoint.py FILE.mo  prints the metadata and the tens
 """
 
 import functools
+import math
 import os
 import stat
 import struct
@@ -43,15 +45,16 @@ class CheckpointError(ValueError):
 
 
 class Checkpoint:
-    """The model tensors, the optimizer tensors (when asked for) and the metadata of one .mo file."""
+    """The model tensors, the optimizer tensors (when asked for), the EMA weights (when the run kept an
+    EMA) and the metadata of one .mo file."""
 
-    def __init__(self, path, tensors, optimizer, metadata):
-        self.path, self.tensors, self.optimizer, self.metadata = path, tensors, optimizer, metadata
+    def __init__(self, path, tensors, optimizer, ema, metadata):
+        self.path, self.tensors, self.optimizer, self.ema, self.metadata = path, tensors, optimizer, ema, metadata
 
     def __repr__(self):
-        return "Checkpoint(%r: %s, %d tensors, %d optimizer tensors, epoch %d, step %d)" % (
+        return "Checkpoint(%r: %s, %d tensors, %d optimizer tensors, %d EMA tensors, epoch %d, step %d)" % (
             self.path, self.metadata["model_name"] or "unnamed model", len(self.tensors), len(self.optimizer),
-            self.metadata["epoch"], self.metadata["step"])
+            len(self.ema), self.metadata["epoch"], self.metadata["step"])
 
 
 # --- CRC32C (Castagnoli, reflected polynomial 0x82F63B78), as tools/common/crc32c.cpp -----------------
@@ -268,7 +271,9 @@ _SCHEMA = {
                  12: ("has_metric", "bool", False), 13: ("metric", "double", False),
                  14: ("best_metric", "double", False), 15: ("best_epoch", "int64", False),
                  16: ("payload_bytes", "uint64", False), 17: ("wall_time", "double", False),
-                 18: ("class_names", "string", True)},
+                 18: ("class_names", "string", True), 19: ("ema", "TensorEntry", True),
+                 20: ("epoch_loss_sum", "double", False), 21: ("epoch_loss_count", "int64", False),
+                 22: ("epoch_grad_norm_sum", "double", False), 23: ("epoch_grad_norm_count", "int64", False)},
 }
 
 
@@ -349,10 +354,15 @@ def _check_ranges(m, path):
     counters = [("epoch", m["epoch"], 0), ("step", m["step"], 0), ("step_in_epoch", m["step_in_epoch"], 0),
                 ("optimizer_step", m["optimizer_step"], 0), ("sampler.epoch", m["sampler"]["epoch"], 0),
                 ("sampler.batches_done", m["sampler"]["batches_done"], 0),
-                ("sampler.world_size", m["sampler"]["world_size"], 1), ("best_epoch", m["best_epoch"], -1)]
+                ("sampler.world_size", m["sampler"]["world_size"], 1), ("best_epoch", m["best_epoch"], -1),
+                ("epoch_loss_count", m["epoch_loss_count"], 0), ("epoch_grad_norm_count", m["epoch_grad_norm_count"], 0)]
     for field, v, lo in counters:
         if not lo <= v <= _MAX_COUNTER:
             _fail(path, "is corrupt: field '%s' is %d (must be from %d to 2^40)" % (field, v, lo))
+    if not (math.isfinite(m["epoch_loss_sum"]) and math.isfinite(m["epoch_grad_norm_sum"])
+            and m["epoch_grad_norm_sum"] >= 0):
+        _fail(path, "is corrupt: fields 'epoch_loss_sum' (%r) and 'epoch_grad_norm_sum' (%r) must be finite (and the "
+              "norm sum >= 0)" % (m["epoch_loss_sum"], m["epoch_grad_norm_sum"]))
     if m["step_in_epoch"] > m["step"] or m["epoch"] > m["step"]:
         _fail(path, "is corrupt: fields 'epoch' (%d) and 'step_in_epoch' (%d) cannot exceed 'step' (%d)" %
               (m["epoch"], m["step_in_epoch"], m["step"]))
@@ -416,9 +426,10 @@ def _pick_backend(backend):
         return "numpy"
 
 
-def load(path, optimizer=False, backend="auto"):
+def load(path, optimizer=False, backend="auto", ema=True):
     """Reads a .mo file, verifying every checksum. Returns a Checkpoint: .tensors (the model's
     state_dict, official MambaOut names), .optimizer ("<param>.<slot>", only with optimizer=True) and
+    .ema (the model EMA's weights, timm's state_dict_ema; empty when the run kept none or with ema=False) and
     .metadata. Raises CheckpointError naming the file if it is not a complete, intact mo checkpoint."""
     backend = _pick_backend(backend)
     path = os.fspath(path)
@@ -432,12 +443,12 @@ def load(path, optimizer=False, backend="auto"):
         _fail(path, "is not a regular file (a named pipe, socket or device): refusing to read it")
     try:
         with open(path, "rb") as f:
-            return _load(f, path, st.st_size, optimizer, backend)
+            return _load(f, path, st.st_size, optimizer, ema, backend)
     except OSError as e:
         raise CheckpointError("cannot read checkpoint '%s': %s" % (path, e.strerror or e)) from None
 
 
-def _load(f, path, file_size, optimizer, backend):
+def _load(f, path, file_size, optimizer, ema, backend):
     if _read_exact(f, 8, path, "the header") != MAGIC:
         raise CheckpointError("'%s' is not a mo checkpoint (bad magic)" % path)
     (size,) = struct.unpack("<Q", _read_exact(f, 8, path, "the header"))
@@ -461,7 +472,7 @@ def _load(f, path, file_size, optimizer, backend):
     # Every entry inside the payload and all of them together fitting in it (entries over the same bytes
     # would let a small manifest claim memory without bound), before anything is read.
     total = 0
-    for e in m["model"] + m["optimizer"]:
+    for e in m["model"] + m["optimizer"] + m["ema"]:
         inside = e["offset"] + e["nbytes"] <= m["payload_bytes"]
         total += e["nbytes"]
         if not inside or total > m["payload_bytes"]:
@@ -471,10 +482,11 @@ def _load(f, path, file_size, optimizer, backend):
     _check_ranges(m, path)
     tensors = _read_tensors(f, path, payload_start, m["payload_bytes"], m["model"], backend)
     opt = _read_tensors(f, path, payload_start, m["payload_bytes"], m["optimizer"], backend) if optimizer else {}
-    meta = {k: v for k, v in m.items() if k not in ("model", "optimizer", "has_metric")}
+    ema = _read_tensors(f, path, payload_start, m["payload_bytes"], m["ema"], backend) if ema else {}
+    meta = {k: v for k, v in m.items() if k not in ("model", "optimizer", "ema", "has_metric")}
     meta["metric"] = m["metric"] if m["has_metric"] else None
     meta["optimizer_tensors"] = [e["name"] for e in m["optimizer"]]
-    return Checkpoint(path, tensors, opt, meta)
+    return Checkpoint(path, tensors, opt, ema, meta)
 
 
 def load_state_dict(path, backend="auto"):
@@ -497,8 +509,9 @@ def main(argv):
         "none" if m["metric"] is None else "%.3f" % m["metric"]))
     for name, t in ckpt.tensors.items():
         print("  %s %s %s" % (name, t.dtype, list(t.shape)))
-    print("%d tensors, %d parameters; %d optimizer tensors" % (
-        len(ckpt.tensors), sum(int(t.size) for t in ckpt.tensors.values()), len(m["optimizer_tensors"])))
+    print("%d tensors, %d parameters; %d optimizer tensors, %d EMA tensors" % (
+        len(ckpt.tensors), sum(int(t.size) for t in ckpt.tensors.values()), len(m["optimizer_tensors"]),
+        len(ckpt.ema)))
     return 0
 
 

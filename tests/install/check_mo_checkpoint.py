@@ -1,9 +1,10 @@
 """check_mo_checkpoint.py: tests python/mo_checkpoint.py against files the C++ tools wrote
 (run by tests/install/test_python_reader.cpp with Debian's python3, which has torch).
 
-    check_mo_checkpoint.py PYTHON_DIR CKPT.mo EXPORT.pth EXPECTED.json OPT_NPY_DIR SCRATCH_DIR
+    check_mo_checkpoint.py PYTHON_DIR CKPT.mo EXPORT.pth EMA.pth EXPECTED.json OPT_NPY_DIR SCRATCH_DIR
 
-- the model tensors equal, bit for bit, the .pth that mo_convert exported (read with torch.load); the
+- the model and EMA tensors equal, bit for bit, the .pth files that mo_convert exported (state_dict and
+  --entry state_dict_ema, read with torch.load); the
   optimizer tensors equal the .npy files the C++ reader wrote; the metadata equals EXPECTED.json (the
   C++ reader's view); numpy and torch backends agree; crc32c matches the check value.
 - hostile files: every single-byte change, truncations, manifests re-encoded with bad values, and
@@ -27,7 +28,7 @@ import torch
 sys.path.insert(0, sys.argv[1])
 import mo_checkpoint as mc  # noqa: E402
 
-CKPT, PTH, EXPECTED, OPT_DIR, SCRATCH = sys.argv[2:7]
+CKPT, PTH, EMA_PTH, EXPECTED, OPT_DIR, SCRATCH = sys.argv[2:8]
 failures = []
 
 
@@ -41,17 +42,27 @@ def check(cond, what):
 
 check(mc.crc32c(b"123456789") == 0xE3069283, "crc32c check value")
 ck = mc.load(CKPT, optimizer=True)
-ref = torch.load(PTH, map_location="cpu")
-if isinstance(ref, dict) and "state_dict" in ref:
-    ref = ref["state_dict"]
-check(list(ck.tensors) == list(ref), "model tensor names %s vs the .pth's %s" % (list(ck.tensors)[:5], list(ref)[:5]))
-for name, t in ck.tensors.items():
-    r = ref.get(name)
-    check(isinstance(t, torch.Tensor) and r is not None and t.dtype == r.dtype and t.shape == r.shape
-          and torch.equal(t, r), "tensor %s differs from the .pth" % name)
+
+
+def expect_same(ours, pth, what):
+    ref = torch.load(pth, map_location="cpu")
+    if isinstance(ref, dict) and "state_dict" in ref:
+        ref = ref["state_dict"]
+    check(len(ours) > 0 and list(ours) == list(ref), "%s names %s vs the .pth's %s" % (what, list(ours)[:5], list(ref)[:5]))
+    for name, t in ours.items():
+        r = ref.get(name)
+        check(isinstance(t, torch.Tensor) and r is not None and t.dtype == r.dtype and t.shape == r.shape
+              and torch.equal(t, r), "%s tensor %s differs from the .pth" % (what, name))
+
+
+expect_same(ck.tensors, PTH, "model")
+expect_same(ck.ema, EMA_PTH, "EMA")
+check(any(not torch.equal(ck.ema[n], t) for n, t in ck.tensors.items()), "the EMA equals the weights")
+check(mc.load(CKPT, ema=False).ema == {}, "EMA tensors read with ema=False")
 exp = json.load(open(EXPECTED))
 for key in ("model_name", "epoch", "step", "step_in_epoch", "optimizer_step", "best_metric", "best_epoch",
-            "class_names", "config_yaml", "rng", "sampler", "metric"):
+            "class_names", "config_yaml", "rng", "sampler", "metric", "epoch_loss_sum", "epoch_loss_count",
+            "epoch_grad_norm_sum", "epoch_grad_norm_count"):
     check(ck.metadata[key] == exp[key], "metadata %s: %r, the C++ reader %r" % (key, ck.metadata[key], exp[key]))
 check(list(ck.optimizer) == exp["optimizer"], "optimizer tensor names")
 for i, name in enumerate(exp["optimizer"]):
@@ -196,6 +207,11 @@ edited("world-size", lambda m: m["sampler"].update(world_size=0))
 edited("metric-nan", lambda m: m.update(has_metric=True, metric=math.nan))
 edited("metric-101", lambda m: m.update(has_metric=True, metric=101.0))
 edited("best-metric-inf", lambda m: m.update(best_metric=math.inf))
+edited("loss-sum-nan", lambda m: m.update(epoch_loss_sum=math.nan))
+edited("grad-norm-sum-negative", lambda m: m.update(epoch_grad_norm_sum=-1.0))
+edited("loss-count-negative", lambda m: m.update(epoch_loss_count=-1))
+edited("ema-outside", lambda m: m["ema"].append(dict(t0(m), offset=m["payload_bytes"])))
+edited("ema-overlaps", lambda m: m["ema"].append(dict(t0(m), name="extra")))
 edited("name-utf8", lambda m: t0(m).update(name=b"\xff\xfe"))
 for label, tail in [("varint-11", varint(4 << 3) + b"\xff" * 10 + b"\x01"), ("length-past-end", b"\x12\x7f"),
                     ("field-0", b"\x00\x01"), ("end-group", b"\x0c"), ("group-open", b"\x9b\x01\x08\x01"),
