@@ -73,7 +73,7 @@ install(FILES ${PROJECT_BINARY_DIR}/moConfig.cmake ${PROJECT_BINARY_DIR}/moConfi
 
 # --- mo.pc -----------------------------------------------------------------------------------------------
 # The libraries are static, so Libs names everything they need: the pkg-config modules of fmt, yaml-cpp,
-# protobuf, libjpeg and zlib (Requires), the rest as this build found it.
+# protobuf, libjpeg, zlib and CLI11 (Requires), the rest as this build found it.
 set(_pc_cflags "")
 foreach(_d ${_mo_defs})
   string(APPEND _pc_cflags " -D${_d}")
