@@ -33,7 +33,8 @@ std::string find_recipe(const std::string& recipe) {
   std::error_code ec;
   if (fs::exists(fs::symlink_status(recipe, ec))) return recipe;
   const fs::path dir = recipe_dir();
-  MO_CHECK(recipe.find('/') == std::string::npos, "recipe file '{}' not found ({})", recipe, available(dir));
+  MO_CHECK(recipe.find('/') == std::string::npos, "cannot open config file '{}': no such file ({})", recipe,
+           available(dir));
   std::vector<fs::path> tried = {dir / recipe};
   if (fs::path(recipe).extension() != ".yaml" && fs::path(recipe).extension() != ".yml")
     tried.push_back(dir / (recipe + ".yaml"));
