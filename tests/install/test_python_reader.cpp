@@ -10,11 +10,13 @@
 #include <sstream>
 #include <string>
 
+#include "nn/io/json_lite.h"
 #include "tests/test_util.h"
 #include "tests/train/train_test_util.h"
 #include "tools/common/checkpoint.h"
 
 namespace fs = std::filesystem;
+namespace nn = mo::nn;
 using mo::test::run_command;
 using mo::test::tmp_path;
 
@@ -22,32 +24,22 @@ namespace {
 
 const std::string kBin = std::string(MO_BINARY_DIR) + "/tools/";
 
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') out += '\\', out += static_cast<char>(c);
-    else if (c < 0x20) out += fmt::format("\\u{:04x}", c);
-    else out += static_cast<char>(c);
-  }
-  return out + "\"";
-}
-
 // The C++ reader's view of the checkpoint's metadata, as check_mo_checkpoint.py names it.
 std::string metadata_json(const mo::tools::CheckpointState& s) {
   std::vector<std::string> rng, classes, opt;
   for (auto& r : s.rng)
-    rng.push_back(fmt::format("{{\"name\": {}, \"seed\": {}, \"stream\": {}, \"counter\": {}}}", json_string(r.name),
+    rng.push_back(fmt::format("{{\"name\": {}, \"seed\": {}, \"stream\": {}, \"counter\": {}}}", nn::io::json_quote(r.name),
                               r.seed, r.stream, r.counter));
-  for (auto& c : s.class_names) classes.push_back(json_string(c));
-  for (auto& [n, t] : s.optimizer) opt.push_back(json_string(n));
+  for (auto& c : s.class_names) classes.push_back(nn::io::json_quote(c));
+  for (auto& [n, t] : s.optimizer) opt.push_back(nn::io::json_quote(n));
   return fmt::format(
       "{{\"model_name\": {}, \"epoch\": {}, \"step\": {}, \"step_in_epoch\": {}, \"optimizer_step\": {}, "
       "\"best_metric\": {:.17g}, \"best_epoch\": {}, \"metric\": {}, \"config_yaml\": {}, \"class_names\": [{}], "
       "\"rng\": [{}], \"sampler\": {{\"epoch\": {}, \"batches_done\": {}, \"seed\": {}, \"world_size\": {}}}, "
       "\"epoch_loss_sum\": {:.17g}, \"epoch_loss_count\": {}, \"epoch_grad_norm_sum\": {:.17g}, "
       "\"epoch_grad_norm_count\": {}, \"optimizer\": [{}]}}\n",
-      json_string(s.model_name), s.epoch, s.step, s.step_in_epoch, s.optimizer_step, s.best_metric, s.best_epoch,
-      s.metric ? fmt::format("{:.17g}", *s.metric) : "null", json_string(s.config_yaml), fmt::join(classes, ", "),
+      nn::io::json_quote(s.model_name), s.epoch, s.step, s.step_in_epoch, s.optimizer_step, s.best_metric, s.best_epoch,
+      s.metric ? fmt::format("{:.17g}", *s.metric) : "null", nn::io::json_quote(s.config_yaml), fmt::join(classes, ", "),
       fmt::join(rng, ", "), s.sampler_epoch, s.sampler_batches_done, s.sampler_seed, s.world_size, s.epoch_loss_sum,
       s.epoch_loss_count, s.epoch_grad_norm_sum, s.epoch_grad_norm_count, fmt::join(opt, ", "));
 }
