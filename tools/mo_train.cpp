@@ -4,7 +4,8 @@
 //            [--interpolation bicubic|bilinear] [--print-config] [--help-config]
 //
 // RECIPE is one of recipes/*.yaml (femto, kobe, tiny, small, base: the official ImageNet recipe;
-// fashion_mnist: a quick run on the prepared Fashion-MNIST folder). --set overrides one key (repeat it);
+// fashion_mnist: a quick run on the prepared Fashion-MNIST folder), or just its name: `mo_train femto`
+// finds it among the installed recipes (tools/common/recipe_path.h). --set overrides one key (repeat it);
 // timm's train.py flags of the same meaning (-b, -j, -m, --amp, ...) are each the --set of one key.
 // --print-config prints every value in effect and exits; --help-config adds what each key means.
 // Under mpirun each process is one rank (one GPU each); the global batch stays train.global_batch.
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> sets;
   bool print = false, help = false, amp = false;
   CLI::App& app = cli.app;
-  app.add_option("RECIPE", recipe, "the recipe file, e.g. recipes/fashion_mnist.yaml")->type_name("FILE");
+  app.add_option("RECIPE", recipe, "the recipe file, e.g. recipes/fashion_mnist.yaml, or a shipped recipe's name (femto, tiny, ...)")->type_name("FILE");
   app.add_option("--set", sets, "override one recipe key, e.g. --set optim.lr=1e-3; repeat --set for more")
       ->option_text("KEY=VALUE")
       ->allow_extra_args(false);

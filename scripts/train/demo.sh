@@ -7,6 +7,7 @@
 # Environment: SKIP_INSTALL=1 skips apt-get; DATA (default data_cache/fashion-mnist) and OUT (default
 # output/fashion_mnist_demo) choose the folders; EXTRA="--set k=v ..." adds mo_train overrides.
 # Rerunning continues an interrupted run (train.resume=auto) and re-validates a finished one.
+# It ends by printing where the programs are and the line that puts them on the PATH.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-data_cache/fashion-mnist}
@@ -43,3 +44,8 @@ time "$BIN/mo_validate" "$CKPT" --data "$DATA" --workers "$(nproc)"
 echo "== classifying three test images"
 "$BIN/mo_predict" -w "$CKPT" --topk 3 "$DATA"/val/ankle_boot/"$(ls "$DATA"/val/ankle_boot | head -1)" \
   "$DATA"/val/trouser/"$(ls "$DATA"/val/trouser | head -1)" "$DATA"/val/bag/"$(ls "$DATA"/val/bag | head -1)"
+
+TOOLS=$(cd "$BIN" && pwd)
+echo "== the programs are in $TOOLS; to run them by name (mo_train femto, mo_predict -w $CKPT IMG):"
+echo "   export PATH=\"$TOOLS:\$PATH\""
+echo "   or install them with the recipes, libraries and headers: cmake --build $BUILD && cmake --install $BUILD --prefix ~/.local (docs/install.md)"

@@ -137,7 +137,7 @@ ckpt::Manifest read_manifest(Reader& r, uint64_t& payload_start) {
   // Every tensor entry lies inside the payload and all of them together fit in it (entries over the same
   // bytes would let a small manifest allocate without bound), checked before anything is allocated.
   uint64_t total = 0;
-  for (const auto* entries : {&m.model(), &m.optimizer()}) {
+  for (const auto* entries : {&m.model(), &m.optimizer(), &m.ema()}) {
     for (const auto& e : *entries) {
       uint64_t end = 0;
       const bool inside = !__builtin_add_overflow(e.offset(), e.nbytes(), &end) && end <= m.payload_bytes();

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "autograd/check.h"
+#include "tools/common/recipe_path.h"
 
 namespace mo::tools {
 
@@ -175,7 +176,7 @@ void TrainConfig::validate() const {
 TrainConfig load_train_config(const std::string& recipe, const std::vector<std::string>& sets) {
   TrainConfig c;
   ConfigSchema s = make_schema(c);
-  if (!recipe.empty()) s.load_file(recipe);
+  if (!recipe.empty()) s.load_file(find_recipe(recipe));
   for (auto& a : sets) s.set(a);
   c.validate();
   return c;
