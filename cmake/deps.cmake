@@ -32,6 +32,22 @@ target_link_libraries(mo_openblas INTERFACE $<BUILD_INTERFACE:${OPENBLAS_LIBRARY
 find_package(JPEG)
 mo_require(JPEG_FOUND "libjpeg-turbo (jpeglib.h)" "libjpeg-dev")
 
+# PNG and WebP (data/image_decode.cpp): required, not optional, so that every build reads the same files
+# and a folder that trains on one machine does not fail on another. Debian 12's libwebp ships no CMake
+# package: its header and library are found directly.
+find_package(PNG)
+mo_require(PNG_FOUND "libpng (png.h)" "libpng-dev")
+find_path(WEBP_INCLUDE_DIR webp/decode.h)
+find_library(WEBP_LIBRARY NAMES webp)
+set(_webp_found FALSE)
+if(WEBP_INCLUDE_DIR AND WEBP_LIBRARY)
+  set(_webp_found TRUE)
+endif()
+mo_require(_webp_found "libwebp (webp/decode.h, libwebp)" "libwebp-dev")
+add_library(mo_webp INTERFACE)
+target_include_directories(mo_webp INTERFACE ${WEBP_INCLUDE_DIR})
+target_link_libraries(mo_webp INTERFACE ${WEBP_LIBRARY})
+
 find_package(Protobuf)
 mo_require(Protobuf_FOUND "protobuf (libprotobuf, protoc)" "libprotobuf-dev protobuf-compiler")
 

@@ -1,5 +1,5 @@
 // image_folder.cpp: directory scan and the cached index (see image_folder.h).
-// Cache format (text): "mo-image-folder-index 2", then "D <mtime_ns> <folder>" for every walked folder,
+// Cache format (text): "mo-image-folder-index 3", then "D <mtime_ns> <folder>" for every walked folder,
 // "C <class>" per class, "N <text>" per note of the scan (what it left out; the folder's path written as
 // a NUL byte), "F <label> <relative path>" per file.
 #include "data/image_folder.h"
@@ -22,26 +22,19 @@
 #include <sstream>
 
 #include "autograd/check.h"
+#include "data/image_decode.h"
 #include "data/jpeg.h"
 
 namespace mo::data {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr const char* kMagic = "mo-image-folder-index 2";  // 2: walked with loop detection
+constexpr const char* kMagic = "mo-image-folder-index 3";  // 2: walked with loop detection; 3: PNG, WebP
 
 int64_t mtime_ns(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return -1;
   return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
-}
-
-bool is_jpeg_name(const std::string& name) {
-  auto dot = name.rfind('.');
-  if (dot == std::string::npos) return false;
-  std::string ext = name.substr(dot + 1);
-  for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return ext == "jpg" || ext == "jpeg";
 }
 
 std::vector<std::string> cache_candidates(const std::string& root, const std::string& split) {
@@ -208,7 +201,7 @@ void ImageFolder::scan() {
       for (const Entry& e : list_folder(path)) {
         const std::string sub = rel + "/" + e.name;
         if (e.kind == Entry::file) {
-          if (is_jpeg_name(e.name)) f.files.push_back(e.name);
+          if (is_image_name(e.name)) f.files.push_back(e.name);
           else ++ignored;
         } else if (e.kind == Entry::other) {
           special.add(fmt::format("{}/{} ({})", dir_, sub, e.what));
@@ -244,9 +237,9 @@ void ImageFolder::scan() {
         labels_.push_back(static_cast<int32_t>(c));
       }
     }
-    MO_CHECK(labels_.size() > before, "ImageFolder: class folder '{}/{}' has no .jpg/.jpeg files", dir_, classes_[c]);
+    MO_CHECK(labels_.size() > before, "ImageFolder: class folder '{}/{}' has no image files (.jpg, .jpeg, .png, .webp)", dir_, classes_[c]);
   }
-  if (ignored) notes_.push_back(fmt::format("ImageFolder: {}: ignored {} files that are not .jpg/.jpeg", dir_, ignored));
+  if (ignored) notes_.push_back(fmt::format("ImageFolder: {}: ignored {} files that are not images (.jpg, .jpeg, .png, .webp)", dir_, ignored));
   if (special.count)
     notes_.push_back(fmt::format("warning: ImageFolder: {}: skipped {} entries that are neither regular files nor "
                                  "folders (named pipes, sockets, devices, broken links), e.g. {}",

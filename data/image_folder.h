@@ -1,5 +1,5 @@
-// image_folder.h: torchvision ImageFolder over JPEG files: root/<split>/<class>/**/*.jpg (also .jpeg,
-// any case). Classes are the sub-folders sorted by name and numbered in that order; files are listed
+// image_folder.h: torchvision ImageFolder over image files: root/<split>/<class>/**/*.jpg (also .jpeg,
+// .png and .webp, any case; the decoder goes by the file's bytes, not its name). Classes are the sub-folders sorted by name and numbered in that order; files are listed
 // folder by folder in sorted order (os.walk sorted, as torchvision does). Listing a million files takes
 // a while, so the index is cached in root/.mo_index_<split>.txt (or, where root is read-only, in
 // $XDG_CACHE_HOME/mo or ~/.cache/mo) together with the modification time of every folder it walked:
@@ -8,7 +8,7 @@
 // links are skipped, counted and one named on stderr); every real folder is walked once, so a link loop
 // (class/loop -> .) or a link to another class is skipped and reported instead of repeating files
 // (each time the folder is opened, from the cache too).
-// A missing split folder, one without classes, a class without JPEG files, two class names for one
+// A missing split folder, one without classes, a class without image files, two class names for one
 // folder, or a folder that cannot be listed (permissions) is an error naming it.
 #pragma once
 #include <cstdint>

@@ -22,6 +22,7 @@
 // clang-format on
 
 #include "autograd/check.h"
+#include "data/image_decode.h"
 
 namespace mo::data {
 namespace {
@@ -355,7 +356,7 @@ bool jpeg_frame_size(const uint8_t* d, size_t n, int& width, int& height) {
 }
 
 bool read_image_file(const std::string& path, std::vector<uint8_t>& out, std::string& err, const ImageLimits& limits) {
-  constexpr size_t kHead = 64 << 10;  // holds the frame header of nearly every JPEG
+  constexpr size_t kHead = 64 << 10;  // holds the frame header of nearly every JPEG (PNG, WebP: the first bytes)
   size_t size = 0;
   const int fd = open_regular(path, limits.max_bytes, size, err);
   if (fd < 0) return false;
@@ -363,9 +364,9 @@ bool read_image_file(const std::string& path, std::vector<uint8_t>& out, std::st
   out.resize(head);
   bool ok = read_exact(fd, out.data(), head, err);
   int w = 0, h = 0;
-  if (ok && limits.max_pixels > 0 && jpeg_frame_size(out.data(), head, w, h) && int64_t(w) * h > limits.max_pixels) {
-    err = fmt::format("the JPEG header declares {}x{} pixels, over the limit of {} megapixels (data.max_megapixels)",
-                      w, h, limits.max_pixels / 1000000);
+  if (ok && limits.max_pixels > 0 && image_frame_size(out.data(), head, w, h) && int64_t(w) * h > limits.max_pixels) {
+    err = fmt::format("the {} header declares {}x{} pixels, over the limit of {} megapixels (data.max_megapixels)",
+                      image_format_name(sniff_image_format(out.data(), head)), w, h, limits.max_pixels / 1000000);
     ok = false;
   }
   if (ok && size > head) {

@@ -41,6 +41,7 @@ class JpegDecoder {
 
   // Images with more pixels than this are refused (absurd or hostile headers).
   void set_max_pixels(int64_t n) { max_pixels_ = n; }
+  int64_t max_pixels() const { return max_pixels_; }
   // Reads the header of a whole JPEG file held in memory (not copied: keep it alive until decode()).
   bool open(const uint8_t* data, size_t size);
   int width() const { return width_; }
@@ -76,8 +77,9 @@ struct ImageLimits {
   int64_t max_bytes = kDefaultMaxFileBytes;
   int64_t max_pixels = kDefaultMaxPixels;
 };
-// read_file for an image: the JPEG header at the start of the file is read first, and a frame that
-// declares more than max_pixels is refused before the rest is read (the decoder checks again).
+// read_file for an image: the header at the start of the file (JPEG, PNG or WebP: image_decode.h) is
+// read first, and a frame that declares more than max_pixels is refused before the rest is read (the
+// decoders check again).
 bool read_image_file(const std::string& path, std::vector<uint8_t>& out, std::string& err,
                      const ImageLimits& limits = {});
 // The frame size declared by the SOF marker of the JPEG data d[0, n), found by walking the marker

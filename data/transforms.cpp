@@ -5,8 +5,55 @@
 #include <cstring>
 
 #include "autograd/check.h"
+#include "data/image_decode.h"
 
 namespace mo::data {
+namespace {
+
+// Opens the image in data[0, n): a JPEG reads only its header (its windows are decoded later); PNG and
+// WebP are decoded whole into ws.full. W, H: the full size.
+bool open_image(const uint8_t* data, size_t n, Workspace& ws, int& W, int& H, std::string& err) {
+  const ImageFormat f = sniff_image_format(data, n);
+  ws.full_open = false;
+  if (f == ImageFormat::jpeg) {
+    if (!ws.decoder.open(data, n)) {
+      err = ws.decoder.error();
+      return false;
+    }
+    W = ws.decoder.width(), H = ws.decoder.height();
+    return true;
+  }
+  bool ok = false;
+  if (f == ImageFormat::png) ok = decode_png(data, n, ws.decoder.max_pixels(), ws.full, err);
+  else if (f == ImageFormat::webp) ok = decode_webp(data, n, ws.decoder.max_pixels(), ws.full, err);
+  else err = unknown_format_error(data, n);
+  if (!ok) return false;
+  ws.full_open = true;
+  W = ws.full.w(), H = ws.full.h();
+  return true;
+}
+
+// The window [x, x+w) x [y, y+h) of the opened image, as JpegDecoder::decode gives it (a view of
+// ws.full at full scale for PNG and WebP).
+bool decode_window(Workspace& ws, int x, int y, int w, int h, int min_w, int min_h, DecodedWindow& out,
+                   std::string& err) {
+  if (!ws.full_open) {
+    if (ws.decoder.decode(x, y, w, h, min_w, min_h, out)) return true;
+    err = ws.decoder.error();
+    return false;
+  }
+  MO_CHECK(x >= 0 && y >= 0 && w > 0 && h > 0 && x + w <= ws.full.w() && y + h <= ws.full.h(),
+           "decode_window: window ({}, {}, {}x{}) outside the {}x{} image", x, y, w, h, ws.full.w(), ws.full.h());
+  const int64_t stride = int64_t(ws.full.w()) * 3;
+  out.view = {ws.full.data() + y * stride + int64_t(x) * 3, w, h, stride};
+  out.box[0] = out.box[1] = 0;
+  out.box[2] = static_cast<float>(w);
+  out.box[3] = static_cast<float>(h);
+  out.scale_denom = 1;
+  return true;
+}
+
+}  // namespace
 
 CropWindow random_resized_crop_window(int width, int height, const TrainTransformConfig& cfg, Rng& rng) {
   const double area = static_cast<double>(width) * height;
@@ -57,11 +104,9 @@ TrainTransform::TrainTransform(TrainTransformConfig cfg) : cfg_(std::move(cfg)) 
 
 bool TrainTransform::operator()(const uint8_t* data, size_t n, Rng& rng, Workspace& ws, const ImageView& out,
                                 std::string& err) const {
-  if (!ws.decoder.open(data, n)) {
-    err = ws.decoder.error();
-    return false;
-  }
-  CropWindow win = random_resized_crop_window(ws.decoder.width(), ws.decoder.height(), cfg_, rng);
+  int W = 0, H = 0;
+  if (!open_image(data, n, ws, W, H, err)) return false;
+  CropWindow win = random_resized_crop_window(W, H, cfg_, rng);
   Interp interp = cfg_.interpolation ? *cfg_.interpolation : (rng.uniform() < 0.5 ? Interp::bilinear : Interp::bicubic);
   bool flip = cfg_.hflip > 0 && rng.uniform() < cfg_.hflip;
   return decode_and_transform(win, interp, flip, &rng, ws, out, err);
@@ -69,11 +114,9 @@ bool TrainTransform::operator()(const uint8_t* data, size_t n, Rng& rng, Workspa
 
 bool TrainTransform::apply_fixed(const uint8_t* data, size_t n, const CropWindow* window, Interp interp, bool flip,
                                  Rng* ra_rng, Workspace& ws, const ImageView& out, std::string& err) const {
-  if (!ws.decoder.open(data, n)) {
-    err = ws.decoder.error();
-    return false;
-  }
-  CropWindow win = window ? *window : CropWindow{0, 0, ws.decoder.width(), ws.decoder.height()};
+  int W = 0, H = 0;
+  if (!open_image(data, n, ws, W, H, err)) return false;
+  CropWindow win = window ? *window : CropWindow{0, 0, W, H};
   return decode_and_transform(win, interp, flip, ra_rng, ws, out, err);
 }
 
@@ -83,10 +126,7 @@ bool TrainTransform::decode_and_transform(const CropWindow& win, Interp interp, 
            cfg_.size, cfg_.size);
   DecodedWindow dec;
   const int need = cfg_.dct_scaling ? cfg_.size : 0;
-  if (!ws.decoder.decode(win.x, win.y, win.w, win.h, need, need, dec)) {
-    err = ws.decoder.error();
-    return false;
-  }
+  if (!decode_window(ws, win.x, win.y, win.w, win.h, need, need, dec, err)) return false;
   const bool augment = ra_ && ra_rng;
   if (!augment) {
     resample(dec.view, dec.box, interp, out, flip);
@@ -108,20 +148,14 @@ bool EvalTransform::operator()(const uint8_t* data, size_t n, Workspace& ws, con
                                std::string& err) const {
   MO_CHECK(out.w == cfg_.size && out.h == cfg_.size, "eval transform: output {}x{}, expected {}x{}", out.w, out.h,
            cfg_.size, cfg_.size);
-  if (!ws.decoder.open(data, n)) {
-    err = ws.decoder.error();
-    return false;
-  }
-  const int W = ws.decoder.width(), H = ws.decoder.height();
+  int W = 0, H = 0;
+  if (!open_image(data, n, ws, W, H, err)) return false;
   const int scale_size = static_cast<int>(std::floor(cfg_.size / cfg_.crop_pct));
   int rw = 0, rh = 0;
   resize_shorter_side(W, H, scale_size, rw, rh);
   DecodedWindow dec;
   const bool scaled = cfg_.dct_scaling;
-  if (!ws.decoder.decode(0, 0, W, H, scaled ? rw : 0, scaled ? rh : 0, dec)) {
-    err = ws.decoder.error();
-    return false;
-  }
+  if (!decode_window(ws, 0, 0, W, H, scaled ? rw : 0, scaled ? rh : 0, dec, err)) return false;
   // torchvision CenterCrop: int(round((resized - crop) / 2.0)), Python rounding (half to even).
   ResampleWindow win{rw, rh, static_cast<int>(std::nearbyint((rw - cfg_.size) / 2.0)),
                      static_cast<int>(std::nearbyint((rh - cfg_.size) / 2.0))};

@@ -1,5 +1,5 @@
-// transforms.h: the per-image training and evaluation transforms, from JPEG bytes to a size x size
-// uint8 RGB image written straight into a batch slot.
+// transforms.h: the per-image training and evaluation transforms, from the bytes of a JPEG, PNG or WebP
+// file to a size x size uint8 RGB image written straight into a batch slot.
 //  - train (timm's recipe, mambaout.md §3): RandomResizedCrop (torchvision get_params semantics: scale,
 //    ratio, 10 attempts, centre fallback) with bilinear or bicubic at random, decoded as a window at a
 //    DCT scale; horizontal flip fused into the resize; RandAugment.
@@ -40,10 +40,14 @@ struct CropWindow {
 // torchvision RandomResizedCrop.get_params on a width x height image.
 CropWindow random_resized_crop_window(int width, int height, const TrainTransformConfig& cfg, Rng& rng);
 
-// Per-thread state: the decoder and reusable image buffers.
+// Per-thread state: the decoder and reusable image buffers. JPEG decodes only the window it needs (at a
+// DCT scale); PNG and WebP (image_decode.h) are decoded whole into `full` and the window is a view of it.
+// The JPEG decoder's pixel limit applies to all three.
 struct Workspace {
   JpegDecoder decoder;
   Image img, scratch;
+  Image full;
+  bool full_open = false;  // the last image opened was PNG or WebP (in `full`)
 };
 
 class TrainTransform {
@@ -51,7 +55,7 @@ class TrainTransform {
   explicit TrainTransform(TrainTransformConfig cfg);
   const TrainTransformConfig& config() const { return cfg_; }
   const std::optional<RandAugmentConfig>& rand_augment() const { return ra_; }
-  // JPEG bytes -> out (size x size). False with `err` set when the file cannot be decoded.
+  // Image file bytes -> out (size x size). False with `err` set when the file cannot be decoded.
   bool operator()(const uint8_t* data, size_t n, Rng& rng, Workspace& ws, const ImageView& out, std::string& err) const;
   // The same with the crop window, interpolation and flip given (parity tests and benchmarks).
   bool apply_fixed(const uint8_t* data, size_t n, const CropWindow* window, Interp interp, bool flip, Rng* ra_rng,

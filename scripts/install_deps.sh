@@ -9,7 +9,8 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake ninja-build pkg-config git ca-certificates libcpp-httplib-dev \
-  libopenblas-openmp-dev libjpeg-dev zlib1g-dev libprotobuf-dev protobuf-compiler libfmt-dev libyaml-cpp-dev libcli11-dev \
+  libopenblas-openmp-dev libjpeg-dev libpng-dev libwebp-dev zlib1g-dev libprotobuf-dev protobuf-compiler libfmt-dev \
+  libyaml-cpp-dev libcli11-dev \
   libgtest-dev libomp-dev libopenmpi-dev openmpi-bin \
   python3 python3-numpy python3-torch python3-torchvision python3-pil \
   dataset-fashion-mnist clang-14 libclang-rt-14-dev python3-pip chromium chromium-driver

@@ -210,7 +210,7 @@ struct Service {
                                               data::ImageView{pixels.data(), s, s, static_cast<int64_t>(s) * 3}, err);
       decodes.release();
     }
-    if (!ok) return tools::json_error(400, "cannot decode the upload as a JPEG image: " + err);
+    if (!ok) return tools::json_error(400, "cannot decode the upload as an image (JPEG, PNG or WebP): " + err);
     std::vector<double> p = tools::softmax(batcher->run(std::move(pixels)));
     std::vector<int64_t> order(p.size());
     std::iota(order.begin(), order.end(), 0);

@@ -273,8 +273,8 @@ TEST_F(ServeBrowserTest, BadUploadsShowAnErrorAndTheServerKeepsServing) {
     fs::path file;
     std::string says;  // part of the server's message the page must show
   };
-  for (const Case& c : {Case{text, "cannot decode the upload as a JPEG image"}, Case{empty, "empty upload"},
-                        Case{half, "cannot decode the upload as a JPEG image"}}) {
+  for (const Case& c : {Case{text, "cannot decode the upload as an image (JPEG, PNG or WebP)"}, Case{empty, "empty upload"},
+                        Case{half, "cannot decode the upload as an image (JPEG, PNG or WebP)"}}) {
     SCOPED_TRACE(c.file.filename().string());
     ASSERT_EQ(classify(c.file.string()), "error") << browser_->script("return document.body.innerText;");
     PageRows page = read_rows(*browser_);

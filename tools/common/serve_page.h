@@ -2,7 +2,7 @@
 // classes with probability bars. Plain JavaScript: fetch() POSTs the file's raw bytes to /predict; at
 // load it reads GET /health for the model's name and input size (#model). Images smaller than 160 px
 // are shown enlarged by a whole factor with pixelated rendering (a 32 px Fashion-MNIST image is
-// otherwise a speck). The picker offers only what mo decodes (JPEG: data/jpeg.h).
+// otherwise a speck). The picker offers only what mo decodes (JPEG, PNG, WebP: data/image_decode.h).
 // #results carries data-file (the name of the last file picked) and data-state (busy, done, error), so a
 // browser test (tests/train/test_serve_browser.cpp) can tell when that file's answer is on the page.
 #pragma once
@@ -34,8 +34,8 @@ inline constexpr const char* kServePage = R"HTML(<!doctype html>
 <h1>MambaOut classifier</h1>
 <p id="model"></p>
 <p id="meta"></p>
-<div id="drop">Drop a JPEG image here, or click to choose one
-  <input id="file" type="file" accept=".jpg,.jpeg,image/jpeg" style="display:none">
+<div id="drop">Drop a JPEG, PNG or WebP image here, or click to choose one
+  <input id="file" type="file" accept=".jpg,.jpeg,.png,.webp,image/jpeg,image/png,image/webp" style="display:none">
 </div>
 <img id="preview" alt="">
 <p id="error"></p>
