@@ -3,14 +3,18 @@
 //
 //   mo_validate WEIGHTS --data ROOT [--split val] [--model NAME] [--img-size N] [--crop-pct F]
 //               [--interpolation bicubic|bilinear] [--batch-size N] [--workers N]
-//               [--precision fp32|bf16] [--device auto|cpu|cuda]
+//               [--precision fp32|bf16] [--device auto|cpu|cuda] [--results-file FILE.csv|FILE.json]
 //
 // WEIGHTS: one of our checkpoints (.mo; the model, size and crop come from its stored config) or a
 // PyTorch file (.pth/.safetensors, official or timm names; --model names the variant unless the file
 // does). Under mpirun the split is shared among the ranks and the counts are summed exactly.
 // Exit 1 after printing the numbers when an image was unreadable (a stand-in was counted) or the
 // model gave NaN/Inf logits (those images count as wrong).
+// --results-file writes timm validate.py's fields (model, top1, top1_err, top5, top5_err, param_count in
+// millions, img_size, crop_pct, interpolation) as CSV (a header and one row) or JSON (one object), by the
+// extension, and only when the run succeeds. A progress line goes to stderr every few seconds.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -23,6 +27,7 @@
 #include "tools/common/inference.h"
 #include "tools/common/loaders.h"
 #include "tools/common/omp_env.h"
+#include "tools/common/result_writer.h"
 
 using namespace mo;
 
@@ -32,7 +37,9 @@ int usage(const std::string& msg) {
   std::fprintf(stderr,
                "%s%susage: mo_validate WEIGHTS --data ROOT [--split val] [--model NAME] [--img-size N]\n"
                "       [--crop-pct F] [--interpolation bicubic|bilinear] [--batch-size N] [--workers N]\n"
-               "       [--precision fp32|bf16] [--device auto|cpu|cuda]\n",
+               "       [--precision fp32|bf16] [--device auto|cpu|cuda] [--results-file FILE.csv|FILE.json]\n"
+               "--results-file: timm validate.py's fields, CSV or JSON by the extension, written when the run\n"
+               "succeeds (exit 0). Exit status 1 when an image was unreadable or the model gave NaN/Inf logits.\n",
                msg.c_str(), msg.empty() ? "" : "\n");
   return 2;
 }
@@ -41,7 +48,7 @@ int usage(const std::string& msg) {
 
 int main(int argc, char** argv) {
   mo::tools::ensure_passive_omp_wait(argc, argv);
-  std::string weights, root, split = "val", model, precision = "fp32", device = "auto", interp;
+  std::string weights, root, split = "val", model, precision = "fp32", device = "auto", interp, results_file;
   int64_t img_size = 0, batch = 128, workers = 8;
   double crop_pct = 0;
   try {
@@ -61,6 +68,7 @@ int main(int argc, char** argv) {
       else if (a == "--workers") workers = tools::option_int(a, value(), 0, 4096);
       else if (a == "--precision") precision = value();
       else if (a == "--device") device = value();
+      else if (a == "--results-file") results_file = value();
       else if (a == "-h" || a == "--help") {
         usage("");
         return 0;
@@ -74,6 +82,7 @@ int main(int argc, char** argv) {
     tools::device_option(device, Device::cpu());  // the word itself, before any GPU is touched
     MO_CHECK(interp.empty() || interp == "bicubic" || interp == "bilinear",
              "--interpolation must be bicubic or bilinear, got '{}'", interp);
+    if (!results_file.empty()) tools::result_format_of(results_file, "--results-file");  // before the work
 
     dist::InitOptions io;
     io.use_gpu = device != "cpu";
@@ -105,7 +114,17 @@ int main(int argc, char** argv) {
                   static_cast<long long>(c.data.img_size), c.data.crop_pct, c.data.interpolation.c_str(),
                   dev.str().c_str(), dtype_name(dtype));
     auto t0 = std::chrono::steady_clock::now();
-    tools::EvalResult r = tools::evaluate(*m.model, *loader, *pg);
+    auto last = t0;
+    auto progress = [&](int64_t done, int64_t total) {
+      const auto now = std::chrono::steady_clock::now();
+      if (!pg->is_main() || (done < total && now - last < std::chrono::seconds(2))) return;
+      last = now;
+      const double el = std::chrono::duration<double>(now - t0).count();
+      std::fprintf(stderr, "mo_validate: %lld/%lld batches (%.0f%%), %.1f s, ETA %.0f s\n", static_cast<long long>(done),
+                   static_cast<long long>(total), 100.0 * static_cast<double>(done) / static_cast<double>(total), el,
+                   el / static_cast<double>(done) * static_cast<double>(total - done));
+    };
+    tools::EvalResult r = tools::evaluate(*m.model, *loader, *pg, progress);
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (pg->is_main()) {
       std::printf("top-1 %.3f%%  top-5 %.3f%%  loss %.4f  (%lld images, %.1f s, %.1f images/s)\n", r.top1_pct(),
@@ -124,6 +143,25 @@ int main(int argc, char** argv) {
     MO_CHECK(r.non_finite == 0, "'{}' gives NaN or Inf logits for {} of the {} images of '{}' (counted as wrong "
              "above): its weights are not finite, or the model overflows at {}", weights, r.non_finite, r.samples,
              loader->dataset().folder(), dtype_name(dtype));
+    if (pg->is_main() && !results_file.empty()) {
+      const double t1 = r.top1_pct(), t5 = r.top5_pct();
+      const double params = std::round(static_cast<double>(m.model->num_parameters()) / 1e4) / 100;  // M, 2 places
+      auto r4 = [](double v) { return std::round(v * 1e4) / 1e4; };
+      tools::ResultFile f(results_file);
+      if (tools::result_format_of(results_file, "--results-file") == tools::ResultFormat::csv)
+        f.write(fmt::format("model,top1,top1_err,top5,top5_err,param_count,img_size,crop_pct,interpolation\n"
+                            "{},{},{},{},{},{},{},{},{}\n", tools::csv_field(m.name), r4(t1), r4(100 - t1), r4(t5),
+                            r4(100 - t5), params, c.data.img_size, c.data.crop_pct,
+                            tools::csv_field(c.data.interpolation)));
+      else
+        f.write(fmt::format("{{\n  \"model\": {},\n  \"top1\": {},\n  \"top1_err\": {},\n  \"top5\": {},\n  "
+                            "\"top5_err\": {},\n  \"param_count\": {},\n  \"img_size\": {},\n  \"crop_pct\": {},\n  "
+                            "\"interpolation\": {}\n}}\n", tools::json_quote(m.name), r4(t1), r4(100 - t1), r4(t5),
+                            r4(100 - t5), params, c.data.img_size, c.data.crop_pct,
+                            tools::json_quote(c.data.interpolation)));
+      f.commit();
+      std::printf("results written to %s\n", results_file.c_str());
+    }
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mo_validate: error: %s\n", e.what());

@@ -1,8 +1,13 @@
 // inference.cpp: model loading for evaluation and single-image preprocessing.
 #include "tools/common/inference.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
 
+#include "data/image_decode.h"
 #include "data/jpeg.h"
 #include "data/normalize.h"
 #include "nn/io/checkpoint_io.h"
@@ -72,7 +77,15 @@ LoadedModel load_model_for_eval(const std::string& weights, const std::string& m
 }
 
 Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransformConfig& tf, Device dev,
-                   DType dtype, const data::NormalizeSpec& norm_in) {
+                   DType dtype, const data::NormalizeSpec& norm) {
+  std::vector<std::string> errors;
+  Tensor x = load_images(paths, tf, dev, dtype, errors, norm);
+  for (const std::string& e : errors) MO_CHECK(e.empty(), "{}", e);
+  return x;
+}
+
+Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransformConfig& tf, Device dev,
+                   DType dtype, std::vector<std::string>& errors, const data::NormalizeSpec& norm_in) {
   MO_CHECK(!paths.empty(), "no image files given");
   const int s = tf.size;
   const auto n = static_cast<int64_t>(paths.size());
@@ -80,11 +93,15 @@ Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransf
   data::EvalTransform transform(tf);
   data::Workspace ws;
   std::vector<uint8_t> bytes;
+  errors.assign(paths.size(), "");
   for (int64_t i = 0; i < n; ++i) {
     std::string err;
-    MO_CHECK(data::read_image_file(paths[i], bytes, err), "cannot read '{}': {}", paths[i], err);
-    data::ImageView view{pixels.data<uint8_t>() + i * s * s * 3, s, s, static_cast<int64_t>(s) * 3};
-    MO_CHECK(transform(bytes.data(), bytes.size(), ws, view, err), "cannot decode '{}': {}", paths[i], err);
+    uint8_t* slot = pixels.data<uint8_t>() + i * s * s * 3;
+    data::ImageView view{slot, s, s, static_cast<int64_t>(s) * 3};
+    if (!data::read_image_file(paths[i], bytes, err)) errors[i] = fmt::format("cannot read '{}': {}", paths[i], err);
+    else if (!transform(bytes.data(), bytes.size(), ws, view, err))
+      errors[i] = fmt::format("cannot decode '{}': {}", paths[i], err);
+    if (!errors[i].empty()) std::memset(slot, 0, static_cast<size_t>(s) * s * 3);
   }
   Tensor meta = Tensor::zeros({n, data::kMetaCols}, DType::i64);  // no random erasing
   data::NormalizeSpec norm = norm_in;
@@ -147,6 +164,50 @@ std::vector<std::string> class_names_for(const LoadedModel& m, const std::string
   MO_CHECK(names.empty() || static_cast<int64_t>(names.size()) == m.num_classes,
            "{} class names but the model has {} outputs", names.size(), m.num_classes);
   return names;
+}
+
+std::vector<std::string> expand_image_inputs(const std::vector<std::string>& inputs) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> out;
+  auto add_path = [&](const std::string& p, const std::string& where) {
+    std::error_code ec;
+    const fs::file_status st = fs::status(p, ec);
+    MO_CHECK(!ec && fs::exists(st), "'{}'{} does not exist", p, where);
+    if (!fs::is_directory(st)) {
+      out.push_back(p);
+      return;
+    }
+    std::vector<std::string> found;
+    try {  // symbolic links to folders are not followed: a link loop cannot repeat files
+      for (const fs::directory_entry& e : fs::recursive_directory_iterator(p))
+        if (!e.is_directory() && data::is_image_name(e.path().filename().string())) found.push_back(e.path().string());
+    } catch (const fs::filesystem_error& e) {
+      MO_FAIL("cannot list the folder '{}'{}: {}", p, where, e.code().message());
+    }
+    MO_CHECK(!found.empty(), "the folder '{}'{} holds no image files (.jpg, .jpeg, .png, .webp)", p, where);
+    std::sort(found.begin(), found.end());
+    out.insert(out.end(), found.begin(), found.end());
+  };
+  for (const std::string& in : inputs) {
+    if (in.size() < 2 || in[0] != '@') {
+      add_path(in, "");
+      continue;
+    }
+    const std::string list = in.substr(1);
+    std::vector<uint8_t> bytes;
+    std::string err;
+    MO_CHECK(data::read_file(list, bytes, err), "cannot read the list file '{}': {}", list, err);
+    std::istringstream lines(std::string(bytes.begin(), bytes.end()));
+    std::string line;
+    const size_t before = out.size();
+    for (int64_t no = 1; std::getline(lines, line); ++no) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.empty() || line[0] == '#') continue;
+      add_path(line, fmt::format(" (line {} of {})", no, list));
+    }
+    MO_CHECK(out.size() > before, "the list file '{}' names no images", list);
+  }
+  return out;
 }
 
 std::vector<double> softmax(const std::vector<float>& logits) {

@@ -42,6 +42,17 @@ LoadedModel model_from_state_dict(const nn::io::RawStateDict& sd, const std::str
 // decoded.
 Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransformConfig& tf, Device dev,
                    DType dtype, const data::NormalizeSpec& norm = data::imagenet_normalize(DType::f32, true));
+// The same for a batch that may hold bad files: one that cannot be read or decoded does not throw; its
+// slot holds a black image and errors[i] ("cannot decode 'a.png': PNG: ...") says why (empty when fine).
+Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransformConfig& tf, Device dev,
+                   DType dtype, std::vector<std::string>& errors,
+                   const data::NormalizeSpec& norm = data::imagenet_normalize(DType::f32, true));
+
+// The image files that mo_predict's inputs name, in order: a file as given (it must exist); a folder: the
+// image files under it (data::is_image_name: .jpg, .jpeg, .png, .webp), recursively, sorted by path; and
+// "@LIST": the paths in the file LIST, one per line (relative to the current folder; blank lines and lines
+// starting with '#' skipped). A missing path, a folder without images, an unreadable list: errors naming it.
+std::vector<std::string> expand_image_inputs(const std::vector<std::string>& inputs);
 
 // The eval preprocessing of a loaded model, as mo_predict, mo_validate and mo_serve apply it: image size,
 // crop_pct and interpolation from the checkpoint's stored config, else from the file's metadata
