@@ -1,8 +1,8 @@
 // test_serve.cpp: the real mo_serve binary on a free port with a small random checkpoint: the page, the
 // JSON top-5 of POST /predict (raw bytes and multipart) equal to mo_predict's and to the in-process
 // inference path, for a checkpoint trained at 32 px too (its preprocessing, or the options'), batches
-// equal to single images, GET /health, bad uploads answered with 4xx JSON while it keeps serving, and
-// mistakes on its command line. The HTTP hardening is tested in test_serve_http.cpp.
+// equal to single images, PNG and WebP uploads, GET /health, bad uploads answered with 4xx JSON while it
+// keeps serving, and mistakes on its command line. The HTTP hardening is tested in test_serve_http.cpp.
 #include <algorithm>
 #include <chrono>
 #include <string>
@@ -87,6 +87,40 @@ TEST_F(ServeTest, MultipartUploadGivesTheSameAnswer) {
   Reply cut = post(port_, "/predict", body.substr(0, body.size() / 2), "multipart/form-data; boundary=" + b);
   EXPECT_EQ(cut.status, 400) << cut.body;
   EXPECT_NE(cut.body.find("\"error\""), std::string::npos);
+}
+
+// PNG and WebP uploads are decoded (by their bytes, whatever the name): lossless copies of a JPEG
+// written by PIL (whose JPEG decode is ours bit for bit) get the JPEG's answer exactly; the page's file
+// picker offers them; broken ones are 400s that name the format.
+TEST_F(ServeTest, PngAndWebpUploadsGetTheJpegsAnswer) {
+  const std::string py = MO_PYTHON;
+  const std::string jpg = image("coffee.jpg"), png = mo::test::tmp_path("serve_coffee.png"),
+                    webp = mo::test::tmp_path("serve_coffee.webp");
+  if (py.empty() || mo::test::run_command(py + " -c \"from PIL import Image; im = Image.open('" + jpg +
+                                          "').convert('RGB'); im.save('" + png + "'); im.save('" + webp +
+                                          "', lossless=True)\"").rc != 0)
+    GTEST_SKIP() << "Debian's python3 with PIL is not available";
+  Reply want = post(port_, "/predict", read_bytes(jpg));
+  ASSERT_EQ(want.status, 200) << want.body;
+  const std::vector<Top> w = parse_top5(want.body);
+  ASSERT_EQ(w.size(), 5u);
+  for (const std::string& f : {png, webp}) {
+    Reply r = post(port_, "/predict", read_bytes(f));
+    ASSERT_EQ(r.status, 200) << f << ": " << r.body;
+    std::vector<Top> got = parse_top5(r.body);
+    ASSERT_EQ(got.size(), 5u) << r.body;
+    for (size_t i = 0; i < 5; ++i) {
+      EXPECT_EQ(got[i].index, w[i].index) << f;
+      EXPECT_EQ(got[i].prob, w[i].prob) << f;
+    }
+    expect_mo_predicts(weights_, "--model test_mambaout", f, r.body);
+    const std::string bytes = read_bytes(f);
+    Reply cut = post(port_, "/predict", bytes.substr(0, bytes.size() / 2));
+    EXPECT_EQ(cut.status, 400) << cut.body;
+    EXPECT_NE(cut.body.find(f == png ? "PNG: " : "WebP: "), std::string::npos) << cut.body;
+  }
+  Reply page = get(port_, "/");
+  EXPECT_NE(page.body.find("accept=\".jpg,.jpeg,.png,.webp,"), std::string::npos);
 }
 
 TEST_F(ServeTest, BadRequestsGet4xxJsonAndServerKeepsServing) {

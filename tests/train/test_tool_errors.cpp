@@ -305,7 +305,12 @@ TEST_F(ToolErrors, PredictAndValidateWithAFifoOrAHugeFile) {
   const std::string bound = "timeout -s KILL 300 ";
   const std::string p = bound + kBin + "mo_predict --weights " + checkpoint() + " ";
   EXPECT_TRUE(fails_saying(sh(p + fifo), {"cannot read '" + fifo + "': a named pipe (FIFO), not a regular file"}));
-  EXPECT_TRUE(fails_saying(sh(p + root), {"cannot read '" + root + "': a directory, not a regular file"}));
+  // a folder: its images are predicted and the two bad entries reported in their place (exit 1)
+  const Result folder_run = sh(p + root);
+  EXPECT_TRUE(fails_saying(folder_run, {"error: cannot read '" + fifo + "': a named pipe (FIFO), not a regular file",
+                                        "error: cannot read '" + big + "': 1073741824 bytes, over the limit of 64 MiB",
+                                        "2 of 20 images could not be read or decoded"}));
+  EXPECT_NE(folder_run.output.find(root + "/val/class_2/1.jpg\n  "), std::string::npos) << folder_run.output;
   EXPECT_TRUE(fails_saying(sh(p + big), {"cannot read '" + big + "': 1073741824 bytes, over the limit of 64 MiB"}));
   const std::string v = bound + kBin + "mo_validate " + checkpoint() + " --workers 2 --data " + root;
   const Result skipped = sh(v);
