@@ -36,6 +36,7 @@ std::string json_quote(const std::string& s) {
 }
 
 std::string json_number(double v) { return std::isfinite(v) ? fmt::format("{}", v) : "null"; }
+std::string json_number(float v) { return std::isfinite(v) ? fmt::format("{}", v) : "null"; }
 
 std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
