@@ -115,12 +115,19 @@ const char* image_format_name(ImageFormat f) {
 bool image_frame_size(const uint8_t* d, size_t n, int& width, int& height) {
   switch (sniff_image_format(d, n)) {
     case ImageFormat::jpeg: return jpeg_frame_size(d, n, width, height);
-    case ImageFormat::png:  // signature, then IHDR: length (4), "IHDR", width (4), height (4)
-      if (n < 24 || std::memcmp(d + 12, "IHDR", 4) != 0) return false;
-      if (be32(d + 16) > 0x7fffffff || be32(d + 20) > 0x7fffffff) return false;  // libpng refuses these
-      width = static_cast<int>(be32(d + 16));
-      height = static_cast<int>(be32(d + 20));
-      return true;
+    case ImageFormat::png:  // chunks after the signature: length (4), type (4), data, CRC (4); IHDR data
+      // starts with width (4) and height (4). IHDR comes first, but libpng and PIL skip unknown chunks before it.
+      for (size_t at = 8; at + 16 <= n; at += 12 + size_t(be32(d + at))) {
+        if (std::memcmp(d + at + 4, "IHDR", 4) != 0) {
+          if (be32(d + at) > n) return false;
+          continue;
+        }
+        if (be32(d + at + 8) > 0x7fffffff || be32(d + at + 12) > 0x7fffffff) return false;  // libpng refuses these
+        width = static_cast<int>(be32(d + at + 8));
+        height = static_cast<int>(be32(d + at + 12));
+        return true;
+      }
+      return false;
     case ImageFormat::webp: return WebPGetInfo(d, n, &width, &height) != 0;
     default: return false;
   }

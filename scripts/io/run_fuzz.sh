@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# run_fuzz.sh: builds the checkpoint-reader fuzz targets (tests/fuzz/fuzz_*.cpp with the nn/io reader
-# sources, autograd, and mo's own checkpoint reader; no CMake) using clang++ with libFuzzer, ASan and
-# UBSan, then runs each one for a fixed time on a copy of its seed corpus (tests/fuzz/corpus/<target>/,
+# run_fuzz.sh: builds the fuzz targets (tests/fuzz/fuzz_*.cpp with the nn/io reader sources, autograd,
+# mo's own checkpoint reader, and the image decoders of data/; no CMake) using clang++ with libFuzzer,
+# ASan and UBSan, then runs each one for a fixed time on a copy of its seed corpus (tests/fuzz/corpus/<target>/,
 # left unchanged). Exits non-zero on the first crash, leak, timeout or sanitizer report; the reproducer
 # is saved in the build directory.
 #
@@ -46,6 +46,15 @@ objs+=("$out/checkpoint.pb.o")
 for t in "${targets[@]}"; do
   "$cxx" "${flags[@]}" -fsanitize=fuzzer "$root/tests/fuzz/$t.cpp" "${objs[@]}" -lprotobuf -lfmt -lz -lpthread -o "$out/$t"
 done
+# the image decoders, over Debian's libpng, libwebp and libjpeg (not instrumented)
+img_objs=()
+for s in data/image_decode data/jpeg autograd/check; do
+  "$cxx" "${flags[@]}" -fsanitize=fuzzer-no-link -c "$root/$s.cpp" -o "$out/img_$(basename "$s").o"
+  img_objs+=("$out/img_$(basename "$s").o")
+done
+"$cxx" "${flags[@]}" -fsanitize=fuzzer "$root/tests/fuzz/fuzz_image_decode.cpp" "${img_objs[@]}" -lpng -lwebp -ljpeg \
+  -lfmt -o "$out/fuzz_image_decode"
+targets+=(fuzz_image_decode)
 echo "run_fuzz.sh: built ${targets[*]} in $out"
 
 status=0

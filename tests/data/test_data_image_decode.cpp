@@ -178,6 +178,13 @@ TEST_F(ImageDecode, BadFilesAreClearErrors) {
   std::string err;
   EXPECT_FALSE(read_image_file(tmp.str() + "/huge.png", bytes, err));
   EXPECT_NE(err.find("the PNG header declares 100000x100000 pixels"), std::string::npos) << err;
+  // libpng and PIL skip an unknown chunk before IHDR: so does the header check
+  const uint8_t extra[] = {0, 0, 0, 2, 'm', 'o', 'p', 'n', 1, 2, 0, 0, 0, 0};
+  std::vector<uint8_t> late = huge;
+  late.insert(late.begin() + 8, extra, extra + sizeof extra);
+  write_file(tmp.str() + "/late.png", late);
+  EXPECT_FALSE(read_image_file(tmp.str() + "/late.png", bytes, err));
+  EXPECT_NE(err.find("the PNG header declares 100000x100000 pixels"), std::string::npos) << err;
   // a WebP whose header declares 16383 x 16383 (VP8L: 14-bit width - 1 and height - 1 after the signature)
   std::vector<uint8_t> big = ll.file;
   ASSERT_EQ(std::string(big.begin() + 12, big.begin() + 16), "VP8L");
