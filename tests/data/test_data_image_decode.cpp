@@ -1,7 +1,7 @@
 // test_data_image_decode.cpp: PNG and WebP decoding (data/image_decode.h) against PIL's
 // Image.open(f).convert('RGB') on images tests/reference/png_webp_ref.py writes: exactly for every PNG
 // kind (8- and 16-bit, RGB, RGBA, gray, gray + alpha, 1/2/4-bit gray, palettes with transparency or
-// shorter than their indices) and lossless WebP, within a small tolerance for lossy WebP. Then the
+// shorter than their indices, interlaced) and lossless WebP, within a small tolerance for lossy WebP. Then the
 // transforms on PNG/WebP bytes equal the transforms on the same pixels as a lossless JPEG-free path,
 // bad files (truncated, corrupt, absurd or hostile headers, unknown formats) give clear errors, and an
 // ImageFolder mixing JPEG, PNG and WebP lists and decodes every file.
@@ -61,7 +61,7 @@ class ImageDecode : public ::testing::Test {
 TEST_F(ImageDecode, PngEqualsPilExactly) {
   for (const char* name : {"rgb8.png", "rgba8.png", "gray8.png", "graya8.png", "palette8.png", "palette_trns.png",
                            "gray1.png", "gray2.png", "gray4.png", "gray16.png", "rgb16.png", "rgba16.png",
-                           "graya16.png", "palette4.png", "palette_short.png"}) {
+                           "graya16.png", "palette4.png", "palette_short.png", "rgba8_interlaced.png"}) {
     Ref r = ref(name);
     ASSERT_EQ(sniff_image_format(r.file.data(), r.file.size()), ImageFormat::png) << name;
     int w = 0, h = 0;

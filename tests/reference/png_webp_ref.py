@@ -24,10 +24,19 @@ def chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def write_png(path, depth, color_type, rows, plte=None, trns=None):
-    """rows: a list of the packed bytes of each row (without the filter byte)."""
-    raw = b"".join(b"\x00" + r for r in rows)
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", W, H, depth, color_type, 0, 0, 0))
+def write_png(path, depth, color_type, rows, plte=None, trns=None, adam7=None):
+    """rows: a list of the packed bytes of each row (without the filter byte). adam7: instead of rows,
+    the 8-bit pixel array (H, W, C) written interlaced."""
+    if adam7 is None:
+        raw = b"".join(b"\x00" + r for r in rows)
+    else:  # the seven passes: (x0, y0, dx, dy), each a small image of its own, rows filtered with 0
+        raw = b""
+        for x0, y0, dx, dy in [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]:
+            sub = adam7[y0::dy, x0::dx]
+            if sub.size:
+                raw += b"".join(b"\x00" + r.tobytes() for r in sub)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", W, H, depth, color_type, 0, 0,
+                                                               0 if adam7 is None else 1))
     if plte is not None:
         data += chunk(b"PLTE", plte)
     if trns is not None:
@@ -70,6 +79,7 @@ rgba16 = np.dstack([rgb16, (alpha8.astype(np.uint16) * 257).astype(">u2")])
 write_png(f"{out}/rgba16.png", 16, 6, [r.tobytes() for r in rgba16])
 ga16 = np.dstack([rgb16[..., 2], rgb16[..., 0]])
 write_png(f"{out}/graya16.png", 16, 4, [r.tobytes() for r in ga16])
+write_png(f"{out}/rgba8_interlaced.png", 8, 6, None, adam7=np.dstack([rgb8, alpha8]))
 for d in (2, 4):
     g = (xx + yy) % (1 << d)
     write_png(f"{out}/gray{d}.png", d, 0, [pack_bits(r, d) for r in g])
