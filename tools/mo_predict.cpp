@@ -160,12 +160,12 @@ int main(int argc, char** argv) {
     const tools::ResultFormat file_format =
         output.empty() ? tools::ResultFormat::json : tools::result_format_of(output, "--output");
     const Device dev = tools::device_option(device);
-    const std::vector<std::string> images = tools::expand_image_inputs(inputs);  // typos fail before the model loads
 
     tools::LoadedModel m = tools::load_model_for_eval(weights, model, dev, DType::f32);
     const std::vector<std::string> names = tools::class_names_for(m, classes_file);
     const tools::EvalPreprocess pre = tools::eval_preprocess_for(m, img_size, crop_pct, interp);
     std::fprintf(stderr, "mo_predict: %s; preprocessing %s\n", m.summary.c_str(), pre.describe().c_str());
+    const std::vector<std::string> images = tools::expand_image_inputs(inputs);
     const int64_t C = m.num_classes, k = std::min(topk, C);
 
     // Where the results go: stdout (text or JSON) and the --output file.

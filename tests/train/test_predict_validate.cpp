@@ -139,7 +139,7 @@ TEST_F(PredictValidate, PredictInputMistakes) {
     std::string args, says;
   } cases[] = {
       {f.root + "/val/class_0/0.jpg --output x.txt", "--output 'x.txt': the file name must end in .json or .csv"},
-      {tmp_path("nothing.png"), "'" + tmp_path("nothing.png") + "' does not exist"},
+      {tmp_path("nothing.png"), "error: cannot read '" + tmp_path("nothing.png") + "': cannot open: No such file"},
       {empty, "the folder '" + empty + "' holds no image files"},
       {"@" + tmp_path("no_list.txt"), "cannot read the list file '" + tmp_path("no_list.txt") + "'"},
       {f.root + "/val/class_0/0.jpg -b 0", "-b: expected an integer from 1"},
@@ -149,11 +149,18 @@ TEST_F(PredictValidate, PredictInputMistakes) {
     EXPECT_TRUE(r.rc == 1 || r.rc == 2) << c.args << ": " << r.output;
     EXPECT_NE(r.output.find(c.says), std::string::npos) << c.args << ": " << r.output;
   }
-  const std::string list = tmp_path("pv_bad_list.txt");
+  // a stale entry of a list is reported in its place; the others are predicted
+  const std::string list = tmp_path("pv_bad_list.txt"), empty_list = tmp_path("pv_empty_list.txt");
   std::ofstream(list) << f.root << "/val/class_0/0.jpg\n" << f.root << "/val/class_0/typo.jpg\n";
   auto r = run_command(p + "@" + list);
   EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.output.find("typo.jpg' (line 2 of " + list + ") does not exist"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(f.root + "/val/class_0/typo.jpg\n  error: cannot read '" + f.root +
+                          "/val/class_0/typo.jpg': cannot open: No such file"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(f.root + "/val/class_0/0.jpg\n  "), std::string::npos) << r.output;
+  std::ofstream(empty_list) << "# nothing\n\n";
+  r = run_command(p + "@" + empty_list);
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.output.find("the list file '" + empty_list + "' names no images"), std::string::npos) << r.output;
 }
 
 TEST_F(PredictValidate, ValidateResultsFile) {

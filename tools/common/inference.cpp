@@ -171,9 +171,7 @@ std::vector<std::string> expand_image_inputs(const std::vector<std::string>& inp
   std::vector<std::string> out;
   auto add_path = [&](const std::string& p, const std::string& where) {
     std::error_code ec;
-    const fs::file_status st = fs::status(p, ec);
-    MO_CHECK(!ec && fs::exists(st), "'{}'{} does not exist", p, where);
-    if (!fs::is_directory(st)) {
+    if (!fs::is_directory(p, ec)) {  // a file, or a missing one: reading it says what is wrong, per image
       out.push_back(p);
       return;
     }

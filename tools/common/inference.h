@@ -48,10 +48,11 @@ Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransf
                    DType dtype, std::vector<std::string>& errors,
                    const data::NormalizeSpec& norm = data::imagenet_normalize(DType::f32, true));
 
-// The image files that mo_predict's inputs name, in order: a file as given (it must exist); a folder: the
-// image files under it (data::is_image_name: .jpg, .jpeg, .png, .webp), recursively, sorted by path; and
-// "@LIST": the paths in the file LIST, one per line (relative to the current folder; blank lines and lines
-// starting with '#' skipped). A missing path, a folder without images, an unreadable list: errors naming it.
+// The image files that mo_predict's inputs name, in order: anything but a folder as given (a missing file
+// is reported when it is read, in its place); a folder: the image files under it (data::is_image_name:
+// .jpg, .jpeg, .png, .webp), recursively, sorted by path; and "@LIST": the paths in the file LIST, one per
+// line (relative to the current folder; blank lines and lines starting with '#' skipped), each expanded
+// the same way. A folder without images, an unreadable list or an empty one: errors naming it.
 std::vector<std::string> expand_image_inputs(const std::vector<std::string>& inputs);
 
 // The eval preprocessing of a loaded model, as mo_predict, mo_validate and mo_serve apply it: image size,
