@@ -237,10 +237,11 @@ TEST_F(ServeBrowserTest, PhotoUploadShowsImageAndMoPredictTop5) {
   EXPECT_EQ(page.error, "");
   EXPECT_NE(browser_->script("return document.getElementById('meta').textContent;").find("test_mambaout"),
             std::string::npos);
-  // the model and its input, from /health, above the picker, which offers only JPEG files
+  // the model and its input, from /health, above the picker, which offers only what decodes (JPEG, PNG, WebP)
   EXPECT_EQ(browser_->script("return document.getElementById('model').textContent;"),
             "test_mambaout (1000 classes) on cpu, fp32: input 224x224 px (shorter side to 224, bicubic, centre crop)");
-  EXPECT_EQ(browser_->script("return document.getElementById('file').accept;"), ".jpg,.jpeg,image/jpeg");
+  EXPECT_EQ(browser_->script("return document.getElementById('file').accept;"),
+            ".jpg,.jpeg,.png,.webp,image/jpeg,image/png,image/webp");
   EXPECT_EQ(browser_->script("return getComputedStyle(document.getElementById('preview')).imageRendering;"), "auto");
 }
 
