@@ -10,10 +10,12 @@
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include <png.h>
 #include <webp/decode.h>
+#include <webp/demux.h>
 
 #include "autograd/check.h"
 
@@ -191,16 +193,29 @@ bool decode_webp(const uint8_t* d, size_t n, int64_t max_pixels, Image& out, std
     err = fmt::format("WebP: {}", webp_status(s));
     return false;
   }
-  const int64_t w = cfg.input.width, h = cfg.input.height;
-  if (cfg.input.has_animation) {
-    err = "WebP: an animated WebP (only still images are read)";
-    return false;
-  }
+  const int64_t w = cfg.input.width, h = cfg.input.height;  // the canvas, for an animation
   if (w <= 0 || h <= 0 || w * h > max_pixels) {
     err = too_many_pixels("WebP", w, h, max_pixels);
     return false;
   }
   out.resize(static_cast<int>(w), static_cast<int>(h));
+  if (cfg.input.has_animation) {  // the first frame on its canvas, as PIL's WebPAnimDecoder gives it
+    WebPAnimDecoderOptions opt;
+    MO_CHECK(WebPAnimDecoderOptionsInit(&opt), "decode_webp: libwebpdemux version mismatch");
+    opt.color_mode = MODE_RGBA;
+    const WebPData wd{d, n};
+    std::unique_ptr<WebPAnimDecoder, void (*)(WebPAnimDecoder*)> dec(WebPAnimDecoderNew(&wd, &opt), WebPAnimDecoderDelete);
+    uint8_t* rgba = nullptr;
+    int timestamp = 0;
+    WebPAnimInfo info;
+    if (!dec || !WebPAnimDecoderGetInfo(dec.get(), &info) || int64_t(info.canvas_width) != w ||
+        int64_t(info.canvas_height) != h || !WebPAnimDecoderGetNext(dec.get(), &rgba, &timestamp)) {
+      err = "WebP: corrupt or truncated animation";
+      return false;
+    }
+    for (int64_t i = 0; i < w * h; ++i) std::memcpy(out.data() + 3 * i, rgba + 4 * i, 3);  // alpha dropped
+    return true;
+  }
   cfg.output.colorspace = MODE_RGB;
   cfg.output.is_external_memory = 1;
   cfg.output.u.RGBA.rgba = out.data();

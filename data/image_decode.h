@@ -8,7 +8,7 @@
 //  - palette indices past the PLTE entries read PIL's default palette, a grey ramp (index i -> i, i, i);
 //  - gamma, colour profiles and ancillary chunks are ignored, as PIL ignores them;
 //  - WebP decodes with libwebp's default options (fancy upsampling), as PIL's decoder does; an animated
-//    WebP is refused with a message (PIL would give its first frame).
+//    WebP gives its first frame on the canvas (libwebpdemux's WebPAnimDecoder, which PIL uses).
 // The hostile-input rules of the JPEG path hold: the declared size is checked against a pixel limit
 // before anything is allocated, and every decoder error (libpng's longjmp included) comes back as
 // false with a message. JPEG keeps its windowed decoder (jpeg.h); decode_image() covers all three.

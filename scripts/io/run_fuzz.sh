@@ -52,7 +52,7 @@ for s in data/image_decode data/jpeg autograd/check; do
   "$cxx" "${flags[@]}" -fsanitize=fuzzer-no-link -c "$root/$s.cpp" -o "$out/img_$(basename "$s").o"
   img_objs+=("$out/img_$(basename "$s").o")
 done
-"$cxx" "${flags[@]}" -fsanitize=fuzzer "$root/tests/fuzz/fuzz_image_decode.cpp" "${img_objs[@]}" -lpng -lwebp -ljpeg \
+"$cxx" "${flags[@]}" -fsanitize=fuzzer "$root/tests/fuzz/fuzz_image_decode.cpp" "${img_objs[@]}" -lpng -lwebpdemux -lwebp -ljpeg \
   -lfmt -o "$out/fuzz_image_decode"
 targets+=(fuzz_image_decode)
 echo "run_fuzz.sh: built ${targets[*]} in $out"

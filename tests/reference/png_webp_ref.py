@@ -94,6 +94,8 @@ Image.fromarray(rgb8, "RGB").save(f"{out}/lossless.webp", lossless=True)
 Image.fromarray(np.dstack([rgb8, alpha8]), "RGBA").save(f"{out}/lossless_rgba.webp", lossless=True, exact=True)
 Image.fromarray(rgb8, "RGB").save(f"{out}/lossy.webp", quality=80)
 Image.fromarray(np.dstack([rgb8, alpha8]), "RGBA").save(f"{out}/lossy_rgba.webp", quality=80)
+frames = [Image.fromarray(np.dstack([np.roll(rgb8, 5 * i, 1), alpha8]), "RGBA") for i in range(3)]
+frames[0].save(f"{out}/animated.webp", save_all=True, append_images=frames[1:], duration=50, lossless=True)
 
 import os
 
