@@ -45,9 +45,9 @@ if(WEBP_INCLUDE_DIR AND WEBP_LIBRARY AND WEBPDEMUX_LIBRARY)
   set(_webp_found TRUE)
 endif()
 mo_require(_webp_found "libwebp (webp/decode.h, webp/demux.h, libwebp, libwebpdemux)" "libwebp-dev")
-add_library(mo_webp INTERFACE)
-target_include_directories(mo_webp INTERFACE ${WEBP_INCLUDE_DIR})
-target_link_libraries(mo_webp INTERFACE ${WEBPDEMUX_LIBRARY} ${WEBP_LIBRARY})
+add_library(mo_webp INTERFACE)  # installed as mo::webp, which moConfig.cmake points at the libraries again
+target_include_directories(mo_webp INTERFACE $<BUILD_INTERFACE:${WEBP_INCLUDE_DIR}>)
+target_link_libraries(mo_webp INTERFACE $<BUILD_INTERFACE:${WEBPDEMUX_LIBRARY}> $<BUILD_INTERFACE:${WEBP_LIBRARY}>)
 
 find_package(Protobuf)
 mo_require(Protobuf_FOUND "protobuf (libprotobuf, protoc)" "libprotobuf-dev protobuf-compiler")

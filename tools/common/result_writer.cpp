@@ -21,20 +21,6 @@ ResultFormat result_format_of(const std::string& path, const std::string& option
   MO_FAIL("{} '{}': the file name must end in .json or .csv (that picks the format)", option, path);
 }
 
-std::string json_quote(const std::string& s) {
-  std::string o = "\"";
-  for (unsigned char c : s) {
-    if (c == '"') o += "\\\"";
-    else if (c == '\\') o += "\\\\";
-    else if (c == '\n') o += "\\n";
-    else if (c == '\r') o += "\\r";
-    else if (c == '\t') o += "\\t";
-    else if (c < 0x20) o += fmt::format("\\u{:04x}", c);
-    else o += static_cast<char>(c);
-  }
-  return o + "\"";
-}
-
 std::string json_number(double v) { return std::isfinite(v) ? fmt::format("{}", v) : "null"; }
 std::string json_number(float v) { return std::isfinite(v) ? fmt::format("{}", v) : "null"; }
 

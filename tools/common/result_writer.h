@@ -5,13 +5,15 @@
 #include <cstdio>
 #include <string>
 
+#include "nn/io/json_lite.h"
+
 namespace mo::tools {
 
 enum class ResultFormat { json, csv };
 // By the extension of `path` (.json or .csv, any case); anything else is an error naming `option`.
 ResultFormat result_format_of(const std::string& path, const std::string& option);
 
-std::string json_quote(const std::string& s);  // "a\"b" with JSON escapes
+using nn::io::json_quote;                       // "a\"b" with JSON escapes (the one JSON string writer)
 std::string json_number(double v);             // shortest exact form; NaN and Inf (not JSON) as null
 std::string json_number(float v);              // the same, shortest for a float (0.1f: "0.1")
 std::string csv_field(const std::string& s);   // quoted (RFC 4180) when it holds , " or a line break
