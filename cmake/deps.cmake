@@ -32,22 +32,26 @@ target_link_libraries(mo_openblas INTERFACE $<BUILD_INTERFACE:${OPENBLAS_LIBRARY
 find_package(JPEG)
 mo_require(JPEG_FOUND "libjpeg-turbo (jpeglib.h)" "libjpeg-dev")
 
-# PNG and WebP (data/image_decode.cpp): required, not optional, so that every build reads the same files
-# and a folder that trains on one machine does not fail on another. Debian 12's libwebp ships no CMake
-# package: its header and library are found directly.
+# PNG and WebP (data/image_decode.cpp): found, not required. Where libpng or libwebp is missing (a GPU
+# machine without the -dev packages) mo still builds and reads JPEG; a PNG or WebP file is then refused
+# with a message saying which packages the build lacked. scripts/install_deps.sh installs both, and CI
+# builds with them. Debian 12's libwebp ships no CMake package: its header and libraries are found directly.
 find_package(PNG)
-mo_require(PNG_FOUND "libpng (png.h)" "libpng-dev")
 find_path(WEBP_INCLUDE_DIR webp/demux.h)
 find_library(WEBP_LIBRARY NAMES webp)
 find_library(WEBPDEMUX_LIBRARY NAMES webpdemux)  # animated files (the first frame)
-set(_webp_found FALSE)
-if(WEBP_INCLUDE_DIR AND WEBP_LIBRARY AND WEBPDEMUX_LIBRARY)
-  set(_webp_found TRUE)
+set(MO_WITH_PNG_WEBP OFF)
+if(PNG_FOUND AND WEBP_INCLUDE_DIR AND WEBP_LIBRARY AND WEBPDEMUX_LIBRARY)
+  set(MO_WITH_PNG_WEBP ON)
+else()
+  message(WARNING "mo: libpng or libwebp not found (Debian: libpng-dev libwebp-dev): this build reads JPEG "
+                  "images only and refuses PNG and WebP files with a message")
 endif()
-mo_require(_webp_found "libwebp (webp/decode.h, webp/demux.h, libwebp, libwebpdemux)" "libwebp-dev")
 add_library(mo_webp INTERFACE)  # installed as mo::webp, which moConfig.cmake points at the libraries again
-target_include_directories(mo_webp INTERFACE $<BUILD_INTERFACE:${WEBP_INCLUDE_DIR}>)
-target_link_libraries(mo_webp INTERFACE $<BUILD_INTERFACE:${WEBPDEMUX_LIBRARY}> $<BUILD_INTERFACE:${WEBP_LIBRARY}>)
+if(MO_WITH_PNG_WEBP)
+  target_include_directories(mo_webp INTERFACE $<BUILD_INTERFACE:${WEBP_INCLUDE_DIR}>)
+  target_link_libraries(mo_webp INTERFACE $<BUILD_INTERFACE:${WEBPDEMUX_LIBRARY}> $<BUILD_INTERFACE:${WEBP_LIBRARY}>)
+endif()
 
 find_package(Protobuf)
 mo_require(Protobuf_FOUND "protobuf (libprotobuf, protoc)" "libprotobuf-dev protobuf-compiler")

@@ -13,9 +13,11 @@
 #include <memory>
 #include <vector>
 
+#ifdef MO_WITH_PNG_WEBP
 #include <png.h>
 #include <webp/decode.h>
 #include <webp/demux.h>
+#endif
 
 #include "autograd/check.h"
 
@@ -31,6 +33,7 @@ std::string too_many_pixels(const char* format, int64_t w, int64_t h, int64_t ma
                      format, w, h, max_pixels / 1000000);
 }
 
+#ifdef MO_WITH_PNG_WEBP
 struct PngReader {
   png_structp png = nullptr;
   png_infop info = nullptr;
@@ -96,6 +99,8 @@ const char* webp_status(VP8StatusCode s) {
   }
 }
 
+#endif  // MO_WITH_PNG_WEBP
+
 }  // namespace
 
 ImageFormat sniff_image_format(const uint8_t* d, size_t n) {
@@ -130,7 +135,9 @@ bool image_frame_size(const uint8_t* d, size_t n, int& width, int& height) {
         return true;
       }
       return false;
+#ifdef MO_WITH_PNG_WEBP
     case ImageFormat::webp: return WebPGetInfo(d, n, &width, &height) != 0;
+#endif
     default: return false;
   }
 }
@@ -142,6 +149,7 @@ std::string unknown_format_error(const uint8_t* d, size_t n) {
   return fmt::format("not a JPEG, PNG or WebP file (it starts with the bytes {})", head);
 }
 
+#ifdef MO_WITH_PNG_WEBP
 bool decode_png(const uint8_t* d, size_t n, int64_t max_pixels, Image& out, std::string& err) {
   PngReader r;
   r.data = d;
@@ -228,6 +236,26 @@ bool decode_webp(const uint8_t* d, size_t n, int64_t max_pixels, Image& out, std
     return false;
   }
   return true;
+}
+
+#else
+// Built without libpng/libwebp (cmake/deps.cmake): the files are recognised and refused with the reason.
+bool decode_png(const uint8_t*, size_t, int64_t, Image&, std::string& err) {
+  err = "PNG: this build of mo reads no PNG files (libpng-dev was not found when it was built)";
+  return false;
+}
+bool decode_webp(const uint8_t*, size_t, int64_t, Image&, std::string& err) {
+  err = "WebP: this build of mo reads no WebP files (libwebp-dev was not found when it was built)";
+  return false;
+}
+#endif  // MO_WITH_PNG_WEBP
+
+bool png_webp_supported() {
+#ifdef MO_WITH_PNG_WEBP
+  return true;
+#else
+  return false;
+#endif
 }
 
 bool decode_image(const uint8_t* d, size_t n, JpegDecoder& jpeg, Image& out, std::string& err) {

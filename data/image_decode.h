@@ -35,6 +35,8 @@ bool image_frame_size(const uint8_t* d, size_t n, int& width, int& height);
 // truncated or unsupported file, or one that declares more than max_pixels pixels.
 bool decode_png(const uint8_t* d, size_t n, int64_t max_pixels, Image& out, std::string& err);
 bool decode_webp(const uint8_t* d, size_t n, int64_t max_pixels, Image& out, std::string& err);
+// False in a build without libpng/libwebp: decode_png/decode_webp then refuse every file with that reason.
+bool png_webp_supported();
 // JPEG (through `jpeg`, at full scale, with its pixel limit), PNG or WebP, chosen by sniffing.
 bool decode_image(const uint8_t* d, size_t n, JpegDecoder& jpeg, Image& out, std::string& err);
 // The message for data that is none of the three (an empty file said so).
