@@ -7,14 +7,14 @@ set -euo pipefail
 cd "${1:-$(dirname "$0")/..}"
 # folder  ceiling  (nn/io is counted apart from the rest of nn)
 budget=(
-  "autograd 2900"
-  "ops 6900"
-  "nn 3700"
-  "nn/io 6900"
-  "data 5600"
-  "dist 2700"
-  "tools 13500"
-  "tests 21500"
+  "autograd 1500"
+  "ops 4300"
+  "nn 1000"
+  "nn/io 2900"
+  "data 3300"
+  "dist 1550"
+  "tools 6900"
+  "tests 11900"
 )
 count() {  # folder [exclude]
   local dir=$1 skip=${2:-}
