@@ -346,4 +346,10 @@ TEST_F(TrainTools, ValidatePyTorchWeightsAndImageNetNames) {
   for (int i = 0; i <= std::stoi(m[2].str()); ++i) std::getline(names, line);
   EXPECT_EQ(m[1].str(), line) << out5;
   EXPECT_EQ(std::count(out5.begin(), out5.end(), '%'), 5) << out5;  // top-5 by default
+  // The same 1000-output model on the 3-class folder: its class i is output i (was: the loss refused
+  // logits [B, 1000] against targets [B, 3] with a message about shapes).
+  auto [rc7, out7] = sh(kBin + "mo_validate " + mo::test::tmp_path("mo_pth") + "/imagenet.mo --img-size 32 --data " +
+                        folder() + " --workers 1");
+  ASSERT_EQ(rc7, 0) << out7;
+  EXPECT_TRUE(std::regex_search(out7, top)) << out7;
 }

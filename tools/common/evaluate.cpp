@@ -6,6 +6,7 @@
 #include "autograd/graph.h"
 #include "dist/shard.h"
 #include "ops/loss/cross_entropy.h"
+#include "ops/shape/shape.h"
 
 namespace mo::tools {
 namespace {
@@ -81,6 +82,9 @@ EvalResult evaluate(nn::MambaOut& model, data::Loader& loader, dist::ProcessGrou
         targets = first_rows(targets, rows);
         labels = first_rows(labels, rows);
       }
+      if (targets.size(1) < logits.size(1))  // a folder with fewer classes than the model has outputs (its class
+        targets = concat_last({targets, Tensor::zeros({targets.size(0), logits.size(1) - targets.size(1)},  // i is
+                                                      targets.dtype(), targets.device())});  // output i)
       local.loss_sum += soft_target_cross_entropy(logits, targets).item() * static_cast<double>(rows);
       count_hits(logits, labels, local);
       local.samples += rows;
