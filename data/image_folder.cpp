@@ -191,10 +191,10 @@ void ImageFolder::scan() {
   std::vector<std::vector<std::pair<std::string, std::pair<dev_t, ino_t>>>> links(classes_.size());
   // Lists `rel` and, depth first, the plain folders under it; links to folders are queued in links[c].
   auto walk = [&](size_t c, const std::string& top) {
-    std::vector<std::string> todo{top};
-    while (!todo.empty()) {
-      const std::string rel = std::move(todo.back());
-      todo.pop_back();
+    std::vector<std::string> pending{top};  // folders still to list
+    while (!pending.empty()) {
+      const std::string rel = std::move(pending.back());
+      pending.pop_back();
       const std::string path = dir_ + "/" + rel;
       dirs_.push_back({rel, mtime_ns(path)});
       Folder f{rel, {}};
@@ -208,7 +208,7 @@ void ImageFolder::scan() {
         } else if (e.kind == Entry::link_to_folder) {
           links[c].push_back({sub, e.id});
         } else if (auto [it, fresh] = seen.emplace(e.id, sub); fresh) {
-          todo.push_back(sub);
+          pending.push_back(sub);
         } else {  // a plain folder seen before: a bind mount of a listed one
           repeats.add(fmt::format("{}/{} (the folder {}/{})", dir_, sub, dir_, it->second));
         }

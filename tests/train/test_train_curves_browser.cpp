@@ -16,11 +16,6 @@ using namespace mo::test::browser;
 
 namespace {
 
-[[maybe_unused]] const bool kPassiveOmp = [] {
-  mo::tools::ensure_passive_omp_wait(0, nullptr);
-  return true;
-}();
-
 // The SVG document drawn into a canvas at its own size: "<w>x<h> <pixels with a curve's colour> <dark
 // pixels>", or "error: ..." (run asynchronously: the image loads first).
 const char* kPixelsJs = R"JS(

@@ -30,11 +30,6 @@ using namespace mo::tools::testing;
 
 namespace {
 
-[[maybe_unused]] const bool kPassiveOmp = [] {
-  ensure_passive_omp_wait(0, nullptr);
-  return true;
-}();
-
 struct Outcome {
   TrainResult r;
   std::vector<float> master, ema;

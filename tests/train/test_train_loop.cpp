@@ -27,13 +27,6 @@ using namespace mo::tools::testing;
 
 namespace {
 
-// libgomp reads OMP_WAIT_POLICY when the program loads: re-run this binary with "passive" before main
-// (tools/common/omp_env.h; with spinning OpenMP threads these tests take 8x longer on 2 cores).
-[[maybe_unused]] const bool kPassiveOmp = [] {
-  ensure_passive_omp_wait(0, nullptr);
-  return true;
-}();
-
 struct Snapshot {
   std::vector<float> master, m, v;
 };

@@ -26,11 +26,6 @@ using namespace mo::tools::testing;
 
 namespace {
 
-[[maybe_unused]] const bool kPassiveOmp = [] {
-  ensure_passive_omp_wait(0, nullptr);
-  return true;
-}();
-
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;

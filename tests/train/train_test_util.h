@@ -1,16 +1,24 @@
 // train_test_util.h: a tiny synthetic ImageFolder (JPEGs written with data/jpeg.h) and a small CPU
-// training config for the trainer tests.
+// training config for the trainer tests; including it makes the test binary run OpenMP passively.
 #pragma once
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "data/jpeg.h"
+#include "tools/common/omp_env.h"
 #include "tools/common/train_config.h"
 
 namespace mo::tools::testing {
 
 namespace fs = std::filesystem;
+
+// libgomp reads OMP_WAIT_POLICY when the program loads: re-run the test binary with "passive" before main
+// (tools/common/omp_env.h; with spinning OpenMP threads the trainer tests take 8x longer on 2 cores).
+[[maybe_unused]] inline const bool kPassiveOmp = [] {
+  ensure_passive_omp_wait(0, nullptr);
+  return true;
+}();
 
 // root/{train,val}/class_<c>/<i>.jpg: `classes` classes, each image a class-coloured gradient with a
 // per-image pattern, size x size. Returns root (recreated).
