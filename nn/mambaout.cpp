@@ -6,6 +6,7 @@
 #include "ops/conv/dwconv2d.h"
 #include "ops/elementwise/elementwise.h"
 #include "ops/fused/gated_dwconv.h"
+#include "ops/fused/gated_dwconv_linear.h"
 #include "ops/fused/layer_norm_linear.h"
 #include "ops/linear/linear.h"
 #include "ops/reduce/mean_hw.h"
@@ -135,9 +136,10 @@ Tensor GatedCNNBlock::forward(const Tensor& x, uint64_t seed, uint64_t step) con
   // fc1(norm(x)) as one node that recomputes the LN output in backward instead of keeping it
   Tensor z = layer_norm_linear(x, *norm->weight, *norm->bias, norm->eps, *fc1->weight,
                                fc1->bias ? *fc1->bias : Tensor());  // (B, H, W, 2h') = [g | i | c]
+  if (!gamma && (drop_path == 0.0 || !is_training()))  // x + fc2(gate(z)) as one node that keeps no m; the
+    return gated_dwconv_linear_residual(z, *conv_weight, *conv_bias, stored_hidden, act,  // add rides in fc2's
+                                        *fc2->weight, fc2->bias ? *fc2->bias : Tensor(), x);  // epilogue
   Tensor m = gated_dwconv(z, *conv_weight, *conv_bias, stored_hidden, act);  // act(g) ⊙ [i, dwconv(c)]
-  if (!gamma && (drop_path == 0.0 || !is_training()))  // x + fc2(m) in one pass: the add rides in fc2's epilogue
-    return linear_residual(m, *fc2->weight, fc2->bias ? *fc2->bias : Tensor(), x);
   Tensor out = fc2->forward(m);                                          // (B, H, W, C)
   if (gamma) out = mul_channel(out, *gamma);
   out = mo::drop_path(out, drop_path, is_training(), seed, (step << 16) | static_cast<uint64_t>(block_index));

@@ -1,24 +1,25 @@
 // gated_dwconv.cu: the fused gate of the Gated CNN block on CUDA (maths and the CPU twin:
 // gated_dwconv.cpp). z (B, H, W, 2h) = [g (h) | i (h − cc) | c (cc)], id = h − cc.
-//   forward : one kernel: m[:, :id] = act(g[:, :id]) ⊙ i and m[:, id:] = act(g[:, id:]) ⊙ dwconv7x7(c);
-//             conv_out = dwconv(c) only when a backward will run (training), never in inference.
+//   forward : (1) a streaming pass m[:, :id] = act(g[:, :id]) ⊙ i (16-byte vectors, two per thread in
+//                 flight); (2) the conv kernel m[:, id:] = act(g[:, id:]) ⊙ dwconv7x7(c), and conv_out =
+//                 dwconv(c) only when a backward will run (training), never in inference.
 //   backward: (1) one elementwise pass over (pixel, j < h): dg (all h), di, and dconv = dm[:, id:] ⊙
-//                 act(g[:, id:]) into a (B, H, W, cc) scratch;
+//                 act(g[:, id:]) into a (B, H, W, cc) scratch, and on request m again (the forward's
+//                 bits: same expressions), for a fc2 whose forward did not keep m (gated_dwconv_linear);
 //             (2) the depthwise input-gradient kernel (dwconv2d_kernels.cuh) writes dc straight into
 //                 dz[:, 2h−cc:] (row stride 2h);
 //             (3) the weight-gradient kernel (dconv ⊗ c) → per-slice partials → fixed-order sum (dw, db).
 // act is exact GELU (erff) or SiLU in fp32; every kernel reads T (f32 / bf16) and computes in fp32.
 //
-// Forward tiling. A block (7 warps) owns CB = 32 conv channels and walks over 14×7-pixel output tiles
-// (persistent: block (cb, s) takes tiles s, s+S, ...; S fills the GPU once). Per tile it loads the
-// 20×13-pixel halo of c and the tile's g with 16-byte loads (all of a thread's loads issued before any
-// store), converts them to fp32 once into shared memory, and computes; the weights sit in shared
-// memory for the whole block. Thread (warp w, lane l) computes output rows 2w and 2w+1 × 7 columns of
-// channel l: each of the 8 input rows is read once from shared memory (13 loads for up to 98 FMA), and
-// the epilogue reads g from shared memory (no global load behind the stores). The identity channels
-// of a tile are shared out among the ncb blocks of that tile (whole 16-byte vectors each), so one
-// launch does everything with balanced blocks. Widths that are not multiples of 16 bytes (h, id) or
-// unaligned pointers take the same kernel with 1-element items. No atomics anywhere.
+// Forward conv tiling. A block (7 warps) owns CB = 32 conv channels and walks over 14×7-pixel output
+// tiles (persistent: block (cb, s) takes tiles s, s+S, ...; S fills the GPU once) with two shared-memory
+// stages: while tile t is computed, cp.async copies tile t + S's 20×13-pixel halo of c and its g (raw
+// T, 16-byte items where the slices allow, zero-filled outside the image) into the other stage. The
+// weights sit in shared memory (fp32) for the whole block. Thread (warp w, lane l) computes output
+// rows 2w and 2w+1 × 7 columns of channel l: each of the 8 input rows is read once from shared memory
+// and converted (13 loads for up to 98 FMA); the epilogue reads g from shared memory. Widths or
+// pointers that do not allow 16-byte items take 8/4-byte cp.async items or 2-byte plain copies.
+// No atomics anywhere.
 //
 // Bytes and time, mambaout_tiny stage 1, batch 256, bf16 (P = 802,816 pixels, h = 256, cc = 96,
 // id = 160; one channel of all pixels = 1.6 MB); measured on one H200 (tools/mo_bench_kernels):
@@ -58,7 +59,7 @@ constexpr int kForwardMinBlocks = 2;
 struct Geo {
   int64_t B = 0, tiles = 0;
   int H = 0, W = 0, tiles_h = 0, tiles_w = 0, ncb = 1;
-  int h = 0, id = 0, cc = 0, nv = 0;  // widths; nv = identity vectors per pixel (id / V)
+  int h = 0, id = 0, cc = 0;  // widths
 };
 
 template <typename T, int V>
@@ -80,9 +81,10 @@ __device__ __forceinline__ Vec<T, V> zerov() {
   return r;
 }
 
+// the same expressions as act_fd's value, so that the backward's recomputed m equals the forward's bits
 __device__ __forceinline__ float act_f(Act a, float x) {
-  if (a == Act::gelu) return x * 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
-  return x / (1.0f + expf(-x));
+  if (a == Act::gelu) return x * (0.5f * (1.0f + erff(x * 0.70710678118654752440f)));
+  return x * (1.0f / (1.0f + expf(-x)));
 }
 // value and derivative together (one erff / expf)
 __device__ __forceinline__ void act_fd(Act a, float x, float& v, float& d) {
@@ -108,57 +110,45 @@ __device__ __forceinline__ int64_t pixel(const Geo& g, int64_t b, int i, int j) 
   return (b * g.H + i) * g.W + j;
 }
 
-// s[pixel][CB] (fp32) ← the ER×EC-pixel block of a slice whose top-left
-// image pixel is (pi, pj): element (p, ch) at src[p·ld + ch], channels c0 .. c0+CB of which those < C
-// exist. Out-of-image pixels and missing channels are 0. Up to 8 items per thread are loaded before
-// any is stored. V > 1 needs C % V == 0 (a vector is wholly inside or outside).
+// Starts copying the ER×EC-pixel block of a slice whose top-left image pixel is (pi, pj) into shared
+// memory s ([pixel][CB], raw T): element (p, ch) at src[p·ld + ch], channels c0 .. c0+CB of which those
+// < C exist; out-of-image pixels and missing channels read as 0. Items of V elements: 4-, 8- and
+// 16-byte items go through cp.async (complete after cp_async_wait + __syncthreads), 2-byte items
+// (bf16 that is not 4-byte aligned) are plain copies.
 template <typename T, int V, int ER, int EC>
-__device__ __forceinline__ void load_block(float* __restrict__ s, const T* __restrict__ src, int64_t ld, int C,
-                                           const Geo& g, int64_t b, int pi, int pj, int c0) {
-  constexpr int NQ = CB / V, N = ER * EC * NQ, PER = (N + THREADS - 1) / THREADS, BATCH = PER < 8 ? PER : 8;
-#pragma unroll 1
-  for (int base = 0; base < PER; base += BATCH) {
-    Vec<T, V> buf[BATCH];
-#pragma unroll
-    for (int k = 0; k < BATCH; ++k) {
-      const int e = static_cast<int>(threadIdx.x) + (base + k) * THREADS;
-      const int pix = e / NQ, ch = c0 + (e % NQ) * V;
-      const int gi = pi + pix / EC, gj = pj + pix % EC;
-      const bool ok = e < N && gi >= 0 && gi < g.H && gj >= 0 && gj < g.W && ch < C;
-      buf[k] = ok ? ldv<T, V>(src + pixel(g, b, gi, gj) * ld + ch) : zerov<T, V>();
-    }
-#pragma unroll
-    for (int k = 0; k < BATCH; ++k) {
-      const int e = static_cast<int>(threadIdx.x) + (base + k) * THREADS;
-      if (e >= N) continue;
-      float* d = s + (e / NQ) * CB + (e % NQ) * V;
-      if constexpr (V % 4 == 0) {
-#pragma unroll
-        for (int q = 0; q < V; q += 4)
-          *reinterpret_cast<float4*>(d + q) =
-              make_float4(cu::to_float(buf[k].v[q]), cu::to_float(buf[k].v[q + 1]), cu::to_float(buf[k].v[q + 2]),
-                          cu::to_float(buf[k].v[q + 3]));
-      } else {
-#pragma unroll
-        for (int q = 0; q < V; ++q) d[q] = cu::to_float(buf[k].v[q]);
-      }
+__device__ __forceinline__ void issue_block(T* __restrict__ s, const T* __restrict__ src, int64_t ld, int C,
+                                            const Geo& g, int64_t b, int pi, int pj, int c0) {
+  constexpr int NQ = CB / V, N = ER * EC * NQ, BYTES = V * static_cast<int>(sizeof(T));
+  for (int e = threadIdx.x; e < N; e += THREADS) {
+    const int pix = e / NQ, ch = c0 + (e % NQ) * V;
+    const int gi = pi + pix / EC, gj = pj + pix % EC;
+    const bool inside = gi >= 0 && gi < g.H && gj >= 0 && gj < g.W;
+    const int nvalid = inside ? max(0, min(V, C - ch)) : 0;
+    const T* p = nvalid > 0 ? src + pixel(g, b, gi, gj) * ld + ch : src;
+    if constexpr (BYTES >= 4) {
+      dwk::cp_async<BYTES>(s + e * V, p, nvalid * static_cast<int>(sizeof(T)));
+    } else {
+      s[e] = nvalid > 0 ? *p : cu::from_float<T>(0.0f);
     }
   }
 }
 
-// The block's weights, s_w[tap][lane] = w[c0 + lane][tap] (0 for channels >= cc); coalesced reads.
-template <typename T>
+// The block's weights, s_w[tap][lane] = w[c0 + lane][tap] (FLIP: w[c0 + lane][48 − tap], the input
+// gradient's kernel), 0 for channels >= cc; coalesced reads.
+template <typename T, bool FLIP>
 __device__ __forceinline__ void load_weights(float* __restrict__ s_w, const T* __restrict__ w, int c0, int cc) {
   for (int e = threadIdx.x; e < CB * KK; e += THREADS) {
     const int l = e / KK, tap = e % KK;
-    s_w[tap * CB + l] = c0 + l < cc ? cu::to_float(w[static_cast<int64_t>(c0) * KK + e]) : 0.0f;
+    s_w[(FLIP ? KK - 1 - tap : tap) * CB + l] = c0 + l < cc ? cu::to_float(w[static_cast<int64_t>(c0) * KK + e]) : 0.0f;
   }
 }
 
 // acc[a][j] = b0 + Σ_{u,v} w[u,v] · x[2w + a + u][j + v] for the thread's rows 2w, 2w+1 and channel
-// lane, x the halo in shared memory; the sum runs u, v ascending (a fixed order).
-__device__ __forceinline__ void conv_tile(const float* sx, const float* sw, int wp, int lane, float b0,
-                                          float (&acc)[2][TW]) {
+// lane, x the raw halo in shared memory (converted to fp32 as it is read); the sum runs u, v ascending
+// (a fixed order).
+template <typename T>
+__device__ __forceinline__ void conv_tile(const T* __restrict__ sx, const float* __restrict__ sw, int wp, int lane,
+                                          float b0, float (&acc)[2][TW]) {
 #pragma unroll
   for (int a = 0; a < 2; ++a)
 #pragma unroll
@@ -167,14 +157,13 @@ __device__ __forceinline__ void conv_tile(const float* sx, const float* sw, int 
   for (int q = 0; q < K + 1; ++q) {
     float x[HW];
 #pragma unroll
-    for (int k = 0; k < HW; ++k) x[k] = sx[((2 * wp + q) * HW + k) * CB + lane];
+    for (int k = 0; k < HW; ++k) x[k] = cu::to_float(sx[((2 * wp + q) * HW + k) * CB + lane]);
 #pragma unroll
     for (int a = 0; a < 2; ++a) {
       const int u = q - a;
 #pragma unroll
       for (int v = 0; v < K && u >= 0 && u < K; ++v) {
-        const int tap = u * K + v;
-        const float wt = sw[tap * CB + lane];
+        const float wt = sw[(u * K + v) * CB + lane];
 #pragma unroll
         for (int j = 0; j < TW; ++j) acc[a][j] = fmaf(wt, x[j + v], acc[a][j]);
       }
@@ -182,113 +171,197 @@ __device__ __forceinline__ void conv_tile(const float* sx, const float* sw, int 
   }
 }
 
-// The identity channels of a tile, shared out among its ncb blocks: block cb takes vectors
-// [cb·nv/ncb, (cb+1)·nv/ncb) of every pixel. f(pixel, first channel) does the work for one vector.
-template <typename F>
-__device__ __forceinline__ void identity_share(const Geo& g, int64_t b, int i0, int j0, int cb, F&& f) {
-  const int k0 = static_cast<int>(static_cast<int64_t>(cb) * g.nv / g.ncb);
-  const int n = static_cast<int>(static_cast<int64_t>(cb + 1) * g.nv / g.ncb) - k0;
-  if (n <= 0) return;
-  f.run(g, b, i0, j0, k0, n);
-}
-
-// m[p, j] = act(g[p, j]) · i[p, j] for the share's vectors.
-template <typename T, int V>
-struct IdentityForward {
-  const T* __restrict__ z;
-  T* __restrict__ m;
-  Act act;
-  static constexpr int NB = 2;  // vectors per thread loaded before any store
-  __device__ __forceinline__ void run(const Geo& g, int64_t b, int i0, int j0, int k0, int n) const {
-    const int items = TPIX * n;
-    const int64_t Z = 2 * static_cast<int64_t>(g.h);
-#pragma unroll 1
-    for (int e0 = threadIdx.x; e0 < items; e0 += NB * THREADS) {
-      Vec<T, V> gv[NB], iv[NB];
-      int64_t p[NB];
-      int ch[NB];
-      bool ok[NB];
+// Identity part of the forward, m[p, j] = act(g[p, j]) · i[p, j] for j < id: a streaming pass over
+// P · id / V vectors of V elements, NB per thread loaded before any is stored. Item e = (pixel e / nv,
+// vector e % nv), decoded with FastDiv when P · nv < 2^31.
+template <typename T, int V, bool FAST>
+__global__ void __launch_bounds__(256) gate_identity_forward(const T* __restrict__ z, T* __restrict__ m, int64_t n,
+                                                             FastDiv nvd, int64_t nv, int64_t h, Act act) {
+  constexpr int NB = 2;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * 256;
+  for (int64_t e0 = static_cast<int64_t>(blockIdx.x) * 256 + threadIdx.x; e0 < n; e0 += NB * stride) {
+    Vec<T, V> gv[NB], iv[NB];
+    int64_t p[NB], j[NB];
 #pragma unroll
-      for (int k = 0; k < NB; ++k) {
-        const int e = e0 + k * THREADS, pix = e / n;
-        const int i = i0 + pix / TW, j = j0 + pix % TW;
-        ch[k] = (k0 + e - pix * n) * V;
-        ok[k] = e < items && i < g.H && j < g.W;
-        p[k] = ok[k] ? pixel(g, b, i, j) : 0;
-        if (ok[k]) {
-          gv[k] = ldv<T, V>(z + p[k] * Z + ch[k]);
-          iv[k] = ldv<T, V>(z + p[k] * Z + g.h + ch[k]);
-        }
+    for (int k = 0; k < NB; ++k) {
+      const int64_t e = e0 + k * stride;
+      if (e >= n) continue;
+      if constexpr (FAST) {
+        uint32_t q, r;
+        nvd.divmod(static_cast<uint32_t>(e), q, r);
+        p[k] = q;
+        j[k] = static_cast<int64_t>(r) * V;
+      } else {
+        p[k] = e / nv;
+        j[k] = (e - p[k] * nv) * V;
       }
+      gv[k] = ldv<T, V>(z + p[k] * 2 * h + j[k]);
+      iv[k] = ldv<T, V>(z + p[k] * 2 * h + h + j[k]);
+    }
 #pragma unroll
-      for (int k = 0; k < NB; ++k) {
-        if (!ok[k]) continue;
-        Vec<T, V> o;
+    for (int k = 0; k < NB; ++k) {
+      if (e0 + k * stride >= n) continue;
+      Vec<T, V> o;
 #pragma unroll
-        for (int e = 0; e < V; ++e)
-          o.v[e] = cu::from_float<T>(act_f(act, cu::to_float(gv[k].v[e])) * cu::to_float(iv[k].v[e]));
-        stv<T, V>(m + p[k] * g.h + ch[k], o);
-      }
+      for (int q = 0; q < V; ++q)
+        o.v[q] = cu::from_float<T>(act_f(act, cu::to_float(gv[k].v[q])) * cu::to_float(iv[k].v[q]));
+      stv<T, V>(m + p[k] * h + j[k], o);
     }
   }
-};
+}
 
-constexpr size_t kForwardSmem = static_cast<size_t>(HPIX + TPIX + KK) * CB * sizeof(float);
-
-template <typename T, int V>
+// The 14×7-tile depthwise conv, two uses:
+//   GATE (forward): out[p, c] = act(g[p, c]) ⊙ conv(c)[p, c] with g = gsrc (ld_g), conv = bias + w ⋆ in;
+//                   conv_out (when not null) also gets the rounded conv;
+//   !GATE (input gradient of the conv): out[p, c] = w' ⋆ in with w' the flipped weights, no bias.
+// Persistent blocks (cb, s) walk over tiles s, s + S, ... with two shared-memory stages: the copies of
+// the next tile's 20×13 halo of `in` (and, GATE, its g) run while the current tile is computed.
+template <typename T, int V, bool GATE>
 __global__ void __launch_bounds__(THREADS, kForwardMinBlocks)
-    gate_forward_kernel(const T* __restrict__ z, const T* __restrict__ w, const T* __restrict__ bias,
-                        T* __restrict__ m, T* __restrict__ conv_out, Geo g, Act act) {
-  extern __shared__ __align__(16) float smem[];
-  float* s_x = smem;                 // [HPIX][CB] c halo, fp32
-  float* s_g = s_x + HPIX * CB;      // [TPIX][CB] g of the conv channels, fp32
-  float* s_w = s_g + TPIX * CB;      // [KK][CB]
+    conv14_kernel(const T* __restrict__ in, int64_t ld_in, const T* __restrict__ gsrc, int64_t ld_g,
+                  const T* __restrict__ w, const T* __restrict__ bias, T* __restrict__ out, int64_t ld_out,
+                  T* __restrict__ conv_out, Geo g, Act act) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  constexpr int GP = GATE ? TPIX : 0;
+  T* s_x = reinterpret_cast<T*>(smem_raw);   // [2][HPIX][CB] halo of `in`, raw
+  T* s_g = s_x + 2 * HPIX * CB;              // [2][GP][CB] g of the tile, raw (GATE)
+  float* s_w = reinterpret_cast<float*>(s_g + 2 * GP * CB);  // [KK][CB]
   const int cb = static_cast<int>(blockIdx.x % g.ncb);
   const int64_t s0 = blockIdx.x / g.ncb, ns = gridDim.x / g.ncb;
   const int lane = threadIdx.x % 32, wp = threadIdx.x / 32;
   const int c0 = cb * CB, c = c0 + lane;
   const bool cok = c < g.cc;
-  const int64_t Z = 2 * static_cast<int64_t>(g.h);
-  load_weights(s_w, w, c0, g.cc);
-  const float b0 = cok ? cu::to_float(bias[c]) : 0.0f;
-  const IdentityForward<T, V> ident{z, m, act};
-  for (int64_t t = s0; t < g.tiles; t += ns) {
+  auto issue = [&](int64_t t, int st) {
     int64_t b;
     int i0, j0;
     decode_tile(t, g, b, i0, j0);
-    __syncthreads();  // the previous tile's shared reads are done
-    load_block<T, V, HH, HW>(s_x, z + g.h + g.id, Z, g.cc, g, b, i0 - R, j0 - R, c0);
-    load_block<T, V, TH, TW>(s_g, z + g.id, Z, g.cc, g, b, i0, j0, c0);
-    identity_share(g, b, i0, j0, cb, ident);
+    issue_block<T, V, HH, HW>(s_x + st * HPIX * CB, in, ld_in, g.cc, g, b, i0 - R, j0 - R, c0);
+    if constexpr (GATE) issue_block<T, V, TH, TW>(s_g + st * GP * CB, gsrc, ld_g, g.cc, g, b, i0, j0, c0);
+  };
+  if (s0 < g.tiles) issue(s0, 0);
+  dwk::cp_async_commit();
+  load_weights<T, !GATE>(s_w, w, c0, g.cc);
+  const float b0 = GATE && cok ? cu::to_float(bias[c]) : 0.0f;
+  int buf = 0;
+  for (int64_t t = s0; t < g.tiles; t += ns, buf ^= 1) {
+    if (t + ns < g.tiles) issue(t + ns, buf ^ 1);
+    dwk::cp_async_commit();
+    dwk::cp_async_wait<1>();  // this tile's copies (all but the group just committed) are done
     __syncthreads();
+    int64_t b;
+    int i0, j0;
+    decode_tile(t, g, b, i0, j0);
     float acc[2][TW];
-    conv_tile(s_x, s_w, wp, lane, b0, acc);
-    if (!cok) continue;
+    conv_tile(s_x + buf * HPIX * CB, s_w, wp, lane, b0, acc);
+    if (cok) {
 #pragma unroll
-    for (int a = 0; a < 2; ++a) {
-      const int i = i0 + 2 * wp + a;
-      const bool iok = i < g.H;
+      for (int a = 0; a < 2; ++a) {
+        const int i = i0 + 2 * wp + a;
 #pragma unroll
-      for (int j = 0; j < TW; ++j) {
-        if (!iok || j0 + j >= g.W) continue;
-        const float gv = s_g[((2 * wp + a) * TW + j) * CB + lane];
-        const int64_t p = pixel(g, b, i, j0 + j);
-        const T cq = cu::from_float<T>(acc[a][j]);  // m uses the rounded conv, the value backward reads
-        if (conv_out != nullptr) conv_out[p * g.cc + c] = cq;
-        m[p * g.h + g.id + c] = cu::from_float<T>(act_f(act, gv) * cu::to_float(cq));
+        for (int j = 0; j < TW; ++j) {
+          if (i >= g.H || j0 + j >= g.W) continue;
+          const int64_t p = pixel(g, b, i, j0 + j);
+          const T cq = cu::from_float<T>(acc[a][j]);  // m uses the rounded conv, the value backward reads
+          if constexpr (GATE) {
+            const float gv = cu::to_float(s_g[(buf * GP + (2 * wp + a) * TW + j) * CB + lane]);
+            if (conv_out != nullptr) conv_out[p * g.cc + c] = cq;
+            out[p * ld_out + c] = cu::from_float<T>(act_f(act, gv) * cu::to_float(cq));
+          } else {
+            out[p * ld_out + c] = cq;
+          }
+        }
       }
     }
+    __syncthreads();  // stage `buf` is refilled on the next iteration; everyone must be done reading it
   }
 }
 
+// Weight and bias gradients of the conv on the same tiles: part_w[s][c][u·7 + v] = Σ dy[p, c] ·
+// x[p + (u, v) − 3, c] and part_b[s][c] = Σ dy[p, c] over the tiles of slice s. Thread (warp w, lane l)
+// keeps the 49 + 1 sums of channel l over tile rows 2w, 2w+1 in registers: per tile it reads its 14 dy
+// and 8 rows × 13 of the x halo (118 shared loads for 686 FMA); the 7 warps are added in order 0..6 at
+// the end. Two shared-memory stages as in conv14_kernel. No atomics.
+template <typename T, int V>
+__global__ void __launch_bounds__(THREADS, kForwardMinBlocks)
+    wgrad14_kernel(const T* __restrict__ dy, int64_t ld_dy, const T* __restrict__ x, int64_t ld_x, Geo g,
+                   float* __restrict__ part_w, float* __restrict__ part_b) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* s_x = reinterpret_cast<T*>(smem_raw);  // [2][HPIX][CB]
+  T* s_d = s_x + 2 * HPIX * CB;             // [2][TPIX][CB]
+  float* red = reinterpret_cast<float*>(s_d + 2 * TPIX * CB);  // [KK + 1][CB]
+  const int cb = static_cast<int>(blockIdx.x % g.ncb);
+  const int64_t s0 = blockIdx.x / g.ncb, ns = gridDim.x / g.ncb;
+  const int lane = threadIdx.x % 32, wp = threadIdx.x / 32;
+  const int c0 = cb * CB;
+  auto issue = [&](int64_t t, int st) {
+    int64_t b;
+    int i0, j0;
+    decode_tile(t, g, b, i0, j0);
+    issue_block<T, V, HH, HW>(s_x + st * HPIX * CB, x, ld_x, g.cc, g, b, i0 - R, j0 - R, c0);
+    issue_block<T, V, TH, TW>(s_d + st * TPIX * CB, dy, ld_dy, g.cc, g, b, i0, j0, c0);
+  };
+  if (s0 < g.tiles) issue(s0, 0);
+  dwk::cp_async_commit();
+  float acc[KK], accb = 0.0f;
+#pragma unroll
+  for (int k = 0; k < KK; ++k) acc[k] = 0.0f;
+  int buf = 0;
+  for (int64_t t = s0; t < g.tiles; t += ns, buf ^= 1) {
+    if (t + ns < g.tiles) issue(t + ns, buf ^ 1);
+    dwk::cp_async_commit();
+    dwk::cp_async_wait<1>();
+    __syncthreads();
+    const T* sx = s_x + buf * HPIX * CB;
+    const T* sd = s_d + buf * TPIX * CB;
+    float d[2][TW];  // zero outside the image (zero-filled copies)
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+#pragma unroll
+      for (int j = 0; j < TW; ++j) {
+        d[a][j] = cu::to_float(sd[((2 * wp + a) * TW + j) * CB + lane]);
+        accb += d[a][j];
+      }
+#pragma unroll
+    for (int q = 0; q < K + 1; ++q) {
+      float xr[HW];
+#pragma unroll
+      for (int k = 0; k < HW; ++k) xr[k] = cu::to_float(sx[((2 * wp + q) * HW + k) * CB + lane]);
+#pragma unroll
+      for (int a = 0; a < 2; ++a) {
+        const int u = q - a;
+#pragma unroll
+        for (int v = 0; v < K && u >= 0 && u < K; ++v)
+#pragma unroll
+          for (int j = 0; j < TW; ++j) acc[u * K + v] = fmaf(d[a][j], xr[j + v], acc[u * K + v]);
+      }
+    }
+    __syncthreads();
+  }
+  for (int r = 0; r < NWARP; ++r) {  // the warps' sums in order 0..6
+    if (wp == r) {
+#pragma unroll
+      for (int k = 0; k < KK; ++k) red[k * CB + lane] = (r == 0 ? 0.0f : red[k * CB + lane]) + acc[k];
+      red[KK * CB + lane] = (r == 0 ? 0.0f : red[KK * CB + lane]) + accb;
+    }
+    __syncthreads();
+  }
+  for (int e = threadIdx.x; e < CB * KK; e += THREADS) {  // contiguous run part_w[s][c0 ..][49]
+    const int l = e / KK, tap = e % KK;
+    if (c0 + l < g.cc) part_w[(s0 * g.cc + c0 + l) * KK + tap] = red[tap * CB + l];
+  }
+  if (threadIdx.x < CB && c0 + static_cast<int>(threadIdx.x) < g.cc)
+    part_b[s0 * g.cc + c0 + threadIdx.x] = red[KK * CB + threadIdx.x];
+}
+
 // Backward elementwise pass, for j < h:  dz[p, j] = dm·[i | conv]·act'(g);  j < id: dz[p, h + j] = dm·act(g);
-// j >= id: dconv[p, j − id] = dm·act(g). One warp per pixel. VW > 1 needs id % VW == 0 so a vector never
-// straddles the identity / conv boundary.
+// j >= id: dconv[p, j − id] = dm·act(g); and, when m is not null, the forward's output again,
+// m[p, j] = act(g)·[i | conv] (for fc2's weight gradient when the forward did not keep m). One warp per
+// pixel. VW > 1 needs id % VW == 0 so a vector never straddles the identity / conv boundary.
 template <typename T, int VW>
 __global__ void __launch_bounds__(256) gate_backward_ew(const T* __restrict__ dm, const T* __restrict__ z,
                                                        const T* __restrict__ conv, T* __restrict__ dz,
-                                                       T* __restrict__ dconv, int64_t P, int64_t h, int64_t id,
-                                                       int64_t cc, Act act) {
+                                                       T* __restrict__ dconv, T* __restrict__ m, int64_t P,
+                                                       int64_t h, int64_t id, int64_t cc, Act act) {
   const int lane = threadIdx.x % 32;
   const int64_t nwarps = static_cast<int64_t>(gridDim.x) * (256 / 32);
   const int64_t nj = h / VW;
@@ -300,7 +373,7 @@ __global__ void __launch_bounds__(256) gate_backward_ew(const T* __restrict__ dm
       const auto g = ldv<T, VW>(zr + j), d = ldv<T, VW>(dr + j);
       const bool ident = j < id;
       const auto other = ident ? ldv<T, VW>(zr + h + j) : ldv<T, VW>(cr + (j - id));  // i or conv
-      Vec<T, VW> dg, da;
+      Vec<T, VW> dg, da, mv;
 #pragma unroll
       for (int e = 0; e < VW; ++e) {
         float a, ad;
@@ -308,12 +381,26 @@ __global__ void __launch_bounds__(256) gate_backward_ew(const T* __restrict__ dm
         const float de = cu::to_float(d.v[e]);
         dg.v[e] = cu::from_float<T>(de * cu::to_float(other.v[e]) * ad);
         da.v[e] = cu::from_float<T>(de * a);
+        mv.v[e] = cu::from_float<T>(a * cu::to_float(other.v[e]));
       }
       stv<T, VW>(gz + j, dg);
+      if (m != nullptr) stv<T, VW>(m + p * h + j, mv);
       if (ident) stv<T, VW>(gz + h + j, da);
       else stv<T, VW>(dcr + (j - id), da);
     }
   }
+}
+
+// Shared memory of conv14_kernel (two raw stages of the halo, and of g with GATE; the fp32 weights) and
+// of wgrad14_kernel (two stages of the x halo and the dy tile; the warps' sums).
+template <typename T>
+size_t conv14_smem(bool gate) {
+  return static_cast<size_t>(2 * (HPIX + (gate ? TPIX : 0))) * CB * sizeof(T) +
+         static_cast<size_t>(KK) * CB * sizeof(float);
+}
+template <typename T>
+size_t wgrad14_smem() {
+  return static_cast<size_t>(2 * (HPIX + TPIX)) * CB * sizeof(T) + static_cast<size_t>(KK + 1) * CB * sizeof(float);
 }
 
 // Blocks of `kern` that fit on the GPU at once with `smem` bytes each, after allowing that much.
@@ -334,7 +421,7 @@ void check_gated(const char* op, const Tensor& z, const Tensor& w, const Tensor&
            "{} (CUDA): z {} with h = {} is out of range", op, z.str(), h);
 }
 
-Geo make_geo(const Tensor& z, int64_t h, int64_t cc, int V) {
+Geo make_geo(const Tensor& z, int64_t h, int64_t cc) {
   Geo g;
   g.B = z.size(0);
   g.H = static_cast<int>(z.size(1));
@@ -342,21 +429,11 @@ Geo make_geo(const Tensor& z, int64_t h, int64_t cc, int V) {
   g.h = static_cast<int>(h);
   g.cc = static_cast<int>(cc);
   g.id = static_cast<int>(h - cc);
-  g.nv = g.id / V;
   g.tiles_h = (g.H + TH - 1) / TH;
   g.tiles_w = (g.W + TW - 1) / TW;
   g.tiles = g.B * g.tiles_h * g.tiles_w;
-  g.ncb = std::max(1, (g.cc + CB - 1) / CB);  // cc = 0: one block per tile for the identity part
+  g.ncb = (g.cc + CB - 1) / CB;
   return g;
-}
-
-// 16-byte items when every width and pointer allows them, else 1-element items.
-template <typename T>
-int vec_width(int64_t h, int64_t cc, std::initializer_list<const void*> ptrs) {
-  constexpr int V = cu::Pack<T>::N;
-  bool ok = h % V == 0 && cc % V == 0;
-  for (const void* p : ptrs) ok = ok && cu::aligned16(p);
-  return ok ? V : 1;
 }
 
 template <typename T, typename F>
@@ -372,7 +449,7 @@ void gated_dwconv_forward(const Tensor& z, const Tensor& w, const Tensor& b, int
   check_gated("gated_dwconv", z, w, b, h);
   cu::float_dispatch("gated_dwconv (CUDA)", z, [&](auto tag) {
     using T = decltype(tag);
-    const int64_t cc = w.size(0), P = z.size(0) * z.size(1) * z.size(2);
+    const int64_t cc = w.size(0), P = z.size(0) * z.size(1) * z.size(2), id = h - cc;
     MO_CHECK(m.is_contiguous() && m.numel() == P * h && m.dtype() == z.dtype(),
              "gated_dwconv (CUDA): output m {} does not match z {} (h = {})", m.str(), z.str(), h);
     MO_CHECK(!conv_out.defined() ||
@@ -382,21 +459,41 @@ void gated_dwconv_forward(const Tensor& z, const Tensor& w, const Tensor& b, int
     const T* zp = cu::ptr<T>(z);
     T* mp = cu::ptr<T>(m);
     T* cp = conv_out.defined() && cc > 0 ? cu::ptr<T>(conv_out) : nullptr;
-    with_vec<T>(vec_width<T>(h, cc, {zp, mp}), [&](auto vw) {
-      constexpr int V = decltype(vw)::value;
-      const Geo g = make_geo(z, h, cc, V);
-      auto kern = gate_forward_kernel<T, V>;
+    const int dev = z.device().index;
+    if (id > 0) {  // identity part: 16-byte vectors when id, h and both pointers allow them
+      constexpr int VI = cu::Pack<T>::N;
+      const bool vec = id % VI == 0 && h % VI == 0 && cu::aligned16(zp) && cu::aligned16(mp);
+      with_vec<T>(vec ? VI : 1, [&](auto vw) {
+        constexpr int V = decltype(vw)::value;
+        const int64_t nv = id / V, n = P * nv;
+        const bool fast = n < (int64_t{1} << 31);
+        auto kern = fast ? gate_identity_forward<T, V, true> : gate_identity_forward<T, V, false>;
+        const int64_t resident = cu::resident_blocks(kern, 256, 0, dev);
+        const int grid = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, resident)));
+        kern<<<grid, 256, 0, stream()>>>(zp, mp, n, FastDiv(std::min<int64_t>(nv, (int64_t{1} << 31) - 1)), nv, h, act);
+        CUDA_CHECK_LAUNCH();
+      });
+    }
+    if (cc == 0) return;
+    // conv part: copy items as wide as both slices (g and c of z, row stride 2h) allow
+    const int vw = dwk::load_width<T>({{zp + id, 2 * h}, {zp + h + id, 2 * h}});
+    dwk::with_width<T>(vw, [&](auto vwc) {
+      constexpr int V = decltype(vwc)::value;
+      const Geo g = make_geo(z, h, cc);
+      auto kern = conv14_kernel<T, V, true>;
+      const size_t smem = conv14_smem<T>(true);
       const int64_t S = std::max<int64_t>(
-          1, std::min<int64_t>(g.tiles, (resident_blocks(kern, kForwardSmem, z.device().index) + g.ncb - 1) / g.ncb));
-      kern<<<static_cast<unsigned>(S * g.ncb), THREADS, kForwardSmem, stream()>>>(zp, cu::ptr<T>(w), cu::ptr<T>(b),
-                                                                                  mp, cp, g, act);
+          1, std::min<int64_t>(g.tiles, (resident_blocks(kern, smem, dev) + g.ncb - 1) / g.ncb));
+      kern<<<static_cast<unsigned>(S * g.ncb), THREADS, smem, stream()>>>(zp + h + id, 2 * h, zp + id, 2 * h,
+                                                                         cu::ptr<T>(w), cu::ptr<T>(b), mp + id, h,
+                                                                         cp, g, act);
       CUDA_CHECK_LAUNCH();
     });
   });
 }
 
 void gated_dwconv_backward(const Tensor& dm, const Tensor& z, const Tensor& w, const Tensor& conv_out, int64_t h,
-                           Act act, const Tensor& dz, const Tensor& dw, const Tensor& db) {
+                           Act act, const Tensor& dz, const Tensor& dw, const Tensor& db, const Tensor& m_out) {
   MO_CHECK(w.dim() == 4 && w.size(2) == K && w.size(3) == K && w.is_contiguous() && z.dim() == 4 &&
                z.is_contiguous() && z.size(3) == 2 * h && w.size(0) <= h,
            "gated_dwconv backward (CUDA): z {} / weight {} must be contiguous (B, H, W, 2h), (cc, 1, 7, 7), h = {}",
@@ -413,8 +510,11 @@ void gated_dwconv_backward(const Tensor& dm, const Tensor& z, const Tensor& w, c
     MO_CHECK(dw.is_contiguous() && dw.numel() == w.numel() && dw.dtype() == w.dtype() &&
                  (!db.defined() || (db.is_contiguous() && db.numel() == cc && db.dtype() == w.dtype())),
              "gated_dwconv backward (CUDA): dw {} / db {} do not match weight {}", dw.str(), db.str(), w.str());
+    MO_CHECK(!m_out.defined() || (m_out.is_contiguous() && m_out.numel() == P * h && m_out.dtype() == z.dtype()),
+             "gated_dwconv backward (CUDA): m {} does not match z {} (h = {})", m_out.str(), z.str(), h);
+    MO_CHECK(h <= (1 << 28) && H <= (1 << 20) && W <= (1 << 20),
+             "gated_dwconv backward (CUDA): z {} with h = {} is out of range", z.str(), h);
     const int dev = z.device().index;
-    const dwk::Geom g = dwk::make_geom(B, H, W, cc);
     if (P == 0 || h == 0) {
       Tensor(dw).zero_();
       if (db.defined()) Tensor(db).zero_();
@@ -422,22 +522,50 @@ void gated_dwconv_backward(const Tensor& dm, const Tensor& z, const Tensor& w, c
     }
     const T *zp = cu::ptr<T>(z), *dmp = cu::ptr<T>(dm), *cp = cc > 0 ? cu::ptr<T>(conv_out) : nullptr;
     T* dzp = cu::ptr<T>(dz);
+    T* mp = m_out.defined() ? cu::ptr<T>(m_out) : nullptr;
     Tensor dconv = Tensor::empty({B, H, W, cc}, z.dtype(), z.device());  // dm[:, id:] ⊙ act(g[:, id:])
     T* dcp = cc > 0 ? cu::ptr<T>(dconv) : nullptr;
     constexpr int V = cu::Pack<T>::N;
     const bool vec = h % V == 0 && id % V == 0 && cu::aligned16(zp) && cu::aligned16(dmp) && cu::aligned16(cp) &&
-                     cu::aligned16(dzp) && cu::aligned16(dcp);
+                     cu::aligned16(dzp) && cu::aligned16(dcp) && cu::aligned16(mp);
     auto launch = [&](auto kern) {
       const int64_t resident = cu::resident_blocks(kern, 256, 0, dev);
       const int grid = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((P + 7) / 8, resident)));
-      kern<<<grid, 256, 0, stream()>>>(dmp, zp, cp, dzp, dcp, P, h, id, cc, act);
+      kern<<<grid, 256, 0, stream()>>>(dmp, zp, cp, dzp, dcp, mp, P, h, id, cc, act);
       CUDA_CHECK_LAUNCH();
     };
     if (vec) launch(gate_backward_ew<T, V>);
     else launch(gate_backward_ew<T, 1>);
     if (cc == 0) return;  // nothing convolved: dw, db are empty
-    dwk::launch_conv<T, true>(dcp, cc, cu::ptr<T>(w), nullptr, g, dwk::StoreOut<T>{dzp + h + id, Z}, dev);
-    dwk::launch_wgrad<T>(dcp, cc, zp + h + id, Z, g, dw, db, dev);
+    const Geo gg = make_geo(z, h, cc);
+    // dc = dconv ⋆ flipped w, straight into dz's last cc channels
+    dwk::with_width<T>(dwk::load_width<T>({{dcp, cc}}), [&](auto vwc) {
+      constexpr int V = decltype(vwc)::value;
+      auto kern = conv14_kernel<T, V, false>;
+      const size_t smem = conv14_smem<T>(false);
+      const int64_t S = std::max<int64_t>(
+          1, std::min<int64_t>(gg.tiles, (resident_blocks(kern, smem, dev) + gg.ncb - 1) / gg.ncb));
+      kern<<<static_cast<unsigned>(S * gg.ncb), THREADS, smem, stream()>>>(dcp, cc, nullptr, 0, cu::ptr<T>(w), nullptr,
+                                                                          dzp + h + id, Z, nullptr, gg, act);
+      CUDA_CHECK_LAUNCH();
+    });
+    // dw, db: per-slice partials, then a fixed-order sum over the slices
+    dwk::with_width<T>(dwk::load_width<T>({{dcp, cc}, {zp + h + id, Z}}), [&](auto vwc) {
+      constexpr int V = decltype(vwc)::value;
+      auto kern = wgrad14_kernel<T, V>;
+      const size_t smem = wgrad14_smem<T>();
+      const int64_t S = std::max<int64_t>(
+          1, std::min<int64_t>(gg.tiles, (resident_blocks(kern, smem, dev) + gg.ncb - 1) / gg.ncb));
+      Tensor part_w = Tensor::empty({S, cc, KK}, DType::f32, z.device());
+      Tensor part_b = Tensor::empty({S, cc}, DType::f32, z.device());
+      kern<<<static_cast<unsigned>(S * gg.ncb), THREADS, smem, stream()>>>(dcp, cc, zp + h + id, Z, gg,
+                                                                          part_w.data<float>(), part_b.data<float>());
+      CUDA_CHECK_LAUNCH();
+      cu::column_sum(cu::ColumnLoad<float>{part_w.data<float>(), S, cc * KK}, 1, S, cc * KK, 1.0f, cu::ptr<T>(dw),
+                     dw.device());
+      if (db.defined())
+        cu::column_sum(cu::ColumnLoad<float>{part_b.data<float>(), S, cc}, 1, S, cc, 1.0f, cu::ptr<T>(db), db.device());
+    });
   });
 }
 

@@ -13,14 +13,26 @@ namespace mo {
 // z (B, H, W, 2h) -> m (B, H, W, h)
 Tensor gated_dwconv(const Tensor& z, const Tensor& w, const Tensor& b, int64_t h, Act act);
 
+// The op's halves without autograd, on the tensors' device (for fused ops built on the gate). z, w, b
+// contiguous; m (B, H, W, h) and conv (B, H, W, cc) preallocated; conv may be undefined on CUDA when no
+// backward will run. Backward: dz like z, dw like w, db (cc); m_out, when defined, receives the
+// forward's m again (same bits), for an fc2 whose forward did not keep it.
+void check_gated_dwconv_args(const Tensor& z, const Tensor& w, const Tensor& b, int64_t h);
+void gated_dwconv_forward_into(const Tensor& z, const Tensor& w, const Tensor& b, int64_t h, Act act, const Tensor& m,
+                               const Tensor& conv);
+void gated_dwconv_backward_into(const Tensor& dm, const Tensor& z, const Tensor& w, const Tensor& conv, int64_t h,
+                                Act act, const Tensor& dz, const Tensor& dw, const Tensor& db, const Tensor& m_out);
+
 namespace cuda {
 // m (B, H, W, h) ← act(g) ⊙ [i, dwconv(c)]; conv_out (B, H, W, cc), when defined, receives dwconv(c) for
 // backward (training). Inference passes an undefined conv_out: nothing reads it, so it is not written.
 void gated_dwconv_forward(const Tensor& z, const Tensor& w, const Tensor& b, int64_t h, Act act, const Tensor& m,
                           const Tensor& conv_out);
-// dz (B, H, W, 2h) gets [dg, di, dc]; dw, db (fp32-accumulated, deterministic).
+// dz (B, H, W, 2h) gets [dg, di, dc]; dw, db (fp32-accumulated, deterministic); m_out (optional) the
+// forward's m, recomputed from z and conv_out with the forward's expressions.
 void gated_dwconv_backward(const Tensor& dm, const Tensor& z, const Tensor& w, const Tensor& conv_out, int64_t h,
-                           Act act, const Tensor& dz, const Tensor& dw, const Tensor& db);
+                           Act act, const Tensor& dz, const Tensor& dw, const Tensor& db,
+                           const Tensor& m_out = Tensor());
 }  // namespace cuda
 
 }  // namespace mo

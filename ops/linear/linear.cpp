@@ -80,6 +80,24 @@ void linear_backward_into(const Tensor& dy2, const Tensor& x2, const Tensor& w, 
   weight_grads(dy2, x2, dw, db);                                       // dW = dyᵀ x, db = Σ_rows dy
 }
 
+void linear_residual_forward_into(const Tensor& x2, const Tensor& w, const Tensor& b, const Tensor& r2,
+                                  const Tensor& y2) {
+  if (y2.is_cuda()) {
+    MO_CUDA_DISPATCH("linear_residual", cuda::gemm(x2, false, w, true, y2, 1.0f, 0.0f, b, Tensor(), r2));
+    return;
+  }
+  gemm(x2, false, w, true, y2, 0.0f, b);
+  Tensor(y2).add_(r2);
+}
+
+void linear_input_grad_into(const Tensor& dy2, const Tensor& w, const Tensor& dx2) {
+  gemm(dy2, false, w, false, dx2, 0.0f, Tensor());
+}
+
+void linear_weight_grads_into(const Tensor& dy2, const Tensor& x2, const Tensor& dw, const Tensor& db) {
+  weight_grads(dy2, x2, dw, db);
+}
+
 Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& b) {
   MO_CHECK(x_in.dim() >= 1 && w.dim() == 2 && x_in.size(-1) == w.size(1),
            "linear: input {} does not match weight {} (expected input (..., {}))", x_in.str(), w.str(), w.dim() == 2 ? w.size(1) : -1);
@@ -127,12 +145,7 @@ Tensor linear_residual(const Tensor& x_in, const Tensor& w, const Tensor& b, con
   Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
   Tensor x2 = x.view({M, K}), y2 = y.view({M, N});
   Tensor wc = w.contiguous();
-  if (y.is_cuda()) {
-    MO_CUDA_DISPATCH("linear_residual", cuda::gemm(x2, false, wc, true, y2, 1.0f, 0.0f, b, Tensor(), r.view({M, N})));
-  } else {
-    gemm(x2, false, wc, true, y2, 0.0f, b);
-    y.add_(r);
-  }
+  linear_residual_forward_into(x2, wc, b, r.view({M, N}), y2);
   bool has_b = b.defined();
   record("linear_residual", {x_in, w, b, r_in}, {&y},
          [sx = Saved(x, "linear_residual"), sw = Saved(wc, "linear_residual"), M, N, K, has_b,

@@ -18,6 +18,13 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 void linear_forward_into(const Tensor& x2, const Tensor& w, const Tensor& b, const Tensor& y2);
 void linear_backward_into(const Tensor& dy2, const Tensor& x2, const Tensor& w, const Tensor& dx2, const Tensor& dw,
                           const Tensor& db);
+// y2 = x2 · Wᵀ + b + r2 (r2 (M, N) contiguous; on CUDA the add rides in the product's epilogue).
+void linear_residual_forward_into(const Tensor& x2, const Tensor& w, const Tensor& b, const Tensor& r2,
+                                  const Tensor& y2);
+// The two halves of linear_backward_into, for a fused op that needs dx before it can form x:
+// dx2 = dy2 · W, and dW = dy2ᵀ · x2, db = Σ_rows dy2 (db may be undefined).
+void linear_input_grad_into(const Tensor& dy2, const Tensor& w, const Tensor& dx2);
+void linear_weight_grads_into(const Tensor& dy2, const Tensor& x2, const Tensor& dw, const Tensor& db);
 
 namespace cuda {
 // Row-major C[M,N] = alpha * op(A) · op(B) + beta * C (+ bias[N] broadcast over rows when given).
