@@ -9,7 +9,7 @@
 //             (2) the depthwise input-gradient kernel (dwconv2d_kernels.cuh) writes dc straight into
 //                 dz[:, 2h−cc:] (row stride 2h);
 //             (3) the weight-gradient kernel (dconv ⊗ c) → per-slice partials → fixed-order sum (dw, db).
-// act is exact GELU (erff) or SiLU in fp32; every kernel reads T (f32 / bf16) and computes in fp32.
+// act is GELU (erf by Abramowitz & Stegun 7.1.26, |error| ≤ 1.5e-7, as the CPU kernels) or SiLU in fp32; every kernel reads T (f32 / bf16) and computes in fp32.
 //
 // Forward conv tiling. A block (7 warps) owns CB = 32 conv channels and walks over 14×7-pixel output
 // tiles (persistent: block (cb, s) takes tiles s, s+S, ...; S fills the GPU once) with two shared-memory
@@ -50,10 +50,10 @@ constexpr int TH = 14, TW = 7;                    // output tile: rows × column
 constexpr int HH = TH + K - 1, HW = TW + K - 1;   // halo: 20 × 13
 constexpr int HPIX = HH * HW, TPIX = TH * TW;     // 260, 98
 constexpr int CB = 32, NWARP = TH / 2, THREADS = 32 * NWARP;
-// Forward blocks per SM the registers are sized for, chosen by measurement (sum of the 18 tiny
-// forward calls, b256 bf16): 2 → 8.03 ms (128 registers, 28 bytes of spills for bf16), 3 → 8.98 ms,
-// 4 → 9.56 ms (80 / 72 registers, 220+ bytes of spills). The 49 weights in registers instead of
-// shared memory measured the same (8.03 ms) and are not kept.
+// Blocks per SM the 14×7 kernels' registers are sized for (measured on the earlier single-stage
+// forward kernel, sum of the 18 tiny forward calls, b256 bf16: 2 → 8.03 ms, 3 → 8.98 ms, 4 → 9.56 ms;
+// 3 and 4 spilled). The conv kernels keep their channel's 49 weights in registers (128 / 114 registers,
+// no spills for bf16, nvcc 13 -Xptxas -v).
 constexpr int kForwardMinBlocks = 2;
 
 struct Geo {
@@ -81,21 +81,37 @@ __device__ __forceinline__ Vec<T, V> zerov() {
   return r;
 }
 
-// the same expressions as act_fd's value, so that the backward's recomputed m equals the forward's bits
+// erf(u) by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7, branch-free; the CPU kernels use the same
+// formula), given e = exp(−u²), which GELU's derivative reuses: ~12 instructions against erff's ~25.
+__device__ __forceinline__ float erf_as(float u, float e) {
+  const float au = fabsf(u);
+  const float t = __fdividef(1.0f, fmaf(0.3275911f, au, 1.0f));
+  float p = fmaf(1.061405429f, t, -1.453152027f);
+  p = fmaf(p, t, 1.421413741f);
+  p = fmaf(p, t, -0.284496736f);
+  p = fmaf(p, t, 0.254829592f);
+  return copysignf(fmaf(-p * t, e, 1.0f), u);
+}
+// act(x) for the forward; the same expressions as act_fd's value, so that the backward's recomputed m
+// equals the forward's bits
 __device__ __forceinline__ float act_f(Act a, float x) {
-  if (a == Act::gelu) return x * (0.5f * (1.0f + erff(x * 0.70710678118654752440f)));
+  if (a == Act::gelu) {
+    const float u = x * 0.70710678118654752440f;
+    return x * fmaf(0.5f, erf_as(u, __expf(-u * u)), 0.5f);
+  }
   return x * (1.0f / (1.0f + expf(-x)));
 }
-// value and derivative together (one erff / expf)
+// value and derivative together (one exponential)
 __device__ __forceinline__ void act_fd(Act a, float x, float& v, float& d) {
   if (a == Act::gelu) {
-    const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
-    const float pdf = expf(-0.5f * x * x) * 0.39894228040143267794f;
+    const float u = x * 0.70710678118654752440f;
+    const float e = __expf(-u * u);  // exp(−x²/2)
+    const float cdf = fmaf(0.5f, erf_as(u, e), 0.5f);
     v = x * cdf;
-    d = cdf + x * pdf;
+    d = fmaf(x * e, 0.39894228040143267794f, cdf);
   } else {
     const float s = 1.0f / (1.0f + expf(-x));
-    v = x * s;
+    v = x * (s);
     d = s * (1.0f + x * (1.0f - s));
   }
 }
@@ -133,22 +149,21 @@ __device__ __forceinline__ void issue_block(T* __restrict__ s, const T* __restri
   }
 }
 
-// The block's weights, s_w[tap][lane] = w[c0 + lane][tap] (FLIP: w[c0 + lane][48 − tap], the input
-// gradient's kernel), 0 for channels >= cc; coalesced reads.
+// The thread's 49 weights of channel c in registers, wr[tap] = w[c][tap] (FLIP: w[c][48 − tap], the
+// input gradient's kernel); 0 for channels >= cc.
 template <typename T, bool FLIP>
-__device__ __forceinline__ void load_weights(float* __restrict__ s_w, const T* __restrict__ w, int c0, int cc) {
-  for (int e = threadIdx.x; e < CB * KK; e += THREADS) {
-    const int l = e / KK, tap = e % KK;
-    s_w[(FLIP ? KK - 1 - tap : tap) * CB + l] = c0 + l < cc ? cu::to_float(w[static_cast<int64_t>(c0) * KK + e]) : 0.0f;
-  }
+__device__ __forceinline__ void load_weights(float (&wr)[KK], const T* __restrict__ w, int c, int cc) {
+#pragma unroll
+  for (int tap = 0; tap < KK; ++tap)
+    wr[tap] = c < cc ? cu::to_float(w[static_cast<int64_t>(c) * KK + (FLIP ? KK - 1 - tap : tap)]) : 0.0f;
 }
 
 // acc[a][j] = b0 + Σ_{u,v} w[u,v] · x[2w + a + u][j + v] for the thread's rows 2w, 2w+1 and channel
-// lane, x the raw halo in shared memory (converted to fp32 as it is read); the sum runs u, v ascending
-// (a fixed order).
+// lane, x the raw halo in shared memory (converted to fp32 as it is read), w in registers; the sum
+// runs u, v ascending (a fixed order).
 template <typename T>
-__device__ __forceinline__ void conv_tile(const T* __restrict__ sx, const float* __restrict__ sw, int wp, int lane,
-                                          float b0, float (&acc)[2][TW]) {
+__device__ __forceinline__ void conv_tile(const T* __restrict__ sx, const float (&wr)[KK], int wp, int lane, float b0,
+                                          float (&acc)[2][TW]) {
 #pragma unroll
   for (int a = 0; a < 2; ++a)
 #pragma unroll
@@ -163,9 +178,8 @@ __device__ __forceinline__ void conv_tile(const T* __restrict__ sx, const float*
       const int u = q - a;
 #pragma unroll
       for (int v = 0; v < K && u >= 0 && u < K; ++v) {
-        const float wt = sw[(u * K + v) * CB + lane];
 #pragma unroll
-        for (int j = 0; j < TW; ++j) acc[a][j] = fmaf(wt, x[j + v], acc[a][j]);
+        for (int j = 0; j < TW; ++j) acc[a][j] = fmaf(wr[u * K + v], x[j + v], acc[a][j]);
       }
     }
   }
@@ -178,8 +192,8 @@ template <typename T, int V, bool FAST>
 __global__ void __launch_bounds__(256) gate_identity_forward(const T* __restrict__ z, T* __restrict__ m, int64_t n,
                                                              FastDiv nvd, int64_t nv, int64_t h, Act act) {
   constexpr int NB = 2;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * 256;
-  for (int64_t e0 = static_cast<int64_t>(blockIdx.x) * 256 + threadIdx.x; e0 < n; e0 += NB * stride) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e0 = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e0 < n; e0 += NB * stride) {
     Vec<T, V> gv[NB], iv[NB];
     int64_t p[NB], j[NB];
 #pragma unroll
@@ -225,7 +239,6 @@ __global__ void __launch_bounds__(THREADS, kForwardMinBlocks)
   constexpr int GP = GATE ? TPIX : 0;
   T* s_x = reinterpret_cast<T*>(smem_raw);   // [2][HPIX][CB] halo of `in`, raw
   T* s_g = s_x + 2 * HPIX * CB;              // [2][GP][CB] g of the tile, raw (GATE)
-  float* s_w = reinterpret_cast<float*>(s_g + 2 * GP * CB);  // [KK][CB]
   const int cb = static_cast<int>(blockIdx.x % g.ncb);
   const int64_t s0 = blockIdx.x / g.ncb, ns = gridDim.x / g.ncb;
   const int lane = threadIdx.x % 32, wp = threadIdx.x / 32;
@@ -240,7 +253,8 @@ __global__ void __launch_bounds__(THREADS, kForwardMinBlocks)
   };
   if (s0 < g.tiles) issue(s0, 0);
   dwk::cp_async_commit();
-  load_weights<T, !GATE>(s_w, w, c0, g.cc);
+  float wr[KK];
+  load_weights<T, !GATE>(wr, w, c, g.cc);
   const float b0 = GATE && cok ? cu::to_float(bias[c]) : 0.0f;
   int buf = 0;
   for (int64_t t = s0; t < g.tiles; t += ns, buf ^= 1) {
@@ -252,7 +266,7 @@ __global__ void __launch_bounds__(THREADS, kForwardMinBlocks)
     int i0, j0;
     decode_tile(t, g, b, i0, j0);
     float acc[2][TW];
-    conv_tile(s_x + buf * HPIX * CB, s_w, wp, lane, b0, acc);
+    conv_tile(s_x + buf * HPIX * CB, wr, wp, lane, b0, acc);
     if (cok) {
 #pragma unroll
       for (int a = 0; a < 2; ++a) {
@@ -391,12 +405,11 @@ __global__ void __launch_bounds__(256) gate_backward_ew(const T* __restrict__ dm
   }
 }
 
-// Shared memory of conv14_kernel (two raw stages of the halo, and of g with GATE; the fp32 weights) and
+// Shared memory of conv14_kernel (two raw stages of the halo, and of g with GATE) and
 // of wgrad14_kernel (two stages of the x halo and the dy tile; the warps' sums).
 template <typename T>
 size_t conv14_smem(bool gate) {
-  return static_cast<size_t>(2 * (HPIX + (gate ? TPIX : 0))) * CB * sizeof(T) +
-         static_cast<size_t>(KK) * CB * sizeof(float);
+  return static_cast<size_t>(2 * (HPIX + (gate ? TPIX : 0))) * CB * sizeof(T);
 }
 template <typename T>
 size_t wgrad14_smem() {
@@ -460,10 +473,9 @@ void gated_dwconv_forward(const Tensor& z, const Tensor& w, const Tensor& b, int
     T* mp = cu::ptr<T>(m);
     T* cp = conv_out.defined() && cc > 0 ? cu::ptr<T>(conv_out) : nullptr;
     const int dev = z.device().index;
+    constexpr int VI = cu::Pack<T>::N;
     if (id > 0) {  // identity part: 16-byte vectors when id, h and both pointers allow them
-      constexpr int VI = cu::Pack<T>::N;
-      const bool vec = id % VI == 0 && h % VI == 0 && cu::aligned16(zp) && cu::aligned16(mp);
-      with_vec<T>(vec ? VI : 1, [&](auto vw) {
+      with_vec<T>(id % VI == 0 && h % VI == 0 && cu::aligned16(zp) && cu::aligned16(mp) ? VI : 1, [&](auto vw) {
         constexpr int V = decltype(vw)::value;
         const int64_t nv = id / V, n = P * nv;
         const bool fast = n < (int64_t{1} << 31);
@@ -476,17 +488,15 @@ void gated_dwconv_forward(const Tensor& z, const Tensor& w, const Tensor& b, int
     }
     if (cc == 0) return;
     // conv part: copy items as wide as both slices (g and c of z, row stride 2h) allow
-    const int vw = dwk::load_width<T>({{zp + id, 2 * h}, {zp + h + id, 2 * h}});
-    dwk::with_width<T>(vw, [&](auto vwc) {
+    dwk::with_width<T>(dwk::load_width<T>({{zp + id, 2 * h}, {zp + h + id, 2 * h}}), [&](auto vwc) {
       constexpr int V = decltype(vwc)::value;
       const Geo g = make_geo(z, h, cc);
       auto kern = conv14_kernel<T, V, true>;
       const size_t smem = conv14_smem<T>(true);
       const int64_t S = std::max<int64_t>(
           1, std::min<int64_t>(g.tiles, (resident_blocks(kern, smem, dev) + g.ncb - 1) / g.ncb));
-      kern<<<static_cast<unsigned>(S * g.ncb), THREADS, smem, stream()>>>(zp + h + id, 2 * h, zp + id, 2 * h,
-                                                                         cu::ptr<T>(w), cu::ptr<T>(b), mp + id, h,
-                                                                         cp, g, act);
+      kern<<<static_cast<unsigned>(S * g.ncb), THREADS, smem, stream()>>>(
+          zp + h + id, 2 * h, zp + id, 2 * h, cu::ptr<T>(w), cu::ptr<T>(b), mp + id, h, cp, g, act);
       CUDA_CHECK_LAUNCH();
     });
   });
