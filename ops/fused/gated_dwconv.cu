@@ -60,6 +60,7 @@ struct Geo {
   int64_t B = 0, tiles = 0;
   int H = 0, W = 0, tiles_h = 0, tiles_w = 0, ncb = 1;
   int h = 0, id = 0, cc = 0;  // widths
+  FastDiv div_w, div_h;        // by tiles_w, tiles_h
 };
 
 template <typename T, int V>
@@ -116,11 +117,16 @@ __device__ __forceinline__ void act_fd(Act a, float x, float& v, float& d) {
   }
 }
 
+// tile t -> (image b, first row i0, first column j0); 32-bit FastDiv (tiles < 2^31, checked on the
+// host): a 64-bit division is a ~70-instruction subroutine, and two of them ran per tile per thread.
 __device__ __forceinline__ void decode_tile(int64_t t, const Geo& g, int64_t& b, int& i0, int& j0) {
-  j0 = static_cast<int>(t % g.tiles_w) * TW;
-  t /= g.tiles_w;
-  i0 = static_cast<int>(t % g.tiles_h) * TH;
-  b = t / g.tiles_h;
+  uint32_t q, r;
+  g.div_w.divmod(static_cast<uint32_t>(t), q, r);
+  j0 = static_cast<int>(r) * TW;
+  uint32_t q2, r2;
+  g.div_h.divmod(q, q2, r2);
+  i0 = static_cast<int>(r2) * TH;
+  b = q2;
 }
 __device__ __forceinline__ int64_t pixel(const Geo& g, int64_t b, int i, int j) {
   return (b * g.H + i) * g.W + j;
@@ -445,6 +451,10 @@ Geo make_geo(const Tensor& z, int64_t h, int64_t cc) {
   g.tiles_h = (g.H + TH - 1) / TH;
   g.tiles_w = (g.W + TW - 1) / TW;
   g.tiles = g.B * g.tiles_h * g.tiles_w;
+  MO_CHECK(g.tiles < (int64_t{1} << 31), "gated_dwconv (CUDA): z {} has {} 14x7 tiles, more than 2^31 - 1",
+           z.str(), g.tiles);
+  g.div_w = FastDiv(g.tiles_w);
+  g.div_h = FastDiv(g.tiles_h);
   g.ncb = (g.cc + CB - 1) / CB;
   return g;
 }
