@@ -19,5 +19,6 @@ void cuda_synchronize() {}
 void cuda_copy(const Tensor&, const Tensor&) { no_cuda(); }
 void cuda_fill(const Tensor&, double) { no_cuda(); }
 void cuda_add_(const Tensor&, const Tensor&, double) { no_cuda(); }
+void cuda_accumulate_many(const std::vector<std::pair<Tensor, Tensor>>&) { no_cuda(); }
 }  // namespace mo
 #endif

@@ -220,6 +220,61 @@ void cuda_fill(const Tensor& dst, double v) {
   CUDA_CHECK_LAUNCH();
 }
 
+// dst += src for many (f32 dst, bf16 or f32 src) pairs, up to kAccPerLaunch per launch: blockIdx.y picks
+// the pair, the x blocks stride over its elements (8-wide where both pointers are 16-byte aligned).
+// The table travels as the kernel's parameter (< 4 KB), so nothing is uploaded.
+struct AccItem {
+  float* dst;
+  const void* src;
+  int64_t n;
+  int bf16;
+};
+constexpr int kAccPerLaunch = 120;
+struct AccTable {
+  AccItem it[kAccPerLaunch];
+};
+template <typename S>
+__device__ void accumulate_one(float* __restrict__ d, const S* __restrict__ s, int64_t n) {
+  const int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, step = (int64_t)gridDim.x * blockDim.x;
+  const bool al = ((reinterpret_cast<uintptr_t>(d) | reinterpret_cast<uintptr_t>(s)) & 15u) == 0;
+  const int64_t nvec = al ? n / 8 : 0;
+  for (int64_t p = tid; p < nvec; p += step) {
+    Vec8<float> dv = reinterpret_cast<Vec8<float>*>(d)[p];
+    const Vec8<S> a = reinterpret_cast<const Vec8<S>*>(s)[p];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) dv.v[e] = dv.v[e] + to_f(a.v[e]);
+    reinterpret_cast<Vec8<float>*>(d)[p] = dv;
+  }
+  for (int64_t i = nvec * 8 + tid; i < n; i += step) d[i] = d[i] + to_f(s[i]);
+}
+__global__ void accumulate_many_kernel(AccTable t) {
+  const AccItem& a = t.it[blockIdx.y];
+  if (a.bf16) accumulate_one(a.dst, static_cast<const __nv_bfloat16*>(a.src), a.n);
+  else accumulate_one(a.dst, static_cast<const float*>(a.src), a.n);
+}
+
+void cuda_accumulate_many(const std::vector<std::pair<Tensor, Tensor>>& pairs) {
+  size_t i = 0;
+  while (i < pairs.size()) {
+    AccTable t{};
+    unsigned count = 0;
+    int64_t most = 0;
+    for (; i < pairs.size() && count < kAccPerLaunch; ++i) {
+      const Tensor &d = pairs[i].first, &s = pairs[i].second;
+      MO_CHECK(d.dtype() == DType::f32 && d.is_contiguous() && s.is_contiguous() && s.numel() == d.numel() &&
+                   (s.dtype() == DType::bf16 || s.dtype() == DType::f32) && d.is_cuda() && s.is_cuda(),
+               "accumulate: cannot add {} into {}", s.str(), d.str());
+      if (d.numel() == 0) continue;
+      t.it[count++] = {d.data<float>(), s.raw_data(), d.numel(), s.dtype() == DType::bf16 ? 1 : 0};
+      most = std::max(most, d.numel());
+    }
+    if (count == 0) continue;
+    const unsigned gx = static_cast<unsigned>(std::min<int64_t>(32, (most / 8 + 255) / 256 + 1));
+    accumulate_many_kernel<<<dim3(gx, count), 256, 0, stream()>>>(t);
+    CUDA_CHECK_LAUNCH();
+  }
+}
+
 void cuda_add_(const Tensor& dst, const Tensor& src_in, double alpha) {
   MO_CHECK(dst.is_contiguous(), "add_: CUDA destination must be contiguous, got {}", dst.str());
   // A bf16 source adds into an f32 destination directly (no converted temporary).

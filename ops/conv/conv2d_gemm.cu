@@ -6,7 +6,11 @@
 //                                    zero-padded to Kp = ⌈K/8⌉·8 so every leading dimension is
 //                                    16-byte aligned (cuBLASLt's tensor-core condition; K = 27 for the stem)
 //   y = cols · Wᵣᵀ + b               (forward GEMM with the bias epilogue)
-//   dWᵣ[Co, K] = dyᵀ · cols          (GEMM; deterministic), then reordered to OIHW
+//   dWᵣ[Co, K] = dyᵀ · cols          (GEMM; deterministic), then reordered to OIHW. When the output is
+//                                     small and the rows many (the stem's first conv: 48 × 32 outputs
+//                                     over 3.2 M rows at tiny b256), cuBLASLt's heuristic runs it on a
+//                                     few CTAs (1.8 ms); there wgrad_rows splits the rows over the whole
+//                                     GPU instead (fp32 partials per block, summed in a fixed order)
 //   dcols[M, K] = dy · Wᵣ            (GEMM), then col2im as a gather: every input element sums the
 //                                     ≤ ⌈k/s⌉² output taps that read it, in a fixed order (no atomics)
 //   db = Σ_rows dy                  (in the dW GEMM's BGRADB epilogue)
@@ -213,6 +217,95 @@ __global__ void reorder_weight(const T* __restrict__ src, T* __restrict__ dst, G
   }
 }
 
+// dWᵣ[Co, Kp] = dyᵀ · cols and db = Σ_rows dy for a small output (Co, Kp ≤ 64, ⌈Co/4⌉·⌈Kp/4⌉ ≤ 256)
+// over many rows: block s takes rows [s·rpb, (s+1)·rpb) in chunks of RB rows staged in shared memory as
+// fp32; thread (group q, tc, tk) keeps the 4 × 4 sums of co 4tc.., k 4tk.. over the chunk rows ≡ q
+// (mod the G groups); the groups are added in order 0..G−1 at the end and the block writes its fp32
+// partials part_w[s][Co·Kp], part_b[s][Co]. No atomics.
+constexpr int kWgRows = 32, kWgThreads = 256, kWgMax = 64;
+template <typename T>
+__global__ void __launch_bounds__(kWgThreads) wgrad_rows(const T* __restrict__ dy, const T* __restrict__ cols,
+                                                        int64_t M, int Co, int Kp, int64_t rpb,
+                                                        float* __restrict__ part_w, float* __restrict__ part_b) {
+  __shared__ __align__(16) float sdy[kWgRows][kWgMax];
+  __shared__ __align__(16) float scol[kWgRows][kWgMax];
+  __shared__ float red[kWgThreads * 20];
+  const int nc = (Co + 3) / 4, nk = (Kp + 3) / 4, per = nc * nk, G = kWgThreads / per;
+  const int t = threadIdx.x, q = t / per, tc = (t % per) / nk, tk = t % nk;
+  const bool active = q < G;
+  float acc[4][4] = {}, accb[4] = {};
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * rpb, r1 = min(M, r0 + rpb);
+  for (int64_t c0 = r0; c0 < r1; c0 += kWgRows) {
+    const int nr = static_cast<int>(min(static_cast<int64_t>(kWgRows), r1 - c0));
+    __syncthreads();  // the previous chunk's reads are done
+    for (int e = t; e < kWgRows * kWgMax; e += kWgThreads) {
+      const int r = e / kWgMax, j = e % kWgMax;
+      const bool row = r < nr;
+      sdy[r][j] = row && j < Co ? cu::to_float(dy[(c0 + r) * Co + j]) : 0.0f;
+      scol[r][j] = row && j < Kp ? cu::to_float(cols[(c0 + r) * Kp + j]) : 0.0f;
+    }
+    __syncthreads();
+    if (active) {
+      for (int r = q; r < nr; r += G) {
+        const float4 a = *reinterpret_cast<const float4*>(&sdy[r][4 * tc]);
+        const float4 b = *reinterpret_cast<const float4*>(&scol[r][4 * tk]);
+        const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+          accb[i] += av[i];
+        }
+      }
+    }
+  }
+  // groups in order: red[(t % per)·20 + ·] accumulates group 0, 1, ...
+  for (int g = 0; g < G; ++g) {
+    __syncthreads();
+    if (active && q == g) {
+      float* d = red + (t % per) * 20;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) d[i * 4 + j] = (g == 0 ? 0.0f : d[i * 4 + j]) + acc[i][j];
+        d[16 + i] = (g == 0 ? 0.0f : d[16 + i]) + accb[i];
+      }
+    }
+  }
+  __syncthreads();
+  for (int e = t; e < Co * Kp; e += kWgThreads) {
+    const int co = e / Kp, k = e % Kp;
+    part_w[static_cast<int64_t>(blockIdx.x) * Co * Kp + e] = red[((co / 4) * nk + k / 4) * 20 + (co % 4) * 4 + k % 4];
+  }
+  for (int co = t; co < Co; co += kWgThreads)
+    part_b[static_cast<int64_t>(blockIdx.x) * Co + co] = red[((co / 4) * nk) * 20 + 16 + co % 4];
+}
+
+// wgrad_rows is used when it applies and the rows outnumber the outputs by far.
+bool use_wgrad_rows(int64_t M, int Co, int Kp) {
+  return Co <= kWgMax && Kp <= kWgMax && ((Co + 3) / 4) * ((Kp + 3) / 4) <= kWgThreads &&
+         M >= int64_t{256} * Co * Kp;
+}
+
+template <typename T>
+void launch_wgrad_rows(const Tensor& dy2, const Tensor& cols, const Tensor& dwr, const Tensor& db, int Co, int Kp) {
+  const int64_t M = dy2.size(0);
+  const int dev = dy2.device().index;
+  const int64_t S = std::min<int64_t>(4 * cu::sm_count(dev), (M + kWgRows - 1) / kWgRows);  // 4 blocks fit per SM
+  const int64_t rpb = ((M + S - 1) / S + kWgRows - 1) / kWgRows * kWgRows;
+  const int64_t blocks = (M + rpb - 1) / rpb;
+  Tensor part_w = Tensor::empty({blocks, static_cast<int64_t>(Co) * Kp}, DType::f32, dy2.device());
+  Tensor part_b = Tensor::empty({blocks, Co}, DType::f32, dy2.device());
+  wgrad_rows<T><<<static_cast<unsigned>(blocks), kWgThreads, 0, stream()>>>(
+      cu::ptr<T>(dy2), cu::ptr<T>(cols), M, Co, Kp, rpb, part_w.data<float>(), part_b.data<float>());
+  CUDA_CHECK_LAUNCH();
+  cu::column_sum(cu::ColumnLoad<float>{part_w.data<float>(), blocks, static_cast<int64_t>(Co) * Kp}, 1, blocks,
+                 static_cast<int64_t>(Co) * Kp, 1.0f, cu::ptr<T>(dwr), dwr.device());
+  if (db.defined())
+    cu::column_sum(cu::ColumnLoad<float>{part_b.data<float>(), blocks, Co}, 1, blocks, Co, 1.0f, cu::ptr<T>(db),
+                   db.device());
+}
+
 }  // namespace
 
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int pad, const Tensor& y) {
@@ -241,7 +334,10 @@ void conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& w, int str
     using T = decltype(z);
     launch_im2col<T>(x, cols, g);
     Tensor dwr = Tensor::empty({g.Co, K}, w.dtype(), dev);
-    gemm(dy2, true, cols, false, dwr, 1.0f, 0.0f, Tensor(), db);  // dWᵣ = dyᵀ · cols, db = Σ_rows dy
+    if (use_wgrad_rows(M, g.Co, g.Kp))
+      launch_wgrad_rows<T>(dy2, cols, dwr, db, g.Co, g.Kp);         // dWᵣ = dyᵀ · cols, db = Σ_rows dy
+    else
+      gemm(dy2, true, cols, false, dwr, 1.0f, 0.0f, Tensor(), db);  // the same as one GEMM
     reorder_weight<T><<<cu::grid_1d(g.Co * K, 256), 256, 0, stream()>>>(cu::ptr<const T>(dwr), cu::ptr<T>(dw), g, false);
     CUDA_CHECK_LAUNCH();
     if (dx.defined()) {
