@@ -93,6 +93,28 @@ __global__ void copy_kernel32(D* __restrict__ dst, FastIndex di, bool dc, const 
   }
 }
 
+// Planes to channels-last, dst (B, H, W, C) contiguous from src(b, h, w, c) = src[b·sB + c·sC + h·W + w]
+// (the model's NCHW → NHWC input permute): one thread per pixel, C reads that are coalesced across the
+// threads (consecutive pixels of one plane) and C contiguous writes; one FastDiv per pixel instead of
+// four per element.
+template <typename D, typename S>
+__global__ void planes_to_last_kernel(D* __restrict__ dst, const S* __restrict__ src, uint32_t pixels, FastDiv hw,
+                                      int64_t sB, int64_t sC, int C) {
+  for (uint32_t p = blockIdx.x * blockDim.x + threadIdx.x; p < pixels; p += gridDim.x * blockDim.x) {
+    uint32_t b, r;
+    hw.divmod(p, b, r);
+    const S* s = src + static_cast<int64_t>(b) * sB + r;
+    D* d = dst + static_cast<int64_t>(p) * C;
+    for (int c = 0; c < C; ++c) d[c] = cvt<D>(s[c * sC]);
+  }
+}
+bool is_planes_to_last(const Tensor& dst, const Tensor& src) {
+  if (dst.dim() != 4 || !dst.is_contiguous() || src.dim() != 4) return false;
+  const auto& st = src.strides();
+  const int64_t H = dst.size(1), W = dst.size(2), C = dst.size(3);
+  return C >= 2 && C <= 16 && st[2] == 1 && (H == 1 || st[1] == W) && st[3] >= H * W && H * W > 1;
+}
+
 template <typename T>
 __global__ void fill_kernel(T* dst, StridedIndex di, bool dc, T v, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
@@ -141,6 +163,20 @@ void device_copy(const Tensor& dst, const Tensor& src) {
   int64_t n = dst.numel();
   if (dst.dtype() == src.dtype() && dst.is_contiguous() && src.is_contiguous()) {
     CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), dst.nbytes(), cudaMemcpyDeviceToDevice, stream()));
+    return;
+  }
+  if (n < (int64_t{1} << 31) && is_planes_to_last(dst, src)) {
+    const int64_t HW = dst.size(1) * dst.size(2), pixels = n / dst.size(3);
+    dispatch(dst.dtype(), [&](auto d) {
+      dispatch(src.dtype(), [&](auto s) {
+        using D = decltype(d);
+        using S = decltype(s);
+        planes_to_last_kernel<D, S><<<grid_for(pixels), 256, 0, stream()>>>(
+            static_cast<D*>(dst.raw_data()), static_cast<const S*>(src.raw_data()), static_cast<uint32_t>(pixels),
+            FastDiv(HW), src.strides()[0], src.strides()[3], static_cast<int>(dst.size(3)));
+      });
+    });
+    CUDA_CHECK_LAUNCH();
     return;
   }
   if (n < (int64_t{1} << 31)) {

@@ -155,13 +155,22 @@ __device__ __forceinline__ void issue_block(T* __restrict__ s, const T* __restri
   }
 }
 
-// The thread's 49 weights of channel c in registers, wr[tap] = w[c][tap] (FLIP: w[c][48 − tap], the
-// input gradient's kernel); 0 for channels >= cc.
+// The thread's 49 weights of channel c0 + lane in registers, wr[tap] = w[c][tap] (FLIP: w[c][48 − tap],
+// the input gradient's kernel); 0 for channels >= cc. The block's 32 × 49 weights are read once,
+// coalesced, into `scratch` (≥ 32 · 49 floats of shared memory no copy is writing to), then each thread
+// takes its channel's: a direct per-thread read strides 49 elements across the lanes (a sector per
+// lane per tap, which cost ~25% of the small stage-4 maps).
 template <typename T, bool FLIP>
-__device__ __forceinline__ void load_weights(float (&wr)[KK], const T* __restrict__ w, int c, int cc) {
+__device__ __forceinline__ void load_weights(float (&wr)[KK], const T* __restrict__ w, int c0, int lane, int cc,
+                                             float* scratch) {
+  for (int e = threadIdx.x; e < CB * KK; e += THREADS) {
+    const int l = e / KK, tap = e % KK;
+    scratch[tap * CB + l] = c0 + l < cc ? cu::to_float(w[static_cast<int64_t>(c0) * KK + e]) : 0.0f;
+  }
+  __syncthreads();
 #pragma unroll
-  for (int tap = 0; tap < KK; ++tap)
-    wr[tap] = c < cc ? cu::to_float(w[static_cast<int64_t>(c) * KK + (FLIP ? KK - 1 - tap : tap)]) : 0.0f;
+  for (int tap = 0; tap < KK; ++tap) wr[tap] = scratch[(FLIP ? KK - 1 - tap : tap) * CB + lane];
+  __syncthreads();  // scratch is a copy stage: everyone has read it before copies are issued into it
 }
 
 // acc[a][j] = b0 + Σ_{u,v} w[u,v] · x[2w + a + u][j + v] for the thread's rows 2w, 2w+1 and channel
@@ -260,7 +269,7 @@ __global__ void __launch_bounds__(THREADS, kForwardMinBlocks)
   if (s0 < g.tiles) issue(s0, 0);
   dwk::cp_async_commit();
   float wr[KK];
-  load_weights<T, !GATE>(wr, w, c, g.cc);
+  load_weights<T, !GATE>(wr, w, c0, lane, g.cc, reinterpret_cast<float*>(s_x + HPIX * CB));  // stage 1
   const float b0 = GATE && cok ? cu::to_float(bias[c]) : 0.0f;
   int buf = 0;
   for (int64_t t = s0; t < g.tiles; t += ns, buf ^= 1) {
