@@ -4,15 +4,18 @@ GPU (eager or torch.compile, bf16 autocast, fused AdamW, channels_last optional)
   python3 peer_torch.py --model mambaout_femto --batch 16 --img 224 --device cpu --threads 2
   python3 peer_torch.py --model mambaout_tiny --batch 256 --device cuda --dtype bf16 [--compile]
 Prints one JSON line per mode, like mo_bench --json.
+
+With --barrier DIR --barrier-n N (scripts/gpu/run_all.sh peers-parallel), N such processes compile and warm
+up at the same time, then take turns: each writes DIR/ID.ready when warm and sleeps until all N are ready
+(or have failed or died), then holds an exclusive flock on DIR/lock while it re-warms, times its steps and
+prints; the others sleep in flock meanwhile, so no other process uses the GPU during a timed run.
 """
 import argparse
+import fcntl
 import json
 import os
 import sys
 import time
-
-import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "reference"))
 
@@ -28,7 +31,21 @@ p.add_argument("--iters", type=int, default=10)
 p.add_argument("--threads", type=int, default=0)
 p.add_argument("--compile", action="store_true")
 p.add_argument("--channels-last", action="store_true")
+p.add_argument("--barrier", metavar="DIR", help="compile beside others, then time in turn (see above)")
+p.add_argument("--barrier-n", type=int, default=0, help="how many processes share --barrier DIR")
+p.add_argument("--barrier-timeout", type=float, default=1800, help="seconds to wait for the others to be warm")
 a = p.parse_args()
+if a.barrier and a.barrier_n < 1:
+    p.error("--barrier needs --barrier-n N (the number of processes sharing it)")
+ME = f"{a.model}-{a.mode}-b{a.batch}-{a.dtype}{'-compile' if a.compile else ''}-{os.getpid()}"
+if a.barrier:  # announced before the slow imports, so the others can tell a dead process from a slow one
+    if not os.path.isdir(a.barrier):
+        p.error(f"--barrier {a.barrier}: no such folder")
+    with open(os.path.join(a.barrier, ME + ".pid"), "w") as f:
+        f.write(str(os.getpid()))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 if a.threads:
     torch.set_num_threads(a.threads)
@@ -77,29 +94,85 @@ def train_step():
     opt.step()
 
 
-if a.mode in ("train", "both"):
-    model.train()
-    for _ in range(a.warmup):
-        train_step()
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def wait_for_all(mark):
+    """Writes DIR/ME.<mark>, then sleeps until every one of the N processes is ready, failed or gone."""
+    open(os.path.join(a.barrier, ME + "." + mark), "w").close()
+    t0 = time.monotonic()
+    while True:
+        names = os.listdir(a.barrier)
+        pids = [n[:-4] for n in names if n.endswith(".pid")]
+        done = [i for i in pids if i + ".ready" in names or i + ".failed" in names
+                or not alive(int(open(os.path.join(a.barrier, i + ".pid")).read() or 0))]
+        if len(pids) >= a.barrier_n and len(done) == len(pids):
+            return
+        if time.monotonic() - t0 > a.barrier_timeout:
+            print(f"peer_torch {ME}: {len(done)} of {a.barrier_n} peers ready after {a.barrier_timeout:.0f} s; "
+                  "timing anyway", file=sys.stderr)
+            return
+        time.sleep(0.5)  # files only: nothing touches the GPU while waiting
+
+
+modes = ["train", "infer"] if a.mode == "both" else [a.mode]
+
+
+def warm(mode):
+    if mode == "train":
+        model.train()
+        for _ in range(a.warmup):
+            train_step()
+    else:
+        model.eval()
+        with torch.no_grad(), torch.autocast(a.device, dtype=torch.bfloat16, enabled=use_amp):
+            for _ in range(a.warmup):
+                fwd(x)
     sync()
+
+
+def timed(mode):
     if a.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(a.iters):
-        train_step()
-    sync()
-    report("train", time.perf_counter() - t0)
-
-if a.mode in ("infer", "both"):
-    model.eval()
-    with torch.no_grad(), torch.autocast(a.device, dtype=torch.bfloat16, enabled=use_amp):
-        for _ in range(a.warmup):
-            fwd(x)
-        sync()
-        if a.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+    if mode == "train":
         t0 = time.perf_counter()
         for _ in range(a.iters):
-            fwd(x)
+            train_step()
         sync()
-        report("infer", time.perf_counter() - t0)
+    else:
+        with torch.no_grad(), torch.autocast(a.device, dtype=torch.bfloat16, enabled=use_amp):
+            t0 = time.perf_counter()
+            for _ in range(a.iters):
+                fwd(x)
+            sync()
+    report(mode, time.perf_counter() - t0)
+
+
+if not a.barrier:
+    for mode in modes:
+        warm(mode)
+        timed(mode)
+    sys.exit(0)
+
+try:  # compile and warm up beside the others
+    for mode in modes:
+        warm(mode)
+except BaseException:
+    wait_for_all("failed")  # the others need not wait for this one
+    raise
+if a.device == "cuda":
+    torch.cuda.empty_cache()  # hold only weights and optimizer state while waiting
+wait_for_all("ready")
+with open(os.path.join(a.barrier, "lock"), "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # sleeps until the GPU is free
+    for mode in modes:
+        warm(mode)  # again: the clocks and the allocator's cache after the wait
+        timed(mode)
+    fcntl.flock(lock, fcntl.LOCK_UN)
