@@ -2,8 +2,27 @@
 # run_all.sh: everything the GPU machine does in one call: build (Release, sm_90, all cores), the
 # CUDA tests, the benchmarks with their peers (timm eager and torch.compile, same call), and a short
 # table last. Full logs go to $OUT (the device tool brings them back).
-#   bash scripts/gpu/run_all.sh [build] [tests] [kernels] [bench] [bench-compile] [profile] [nsys] [demo] [data]
-#   (default: all but profile and nsys)
+#   bash scripts/gpu/run_all.sh [build] [tests] [kernels] [bench] [bench-compile] [peers-parallel] [profile]
+#                               [nsys] [demo] [data] [serve] [fmnist-long] [timm-local-dir]
+#   (default: all but peers-parallel, profile, nsys, serve, fmnist-long and timm-local-dir)
+# peers-parallel: the torch.compile peers of PEER_ROWS ("model mode batch compile|eager", ';' between rows;
+#   default the five rows of the GPU-speed issue) start together, so their 100-170 s compilations overlap;
+#   each waits, asleep, until all are warm, then they take turns holding a lock while timing (no other
+#   process uses the GPU during a timed run: scripts/bench/peer_torch.py --barrier), each exits after its
+#   turn; then mo_bench times the same rows, one after the other. JSON lines into $OUT/bench.jsonl.
+# serve: builds mo_serve (cpp-httplib from .deps/httplib when the machine has none: run
+#   scripts/gpu/stage_httplib.sh on the development machine and carry .deps/httplib), makes 224x224 JPEGs,
+#   serves SERVE_MODEL (random init, seed 0, the same weights in both) with mo_serve (GPU, batching on) and
+#   then with scripts/bench/serve_peer_timm.py (timm, model(x) per request, preprocessed as mo_serve says),
+#   runs scripts/bench/serve_bench.py against each at SERVE_CONC (1,16,128), SERVE_REQUESTS requests each;
+#   table in $OUT/serve.md, JSON lines in $OUT/serve.jsonl.
+# fmnist-long: prepares Fashion-MNIST as the README does (32 px JPEGs; FMNIST_SRC: the IDX folder) and
+#   trains recipes/fashion_mnist_long.yaml (FMNIST_EXTRA="--set k=v ..." overrides), then prints the
+#   training time and the last epoch's top-1 of the live weights and of the EMA.
+# timm-local-dir: mo_convert --hf-dir of a Fashion-MNIST checkpoint (fmnist-long's, else a short run of the
+#   quick recipe), loaded by timm.create_model('local-dir:...'): scripts/gpu/check_timm_local_dir.py.
+# B (default build-gpu) is the build folder; PEER_DEVICE/PEER_DTYPE/PEER_ARGS and SERVE_DEVICE/SERVE_PEER_ARGS
+# let the same stages run on a CPU (for trying the plumbing; the numbers mean nothing there).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/mo_out}
@@ -11,14 +30,34 @@ mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 stages=${*:-build tests kernels bench bench-compile demo data}
 has() { [[ " $stages " == *" $1 "* ]]; }
-B=build-gpu
+B=${B:-build-gpu}
+PY=${PYTHON:-python3}
 
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/machine.txt"
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/machine.txt"
+else
+  echo "no nvidia-smi: no GPU" | tee "$OUT/machine.txt"
+fi
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  host cores: $(nproc)" | tee -a "$OUT/machine.txt"
+
+# cpp-httplib for mo_serve: the machine's own, else the copy scripts/gpu/stage_httplib.sh staged (carried);
+# its fallback/ libraries (and pkgconf) only where the machine lacks them.
+HTTPLIB=$PWD/.deps/httplib
+CMAKE_EXTRA=()
+if [ -f "$HTTPLIB/lib/pkgconfig/cpp-httplib.pc" ] && ! pkg-config --exists cpp-httplib 2>/dev/null; then
+  mkdir -p /tmp/mo_httplib_fallback
+  for f in "$HTTPLIB"/fallback/lib/*; do
+    ldconfig -p | grep -q "^\s*$(basename "$f") " || ln -sf "$f" /tmp/mo_httplib_fallback/
+  done
+  export LD_LIBRARY_PATH=/tmp/mo_httplib_fallback${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  CMAKE_EXTRA+=(-DCMAKE_PREFIX_PATH="$HTTPLIB")
+  command -v pkg-config >/dev/null || CMAKE_EXTRA+=(-DPKG_CONFIG_EXECUTABLE="$HTTPLIB/fallback/bin/pkgconf")
+  echo "cpp-httplib: the staged copy in .deps/httplib (fallback libraries: $(ls /tmp/mo_httplib_fallback | tr '\n' ' '))"
+fi
 
 if has build || [ ! -x $B/tools/mo_bench ]; then
   t0=$(date +%s)
-  cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >"$OUT/build.log" 2>&1 &&
+  cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${CMAKE_EXTRA[@]}" >"$OUT/build.log" 2>&1 &&
     ninja -C $B -k 0 -j"$(nproc)" >>"$OUT/build.log" 2>&1
   rc=$?
   echo "build rc=$rc in $(( $(date +%s) - t0 )) s"
@@ -64,6 +103,30 @@ if has bench-compile; then  # mo again beside each torch.compile peer, so every 
       --warmup 5 --iters 15 --compile >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log"
   done
 fi
+if has peers-parallel; then
+  [ -f "$OUT/bench.jsonl" ] || : >"$OUT/bench.jsonl"
+  IFS=';' read -ra rows <<<"${PEER_ROWS:-mambaout_femto train 256 compile;mambaout_tiny train 256 compile;mambaout_small train 128 compile;mambaout_base train 128 compile;mambaout_tiny infer 256 compile}"
+  bar=$(mktemp -d /tmp/mo_peers.XXXXXX)
+  t0=$(date +%s)
+  pids=()
+  for row in "${rows[@]}"; do
+    set -- $row
+    timeout "${PEER_TIMEOUT:-560}" $PY scripts/bench/peer_torch.py --device "${PEER_DEVICE:-cuda}" --dtype "${PEER_DTYPE:-bf16}" \
+      --model $1 --mode $2 --batch $3 --warmup 5 --iters 15 ${PEER_ARGS:-} $([ "$4" = compile ] && echo --compile) \
+      --barrier "$bar" --barrier-n ${#rows[@]} >>"$OUT/bench.jsonl" 2>>"$OUT/peers_parallel_err.log" &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || echo "{\"tool\": \"peer ${rows[$i]}\", \"error\": \"rc=$?\"}" >>"$OUT/bench.jsonl"
+  done
+  echo "peers-parallel: ${#rows[@]} peers in $(( $(date +%s) - t0 )) s (compiled together, timed in turn)"
+  rm -rf "$bar"
+  for row in "${rows[@]}"; do  # mo on the same rows, after the peers have gone (unless bench did them)
+    set -- $row
+    has bench || has bench-compile || bench mo $B/tools/mo_bench --device "${PEER_DEVICE:-cuda}" --dtype "${PEER_DTYPE:-bf16}" \
+      --model $1 --batch $3 --mode $2 --warmup 5 --iters 15 ${MO_BENCH_ARGS:-}
+  done
+fi
 if has profile; then  # where a step goes, per op (synchronised), for tiny and base
   for m in "mambaout_tiny 256" "mambaout_base 128"; do
     set -- $m
@@ -90,5 +153,95 @@ if has data; then  # JPEG pipeline scaling with worker threads, and the PIL/torc
   $B/tools/mo_bench_data --dir /tmp/bench_jpeg --threads 1,2,4,8,16 --seconds 3 --modes train,eval >"$OUT/data_bench.log" 2>&1
   python3 scripts/data/bench_peer.py /tmp/bench_jpeg --seconds 3 >>"$OUT/data_bench.log" 2>&1
   cat "$OUT/data_bench.log" | tail -30
+fi
+wait_listening() {  # LOG PID: the port a server printed ("listening on http://HOST:PORT/"), within 180 s
+  for _ in $(seq 360); do
+    grep -qo "listening on http://[^ ]*:[0-9]*" "$1" && { grep -o "listening on http://[^ ]*" "$1" | head -1 | sed 's|.*:\([0-9]*\)/.*|\1|'; return 0; }
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.5
+  done
+  return 1
+}
+stop_server() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+if has serve; then  # mo_serve against a plain timm server, same weights, same images, same call
+  if [ ! -x $B/tools/mo_serve ]; then
+    cmake -S . -B $B "${CMAKE_EXTRA[@]}" >>"$OUT/build.log" 2>&1 && ninja -C $B mo_serve >>"$OUT/build.log" 2>&1
+  fi
+  S=$(mktemp -d /tmp/mo_serve_bench.XXXXXX)
+  model=${SERVE_MODEL:-mambaout_tiny}
+  : >"$OUT/serve.jsonl"
+  if [ ! -x $B/tools/mo_serve ]; then
+    echo "serve: no $B/tools/mo_serve (cpp-httplib not found: scripts/gpu/stage_httplib.sh, carry .deps/httplib)"
+  else
+    $PY - "$S/img" <<'PYEOF'  # 16 224x224 JPEGs: the test photos, centre and offset squares, mirrored
+import glob, os, sys
+from PIL import Image, ImageOps
+out = sys.argv[1]
+os.makedirs(out)
+for f in sorted(glob.glob("tests/data/images/*.jpg")):
+    im = Image.open(f).convert("RGB")
+    for k, c in enumerate([(0.5, 0.5), (0.3, 0.4)]):
+        v = ImageOps.fit(im, (224, 224), Image.BICUBIC, centering=c)
+        for j, w in enumerate([v, ImageOps.mirror(v)]):
+            w.save(os.path.join(out, f"{os.path.basename(f)[:-4]}_{k}{j}.jpg"), quality=90)
+PYEOF
+    $PY scripts/bench/serve_peer_timm.py --model "$model" --save-weights "$S/w.pth" ${SERVE_PEER_ARGS:-} | tee "$OUT/serve_peer.log"
+    SB=(--images "$S/img" --concurrency "${SERVE_CONC:-1,16,128}" --requests "${SERVE_REQUESTS:-2000}")
+    $B/tools/mo_serve -w "$S/w.pth" -m "$model" --port 0 --device "${SERVE_DEVICE:-cuda}" ${SERVE_MO_ARGS:-} >"$OUT/serve_mo.log" 2>&1 &
+    pid=$!
+    if port=$(wait_listening "$OUT/serve_mo.log" $pid); then
+      head -3 "$OUT/serve_mo.log"
+      timeout 300 $PY scripts/bench/serve_bench.py --url "http://127.0.0.1:$port/predict" "${SB[@]}" --label mo >>"$OUT/serve.jsonl" ||
+        echo "{\"server\": \"mo\", \"error\": \"serve_bench rc=$?\"}" >>"$OUT/serve.jsonl"
+    else
+      echo "serve: mo_serve did not start:"; tail -5 "$OUT/serve_mo.log"
+    fi
+    stop_server $pid
+    # the peer preprocesses as mo_serve said it does (its /health, recorded by serve_bench)
+    pre=$($PY -c "import json,sys; h=[json.loads(l) for l in open(sys.argv[1]) if '\"health\"' in l][0]['health']['preprocess']; print(h['img_size'], h['crop_pct'], h['interpolation'])" "$OUT/serve.jsonl" 2>/dev/null || echo "224 0.875 bicubic")
+    set -- $pre
+    $PY scripts/bench/serve_peer_timm.py --model "$model" --weights "$S/w.pth" --port 0 --device "${SERVE_DEVICE:-cuda}" \
+      --img-size $1 --crop-pct $2 --interpolation $3 ${SERVE_PEER_ARGS:-} >>"$OUT/serve_peer.log" 2>&1 &
+    pid=$!
+    if port=$(wait_listening "$OUT/serve_peer.log" $pid); then
+      tail -3 "$OUT/serve_peer.log"
+      timeout 400 $PY scripts/bench/serve_bench.py --url "http://127.0.0.1:$port/predict" "${SB[@]}" --label peer >>"$OUT/serve.jsonl" ||
+        echo "{\"server\": \"peer\", \"error\": \"serve_bench rc=$?\"}" >>"$OUT/serve.jsonl"
+    else
+      echo "serve: the peer did not start:"; tail -5 "$OUT/serve_peer.log"
+    fi
+    stop_server $pid
+    $PY scripts/bench/serve_table.py "$OUT/serve.jsonl" | tee "$OUT/serve.md"
+  fi
+  rm -rf "$S"
+fi
+prepare_fmnist() {  # the README's data: 32-px JPEGs in /tmp/fmnist
+  $B/tools/mo_prepare fashion-mnist --out /tmp/fmnist --size 32 ${FMNIST_SRC:+--src "$FMNIST_SRC"}
+}
+if has fmnist-long; then  # recipes/fashion_mnist_long.yaml from scratch: the time and the final top-1
+  R=/tmp/fmnist_long
+  rm -rf "$R"
+  prepare_fmnist >"$OUT/fmnist_long.log" 2>&1
+  t0=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  OMP_WAIT_POLICY=passive $B/tools/mo_train recipes/fashion_mnist_long.yaml --set data.root=/tmp/fmnist \
+    --set train.output=$R ${FMNIST_EXTRA:-} >>"$OUT/fmnist_long.log" 2>&1
+  rc=$?
+  echo "fmnist-long rc=$rc: mo_train took $($PY -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 1))" "$t0" "$(date +%s.%N)") s"
+  grep -E "parameters|^done" "$OUT/fmnist_long.log" | head -3
+  [ -f "$R/summary.csv" ] && cp "$R/summary.csv" "$OUT/fmnist_long_summary.csv" &&
+    $PY -c "import csv,sys; r=list(csv.DictReader(open(sys.argv[1])))[-1]; print('last epoch', r.get('epoch'), ': top-1', r.get('eval_top1'), '(EMA', r.get('eval_top1_ema', '-') + ')', ' train_loss', r.get('train_loss'))" "$R/summary.csv"
+fi
+if has timm-local-dir; then  # mo_convert --hf-dir, then timm.create_model('local-dir:...', pretrained=True)
+  ck=/tmp/fmnist_long/checkpoints/best.mo
+  if [ ! -f "$ck" ]; then
+    prepare_fmnist >"$OUT/timm_local_dir.log" 2>&1
+    rm -rf /tmp/fmnist_quick
+    $B/tools/mo_train recipes/fashion_mnist.yaml --set data.root=/tmp/fmnist --set train.output=/tmp/fmnist_quick \
+      --set train.max_steps=${TIMM_CHECK_STEPS:-400} --set train.eval_every=0 >>"$OUT/timm_local_dir.log" 2>&1
+    ck=$(ls /tmp/fmnist_quick/checkpoints/ckpt-*.mo 2>/dev/null | sort | tail -1)
+  fi
+  $PY scripts/gpu/check_timm_local_dir.py --bin $B/tools --ckpt "${ck:-none}" /tmp/fmnist/val >>"$OUT/timm_local_dir.log" 2>&1
+  echo "timm local-dir check rc=$?"; tail -6 "$OUT/timm_local_dir.log"
 fi
 [ -f "$OUT/bench.jsonl" ] && python3 scripts/bench/table.py "$OUT/bench.jsonl" | tee "$OUT/table.md"
