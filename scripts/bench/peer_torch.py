@@ -7,8 +7,9 @@ Prints one JSON line per mode, like mo_bench --json.
 
 With --barrier DIR --barrier-n N (scripts/gpu/run_all.sh peers-parallel), N such processes compile and warm
 up at the same time, then take turns: each writes DIR/ID.ready when warm and sleeps until all N are ready
-(or have failed or died), then holds an exclusive flock on DIR/lock while it re-warms, times its steps and
-prints; the others sleep in flock meanwhile, so no other process uses the GPU during a timed run.
+(or have failed or died), then takes an exclusive flock on DIR/lock, waits for the previous holder to have
+exited (its GPU memory freed), re-warms, times its steps, prints and exits, releasing the lock; the others
+sleep in flock meanwhile, so no other process uses the GPU during a timed run.
 """
 import argparse
 import fcntl
@@ -170,9 +171,16 @@ except BaseException:
 if a.device == "cuda":
     torch.cuda.empty_cache()  # hold only weights and optimizer state while waiting
 wait_for_all("ready")
-with open(os.path.join(a.barrier, "lock"), "a") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)  # sleeps until the GPU is free
-    for mode in modes:
-        warm(mode)  # again: the clocks and the allocator's cache after the wait
-        timed(mode)
-    fcntl.flock(lock, fcntl.LOCK_UN)
+lock = os.open(os.path.join(a.barrier, "lock"), os.O_WRONLY | os.O_CREAT, 0o644)
+fcntl.flock(lock, fcntl.LOCK_EX)  # sleeps until the GPU is free
+holder = os.path.join(a.barrier, "holder")
+if os.path.exists(holder):  # the lock goes at the last holder's exit: wait until its teardown is over too
+    last = int(open(holder).read() or 0)
+    while last and alive(last):
+        time.sleep(0.05)
+with open(holder, "w") as f:
+    f.write(str(os.getpid()))
+for mode in modes:
+    warm(mode)  # again: the clocks and the allocator's cache after the wait
+    timed(mode)
+# the lock is held until this process exits (its descriptor is never closed before)
