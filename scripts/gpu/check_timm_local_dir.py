@@ -2,7 +2,8 @@
 `timm.create_model('local-dir:OUT', pretrained=True)` must build the architecture with mo's number of
 classes and class names, and, with timm's own eval transform from the folder's pretrained_cfg, give every
 image the same top-1 as `mo_predict` and probabilities within --prob-tol. Needs timm (the GPU machine has
-it); exit 0 when everything agrees, 1 on any mismatch, 2 on a usage error.
+it); exit 0 when everything agrees, 1 on any mismatch or when mo_convert/mo_predict fail, 2 on a usage
+error, 3 when timm (or torch, pillow) is not installed, so nothing was checked.
   python3 scripts/gpu/check_timm_local_dir.py --bin build-gpu/tools --ckpt best.mo IMAGE_OR_DIR ...
 """
 import argparse
@@ -46,7 +47,8 @@ try:
     import torch
     from PIL import Image
 except ImportError as e:
-    sys.exit(f"check_timm_local_dir.py: needs timm, torch and pillow ({e})")
+    print(f"check_timm_local_dir.py: needs timm, torch and pillow ({e}): nothing checked", file=sys.stderr)
+    sys.exit(3)
 
 out = a.out or os.path.join(tempfile.mkdtemp(prefix="mo_hf_"), "hf")
 r = subprocess.run([tools["mo_convert"], a.ckpt, "--hf-dir", out], capture_output=True, text=True)

@@ -187,7 +187,8 @@ for f in sorted(glob.glob("tests/data/images/*.jpg")):
 PYEOF
     $PY scripts/bench/serve_peer_timm.py --model "$model" --save-weights "$S/w.pth" ${SERVE_PEER_ARGS:-} | tee "$OUT/serve_peer.log"
     SB=(--images "$S/img" --concurrency "${SERVE_CONC:-1,16,128}" --requests "${SERVE_REQUESTS:-2000}")
-    $B/tools/mo_serve -w "$S/w.pth" -m "$model" --port 0 --device "${SERVE_DEVICE:-cuda}" ${SERVE_MO_ARGS:-} >"$OUT/serve_mo.log" 2>&1 &
+    $B/tools/mo_serve -w "$S/w.pth" -m "$model" --port 0 --device "${SERVE_DEVICE:-cuda}" \
+      ${SERVE_MO_ARGS:---idle-timeout 120} >"$OUT/serve_mo.log" 2>&1 &
     pid=$!
     if port=$(wait_listening "$OUT/serve_mo.log" $pid); then
       head -3 "$OUT/serve_mo.log"
@@ -230,7 +231,14 @@ if has fmnist-long; then  # recipes/fashion_mnist_long.yaml from scratch: the ti
   echo "fmnist-long rc=$rc: mo_train took $($PY -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 1))" "$t0" "$(date +%s.%N)") s"
   grep -E "parameters|^done" "$OUT/fmnist_long.log" | head -3
   [ -f "$R/summary.csv" ] && cp "$R/summary.csv" "$OUT/fmnist_long_summary.csv" &&
-    $PY -c "import csv,sys; r=list(csv.DictReader(open(sys.argv[1])))[-1]; print('last epoch', r.get('epoch'), ': top-1', r.get('eval_top1'), '(EMA', r.get('eval_top1_ema', '-') + ')', ' train_loss', r.get('train_loss'))" "$R/summary.csv"
+    $PY - "$R/summary.csv" <<'PYEOF'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+r = rows[-1]
+best = max(rows, key=lambda x: max(float(x["eval_top1"] or 0), float(x.get("eval_top1_ema") or 0)))
+print(f"fmnist-long: {len(rows)} epochs; last epoch top-1 {r['eval_top1']}% (EMA {r.get('eval_top1_ema') or '-'}%), "
+      f"train loss {r['train_loss']}; best epoch {best['epoch']}: {best['eval_top1']}% (EMA {best.get('eval_top1_ema') or '-'}%)")
+PYEOF
 fi
 if has timm-local-dir; then  # mo_convert --hf-dir, then timm.create_model('local-dir:...', pretrained=True)
   ck=/tmp/fmnist_long/checkpoints/best.mo
