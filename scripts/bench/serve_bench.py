@@ -14,6 +14,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import resource
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ def parse_args():
     p.add_argument("--concurrency", default="1,16,128", help="comma-separated client counts")
     p.add_argument("--requests", type=int, default=1000, help="timed requests per concurrency")
     p.add_argument("--warmup", type=int, default=2, help="untimed requests per connection first")
-    p.add_argument("--procs", type=int, default=4, help="client processes at most (threads are spread over them)")
+    p.add_argument("--procs", type=int, default=6, help="client processes at most (threads are spread over them)")
     p.add_argument("--timeout", type=float, default=120, help="seconds one request may take")
     p.add_argument("--label", default="", help="names the server in the JSON lines")
     a = p.parse_args()
@@ -43,7 +44,7 @@ def parse_args():
     if a.requests < 1 or a.warmup < 0 or a.procs < 1 or a.timeout <= 0:
         p.error("--requests and --procs must be at least 1, --warmup at least 0, --timeout positive")
     a.host, a.port, a.path = u.hostname, u.port or 80, u.path or "/"
-    return a
+    return p, a
 
 
 def load_images(p, paths):
@@ -75,7 +76,7 @@ def post(conn, a, body):
 
 def client(a, images, n_threads, barrier, counter, results):
     """One client process: n_threads connections; puts (latencies, errors, first error, end, top1) on results."""
-    lat, errs, first_err, ends, top1 = [], [0], [None], [0.0], {}
+    lat, errs, first_err, ends, top1, cpu0 = [], [0], [None], [0.0], {}, []
     mu = threading.Lock()
 
     def note_error(msg):
@@ -99,6 +100,10 @@ def client(a, images, n_threads, barrier, counter, results):
             note_error(f"warm-up: {e!r}")
             conn.close()
         barrier.wait()
+        with mu:
+            if not cpu0:
+                ru0 = resource.getrusage(resource.RUSAGE_SELF)
+                cpu0.append(ru0.ru_utime + ru0.ru_stime)
         while True:
             with counter.get_lock():
                 k = counter.value
@@ -130,7 +135,8 @@ def client(a, images, n_threads, barrier, counter, results):
         t.start()
     for t in ts:
         t.join()
-    results.put((lat, errs[0], first_err[0], ends[0], top1))
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    results.put((lat, errs[0], first_err[0], ends[0], top1, ru.ru_utime + ru.ru_stime - cpu0[0]))
 
 
 def pct(sorted_xs, q):
@@ -176,9 +182,13 @@ def run(a, images, c):
     top1 = {}
     for g in got:
         top1.update(g[4])
+    # the clients' CPU seconds per second of the timed span: near client_procs means the
+    # load generator, not the server, set the pace (raise --procs)
+    cpu = sum(g[5] for g in got)
     row = {"tool": "serve_bench", "server": a.label, "url": a.url, "concurrency": c, "client_procs": procs,
            "requests": len(lat), "errors": errors, "images": len(images),
-           "requests_per_s": round(len(lat) / (end - t0), 2) if lat else 0.0}
+           "requests_per_s": round(len(lat) / (end - t0), 2) if lat else 0.0,
+           "client_cpu_per_s": round(cpu / (end - t0), 2)}
     if lat:
         row.update({"p50_ms": round(pct(lat, 0.50) * 1e3, 3), "p99_ms": round(pct(lat, 0.99) * 1e3, 3),
                     "mean_ms": round(sum(lat) / len(lat) * 1e3, 3), "max_ms": round(lat[-1] * 1e3, 3)})
@@ -189,8 +199,8 @@ def run(a, images, c):
 
 
 def main():
-    a = parse_args()
-    images = load_images(argparse.ArgumentParser(prog="serve_bench.py"), a.images)
+    p, a = parse_args()
+    images = load_images(p, a.images)
     h = health(a)
     bad = 0
     for c in a.conc:
