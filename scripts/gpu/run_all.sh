@@ -185,7 +185,14 @@ for f in sorted(glob.glob("tests/data/images/*.jpg")):
         for j, w in enumerate([v, ImageOps.mirror(v)]):
             w.save(os.path.join(out, f"{os.path.basename(f)[:-4]}_{k}{j}.jpg"), quality=90)
 PYEOF
-    $PY scripts/bench/serve_peer_timm.py --model "$model" --save-weights "$S/w.pth" ${SERVE_PEER_ARGS:-} | tee "$OUT/serve_peer.log"
+    $PY scripts/bench/serve_peer_timm.py --model "$model" --save-weights "$S/w.pth" ${SERVE_PEER_ARGS:-} >"$OUT/serve_peer.log" 2>&1
+    cat "$OUT/serve_peer.log"
+  fi
+  if [ ! -x $B/tools/mo_serve ]; then
+    :
+  elif [ ! -f "$S/w.pth" ]; then
+    echo "serve: no weights to serve (serve_peer_timm.py --save-weights failed, above)"
+  else
     SB=(--images "$S/img" --concurrency "${SERVE_CONC:-1,16,128}" --requests "${SERVE_REQUESTS:-2000}")
     $B/tools/mo_serve -w "$S/w.pth" -m "$model" --port 0 --device "${SERVE_DEVICE:-cuda}" \
       ${SERVE_MO_ARGS:---idle-timeout 120} >"$OUT/serve_mo.log" 2>&1 &
