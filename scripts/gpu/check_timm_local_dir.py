@@ -7,8 +7,10 @@ error, 3 when timm (or torch, pillow) is not installed, so nothing was checked.
   python3 scripts/gpu/check_timm_local_dir.py --bin build-gpu/tools --ckpt best.mo IMAGE_OR_DIR ...
 """
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,13 +46,19 @@ if not files:
 
 try:
     import timm
+    import timm.data
     import torch
     from PIL import Image
 except ImportError as e:
     print(f"check_timm_local_dir.py: needs timm, torch and pillow ({e}): nothing checked", file=sys.stderr)
     sys.exit(3)
 
-out = a.out or os.path.join(tempfile.mkdtemp(prefix="mo_hf_"), "hf")
+if a.out:
+    out = a.out
+else:  # a temporary folder, removed at exit
+    tmp = tempfile.mkdtemp(prefix="mo_hf_")
+    atexit.register(shutil.rmtree, tmp, True)
+    out = os.path.join(tmp, "hf")
 r = subprocess.run([tools["mo_convert"], a.ckpt, "--hf-dir", out], capture_output=True, text=True)
 if r.returncode != 0:
     sys.exit(f"check_timm_local_dir.py: mo_convert --hf-dir failed (rc {r.returncode}):\n{r.stderr}")
