@@ -10,6 +10,10 @@
 #   each waits, asleep, until all are warm, then they take turns holding a lock while timing (no other
 #   process uses the GPU during a timed run: scripts/bench/peer_torch.py --barrier), each exits after its
 #   turn; then mo_bench times the same rows, one after the other. JSON lines into $OUT/bench.jsonl.
+# peers-start / peers-join: the same peers, started before the build so that their compilations overlap
+#   the build and the CUDA tests; this script is one more member of their barrier (it joins once the
+#   earlier stages are done), so no peer times anything while the tests or another timed run use the GPU;
+#   then mo_bench times each row of PEER_ROWS under the same lock, and the peers take their turns.
 # serve: builds mo_serve (cpp-httplib from .deps/httplib when the machine has none: run
 #   scripts/gpu/stage_httplib.sh on the development machine and carry .deps/httplib), makes 224x224 JPEGs,
 #   serves SERVE_MODEL (random init, seed 0, the same weights in both) with mo_serve (GPU, batching on) and
@@ -39,6 +43,23 @@ else
   echo "no nvidia-smi: no GPU" | tee "$OUT/machine.txt"
 fi
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  host cores: $(nproc)" | tee -a "$OUT/machine.txt"
+
+PEER_ROWS_DEFAULT="mambaout_femto train 256 compile;mambaout_tiny train 256 compile;mambaout_small train 128 compile;mambaout_base train 128 compile;mambaout_tiny infer 256 compile"
+if has peers-start; then  # compile the peers while the rest runs; they wait for this script at the barrier
+  IFS=';' read -ra prows <<<"${PEER_ROWS:-$PEER_ROWS_DEFAULT}"
+  pbar=$(mktemp -d /tmp/mo_peers.XXXXXX)
+  echo $$ >"$pbar/lead.pid"
+  pt0=$(date +%s)
+  ppids=()
+  : >"$OUT/peers.jsonl"
+  for row in "${prows[@]}"; do
+    set -- $row
+    timeout "${PEER_TIMEOUT:-560}" $PY scripts/bench/peer_torch.py --device "${PEER_DEVICE:-cuda}" --dtype "${PEER_DTYPE:-bf16}" \
+      --model $1 --mode $2 --batch $3 --warmup 5 --iters 15 ${PEER_ARGS:-} $([ "$4" = compile ] && echo --compile) \
+      --barrier "$pbar" --barrier-n $(( ${#prows[@]} + 1 )) >>"$OUT/peers.jsonl" 2>>"$OUT/peers_err.log" &
+    ppids+=($!)
+  done
+fi
 
 # cpp-httplib for mo_serve: the machine's own, else the copy scripts/gpu/stage_httplib.sh staged (carried);
 # its fallback/ libraries (and pkgconf) only where the machine lacks them.
@@ -126,6 +147,30 @@ if has peers-parallel; then
     has bench || has bench-compile || bench mo $B/tools/mo_bench --device "${PEER_DEVICE:-cuda}" --dtype "${PEER_DTYPE:-bf16}" \
       --model $1 --batch $3 --mode $2 --warmup 5 --iters 15 ${MO_BENCH_ARGS:-}
   done
+fi
+if has peers-join && [ -n "${pbar:-}" ]; then
+  # wait until every peer is warm (ready, failed or gone), join the barrier, then time mo's rows in turn
+  while :; do
+    n=$(ls "$pbar" | grep -cE '\.(ready|failed)$')
+    alive=0
+    for p in "${ppids[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
+    [ "$n" -ge "${#prows[@]}" ] || [ "$n" -ge "$alive" ] && break
+    sleep 1
+  done
+  echo "peers warm after $(( $(date +%s) - pt0 )) s"
+  touch "$pbar/lead.ready"
+  for row in "${prows[@]}"; do
+    set -- $row
+    flock "$pbar/lock" timeout 300 $B/tools/mo_bench --device "${PEER_DEVICE:-cuda}" --dtype "${PEER_DTYPE:-bf16}" \
+      --model $1 --batch $3 --mode $2 --warmup 5 --iters 15 --json >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log" ||
+      echo "{\"tool\": \"mo $row\", \"error\": \"rc=$?\"}" >>"$OUT/bench.jsonl"
+  done
+  for i in "${!ppids[@]}"; do
+    wait "${ppids[$i]}" || echo "{\"tool\": \"peer ${prows[$i]}\", \"error\": \"rc=$?\"}" >>"$OUT/peers.jsonl"
+  done
+  cat "$OUT/peers.jsonl" >>"$OUT/bench.jsonl"
+  echo "peers-join: done after $(( $(date +%s) - pt0 )) s"
+  rm -rf "$pbar"
 fi
 if has profile; then  # where a step goes, per op (synchronised), for tiny and base
   for m in "mambaout_tiny 256" "mambaout_base 128"; do
