@@ -208,7 +208,7 @@ TEST(CudaOps, CudaStridedCopiesMatchCpu) {
     EXPECT_TRUE(bit_identical(got16.to(Device::cpu()), want16, "permute to bf16 " + shape_str(c.shape)));
     Tensor back = permute(got16, c.perm).to(DType::f32).contiguous();  // strided bf16 -> f32
     EXPECT_TRUE(bit_identical(back.to(Device::cpu()), permute(want16, c.perm).to(DType::f32).contiguous(),
-                          "bf16 strided to f32 " + shape_str(c.shape)));
+                              "bf16 strided to f32 " + shape_str(c.shape)));
   }
 }
 

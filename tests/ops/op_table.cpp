@@ -130,23 +130,29 @@ OpCase layer_norm_cuda(const Shape& xs, std::vector<DType> dts, int64_t offset =
 // ---- gated_dwconv ----------------------------------------------------------------------------------------
 // z (B, H, W, 2h) -> m (B, H, W, h), conv width cc (7×7); z and the upstream gradient may start `offset`
 // elements into their storage (every pointer misaligned for offset % 8 != 0: the 1-element items).
-OpCase gated(int64_t B, int64_t H, int64_t W, int64_t h, int64_t cc, Act act, int64_t offset = 0,
-             double w_std = 0.2) {
+OpCase gated(int64_t B, int64_t H, int64_t W, int64_t h, int64_t cc, Act act, int64_t offset = 0, double w_std = 0.2) {
   std::string name = fmt::format("gated_dwconv {} {}x{}x{}x{} h {} cc {}", act_name(act), B, H, W, 2 * h, h, cc);
   if (offset) name += " offset " + std::to_string(offset);
   std::string torch = fmt::format(
       "(lambda g, i, c: F.{}(g) * torch.cat([i, F.conv2d(c.permute(0, 3, 1, 2), x[1], x[2], padding=3, "
       "groups={}).permute(0, 2, 3, 1)], -1))(*torch.split(x[0], [{}, {}, {}], -1))",
       act_name(act), cc, h, h - cc, cc);
-  OpCase c{name, [=](V v) { return gated_dwconv(v[0], v[1], v[2], h, act); },
-           {normal({B, H, W, 2 * h}).at(offset), normal({cc, 1, 7, 7}, w_std), normal({cc})}, torch, kCuda};
+  OpCase c{name,
+           [=](V v) { return gated_dwconv(v[0], v[1], v[2], h, act); },
+           {normal({B, H, W, 2 * h}).at(offset), normal({cc, 1, 7, 7}, w_std), normal({cc})},
+           torch,
+           kCuda};
   c.no_grad_same = true;  // inference writes no conv output: m must not change
   return c.upstream_at(offset);
 }
 
 // ---- elementwise, activations, reductions, loss ----------------------------------------------------------
-OpCase add_op(const std::string& n, std::vector<OpInput> in) { return {n, [](V v) { return add(v[0], v[1]); }, in, "x[0] + x[1]"}; }
-OpCase mul_op(const std::string& n, std::vector<OpInput> in) { return {n, [](V v) { return mul(v[0], v[1]); }, in, "x[0] * x[1]"}; }
+OpCase add_op(const std::string& n, std::vector<OpInput> in) {
+  return {n, [](V v) { return add(v[0], v[1]); }, in, "x[0] + x[1]"};
+}
+OpCase mul_op(const std::string& n, std::vector<OpInput> in) {
+  return {n, [](V v) { return mul(v[0], v[1]); }, in, "x[0] * x[1]"};
+}
 OpCase scale_op(const std::string& n, std::vector<OpInput> in, double s) {
   return {n, [s](V v) { return scale(v[0], s); }, in, fmt::format("x[0] * {}", s)};
 }
@@ -189,35 +195,41 @@ OpCase shape_op(const std::string& n, OpFn fn, std::vector<OpInput> in, const st
 }
 std::string perm_str(const std::vector<int64_t>& p) { return fmt::format("{}", fmt::join(p, ", ")); }
 OpCase permute_op(const Shape& xs, const std::vector<int64_t>& perm, int64_t offset = 0) {
-  return shape_op("permute " + shape_str(xs) + " [" + perm_str(perm) + "]" +
-                      (offset ? " offset " + std::to_string(offset) : ""),
-                  [perm](V v) { return permute(v[0], perm); }, {normal(xs).at(offset)},
-                  "x[0].permute(" + perm_str(perm) + ")");
+  return shape_op(
+      "permute " + shape_str(xs) + " [" + perm_str(perm) + "]" + (offset ? " offset " + std::to_string(offset) : ""),
+      [perm](V v) { return permute(v[0], perm); }, {normal(xs).at(offset)}, "x[0].permute(" + perm_str(perm) + ")");
 }
 // split into three, put back in another order (every element's gradient comes from one place)
 OpCase split_reorder(const Shape& xs, int64_t a, int64_t b, int64_t offset = 0) {
   const int64_t c = xs.back() - a - b;
-  return shape_op(fmt::format("split_last {} [{}, {}, {}] reordered{}", shape_str(xs), a, b, c,
-                              offset ? " offset " + std::to_string(offset) : ""),
-                  [=](V v) {
-                    auto p = split_last(v[0], {a, b, c});
-                    return concat_last({p[2], p[0], p[1]});
-                  },
-                  {normal(xs).at(offset)},
-                  fmt::format("(lambda p: torch.cat([p[2], p[0], p[1]], -1))(torch.split(x[0], [{}, {}, {}], -1))", a, b, c));
+  return shape_op(
+      fmt::format("split_last {} [{}, {}, {}] reordered{}", shape_str(xs), a, b, c,
+                  offset ? " offset " + std::to_string(offset) : ""),
+      [=](V v) {
+        auto p = split_last(v[0], {a, b, c});
+        return concat_last({p[2], p[0], p[1]});
+      },
+      {normal(xs).at(offset)},
+      fmt::format("(lambda p: torch.cat([p[2], p[0], p[1]], -1))(torch.split(x[0], [{}, {}, {}], -1))", a, b, c));
 }
 // one piece of a split (the others get a zero gradient)
 OpCase split_piece(const Shape& xs, int64_t a) {
   const int64_t b = xs.back() - a;
-  return shape_op(fmt::format("split_last {} [{}, {}] piece 1", shape_str(xs), a, b),
-                  [=](V v) { return split_last(v[0], {a, b})[1]; }, {normal(xs)},
-                  fmt::format("torch.split(x[0], [{}, {}], -1)[1]", a, b));
+  return shape_op(
+      fmt::format("split_last {} [{}, {}] piece 1", shape_str(xs), a, b),
+      [=](V v) {
+        return split_last(v[0], {a, b})[1];
+      },
+      {normal(xs)}, fmt::format("torch.split(x[0], [{}, {}], -1)[1]", a, b));
 }
 OpCase concat2(const Shape& as, const Shape& bs, int64_t b_offset = 0) {
-  return shape_op(fmt::format("concat_last {} {}{}", shape_str(as), shape_str(bs),
-                              b_offset ? " offset " + std::to_string(b_offset) : ""),
-                  [](V v) { return concat_last({v[0], v[1]}); }, {normal(as), normal(bs).at(b_offset)},
-                  "torch.cat([x[0], x[1]], -1)");
+  return shape_op(
+      fmt::format("concat_last {} {}{}", shape_str(as), shape_str(bs),
+                  b_offset ? " offset " + std::to_string(b_offset) : ""),
+      [](V v) {
+        return concat_last({v[0], v[1]});
+      },
+      {normal(as), normal(bs).at(b_offset)}, "torch.cat([x[0], x[1]], -1)");
 }
 
 uint64_t fnv1a(const std::string& s) {
@@ -236,13 +248,15 @@ std::vector<OpCase> build() {
   add_case(linear_op("linear no bias", {normal({6, 5}), normal({3, 5})}).on(kAll));
   add_case(linear_op("linear 6->4", {normal({2, 5, 6}), normal({4, 6}), normal({4})}).on(kAll));
   // (2·56·56, 96) -> 512 with bias: the fc1 of a stage-1 block; dW and db from one GEMM (the BGRADB epilogue)
-  add_case(linear_op("linear 96->512", {normal({2, 56, 56, 96}), normal({512, 96}, 0.1), normal({512})}).on(kCuda).det());
+  add_case(
+      linear_op("linear 96->512", {normal({2, 56, 56, 96}), normal({512, 96}, 0.1), normal({512})}).on(kCuda).det());
   add_case(linear_op("linear 96->384", {normal({2, 56, 56, 96}), normal({384, 96}), normal({384})}).on(kCuda).det());
   add_case(linear_op("linear 13->5 no bias", {normal({7, 13}), normal({5, 13})}).on(kCuda));
   add_case(linear_op("linear 3x7x13->29", {normal({3, 7, 13}), normal({29, 13}), normal({29})}).on(kCuda));
   // input, weight and bias 1 or 3 elements into their storage (not 16-byte aligned): the alignment given to
   // cuBLASLt and the bias pre-fill path instead of the epilogue
-  add_case(linear_op("linear misaligned", {normal({37, 24}).at(1), normal({40, 24}).at(3), normal({40}).at(1)}).on(kCuda));
+  add_case(
+      linear_op("linear misaligned", {normal({37, 24}).at(1), normal({40, 24}).at(3), normal({40}).at(1)}).on(kCuda));
   // odd leading dimensions (K = 13): rows of A are not 16-byte multiples either
   add_case(linear_op("linear K=13", {normal({9, 13}), normal({11, 13}), normal({11})}).on(kCuda));
   add_case(matmul_op("matmul", {normal({3, 4}), normal({4, 2})}).on(kAll));
@@ -251,23 +265,37 @@ std::vector<OpCase> build() {
 
   // linear_residual: fc2 + residual of a block (the residual as cuBLASLt's C operand); an odd width with
   // input, bias and residual off alignment (the copy-then-accumulate paths)
-  add_case(linear_residual_op("linear_residual", {normal({3, 2, 7}), normal({5, 7}), normal({5}), normal({3, 2, 5})}).on(kAll));
+  add_case(linear_residual_op("linear_residual", {normal({3, 2, 7}), normal({5, 7}), normal({5}), normal({3, 2, 5})})
+               .on(kAll));
   add_case(linear_residual_op("linear_residual no bias", {normal({4, 6}), normal({3, 6}), normal({4, 3})}).on(kAll));
-  add_case(linear_residual_op("linear_residual 6->4", {normal({2, 5, 6}), normal({4, 6}), normal({4}), normal({2, 5, 4})}).on(kAll));
-  add_case(linear_residual_op("linear_residual 256->96", {normal({2, 14, 14, 256}), normal({96, 256}, 0.1), normal({96}),
-                                                          normal({2, 14, 14, 96})}).on(kCuda).det());
+  add_case(
+      linear_residual_op("linear_residual 6->4", {normal({2, 5, 6}), normal({4, 6}), normal({4}), normal({2, 5, 4})})
+          .on(kAll));
+  add_case(linear_residual_op("linear_residual 256->96",
+                              {normal({2, 14, 14, 256}), normal({96, 256}, 0.1), normal({96}), normal({2, 14, 14, 96})})
+               .on(kCuda)
+               .det());
   add_case(linear_residual_op("linear_residual 41->13 misaligned", {normal({3, 5, 41}).at(1), normal({13, 41}, 0.1),
-                                                                    normal({13}).at(1), normal({3, 5, 13}).at(1)}).on(kCuda));
+                                                                    normal({13}).at(1), normal({3, 5, 13}).at(1)})
+               .on(kCuda));
 
   // layer_norm_linear: fc1(norm(x)) of a block
-  add_case(layer_norm_linear_op("layer_norm_linear", {normal({3, 2, 7}), normal({7}), normal({7}), normal({5, 7}), normal({5})}).on(kAll));
-  add_case(layer_norm_linear_op("layer_norm_linear no bias", {normal({4, 6}), normal({6}), normal({6}), normal({3, 6})}).on(kAll));
-  add_case(layer_norm_linear_op("layer_norm_linear 10->6", {normal({2, 3, 4, 10}), normal({10}), normal({10}),
-                                                             normal({6, 10}), normal({6})}).on(kAll));
+  add_case(layer_norm_linear_op("layer_norm_linear",
+                                {normal({3, 2, 7}), normal({7}), normal({7}), normal({5, 7}), normal({5})})
+               .on(kAll));
+  add_case(layer_norm_linear_op("layer_norm_linear no bias", {normal({4, 6}), normal({6}), normal({6}), normal({3, 6})})
+               .on(kAll));
+  add_case(layer_norm_linear_op("layer_norm_linear 10->6",
+                                {normal({2, 3, 4, 10}), normal({10}), normal({10}), normal({6, 10}), normal({6})})
+               .on(kAll));
   add_case(layer_norm_linear_op("layer_norm_linear 96->512", {normal({2, 14, 14, 96}), normal({96}), normal({96}),
-                                                               normal({512, 96}, 0.1), normal({512})}).on(kCuda).det());
-  add_case(layer_norm_linear_op("layer_norm_linear 40->82 misaligned", {normal({3, 5, 7, 40}).at(1), normal({40}), normal({40}),
-                                                                         normal({82, 40}, 0.1), normal({82})}).on(kCuda));
+                                                              normal({512, 96}, 0.1), normal({512})})
+               .on(kCuda)
+               .det());
+  add_case(layer_norm_linear_op(
+               "layer_norm_linear 40->82 misaligned",
+               {normal({3, 5, 7, 40}).at(1), normal({40}), normal({40}), normal({82, 40}, 0.1), normal({82})})
+               .on(kCuda));
 
   // conv2d
   add_case(conv_op("conv2d 3x3 s2", {normal({2, 7, 6, 3}), normal({4, 3, 3, 3}), normal({4})}, 2, 1).on(kAll));
@@ -289,22 +317,27 @@ std::vector<OpCase> build() {
   add_case(conv("conv2d 3x3 s1 p1 16 ch", {2, 9, 10, 16}, {8, 16, 3, 3}, 1, 1));
   add_case(conv("conv2d 4x4 s3 p2 8 ch", {1, 14, 13, 8}, {16, 8, 4, 4}, 3, 2));
   add_case(conv("conv2d stem 3->24", {2, 33, 31, 3}, {24, 3, 3, 3}, 2, 1).det());
-  add_case(conv_op("conv2d 3x3 s2 48->96 w std 1", {normal({2, 32, 32, 48}), normal({96, 48, 3, 3}), normal({96})}, 2, 1)
-               .on(kCuda).det());
+  add_case(
+      conv_op("conv2d 3x3 s2 48->96 w std 1", {normal({2, 32, 32, 48}), normal({96, 48, 3, 3}), normal({96})}, 2, 1)
+          .on(kCuda)
+          .det());
   // the image needs no gradient: the backward gets an undefined dx
-  add_case(conv_op("conv2d no dx", {normal({2, 16, 16, 3}).no_grad(), normal({8, 3, 3, 3}, 0.2), normal({8})}, 2, 1).on(kCuda));
+  add_case(conv_op("conv2d no dx", {normal({2, 16, 16, 3}).no_grad(), normal({8, 3, 3, 3}, 0.2), normal({8})}, 2, 1)
+               .on(kCuda));
 
   // dwconv2d (7×7)
-  add_case(dwconv_op("dwconv2d", {normal({2, 6, 5, 3}), normal({3, 1, 7, 7}), normal({3})}, 3).on(kAll).gradcheck_checks(200));
+  add_case(dwconv_op("dwconv2d", {normal({2, 6, 5, 3}), normal({3, 1, 7, 7}), normal({3})}, 3)
+               .on(kAll)
+               .gradcheck_checks(200));
   add_case(dwconv_op("dwconv2d 6x7x4", {normal({2, 6, 7, 4}), normal({4, 1, 7, 7}), normal({4})}, 3).on(kAll));
-  add_case(dwconv({2, 7, 7, 13}));    // one partial channel block, scalar loads
-  add_case(dwconv({1, 9, 11, 40}));   // maps the 7×7 tiles do not divide; 40 = 32 + 8
-  add_case(dwconv({3, 5, 3, 34}));    // map smaller than a tile; 4-byte bf16 items
-  add_case(dwconv({2, 14, 14, 48}));  // femto stage 1 channels: a half-used channel block
-  add_case(dwconv({2, 56, 56, 96}));  // tiny stage 1
+  add_case(dwconv({2, 7, 7, 13}));                  // one partial channel block, scalar loads
+  add_case(dwconv({1, 9, 11, 40}));                 // maps the 7×7 tiles do not divide; 40 = 32 + 8
+  add_case(dwconv({3, 5, 3, 34}));                  // map smaller than a tile; 4-byte bf16 items
+  add_case(dwconv({2, 14, 14, 48}));                // femto stage 1 channels: a half-used channel block
+  add_case(dwconv({2, 56, 56, 96}));                // tiny stage 1
   add_case(dwconv({2, 28, 28, 192}).dtypes(bf16));  // tiny stage 2
-  add_case(dwconv({4, 7, 7, 576}));   // tiny stage 4
-  add_case(dwconv({4, 28, 28, 96}).det());  // many tiles per slice: the partial sums are split across blocks
+  add_case(dwconv({4, 7, 7, 576}));                 // tiny stage 4
+  add_case(dwconv({4, 28, 28, 96}).det());          // many tiles per slice: the partial sums are split across blocks
 
   // layer_norm: the fast path at every row-group width (C/4 vectors: 12 → 4 lanes, 24 → 8, 48 → 16,
   // 96/144/192/256 → 32 lanes × 4/6/8), the fallback (13, 1152 and 2304 > 1024), a row count that fills no
@@ -323,34 +356,33 @@ std::vector<OpCase> build() {
   }
   add_case(layer_norm_cuda({2, 7, 7, 96}, f32));
   add_case(layer_norm_cuda({2, 56, 56, 96}, {DType::f32, DType::bf16}));  // tiny stage 1: many row groups per block
-  add_case(layer_norm_cuda({3, 7, 7, 576}, bf16));                         // tiny stage 4
+  add_case(layer_norm_cuda({3, 7, 7, 576}, bf16));                        // tiny stage 4
   add_case(layer_norm_cuda({21, 96}, {DType::f32, DType::bf16}, 1));
   add_case(layer_norm_cuda({4, 28, 28, 96}, {DType::f32, DType::bf16}).det());
 
   // gated_dwconv: h = 5 with cc = 3 (identity part of 2 channels, conv part of 3)
-  for (Act a : {Act::gelu, Act::silu})
-    add_case(gated(2, 4, 5, 5, 3, a, 0, 0.3).on(kAll).gradcheck_checks(200));
-  add_case(gated(2, 7, 7, 20, 13, Act::gelu));    // odd widths: 1-element items everywhere
-  add_case(gated(2, 7, 7, 341, 128, Act::gelu));  // mambaout_base stage 1 (h = int(8/3·128))
-  add_case(gated(1, 9, 10, 32, 32, Act::silu));   // cc = h: no identity channels
-  add_case(gated(2, 11, 6, 96, 40, Act::silu));   // vectors with a partial channel block
-  add_case(gated(3, 15, 9, 64, 24, Act::gelu));   // 14×7 tiles divide neither side; B = 3
-  add_case(gated(1, 29, 22, 48, 16, Act::silu));  // several tiles each way, partial last ones
-  add_case(gated(2, 5, 3, 40, 8, Act::gelu));     // map smaller than one tile
+  for (Act a : {Act::gelu, Act::silu}) add_case(gated(2, 4, 5, 5, 3, a, 0, 0.3).on(kAll).gradcheck_checks(200));
+  add_case(gated(2, 7, 7, 20, 13, Act::gelu));       // odd widths: 1-element items everywhere
+  add_case(gated(2, 7, 7, 341, 128, Act::gelu));     // mambaout_base stage 1 (h = int(8/3·128))
+  add_case(gated(1, 9, 10, 32, 32, Act::silu));      // cc = h: no identity channels
+  add_case(gated(2, 11, 6, 96, 40, Act::silu));      // vectors with a partial channel block
+  add_case(gated(3, 15, 9, 64, 24, Act::gelu));      // 14×7 tiles divide neither side; B = 3
+  add_case(gated(1, 29, 22, 48, 16, Act::silu));     // several tiles each way, partial last ones
+  add_case(gated(2, 5, 3, 40, 8, Act::gelu));        // map smaller than one tile
   add_case(gated(2, 9, 11, 256, 96, Act::gelu, 1));  // tiny's widths, every pointer off by one
   add_case(gated(1, 14, 7, 128, 48, Act::silu, 3));
   add_case(gated(2, 8, 8, 344, 128, Act::gelu, 4));  // 8-byte (bf16) / 16-byte (f32) aligned
   // every stage width (h = int(8/3·C), cc = C) of mambaout_femto, tiny/small, base and padded base
-  const int64_t widths[][2] = {{128, 48},  {256, 96},  {512, 192},  {768, 288},  {1024, 384}, {1536, 576}, {341, 128},
+  const int64_t widths[][2] = {{128, 48},  {256, 96},   {512, 192},  {768, 288}, {1024, 384}, {1536, 576}, {341, 128},
                                {682, 256}, {1365, 512}, {2048, 768}, {344, 128}, {688, 256},  {1368, 512}};
   for (auto& wd : widths)
     for (Act a : {Act::gelu, Act::silu}) add_case(gated(1, 9, 8, wd[0], wd[1], a));
-  add_case(gated(2, 56, 56, 256, 96, Act::gelu));                      // tiny stage 1
-  add_case(gated(2, 28, 28, 512, 192, Act::silu).dtypes(bf16));        // tiny stage 2
-  add_case(gated(2, 7, 7, 1536, 576, Act::gelu).dtypes(bf16));         // tiny stage 4
+  add_case(gated(2, 56, 56, 256, 96, Act::gelu));                // tiny stage 1
+  add_case(gated(2, 28, 28, 512, 192, Act::silu).dtypes(bf16));  // tiny stage 2
+  add_case(gated(2, 7, 7, 1536, 576, Act::gelu).dtypes(bf16));   // tiny stage 4
   add_case(gated(2, 7, 7, 1536, 576, Act::silu).dtypes(f32));
-  add_case(gated(2, 14, 14, 960, 384, Act::silu).dtypes(bf16));        // rw-style stage 3: h = 2.5·C, cc = C
-  add_case(gated(4, 28, 28, 256, 96, Act::gelu).det());                // many tiles: partial sums across blocks
+  add_case(gated(2, 14, 14, 960, 384, Act::silu).dtypes(bf16));  // rw-style stage 3: h = 2.5·C, cc = C
+  add_case(gated(4, 28, 28, 256, 96, Act::gelu).det());          // many tiles: partial sums across blocks
 
   // elementwise
   add_case(add_op("add", {normal({3, 4}), normal({3, 4})}).on(kAll));
@@ -386,7 +418,9 @@ std::vector<OpCase> build() {
   for (auto [B, N] : {std::pair<int64_t, int64_t>{8, 1000}, {5, 13}, {300, 100}}) {
     std::string tag = std::to_string(B) + "x" + std::to_string(N);
     add_case(ce_op("cross_entropy " + tag, {normal({B, N}, 3.0), soft_targets(B, N)}).on(kCuda));
-    add_case(ce_op("cross_entropy f32 target " + tag, {normal({B, N}, 3.0), soft_targets(B, N).f32()}).on(kCuda).dtypes(bf16));
+    add_case(ce_op("cross_entropy f32 target " + tag, {normal({B, N}, 3.0), soft_targets(B, N).f32()})
+                 .on(kCuda)
+                 .dtypes(bf16));
   }
   add_case(ce_op("cross_entropy 64x1000", {normal({64, 1000}), soft_targets(64, 1000)}).on(kCuda).det());
 
@@ -396,7 +430,8 @@ std::vector<OpCase> build() {
   add_case(drop_path_op({64, 4, 4, 96}, 0.5, 1234, 7, false).on(kCuda));
 
   // split / concat / permute / reshape
-  add_case(OpCase{"split_last concat_last", [](V v) {
+  add_case(OpCase{"split_last concat_last",
+                  [](V v) {
                     auto p = split_last(v[0], {2, 3, 1});
                     return concat_last({mul(p[1], p[1]), p[0], scale(p[2], 3.0)});
                   },
@@ -412,14 +447,20 @@ std::vector<OpCase> build() {
   add_case(concat2({2, 7, 7, 13}, {2, 7, 7, 6}, 1).on(kCuda));
   add_case(concat2({2, 28, 28, 96}, {2, 28, 28, 160}).on(kCuda));
   add_case(permute_op({2, 3, 4, 5}, {0, 2, 3, 1}).on(kAll));  // nchw_to_nhwc
-  add_case(OpCase{"nhwc_to_nchw of x*x", [](V v) { return nhwc_to_nchw(mul(v[0], v[0])); }, {normal({2, 3, 4, 5})},
+  add_case(OpCase{"nhwc_to_nchw of x*x",
+                  [](V v) { return nhwc_to_nchw(mul(v[0], v[0])); },
+                  {normal({2, 3, 4, 5})},
                   "(x[0] * x[0]).permute(0, 3, 1, 2)"}
                .on(kAll));
   add_case(permute_op({2, 3, 5, 7, 11}, {4, 0, 3, 1, 2}).on(kAll));
   add_case(permute_op({3, 3, 17, 13}, {0, 2, 3, 1}).on(kCuda));  // the model's NCHW -> NHWC input permute
   add_case(permute_op({2, 17, 13, 96}, {0, 3, 1, 2}, 3).on(kCuda));
-  add_case(shape_op("reshape [2, 3, 4, 5] -> [6, 20]", [](V v) { return reshape(v[0], {6, 20}); }, {normal({2, 3, 4, 5})},
-                    "x[0].reshape(6, 20)")
+  add_case(shape_op(
+               "reshape [2, 3, 4, 5] -> [6, 20]",
+               [](V v) {
+                 return reshape(v[0], {6, 20});
+               },
+               {normal({2, 3, 4, 5})}, "x[0].reshape(6, 20)")
                .on(kAll));
 
   std::set<std::string> ids;
@@ -450,8 +491,10 @@ std::string case_id(const OpCase& c) {
   std::string id;
   for (char ch : c.name) {
     bool ok = std::isalnum(static_cast<unsigned char>(ch));
-    if (ok) id += ch;
-    else if (!id.empty() && id.back() != '_') id += '_';
+    if (ok)
+      id += ch;
+    else if (!id.empty() && id.back() != '_')
+      id += '_';
   }
   while (!id.empty() && id.back() == '_') id.pop_back();
   return id;

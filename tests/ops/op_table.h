@@ -35,9 +35,9 @@ struct OpInput {
   OpInput at(int64_t elements) const;
 };
 OpInput normal(const Shape& s, double std = 1.0, double mean = 0.0);  // N(mean, std²)
-OpInput uniform(const Shape& s, double lo, double hi);                 // U(lo, hi), no gradient
+OpInput uniform(const Shape& s, double lo, double hi);                // U(lo, hi), no gradient
 OpInput soft_targets(int64_t rows, int64_t classes);                  // positive rows summing to 1, no gradient
-OpInput given(const Tensor& data);                                     // fixed data, no gradient
+OpInput given(const Tensor& data);                                    // fixed data, no gradient
 
 struct OpCase {
   std::string name;  // op and sample, unique ("linear 96->512"); also the gtest parameter name
