@@ -5,8 +5,8 @@
 // is measured (max |error| / max |reference|: float32 1e-4, bfloat16 2e-2, copies and drop_path exact);
 // where a case asks, also bit-identical repeats and the same forward without grad (inference). Then what is
 // not one op's case: drop_path's draw, the conv2d CUDA entry points, strided copies, AdamW, bf16 gradient
-// accumulation into fp32, the float64 error. Every test skips where there is no GPU. Expects the
-// defaults: MO_ALLOW_TF32 unset.
+// accumulation into fp32, the float64 error. The table's cases are compiled only with MO_WITH_CUDA; every
+// test skips where there is no GPU. Expects the defaults: MO_ALLOW_TF32 unset.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -31,10 +31,14 @@ using mo::test::OpCase;
 using mo::test::randn;
 
 namespace {
-
 constexpr double kTolF32 = 1e-4, kTolBf16 = 2e-2;
-
 Device gpu() { return Device::cuda(0); }
+}  // namespace
+
+// ---- the op table's kCuda cases (a CPU-only build has no CUDA op to compare, so it leaves them out) -------
+
+#ifdef MO_WITH_CUDA
+namespace {
 
 // t (float64, CPU) in dtype d on the GPU; `offset` > 0 places it that many elements into a larger zeroed
 // buffer (a misaligned data pointer).
@@ -109,6 +113,7 @@ TEST_P(CudaOpTable, MatchesCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaOpTable, ::testing::ValuesIn(mo::test::op_cases_with(mo::test::kCuda)),
                          mo::test::CaseName());
+#endif
 
 // ---- drop_path: the draw itself ------------------------------------------------------------------
 
