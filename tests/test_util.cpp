@@ -73,11 +73,16 @@ double rel_error(const Tensor& a, const Tensor& b, double floor) {
   if (a.defined() != b.defined() || a.shape() != b.shape())
     return ::testing::AssertionFailure() << what << ": " << (a.defined() ? a.str() : "undefined") << " vs "
                                          << (b.defined() ? b.str() : "undefined");
-  auto va = a.to_vector<float>(), vb = b.to_vector<float>();
-  for (size_t i = 0; i < va.size(); ++i)
-    if (std::memcmp(&va[i], &vb[i], sizeof(float)) != 0)
-      return ::testing::AssertionFailure() << what << ": differs at " << i << ": " << va[i] << " vs " << vb[i];
-  return ::testing::AssertionSuccess();
+  auto differ = [&](auto zero) -> ::testing::AssertionResult {
+    using T = decltype(zero);
+    auto va = a.to_vector<T>(), vb = b.to_vector<T>();
+    for (size_t i = 0; i < va.size(); ++i)
+      if (std::memcmp(&va[i], &vb[i], sizeof(T)) != 0)
+        return ::testing::AssertionFailure() << what << ": differs at " << i << ": " << va[i] << " vs " << vb[i];
+    return ::testing::AssertionSuccess();
+  };
+  if (a.dtype() == DType::f64 || b.dtype() == DType::f64) return differ(0.0);
+  return differ(0.0f);
 }
 
 ::testing::AssertionResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,

@@ -24,7 +24,8 @@ double rel_error(const Tensor& a, const Tensor& b, double floor = 1e-6);
 // rel_error(a, b) ≤ tol with equal shapes; the failure names the worst element. Two undefined tensors
 // are close; one undefined tensor is not (a gradient that did not flow).
 ::testing::AssertionResult all_close(const Tensor& a, const Tensor& b, double tol, const std::string& what = "");
-// The same bits (compared as float32: bf16 -> f32 is exact), e.g. two runs of a deterministic kernel.
+// The same bits (float64 compared as float64, the rest as float32: bf16 -> f32 is exact), e.g. two runs
+// of a deterministic kernel.
 ::testing::AssertionResult bit_identical(const Tensor& a, const Tensor& b, const std::string& what = "");
 
 // fp64 gradient check: f maps inputs to one output tensor; compares the analytic gradient of

@@ -3,10 +3,11 @@
 // the public op and autograd, in float32 and bfloat16, against the CPU op in float64 on the very values
 // the GPU sees (inputs and upstream gradient rounded to the GPU dtype first), so only the GPU's arithmetic
 // is measured (max |error| / max |reference|: float32 1e-4, bfloat16 2e-2, copies and drop_path exact);
-// where a case asks, also bit-identical repeats and the same forward without grad (inference). Then what is
-// not one op's case: drop_path's draw, the conv2d CUDA entry points, strided copies, AdamW, bf16 gradient
-// accumulation into fp32, the float64 error. The table's cases are compiled only with MO_WITH_CUDA; every
-// test skips where there is no GPU. Expects the defaults: MO_ALLOW_TF32 unset.
+// where a case asks, also bit-identical repeats, the same forward without grad (inference) and, for a fused
+// op, the same bits as its unfused parts. Then what is not one op's case: drop_path's draw, the conv2d CUDA
+// entry points, strided copies, AdamW, bf16 gradient accumulation into fp32, the float64 error. The table's
+// cases are compiled only with MO_WITH_CUDA; every test skips where there is no GPU. Expects the defaults:
+// MO_ALLOW_TF32 unset.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -28,6 +29,7 @@ using namespace mo;
 using mo::test::all_close;
 using mo::test::bit_identical;
 using mo::test::OpCase;
+using mo::test::OpFn;
 using mo::test::randn;
 
 namespace {
@@ -57,9 +59,10 @@ struct Run {
   std::vector<Tensor> grads;  // one per input (undefined where no grad)
 };
 
-// Case c on the GPU in dtype dt or, for `ref`, on the CPU in float64 on the same (rounded) values; then
-// backward with the upstream gradient r, drawn on the first call (rounded to dt the same way).
-Run run_case(const OpCase& c, const std::vector<Tensor>& data, Tensor& r, DType dt, bool ref) {
+// fn (the case's op, or its unfused parts) on case c's inputs, on the GPU in dtype dt or, for `ref`, on the
+// CPU in float64 on the same (rounded) values; then backward with the upstream gradient r, drawn on the
+// first call (rounded to dt the same way).
+Run run_case(const OpCase& c, const OpFn& fn, const std::vector<Tensor>& data, Tensor& r, DType dt, bool ref) {
   Run out;
   for (size_t i = 0; i < data.size(); ++i) {
     const DType d = c.inputs[i].keep_f32 ? DType::f32 : dt;
@@ -67,7 +70,7 @@ Run run_case(const OpCase& c, const std::vector<Tensor>& data, Tensor& r, DType 
     if (c.inputs[i].grad) x.requires_grad_();
     out.xs.push_back(x);
   }
-  out.y = c.fn(out.xs);
+  out.y = fn(out.xs);
   if (!r.defined()) r = mo::test::draw_upstream(c, out.y.shape());
   Tensor rr = r.to(dt);
   out.y.backward(ref ? rr.to(DType::f64) : on_gpu(rr, out.y.dtype(), c.upstream_offset));
@@ -80,8 +83,8 @@ void expect_matches_cpu(const OpCase& c, DType dt) {
   const double tol = dt == DType::bf16 ? c.tol_bf16 : c.tol_f32;
   const std::vector<Tensor> data = mo::test::draw_inputs(c);
   Tensor r;
-  Run ref = run_case(c, data, r, dt, true);
-  Run got = run_case(c, data, r, dt, false);
+  Run ref = run_case(c, c.fn, data, r, dt, true);
+  Run got = run_case(c, c.fn, data, r, dt, false);
   ASSERT_TRUE(got.y.is_cuda());
   EXPECT_TRUE(all_close(got.y, ref.y, tol, "forward"));
   for (size_t i = 0; i < data.size(); ++i) {
@@ -94,12 +97,14 @@ void expect_matches_cpu(const OpCase& c, DType dt) {
     NoGradGuard ng;
     EXPECT_TRUE(bit_identical(c.fn(got.xs), got.y, "forward without grad"));
   }
-  if (c.deterministic) {
-    Run again = run_case(c, data, r, dt, false);
-    EXPECT_TRUE(bit_identical(again.y, got.y, "forward, second run"));
+  auto expect_same_bits = [&](const OpFn& fn, const std::string& what) {
+    Run again = run_case(c, fn, data, r, dt, false);
+    EXPECT_TRUE(bit_identical(again.y, got.y, "forward, " + what));
     for (size_t i = 0; i < data.size(); ++i)
-      EXPECT_TRUE(bit_identical(again.grads[i], got.grads[i], "grad of input " + std::to_string(i) + ", second run"));
-  }
+      EXPECT_TRUE(bit_identical(again.grads[i], got.grads[i], "grad of input " + std::to_string(i) + ", " + what));
+  };
+  if (c.deterministic) expect_same_bits(c.fn, "second run");
+  if (c.unfused) expect_same_bits(c.unfused, "unfused parts");
 }
 
 }  // namespace

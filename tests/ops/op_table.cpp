@@ -12,6 +12,7 @@
 #include "ops/conv/dwconv2d.h"
 #include "ops/elementwise/elementwise.h"
 #include "ops/fused/gated_dwconv.h"
+#include "ops/fused/gated_dwconv_linear.h"
 #include "ops/fused/layer_norm_linear.h"
 #include "ops/linear/linear.h"
 #include "ops/loss/cross_entropy.h"
@@ -144,6 +145,27 @@ OpCase gated(int64_t B, int64_t H, int64_t W, int64_t h, int64_t cc, Act act, in
            kCuda};
   c.no_grad_same = true;  // inference writes no conv output: m must not change
   return c.upstream_at(offset);
+}
+
+// ---- gated_dwconv_linear_residual: r + fc2(gate(z)), one node that recomputes m in backward ---------------
+// fc2 (n, h) with std 0.2, its bias when `bias`; the same bits as linear_residual(gated_dwconv(z), ...)
+OpCase gated_linear(int64_t B, int64_t H, int64_t W, int64_t h, int64_t cc, int64_t n, Act act, bool bias = true,
+                    double w_std = 0.2) {
+  OpCase g = gated(B, H, W, h, cc, act, 0, w_std);
+  std::string name = fmt::format("gated_dwconv_linear {} {}x{}x{}x{} h {} cc {} -> {}{}", act_name(act), B, H, W, 2 * h,
+                                 h, cc, n, bias ? "" : " no bias");
+  std::vector<OpInput> in = g.inputs;
+  in.push_back(normal({n, h}, 0.2));
+  if (bias) in.push_back(normal({n}));
+  in.push_back(normal({B, H, W, n}));
+  auto fused = [=](V v) {
+    return gated_dwconv_linear_residual(v[0], v[1], v[2], h, act, v[3], bias ? v[4] : Tensor(), v.back());
+  };
+  auto parts = [=](V v) {
+    return linear_residual(gated_dwconv(v[0], v[1], v[2], h, act), v[3], bias ? v[4] : Tensor(), v.back());
+  };
+  std::string torch = fmt::format("F.linear({}, x[3]{}) + x[{}]", g.torch, bias ? ", x[4]" : "", in.size() - 1);
+  return OpCase{name, fused, in, torch, kCuda}.same_bits_as(parts);
 }
 
 // ---- elementwise, activations, reductions, loss ----------------------------------------------------------
@@ -383,6 +405,16 @@ std::vector<OpCase> build() {
   add_case(gated(2, 7, 7, 1536, 576, Act::silu).dtypes(f32));
   add_case(gated(2, 14, 14, 960, 384, Act::silu).dtypes(bf16));  // rw-style stage 3: h = 2.5·C, cc = C
   add_case(gated(4, 28, 28, 256, 96, Act::gelu).det());          // many tiles: partial sums across blocks
+
+  // gated_dwconv_linear_residual: h = 5 with cc = 3, fc2 5 -> 4, with and without fc2's bias; on CUDA
+  // tiny's stage-1 widths (the 16-byte paths), odd widths (1-element items), cc = h, padded base stage 1
+  for (Act a : {Act::gelu, Act::silu})
+    add_case(gated_linear(2, 4, 5, 5, 3, 4, a, true, 0.3).on(kAll).gradcheck_checks(200));
+  add_case(gated_linear(1, 3, 9, 4, 4, 3, Act::gelu, false, 0.3).on(kAll).gradcheck_checks(200));
+  add_case(gated_linear(2, 9, 11, 256, 96, 96, Act::gelu).det());
+  add_case(gated_linear(1, 7, 7, 13, 5, 7, Act::silu).det());
+  add_case(gated_linear(2, 15, 9, 64, 64, 40, Act::gelu).det());
+  add_case(gated_linear(1, 29, 22, 344, 128, 128, Act::gelu).det());
 
   // elementwise
   add_case(add_op("add", {normal({3, 4}), normal({3, 4})}).on(kAll));

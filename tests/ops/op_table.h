@@ -56,6 +56,7 @@ struct OpCase {
   bool deterministic = false;   // two runs give the same bits, forward and every gradient
   bool no_grad_same = false;    // the forward under NoGradGuard (inference) gives the same bits
   int64_t upstream_offset = 0;  // the upstream gradient starts this many elements into its buffer
+  OpFn unfused;                 // a fused op: the same bits as this composition of its parts, on the GPU
 
   OpCase& on(unsigned c) { checks = c; return *this; }
   OpCase& dtypes(std::vector<DType> d) { cuda_dtypes = std::move(d); return *this; }
@@ -63,6 +64,7 @@ struct OpCase {
   OpCase& det() { deterministic = true; return *this; }
   OpCase& gradcheck_checks(int n) { gc_checks = n; return *this; }
   OpCase& upstream_at(int64_t elements) { upstream_offset = elements; return *this; }
+  OpCase& same_bits_as(OpFn parts) { unfused = std::move(parts); return *this; }
 };
 
 // Every case, in table order (checked once: names unique, each case on at least one driver).
