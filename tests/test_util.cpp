@@ -6,15 +6,16 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 
 namespace mo::test {
 
-Tensor randn(const Shape& shape, uint64_t seed, DType dt, double std) {
+Tensor randn(const Shape& shape, uint64_t seed, DType dt, double std, double mean) {
   std::mt19937_64 rng(seed);
-  std::normal_distribution<double> nd(0.0, std);
+  std::normal_distribution<double> nd(mean, std);
   std::vector<double> v(shape_numel(shape));
   for (auto& x : v) x = nd(rng);
   return Tensor::from_vector(v, shape).to(dt);
@@ -41,11 +42,47 @@ double rel_error(const Tensor& a, const Tensor& b, double floor) {
 }
 
 ::testing::AssertionResult all_close(const Tensor& a, const Tensor& b, double tol, const std::string& what) {
+  if (!a.defined() || !b.defined()) {
+    if (a.defined() == b.defined()) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << what << ": one side undefined (" << (a.defined() ? a.str() : "undefined")
+                                         << " vs " << (b.defined() ? b.str() : "undefined") << ")";
+  }
   if (a.shape() != b.shape())
     return ::testing::AssertionFailure() << what << ": shapes differ " << a.str() << " vs " << b.str();
   double e = rel_error(a, b);
   if (e <= tol) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << what << ": relative error " << e << " > " << tol;
+  auto va = a.to_vector<double>(), vb = b.to_vector<double>();
+  size_t worst = 0;
+  double diff = -1, scale = 0;
+  for (size_t i = 0; i < va.size(); ++i) {
+    double d = std::abs(va[i] - vb[i]);
+    if (std::isnan(d) || d > diff) {
+      diff = std::isnan(d) ? INFINITY : d;
+      worst = i;
+      if (std::isnan(d)) break;
+    }
+    scale = std::max(scale, std::abs(vb[i]));
+  }
+  return ::testing::AssertionFailure() << what << ": relative error " << e << " > " << tol << " (" << a.str() << " vs "
+                                       << b.str() << "; worst at " << worst << ": " << va[worst] << " vs "
+                                       << vb[worst] << ", max |ref| " << scale << ")";
+}
+
+::testing::AssertionResult bit_identical(const Tensor& a, const Tensor& b, const std::string& what) {
+  if (!a.defined() && !b.defined()) return ::testing::AssertionSuccess();
+  if (a.defined() != b.defined() || a.shape() != b.shape())
+    return ::testing::AssertionFailure() << what << ": " << (a.defined() ? a.str() : "undefined") << " vs "
+                                         << (b.defined() ? b.str() : "undefined");
+  auto differ = [&](auto zero) -> ::testing::AssertionResult {
+    using T = decltype(zero);
+    auto va = a.to_vector<T>(), vb = b.to_vector<T>();
+    for (size_t i = 0; i < va.size(); ++i)
+      if (std::memcmp(&va[i], &vb[i], sizeof(T)) != 0)
+        return ::testing::AssertionFailure() << what << ": differs at " << i << ": " << va[i] << " vs " << vb[i];
+    return ::testing::AssertionSuccess();
+  };
+  if (a.dtype() == DType::f64 || b.dtype() == DType::f64) return differ(0.0);
+  return differ(0.0f);
 }
 
 ::testing::AssertionResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,

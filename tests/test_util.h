@@ -14,13 +14,19 @@
 
 namespace mo::test {
 
-// Fresh random data from a fixed seed: N(0, std) or U(lo, hi).
-Tensor randn(const Shape& shape, uint64_t seed, DType dt = DType::f32, double std = 1.0);
+// Fresh random data from a fixed seed: N(mean, std²) or U(lo, hi).
+Tensor randn(const Shape& shape, uint64_t seed, DType dt = DType::f32, double std = 1.0, double mean = 0.0);
 Tensor rand_uniform(const Shape& shape, uint64_t seed, double lo, double hi, DType dt = DType::f32);
 
-// max |a − b| / max(max |b|, floor): a scale-aware relative error.
+// max |a − b| / max(max |b|, floor): a scale-aware relative error (read as float64 on the CPU, any
+// device and dtype); NaN anywhere gives infinity.
 double rel_error(const Tensor& a, const Tensor& b, double floor = 1e-6);
+// rel_error(a, b) ≤ tol with equal shapes; the failure names the worst element. Two undefined tensors
+// are close; one undefined tensor is not (a gradient that did not flow).
 ::testing::AssertionResult all_close(const Tensor& a, const Tensor& b, double tol, const std::string& what = "");
+// The same bits (float64 compared as float64, the rest as float32: bf16 -> f32 is exact), e.g. two runs
+// of a deterministic kernel.
+::testing::AssertionResult bit_identical(const Tensor& a, const Tensor& b, const std::string& what = "");
 
 // fp64 gradient check: f maps inputs to one output tensor; compares the analytic gradient of
 // sum(f(x) ⊙ r) (random r) against central differences for every input that requires grad.

@@ -1,45 +1,21 @@
 // test_gated_dwconv_linear.cpp: the fused second half of a Gated CNN block (ops/fused/gated_dwconv_linear)
-// on the CPU: fp64 finite-difference gradients, and equality with the unfused composition
-// linear_residual(gated_dwconv(z), ...) in float32 (the same kernels run in the same order, so the
-// output and every gradient are the same bits: m recomputed in backward equals the forward's m).
-#include <cstring>
-
+// on the CPU: equality with the unfused composition linear_residual(gated_dwconv(z), ...) in float32 and
+// float64 (the same kernels run in the same order, so the output and every gradient are the same bits: m
+// recomputed in backward equals the forward's m), and the errors of bad shapes. Its fp64 gradcheck, PyTorch
+// parity and CUDA cases are in the op table (tests/ops/op_table.cpp).
 #include "ops/fused/gated_dwconv.h"
 #include "ops/fused/gated_dwconv_linear.h"
 #include "ops/linear/linear.h"
 #include "tests/test_util.h"
 
 using namespace mo;
-using mo::test::gradcheck;
 using mo::test::randn;
 
 namespace {
 Tensor leaf(const Shape& s, uint64_t seed, double std = 1.0, DType dt = DType::f64) {
   return randn(s, seed, dt, std).requires_grad_();
 }
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  auto va = a.to_vector<float>(), vb = b.to_vector<float>();
-  return va.size() == vb.size() && std::memcmp(va.data(), vb.data(), va.size() * sizeof(float)) == 0;
-}
 }  // namespace
-
-TEST(Gradcheck, GatedDwconvLinear) {
-  // h = 5 with cc = 3 (identity part of 2 channels), fc2 5 -> 4, with and without fc2's bias
-  for (Act a : {Act::gelu, Act::silu}) {
-    EXPECT_TRUE(gradcheck(
-        [a](const std::vector<Tensor>& v) { return gated_dwconv_linear_residual(v[0], v[1], v[2], 5, a, v[3], v[4], v[5]); },
-        {leaf({2, 4, 5, 10}, 1), leaf({3, 1, 7, 7}, 2, 0.3), leaf({3}, 3), leaf({4, 5}, 4), leaf({4}, 5),
-         leaf({2, 4, 5, 4}, 6)},
-        1e-6, 1e-6, 200));
-  }
-  EXPECT_TRUE(gradcheck(
-      [](const std::vector<Tensor>& v) {
-        return gated_dwconv_linear_residual(v[0], v[1], v[2], 4, Act::gelu, v[3], Tensor(), v[4]);
-      },
-      {leaf({1, 3, 9, 8}, 7), leaf({4, 1, 7, 7}, 8, 0.3), leaf({4}, 9), leaf({3, 4}, 10), leaf({1, 3, 9, 3}, 11)}, 1e-6,
-      1e-6, 200));
-}
 
 TEST(Ops, GatedDwconvLinearMatchesUnfused) {
   // float32 (the SIMD paths on machines that have them) and float64, odd widths and a cc = h case
@@ -63,13 +39,13 @@ TEST(Ops, GatedDwconvLinearMatchesUnfused) {
     yf.backward(dy);
     Tensor yu = linear_residual(gated_dwconv(zu, wu, bu, c.h, c.act), w2u, b2u, ru);
     yu.backward(dy);
-    EXPECT_TRUE(same_bits(yf, yu)) << "y " << shape_str(c.z);
-    EXPECT_TRUE(same_bits(zf.grad(), zu.grad())) << "dz " << shape_str(c.z);
-    EXPECT_TRUE(same_bits(w.grad(), wu.grad())) << "dw " << shape_str(c.z);
-    EXPECT_TRUE(same_bits(b.grad(), bu.grad())) << "db " << shape_str(c.z);
-    EXPECT_TRUE(same_bits(w2.grad(), w2u.grad())) << "dw2 " << shape_str(c.z);
-    EXPECT_TRUE(same_bits(b2.grad(), b2u.grad())) << "db2 " << shape_str(c.z);
-    EXPECT_TRUE(same_bits(r.grad(), ru.grad())) << "dr " << shape_str(c.z);
+    EXPECT_TRUE(mo::test::bit_identical(yf, yu, "y " + shape_str(c.z)));
+    EXPECT_TRUE(mo::test::bit_identical(zf.grad(), zu.grad(), "dz " + shape_str(c.z)));
+    EXPECT_TRUE(mo::test::bit_identical(w.grad(), wu.grad(), "dw " + shape_str(c.z)));
+    EXPECT_TRUE(mo::test::bit_identical(b.grad(), bu.grad(), "db " + shape_str(c.z)));
+    EXPECT_TRUE(mo::test::bit_identical(w2.grad(), w2u.grad(), "dw2 " + shape_str(c.z)));
+    EXPECT_TRUE(mo::test::bit_identical(b2.grad(), b2u.grad(), "db2 " + shape_str(c.z)));
+    EXPECT_TRUE(mo::test::bit_identical(r.grad(), ru.grad(), "dr " + shape_str(c.z)));
   }
 }
 

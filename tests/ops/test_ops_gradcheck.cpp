@@ -1,10 +1,12 @@
-// test_ops_gradcheck.cpp: fp64 finite-difference gradient checks of every CPU op, plus the error
-// messages of user mistakes and the saved-tensor version check.
+// test_ops_gradcheck.cpp: the fp64 finite-difference gradient check of every case of the op table
+// (tests/ops/op_table.cpp, those marked kGradcheck), plus what is not one op's case: fused ops against
+// their parts, drop_path's draw, top-k, the error messages of user mistakes, number parsing, the
+// saved-tensor version check and the RNG's known answer.
+#include <cmath>
 #include <cstdlib>
 #include <tuple>
 
 #include "ops/activation/activation.h"
-#include "ops/conv/conv2d.h"
 #include "ops/conv/dwconv2d.h"
 #include "ops/elementwise/elementwise.h"
 #include "ops/fused/gated_dwconv.h"
@@ -12,69 +14,59 @@
 #include "ops/loss/cross_entropy.h"
 #include "ops/norm/layer_norm.h"
 #include "ops/fused/layer_norm_linear.h"
-#include "ops/reduce/mean_hw.h"
 #include "ops/regularize/drop_path.h"
 #include "ops/shape/shape.h"
 #include "autograd/parse.h"
 #include "autograd/rng.h"
+#include "tests/ops/op_table.h"
 #include "tests/test_util.h"
 
 using namespace mo;
 using mo::test::gradcheck;
 using mo::test::randn;
 
-namespace {
-Tensor leaf(const Shape& s, uint64_t seed, double std = 1.0) { return randn(s, seed, DType::f64, std).requires_grad_(); }
-using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
-}  // namespace
+// Every case of the op table (tests/ops/op_table.cpp) marked kGradcheck.
+class OpGradcheck : public ::testing::TestWithParam<mo::test::OpCase> {};
 
-TEST(Gradcheck, Linear) {
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return linear(v[0], v[1], v[2]); },
-                        {leaf({2, 3, 5}, 1), leaf({4, 5}, 2), leaf({4}, 3)}));
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return linear(v[0], v[1], Tensor()); },
-                        {leaf({6, 5}, 4), leaf({3, 5}, 5)}));
+TEST_P(OpGradcheck, MatchesFiniteDifferences) {
+  const mo::test::OpCase& c = GetParam();
+  std::vector<Tensor> xs = mo::test::draw_inputs(c);
+  for (size_t i = 0; i < xs.size(); ++i)
+    if (c.inputs[i].grad) xs[i].requires_grad_();
+  EXPECT_TRUE(gradcheck(c.fn, xs, c.gc_eps, c.gc_tol, c.gc_checks)) << c.name;
 }
 
-TEST(Gradcheck, Matmul) {
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return matmul(v[0], v[1]); }, {leaf({3, 4}, 1), leaf({4, 2}, 2)}));
+INSTANTIATE_TEST_SUITE_P(Table, OpGradcheck, ::testing::ValuesIn(mo::test::op_cases_with(mo::test::kGradcheck)),
+                         mo::test::CaseName());
+
+TEST(Ops, DropPathDrawsPerSampleAndIsIdentityInEval) {
+  // rate 0.5 over 16 samples (the table's case): some rows dropped, the rest scaled by 2
+  auto s = drop_path_scales(16, 0.5, 42, 7);
+  int kept = 0;
+  for (float x : s) {
+    EXPECT_TRUE(x == 0.0f || x == 2.0f);
+    kept += x != 0.0f;
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_LT(kept, 16);
+  Tensor x = randn({4, 3}, 9, DType::f64);
+  EXPECT_TRUE(drop_path(x, 0.5, false, 42, 7).same(x));  // identity in eval
+  // statistics of the draw: rate 0.3 over 20000 samples keeps 70% within 5 standard deviations, each
+  // kept row scaled by 1 / 0.7 (in float32); another step (stream) draws another mask
+  const int64_t n = 20000;
+  auto a = drop_path_scales(n, 0.3, 5, 1), b = drop_path_scales(n, 0.3, 5, 2);
+  int64_t kept_a = 0, same = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    EXPECT_TRUE(a[i] == 0.0f || a[i] == 1.0f / 0.7f) << i << ": " << a[i];
+    kept_a += a[i] != 0.0f;
+    same += (a[i] != 0.0f) == (b[i] != 0.0f);
+  }
+  const double sd = std::sqrt(n * 0.7 * 0.3);
+  EXPECT_NEAR(static_cast<double>(kept_a), 0.7 * n, 5 * sd);
+  EXPECT_LT(same, n - 1000);  // independent masks agree on 0.7² + 0.3² = 58% of the rows
 }
 
-TEST(Gradcheck, Conv2dStride2) {
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v[2], 2, 1); },
-                        {leaf({2, 7, 6, 3}, 1), leaf({4, 3, 3, 3}, 2), leaf({4}, 3)}));
-}
-
-TEST(Gradcheck, Conv2dGeneral) {
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v[2], 1, 2); },
-                        {leaf({1, 5, 4, 2}, 4), leaf({3, 2, 5, 3}, 5), leaf({3}, 6)}));
-}
-
-TEST(Gradcheck, DepthwiseConv7x7) {
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return dwconv2d(v[0], v[1], v[2], 3); },
-                        {leaf({2, 6, 5, 3}, 1), leaf({3, 1, 7, 7}, 2), leaf({3}, 3)}, 1e-6, 1e-6, 200));
-}
-
-TEST(Gradcheck, LayerNorm) {
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return layer_norm(v[0], v[1], v[2], 1e-6); },
-                        {leaf({3, 2, 7}, 1), leaf({7}, 2), leaf({7}, 3)}));
-}
-
-TEST(Gradcheck, LinearResidual) {
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return linear_residual(v[0], v[1], v[2], v[3]); },
-                        {leaf({3, 2, 7}, 1), leaf({5, 7}, 2), leaf({5}, 3), leaf({3, 2, 5}, 4)}));
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return linear_residual(v[0], v[1], Tensor(), v[2]); },
-                        {leaf({4, 6}, 5), leaf({3, 6}, 6), leaf({4, 3}, 7)}));
-}
-
-TEST(Gradcheck, LayerNormLinear) {
-  EXPECT_TRUE(gradcheck(
-      [](const std::vector<Tensor>& v) { return layer_norm_linear(v[0], v[1], v[2], 1e-6, v[3], v[4]); },
-      {leaf({3, 2, 7}, 1), leaf({7}, 2), leaf({7}, 3), leaf({5, 7}, 4), leaf({5}, 5)}));
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return layer_norm_linear(v[0], v[1], v[2], 1e-6, v[3], Tensor()); },
-                        {leaf({4, 6}, 6), leaf({6}, 7), leaf({6}, 8), leaf({3, 6}, 9)}));
-}
-
-TEST(Gradcheck, LayerNormLinearEqualsTheTwoOpsBitForBit) {
+TEST(Ops, LayerNormLinearEqualsTheTwoOpsBitForBit) {
   // the fused node recomputes the LN output in backward: same bits as layer_norm then linear
   for (DType dt : {DType::f32, DType::f64}) {
     auto mk = [&](const Shape& s, uint32_t seed) { return randn(s, seed, dt).requires_grad_(); };
@@ -96,62 +88,7 @@ TEST(Gradcheck, LayerNormLinearEqualsTheTwoOpsBitForBit) {
   }
 }
 
-TEST(Gradcheck, GeluSilu) {
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return gelu(v[0]); }, {leaf({4, 9}, 1, 2.0)}));
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return silu(v[0]); }, {leaf({4, 9}, 2, 2.0)}));
-}
-
-TEST(Gradcheck, AddMulScaleMulChannel) {
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return add(v[0], v[1]); }, {leaf({3, 4}, 1), leaf({3, 4}, 2)}));
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return mul(v[0], v[1]); }, {leaf({3, 4}, 3), leaf({3, 4}, 4)}));
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return scale(v[0], -0.7); }, {leaf({3, 4}, 5)}));
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return mul_channel(v[0], v[1]); }, {leaf({2, 3, 4}, 6), leaf({4}, 7)}));
-}
-
-TEST(Gradcheck, SplitConcatPermute) {
-  EXPECT_TRUE(gradcheck(
-      [](const std::vector<Tensor>& v) {
-        auto p = split_last(v[0], {2, 3, 1});
-        return concat_last({mul(p[1], p[1]), p[0], scale(p[2], 3.0)});
-      },
-      {leaf({2, 3, 6}, 1)}));
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return nchw_to_nhwc(v[0]); }, {leaf({2, 3, 4, 5}, 2)}));
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return nhwc_to_nchw(mul(v[0], v[0])); }, {leaf({2, 3, 4, 5}, 3)}));
-}
-
-TEST(Gradcheck, MeanHW) {
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return mean_hw(v[0]); }, {leaf({2, 3, 4, 5}, 1)}));
-}
-
-TEST(Gradcheck, DropPath) {
-  // rate 0.5 over 16 samples: some rows dropped, the rest scaled by 2; the gradient follows the same mask.
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return drop_path(v[0], 0.5, true, 42, 7); }, {leaf({16, 3, 2}, 1)}));
-  auto s = drop_path_scales(16, 0.5, 42, 7);
-  int kept = 0;
-  for (float x : s) {
-    EXPECT_TRUE(x == 0.0f || x == 2.0f);
-    kept += x != 0.0f;
-  }
-  EXPECT_GT(kept, 0);
-  EXPECT_LT(kept, 16);
-  Tensor x = randn({4, 3}, 9, DType::f64);
-  EXPECT_TRUE(drop_path(x, 0.5, false, 42, 7).same(x));  // identity in eval
-}
-
-TEST(Gradcheck, SoftTargetCrossEntropy) {
-  Tensor target = mo::test::rand_uniform({3, 5}, 9, 0.0, 1.0, DType::f64);
-  EXPECT_TRUE(gradcheck([target](const std::vector<Tensor>& v) { return soft_target_cross_entropy(v[0], target); },
-                        {leaf({3, 5}, 1, 3.0)}));
-}
-
-TEST(Gradcheck, GatedDwconv) {
-  // h = 5 with cc = 3: identity part of 2 channels, conv part of 3
-  for (Act a : {Act::gelu, Act::silu})
-    EXPECT_TRUE(gradcheck([a](const std::vector<Tensor>& v) { return gated_dwconv(v[0], v[1], v[2], 5, a); },
-                          {leaf({2, 4, 5, 10}, 1), leaf({3, 1, 7, 7}, 2, 0.3), leaf({3}, 3)}, 1e-6, 1e-6, 200));
-}
-
-TEST(Gradcheck, GatedDwconvMatchesUnfused) {
+TEST(Ops, GatedDwconvMatchesUnfused) {
   // the fused op equals split + dwconv + concat + act + mul
   Tensor z = randn({2, 5, 4, 12}, 1, DType::f64), w = randn({4, 1, 7, 7}, 2, DType::f64), b = randn({4}, 3, DType::f64);
   Tensor fused = gated_dwconv(z, w, b, 6, Act::gelu);

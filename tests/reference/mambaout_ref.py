@@ -5,7 +5,7 @@ names, written from ../shared/spec/mambaout.md) and the parity driver used by th
                                       # parameter (named like the state_dict key); writes logits.npy,
                                       # loss.npy and grad/<key>.npy
   python3 mambaout_ref.py block DIR   # one GatedCNNBlock (DIR/config.txt: dim), same files
-  python3 mambaout_ref.py ops DIR     # per-op references (see ops())
+(the single ops are tests/reference/op_ref.py, driven by the op table)
 Runs on Debian's python3-torch (CPU PyTorch 1.13).
 """
 import os
@@ -147,70 +147,9 @@ def run_module(model, d, x):
         np.save(os.path.join(d, "grad", k + ".npy"), p.grad.numpy())
 
 
-def ops(d):
-    """Reference outputs and input gradients of single ops (float64), inputs from DIR."""
-    def save(name, t):
-        np.save(os.path.join(d, name + ".npy"), t.detach().numpy())
-
-    def req(name):
-        return load(d, name).double().requires_grad_(True)
-
-    # linear
-    x, w, b = req("lin_x"), req("lin_w"), req("lin_b")
-    y = F.linear(x, w, b)
-    y.backward(load(d, "lin_r"))
-    save("lin_y", y), save("lin_dx", x.grad), save("lin_dw", w.grad), save("lin_db", b.grad)
-    # conv2d 3x3 s2 p1 on NHWC data (our layout) = permute + F.conv2d + permute
-    x, w, b = req("conv_x"), req("conv_w"), req("conv_b")
-    y = F.conv2d(x.permute(0, 3, 1, 2), w, b, stride=2, padding=1).permute(0, 2, 3, 1)
-    y.backward(load(d, "conv_r"))
-    save("conv_y", y), save("conv_dx", x.grad), save("conv_dw", w.grad), save("conv_db", b.grad)
-    # depthwise 7x7
-    x, w, b = req("dw_x"), req("dw_w"), req("dw_b")
-    y = F.conv2d(x.permute(0, 3, 1, 2), w, b, padding=3, groups=w.shape[0]).permute(0, 2, 3, 1)
-    y.backward(load(d, "dw_r"))
-    save("dw_y", y), save("dw_dx", x.grad), save("dw_dw", w.grad), save("dw_db", b.grad)
-    # layer norm
-    x, w, b = req("ln_x"), req("ln_w"), req("ln_b")
-    y = F.layer_norm(x, (x.shape[-1],), w, b, eps=1e-6)
-    y.backward(load(d, "ln_r"))
-    save("ln_y", y), save("ln_dx", x.grad), save("ln_dw", w.grad), save("ln_db", b.grad)
-    # linear plus a residual (linear_residual)
-    x, w, b, r = req("linr_x"), req("linr_w"), req("linr_b"), req("linr_res")
-    y = F.linear(x, w, b) + r
-    y.backward(load(d, "linr_r"))
-    save("linr_y", y), save("linr_dx", x.grad), save("linr_dw", w.grad), save("linr_db", b.grad)
-    save("linr_dres", r.grad)
-    # layer norm followed by linear (the fused layer_norm_linear op)
-    x, g, be, w, b = req("lnl_x"), req("lnl_g"), req("lnl_be"), req("lnl_w"), req("lnl_b")
-    y = F.linear(F.layer_norm(x, (x.shape[-1],), g, be, eps=1e-6), w, b)
-    y.backward(load(d, "lnl_r"))
-    save("lnl_y", y), save("lnl_dx", x.grad), save("lnl_dg", g.grad), save("lnl_dbe", be.grad)
-    save("lnl_dw", w.grad), save("lnl_db", b.grad)
-    # gelu / silu
-    for name, fn in (("gelu", F.gelu), ("silu", F.silu)):
-        x = req(name + "_x")
-        y = fn(x)
-        y.backward(load(d, name + "_r"))
-        save(name + "_y", y), save(name + "_dx", x.grad)
-    # mean over H, W
-    x = req("mean_x")
-    y = x.mean([1, 2])
-    y.backward(load(d, "mean_r"))
-    save("mean_y", y), save("mean_dx", x.grad)
-    # soft-target cross-entropy
-    x = req("ce_x")
-    y = soft_target_ce(x, load(d, "ce_t").double())
-    y.backward()
-    save("ce_y", y.reshape(1)), save("ce_dx", x.grad)
-
-
 def main():
     mode, d = sys.argv[1], sys.argv[2]
     torch.manual_seed(0)
-    if mode == "ops":
-        ops(d)
-        return
     cfg = read_config(d)
     if mode == "model":
         depths, dims = VARIANTS[cfg["arch"]]
