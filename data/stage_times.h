@@ -1,6 +1,6 @@
 // stage_times.h: cumulative time per stage of the input pipeline (read a file, parse its header,
-// decode the crop window, crop + resize + flip, RandAugment, mixup/cutmix + erase boxes, normalise +
-// pack). A Workspace carries one StageTimes that the transforms add to; the Loader sums its workers'
+// decode the crop window, crop + resize + flip, RandAugment, then per batch mixup/cutmix with the soft
+// targets and erase boxes, and normalise + erase + pack). A Workspace carries one StageTimes that the transforms add to; the Loader sums its workers'
 // into LoaderStats (loader.h) and mo_bench_data --profile prints them per image. A StageClock reads the
 // steady clock (about 20 ns a read, ~10 reads an image) or, for profiles on a shared machine, the
 // calling thread's CPU clock (time the thread was descheduled is then not counted).

@@ -1,9 +1,11 @@
 // test_data_loader.cpp: the Loader end to end on a small ImageFolder: determinism across thread counts,
 // epochs that differ, mid-epoch resume, DistributedSampler sharding/padding, eval batches (the last
 // one partial) equal to the eval transform + normalisation, output dtypes/layouts; the normalize +
-// random-erasing CPU twin; and the CUDA kernel against it ("Cuda" test, skipped without a GPU).
+// random-erasing CPU twin; the cumulative stats() (counts, time by stage and by side); and the CUDA kernel
+// against the CPU twin ("Cuda" test, skipped without a GPU).
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <set>
 
 #include "autograd/cuda_allocator.h"
@@ -95,6 +97,42 @@ TEST_F(DataLoader, ResumeMidEpochIsExact) {
     EXPECT_EQ(rest[i].index, full[i + 2].index);
     expect_same(rest[i], full[i + 2]);
   }
+}
+
+TEST_F(DataLoader, StatsCountBatchesAndSplitTheTimeByStage) {
+  for (bool training : {true, false}) {
+    Loader l(config(training, 2));
+    const LoaderStats zero = l.stats();
+    EXPECT_EQ(zero.batches, 0);
+    EXPECT_EQ(zero.busy_s, 0.0);
+    const auto t0 = std::chrono::steady_clock::now();
+    const size_t n0 = epoch(l, 0).size(), n1 = epoch(l, 1).size();
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const LoaderStats st = l.stats();
+    SCOPED_TRACE(training ? "train" : "eval");
+    EXPECT_EQ(st.batches, int64_t(n0 + n1));
+    EXPECT_EQ(st.samples, training ? 2 * 20 : 2 * 15);  // train: 5 full batches of 4 (drop_last); eval: all 15
+    // the workers' stages: every one this transform runs took time; together at most their busy time
+    // (mixup: the batch's last step, soft targets and erase boxes too, so eval batches have it)
+    for (Stage s : {Stage::read, Stage::decode, Stage::resize, Stage::mixup}) EXPECT_GT(st.stage(s), 0.0) << stage_name(s);
+    EXPECT_EQ(st.stage(Stage::augment) > 0, training);
+    double worker = 0;
+    for (Stage s : {Stage::read, Stage::header, Stage::decode, Stage::resize, Stage::augment, Stage::mixup})
+      worker += st.stage(s);
+    EXPECT_LE(worker, st.busy_s * (1 + 1e-9));
+    // the consumer's side: normalisation is part of delivering; waiting + delivering fit in the epochs' time
+    EXPECT_GT(st.stage(Stage::normalize), 0.0);
+    EXPECT_LE(st.stage(Stage::normalize), st.deliver_s);
+    EXPECT_GE(st.wait_s, 0.0);
+    EXPECT_LE(st.wait_s + st.deliver_s, wall);
+  }
+  // RandAugment off: no augment time
+  auto cfg = config(true, 1);
+  cfg.train.auto_augment = "";
+  Loader plain(cfg);
+  epoch(plain, 0);
+  EXPECT_EQ(plain.stats().stage(Stage::augment), 0.0);
+  EXPECT_GT(plain.stats().stage(Stage::resize), 0.0);
 }
 
 TEST_F(DataLoader, SamplerShardsLikeDistributedSampler) {
