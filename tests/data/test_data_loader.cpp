@@ -250,11 +250,11 @@ TEST(DataNormalize, CpuTwinNormalizesAndErases) {
               EXPECT_EQ(v, (float(in[((b * 20 + y) * 24 + x) * 3 + c]) - spec.mean[c]) / spec.std[c]);
             }
           }
-  }
-  ASSERT_GT(erased, 200);
-  EXPECT_NEAR(sum / erased, 0.0, 0.15);
-  EXPECT_NEAR(sum2 / erased, 1.0, 0.2);
-  EXPECT_GT(kept, 0);
+    }
+    ASSERT_GT(erased, 200);
+    EXPECT_NEAR(sum / erased, 0.0, 0.15);
+    EXPECT_NEAR(sum2 / erased, 1.0, 0.2);
+    EXPECT_GT(kept, 0);
   }
 }
 
