@@ -256,7 +256,8 @@ void op_sharpness(Image& img, double factor, Image& scratch) {  // blend(filter(
 // op_affine with AVX2, four output pixels a step: the same double operations in the same order as
 // bilinear_px / bicubic_px (lane by lane), so the same bytes. Each source tap is one 32-bit gather of
 // R, G, B (and a byte more: Image keeps slack) for the four pixels; the bands are then split out.
-// A bicubic weight of 0 (dx or dy exactly 0) gives exactly the centre value, as PIL's shortcut does.
+// A fraction dx or dy of exactly 0 makes that direction's blend return its centre value exactly (PIL's
+// bicubic shortcut; for bilinear a + (b - a) * 0 == a), so four pixels that all have it skip that blend.
 struct Lanes {  // per-lane tap positions of four pixels
   __m128i off[4][4];  // byte offset of source (row r, column c) for the taps used
   __m256d dx, dy;
@@ -317,19 +318,28 @@ MO_TARGET_AVX2_NOFMA void affine_avx2(const Image& img, const double a[6], Inter
       const __m256d dx = _mm256_sub_pd(xs, xf), dy = _mm256_sub_pd(ys, yf);
       const __m128i xi = _mm256_cvttpd_epi32(xf), yi = _mm256_cvttpd_epi32(yf);
       __m256d res[3];
+      // dx (dy) 0 in every lane, as in the shears and translations: the blend along x (y) returns its
+      // first value exactly, so its other taps are not loaded
+      const bool dx0 = _mm256_movemask_pd(_mm256_cmp_pd(dx, zero, _CMP_EQ_OQ)) == 0xF;
+      const bool dy0 = _mm256_movemask_pd(_mm256_cmp_pd(dy, zero, _CMP_EQ_OQ)) == 0xF;
       if (!cubic) {
         const __m128i c0 = _mm_mullo_epi32(clamp4(xi, wmax), three);
         const __m128i c1 = _mm_mullo_epi32(clamp4(_mm_add_epi32(xi, _mm_set1_epi32(1)), wmax), three);
         const __m128i r0 = _mm_mullo_epi32(clamp4(yi, hmax), stride);
         const __m128i r1 = _mm_mullo_epi32(clamp4(_mm_add_epi32(yi, _mm_set1_epi32(1)), hmax), stride);
         const __m128i p00 = _mm_i32gather_epi32(base, _mm_add_epi32(r0, c0), 1);
-        const __m128i p01 = _mm_i32gather_epi32(base, _mm_add_epi32(r0, c1), 1);
-        const __m128i p10 = _mm_i32gather_epi32(base, _mm_add_epi32(r1, c0), 1);
-        const __m128i p11 = _mm_i32gather_epi32(base, _mm_add_epi32(r1, c1), 1);
+        const __m128i p01 = dx0 ? p00 : _mm_i32gather_epi32(base, _mm_add_epi32(r0, c1), 1);
+        const __m128i p10 = dy0 ? p00 : _mm_i32gather_epi32(base, _mm_add_epi32(r1, c0), 1);
+        const __m128i p11 = dx0 || dy0 ? p00 : _mm_i32gather_epi32(base, _mm_add_epi32(r1, c1), 1);
         for (int b = 0; b < 3; ++b) {
-          const __m256d q00 = band(p00, b), q01 = band(p01, b), q10 = band(p10, b), q11 = band(p11, b);
-          const __m256d v1 = _mm256_add_pd(q00, _mm256_mul_pd(_mm256_sub_pd(q01, q00), dx));
-          const __m256d v2 = _mm256_add_pd(q10, _mm256_mul_pd(_mm256_sub_pd(q11, q10), dx));
+          const __m256d q00 = band(p00, b);
+          const __m256d v1 = dx0 ? q00 : _mm256_add_pd(q00, _mm256_mul_pd(_mm256_sub_pd(band(p01, b), q00), dx));
+          if (dy0) {
+            res[b] = v1;
+            continue;
+          }
+          const __m256d q10 = band(p10, b);
+          const __m256d v2 = dx0 ? q10 : _mm256_add_pd(q10, _mm256_mul_pd(_mm256_sub_pd(band(p11, b), q10), dx));
           res[b] = _mm256_add_pd(v1, _mm256_mul_pd(_mm256_sub_pd(v2, v1), dy));
         }
       } else {
@@ -342,13 +352,15 @@ MO_TARGET_AVX2_NOFMA void affine_avx2(const Image& img, const double a[6], Inter
           rows[i] = _mm_mullo_epi32(clamp4(_mm_add_epi32(yi, _mm_set1_epi32(i - 1)), hmax), stride);
         }
         __m128i px[4][4];
-        for (int r = 0; r < 4; ++r)
-          for (int c = 0; c < 4; ++c) px[r][c] = _mm_i32gather_epi32(base, _mm_add_epi32(rows[r], cols[c]), 1);
+        const int r_lo = dy0 ? 1 : 0, r_hi = dy0 ? 2 : 4, c_lo = dx0 ? 1 : 0, c_hi = dx0 ? 2 : 4;
+        for (int r = r_lo; r < r_hi; ++r)
+          for (int c = c_lo; c < c_hi; ++c) px[r][c] = _mm_i32gather_epi32(base, _mm_add_epi32(rows[r], cols[c]), 1);
         for (int b = 0; b < 3; ++b) {
           __m256d v[4];
-          for (int r = 0; r < 4; ++r)
-            v[r] = cubic4(wx0, wx1, wx2, band(px[r][0], b), band(px[r][1], b), band(px[r][2], b), band(px[r][3], b));
-          const __m256d sv = cubic4(wy0, wy1, wy2, v[0], v[1], v[2], v[3]);
+          for (int r = r_lo; r < r_hi; ++r)
+            v[r] = dx0 ? band(px[r][1], b)
+                       : cubic4(wx0, wx1, wx2, band(px[r][0], b), band(px[r][1], b), band(px[r][2], b), band(px[r][3], b));
+          const __m256d sv = dy0 ? v[1] : cubic4(wy0, wy1, wy2, v[0], v[1], v[2], v[3]);
           res[b] = _mm256_min_pd(_mm256_max_pd(sv, zero), _mm256_set1_pd(255.0));
         }
       }
