@@ -239,3 +239,24 @@ TEST(DataTransforms, SimdColourOpsAndMixupMatchScalar) {
     }
   }
 }
+
+TEST(DataTransforms, SimdResampleMatchesScalar) {
+  auto bytes = slurp(test_photos()[0]);
+  JpegDecoder d;
+  Image full;
+  ASSERT_TRUE(d.open(bytes.data(), bytes.size()) && d.decode_full(full)) << d.error();
+  const int W = full.w(), H = full.h();
+  // boxes that downscale a lot or a little, upscale, are fractional or thin; outputs square or not
+  const float boxes[][4] = {{0, 0, float(W), float(H)}, {10.5f, 3.25f, 300.75f, 250.5f}, {100, 80, 150, 120},
+                            {0, 0, 7, 5}, {float(W) - 33, float(H) - 2, float(W), float(H)}, {1, 1, 2.5f, 3}};
+  const std::pair<int, int> sizes[] = {{224, 224}, {37, 61}, {1, 1}, {640, 3}};
+  for (const auto& box : boxes)
+    for (auto [w, h] : sizes)
+      for (Interp interp : {Interp::bilinear, Interp::bicubic})
+        for (bool flip : {false, true}) {
+          Image out(w, h);
+          expect_simd_matches_scalar(out, [&](Image& o, Image&) { resample(full.view(), box, interp, o.view(), flip); },
+                                     fmt::format("box ({}, {}, {}, {}) -> {}x{} interp {} flip {}", box[0], box[1],
+                                                 box[2], box[3], w, h, int(interp), flip));
+        }
+}
