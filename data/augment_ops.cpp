@@ -48,26 +48,65 @@ Hist histogram(const Image& img) {
 // Convert.c rgb2l: ITU-R 601-2 luma, rounded.
 inline uint8_t luma(const uint8_t* p) { return static_cast<uint8_t>((p[0] * 19595 + p[1] * 38470 + p[2] * 7471 + 0x8000) >> 16); }
 
-// Blend.c ImagingBlend(degenerate, img, alpha) with alpha a C float, result into img.
-// deg(i, byte_index) gives the degenerate image's byte.
-template <typename Deg>
-void blend(Image& img, double factor, Deg deg) {
+// Blend.c ImagingBlend(degenerate, img, alpha) with alpha a C float, on n bytes in place:
+// p[i] = clip8(trunc(a + alpha * (p[i] - a))), a = deg[i] (deg == nullptr: the constant c). With alpha
+// in [0, 1] the value is never outside [0, 255], so PIL's two loops are one formula.
+void blend_scalar(uint8_t* p, const uint8_t* deg, int c, size_t n, float alpha, size_t from = 0) {
+  for (size_t i = from; i < n; ++i) {
+    const int a = deg ? deg[i] : c;
+    const float t = static_cast<float>(a) + alpha * static_cast<float>(p[i] - a);
+    p[i] = t <= 0.0f ? 0 : t >= 255.0f ? 255 : static_cast<uint8_t>(static_cast<int>(t));
+  }
+}
+#if MO_X86_SIMD
+// 8 bytes a step, the same float operations (no FMA), truncation after clamping to [0, 255].
+MO_TARGET_AVX2_NOFMA void blend_avx2(uint8_t* p, const uint8_t* deg, int c, size_t n, float alpha) {
+  const __m256 va = _mm256_set1_ps(alpha), hi = _mm256_set1_ps(255.0f), lo = _mm256_setzero_ps();
+  const __m256i vc = _mm256_set1_epi32(c);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i x = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + i)));
+    const __m256i a = deg ? _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(deg + i))) : vc;
+    __m256 t = _mm256_add_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(va, _mm256_cvtepi32_ps(_mm256_sub_epi32(x, a))));
+    t = _mm256_min_ps(_mm256_max_ps(t, lo), hi);
+    const __m256i r = _mm256_cvttps_epi32(t);
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p + i), _mm_packus_epi16(w, w));
+  }
+  blend_scalar(p, deg, c, n, alpha, i);
+}
+#endif
+
+void blend(Image& img, double factor, const uint8_t* deg, int c = 0) {
   const float alpha = static_cast<float>(factor);
   if (alpha == 1.0f) return;
-  uint8_t* p = img.data();
-  const size_t n = img.bytes();
-  if (alpha >= 0.0f && alpha <= 1.0f) {
-    for (size_t i = 0; i < n; ++i) {
-      int a = deg(i);
-      p[i] = static_cast<uint8_t>(static_cast<int>(static_cast<float>(a) + alpha * static_cast<float>(p[i] - a)));
-    }
-  } else {
-    for (size_t i = 0; i < n; ++i) {
-      int a = deg(i);
-      float t = static_cast<float>(a) + alpha * static_cast<float>(p[i] - a);
-      p[i] = t <= 0.0f ? 0 : t >= 255.0f ? 255 : static_cast<uint8_t>(static_cast<int>(t));
+#if MO_X86_SIMD
+  if (cpu_isa() >= CpuIsa::avx2) return blend_avx2(img.data(), deg, c, img.bytes(), alpha);
+#endif
+  blend_scalar(img.data(), deg, c, img.bytes(), alpha);
+}
+
+// Filter.c's 3x3 SMOOTH kernel (1 1 1 / 1 5 1 / 1 1 1, / 13) on the inner pixels of img into out (the
+// border is copied before), float sums in PIL's order.
+MO_ALWAYS_INLINE void smooth_body(const Image& img, Image& out) {
+  const int W = img.w(), H = img.h();
+  const float k1 = 1.0f / 13.0f, k5 = 5.0f / 13.0f;
+  for (int y = 1; y < H - 1; ++y) {
+    const uint8_t *up = img.row(y - 1), *mid = img.row(y), *dn = img.row(y + 1);
+    uint8_t* o = out.row(y);
+    for (int x = 3; x < (W - 1) * 3; ++x) {
+      float ss = 0.5f;
+      ss += static_cast<float>(dn[x - 3]) * k1 + static_cast<float>(dn[x]) * k1 + static_cast<float>(dn[x + 3]) * k1;
+      ss += static_cast<float>(mid[x - 3]) * k1 + static_cast<float>(mid[x]) * k5 + static_cast<float>(mid[x + 3]) * k1;
+      ss += static_cast<float>(up[x - 3]) * k1 + static_cast<float>(up[x]) * k1 + static_cast<float>(up[x + 3]) * k1;
+      o[x] = ss <= 0.0f ? 0 : ss >= 255.0f ? 255 : static_cast<uint8_t>(static_cast<int>(ss));
     }
   }
+}
+MO_TARGET_AVX2_NOFMA void smooth_avx2(const Image& img, Image& out) { smooth_body(img, out); }
+void smooth(const Image& img, Image& out) {
+  if (cpu_isa() >= CpuIsa::avx2) return smooth_avx2(img, out);
+  smooth_body(img, out);
 }
 
 inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
@@ -212,10 +251,9 @@ void op_solarize_add(Image& img, int add, int threshold) {
 void op_color(Image& img, double factor) {  // blend(convert("L").convert("RGB"), img)
   thread_local std::vector<uint8_t> grey;
   const size_t n = static_cast<size_t>(img.w()) * img.h();
-  grey.resize(n);
-  for (size_t i = 0; i < n; ++i) grey[i] = luma(img.data() + 3 * i);
-  const uint8_t* g = grey.data();
-  blend(img, factor, [g](size_t i) { return static_cast<int>(g[i / 3]); });
+  grey.resize(n * 3);  // the grey image as RGB
+  for (size_t i = 0; i < n; ++i) grey[3 * i] = grey[3 * i + 1] = grey[3 * i + 2] = luma(img.data() + 3 * i);
+  blend(img, factor, grey.data());
 }
 
 void op_contrast(Image& img, double factor) {  // blend(grey image at round(mean(L)), img)
@@ -226,30 +264,17 @@ void op_contrast(Image& img, double factor) {  // blend(grey image at round(mean
   double sum = 0.0;
   for (int j = 0; j < 256; ++j) sum += static_cast<double>(j * h[j]);
   const int mean = static_cast<int>(sum / static_cast<double>(n) + 0.5);
-  blend(img, factor, [mean](size_t) { return mean; });
+  blend(img, factor, nullptr, mean);
 }
 
 void op_brightness(Image& img, double factor) {
-  blend(img, factor, [](size_t) { return 0; });
+  blend(img, factor, nullptr, 0);
 }
 
 void op_sharpness(Image& img, double factor, Image& scratch) {  // blend(filter(SMOOTH), img)
-  const int W = img.w(), H = img.h();
   scratch = img;  // borders stay as they are (Filter.c copies them)
-  const float k1 = 1.0f / 13.0f, k5 = 5.0f / 13.0f;
-  for (int y = 1; y < H - 1; ++y) {
-    const uint8_t *up = img.row(y - 1), *mid = img.row(y), *dn = img.row(y + 1);
-    uint8_t* out = scratch.row(y);
-    for (int x = 3; x < (W - 1) * 3; ++x) {
-      float ss = 0.5f;
-      ss += static_cast<float>(dn[x - 3]) * k1 + static_cast<float>(dn[x]) * k1 + static_cast<float>(dn[x + 3]) * k1;
-      ss += static_cast<float>(mid[x - 3]) * k1 + static_cast<float>(mid[x]) * k5 + static_cast<float>(mid[x + 3]) * k1;
-      ss += static_cast<float>(up[x - 3]) * k1 + static_cast<float>(up[x]) * k1 + static_cast<float>(up[x + 3]) * k1;
-      out[x] = ss <= 0.0f ? 0 : ss >= 255.0f ? 255 : static_cast<uint8_t>(static_cast<int>(ss));
-    }
-  }
-  const uint8_t* s = scratch.data();
-  blend(img, factor, [s](size_t i) { return static_cast<int>(s[i]); });
+  smooth(img, scratch);
+  blend(img, factor, scratch.data());
 }
 
 #if MO_X86_SIMD
