@@ -9,6 +9,7 @@
 #if MO_X86_SIMD
 #include <immintrin.h>
 #endif
+#include <type_traits>
 #include <vector>
 
 namespace mo::data {
@@ -100,6 +101,40 @@ MO_TARGET_AVX2_NOFMA void philox_blocks_avx2(uint64_t seed, uint64_t stream, uin
 }
 #endif
 
+#if MO_X86_SIMD
+// The float32 NCHW normalisation of one sample, eight pixels a step: 24 bytes split into the three
+// channels by byte shuffles, then (x - mean) / std as in normalize_sample, written with streaming stores
+// (a batch is far larger than the caches, and the stores then need not read the lines first).
+// Needs o 32-byte aligned and plane % 8 == 0.
+MO_TARGET_AVX2_NOFMA void normalize_chw_f32_avx2(const uint8_t* in, int64_t plane, const NormalizeSpec& s, float* o) {
+  __m128i lo_mask[3], hi_mask[3];
+  for (int c = 0; c < 3; ++c) {
+    alignas(16) int8_t lm[16], hm[16];
+    for (int k = 0; k < 16; ++k) lm[k] = hm[k] = -1;
+    for (int k = 0; k < 8; ++k) {
+      const int byte = 3 * k + c;
+      if (byte < 16) lm[k] = static_cast<int8_t>(byte);
+      else hm[k] = static_cast<int8_t>(byte - 16);
+    }
+    lo_mask[c] = _mm_load_si128(reinterpret_cast<const __m128i*>(lm));
+    hi_mask[c] = _mm_load_si128(reinterpret_cast<const __m128i*>(hm));
+  }
+  const __m256 mean[3] = {_mm256_set1_ps(s.mean[0]), _mm256_set1_ps(s.mean[1]), _mm256_set1_ps(s.mean[2])};
+  const __m256 stdv[3] = {_mm256_set1_ps(s.std[0]), _mm256_set1_ps(s.std[1]), _mm256_set1_ps(s.std[2])};
+  for (int64_t p = 0; p < plane; p += 8) {
+    const uint8_t* q = in + p * 3;
+    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    const __m128i hi = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 16));
+    for (int c = 0; c < 3; ++c) {
+      const __m128i b = _mm_or_si128(_mm_shuffle_epi8(lo, lo_mask[c]), _mm_shuffle_epi8(hi, hi_mask[c]));
+      const __m256 x = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
+      _mm256_stream_ps(o + c * plane + p, _mm256_div_ps(_mm256_sub_ps(x, mean[c]), stdv[c]));
+    }
+  }
+  _mm_sfence();
+}
+#endif
+
 void philox_blocks(uint64_t seed, uint64_t stream, uint64_t j0, int64_t n, uint32_t* w) {
 #if MO_X86_SIMD
   if (cpu_isa() >= CpuIsa::avx2) return philox_blocks_avx2(seed, stream, j0, n, w);
@@ -107,10 +142,15 @@ void philox_blocks(uint64_t seed, uint64_t stream, uint64_t j0, int64_t n, uint3
   philox_blocks_scalar(seed, stream, j0, n, w);
 }
 
-// One sample: normalise every value, then overwrite the erase box with its noise.
+// One sample's values, (x - mean) / std.
 template <typename T>
-MO_ALWAYS_INLINE void normalize_sample(const uint8_t* in, const int64_t* m, int H, int W, uint64_t seed, const NormalizeSpec& s, T* o) {
-  const int64_t plane = static_cast<int64_t>(H) * W;
+MO_ALWAYS_INLINE void normalize_values(const uint8_t* in, int64_t plane, const NormalizeSpec& s, T* o) {
+#if MO_X86_SIMD
+  if constexpr (std::is_same_v<T, float>) {
+    if (!s.channels_last && plane % 8 == 0 && reinterpret_cast<uintptr_t>(o) % 32 == 0 && cpu_isa() >= CpuIsa::avx2)
+      return normalize_chw_f32_avx2(in, plane, s, o);
+  }
+#endif
   if (s.channels_last) {
     for (int64_t i = 0; i < plane * 3; i += 3)
       for (int c = 0; c < 3; ++c) o[i + c] = T((static_cast<float>(in[i + c]) - s.mean[c]) / s.std[c]);
@@ -121,6 +161,13 @@ MO_ALWAYS_INLINE void normalize_sample(const uint8_t* in, const int64_t* m, int 
       for (int64_t p = 0; p < plane; ++p) oc[p] = T((static_cast<float>(in[p * 3 + c]) - mean) / std);
     }
   }
+}
+
+// One sample: normalise every value, then overwrite the erase box with its noise.
+template <typename T>
+MO_ALWAYS_INLINE void normalize_sample(const uint8_t* in, const int64_t* m, int H, int W, uint64_t seed, const NormalizeSpec& s, T* o) {
+  const int64_t plane = static_cast<int64_t>(H) * W;
+  normalize_values(in, plane, s, o);
   if (m[2] <= 0) return;
   // philox_normal(seed, stream, c * plane + p) for each value of the box: values 2j and 2j + 1 are
   // Box-Muller on the two halves of Philox block j; a row's blocks are made together (philox_blocks).
