@@ -283,11 +283,6 @@ void op_sharpness(Image& img, double factor, Image& scratch) {  // blend(filter(
 // R, G, B (and a byte more: Image keeps slack) for the four pixels; the bands are then split out.
 // A fraction dx or dy of exactly 0 makes that direction's blend return its centre value exactly (PIL's
 // bicubic shortcut; for bilinear a + (b - a) * 0 == a), so four pixels that all have it skip that blend.
-struct Lanes {  // per-lane tap positions of four pixels
-  __m128i off[4][4];  // byte offset of source (row r, column c) for the taps used
-  __m256d dx, dy;
-  __m256d inside;
-};
 
 MO_TARGET_AVX2_NOFMA inline __m256d band(__m128i px, int b) {  // byte b of each 32-bit lane, as double
   return _mm256_cvtepi32_pd(_mm_and_si128(_mm_srli_epi32(px, 8 * b), _mm_set1_epi32(0xFF)));

@@ -74,7 +74,7 @@ struct Loader::Impl {
     for (int k = 0; k < kNumStages; ++k) totals.stage_s[k] += t.ns[k] * 1e-9;
     totals.busy_s += busy_ns * 1e-9;
     totals.samples += samples;
-    t.clear();
+    t.ns.fill(0);
   }
   std::atomic<int> warnings{0};
 
@@ -102,8 +102,7 @@ struct Loader::Impl {
       const std::string path = ds->path(idx);
       std::string err;
       StageClock clock(ws.times);
-      bool ok = read_image_file(path, file, err, {cfg.max_file_bytes, cfg.max_pixels});
-      clock.lap(Stage::read);
+      bool ok = clock.lap(Stage::read, read_image_file(path, file, err, {cfg.max_file_bytes, cfg.max_pixels}));
       if (ok && train_tf) {
         Rng rng(cfg.seed, make_stream(Purpose::transform, ep, ref.position));
         rng.g.counter = static_cast<uint64_t>(attempt) << 32;  // a stand-in gets fresh draws

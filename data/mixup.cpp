@@ -3,52 +3,30 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <vector>
 
 #include "autograd/check.h"
 #include "autograd/cpu_isa.h"
-#if MO_X86_SIMD
-#include <immintrin.h>
-#endif
 
 namespace mo::data {
 namespace {
 
-// a <- rint(a * la + b * lb), b <- rint(b * la + a * lb) over n bytes (a == b: the middle sample, once).
-// float32 products and sum, no FMA, rounding half to even: the same bytes on every path.
-void mix_pair_scalar(uint8_t* a, uint8_t* b, size_t n, float la, float lb, size_t from = 0) {
-  for (size_t k = from; k < n; ++k) {
+// a <- rint(a * la + b * lb), b <- rint(b * la + a * lb) over n bytes (a == b, the middle sample: both
+// are the same value). float32 products and sum, no FMA, rounding half to even; the compiler vectorises.
+MO_ALWAYS_INLINE void mix_pair_body(uint8_t* a, uint8_t* b, size_t n, float la, float lb) {
+  for (size_t k = 0; k < n; ++k) {
     const float fa = a[k], fb = b[k];
-    const float ma = std::rint(fa * la + fb * lb), mb = std::rint(fb * la + fa * lb);
-    a[k] = static_cast<uint8_t>(ma);
-    if (a != b) b[k] = static_cast<uint8_t>(mb);
+    a[k] = static_cast<uint8_t>(std::rint(fa * la + fb * lb));
+    b[k] = static_cast<uint8_t>(std::rint(fb * la + fa * lb));
   }
 }
-
-#if MO_X86_SIMD
-// 8 floats in [0, 255] -> 8 bytes; cvtps rounds to nearest even (the default MXCSR mode), as rint does.
-MO_TARGET_AVX2_NOFMA inline long long to_u8(__m256 v) {
-  const __m256i i = _mm256_cvtps_epi32(v);
-  const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
-  return _mm_cvtsi128_si64(_mm_packus_epi16(w, w));
-}
-
-// 8 bytes a step.
 MO_TARGET_AVX2_NOFMA void mix_pair_avx2(uint8_t* a, uint8_t* b, size_t n, float la, float lb) {
-  const __m256 vla = _mm256_set1_ps(la), vlb = _mm256_set1_ps(lb);
-  size_t k = 0;
-  for (; k + 8 <= n; k += 8) {
-    const __m256 fa = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(a + k))));
-    const __m256 fb = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + k))));
-    const long long ma = to_u8(_mm256_add_ps(_mm256_mul_ps(fa, vla), _mm256_mul_ps(fb, vlb)));
-    const long long mb = to_u8(_mm256_add_ps(_mm256_mul_ps(fb, vla), _mm256_mul_ps(fa, vlb)));
-    std::memcpy(a + k, &ma, 8);
-    if (a != b) std::memcpy(b + k, &mb, 8);
-  }
-  mix_pair_scalar(a, b, n, la, lb, k);
+  mix_pair_body(a, b, n, la, lb);
 }
-#endif
+void mix_pair(uint8_t* a, uint8_t* b, size_t n, float la, float lb) {
+  if (cpu_isa() >= CpuIsa::avx2) return mix_pair_avx2(a, b, n, la, lb);
+  mix_pair_body(a, b, n, la, lb);
+}
 
 }  // namespace
 
@@ -91,13 +69,7 @@ void mix_batch(uint8_t* images, int batch, int height, int width, const MixParam
   const float la = static_cast<float>(p.lam), lb = static_cast<float>(1.0 - p.lam);  // numpy float32 math
   for (int i = 0; i <= (batch - 1) / 2; ++i) {
     uint8_t *a = images + i * sample, *b = images + (batch - 1 - i) * sample;
-#if MO_X86_SIMD
-    if (cpu_isa() >= CpuIsa::avx2) {
-      mix_pair_avx2(a, b, sample, la, lb);
-      continue;
-    }
-#endif
-    mix_pair_scalar(a, b, sample, la, lb);
+    mix_pair(a, b, sample, la, lb);
   }
 }
 

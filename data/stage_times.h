@@ -1,14 +1,15 @@
 // stage_times.h: cumulative time per stage of the input pipeline (read a file, parse its header,
 // decode the crop window, crop + resize + flip, RandAugment, then per batch mixup/cutmix with the soft
-// targets and erase boxes, and normalise + erase + pack). A Workspace carries one StageTimes that the transforms add to; the Loader sums its workers'
-// into LoaderStats (loader.h) and mo_bench_data --profile prints them per image. A StageClock reads the
-// steady clock (about 20 ns a read, ~10 reads an image) or, for profiles on a shared machine, the
-// calling thread's CPU clock (time the thread was descheduled is then not counted).
+// targets and erase boxes, and normalise + erase + pack). A Workspace carries one StageTimes that the
+// transforms add to; the Loader sums its workers' into LoaderStats (loader.h) and mo_bench_data --profile
+// prints them per image. The clock is the steady clock (about 20 ns a read, ~10 reads an image) or, for
+// profiles on a shared machine, the calling thread's CPU clock (time it was descheduled is not counted).
 #pragma once
 #include <time.h>
 
 #include <array>
 #include <cstdint>
+#include <numeric>
 
 namespace mo::data {
 
@@ -22,34 +23,25 @@ inline const char* stage_name(Stage s) {
 struct StageTimes {
   std::array<int64_t, kNumStages> ns{};  // nanoseconds per stage
   bool thread_cpu = false;               // read CLOCK_THREAD_CPUTIME_ID instead of the steady clock
-
   int64_t now() const {
     timespec ts;
     clock_gettime(thread_cpu ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
   }
   int64_t& operator[](Stage s) { return ns[static_cast<size_t>(s)]; }
-  int64_t operator[](Stage s) const { return ns[static_cast<size_t>(s)]; }
-  int64_t total() const {
-    int64_t t = 0;
-    for (int64_t v : ns) t += v;
-    return t;
-  }
-  StageTimes& operator+=(const StageTimes& o) {
-    for (int i = 0; i < kNumStages; ++i) ns[i] += o.ns[i];
-    return *this;
-  }
-  void clear() { ns.fill(0); }
+  int64_t total() const { return std::accumulate(ns.begin(), ns.end(), int64_t(0)); }
 };
 
-// Adds the time from its construction (or the last lap()) to `times[stage]`.
+// Adds the time since its construction (or its last lap()) to times[stage] at each lap(), which returns
+// `result` (if (!clock.lap(Stage::decode, decode(...))) return false;).
 class StageClock {
  public:
   explicit StageClock(StageTimes& t) : t_(t), last_(t.now()) {}
-  void lap(Stage s) {
+  bool lap(Stage s, bool result = true) {
     const int64_t n = t_.now();
     t_[s] += n - last_;
     last_ = n;
+    return result;
   }
 
  private:

@@ -16,9 +16,7 @@ bool open_image(const uint8_t* data, size_t n, Workspace& ws, StageClock& clock,
   const ImageFormat f = sniff_image_format(data, n);
   ws.full_open = false;
   if (f == ImageFormat::jpeg) {
-    const bool ok = ws.decoder.open(data, n);
-    clock.lap(Stage::header);
-    if (!ok) {
+    if (!clock.lap(Stage::header, ws.decoder.open(data, n))) {
       err = ws.decoder.error();
       return false;
     }
@@ -132,22 +130,18 @@ bool TrainTransform::decode_and_transform(const CropWindow& win, Interp interp, 
   StageClock clock(ws.times);
   DecodedWindow dec;
   const int need = cfg_.dct_scaling ? cfg_.size : 0;
-  const bool decoded = decode_window(ws, win.x, win.y, win.w, win.h, need, need, dec, err);
-  clock.lap(Stage::decode);
-  if (!decoded) return false;
+  if (!clock.lap(Stage::decode, decode_window(ws, win.x, win.y, win.w, win.h, need, need, dec, err))) return false;
   const bool augment = ra_ && ra_rng;
   if (!augment) {
     resample(dec.view, dec.box, interp, out, flip);
-    clock.lap(Stage::resize);
-    return true;
+    return clock.lap(Stage::resize);
   }
   ws.img.resize(cfg_.size, cfg_.size);
   resample(dec.view, dec.box, interp, ws.img.view(), flip);
   clock.lap(Stage::resize);
   mo::data::rand_augment(ws.img, *ra_, *ra_rng, ws.scratch);
   for (int y = 0; y < out.h; ++y) std::memcpy(out.row(y), ws.img.row(y), static_cast<size_t>(out.w) * 3);
-  clock.lap(Stage::augment);
-  return true;
+  return clock.lap(Stage::augment);
 }
 
 EvalTransform::EvalTransform(EvalTransformConfig cfg) : cfg_(cfg) {
@@ -167,16 +161,13 @@ bool EvalTransform::operator()(const uint8_t* data, size_t n, Workspace& ws, con
   resize_shorter_side(W, H, scale_size, rw, rh);
   DecodedWindow dec;
   const bool scaled = cfg_.dct_scaling;
-  const bool decoded = decode_window(ws, 0, 0, W, H, scaled ? rw : 0, scaled ? rh : 0, dec, err);
-  clock.lap(Stage::decode);
-  if (!decoded) return false;
+  if (!clock.lap(Stage::decode, decode_window(ws, 0, 0, W, H, scaled ? rw : 0, scaled ? rh : 0, dec, err))) return false;
   // torchvision CenterCrop: int(round((resized - crop) / 2.0)), Python rounding (half to even).
   ResampleWindow win{rw, rh, static_cast<int>(std::nearbyint((rw - cfg_.size) / 2.0)),
                      static_cast<int>(std::nearbyint((rh - cfg_.size) / 2.0))};
   MO_CHECK(win.x0 >= 0 && win.y0 >= 0, "eval transform: resized {}x{} smaller than the {} crop", rw, rh, cfg_.size);
   resample(dec.view, dec.box, cfg_.interpolation, out, false, &win);
-  clock.lap(Stage::resize);
-  return true;
+  return clock.lap(Stage::resize);
 }
 
 }  // namespace mo::data

@@ -267,7 +267,10 @@ int main(int argc, char** argv) {
         int64_t n = 0;
         double cpu_s = 0;
         StageTimes st;
-        for (const WorkerResult& r : results) n += r.images, cpu_s += r.cpu, st += r.stages;
+        for (const WorkerResult& r : results) {
+          n += r.images, cpu_s += r.cpu;
+          for (int k = 0; k < kNumStages; ++k) st.ns[k] += r.stages.ns[k];
+        }
         std::printf("mo %-7s %2d threads %9.1f images/s  %8.1f per thread  %8.1f per CPU second\n", mode.c_str(), T,
                     n / dt, n / dt / T, n / cpu_s);
         if (profile && n > 0) {

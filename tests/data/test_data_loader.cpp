@@ -226,7 +226,7 @@ void random_batch(int B, int H, int W, uint64_t seed, Tensor& images, Tensor& me
 }  // namespace
 
 TEST(DataNormalize, CpuTwinNormalizesAndErases) {
-  // (wide boxes: the noise of eight Philox blocks at a time with AVX2, and the rest one by one)
+  // (a small batch, and one with wide boxes whose rows hold many Philox blocks)
   for (auto [B, H, W] : {std::tuple{6, 20, 24}, std::tuple{3, 50, 97}}) {
     Tensor images, meta;
     random_batch(B, H, W, 3, images, meta);
