@@ -222,9 +222,8 @@ int main(int argc, char** argv) {
           },
           ""));
   app.footer("Modes (each reads the file from disk every time and ends in float32 NCHW): decode = full decode to RGB;\n"
-             "rrc = RandomResizedCrop 224 + flip + normalize; train = rrc + RandAugment rand-m9-mstd0.5-inc1,\n"
-             "mixup/cutmix and random erasing;\n"
-             "eval = resize shorter side 224 (bicubic) + centre crop + normalize.\n" + app.get_footer());
+             "rrc = RandomResizedCrop 224 + flip + normalize; train = rrc + RandAugment rand-m9-mstd0.5-inc1, then per\n"
+             "batch mixup/cutmix and random erasing; eval = resize shorter side 224 (bicubic) + centre crop + normalize.\n" + app.get_footer());
   if (auto rc = cli.parse(argc, argv)) return *rc;
   const std::vector<int> threads = parse_list(thread_list);
   return cli.run([&] {
