@@ -67,6 +67,15 @@ struct Loader::Impl {
   std::exception_ptr error;
   int pending_slot = -1, pending_stage = -1;  // CUDA: slot whose upload may still be running
   std::atomic<int64_t> bad{0};
+  LoaderStats totals;  // under mu
+
+  // Adds a worker's stage times (since its last report) and busy time to the totals, under mu.
+  void report(StageTimes& t, int64_t busy_ns, int samples) {
+    for (int k = 0; k < kNumStages; ++k) totals.stage_s[k] += t.ns[k] * 1e-9;
+    totals.busy_s += busy_ns * 1e-9;
+    totals.samples += samples;
+    t.ns.fill(0);
+  }
   std::atomic<int> warnings{0};
 
   uint8_t* images(Slot& s) { return s.buf->data(); }
@@ -92,7 +101,8 @@ struct Loader::Impl {
     for (int attempt = 0; attempt < kMaxReplacements; ++attempt) {
       const std::string path = ds->path(idx);
       std::string err;
-      bool ok = read_image_file(path, file, err, {cfg.max_file_bytes, cfg.max_pixels});
+      StageClock clock(ws.times);
+      bool ok = clock.lap(Stage::read, read_image_file(path, file, err, {cfg.max_file_bytes, cfg.max_pixels}));
       if (ok && train_tf) {
         Rng rng(cfg.seed, make_stream(Purpose::transform, ep, ref.position));
         rng.g.counter = static_cast<uint64_t>(attempt) << 32;  // a stand-in gets fresh draws
@@ -114,7 +124,8 @@ struct Loader::Impl {
   }
 
   // Mixup/cutmix, targets and erase boxes of a filled slot (by the worker that finished it).
-  void finalize(Slot& s, int64_t ep) {
+  void finalize(Slot& s, int64_t ep, StageTimes& times) {
+    StageClock clock(times);
     const int n = s.count;
     s.lam = 1.0;
     if (cfg.training && cfg.mixup.enabled()) {
@@ -135,6 +146,7 @@ struct Loader::Impl {
       m[0] = box.top, m[1] = box.left, m[2] = box.h, m[3] = box.w;
       m[4] = static_cast<int64_t>(make_stream(Purpose::erase_pixels, ep, pos));
     }
+    clock.lap(Stage::mixup);
   }
 
   bool take_task(int& slot_idx) {  // under mu
@@ -188,6 +200,7 @@ struct Loader::Impl {
       const SampleRef ref = samples[static_cast<size_t>(s.batch * B + i)];
       ++busy;
       lk.unlock();
+      const int64_t t0 = ws.times.now();
       bool failed = false;
       try {
         process(ref, ep, ws, file, images(s) + static_cast<size_t>(i) * S * S * 3, labels(s)[i]);
@@ -201,7 +214,7 @@ struct Loader::Impl {
       if (!failed && my_gen == gen && --s.remaining == 0) {
         lk.unlock();
         try {
-          finalize(s, ep);
+          finalize(s, ep, ws.times);
         } catch (...) {
           lk.lock();
           if (!error) error = std::current_exception();
@@ -210,6 +223,7 @@ struct Loader::Impl {
         lk.lock();
         s.ready = true;
       }
+      report(ws.times, ws.times.now() - t0, 1);
       --busy;
       cv_done.notify_all();
     }
@@ -245,6 +259,8 @@ struct Loader::Impl {
   }
 
   bool next(Batch& out) {
+    StageTimes clock;
+    const int64_t t_enter = clock.now();
     std::unique_lock<std::mutex> lk(mu);
     if (!started) {
       lk.unlock();
@@ -255,6 +271,7 @@ struct Loader::Impl {
     if (error) std::rethrow_exception(error);
     if (next_out >= num_batches) return false;
     int si = -1;
+    const int64_t t_wait = clock.now();
     cv_done.wait(lk, [&] {
       if (error) return true;
       for (int i = 0; i < static_cast<int>(slots.size()); ++i)
@@ -262,17 +279,21 @@ struct Loader::Impl {
       return si >= 0;
     });
     if (error) std::rethrow_exception(error);
+    const int64_t t_ready = clock.now();
     Slot& s = slots[si];
     const int64_t batch_index = next_out, ep = epoch;
     const double lam = s.lam;
     lk.unlock();
     const int n = s.count;
+    int64_t t_norm = 0;
     if (stage) {
       const int which = static_cast<int>(batch_index % 2);
       stage->upload(s.buf->data(), slot_bytes, which);
       Tensor st = stage->acquire(which);
+      const int64_t t0 = clock.now();
       out.images = normalize_erase(reinterpret(st, 0, {n, S, S, 3}, DType::u8),
                                    reinterpret(st, meta_off, {n, kMetaCols}, DType::i64), cfg.seed, spec);
+      t_norm = clock.now() - t0;
       out.labels = reinterpret(st, labels_off, {n}, DType::i64).clone();
       out.targets = reinterpret(st, targets_off, {n, C}, DType::f32).clone();
       stage->release(which);
@@ -280,8 +301,10 @@ struct Loader::Impl {
       pending_slot = si;
       pending_stage = which;
     } else {
+      const int64_t t0 = clock.now();
       out.images = normalize_erase(Tensor::from_blob(images(s), {n, S, S, 3}, DType::u8),
                                    Tensor::from_blob(meta(s), {n, kMetaCols}, DType::i64), cfg.seed, spec);
+      t_norm = clock.now() - t0;
       out.labels = Tensor::from_blob(labels(s), {n}, DType::i64).clone();
       out.targets = Tensor::from_blob(targets(s), {n, C}, DType::f32).clone();
       lk.lock();
@@ -293,6 +316,11 @@ struct Loader::Impl {
     out.index = batch_index;
     out.lam = lam;
     ++next_out;
+    const int64_t t_done = clock.now();
+    totals.batches += 1;
+    totals.wait_s += (t_ready - t_wait) * 1e-9;
+    totals.deliver_s += (t_done - t_ready + t_wait - t_enter) * 1e-9;  // the lock and bookkeeping count as delivery
+    totals.stage_s[static_cast<size_t>(Stage::normalize)] += t_norm * 1e-9;
     return true;
   }
 };
@@ -361,6 +389,10 @@ int64_t Loader::batches_per_epoch() const {
 }
 int64_t Loader::samples_per_rank() const { return impl_->sampler->num_samples(); }
 int64_t Loader::bad_samples() const { return impl_->bad.load(); }
+LoaderStats Loader::stats() const {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  return impl_->totals;
+}
 const ImageFolder& Loader::dataset() const { return *impl_->ds; }
 const LoaderConfig& Loader::config() const { return impl_->cfg; }
 Device Loader::device() const { return impl_->dev; }

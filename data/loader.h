@@ -7,11 +7,14 @@
 // state()/start_epoch(epoch, batch) resume mid-epoch exactly. Unreadable samples (and files over the size
 // or pixel limits, or no longer regular files) are replaced by a deterministic stand-in, counted and named
 // on stderr. When the worker threads cannot all be started the constructor throws, saying how many.
+// stats() gives cumulative counters for the training log: how long the consumer waited for data against
+// how busy the workers were, per stage.
 //
 //   LoaderConfig cfg;  cfg.root = root;  cfg.batch_size = 128;  ...   (tools/common/loaders.cpp fills it
 //   Loader train(cfg);                                                 from a recipe)
 //   train.start_epoch(epoch);  Batch b;  while (train.next(b)) { ... b.images, b.targets ... }
 #pragma once
+#include <array>
 #include <memory>
 #include <string>
 
@@ -20,6 +23,7 @@
 #include "data/jpeg.h"
 #include "data/mixup.h"
 #include "data/normalize.h"
+#include "data/stage_times.h"
 #include "data/transforms.h"
 
 namespace mo::data {
@@ -55,6 +59,20 @@ struct Batch {
   double lam = 1.0;              // mixup/cutmix lambda of this batch
 };
 
+// Cumulative since the Loader was made, over all epochs (wall-clock seconds, steady clock). wait_s large
+// against the step time means the trainer is input-bound; stage_s says where the workers' time goes.
+struct LoaderStats {
+  int64_t batches = 0;  // returned by next()
+  int64_t samples = 0;  // decoded and transformed by the workers (a replaced file counts once)
+  double wait_s = 0;    // next() blocked on a batch that was not ready yet
+  double deliver_s = 0; // next() once the batch was ready: the upload and normalisation (enqueue on a GPU)
+  double busy_s = 0;    // worker threads on samples and batches, summed over the threads
+  // By stage (stage_name()): read .. augment per sample and mixup per batch are the workers' (their sum
+  // is at most busy_s); normalize is the consumer's part of deliver_s.
+  std::array<double, kNumStages> stage_s{};
+  double stage(Stage s) const { return stage_s[static_cast<size_t>(s)]; }
+};
+
 struct LoaderState {
   int64_t epoch = 0;
   int64_t next_batch = 0;  // the batch next() returns next
@@ -76,6 +94,7 @@ class Loader {
   int64_t batches_per_epoch() const;
   int64_t samples_per_rank() const;
   int64_t bad_samples() const;  // replaced so far (all epochs)
+  LoaderStats stats() const;
   const ImageFolder& dataset() const;
   const LoaderConfig& config() const;
   Device device() const;  // where batches are returned

@@ -6,8 +6,29 @@
 #include <vector>
 
 #include "autograd/check.h"
+#include "autograd/cpu_isa.h"
 
 namespace mo::data {
+namespace {
+
+// a <- rint(a * la + b * lb), b <- rint(b * la + a * lb) over n bytes (a == b, the middle sample: both
+// are the same value). float32 products and sum, no FMA, rounding half to even; the compiler vectorises.
+MO_ALWAYS_INLINE void mix_pair_body(uint8_t* a, uint8_t* b, size_t n, float la, float lb) {
+  for (size_t k = 0; k < n; ++k) {
+    const float fa = a[k], fb = b[k];
+    a[k] = static_cast<uint8_t>(std::rint(fa * la + fb * lb));
+    b[k] = static_cast<uint8_t>(std::rint(fb * la + fa * lb));
+  }
+}
+MO_TARGET_AVX2_NOFMA void mix_pair_avx2(uint8_t* a, uint8_t* b, size_t n, float la, float lb) {
+  mix_pair_body(a, b, n, la, lb);
+}
+void mix_pair(uint8_t* a, uint8_t* b, size_t n, float la, float lb) {
+  if (cpu_isa() >= CpuIsa::avx2) return mix_pair_avx2(a, b, n, la, lb);
+  mix_pair_body(a, b, n, la, lb);
+}
+
+}  // namespace
 
 MixParams draw_mix_params(const MixupConfig& cfg, int height, int width, Rng& rng) {
   MixParams p;
@@ -48,12 +69,7 @@ void mix_batch(uint8_t* images, int batch, int height, int width, const MixParam
   const float la = static_cast<float>(p.lam), lb = static_cast<float>(1.0 - p.lam);  // numpy float32 math
   for (int i = 0; i <= (batch - 1) / 2; ++i) {
     uint8_t *a = images + i * sample, *b = images + (batch - 1 - i) * sample;
-    for (size_t k = 0; k < sample; ++k) {
-      const float fa = a[k], fb = b[k];
-      const float ma = std::rint(fa * la + fb * lb), mb = std::rint(fb * la + fa * lb);
-      a[k] = static_cast<uint8_t>(ma);
-      if (a != b) b[k] = static_cast<uint8_t>(mb);
-    }
+    mix_pair(a, b, sample, la, lb);
   }
 }
 

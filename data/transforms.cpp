@@ -11,12 +11,12 @@ namespace mo::data {
 namespace {
 
 // Opens the image in data[0, n): a JPEG reads only its header (its windows are decoded later); PNG and
-// WebP are decoded whole into ws.full. W, H: the full size.
-bool open_image(const uint8_t* data, size_t n, Workspace& ws, int& W, int& H, std::string& err) {
+// WebP are decoded whole into ws.full. W, H: the full size. Times the header (PNG, WebP: the decode).
+bool open_image(const uint8_t* data, size_t n, Workspace& ws, StageClock& clock, int& W, int& H, std::string& err) {
   const ImageFormat f = sniff_image_format(data, n);
   ws.full_open = false;
   if (f == ImageFormat::jpeg) {
-    if (!ws.decoder.open(data, n)) {
+    if (!clock.lap(Stage::header, ws.decoder.open(data, n))) {
       err = ws.decoder.error();
       return false;
     }
@@ -27,6 +27,7 @@ bool open_image(const uint8_t* data, size_t n, Workspace& ws, int& W, int& H, st
   if (f == ImageFormat::png) ok = decode_png(data, n, ws.decoder.max_pixels(), ws.full, err);
   else if (f == ImageFormat::webp) ok = decode_webp(data, n, ws.decoder.max_pixels(), ws.full, err);
   else err = unknown_format_error(data, n);
+  clock.lap(Stage::decode);
   if (!ok) return false;
   ws.full_open = true;
   W = ws.full.w(), H = ws.full.h();
@@ -105,7 +106,8 @@ TrainTransform::TrainTransform(TrainTransformConfig cfg) : cfg_(std::move(cfg)) 
 bool TrainTransform::operator()(const uint8_t* data, size_t n, Rng& rng, Workspace& ws, const ImageView& out,
                                 std::string& err) const {
   int W = 0, H = 0;
-  if (!open_image(data, n, ws, W, H, err)) return false;
+  StageClock clock(ws.times);
+  if (!open_image(data, n, ws, clock, W, H, err)) return false;
   CropWindow win = random_resized_crop_window(W, H, cfg_, rng);
   Interp interp = cfg_.interpolation ? *cfg_.interpolation : (rng.uniform() < 0.5 ? Interp::bilinear : Interp::bicubic);
   bool flip = cfg_.hflip > 0 && rng.uniform() < cfg_.hflip;
@@ -115,7 +117,8 @@ bool TrainTransform::operator()(const uint8_t* data, size_t n, Rng& rng, Workspa
 bool TrainTransform::apply_fixed(const uint8_t* data, size_t n, const CropWindow* window, Interp interp, bool flip,
                                  Rng* ra_rng, Workspace& ws, const ImageView& out, std::string& err) const {
   int W = 0, H = 0;
-  if (!open_image(data, n, ws, W, H, err)) return false;
+  StageClock clock(ws.times);
+  if (!open_image(data, n, ws, clock, W, H, err)) return false;
   CropWindow win = window ? *window : CropWindow{0, 0, W, H};
   return decode_and_transform(win, interp, flip, ra_rng, ws, out, err);
 }
@@ -124,19 +127,21 @@ bool TrainTransform::decode_and_transform(const CropWindow& win, Interp interp, 
                                           const ImageView& out, std::string& err) const {
   MO_CHECK(out.w == cfg_.size && out.h == cfg_.size, "train transform: output {}x{}, expected {}x{}", out.w, out.h,
            cfg_.size, cfg_.size);
+  StageClock clock(ws.times);
   DecodedWindow dec;
   const int need = cfg_.dct_scaling ? cfg_.size : 0;
-  if (!decode_window(ws, win.x, win.y, win.w, win.h, need, need, dec, err)) return false;
+  if (!clock.lap(Stage::decode, decode_window(ws, win.x, win.y, win.w, win.h, need, need, dec, err))) return false;
   const bool augment = ra_ && ra_rng;
   if (!augment) {
     resample(dec.view, dec.box, interp, out, flip);
-    return true;
+    return clock.lap(Stage::resize);
   }
   ws.img.resize(cfg_.size, cfg_.size);
   resample(dec.view, dec.box, interp, ws.img.view(), flip);
+  clock.lap(Stage::resize);
   mo::data::rand_augment(ws.img, *ra_, *ra_rng, ws.scratch);
   for (int y = 0; y < out.h; ++y) std::memcpy(out.row(y), ws.img.row(y), static_cast<size_t>(out.w) * 3);
-  return true;
+  return clock.lap(Stage::augment);
 }
 
 EvalTransform::EvalTransform(EvalTransformConfig cfg) : cfg_(cfg) {
@@ -149,19 +154,20 @@ bool EvalTransform::operator()(const uint8_t* data, size_t n, Workspace& ws, con
   MO_CHECK(out.w == cfg_.size && out.h == cfg_.size, "eval transform: output {}x{}, expected {}x{}", out.w, out.h,
            cfg_.size, cfg_.size);
   int W = 0, H = 0;
-  if (!open_image(data, n, ws, W, H, err)) return false;
+  StageClock clock(ws.times);
+  if (!open_image(data, n, ws, clock, W, H, err)) return false;
   const int scale_size = static_cast<int>(std::floor(cfg_.size / cfg_.crop_pct));
   int rw = 0, rh = 0;
   resize_shorter_side(W, H, scale_size, rw, rh);
   DecodedWindow dec;
   const bool scaled = cfg_.dct_scaling;
-  if (!decode_window(ws, 0, 0, W, H, scaled ? rw : 0, scaled ? rh : 0, dec, err)) return false;
+  if (!clock.lap(Stage::decode, decode_window(ws, 0, 0, W, H, scaled ? rw : 0, scaled ? rh : 0, dec, err))) return false;
   // torchvision CenterCrop: int(round((resized - crop) / 2.0)), Python rounding (half to even).
   ResampleWindow win{rw, rh, static_cast<int>(std::nearbyint((rw - cfg_.size) / 2.0)),
                      static_cast<int>(std::nearbyint((rh - cfg_.size) / 2.0))};
   MO_CHECK(win.x0 >= 0 && win.y0 >= 0, "eval transform: resized {}x{} smaller than the {} crop", rw, rh, cfg_.size);
   resample(dec.view, dec.box, cfg_.interpolation, out, false, &win);
-  return true;
+  return clock.lap(Stage::resize);
 }
 
 }  // namespace mo::data

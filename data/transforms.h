@@ -14,6 +14,7 @@
 #include "data/rand_augment.h"
 #include "data/random.h"
 #include "data/resample.h"
+#include "data/stage_times.h"
 
 namespace mo::data {
 
@@ -42,9 +43,11 @@ CropWindow random_resized_crop_window(int width, int height, const TrainTransfor
 
 // Per-thread state: the decoder and reusable image buffers. JPEG decodes only the window it needs (at a
 // DCT scale); PNG and WebP (image_decode.h) are decoded whole into `full` and the window is a view of it.
-// The JPEG decoder's pixel limit applies to all three.
+// The JPEG decoder's pixel limit applies to all three. `times` collects the time of each stage the
+// transforms run (header, decode, resize, augment; stage_times.h).
 struct Workspace {
   JpegDecoder decoder;
+  StageTimes times;
   Image img, scratch;
   Image full;
   bool full_open = false;  // the last image opened was PNG or WebP (in `full`)

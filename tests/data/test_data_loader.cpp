@@ -1,9 +1,11 @@
 // test_data_loader.cpp: the Loader end to end on a small ImageFolder: determinism across thread counts,
 // epochs that differ, mid-epoch resume, DistributedSampler sharding/padding, eval batches (the last
 // one partial) equal to the eval transform + normalisation, output dtypes/layouts; the normalize +
-// random-erasing CPU twin; and the CUDA kernel against it ("Cuda" test, skipped without a GPU).
+// random-erasing CPU twin; the cumulative stats() (counts, time by stage and by side); and the CUDA kernel
+// against the CPU twin ("Cuda" test, skipped without a GPU).
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <set>
 
 #include "autograd/cuda_allocator.h"
@@ -97,6 +99,42 @@ TEST_F(DataLoader, ResumeMidEpochIsExact) {
   }
 }
 
+TEST_F(DataLoader, StatsCountBatchesAndSplitTheTimeByStage) {
+  for (bool training : {true, false}) {
+    Loader l(config(training, 2));
+    const LoaderStats zero = l.stats();
+    EXPECT_EQ(zero.batches, 0);
+    EXPECT_EQ(zero.busy_s, 0.0);
+    const auto t0 = std::chrono::steady_clock::now();
+    const size_t n0 = epoch(l, 0).size(), n1 = epoch(l, 1).size();
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const LoaderStats st = l.stats();
+    SCOPED_TRACE(training ? "train" : "eval");
+    EXPECT_EQ(st.batches, int64_t(n0 + n1));
+    EXPECT_EQ(st.samples, training ? 2 * 20 : 2 * 15);  // train: 5 full batches of 4 (drop_last); eval: all 15
+    // the workers' stages: every one this transform runs took time; together at most their busy time
+    // (mixup: the batch's last step, soft targets and erase boxes too, so eval batches have it)
+    for (Stage s : {Stage::read, Stage::decode, Stage::resize, Stage::mixup}) EXPECT_GT(st.stage(s), 0.0) << stage_name(s);
+    EXPECT_EQ(st.stage(Stage::augment) > 0, training);
+    double worker = 0;
+    for (Stage s : {Stage::read, Stage::header, Stage::decode, Stage::resize, Stage::augment, Stage::mixup})
+      worker += st.stage(s);
+    EXPECT_LE(worker, st.busy_s * (1 + 1e-9));
+    // the consumer's side: normalisation is part of delivering; waiting + delivering fit in the epochs' time
+    EXPECT_GT(st.stage(Stage::normalize), 0.0);
+    EXPECT_LE(st.stage(Stage::normalize), st.deliver_s);
+    EXPECT_GE(st.wait_s, 0.0);
+    EXPECT_LE(st.wait_s + st.deliver_s, wall);
+  }
+  // RandAugment off: no augment time
+  auto cfg = config(true, 1);
+  cfg.train.auto_augment = "";
+  Loader plain(cfg);
+  epoch(plain, 0);
+  EXPECT_EQ(plain.stats().stage(Stage::augment), 0.0);
+  EXPECT_GT(plain.stats().stage(Stage::resize), 0.0);
+}
+
 TEST_F(DataLoader, SamplerShardsLikeDistributedSampler) {
   for (bool shuffle : {false, true}) {
     DistributedSampler r0(10, 0, 4, shuffle, 1), r1(10, 1, 4, shuffle, 1), r2(10, 2, 4, shuffle, 1), r3(10, 3, 4, shuffle, 1);
@@ -188,34 +226,39 @@ void random_batch(int B, int H, int W, uint64_t seed, Tensor& images, Tensor& me
 }  // namespace
 
 TEST(DataNormalize, CpuTwinNormalizesAndErases) {
-  Tensor images, meta;
-  random_batch(6, 20, 24, 3, images, meta);
-  const NormalizeSpec spec;
-  Tensor out = normalize_erase(images, meta, 11, spec);
-  auto o = out.to_vector<float>();
-  const uint8_t* in = images.data<uint8_t>();
-  int erased = 0, kept = 0;
-  double sum = 0, sum2 = 0;
-  for (int b = 0; b < 6; ++b) {
-    const int64_t* m = meta.data<int64_t>() + b * kMetaCols;
-    for (int c = 0; c < 3; ++c)
-      for (int y = 0; y < 20; ++y)
-        for (int x = 0; x < 24; ++x) {
-          const float v = o[((b * 3 + c) * 20 + y) * 24 + x];
-          const bool inside = m[2] > 0 && y >= m[0] && y < m[0] + m[2] && x >= m[1] && x < m[1] + m[3];
-          if (inside) {
-            ++erased, sum += v, sum2 += double(v) * v;
-            EXPECT_EQ(v, philox_normal(11, uint64_t(m[4]), uint64_t((c * 20 + y) * 24 + x)));
-          } else {
-            ++kept;
-            EXPECT_EQ(v, (float(in[((b * 20 + y) * 24 + x) * 3 + c]) - spec.mean[c]) / spec.std[c]);
-          }
-        }
+  // (a small batch, and one with wide boxes whose rows hold many Philox blocks)
+  for (auto [B, H, W] : {std::tuple{6, 20, 24}, std::tuple{3, 50, 97}}) {
+    Tensor images, meta;
+    random_batch(B, H, W, 3, images, meta);
+    for (bool cl : {false, true}) {
+      const NormalizeSpec spec = imagenet_normalize(DType::f32, cl);
+      Tensor out = normalize_erase(images, meta, 11, spec);
+      auto o = out.to_vector<float>();
+      const uint8_t* in = images.data<uint8_t>();
+      int erased = 0, kept = 0;
+      double sum = 0, sum2 = 0;
+      for (int b = 0; b < B; ++b) {
+        const int64_t* m = meta.data<int64_t>() + b * kMetaCols;
+        for (int c = 0; c < 3; ++c)
+          for (int y = 0; y < H; ++y)
+            for (int x = 0; x < W; ++x) {
+              const float v = cl ? o[((b * H + y) * W + x) * 3 + c] : o[((b * 3 + c) * H + y) * W + x];
+              const bool inside = m[2] > 0 && y >= m[0] && y < m[0] + m[2] && x >= m[1] && x < m[1] + m[3];
+              if (inside) {
+                ++erased, sum += v, sum2 += double(v) * v;
+                ASSERT_EQ(v, philox_normal(11, uint64_t(m[4]), uint64_t((c * H + y) * W + x))) << b << " " << c << " " << y << " " << x;
+              } else {
+                ++kept;
+                ASSERT_EQ(v, (float(in[((b * H + y) * W + x) * 3 + c]) - spec.mean[c]) / spec.std[c]);
+              }
+            }
+      }
+      ASSERT_GT(erased, 200);
+      EXPECT_NEAR(sum / erased, 0.0, 0.15);
+      EXPECT_NEAR(sum2 / erased, 1.0, 0.2);
+      EXPECT_GT(kept, 0);
+    }
   }
-  ASSERT_GT(erased, 200);
-  EXPECT_NEAR(sum / erased, 0.0, 0.15);
-  EXPECT_NEAR(sum2 / erased, 1.0, 0.2);
-  EXPECT_GT(kept, 0);
 }
 
 TEST(DataNormalize, CudaMatchesCpuTwin) {

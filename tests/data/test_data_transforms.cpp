@@ -1,11 +1,12 @@
 // test_data_transforms.cpp: pieces of the transforms that need no peer: windowed / DCT-scaled decoding
 // equals the full decode, RandomResizedCrop window statistics and fallback, RandAugment policy strings
-// and determinism, mixup / cutmix and the soft targets.
+// and determinism, mixup / cutmix and the soft targets; the AVX2 paths give the bytes of the portable ones.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "autograd/check.h"
+#include "autograd/cpu_isa.h"
 #include "data/mixup.h"
 #include "data/transforms.h"
 #include "tests/data/data_test_util.h"
@@ -156,4 +157,106 @@ TEST(DataTransforms, MixupCutmixAndTargets) {
   double mean = 0;
   for (int i = 0; i < 2000; ++i) mean += Rng(1, uint64_t(i)).beta(0.8, 0.8);
   EXPECT_NEAR(mean / 2000, 0.5, 0.03);
+}
+
+namespace {
+
+// The portable and the AVX2 run of f (each on a fresh copy of `in`), which must agree byte for byte.
+template <typename F>
+void expect_simd_matches_scalar(const Image& in, F f, const std::string& what) {
+  if (cpu_isa_detected() < CpuIsa::avx2) GTEST_SKIP() << "no AVX2 on this CPU";
+  Image a = in, b = in, s1, s2;
+  const CpuIsa prev = set_cpu_isa(CpuIsa::scalar);
+  f(a, s1);
+  set_cpu_isa(CpuIsa::avx2);
+  f(b, s2);
+  set_cpu_isa(prev);
+  ASSERT_EQ(a.w(), b.w());
+  ASSERT_EQ(a.h(), b.h());
+  const Diff d = diff(a.data(), b.data(), a.bytes());
+  EXPECT_EQ(d.max, 0) << what << " (mean " << d.mean << ")";
+}
+
+Image photo_crop(int w, int h) {
+  auto bytes = slurp(test_photos()[1]);
+  TrainTransformConfig cfg;
+  cfg.auto_augment = "";
+  Workspace ws;
+  Image out(w, h);
+  std::string err;
+  const CropWindow win{40, 30, 300, 250};
+  // a resize to w x h (not square: both output sizes of the transform's resample)
+  JpegDecoder d;
+  DecodedWindow dec;
+  EXPECT_TRUE(d.open(bytes.data(), bytes.size()) && d.decode(win.x, win.y, win.w, win.h, 0, 0, dec)) << d.error();
+  resample(dec.view, dec.box, Interp::bilinear, out.view());
+  return out;
+}
+
+}  // namespace
+
+TEST(DataTransforms, SimdGeometricOpsMatchScalar) {
+  const RandAugmentConfig ra = RandAugmentConfig::parse("rand-m9-mstd0.5-inc1");
+  for (auto [w, h] : {std::pair{224, 224}, std::pair{223, 131}, std::pair{5, 3}}) {
+    const Image img = photo_crop(w, h);
+    for (AugOp op : {AugOp::Rotate, AugOp::ShearX, AugOp::ShearY, AugOp::TranslateXRel, AugOp::TranslateYRel,
+                     AugOp::TranslateX, AugOp::TranslateY})
+      for (double m : {0.0, 3.0, 9.0, 10.0})
+        for (bool neg : {false, true})
+          for (Interp interp : {Interp::bilinear, Interp::bicubic})
+            expect_simd_matches_scalar(
+                img, [&](Image& im, Image& sc) { apply_aug_op(op, level_to_args(op, m, neg, ra), interp, ra, im, sc); },
+                fmt::format("{} m {} neg {} {} on {}x{}", aug_op_name(op), m, neg, int(interp), w, h));
+    for (double deg : {0.5, 45.0, 90.0, 137.0, 180.0, -270.0})
+      for (Interp interp : {Interp::bilinear, Interp::bicubic})
+        expect_simd_matches_scalar(img, [&](Image& im, Image& sc) { op_rotate(im, deg, interp, ra.fill, sc); },
+                                   fmt::format("rotate {} {} on {}x{}", deg, int(interp), w, h));
+  }
+}
+
+TEST(DataTransforms, SimdColourOpsAndMixupMatchScalar) {
+  const RandAugmentConfig ra = RandAugmentConfig::parse("rand-m9-mstd0.5-inc1");
+  for (auto [w, h] : {std::pair{224, 224}, std::pair{223, 131}, std::pair{5, 3}}) {
+    const Image img = photo_crop(w, h);
+    for (AugOp op : ra.ops)
+      for (double m : {0.0, 4.0, 9.0})
+        for (bool neg : {false, true})
+          expect_simd_matches_scalar(
+              img, [&](Image& im, Image& sc) { apply_aug_op(op, level_to_args(op, m, neg, ra), Interp::bilinear, ra, im, sc); },
+              fmt::format("{} m {} neg {} on {}x{}", aug_op_name(op), m, neg, w, h));
+    // mixup of a batch of 3 copies (the middle sample mixes with itself) at several lambdas
+    for (double lam : {0.0, 0.13, 0.5, 0.77, 1.0 - 1e-9}) {
+      Image batch(w, h * 3);
+      for (int k = 0; k < 3; ++k) {
+        Image shifted = img;
+        for (size_t i = 0; i < shifted.bytes(); ++i) shifted.data()[i] = uint8_t(shifted.data()[i] * (k + 1) + 17 * k);
+        std::memcpy(batch.data() + k * img.bytes(), shifted.data(), img.bytes());
+      }
+      MixParams p;
+      p.lam = lam;
+      expect_simd_matches_scalar(batch, [&](Image& im, Image&) { mix_batch(im.data(), 3, h, w, p); },
+                                 fmt::format("mixup lam {} on {}x{}", lam, w, h));
+    }
+  }
+}
+
+TEST(DataTransforms, SimdResampleMatchesScalar) {
+  auto bytes = slurp(test_photos()[0]);
+  JpegDecoder d;
+  Image full;
+  ASSERT_TRUE(d.open(bytes.data(), bytes.size()) && d.decode_full(full)) << d.error();
+  const int W = full.w(), H = full.h();
+  // boxes that downscale a lot or a little, upscale, are fractional or thin; outputs square or not
+  const float boxes[][4] = {{0, 0, float(W), float(H)}, {10.5f, 3.25f, 300.75f, 250.5f}, {100, 80, 150, 120},
+                            {0, 0, 7, 5}, {float(W) - 33, float(H) - 2, float(W), float(H)}, {1, 1, 2.5f, 3}};
+  const std::pair<int, int> sizes[] = {{224, 224}, {37, 61}, {1, 1}, {640, 3}};
+  for (const auto& box : boxes)
+    for (auto [w, h] : sizes)
+      for (Interp interp : {Interp::bilinear, Interp::bicubic})
+        for (bool flip : {false, true}) {
+          Image out(w, h);
+          expect_simd_matches_scalar(out, [&](Image& o, Image&) { resample(full.view(), box, interp, o.view(), flip); },
+                                     fmt::format("box ({}, {}, {}, {}) -> {}x{} interp {} flip {}", box[0], box[1],
+                                                 box[2], box[3], w, h, int(interp), flip));
+        }
 }
