@@ -148,6 +148,21 @@ if has peers-parallel; then
       --model $1 --batch $3 --mode $2 --warmup 5 --iters 15 ${MO_BENCH_ARGS:-}
   done
 fi
+prepare_fmnist() {  # the README's data: 32-px JPEGs in /tmp/fmnist
+  $B/tools/mo_prepare fashion-mnist --out /tmp/fmnist --size 32 ${FMNIST_SRC:+--src "$FMNIST_SRC"}
+# (before peers-join: with peers-start it runs while the peers compile)
+if has timm-local-dir; then  # mo_convert --hf-dir, then timm.create_model('local-dir:...', pretrained=True)
+  ck=/tmp/fmnist_long/checkpoints/best.mo
+  if [ ! -f "$ck" ]; then
+    prepare_fmnist >"$OUT/timm_local_dir.log" 2>&1
+    rm -rf /tmp/fmnist_quick
+    $B/tools/mo_train recipes/fashion_mnist.yaml --set data.root=/tmp/fmnist --set train.output=/tmp/fmnist_quick \
+      --set train.max_steps=${TIMM_CHECK_STEPS:-400} --set train.eval_every=0 >>"$OUT/timm_local_dir.log" 2>&1
+    ck=$(ls /tmp/fmnist_quick/checkpoints/ckpt-*.mo 2>/dev/null | sort | tail -1)
+  fi
+  $PY scripts/gpu/check_timm_local_dir.py --bin $B/tools --ckpt "${ck:-none}" /tmp/fmnist/val >>"$OUT/timm_local_dir.log" 2>&1
+  echo "timm local-dir check rc=$?"; tail -6 "$OUT/timm_local_dir.log"
+fi
 if has peers-join && [ -n "${pbar:-}" ]; then
   # wait until every peer is warm (ready, failed or gone), join the barrier, then time mo's rows in turn
   while :; do
@@ -268,8 +283,6 @@ PYEOF
   fi
   rm -rf "$S"
 fi
-prepare_fmnist() {  # the README's data: 32-px JPEGs in /tmp/fmnist
-  $B/tools/mo_prepare fashion-mnist --out /tmp/fmnist --size 32 ${FMNIST_SRC:+--src "$FMNIST_SRC"}
 }
 if has fmnist-long; then  # recipes/fashion_mnist_long.yaml from scratch: the time and the final top-1
   R=/tmp/fmnist_long
@@ -291,17 +304,5 @@ best = max(rows, key=lambda x: max(float(x["eval_top1"] or 0), float(x.get("eval
 print(f"fmnist-long: {len(rows)} epochs; last epoch top-1 {r['eval_top1']}% (EMA {r.get('eval_top1_ema') or '-'}%), "
       f"train loss {r['train_loss']}; best epoch {best['epoch']}: {best['eval_top1']}% (EMA {best.get('eval_top1_ema') or '-'}%)")
 PYEOF
-fi
-if has timm-local-dir; then  # mo_convert --hf-dir, then timm.create_model('local-dir:...', pretrained=True)
-  ck=/tmp/fmnist_long/checkpoints/best.mo
-  if [ ! -f "$ck" ]; then
-    prepare_fmnist >"$OUT/timm_local_dir.log" 2>&1
-    rm -rf /tmp/fmnist_quick
-    $B/tools/mo_train recipes/fashion_mnist.yaml --set data.root=/tmp/fmnist --set train.output=/tmp/fmnist_quick \
-      --set train.max_steps=${TIMM_CHECK_STEPS:-400} --set train.eval_every=0 >>"$OUT/timm_local_dir.log" 2>&1
-    ck=$(ls /tmp/fmnist_quick/checkpoints/ckpt-*.mo 2>/dev/null | sort | tail -1)
-  fi
-  $PY scripts/gpu/check_timm_local_dir.py --bin $B/tools --ckpt "${ck:-none}" /tmp/fmnist/val >>"$OUT/timm_local_dir.log" 2>&1
-  echo "timm local-dir check rc=$?"; tail -6 "$OUT/timm_local_dir.log"
 fi
 [ -f "$OUT/bench.jsonl" ] && python3 scripts/bench/table.py "$OUT/bench.jsonl" | tee "$OUT/table.md"
