@@ -281,6 +281,103 @@ __global__ void __launch_bounds__(kWgThreads) wgrad_rows(const T* __restrict__ d
     part_b[static_cast<int64_t>(blockIdx.x) * Co + co] = red[((co / 4) * nk) * 20 + 16 + co % 4];
 }
 
+// The same sums where Co % 8 == 0 (the stems' 24 and 48; Kp is a multiple of 8): a chunk of RB rows
+// of dy (RB·Co values) and of cols (RB·Kp) is contiguous, so it moves as 16-byte vectors into shared
+// rows of stride Co / Kp, and the next chunk's vectors are loaded into registers while this one is
+// summed. The sums run in the same order as wgrad_rows'.
+template <typename T>
+__global__ void __launch_bounds__(kWgThreads) wgrad_rows_vec(const T* __restrict__ dy, const T* __restrict__ cols,
+                                                            int64_t M, int Co, int Kp, int64_t rpb,
+                                                            float* __restrict__ part_w, float* __restrict__ part_b) {
+  constexpr int E = 8;  // elements per item: one 16-byte vector of bf16, two of f32
+  __shared__ __align__(16) float sdy[kWgRows * kWgMax];
+  __shared__ __align__(16) float scol[kWgRows * kWgMax];
+  __shared__ float red[kWgThreads * 20];
+  const int nc = Co / 4, nk = Kp / 4, per = nc * nk, G = kWgThreads / per;
+  const int t = threadIdx.x, q = t / per, tc = (t % per) / nk, tk = t % nk;
+  const bool active = q < G;
+  float acc[4][4] = {}, accb[4] = {};
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * rpb, r1 = min(M, r0 + rpb);
+  struct Held {
+    float v[E];
+    bool ok;
+  };
+  // thread t moves vector t of the chunk's dy (4·Co ≤ 256 vectors) and of its cols (4·Kp ≤ 256)
+  auto fetch = [&](const T* src, int64_t c0, int ld, int nr, Held& h) {
+    h.ok = t * E < nr * ld;
+    if (!h.ok) return;
+    const T* p = src + c0 * ld + static_cast<int64_t>(t) * E;  // 16-byte aligned: see the launch
+    if constexpr (sizeof(T) == 2) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(p);
+      const T* pv = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int e = 0; e < E; ++e) h.v[e] = cu::to_float(pv[e]);
+    } else {
+      const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+      const float v[E] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+      for (int e = 0; e < E; ++e) h.v[e] = cu::to_float(v[e]);
+    }
+  };
+  Held hd, hc;
+  auto rows_in = [&](int64_t c0) { return static_cast<int>(min(static_cast<int64_t>(kWgRows), r1 - c0)); };
+  if (r0 < r1) {
+    fetch(dy, r0, Co, rows_in(r0), hd);
+    fetch(cols, r0, Kp, rows_in(r0), hc);
+  }
+  for (int64_t c0 = r0; c0 < r1; c0 += kWgRows) {
+    const int nr = rows_in(c0);
+    __syncthreads();  // the previous chunk's reads are done
+    if (hd.ok) {
+#pragma unroll
+      for (int e = 0; e < E; e += 4)
+        *reinterpret_cast<float4*>(&sdy[t * E + e]) = make_float4(hd.v[e], hd.v[e + 1], hd.v[e + 2], hd.v[e + 3]);
+    }
+    if (hc.ok) {
+#pragma unroll
+      for (int e = 0; e < E; e += 4)
+        *reinterpret_cast<float4*>(&scol[t * E + e]) = make_float4(hc.v[e], hc.v[e + 1], hc.v[e + 2], hc.v[e + 3]);
+    }
+    __syncthreads();
+    if (c0 + kWgRows < r1) {  // the next chunk's loads fly while this one is summed
+      fetch(dy, c0 + kWgRows, Co, rows_in(c0 + kWgRows), hd);
+      fetch(cols, c0 + kWgRows, Kp, rows_in(c0 + kWgRows), hc);
+    }
+    if (active) {
+      for (int r = q; r < nr; r += G) {
+        const float4 a = *reinterpret_cast<const float4*>(&sdy[r * Co + 4 * tc]);
+        const float4 b = *reinterpret_cast<const float4*>(&scol[r * Kp + 4 * tk]);
+        const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+          accb[i] += av[i];
+        }
+      }
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    __syncthreads();
+    if (active && q == g) {
+      float* d = red + (t % per) * 20;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) d[i * 4 + j] = (g == 0 ? 0.0f : d[i * 4 + j]) + acc[i][j];
+        d[16 + i] = (g == 0 ? 0.0f : d[16 + i]) + accb[i];
+      }
+    }
+  }
+  __syncthreads();
+  for (int e = t; e < Co * Kp; e += kWgThreads) {
+    const int co = e / Kp, k = e % Kp;
+    part_w[static_cast<int64_t>(blockIdx.x) * Co * Kp + e] = red[((co / 4) * nk + k / 4) * 20 + (co % 4) * 4 + k % 4];
+  }
+  for (int co = t; co < Co; co += kWgThreads)
+    part_b[static_cast<int64_t>(blockIdx.x) * Co + co] = red[((co / 4) * nk) * 20 + 16 + co % 4];
+}
+
 // wgrad_rows is used when it applies and the rows outnumber the outputs by far.
 bool use_wgrad_rows(int64_t M, int Co, int Kp) {
   return Co <= kWgMax && Kp <= kWgMax && ((Co + 3) / 4) * ((Kp + 3) / 4) <= kWgThreads &&
@@ -296,8 +393,12 @@ void launch_wgrad_rows(const Tensor& dy2, const Tensor& cols, const Tensor& dwr,
   const int64_t blocks = (M + rpb - 1) / rpb;
   Tensor part_w = Tensor::empty({blocks, static_cast<int64_t>(Co) * Kp}, DType::f32, dy2.device());
   Tensor part_b = Tensor::empty({blocks, Co}, DType::f32, dy2.device());
-  wgrad_rows<T><<<static_cast<unsigned>(blocks), kWgThreads, 0, stream()>>>(
-      cu::ptr<T>(dy2), cu::ptr<T>(cols), M, Co, Kp, rpb, part_w.data<float>(), part_b.data<float>());
+  // rows start at multiples of kWgRows, so with Co, Kp multiples of 8 every item is 16-byte aligned
+  auto kern = Co % 8 == 0 && Kp % 8 == 0 && cu::aligned16(dy2.raw_data()) && cu::aligned16(cols.raw_data())
+                  ? wgrad_rows_vec<T>
+                  : wgrad_rows<T>;
+  kern<<<static_cast<unsigned>(blocks), kWgThreads, 0, stream()>>>(cu::ptr<T>(dy2), cu::ptr<T>(cols), M, Co, Kp, rpb,
+                                                                  part_w.data<float>(), part_b.data<float>());
   CUDA_CHECK_LAUNCH();
   cu::column_sum(cu::ColumnLoad<float>{part_w.data<float>(), blocks, static_cast<int64_t>(Co) * Kp}, 1, blocks,
                  static_cast<int64_t>(Co) * Kp, 1.0f, cu::ptr<T>(dwr), dwr.device());

@@ -1,6 +1,6 @@
 // test_cuda_conv_wgrad.cpp: the dense convolution's weight and bias gradients on CUDA where they take
 // the many-rows path (ops/conv/conv2d_gemm.cu, wgrad_rows: small Co × K output, ≥ 256 rows per output,
-// as the stem's first convolution), against the CPU float64 op on the same rounded values, and
+// as the stem's first convolution; Co % 8 == 0 takes wgrad_rows_vec), against the CPU float64 op on the same rounded values, and
 // bit-identical across two runs. Odd Co (a partial 4-wide tile) and mambaout_tiny's stem width. Skips
 // without a GPU.
 #include <gtest/gtest.h>
@@ -74,7 +74,8 @@ TEST(CudaConv, CudaStemWeightGradientManyRows) {
   if (!mo::cuda_available()) GTEST_SKIP();
   for (DType dt : {DType::bf16, DType::f32}) {
     check(2, 464, 13, dt, 1);  // 107,648 rows ≥ 256 · 13 · 32: the many-rows path, a partial co tile
-    check(8, 448, 48, dt, 5);  // mambaout_tiny's stem conv1 width (401,408 rows)
+    check(8, 448, 48, dt, 5);  // mambaout_tiny's stem conv1 width (401,408 rows): 16-byte chunk copies
+    check(4, 448, 24, dt, 7);  // mambaout_femto's (200,704 rows)
     check(1, 31, 24, dt, 9);   // few rows: the cuBLASLt path, same checks
   }
 }
