@@ -10,7 +10,7 @@ out="${2:-$root/docs/tools.md}"
 tools=(mo_train mo_validate mo_predict mo_serve mo_convert mo_prepare mo_flops mo_bench mo_bench_data
        mo_bench_kernels mo_version)
 tmp="$(mktemp)"
-trap 'rm -f "$tmp"' EXIT
+trap 'rm -f "$tmp" "$tmp.err"' EXIT
 {
   echo "# The tools' command lines"
   echo
@@ -26,8 +26,9 @@ trap 'rm -f "$tmp"' EXIT
       echo "tools_md.sh: $bin is not built (ninja -C $build $t)" >&2
       exit 1
     fi
-    # stdout and stderr: tools not yet on tools/common/cli.h print their usage on stderr
-    if ! help="$(OMP_WAIT_POLICY=passive "$bin" --help 2>&1)"; then
+    # every tool prints its help on stdout (tools/common/cli.h); stderr is shown only on failure
+    if ! help="$(OMP_WAIT_POLICY=passive "$bin" --help 2>"$tmp.err")"; then
+      cat "$tmp.err" >&2
       echo "tools_md.sh: $t --help failed:" >&2
       echo "$help" >&2
       exit 1

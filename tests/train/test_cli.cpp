@@ -35,10 +35,10 @@ mo::test::RunResult run_stderr(const std::string& cmd) { return mo::test::run_co
 // What a validator says about `text` ("" when it accepts it).
 std::string check(const CLI::Validator& v, std::string text) { return v(text); }
 
-// The programs on tools/common/cli.h (mo_serve only where cpp-httplib is found).
+// Every program, each on tools/common/cli.h (mo_serve only where cpp-httplib is found).
 std::vector<std::string> cli_tools() {
-  std::vector<std::string> t = {"mo_train", "mo_prepare", "mo_bench", "mo_bench_data", "mo_bench_kernels",
-                                "mo_flops", "mo_version"};
+  std::vector<std::string> t = {"mo_train", "mo_validate", "mo_predict", "mo_convert", "mo_prepare", "mo_bench",
+                                "mo_bench_data", "mo_bench_kernels", "mo_flops", "mo_version"};
   if (::access((kBin + "mo_serve").c_str(), X_OK) == 0) t.push_back("mo_serve");
   return t;
 }
@@ -174,17 +174,25 @@ TEST(Cli, ToolsNameTheBadOption) {
       {"mo_train x.yaml --interpolation nearest", "mo_train: error: --interpolation: expected bicubic or bilinear, got 'nearest'"},
       {"mo_train a.yaml b.yaml", "mo_train: error: unexpected argument 'b.yaml'"},
       {"mo_train", "mo_train: error: no recipe given"},
+      {"mo_predict --weights none.pth x.jpg --topk abc", "mo_predict: error: --topk: expected an integer >= 1, got 'abc'"},
+      {"mo_predict x.jpg", "mo_predict: error: --weights is required"},
+      {"mo_predict -w none.pth", "mo_predict: error: INPUT is required"},
+      {"mo_predict -w none.pth x.jpg --interpolation nearest",
+       "mo_predict: error: --interpolation: expected bicubic or bilinear, got 'nearest'"},
+      {"mo_predict -w none.pth x.jpg --amp --precision fp32", "mo_predict: error: --precision excludes --amp"},
+      {"mo_validate none.pth --data /nonexistent --batch-size 0",
+       "mo_validate: error: --batch-size: expected an integer >= 1, got '0'"},
+      {"mo_validate none.pth --data x -j -1", "mo_validate: error: --workers: expected an integer from 0 to 4096, got '-1'"},
+      {"mo_validate none.pth --data x --precision fp16", "mo_validate: error: --precision: expected fp32 or bf16, got 'fp16'"},
+      {"mo_validate none.pth --data x --device gpu", "mo_validate: error: --device: expected auto, cpu or cuda, got 'gpu'"},
+      {"mo_validate none.pth", "mo_validate: error: --data is required"},
+      {"mo_validate a.pth b.pth --data x", "mo_validate: error: unexpected argument 'b.pth'"},
   };
   for (const Case& c : cases) {
     const auto r = mo::test::run_command(kBin + c.cmd);
     EXPECT_EQ(r.rc, 2) << c.cmd << "\n" << r.output;
     EXPECT_NE(r.output.find(c.says), std::string::npos) << c.cmd << "\n" << r.output;
   }
-  // tools not yet on cli.h name the option too
-  std::string out = run(kBin + "mo_predict --weights none.pth x.jpg --topk abc");
-  EXPECT_NE(out.find("--topk: expected an integer >= 1, got 'abc'"), std::string::npos) << out;
-  out = run(kBin + "mo_validate none.pth --data /nonexistent --batch-size 0");
-  EXPECT_NE(out.find("--batch-size: expected an integer >= 1, got '0'"), std::string::npos) << out;
 }
 
 TEST(Cli, RuntimeErrorsExitOneWithThePrefix) {

@@ -2,7 +2,8 @@
 // small trained checkpoint: mo_predict's JSON and CSV (top-k, probabilities that are the softmax of the
 // logits, per-image errors in place and exit status 1), folders, @lists, batches that do not change the
 // answers, PNG and WebP copies of a JPEG (PIL-written, same pixels) giving the JPEG's exact answer;
-// mo_validate's --results-file in timm's fields, CSV and JSON, and its progress line. The JSON and CSV are
+// mo_validate's --results-file in timm's fields, CSV and JSON, and its progress line; --use-ema in both
+// giving the answers of the EMA weights exported by mo_convert --entry state_dict_ema. The JSON and CSV are
 // read back with Debian's python3 (json, csv modules).
 #include <gtest/gtest.h>
 
@@ -27,7 +28,7 @@ std::string read_text(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(in)), {});
 }
 
-// 3 classes of 32 px images and a checkpoint trained on them for 2 steps.
+// 3 classes of 32 px images and a checkpoint trained on them for 2 steps, with an EMA of the weights.
 struct Fixture {
   std::string root, ckpt;
 };
@@ -36,7 +37,7 @@ const Fixture& fixture() {
     Fixture x;
     x.root = mo::tools::testing::make_image_folder("predict_validate_data", 3, 4, 3);
     const std::string out = tmp_path("pv_run"), yaml = tmp_path("pv.yaml");
-    std::ofstream(yaml) << "model: {name: test_mambaout, num_classes: 3}\n"
+    std::ofstream(yaml) << "model: {name: test_mambaout, num_classes: 3}\nmodel_ema: true\n"
                            "data: {root: " << x.root << ", img_size: 32, workers: 1, crop_pct: 1.0}\n"
                            "sched: {epochs: 2, warmup_epochs: 0, cooldown_epochs: 0}\n"
                            "train: {batch_size: 4, global_batch: 4, device: cpu, precision: fp32, eval_every: 0,\n"
@@ -142,7 +143,7 @@ TEST_F(PredictValidate, PredictInputMistakes) {
       {tmp_path("nothing.png"), "error: cannot read '" + tmp_path("nothing.png") + "': cannot open: No such file"},
       {empty, "the folder '" + empty + "' holds no image files"},
       {"@" + tmp_path("no_list.txt"), "cannot read the list file '" + tmp_path("no_list.txt") + "'"},
-      {f.root + "/val/class_0/0.jpg -b 0", "-b: expected an integer from 1"},
+      {f.root + "/val/class_0/0.jpg -b 0", "--batch-size: expected an integer from 1"},
   };
   for (const Case& c : cases) {
     auto r = run_command(p + c.args);
@@ -189,6 +190,37 @@ assert j["top5"] == 100 and float(c[0]["top1"]) == j["top1"] and 0 < j["param_co
   EXPECT_EQ(bad.rc, 1);
   EXPECT_NE(bad.output.find("--results-file 'out.xlsx': the file name must end in .json or .csv"), std::string::npos)
       << bad.output;
+}
+
+TEST_F(PredictValidate, UseEmaIsTheExportedEma) {
+  const Fixture& f = fixture();
+  const std::string ema = tmp_path("pv_ema.safetensors"), img = f.root + "/val/class_2/0.jpg";
+  auto c = run_command(kBin + "mo_convert " + f.ckpt + " " + ema + " --entry state_dict_ema");
+  ASSERT_EQ(c.rc, 0) << c.output;
+  const std::string own = tmp_path("pv_own.json"), use = tmp_path("pv_use_ema.json"), exported = tmp_path("pv_ema.json");
+  const std::string p = kBin + "mo_predict --json --logits " + img;
+  for (const auto& [args, out] : {std::pair{" -w " + f.ckpt, own}, {" -w " + f.ckpt + " --use-ema", use},
+                                  {" --weights " + ema, exported}}) {
+    auto r = run_command("sh -c '" + p + args + " 2>&1 >" + out + "'");
+    ASSERT_EQ(r.rc, 0) << args << "\n" << r.output;
+  }
+  EXPECT_TRUE(python_ok(R"(
+import json, sys
+own, use, exported = (json.load(open(a))["images"] for a in sys.argv[1:4])
+assert use == exported, (use, exported)
+assert use[0]["logits"] != own[0]["logits"], (use, own)  # two steps apart: the EMA is not the model
+)", own + " " + use + " " + exported));
+  const std::string v = kBin + "mo_validate " + f.ckpt + " --data " + f.root + " -j 1 -b 4";
+  auto a = run_command(v + " --use-ema"), b = run_command(kBin + "mo_validate " + ema + " --data " + f.root + " -j 1 -b 4");
+  ASSERT_EQ(a.rc, 0) << a.output;
+  ASSERT_EQ(b.rc, 0) << b.output;
+  EXPECT_NE(a.output.find("(entry state_dict_ema)"), std::string::npos) << a.output;
+  // "top-1 X%  top-5 Y%  loss Z": the same numbers
+  auto numbers = [](const std::string& o) {
+    const size_t i = o.find("top-1 ");
+    return i == std::string::npos ? o : o.substr(i, o.find("  (", i) - i);
+  };
+  EXPECT_EQ(numbers(a.output), numbers(b.output)) << a.output << b.output;
 }
 
 }  // namespace

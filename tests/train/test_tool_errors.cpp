@@ -219,7 +219,7 @@ TEST_F(ToolErrors, ValidateWithAnUnreadableImage) {
 TEST_F(ToolErrors, ValidateAndPredictNameTheOption) {
   const std::string v = kBin + "mo_validate " + checkpoint() + " --data " + folder();
   // Was: "config key 'data.interpolation': 'nearest' is not one of ..." / "config key 'data.img_size' ...".
-  EXPECT_TRUE(fails_saying(sh(v + " --interpolation nearest"), {"--interpolation must be bicubic or bilinear, got 'nearest'"}));
+  EXPECT_TRUE(fails_saying(sh(v + " --interpolation nearest"), {"--interpolation: expected bicubic or bilinear, got 'nearest'"}));
   EXPECT_TRUE(fails_saying(sh(v + " --img-size 16"), {"--img-size: expected an integer from 32 to 8192, got '16'"}));
   // Was: "cannot tell the checkpoint format from the extension ''".
   EXPECT_TRUE(fails_saying(sh(kBin + "mo_validate " + folder() + " --data " + folder()),
@@ -229,6 +229,9 @@ TEST_F(ToolErrors, ValidateAndPredictNameTheOption) {
   ASSERT_EQ(sh(p).rc, 0);
   // Was: predicted on 8x8 pixels without a word.
   EXPECT_TRUE(fails_saying(sh(p + " --img-size 8"), {"--img-size: expected an integer from 32 to 8192, got '8'"}));
+  // --use-ema on a run without model_ema, and on a file that holds one set of weights
+  EXPECT_TRUE(fails_saying(sh(p + " --use-ema"), {"no entry 'state_dict_ema' (the run trained without model_ema)"}));
+  EXPECT_TRUE(fails_saying(sh(v + " --use-ema"), {"no entry 'state_dict_ema' (the run trained without model_ema)"}));
   // Was: "'<folder>' holds no class names".
   EXPECT_TRUE(fails_saying(sh(p + " --classes " + folder()),
                            {"cannot read class-name file '" + folder() + "': a directory, not a regular file"}));

@@ -54,8 +54,11 @@ LoadedModel model_from_state_dict(const nn::io::RawStateDict& sd, const std::str
   return out;
 }
 
-LoadedModel load_model_for_eval(const std::string& weights, const std::string& model_name, Device dev, DType dtype) {
+LoadedModel load_model_for_eval(const std::string& weights, const std::string& model_name, Device dev, DType dtype,
+                                const std::string& entry) {
   register_mo_format();
+  const bool hf_dir = is_hf_dir(weights);
+  MO_CHECK(entry.empty() || !hf_dir, "'{}' is a folder of one model.safetensors: it holds no entry '{}'", weights, entry);
   std::vector<std::string> class_names;
   std::optional<TrainConfig> train_config;
   if (is_mo_checkpoint(weights)) {
@@ -67,8 +70,11 @@ LoadedModel load_model_for_eval(const std::string& weights, const std::string& m
       train_config = c;
     }
   }
-  LoadedModel out = model_from_state_dict(is_hf_dir(weights) ? read_hf_dir(weights) : nn::io::read_checkpoint(weights),
+  nn::io::ReadOptions read;
+  read.entry = entry;
+  LoadedModel out = model_from_state_dict(hf_dir ? read_hf_dir(weights) : nn::io::read_checkpoint(weights, read),
                                           weights, model_name);
+  if (!entry.empty()) out.summary += fmt::format(" (entry {})", entry);
   if (!class_names.empty()) out.class_names = class_names;
   out.train_config = train_config;
   nn::pack_parameters(*out.model, dev, dtype);

@@ -29,8 +29,11 @@ struct LoadedModel {
 
 // `weights`: a file, or a folder written by mo_convert --hf-dir (config.json + model.safetensors).
 // `model_name` empty: taken from the file (our manifest, or an 'arch' entry), else an error asking for
-// --model. The model ends up in eval mode on `dev` with parameters in `dtype` (f32 or bf16).
-LoadedModel load_model_for_eval(const std::string& weights, const std::string& model_name, Device dev, DType dtype);
+// --model. The model ends up in eval mode on `dev` with parameters in `dtype` (f32 or bf16). `entry`: the
+// weights inside a training checkpoint (nn::io::ReadOptions; "state_dict_ema" for --use-ema), empty for
+// the model's own.
+LoadedModel load_model_for_eval(const std::string& weights, const std::string& model_name, Device dev, DType dtype,
+                                const std::string& entry = "");
 // Rows of the classifier weight (official head.fc2, timm head.fc), or 0 when there is none; a weight with
 // no input features is refused, naming `what` (the file).
 int64_t classifier_rows(const nn::io::RawStateDict& sd, const std::string& what);
