@@ -24,9 +24,9 @@
 #include "autograd/cuda_allocator.h"
 #include "dist/process_group.h"
 #include "tools/common/cli.h"
-#include "tools/common/evaluate.h"
+#include "tools/engine/evaluate.h"
 #include "tools/common/inference.h"
-#include "tools/common/loaders.h"
+#include "tools/engine/loaders.h"
 #include "tools/common/omp_env.h"
 #include "tools/common/result_writer.h"
 

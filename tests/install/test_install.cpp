@@ -16,7 +16,7 @@
 #include "autograd/rng.h"
 #include "nn/mambaout.h"
 #include "tests/test_util.h"
-#include "tools/common/checkpoint.h"
+#include "tools/engine/checkpoint.h"
 
 namespace fs = std::filesystem;
 using mo::test::run_command;
@@ -107,8 +107,8 @@ class Install : public ::testing::Test {
 
 TEST_F(Install, LayoutAndStandAlonePackageFiles) {
   for (const char* f : {"bin/mo_train", "bin/mo_validate", "bin/mo_predict", "bin/mo_convert", "lib/libmo_nn.a",
-                        "lib/libmo_autograd.a", "lib/libmo_tools.a", "include/mo/nn/mambaout.h",
-                        "include/mo/autograd/tensor.h", "include/mo/tools/common/checkpoint.pb.h",
+                        "lib/libmo_autograd.a", "lib/libmo_engine.a", "lib/libmo_tools.a", "include/mo/nn/mambaout.h",
+                        "include/mo/autograd/tensor.h", "include/mo/tools/engine/checkpoint.pb.h",
                         "share/mo/imagenet_classes.txt", "share/mo/recipes/femto.yaml",
                         "share/mo/recipes/fashion_mnist.yaml", "share/mo/python/mo_checkpoint.py",
                         "lib/cmake/mo/moConfig.cmake", "lib/cmake/mo/moConfigVersion.cmake", "lib/pkgconfig/mo.pc"})

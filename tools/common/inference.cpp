@@ -11,26 +11,11 @@
 #include "data/jpeg.h"
 #include "data/normalize.h"
 #include "nn/io/checkpoint_io.h"
-#include "tools/common/checkpoint.h"
+#include "tools/engine/checkpoint.h"
 #include "tools/common/class_names.h"
-#include "tools/common/weights.h"
+#include "tools/engine/weights.h"
 
 namespace mo::tools {
-
-// Rows of the classifier weight (official head.fc2, timm head.fc), or 0 when there is none. The
-// model is built with that many classes, so an empty weight ([2^40, 0] holds no bytes) is refused
-// rather than trusted: rows x columns are then bounded by the file's bytes.
-int64_t classifier_rows(const nn::io::RawStateDict& sd, const std::string& what) {
-  for (const auto& [name, t] : sd.tensors) {
-    std::string n = nn::io::strip_wrapper_prefix(name);
-    if ((n == "head.fc2.weight" || n == "head.fc.weight") && t.shape.size() == 2) {
-      MO_CHECK(t.shape[1] > 0, "{}: classifier weight '{}' has shape {}, with no input features", what, name,
-               nn::io::shape_string(t.shape));
-      return t.shape[0];
-    }
-  }
-  return 0;
-}
 
 LoadedModel model_from_state_dict(const nn::io::RawStateDict& sd, const std::string& what,
                                   const std::string& model_name) {

@@ -12,8 +12,9 @@
 #include "data/transforms.h"
 #include "nn/io/raw_tensor.h"
 #include "nn/mambaout.h"
-#include "tools/common/model_info.h"
-#include "tools/common/train_config.h"
+#include "tools/engine/model_info.h"
+#include "tools/engine/train_config.h"
+#include "tools/engine/weights.h"
 
 namespace mo::tools {
 
@@ -34,9 +35,6 @@ struct LoadedModel {
 // the model's own.
 LoadedModel load_model_for_eval(const std::string& weights, const std::string& model_name, Device dev, DType dtype,
                                 const std::string& entry = "");
-// Rows of the classifier weight (official head.fc2, timm head.fc), or 0 when there is none; a weight with
-// no input features is refused, naming `what` (the file).
-int64_t classifier_rows(const nn::io::RawStateDict& sd, const std::string& what);
 // The same from weights already read (`what` names them in errors); the model stays on the CPU in fp32.
 LoadedModel model_from_state_dict(const nn::io::RawStateDict& sd, const std::string& what, const std::string& model_name);
 
