@@ -1,11 +1,13 @@
-// trainer.cpp: setup (device, loaders, model, optimizer, resume) and the loop (see trainer.h).
+// trainer.cpp: the Trainer's setup (device, loaders, model, optimizer, EMA, run folder, resume) and its
+// loop: fit() runs the epochs and steps, train_step() one optimizer step of accumulated micro-batches
+// (see trainer.h). The other parts: trainer_checkpoint.cpp (resume and save), trainer_finite.cpp (the
+// step buffer and the divergence checks), trainer_epoch.cpp (evaluation and the logs at an epoch's end).
 #include "tools/engine/trainer.h"
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cerrno>
-#include <cmath>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -13,56 +15,33 @@
 #include "autograd/cuda_allocator.h"
 #include "dist/data_parallel.h"
 #include "dist/shard.h"
-#include "ops/common.h"
-#include "ops/linear/linear.h"  // cuda::sum_rows
 #include "ops/loss/cross_entropy.h"
 #include "ops/optim/grad_norm.h"
-#include "tools/engine/curves.h"
 #include "tools/engine/loaders.h"
 #include "tools/engine/run_folder.h"
+#include "tools/engine/trainer_internal.h"
 #include "tools/engine/weights.h"
 
 namespace fs = std::filesystem;
 
 namespace mo::tools {
-namespace {
+
+namespace detail {
 
 std::atomic<bool> g_stop{false};
-
-constexpr int64_t kStatRows = 256;  // steps between reads of the step buffer at most
-constexpr int64_t kStatCols = 3;    // loss sum, finiteness probe, gradient norm
-
-// A non-finite step is reported across ranks as a code: 2 * step + (1 for the gradient) + 1; 0: none.
-int64_t bad_code(int64_t step, bool gradient) { return 2 * step + (gradient ? 1 : 0) + 1; }
-
-// One value, a (1) float32 tensor on the device of the flat float32 buffer `flat`, that is NaN or Inf when
-// an element of `flat` is (or when their sum overflows, which only diverged values do). On the CPU the
-// norm (double accumulation); on the GPU the sum, as column sums of a (n / 1024, 1024) view and then of
-// the 1024 partial sums and of the tail: three launches of the bias-gradient reduction, no host sync.
-Tensor finite_probe(const Tensor& flat) {
-  MO_ASSERT(flat.dtype() == DType::f32 && flat.dim() == 1 && flat.is_contiguous());
-  const int64_t n = flat.numel(), cols = 1024, rows = n / cols, tail = n - rows * cols;
-  if (!flat.is_cuda()) {
-    const float* p = flat.data<float>();
-    double sq = 0;
-#pragma omp parallel for reduction(+ : sq)
-    for (int64_t i = 0; i < n; ++i) sq += static_cast<double>(p[i]) * p[i];
-    return Tensor::full({1}, std::sqrt(sq));
-  }
-  Tensor partial = Tensor::empty({cols}, DType::f32, flat.device());
-  Tensor sum = Tensor::empty({1}, DType::f32, flat.device()), rest = Tensor::empty({1}, DType::f32, flat.device());
-  MO_CUDA_DISPATCH("finite_probe", {
-    cuda::sum_rows(flat.as_strided({rows, cols}, {cols, 1}, flat.offset()), partial);
-    cuda::sum_rows(partial.view({cols, 1}), sum);
-    cuda::sum_rows(flat.as_strided({tail, 1}, {1, 1}, flat.offset() + rows * cols), rest);
-  });
-  sum.add_(rest);
-  return sum;
-}
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+}  // namespace detail
+
+using detail::finite_probe;
+using detail::kStatCols;
+using detail::kStatRows;
+using detail::now_s;
+
+namespace {
 
 Device choose_device(const std::string& want, const dist::ProcessGroup& pg) {
   if (want == "cpu") return Device::cpu();
@@ -73,15 +52,9 @@ Device choose_device(const std::string& want, const dist::ProcessGroup& pg) {
   return pg.device();
 }
 
-const Tensor* find_tensor(const std::vector<std::pair<std::string, Tensor>>& ts, const std::string& name) {
-  for (auto& [n, t] : ts)
-    if (n == name) return &t;
-  return nullptr;
-}
-
 }  // namespace
 
-void Trainer::request_stop() { g_stop.store(true); }
+void Trainer::request_stop() { detail::g_stop.store(true); }
 
 Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg, std::FILE* out)
     : cfg_(cfg), pg_(std::move(pg)), out_(out) {
@@ -189,149 +162,6 @@ Trainer::~Trainer() = default;
 
 void Trainer::say(const std::string& msg) { progress_->message(msg); }
 
-// --- checkpoints -----------------------------------------------------------------------------------
-
-void Trainer::resume() {
-  CheckpointState s;
-  std::string path;
-  if (cfg_.train.resume == "auto") {
-    std::vector<std::string> warnings;
-    auto got = ckpt_->load_latest(warnings, &path);
-    for (auto& w : warnings) say("warning: " + w);
-    // Starting over would prune the unreadable files; they may be fine for another build (format version).
-    MO_CHECK(got || warnings.empty(), "train.resume=auto: none of the {} checkpoints in '{}' can be read (see the "
-             "warnings above); move them away to start from scratch", warnings.size(), ckpt_->dir());
-    if (!got) {
-      say(fmt::format("no checkpoint to resume from in {}: starting from scratch", ckpt_->dir()));
-      return;
-    }
-    s = std::move(*got);
-  } else {
-    path = cfg_.train.resume;
-    MO_CHECK(!fs::is_regular_file(path) || is_mo_checkpoint(path),
-             "config key 'train.resume': '{}' is not a mo checkpoint (.mo); to start from PyTorch or safetensors "
-             "weights, use model.init", path);
-    s = load_checkpoint(path);
-  }
-  apply_checkpoint(s, path);
-}
-
-void Trainer::apply_checkpoint(const CheckpointState& s, const std::string& path) {
-  MO_CHECK(s.model_name == cfg_.model.name, "checkpoint '{}' holds a {} but config key 'model.name' is {}", path,
-           s.model_name, cfg_.model.name);
-  MO_CHECK(!s.optimizer.empty(), "checkpoint '{}' has no optimizer state (weights only): use model.init to start "
-           "from it instead of resuming", path);
-  MO_CHECK(s.step_in_epoch < steps_per_epoch_, "checkpoint '{}': field 'step_in_epoch' is {} but an epoch has {} "
-           "steps in this configuration (batch size, accumulation or train.steps_per_epoch changed?)", path,
-           s.step_in_epoch, steps_per_epoch_);
-  const bool mid_epoch = s.step_in_epoch > 0;
-  dist::check_resume_world_size(s.world_size, pg_->world_size(), mid_epoch);
-  MO_CHECK(!mid_epoch || s.sampler_batches_done == s.step_in_epoch * accum_,
-           "checkpoint '{}' stopped mid-epoch after {} micro-batches of {} steps; resuming it needs the same "
-           "batch size and accumulation ({} micro-batches per step now)", path, s.sampler_batches_done,
-           s.step_in_epoch, accum_);
-  Tensor master = opt_->master(), m = opt_->exp_avg(), v = opt_->exp_avg_sq();
-  for (const auto& slot : opt_->slots()) {
-    const Tensor* w = find_tensor(s.model, slot.name);
-    const Tensor* tm = find_tensor(s.optimizer, slot.name + ".exp_avg");
-    const Tensor* tv = find_tensor(s.optimizer, slot.name + ".exp_avg_sq");
-    MO_CHECK(w && tm && tv, "checkpoint '{}' lacks parameter '{}' (or its optimizer state)", path, slot.name);
-    for (const Tensor* t : {w, tm, tv})  // checkpoints hold the reference layout (padding removed)
-      MO_CHECK(t->shape() == slot.reference_shape, "checkpoint '{}': '{}' has shape {} but the model's is {}", path,
-               slot.name, shape_str(t->shape()), shape_str(slot.reference_shape));
-    opt_->import_slot(master, slot, *w);
-    opt_->import_slot(m, slot, *tm);
-    opt_->import_slot(v, slot, *tv);
-  }
-  if (ema_ && s.ema.empty()) {  // before the finiteness check, which covers the EMA too
-    ema_->reset_to_master();
-    say(fmt::format("note: checkpoint '{}' holds no model EMA; the EMA starts from its weights", path));
-  } else if (ema_) {
-    ema_->import_state(s.ema, path);
-  }
-  const std::string bad = first_non_finite();
-  MO_CHECK(bad.empty(), "checkpoint '{}' holds NaN or Inf in '{}' (saved from a diverged run?): resume from an "
-           "earlier checkpoint (train.resume=<path>) or start afresh", path, bad);
-  opt_->set_step_count(s.optimizer_step);
-  opt_->sync_compute_weights();
-  // The epoch so far (a mid-epoch checkpoint): its summary.csv means cover the steps before the stop too.
-  epoch_loss_sum_ = s.step_in_epoch > 0 ? s.epoch_loss_sum : 0;
-  epoch_micro_ = s.step_in_epoch > 0 ? s.epoch_loss_count : 0;
-  epoch_norm_sum_ = s.step_in_epoch > 0 ? s.epoch_grad_norm_sum : 0;
-  epoch_norm_count_ = s.step_in_epoch > 0 ? s.epoch_grad_norm_count : 0;
-  epoch_ = s.epoch;
-  step_in_epoch_ = s.step_in_epoch;
-  global_step_ = s.step;
-  best_top1_ = s.best_metric;
-  best_epoch_ = s.best_epoch;
-  say(fmt::format("resumed from {}: epoch {}, step {} ({} of the epoch)", path, epoch_, global_step_,
-                  step_in_epoch_));
-}
-
-CheckpointState Trainer::make_state(std::optional<double> metric) const {
-  CheckpointState s;
-  s.config_yaml = config_yaml_;
-  s.model_name = cfg_.model.name;
-  s.epoch = epoch_;
-  s.step = global_step_;
-  s.step_in_epoch = step_in_epoch_;
-  for (const auto& slot : opt_->slots()) {
-    s.model.emplace_back(slot.name, opt_->export_slot(opt_->master(), slot));
-    s.optimizer.emplace_back(slot.name + ".exp_avg", opt_->export_slot(opt_->exp_avg(), slot));
-    s.optimizer.emplace_back(slot.name + ".exp_avg_sq", opt_->export_slot(opt_->exp_avg_sq(), slot));
-  }
-  s.optimizer_step = opt_->step_count();
-  const auto seed = static_cast<uint64_t>(cfg_.train.seed);
-  s.rng.push_back({"drop_path", seed, 0, static_cast<uint64_t>(global_step_ * accum_)});  // keyed by micro-step
-  s.sampler_epoch = epoch_;
-  s.sampler_batches_done = step_in_epoch_ * accum_;
-  s.sampler_seed = seed;
-  s.world_size = pg_->world_size();
-  s.metric = metric;
-  s.best_metric = best_top1_;
-  s.best_epoch = best_epoch_;
-  s.class_names = class_names_;
-  if (ema_) s.ema = ema_->export_state();
-  s.epoch_loss_count = step_in_epoch_ > 0 ? epoch_micro_ : 0;
-  s.epoch_grad_norm_sum = step_in_epoch_ > 0 ? epoch_norm_sum_ : 0;
-  s.epoch_grad_norm_count = step_in_epoch_ > 0 ? epoch_norm_count_ : 0;
-  return s;
-}
-
-std::string Trainer::first_non_finite() const {
-  std::vector<std::pair<const char*, const Tensor*>> parts = {
-      {"", &opt_->master()}, {".exp_avg", &opt_->exp_avg()}, {".exp_avg_sq", &opt_->exp_avg_sq()}};
-  if (ema_) parts.emplace_back(" (model EMA)", &ema_->flat());
-  for (const auto& [suffix, flat] : parts) {
-    if (std::isfinite(finite_probe(*flat).item())) continue;
-    for (const auto& slot : opt_->slots()) {  // which parameter (only on this failure path)
-      std::vector<float> v = opt_->export_slot(*flat, slot).to(Device::cpu()).to_vector<float>();
-      if (std::any_of(v.begin(), v.end(), [](float x) { return !std::isfinite(x); })) return slot.name + suffix;
-    }
-    return std::string("(all)") + suffix;  // finite values whose sum overflows
-  }
-  return "";
-}
-
-std::string Trainer::save(std::optional<double> metric, bool is_best) {
-  // On every rank (the weights are the same on all), so that all stop together.
-  const std::string bad = first_non_finite();
-  MO_CHECK(bad.empty(), "the model's state after step {} is not finite ('{}' holds NaN or Inf, or values beyond "
-           "float range): not saving it as a checkpoint; the checkpoints already in '{}' are kept. The training "
-           "diverged: lower optim.lr (now {})", global_step_, bad, ckpt_->dir(), cfg_.optim.lr);
-  // The epoch's loss sum over the ranks (their mean; each rank's count is the same): a resumed epoch's
-  // mean then covers every rank's steps before the stop. Mid-epoch saves happen on all ranks together.
-  double loss_sum = epoch_loss_sum_;
-  if (step_in_epoch_ > 0 && pg_->world_size() > 1)
-    loss_sum = pg_->all_reduce_sum(std::vector<double>{loss_sum})[0] / static_cast<double>(pg_->world_size());
-  if (!pg_->is_main()) return "";
-  CheckpointState s = make_state(metric);
-  s.epoch_loss_sum = step_in_epoch_ > 0 ? loss_sum : 0;
-  return ckpt_->save(s, is_best);
-}
-
-// --- the loop ----------------------------------------------------------------------------------------
-
 void Trainer::train_step(int64_t epoch, int64_t k) {
   lr_ = sched_.for_step(epoch, k, steps_per_epoch_);
   if (!step_stats_.defined()) step_stats_ = Tensor::zeros({kStatRows, kStatCols}, DType::f32, dev_);
@@ -368,56 +198,6 @@ void Trainer::train_step(int64_t epoch, int64_t k) {
   if (ema_) ema_->update(global_step_);
   step_in_epoch_ = k + 1;
   ++epoch_steps_run_;
-}
-
-int64_t Trainer::flush_step_stats() {
-  if (stat_rows_ == 0) return 0;
-  const std::vector<float> v = step_stats_.to_vector<float>();  // waits for the device: the one sync
-  int64_t code = 0;
-  for (int64_t i = 0; i < stat_rows_ && code == 0; ++i) {
-    const auto at = static_cast<size_t>(kStatCols * i);
-    const float loss = v[at], grad = v[at + 1], norm = v[at + 2];
-    const int64_t step = stat_first_step_ + i + 1;
-    if (!std::isfinite(loss)) code = bad_code(step, false);
-    else if (!std::isfinite(grad)) code = bad_code(step, true);
-    window_loss_sum_ += loss;
-    epoch_loss_sum_ += loss;
-    if (cfg_.optim.clip_grad > 0) {
-      window_norm_sum_ += norm;
-      epoch_norm_sum_ += norm;
-      ++window_norm_count_;
-      ++epoch_norm_count_;
-    }
-  }
-  step_stats_.zero_();
-  stat_first_step_ += stat_rows_;
-  stat_rows_ = 0;
-  return code;
-}
-
-void Trainer::fail_if_non_finite(const std::vector<int64_t>& codes, int64_t local_code) const {
-  // codes[r]: rank r's code; the earliest step is reported.
-  int64_t first = 0, first_rank = 0;
-  for (size_t r = 0; r < codes.size(); ++r)
-    if (codes[r] != 0 && (first == 0 || codes[r] < first)) first = codes[r], first_rank = static_cast<int64_t>(r);
-  if (first == 0) return;
-  if (local_code != 0) first = local_code, first_rank = pg_->rank();
-  const int64_t step = (first - 1) / 2;
-  const bool gradient = (first - 1) % 2 == 1;
-  const std::string latest = pg_->is_main() && !ckpt_->list().empty() ? ckpt_->list().back() : "";
-  MO_FAIL("training diverged: the {} of step {} (epoch {}) {} NaN or Inf{}; stopping without saving the weights "
-          "(they are not finite). The checkpoints already written are kept{}. Lower optim.lr (now {}) or look "
-          "for bad input in the data", gradient ? "gradient" : "loss", step, epoch_, gradient ? "holds" : "is",
-          pg_->world_size() > 1 ? fmt::format(" on rank {}", first_rank) : "",
-          latest.empty() ? "" : " (the newest: " + latest + ")", cfg_.optim.lr);
-}
-
-void Trainer::check_finite() {
-  const int64_t code = flush_step_stats();
-  std::vector<int64_t> codes(static_cast<size_t>(pg_->world_size()), 0);
-  codes[static_cast<size_t>(pg_->rank())] = code;
-  if (pg_->world_size() > 1) codes = pg_->all_reduce_sum(codes);
-  fail_if_non_finite(codes, code);
 }
 
 TrainResult Trainer::fit() {
@@ -462,7 +242,7 @@ TrainResult Trainer::fit() {
       const int64_t code = read_now ? flush_step_stats() : 0;
       // One collective per step with several ranks: the stop request and each rank's finiteness verdict.
       std::vector<int64_t> flags(1 + static_cast<size_t>(world), 0);
-      flags[0] = g_stop.load() ? 1 : 0;
+      flags[0] = detail::g_stop.load() ? 1 : 0;
       flags[1 + static_cast<size_t>(pg_->rank())] = code;
       if (world > 1) flags = pg_->all_reduce_sum(flags);
       fail_if_non_finite(std::vector<int64_t>(flags.begin() + 1, flags.end()), code);
@@ -500,7 +280,7 @@ TrainResult Trainer::fit() {
     }
     if (r.stopped) break;
     end_of_epoch(epoch, r);
-    bool stop = g_stop.load();
+    bool stop = detail::g_stop.load();
     if (world > 1) stop = pg_->all_reduce_sum(std::vector<int64_t>{stop ? 1 : 0})[0] > 0;
     if (stop) {
       r.stopped = r.interrupted = true;
@@ -512,125 +292,8 @@ TrainResult Trainer::fit() {
   r.epochs_done = epoch_;
   r.best_top1 = best_top1_;
   r.train_seconds = now_s() - run_start_;
-  g_stop.store(false);
+  detail::g_stop.store(false);
   return r;
-}
-
-void Trainer::end_of_epoch(int64_t epoch, TrainResult& r) {
-  const int64_t world = pg_->world_size();
-  const double train_time = now_s() - epoch_start_;
-  std::vector<double> sums = {epoch_loss_sum_ / static_cast<double>(std::max<int64_t>(1, epoch_micro_)),
-                              static_cast<double>(train_->bad_samples() - epoch_bad_start_)};
-  if (world > 1) sums = pg_->all_reduce_sum(sums);
-  const double train_loss = sums[0] / static_cast<double>(world);
-  const auto train_bad = static_cast<int64_t>(sums[1]);
-  epoch_ = epoch + 1;
-  step_in_epoch_ = 0;
-  r.last_train_loss = train_loss;
-  EpochSummary row;
-  row.epoch = epoch;
-  row.train_loss = train_loss;
-  row.lr = lr_;
-  row.train_bad_images = train_bad;
-  if (epoch_steps_run_ > 0 && train_time > 0)
-    row.images_per_s = static_cast<double>(epoch_steps_run_ * cfg_.train.global_batch) / train_time;
-  if (epoch_norm_count_ > 0) row.grad_norm = epoch_norm_sum_ / static_cast<double>(epoch_norm_count_);
-  const std::string train_note =
-      train_bad > 0 ? fmt::format(" ({} unreadable training images replaced by stand-ins)", train_bad) : "";
-  std::optional<double> metric;
-  bool is_best = false;
-  const bool last = epoch_ == total_epochs_ || global_step_ >= total_steps_;
-  auto saved_note = [&] {
-    return r.last_checkpoint.empty() ? "" : " (the epoch's training is saved in " + r.last_checkpoint + ")";
-  };
-  if (eval_ && (epoch_ % cfg_.train.eval_every == 0 || last)) {
-    const double t0 = now_s();
-    EvalResult c;
-    try {
-      c = evaluate(*model_, *eval_, *pg_, [&](int64_t d, int64_t n) { progress_->eval_step("eval", d, n); }, &g_stop);
-    } catch (const std::exception& e) {
-      // The epoch's training is not lost to a failed evaluation: save it (without a metric) first.
-      r.last_checkpoint = save(std::nullopt, false);
-      MO_FAIL("evaluation after epoch {} failed: {}{}", epoch, e.what(), saved_note());
-    }
-    if (c.bad_images > 0) {
-      // As mo_validate: with stand-ins the accuracy is not the folder's; it must not choose best.mo.
-      row.eval_bad_images = c.bad_images;
-      if (pg_->is_main()) update_summary_csv(cfg_.train.output + "/summary.csv", row);
-      r.last_checkpoint = save(std::nullopt, false);
-      MO_FAIL("evaluation after epoch {}: '{}' holds unreadable images (named in the warnings above; {} stand-ins "
-              "were drawn), so its accuracy is not that of the folder and is not used{}; fix or remove them and "
-              "resume with --set train.resume=auto", epoch, eval_->dataset().folder(), c.bad_images, saved_note());
-    }
-    if (c.interrupted) {
-      say(fmt::format("epoch {}: train loss {:.4f}{}  (evaluation interrupted by the stop request: not counted)", epoch,
-                      train_loss, train_note));
-    } else {
-      r.last_eval = c;
-      metric = c.top1_pct();
-      row.eval_loss = c.mean_loss();
-      row.eval_top1 = c.top1_pct();
-      row.eval_top5 = c.top5_pct();
-      row.eval_bad_images = 0;
-      row.eval_non_finite = c.non_finite;
-      is_best = c.top1_pct() > best_top1_;
-      if (is_best) best_top1_ = c.top1_pct(), best_epoch_ = epoch;
-      say(fmt::format("epoch {}: train loss {:.4f}{}  eval loss {:.4f}  top-1 {:.2f}%  top-5 {:.2f}%  ({} images{}, "
-                      "{:.1f} s){}",
-                      epoch, train_loss, train_note, c.mean_loss(), c.top1_pct(), c.top5_pct(), c.samples,
-                      c.non_finite > 0 ? fmt::format(", {} with NaN/Inf logits counted as wrong", c.non_finite) : "",
-                      now_s() - t0, is_best ? "  best" : ""));
-      if (tb_) {
-        tb_->add_scalar("eval/loss", c.mean_loss(), global_step_);
-        tb_->add_scalar("eval/top1", c.top1_pct(), global_step_);
-        tb_->add_scalar("eval/top5", c.top5_pct(), global_step_);
-      }
-      if (ema_) r.last_eval_ema = evaluate_ema(epoch, row);
-    }
-  } else {
-    say(fmt::format("epoch {}: train loss {:.4f}{}", epoch, train_loss, train_note));
-  }
-  if (tb_) {
-    tb_->add_scalar("train/epoch_loss", train_loss, global_step_);
-    tb_->flush();
-  }
-  if (pg_->is_main()) {
-    update_summary_csv(cfg_.train.output + "/summary.csv", row);
-    try {  // a picture: a failure to draw it (a full disk) is reported, the run and its checkpoint go on
-      write_curves_svg(cfg_.train.output + "/summary.csv", cfg_.train.output + "/curves.svg",
-                       fmt::format("{} ({})", cfg_.model.name, cfg_.train.output));
-    } catch (const std::exception& e) {
-      say(fmt::format("warning: curves.svg not updated: {}", e.what()));
-    }
-  }
-  r.last_checkpoint = save(metric, is_best);
-  if (!r.last_checkpoint.empty()) say("saved " + r.last_checkpoint);
-}
-
-}  // namespace mo::tools
-
-namespace mo::tools {
-
-std::optional<EvalResult> Trainer::evaluate_ema(int64_t epoch, EpochSummary& row) {
-  // The same images as the model's pass just before (stand-ins would have ended the run there).
-  const double t0 = now_s();
-  const EvalResult e = evaluate(ema_->eval_model(), *eval_, *pg_,
-                                [&](int64_t d, int64_t n) { progress_->eval_step("eval EMA", d, n); }, &g_stop);
-  if (e.interrupted) {
-    say(fmt::format("epoch {}: EMA evaluation interrupted by the stop request: not counted", epoch));
-    return std::nullopt;
-  }
-  row.eval_loss_ema = e.mean_loss();
-  row.eval_top1_ema = e.top1_pct();
-  row.eval_top5_ema = e.top5_pct();
-  say(fmt::format("epoch {}: EMA (decay {:.6g})  eval loss {:.4f}  top-1 {:.2f}%  top-5 {:.2f}%  ({:.1f} s)", epoch,
-                  ema_->decay_for(global_step_), e.mean_loss(), e.top1_pct(), e.top5_pct(), now_s() - t0));
-  if (tb_) {
-    tb_->add_scalar("eval_ema/loss", e.mean_loss(), global_step_);
-    tb_->add_scalar("eval_ema/top1", e.top1_pct(), global_step_);
-    tb_->add_scalar("eval_ema/top5", e.top5_pct(), global_step_);
-  }
-  return e;
 }
 
 }  // namespace mo::tools

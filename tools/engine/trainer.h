@@ -22,6 +22,8 @@
 // `train.output: auto` (tools/engine/run_folder.h). The run folder gets log.txt (what rank 0 printed),
 // summary.csv and curves.svg (tools/engine/curves.h) at every epoch end. A mid-epoch checkpoint carries
 // the epoch's loss (and norm) sums, so the epoch's summary.csv row is the same as without the stop.
+// The parts: trainer.cpp (setup, the loop, one step), trainer_checkpoint.cpp (resume, save),
+// trainer_finite.cpp (the step buffer, divergence), trainer_epoch.cpp (evaluation and logs at epoch ends).
 #pragma once
 #include <cstdio>
 #include <memory>
