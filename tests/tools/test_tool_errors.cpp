@@ -232,6 +232,11 @@ TEST_F(ToolErrors, ValidateAndPredictNameTheOption) {
   // --use-ema on a run without model_ema, and on a file that holds one set of weights
   EXPECT_TRUE(fails_saying(sh(p + " --use-ema"), {"no entry 'state_dict_ema' (the run trained without model_ema)"}));
   EXPECT_TRUE(fails_saying(sh(v + " --use-ema"), {"no entry 'state_dict_ema' (the run trained without model_ema)"}));
+  const std::string st = tmp("tool_errors_flat.safetensors");
+  ASSERT_EQ(sh(kBin + "mo_convert " + checkpoint() + " " + st).rc, 0);
+  EXPECT_TRUE(fails_saying(sh(kBin + "mo_predict -w " + st + " --use-ema " + img),
+                           {"'" + st + "' is a safetensors file, which holds one set of weights: it has no entry "
+                            "'state_dict_ema'"}));
   // Was: "'<folder>' holds no class names".
   EXPECT_TRUE(fails_saying(sh(p + " --classes " + folder()),
                            {"cannot read class-name file '" + folder() + "': a directory, not a regular file"}));

@@ -11,8 +11,8 @@
 #include "data/jpeg.h"
 #include "data/normalize.h"
 #include "nn/io/checkpoint_io.h"
-#include "tools/engine/checkpoint.h"
 #include "tools/common/class_names.h"
+#include "tools/engine/checkpoint.h"
 #include "tools/engine/weights.h"
 
 namespace mo::tools {
@@ -43,7 +43,12 @@ LoadedModel load_model_for_eval(const std::string& weights, const std::string& m
                                 const std::string& entry) {
   register_mo_format();
   const bool hf_dir = is_hf_dir(weights);
-  MO_CHECK(entry.empty() || !hf_dir, "'{}' is a folder of one model.safetensors: it holds no entry '{}'", weights, entry);
+  if (!entry.empty()) {  // a file of one flat state_dict has no entries (a pipe or folder fails below, named)
+    const bool flat = hf_dir || (std::filesystem::is_regular_file(weights) &&
+                                 nn::io::format_for_read(weights).name == "safetensors");
+    MO_CHECK(!flat, "'{}' is {}, which holds one set of weights: it has no entry '{}' (training checkpoints, .mo "
+             "or .pth, have one)", weights, hf_dir ? "a folder of one model.safetensors" : "a safetensors file", entry);
+  }
   std::vector<std::string> class_names;
   std::optional<TrainConfig> train_config;
   if (is_mo_checkpoint(weights)) {
