@@ -223,6 +223,11 @@ TEST(ExportTools, HuggingFaceFolderRoundTrip) {
   auto v = sh(kBin + "mo_validate " + dir + " --data " + tmp("export_tools_data") + " --workers 1 --device cpu");
   ASSERT_EQ(v.rc, 0) << v.output;
   EXPECT_NE(v.output.find("crop_pct 0.875 (file metadata)"), std::string::npos) << v.output;
+  // one set of weights: no EMA to take
+  auto e = sh(kBin + "mo_predict --weights " + dir + " --use-ema --device cpu " + img);
+  EXPECT_EQ(e.rc, 1) << e.output;
+  EXPECT_NE(e.output.find("'" + dir + "' is a folder of one model.safetensors, which holds one set of weights"),
+            std::string::npos) << e.output;
 }
 
 TEST(ExportTools, ArchForFilesThatDoNotSay) {
