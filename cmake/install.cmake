@@ -4,7 +4,8 @@
 #   P/lib/libmo_*.a             the libraries (static)
 #   P/include/mo/<folder>/*.h   the public headers, included as in the source tree: "nn/mambaout.h"
 #   P/lib/cmake/mo/             find_package(mo CONFIG): mo::autograd, mo::ops, mo::nn, mo::data, mo::dist,
-#                               mo::tools and mo::mo (all of them); moConfig.cmake finds their dependencies
+#                               mo::engine, mo::tools and mo::mo (all of them); moConfig.cmake finds their
+#                               dependencies
 #   P/lib/pkgconfig/mo.pc       pkg-config --cflags --libs mo
 # docs/install.md describes the use; tests/install/ builds a consumer project against an installed prefix.
 include(CMakePackageConfigHelpers)
@@ -27,8 +28,8 @@ foreach(_d ${_mo_defs})
 endforeach()
 
 add_library(mo_all INTERFACE)
-target_link_libraries(mo_all INTERFACE mo_tools mo_nn mo_data mo_dist mo_ops mo_autograd)
-set(_mo_libs mo_autograd mo_ops mo_nn mo_data mo_dist mo_tools)
+target_link_libraries(mo_all INTERFACE mo_tools mo_engine mo_nn mo_data mo_dist mo_ops mo_autograd)
+set(_mo_libs mo_autograd mo_ops mo_nn mo_data mo_dist mo_engine mo_tools)
 foreach(_t ${_mo_libs} mo_openblas mo_webp mo_all)
   string(REGEX REPLACE "^mo_" "" _short ${_t})
   if(_t STREQUAL "mo_all")
@@ -40,14 +41,15 @@ install(TARGETS ${_mo_libs} mo_openblas mo_webp mo_all EXPORT moTargets ARCHIVE 
 
 # Headers keep their paths: P/include/mo/nn/mambaout.h is included as "nn/mambaout.h".
 install(DIRECTORY autograd ops nn data dist DESTINATION include/mo FILES_MATCHING PATTERN "*.h" PATTERN "*.cuh")
-install(DIRECTORY tools/common DESTINATION include/mo/tools FILES_MATCHING PATTERN "*.h"
-        PATTERN "http_server.h" EXCLUDE PATTERN "serve_page.h" EXCLUDE)  # mo_serve's, not installed
-install(DIRECTORY ${PROJECT_BINARY_DIR}/tools/common DESTINATION include/mo/tools FILES_MATCHING PATTERN "*.pb.h")
+install(DIRECTORY tools/engine tools/common DESTINATION include/mo/tools FILES_MATCHING PATTERN "*.h"
+        PATTERN "http_server.h" EXCLUDE PATTERN "serve_page.h" EXCLUDE  # mo_serve's, not installed
+        PATTERN "*_internal.h" EXCLUDE)  # shared by one class's source files only
+install(DIRECTORY ${PROJECT_BINARY_DIR}/tools/engine DESTINATION include/mo/tools FILES_MATCHING PATTERN "*.pb.h")
 
 install(DIRECTORY recipes/ DESTINATION share/mo/recipes FILES_MATCHING PATTERN "*.yaml")
 install(FILES python/mo_checkpoint.py DESTINATION share/mo/python)
 # In the build tree <build>/share/mo/recipes links to the source recipes, so a program run from
-# <build>/tools finds `femto` by the same rule as an installed one (tools/common/recipe_path.h).
+# <build>/tools finds `femto` by the same rule as an installed one (tools/engine/recipe_path.h).
 file(MAKE_DIRECTORY ${PROJECT_BINARY_DIR}/share/mo)
 if(IS_SYMLINK ${PROJECT_BINARY_DIR}/share/mo/recipes OR NOT EXISTS ${PROJECT_BINARY_DIR}/share/mo/recipes)
   file(CREATE_LINK ${PROJECT_SOURCE_DIR}/recipes ${PROJECT_BINARY_DIR}/share/mo/recipes SYMBOLIC)

@@ -259,16 +259,6 @@ std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int w, int h, int channe
   return bytes;
 }
 
-const char* file_kind(unsigned m) {
-  if (S_ISDIR(m)) return "a directory";
-  if (S_ISFIFO(m)) return "a named pipe (FIFO)";
-  if (S_ISSOCK(m)) return "a socket";
-  if (S_ISCHR(m)) return "a character device";
-  if (S_ISBLK(m)) return "a block device";
-  if (S_ISLNK(m)) return "a symbolic link";
-  return "not a regular file";
-}
-
 namespace {
 
 // Opens `path` for reading if it is a regular file of at most max_bytes; else -1 with `err` set. O_NONBLOCK

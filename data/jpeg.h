@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/file_kind.h"
 #include "data/image.h"
 
 namespace mo::data {
@@ -70,8 +71,8 @@ std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int w, int h, int channe
 bool read_file(const std::string& path, std::vector<uint8_t>& out, std::string& err,
                int64_t max_bytes = kDefaultMaxFileBytes);
 
-// What a stat() mode is, in words ("a named pipe (FIFO)", "a directory", ...), for messages.
-const char* file_kind(unsigned mode);
+// What a stat() mode is, in words: mo::file_kind (autograd/file_kind.h), shared with nn/io.
+using mo::file_kind;
 
 struct ImageLimits {
   int64_t max_bytes = kDefaultMaxFileBytes;

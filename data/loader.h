@@ -10,7 +10,7 @@
 // stats() gives cumulative counters for the training log: how long the consumer waited for data against
 // how busy the workers were, per stage.
 //
-//   LoaderConfig cfg;  cfg.root = root;  cfg.batch_size = 128;  ...   (tools/common/loaders.cpp fills it
+//   LoaderConfig cfg;  cfg.root = root;  cfg.batch_size = 128;  ...   (tools/engine/loaders.cpp fills it
 //   Loader train(cfg);                                                 from a recipe)
 //   train.start_epoch(epoch);  Batch b;  while (train.next(b)) { ... b.images, b.targets ... }
 #pragma once

@@ -11,7 +11,7 @@ Tensors are torch tensors when torch can be imported (backend="auto"), numpy arr
 backend="numpy". numpy has no bfloat16: a bfloat16 tensor becomes float32 in numpy (exact) and stays
 bfloat16 in torch. Needs the standard library and numpy; torch is optional.
 
-The format (tools/common/checkpoint.proto, tools/common/checkpoint.cpp):
+The format (tools/engine/checkpoint.proto, tools/engine/checkpoint.cpp):
     "MOCKPT01" | uint64 manifest size | Manifest (protobuf) | uint32 CRC32C of the manifest | payloads
 every payload with its own CRC32C, all little-endian. The protobuf wire format and CRC32C are decoded
 here by hand, and every check of the C++ reader is made: a truncated, corrupt or hostile file raises
@@ -57,7 +57,7 @@ class Checkpoint:
             len(self.ema), self.metadata["epoch"], self.metadata["step"])
 
 
-# --- CRC32C (Castagnoli, reflected polynomial 0x82F63B78), as tools/common/crc32c.cpp -----------------
+# --- CRC32C (Castagnoli, reflected polynomial 0x82F63B78), as tools/engine/crc32c.cpp -----------------
 
 _POLY = 0x82F63B78
 
@@ -137,7 +137,7 @@ def _tables_apply(tables, v):
 
 
 def crc32c(data, crc=0):
-    """CRC-32C of a bytes-like object (continuing from `crc`), equal to tools/common/crc32c.cpp's."""
+    """CRC-32C of a bytes-like object (continuing from `crc`), equal to tools/engine/crc32c.cpp's."""
     data = memoryview(data).cast("B")
     n = len(data)
     reg = crc ^ 0xFFFFFFFF
@@ -350,7 +350,7 @@ def _read_exact(f, n, path, what):
 
 
 def _check_ranges(m, path):
-    """The bounds tools/common/checkpoint.cpp checks (check_manifest_ranges)."""
+    """The bounds tools/engine/checkpoint.cpp checks (check_manifest_ranges)."""
     counters = [("epoch", m["epoch"], 0), ("step", m["step"], 0), ("step_in_epoch", m["step_in_epoch"], 0),
                 ("optimizer_step", m["optimizer_step"], 0), ("sampler.epoch", m["sampler"]["epoch"], 0),
                 ("sampler.batches_done", m["sampler"]["batches_done"], 0),

@@ -18,7 +18,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
 # python3 (beside python3-torch); tensorboard for the python3 first on the PATH.
 /usr/bin/python3 -m pip install -q --break-system-packages safetensors
 python3 -m pip install -q -r scripts/train/requirements.txt || python3 -m pip install -q --break-system-packages -r scripts/train/requirements.txt
-# onnxruntime (and onnx, for its checker) for the ONNX export tests (tests/io/test_onnx_export.cpp): they
+# onnxruntime (and onnx, for its checker) for the ONNX export tests (tests/nn/io/test_onnx_export.cpp): they
 # pull numpy 2, so they go into their own folder build/pyort for the python3 first on the PATH, put on
 # PYTHONPATH by those tests only.
 python3 -m pip install -q --upgrade --target build/pyort onnxruntime onnx \

@@ -7,7 +7,7 @@
 //   mo_convert IN --info
 //
 // IN may be a file or such a DIR. Every output carries what the input says about the model
-// (tools/common/model_info.h: architecture, classes, class names, eval settings); --arch names the
+// (tools/engine/model_info.h: architecture, classes, class names, eval settings); --arch names the
 // architecture of files that do not say, --img-size sets the eval image size recorded.
 // The input format is recognised from the file's first bytes; the output format from OUT's extension
 // (or --format). Input naming is detected; --names picks the output's (default: official). --entry
@@ -28,8 +28,8 @@
 #include "nn/io/onnx_export.h"
 #include "tools/common/cli.h"
 #include "tools/common/inference.h"
-#include "tools/common/model_info.h"
-#include "tools/common/weights.h"
+#include "tools/engine/model_info.h"
+#include "tools/engine/weights.h"
 
 using namespace mo;
 using namespace mo::nn::io;

@@ -1,8 +1,11 @@
 // mo_predict: the top-k classes of each image with their probabilities.
 //
-//   mo_predict --weights FILE INPUT [INPUT ...] [--model NAME] [--topk 5] [--classes FILE]
+//   mo_predict --weights FILE INPUT [INPUT ...] [-m NAME] [--use-ema] [--topk 5] [--classes FILE]
 //              [--img-size N] [--crop-pct F] [--interpolation bicubic|bilinear] [--device auto|cpu|cuda]
-//              [--batch-size N] [--json] [--output FILE.json|FILE.csv] [--logits]
+//              [--precision fp32|bf16] [--amp] [-b N] [--json] [--output FILE.json|FILE.csv] [--logits]
+//
+// The command line is tools/common/cli.h's, with timm's names where they mean the same (-b, -m, --amp,
+// --img-size, --crop-pct, --interpolation, --use-ema: the checkpoint's EMA weights).
 //
 // INPUT: an image file (JPEG, PNG or WebP, told apart by their bytes), a folder (its image files,
 // recursively, sorted) or @LIST (a file naming one image per line). Images go through the model in
@@ -33,20 +36,6 @@
 using namespace mo;
 
 namespace {
-
-int usage(const std::string& msg) {
-  std::fprintf(stderr,
-               "%s%susage: mo_predict --weights FILE INPUT [INPUT ...] [--model NAME] [--topk 5]\n"
-               "       [--classes FILE] [--img-size N] [--crop-pct F] [--interpolation bicubic|bilinear]\n"
-               "       [--device auto|cpu|cuda] [-b|--batch-size 32] [--json] [--output FILE.json|FILE.csv]\n"
-               "       [--logits]\n"
-               "INPUT: an image (JPEG, PNG, WebP), a folder (its images, recursively, sorted) or @LIST (one path\n"
-               "a line). --json: JSON on stdout instead of text; --output: JSON or CSV by the extension;\n"
-               "--logits: the raw logits too. Progress goes to stderr. Exit status 1 when an image could not\n"
-               "be read or decoded: it is reported in its place in the output and the others are predicted.\n",
-               msg.c_str(), msg.empty() ? "" : "\n");
-  return 2;
-}
 
 // One image's result: the top-k (index, probability) and the logits, or the reason it has none.
 struct Prediction {
@@ -126,42 +115,52 @@ class Writer {
 
 int main(int argc, char** argv) {
   mo::tools::ensure_passive_omp_wait(argc, argv);
-  std::string weights, model, classes_file, device = "auto", interp, output;
+  std::string weights, model, classes_file, device = "auto", interp, output, precision = "fp32";
   std::vector<std::string> inputs;
   int64_t topk = 5, img_size = 0, batch = 32;
   double crop_pct = 0;
-  bool json = false, with_logits = false;
-  try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        MO_CHECK(i + 1 < argc, "{} needs a value", a);
-        return argv[++i];
-      };
-      if (a == "--weights" || a == "-w") weights = value();
-      else if (a == "--model") model = value();
-      else if (a == "--topk") topk = tools::option_int(a, value(), 1);
-      else if (a == "--classes") classes_file = value();
-      else if (a == "--img-size") img_size = tools::option_int(a, value(), 32, 8192);
-      else if (a == "--crop-pct") crop_pct = tools::option_float(a, value(), 1e-3, 1.0);
-      else if (a == "--interpolation") interp = value();
-      else if (a == "--device") device = value();
-      else if (a == "--batch-size" || a == "-b") batch = tools::option_int(a, value(), 1, 65536);
-      else if (a == "--json") json = true;
-      else if (a == "--output" || a == "-o") output = value();
-      else if (a == "--logits") with_logits = true;
-      else if (a == "-h" || a == "--help") {
-        usage("");
-        return 0;
-      } else if (!a.empty() && a[0] == '-') return usage("unknown option " + a);
-      else inputs.push_back(a);
-    }
-    if (weights.empty() || inputs.empty()) return usage("--weights and at least one image are required");
+  bool json = false, with_logits = false, amp = false, use_ema = false;
+  tools::Cli cli("mo_predict", "The top-k classes of images, with their probabilities.");
+  CLI::App& app = cli.app;
+  app.add_option("INPUT", inputs, "an image (JPEG, PNG, WebP), a folder (its images, recursively, sorted) or @LIST "
+                 "(one path a line)")->type_name("PATH")->required();
+  app.add_option("-w,--weights", weights, "checkpoint (ours, .pth, .safetensors or a --hf-dir folder)")
+      ->type_name("FILE")->required();
+  app.add_option("-m,--model", model, "model name where the file does not say (e.g. mambaout_femto)")->type_name("NAME");
+  app.add_flag("--use-ema", use_ema, "the checkpoint's EMA weights (state_dict_ema) instead of the model's");
+  app.add_option("--topk", topk, "classes listed per image")->capture_default_str()->check(tools::int_range(1));
+  app.add_option("--classes", classes_file, "class names, one a line (default: the checkpoint's, or ImageNet's for "
+                 "1000 classes)")->type_name("FILE");
+  app.add_option("--img-size", img_size, "input size (default: the checkpoint's)")->check(tools::int_range(32, 8192));
+  app.add_option("--crop-pct", crop_pct, "centre-crop fraction (default: the checkpoint's)")
+      ->check(tools::number_range(1e-3, 1.0));
+  app.add_option("--interpolation", interp, "resize (default: the checkpoint's)")
+      ->type_name("NAME")
+      ->check(tools::one_of({"bicubic", "bilinear"}));
+  app.add_option("--device", device, "where to run")->capture_default_str()->check(tools::one_of({"auto", "cpu", "cuda"}));
+  CLI::Option* prec = app.add_option("--precision", precision, "weights and activations")
+      ->type_name("NAME")
+      ->capture_default_str()
+      ->check(tools::one_of({"fp32", "bf16"}));
+  app.add_flag("--amp", amp, "the same as --precision bf16 (timm's name)")->excludes(prec);
+  app.add_option("-b,--batch-size", batch, "images per model call")->capture_default_str()
+      ->check(tools::int_range(1, 65536));
+  app.add_flag("--json", json, "JSON on stdout instead of text");
+  app.add_option("-o,--output", output, "also write the predictions to a file, JSON or CSV by the extension")
+      ->type_name("FILE");
+  app.add_flag("--logits", with_logits, "the raw logits of every class too");
+  app.footer("Progress goes to stderr. An image that cannot be read or decoded is reported in its place in the\n"
+             "output and the others are predicted; the exit status is then 1.\n" + app.get_footer());
+  if (auto rc = cli.parse(argc, argv)) return *rc;
+  if (amp) precision = "bf16";
+  return cli.run([&] {
     const tools::ResultFormat file_format =
         output.empty() ? tools::ResultFormat::json : tools::result_format_of(output, "--output");
     const Device dev = tools::device_option(device);
+    const DType dtype = precision == "bf16" ? DType::bf16 : DType::f32;
+    MO_CHECK(dtype == DType::f32 || dev.is_cuda(), "--precision bf16 needs a GPU (the CPU kernels run fp32)");
 
-    tools::LoadedModel m = tools::load_model_for_eval(weights, model, dev, DType::f32);
+    tools::LoadedModel m = tools::load_model_for_eval(weights, model, dev, dtype, use_ema ? "state_dict_ema" : "");
     const std::vector<std::string> names = tools::class_names_for(m, classes_file);
     const tools::EvalPreprocess pre = tools::eval_preprocess_for(m, img_size, crop_pct, interp);
     std::fprintf(stderr, "mo_predict: %s; preprocessing %s\n", m.summary.c_str(), pre.describe().c_str());
@@ -191,7 +190,7 @@ int main(int argc, char** argv) {
     for (int64_t b0 = 0; b0 < n; b0 += batch) {
       const std::vector<std::string> paths(images.begin() + b0, images.begin() + std::min(n, b0 + batch));
       std::vector<std::string> errs;
-      Tensor x = tools::load_images(paths, pre.transform, dev, DType::f32, errs, pre.normalize);
+      Tensor x = tools::load_images(paths, pre.transform, dev, dtype, errs, pre.normalize);
       const std::vector<float> logits = m.model->forward_nhwc(x).to_vector<float>();
       for (size_t i = 0; i < paths.size(); ++i) {
         Prediction p{paths[i], errs[i], {}, {}};
@@ -230,8 +229,5 @@ int main(int argc, char** argv) {
       return 1;
     }
     return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "mo_predict: error: %s\n", e.what());
-    return 1;
-  }
+  });
 }

@@ -5,7 +5,7 @@
 //
 // RECIPE is one of recipes/*.yaml (femto, kobe, tiny, small, base: the official ImageNet recipe;
 // fashion_mnist: a quick run on the prepared Fashion-MNIST folder), or just its name: `mo_train femto`
-// finds it among the installed recipes (tools/common/recipe_path.h). --set overrides one key (repeat it);
+// finds it among the installed recipes (tools/engine/recipe_path.h). --set overrides one key (repeat it);
 // timm's train.py flags of the same meaning (-b, -j, -m, --amp, ...) are each the --set of one key.
 // --print-config prints every value in effect and exits; --help-config adds what each key means.
 // Under mpirun each process is one rank (one GPU each); the global batch stays train.global_batch.
@@ -23,7 +23,7 @@
 #include "tools/common/cli.h"
 #include "tools/common/omp_env.h"
 #include "tools/common/stop_signals.h"
-#include "tools/common/trainer.h"
+#include "tools/engine/trainer.h"
 
 namespace {
 

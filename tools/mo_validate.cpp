@@ -1,13 +1,14 @@
 // mo_validate: top-1 / top-5 accuracy and mean cross-entropy of a model on an ImageFolder split with
 // the evaluation transform (mambaout.md §4: shorter side to size / crop_pct, PIL bicubic, centre crop).
 //
-//   mo_validate WEIGHTS --data ROOT [--split val] [--model NAME] [--img-size N] [--crop-pct F]
-//               [--interpolation bicubic|bilinear] [--batch-size N] [--workers N]
-//               [--precision fp32|bf16] [--device auto|cpu|cuda] [--results-file FILE.csv|FILE.json]
+//   mo_validate WEIGHTS --data ROOT [--split val] [-m NAME] [--use-ema] [--img-size N] [--crop-pct F]
+//               [--interpolation bicubic|bilinear] [-b N] [-j N] [--precision fp32|bf16] [--amp]
+//               [--device auto|cpu|cuda] [--results-file FILE.csv|FILE.json]
 //
 // WEIGHTS: one of our checkpoints (.mo; the model, size and crop come from its stored config) or a
 // PyTorch file (.pth/.safetensors, official or timm names; --model names the variant unless the file
-// does). Under mpirun the split is shared among the ranks and the counts are summed exactly.
+// does); --use-ema takes a checkpoint's EMA weights. The command line is tools/common/cli.h's, with
+// timm validate.py's names (-b, -j, -m, --amp, --use-ema, ...). Under mpirun the split is shared among the ranks and the counts are summed exactly.
 // Exit 1 after printing the numbers when an image was unreadable (a stand-in was counted) or the
 // model gave NaN/Inf logits (those images count as wrong).
 // --results-file writes timm validate.py's fields (model, top1, top1_err, top5, top5_err, param_count in
@@ -23,65 +24,51 @@
 #include "autograd/cuda_allocator.h"
 #include "dist/process_group.h"
 #include "tools/common/cli.h"
-#include "tools/common/evaluate.h"
+#include "tools/engine/evaluate.h"
 #include "tools/common/inference.h"
-#include "tools/common/loaders.h"
+#include "tools/engine/loaders.h"
 #include "tools/common/omp_env.h"
 #include "tools/common/result_writer.h"
 
 using namespace mo;
-
-namespace {
-
-int usage(const std::string& msg) {
-  std::fprintf(stderr,
-               "%s%susage: mo_validate WEIGHTS --data ROOT [--split val] [--model NAME] [--img-size N]\n"
-               "       [--crop-pct F] [--interpolation bicubic|bilinear] [--batch-size N] [--workers N]\n"
-               "       [--precision fp32|bf16] [--device auto|cpu|cuda] [--results-file FILE.csv|FILE.json]\n"
-               "--results-file: timm validate.py's fields, CSV or JSON by the extension, written when the run\n"
-               "succeeds (exit 0). Exit status 1 when an image was unreadable or the model gave NaN/Inf logits.\n",
-               msg.c_str(), msg.empty() ? "" : "\n");
-  return 2;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   mo::tools::ensure_passive_omp_wait(argc, argv);
   std::string weights, root, split = "val", model, precision = "fp32", device = "auto", interp, results_file;
   int64_t img_size = 0, batch = 128, workers = 8;
   double crop_pct = 0;
-  try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        MO_CHECK(i + 1 < argc, "{} needs a value", a);
-        return argv[++i];
-      };
-      if (a == "--data") root = value();
-      else if (a == "--split") split = value();
-      else if (a == "--model") model = value();
-      else if (a == "--img-size") img_size = tools::option_int(a, value(), 32, 8192);
-      else if (a == "--crop-pct") crop_pct = tools::option_float(a, value(), 1e-3, 1.0);
-      else if (a == "--interpolation") interp = value();
-      else if (a == "--batch-size") batch = tools::option_int(a, value(), 1);
-      else if (a == "--workers") workers = tools::option_int(a, value(), 0, 4096);
-      else if (a == "--precision") precision = value();
-      else if (a == "--device") device = value();
-      else if (a == "--results-file") results_file = value();
-      else if (a == "-h" || a == "--help") {
-        usage("");
-        return 0;
-      }
-      else if (!a.empty() && a[0] == '-') return usage("unknown option " + a);
-      else if (weights.empty()) weights = a;
-      else return usage("a second weights file " + a);
-    }
-    if (weights.empty() || root.empty()) return usage("WEIGHTS and --data are required");
-    MO_CHECK(precision == "fp32" || precision == "bf16", "--precision must be fp32 or bf16, got '{}'", precision);
-    tools::device_option(device, Device::cpu());  // the word itself, before any GPU is touched
-    MO_CHECK(interp.empty() || interp == "bicubic" || interp == "bilinear",
-             "--interpolation must be bicubic or bilinear, got '{}'", interp);
+  bool amp = false, use_ema = false;
+  tools::Cli cli("mo_validate", "Top-1 / top-5 accuracy and mean cross-entropy of a model on an ImageFolder split, "
+                                "with the evaluation transform.");
+  CLI::App& app = cli.app;
+  app.add_option("WEIGHTS", weights, "checkpoint (ours, .pth, .safetensors or a --hf-dir folder)")
+      ->type_name("FILE")->required();
+  app.add_option("--data", root, "the ImageFolder root (ROOT/SPLIT/<class>/*.jpg)")->type_name("ROOT")->required();
+  app.add_option("--split", split, "the folder under ROOT to evaluate")->capture_default_str();
+  app.add_option("-m,--model", model, "model name where the file does not say (e.g. mambaout_femto)")->type_name("NAME");
+  app.add_flag("--use-ema", use_ema, "the checkpoint's EMA weights (state_dict_ema) instead of the model's");
+  app.add_option("--img-size", img_size, "input size (default: the checkpoint's)")->check(tools::int_range(32, 8192));
+  app.add_option("--crop-pct", crop_pct, "centre-crop fraction (default: the checkpoint's)")
+      ->check(tools::number_range(1e-3, 1.0));
+  app.add_option("--interpolation", interp, "resize (default: the checkpoint's)")
+      ->type_name("NAME")
+      ->check(tools::one_of({"bicubic", "bilinear"}));
+  app.add_option("-b,--batch-size", batch, "images per batch (per rank)")->capture_default_str()
+      ->check(tools::int_range(1));
+  app.add_option("-j,--workers", workers, "decoding threads")->capture_default_str()->check(tools::int_range(0, 4096));
+  CLI::Option* prec = app.add_option("--precision", precision, "weights and activations")
+      ->type_name("NAME")
+      ->capture_default_str()
+      ->check(tools::one_of({"fp32", "bf16"}));
+  app.add_flag("--amp", amp, "the same as --precision bf16 (timm's name)")->excludes(prec);
+  app.add_option("--device", device, "where to run")->capture_default_str()->check(tools::one_of({"auto", "cpu", "cuda"}));
+  app.add_option("--results-file", results_file, "timm validate.py's fields, CSV or JSON by the extension, written "
+                 "when the run succeeds")->type_name("FILE");
+  app.footer("Under mpirun the split is shared among the ranks. Exit status 1 (after the numbers) when an image was\n"
+             "unreadable or the model gave NaN/Inf logits.\n" + app.get_footer());
+  if (auto rc = cli.parse(argc, argv)) return *rc;
+  if (amp) precision = "bf16";
+  return cli.run([&] {
     if (!results_file.empty()) tools::result_format_of(results_file, "--results-file");  // before the work
 
     dist::InitOptions io;
@@ -91,7 +78,7 @@ int main(int argc, char** argv) {
     DType dtype = precision == "bf16" ? DType::bf16 : DType::f32;
     MO_CHECK(dtype == DType::f32 || dev.is_cuda(), "--precision bf16 needs a GPU (the CPU kernels run fp32)");
 
-    tools::LoadedModel m = tools::load_model_for_eval(weights, model, dev, dtype);
+    tools::LoadedModel m = tools::load_model_for_eval(weights, model, dev, dtype, use_ema ? "state_dict_ema" : "");
     tools::TrainConfig c = m.train_config.value_or(tools::TrainConfig{});
     c.data.root = root;
     c.data.val_split = split;
@@ -163,8 +150,5 @@ int main(int argc, char** argv) {
       std::printf("results written to %s\n", results_file.c_str());
     }
     return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "mo_validate: error: %s\n", e.what());
-    return 1;
-  }
+  });
 }

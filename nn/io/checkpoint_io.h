@@ -6,8 +6,8 @@
 // "safetensors" (.safetensors). Adding a format is one call:
 // register_format({"mo", {".mo"}, sniff_or_empty, read_fn, write_fn}); from then on read_checkpoint,
 // write_checkpoint and load_into_model accept it. nn/ cannot include tools/, so mo's native checkpoint
-// (tools/common/checkpoint.h) is registered from the tools: tools::register_mo_format() in
-// tools/common/weights.cpp, which every tool calls.
+// (tools/engine/checkpoint.h) is registered from the tools: tools::register_mo_format() in
+// tools/engine/weights.cpp, which every tool calls.
 //
 // Reading for a model: load_into_model detects whether the file uses official or timm key names (and
 // which the model uses), renames, strips "module."/"_orig_mod." prefixes, checks every shape before

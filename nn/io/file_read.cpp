@@ -10,19 +10,9 @@
 #include <cstring>
 
 #include "autograd/check.h"
+#include "autograd/file_kind.h"
 
 namespace mo::nn::io {
-
-namespace {
-const char* kind_of(mode_t m) {
-  if (S_ISDIR(m)) return "a directory";
-  if (S_ISFIFO(m)) return "a named pipe (FIFO)";
-  if (S_ISSOCK(m)) return "a socket";
-  if (S_ISCHR(m)) return "a character device";
-  if (S_ISBLK(m)) return "a block device";
-  return "not a regular file";
-}
-}  // namespace
 
 RegularFile::RegularFile(const std::string& path, const std::string& what) : what_(what) {
   fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -37,7 +27,7 @@ RegularFile::RegularFile(const std::string& path, const std::string& what) : wha
   if (!S_ISREG(st.st_mode)) {
     ::close(fd_);
     fd_ = -1;
-    MO_FAIL("cannot read {}: {}, not a regular file", what, kind_of(st.st_mode));
+    MO_FAIL("cannot read {}: {}, not a regular file", what, file_kind(st.st_mode));
   }
   const int flags = ::fcntl(fd_, F_GETFL);
   if (flags >= 0) (void)::fcntl(fd_, F_SETFL, flags & ~O_NONBLOCK);

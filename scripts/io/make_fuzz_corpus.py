@@ -147,7 +147,7 @@ def _pb(field, value):
 
 
 def mo_file(entries, payload, payload_bytes=None, manifest_size=None, optimizer=()):
-    """A mo checkpoint (tools/common/checkpoint.proto): entries are (name, dtype, shape, offset, nbytes)."""
+    """A mo checkpoint (tools/engine/checkpoint.proto): entries are (name, dtype, shape, offset, nbytes)."""
     def entry(name, dtype, shape, offset, nbytes):
         crc = _crc32c(payload[offset:offset + nbytes]) if offset + nbytes <= len(payload) else 0
         return (_pb(1, name) + _pb(2, dtype) + (_pb(3, shape) if shape else b"") + _pb(4, offset) + _pb(5, nbytes) +

@@ -8,7 +8,7 @@ The input is cast to the model's input type (float32 or float16); the output is 
 (symbolic dimensions as their names). Where the `onnx` package is importable too, the file first goes
 through onnx.checker.check_model(full_check=True) (the IR and operator specification, with strict shape
 inference); --info says whether it did ("checked"). Exit 3 when onnxruntime cannot be imported. Used by
-tests/io/test_onnx_export.cpp (`pip install --target build/pyort onnxruntime onnx`).
+tests/nn/io/test_onnx_export.cpp (`pip install --target build/pyort onnxruntime onnx`).
 """
 import json
 import sys

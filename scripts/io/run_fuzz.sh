@@ -29,10 +29,10 @@ mkdir -p "$out"
 san=(-fsanitize=address,undefined,unsigned-integer-overflow -fno-sanitize-recover=all
      -fsanitize-ignorelist="$root/tests/fuzz/ubsan_ignorelist.txt")
 flags=(-std=c++20 -g -O1 -fno-omit-frame-pointer "${san[@]}" -I"$root" -I"$out")
-"$protoc" -I "$root" --cpp_out="$out" "$root/tools/common/checkpoint.proto"
+"$protoc" -I "$root" --cpp_out="$out" "$root/tools/engine/checkpoint.proto"
 sources=(nn/io/raw_tensor nn/io/zip_reader nn/io/zip_writer nn/io/pickle_reader nn/io/pth nn/io/json_lite
          nn/io/safetensors nn/io/tensor_convert nn/io/file_read autograd/check autograd/storage autograd/tensor autograd/graph
-         autograd/cpu_only_stubs tools/common/checkpoint tools/common/crc32c)
+         autograd/cpu_only_stubs tools/engine/checkpoint tools/engine/crc32c)
 targets=(fuzz_pth fuzz_torch_pickle fuzz_safetensors fuzz_to_tensor fuzz_mo_checkpoint)
 
 objs=()
@@ -41,7 +41,7 @@ for s in "${sources[@]}"; do  # instrumented for coverage but without libFuzzer'
   "$cxx" "${flags[@]}" -fsanitize=fuzzer-no-link -c "$root/$s.cpp" -o "$o"
   objs+=("$o")
 done
-"$cxx" "${flags[@]}" -w -c "$out/tools/common/checkpoint.pb.cc" -o "$out/checkpoint.pb.o"  # generated code
+"$cxx" "${flags[@]}" -w -c "$out/tools/engine/checkpoint.pb.cc" -o "$out/checkpoint.pb.o"  # generated code
 objs+=("$out/checkpoint.pb.o")
 for t in "${targets[@]}"; do
   "$cxx" "${flags[@]}" -fsanitize=fuzzer "$root/tests/fuzz/$t.cpp" "${objs[@]}" -lprotobuf -lfmt -lz -lpthread -o "$out/$t"

@@ -1,4 +1,4 @@
-"""torch_io.py: the PyTorch side of the checkpoint-conversion tests (tests/io/test_io_*.cpp call it through
+"""torch_io.py: the PyTorch side of the checkpoint-conversion tests (tests/nn/io/test_io_*.cpp call it through
 MO_PYTHON, Debian's /usr/bin/python3 with torch 1.13). Sub-commands:
 
   fixtures DIR               torch.save files covering the reader's cases (dtypes, shared storages and views,

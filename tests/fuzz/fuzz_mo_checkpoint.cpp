@@ -1,4 +1,4 @@
-// fuzz_mo_checkpoint.cpp: libFuzzer target for mo's own checkpoint reader (tools/common/checkpoint.cpp:
+// fuzz_mo_checkpoint.cpp: libFuzzer target for mo's own checkpoint reader (tools/engine/checkpoint.cpp:
 // magic, manifest size, protobuf manifest, tensor entries, payload extents and CRCs). When the input
 // holds a whole manifest, its CRC-32C is recomputed first, so mutations of the manifest reach the
 // entry checks instead of stopping at the checksum. The reader takes a path: each input is written to
@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "autograd/check.h"
-#include "tools/common/checkpoint.h"
-#include "tools/common/crc32c.h"
+#include "tools/engine/checkpoint.h"
+#include "tools/engine/crc32c.h"
 
 namespace {
 const std::string& scratch() {

@@ -12,8 +12,8 @@
 
 #include "nn/io/json_lite.h"
 #include "tests/test_util.h"
-#include "tests/train/train_test_util.h"
-#include "tools/common/checkpoint.h"
+#include "tests/engine/train_test_util.h"
+#include "tools/engine/checkpoint.h"
 
 namespace fs = std::filesystem;
 namespace nn = mo::nn;

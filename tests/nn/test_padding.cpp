@@ -171,7 +171,7 @@ TEST(Padding, AdamWStepsKeepThePadsZero) {
   // The compute weights the model runs on are the master's: pads 0 there too.
   for (auto& [n, p] : pad.named_parameters()) expect_pads_zero(pad, n, p, "weights");
 
-  // Checkpoint path (tools/common/trainer.cpp): export every slot in the reference layout, import into
+  // Checkpoint path (tools/engine/trainer.cpp): export every slot in the reference layout, import into
   // a fresh optimizer, and the stored buffers are identical bit for bit.
   MambaOut again(cfg, 99);
   AdamW oc(again, Device::cpu(), DType::f32, o);

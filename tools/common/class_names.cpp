@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "autograd/check.h"
+#include "tools/engine/recipe_path.h"
 
 namespace fs = std::filesystem;
 
@@ -27,12 +28,6 @@ std::vector<std::string> read_class_names(const std::string& path) {
   }
   MO_CHECK(!names.empty(), "'{}' holds no class names", path);
   return names;
-}
-
-std::string executable_dir() {
-  std::error_code ec;
-  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string(".") : exe.parent_path().string();
 }
 
 std::string find_imagenet_classes_file() {

@@ -14,7 +14,4 @@ std::vector<std::string> read_class_names(const std::string& path);
 // executable (a build directory inside the checkout). Throws listing the places tried.
 std::string find_imagenet_classes_file();
 
-// The directory of the running executable (/proc/self/exe).
-std::string executable_dir();
-
 }  // namespace mo::tools

@@ -11,26 +11,11 @@
 #include "data/jpeg.h"
 #include "data/normalize.h"
 #include "nn/io/checkpoint_io.h"
-#include "tools/common/checkpoint.h"
 #include "tools/common/class_names.h"
-#include "tools/common/weights.h"
+#include "tools/engine/checkpoint.h"
+#include "tools/engine/weights.h"
 
 namespace mo::tools {
-
-// Rows of the classifier weight (official head.fc2, timm head.fc), or 0 when there is none. The
-// model is built with that many classes, so an empty weight ([2^40, 0] holds no bytes) is refused
-// rather than trusted: rows x columns are then bounded by the file's bytes.
-int64_t classifier_rows(const nn::io::RawStateDict& sd, const std::string& what) {
-  for (const auto& [name, t] : sd.tensors) {
-    std::string n = nn::io::strip_wrapper_prefix(name);
-    if ((n == "head.fc2.weight" || n == "head.fc.weight") && t.shape.size() == 2) {
-      MO_CHECK(t.shape[1] > 0, "{}: classifier weight '{}' has shape {}, with no input features", what, name,
-               nn::io::shape_string(t.shape));
-      return t.shape[0];
-    }
-  }
-  return 0;
-}
 
 LoadedModel model_from_state_dict(const nn::io::RawStateDict& sd, const std::string& what,
                                   const std::string& model_name) {
@@ -54,8 +39,16 @@ LoadedModel model_from_state_dict(const nn::io::RawStateDict& sd, const std::str
   return out;
 }
 
-LoadedModel load_model_for_eval(const std::string& weights, const std::string& model_name, Device dev, DType dtype) {
+LoadedModel load_model_for_eval(const std::string& weights, const std::string& model_name, Device dev, DType dtype,
+                                const std::string& entry) {
   register_mo_format();
+  const bool hf_dir = is_hf_dir(weights);
+  if (!entry.empty()) {  // a file of one flat state_dict has no entries (a pipe or folder fails below, named)
+    const bool flat = hf_dir || (std::filesystem::is_regular_file(weights) &&
+                                 nn::io::format_for_read(weights).name == "safetensors");
+    MO_CHECK(!flat, "'{}' is {}, which holds one set of weights: it has no entry '{}' (training checkpoints, .mo "
+             "or .pth, have one)", weights, hf_dir ? "a folder of one model.safetensors" : "a safetensors file", entry);
+  }
   std::vector<std::string> class_names;
   std::optional<TrainConfig> train_config;
   if (is_mo_checkpoint(weights)) {
@@ -67,8 +60,11 @@ LoadedModel load_model_for_eval(const std::string& weights, const std::string& m
       train_config = c;
     }
   }
-  LoadedModel out = model_from_state_dict(is_hf_dir(weights) ? read_hf_dir(weights) : nn::io::read_checkpoint(weights),
+  nn::io::ReadOptions read;
+  read.entry = entry;
+  LoadedModel out = model_from_state_dict(hf_dir ? read_hf_dir(weights) : nn::io::read_checkpoint(weights, read),
                                           weights, model_name);
+  if (!entry.empty()) out.summary += fmt::format(" (entry {})", entry);
   if (!class_names.empty()) out.class_names = class_names;
   out.train_config = train_config;
   nn::pack_parameters(*out.model, dev, dtype);

@@ -12,8 +12,9 @@
 #include "data/transforms.h"
 #include "nn/io/raw_tensor.h"
 #include "nn/mambaout.h"
-#include "tools/common/model_info.h"
-#include "tools/common/train_config.h"
+#include "tools/engine/model_info.h"
+#include "tools/engine/train_config.h"
+#include "tools/engine/weights.h"
 
 namespace mo::tools {
 
@@ -29,11 +30,11 @@ struct LoadedModel {
 
 // `weights`: a file, or a folder written by mo_convert --hf-dir (config.json + model.safetensors).
 // `model_name` empty: taken from the file (our manifest, or an 'arch' entry), else an error asking for
-// --model. The model ends up in eval mode on `dev` with parameters in `dtype` (f32 or bf16).
-LoadedModel load_model_for_eval(const std::string& weights, const std::string& model_name, Device dev, DType dtype);
-// Rows of the classifier weight (official head.fc2, timm head.fc), or 0 when there is none; a weight with
-// no input features is refused, naming `what` (the file).
-int64_t classifier_rows(const nn::io::RawStateDict& sd, const std::string& what);
+// --model. The model ends up in eval mode on `dev` with parameters in `dtype` (f32 or bf16). `entry`: the
+// weights inside a training checkpoint (nn::io::ReadOptions; "state_dict_ema" for --use-ema), empty for
+// the model's own.
+LoadedModel load_model_for_eval(const std::string& weights, const std::string& model_name, Device dev, DType dtype,
+                                const std::string& entry = "");
 // The same from weights already read (`what` names them in errors); the model stays on the CPU in fp32.
 LoadedModel model_from_state_dict(const nn::io::RawStateDict& sd, const std::string& what, const std::string& model_name);
 

@@ -4,7 +4,7 @@
 // are shown enlarged by a whole factor with pixelated rendering (a 32 px Fashion-MNIST image is
 // otherwise a speck). The picker offers only what mo decodes (JPEG, PNG, WebP: data/image_decode.h).
 // #results carries data-file (the name of the last file picked) and data-state (busy, done, error), so a
-// browser test (tests/train/test_serve_browser.cpp) can tell when that file's answer is on the page.
+// browser test (tests/tools/test_serve_browser.cpp) can tell when that file's answer is on the page.
 #pragma once
 
 namespace mo::tools {

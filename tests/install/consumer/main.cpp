@@ -8,7 +8,7 @@
 #include "autograd/graph.h"
 #include "autograd/rng.h"
 #include "nn/mambaout.h"
-#include "tools/common/weights.h"
+#include "tools/engine/weights.h"
 
 int main(int argc, char** argv) {
   try {
