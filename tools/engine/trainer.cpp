@@ -222,6 +222,7 @@ TrainResult Trainer::fit() {
       epoch_norm_count_ = 0;
     }
     epoch_start_ = now_s();
+    epoch_input_start_ = train_->stats();
     epoch_steps_run_ = 0;
     for (int64_t k = step_in_epoch_; k < steps_per_epoch_; ++k) {
       train_step(epoch, k);

@@ -92,6 +92,7 @@ class Trainer {
   CheckpointState make_state(std::optional<double> metric) const;
   std::string save(std::optional<double> metric, bool is_best);
   void say(const std::string& msg);
+  void log_input(int64_t epoch, double train_time);
   void train_step(int64_t epoch, int64_t k);
   void end_of_epoch(int64_t epoch, TrainResult& r);
   std::optional<EvalResult> evaluate_ema(int64_t epoch, EpochSummary& row);  // the EMA's columns of `row`, a log line
@@ -140,6 +141,7 @@ class Trainer {
   double window_norm_sum_ = 0, epoch_norm_sum_ = 0;  // gradient norms (optim.clip_grad) since the last log / epoch
   int64_t window_norm_count_ = 0, epoch_norm_count_ = 0;
   double epoch_start_ = 0;     // when this run started training the current epoch
+  data::LoaderStats epoch_input_start_;  // the training loader's counters then (the epoch's input line)
   int64_t epoch_steps_run_ = 0;  // steps of the current epoch this run trained
   int64_t epoch_bad_start_ = 0;  // the training loader's bad_samples() when the epoch started
   double last_loss_ = 0, window_start_ = 0, run_start_ = 0, step_time_ema_ = 0, last_step_end_ = 0;

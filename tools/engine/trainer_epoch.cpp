@@ -12,6 +12,38 @@ namespace mo::tools {
 
 using detail::now_s;
 
+// Which side limits: the time the step waited for batches against the epoch's training time, and where
+// the workers' time went by stage (this epoch, mean over the ranks; the slowest rank's wait too).
+void Trainer::log_input(int64_t epoch, double train_time) {
+  const data::LoaderStats now = train_->stats(), &s0 = epoch_input_start_;
+  std::vector<double> v = {now.wait_s - s0.wait_s, now.deliver_s - s0.deliver_s, now.busy_s - s0.busy_s,
+                           static_cast<double>(now.samples - s0.samples)};
+  for (int k = 0; k < data::kNumStages; ++k) v.push_back(now.stage_s[k] - s0.stage_s[k]);
+  const int64_t world = pg_->world_size();
+  std::vector<double> wait_max = {v[0]};
+  if (world > 1) {
+    // the process group only sums: each rank's wait in its own slot, then the largest
+    std::vector<double> each(static_cast<size_t>(world), 0.0);
+    each[static_cast<size_t>(pg_->rank())] = v[0];
+    each = pg_->all_reduce_sum(each);
+    wait_max[0] = *std::max_element(each.begin(), each.end());
+    v = pg_->all_reduce_sum(v);
+    for (double& x : v) x /= static_cast<double>(world);
+  }
+  if (train_time <= 0 || v[3] <= 0) return;
+  std::string stages;
+  const double work = std::max(1e-12, v[2]);
+  for (int k = 0; k < data::kNumStages; ++k)
+    if (v[4 + k] > 0)
+      stages += fmt::format("{}{} {:.0f}%", stages.empty() ? "" : ", ", data::stage_name(static_cast<data::Stage>(k)),
+                            100.0 * v[4 + k] / work);
+  say(fmt::format("epoch {}: input: the step waited {:.1f} s of {:.1f} s for batches ({:.1f}%{}), upload {:.1f} s; "
+                  "workers {:.1f} s busy, {:.0f} images/s each thread-second ({})",
+                  epoch, v[0], train_time, 100.0 * v[0] / train_time,
+                  world > 1 ? fmt::format(", slowest rank {:.1f} s", wait_max[0]) : "", v[1], v[2],
+                  v[3] / work, stages));
+}
+
 void Trainer::end_of_epoch(int64_t epoch, TrainResult& r) {
   const int64_t world = pg_->world_size();
   const double train_time = now_s() - epoch_start_;
@@ -87,6 +119,7 @@ void Trainer::end_of_epoch(int64_t epoch, TrainResult& r) {
   } else {
     say(fmt::format("epoch {}: train loss {:.4f}{}", epoch, train_loss, train_note));
   }
+  log_input(epoch, train_time);
   if (tb_) {
     tb_->add_scalar("train/epoch_loss", train_loss, global_step_);
     tb_->flush();
