@@ -2,12 +2,17 @@
 // fresh random data: output and dqkv, full and causal, lengths that are not multiples of the tiles (1, 17,
 // 65, 197) and several heads, in float32 (1e-4, max-abs scaled) and bfloat16 (2e-2 against the CPU run on
 // the bf16-rounded inputs); the backward bit-identical from run to run; head dims other than 64 refused
-// by name. Every test skips where there is no GPU.
+// by name; the ViT token ops (ops/shape/tokens.cu) and a whole small ViT (full and causal, forward and every
+// parameter gradient) against the CPU. Every test skips where there is no GPU.
 #include <cstring>
 #include <tuple>
 
 #include "autograd/cuda_allocator.h"
+#include "nn/module.h"
+#include "nn/vit.h"
 #include "ops/attention/attention.h"
+#include "ops/loss/cross_entropy.h"
+#include "ops/shape/tokens.h"
 #include "tests/test_util.h"
 
 using namespace mo;
@@ -86,4 +91,45 @@ TEST(CudaAttention, HeadDimOtherThan64IsRefused) {
   EXPECT_NE(mo::test::error_of([&] { attention(qkv, 2, false); }).find("head dim 64, got 32"), std::string::npos);
   Tensor f64 = Tensor::zeros({2, 5, 3 * 64}, DType::f64, Device::cuda(0));
   EXPECT_NE(mo::test::error_of([&] { attention(f64, 1, false); }).find("float32 or bfloat16"), std::string::npos);
+}
+
+TEST(CudaAttention, TokenOpsMatchCpu) {
+  if (!mo::cuda_available()) GTEST_SKIP();
+  for (bool last : {false, true})
+    for (DType dt : {DType::f32, DType::bf16}) {
+      Tensor x = randn({3, 16, 40}, 51, DType::f32), cls = randn({1, 1, 40}, 52, DType::f32);
+      Tensor pos = randn({1, 17, 40}, 53, DType::f32), dy = randn({3, 40}, 54, DType::f32);
+      std::vector<Tensor> grads[2], outs;
+      for (int on_gpu = 0; on_gpu < 2; ++on_gpu) {
+        auto put = [&](const Tensor& t) {
+          return (on_gpu ? t.to(dt).to(Device::cuda(0)) : round_to(t, dt).clone()).requires_grad_();
+        };
+        Tensor a = put(x), b = put(cls), c = put(pos);
+        Tensor y = select_token(class_token_embed(a, b, c, last), last ? 16 : 3);
+        y.backward(on_gpu ? dy.to(dt).to(Device::cuda(0)) : round_to(dy, dt));
+        outs.push_back(y);
+        grads[on_gpu] = {a.grad(), b.grad(), c.grad()};
+      }
+      const double tol = dt == DType::f32 ? 1e-6 : 1e-2;
+      EXPECT_TRUE(mo::test::all_close(outs[1], outs[0], tol, "tokens"));
+      for (int k = 0; k < 3; ++k) EXPECT_TRUE(mo::test::all_close(grads[1][k], grads[0][k], tol, "grad " + std::to_string(k)));
+    }
+}
+
+TEST(CudaAttention, WholeVitMatchesCpu) {
+  if (!mo::cuda_available()) GTEST_SKIP();
+  for (bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "causal" : "full");
+    nn::VitConfig c = nn::vit_config("vit_tiny_patch4_32");
+    c.embed_dim = 128, c.num_heads = 2, c.depth = 2, c.num_classes = 10, c.causal = causal;  // head dim 64
+    nn::VisionTransformer cpu(c, 5), gpu(c, 5);
+    nn::pack_parameters(gpu, Device::cuda(0), DType::f32);
+    Tensor x = randn({4, 3, 32, 32}, 61, DType::f32), target = mo::test::rand_uniform({4, 10}, 62, 0.0, 1.0);
+    Tensor lc = cpu.forward(x), lg = gpu.forward(x.to(Device::cuda(0)));
+    soft_target_cross_entropy(lc, target).backward();
+    soft_target_cross_entropy(lg, target.to(Device::cuda(0))).backward();
+    EXPECT_TRUE(mo::test::all_close(lg, lc, 1e-4, "logits"));
+    for (auto& [n, p] : cpu.named_parameters())
+      EXPECT_TRUE(mo::test::all_close(gpu.parameter(n).grad(), p.grad(), 1e-3, n));
+  }
 }
