@@ -1,11 +1,12 @@
 // test_vit.cpp: the ViT models (nn/vit.h): timm's parameter counts and state_dict names, the whole model
 // (full and causal) against the plain-torch ViT of tests/reference/vit_ref.py on the same weights (logits,
 // loss, every parameter gradient; float64 and float32), weight files round-tripping with timm's names,
-// a few AdamW steps that fit a small batch, and the errors.
+// a few AdamW steps that fit a small batch, the MAC count walked from the model (mo_flops), and the errors.
 #include <filesystem>
 #include <fstream>
 
 #include "nn/adamw.h"
+#include "nn/flops.h"
 #include "nn/io/checkpoint_io.h"
 #include "nn/vit.h"
 #include "ops/loss/cross_entropy.h"
@@ -154,4 +155,28 @@ TEST(Vit, BadInputsAreNamed) {
   bad.num_heads = 5;  // 48 % 5
   EXPECT_NE(mo::test::error_of([&] { VisionTransformer v(bad, 0, false); }).find("width 48 / heads 5"),
             std::string::npos);
+}
+
+TEST(Vit, MacCountFromTheModelAgreesWithEq6) {
+  // per block 2·MACs = Eq. 6 at the model's L (197, with the class token); causal counts the L(L+1)/2
+  // (query, key) pairs of the lower triangle, diagonal included: D·L(L+1)/2 per product
+  for (bool causal : {false, true}) {
+    VitConfig cfg = vit_config("vit_small_patch16_224");
+    cfg.causal = causal;
+    const VitCount c = count_vit(VisionTransformer(cfg, 0, false));
+    const int64_t D = 384, L = 197;
+    EXPECT_EQ(c.tokens, L);
+    EXPECT_EQ(c.params, 22050664);
+    EXPECT_EQ(c.qkv, L * D * 3 * D);
+    EXPECT_EQ(c.mlp, 2 * L * D * 4 * D);
+    EXPECT_EQ(c.qk, causal ? D * L * (L + 1) / 2 : D * L * L);
+    EXPECT_EQ(c.av, c.qk);
+    EXPECT_EQ(c.patch_embed, 196 * D * 3 * 16 * 16);
+    EXPECT_EQ(c.head, D * 1000);
+    EXPECT_EQ(c.total, c.patch_embed + 12 * c.per_block + c.head);
+    const TransformerFlops f = transformer_flops({D, 12, L, causal});
+    if (!causal) EXPECT_EQ(2 * c.per_block, f.per_block);
+    else EXPECT_EQ(2 * c.per_block, f.per_block + 2 * D * L);  // + the diagonal, D·L per product
+  }
+  EXPECT_EQ(count_vit(VisionTransformer(vit_config("vit_small_patch16_224"), 0, false)).total, 4598882304);  // 4.6 G
 }
