@@ -119,8 +119,9 @@ Tensor attention(const Tensor& qkv_in, int64_t heads, bool causal) {
       forward_cpu<T>(qkv.data<T>(), d, causal, out.data<T>(), lse.data<T>());
     });
   }
+  // the output is saved detached: a handle with its grad_fn would keep the node (and the graph) alive
   record("attention", {qkv_in}, {&out},
-         [sq = Saved(qkv, "attention"), so = Saved(out, "attention"), lse, d, heads,
+         [sq = Saved(qkv, "attention"), so = Saved(out.detach(), "attention"), lse, d, heads,
           causal](std::vector<Tensor>& g) -> std::vector<Tensor> {
            const Tensor& qkv = sq.get();
            const Tensor& out = so.get();

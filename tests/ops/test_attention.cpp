@@ -59,6 +59,16 @@ TEST(Attention, CausalRowsIgnoreLaterTokens) {
       }
 }
 
+TEST(Attention, GraphIsFreedWithItsOutput) {
+  // the node saves the output for backward; it must not keep itself (and every earlier node) alive
+  Tensor qkv = randn({1, 4, 6}, 9, DType::f64).requires_grad_();
+  Tensor out = attention(qkv, 1, false);
+  std::weak_ptr<Node> node = out.grad_fn();
+  ASSERT_FALSE(node.expired());
+  out = Tensor();
+  EXPECT_TRUE(node.expired());
+}
+
 TEST(Attention, HugeScoresStayFinite) {
   // scores of ~1e6: a naive exp overflows; the max-subtracted softmax picks the largest key exactly
   Tensor qkv = randn({1, 9, 3 * 1 * 8}, 5, DType::f32, 1.0);

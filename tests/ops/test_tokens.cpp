@@ -48,6 +48,15 @@ TEST(Tokens, PlacementAndPositionRows) {
   }
 }
 
+TEST(Tokens, GraphIsFreedWithItsOutput) {
+  Tensor x = leaf({2, 3, 4}, 5), cls = leaf({1, 1, 4}, 6), pos = leaf({1, 4, 4}, 7);
+  Tensor y = select_token(class_token_embed(x, cls, pos, true), 3);
+  std::weak_ptr<Node> node = y.grad_fn();
+  ASSERT_FALSE(node.expired());
+  y = Tensor();
+  EXPECT_TRUE(node.expired());
+}
+
 TEST(Tokens, BadShapesAreNamed) {
   Tensor x = Tensor::zeros({2, 4, 5}), cls = Tensor::zeros({1, 1, 5});
   EXPECT_NE(mo::test::error_of([&] { class_token_embed(x, cls, Tensor::zeros({1, 4, 5}), false); }).find("float32[1, 4, 5]"),
