@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "nn/classifier.h"
 #include "nn/layers.h"
 
 namespace mo::nn {
@@ -45,21 +46,21 @@ class VitBlock : public Module {
   Linear *qkv, *proj, *fc1, *fc2;  // attn.qkv, attn.proj, mlp.fc1, mlp.fc2
 };
 
-class VisionTransformer : public Module {
+class VisionTransformer : public Classifier {
  public:
   // init_seed keys timm's initialisation (Linear/conv trunc_normal 0.02, pos_embed trunc_normal 0.02,
   // cls_token normal 1e-6, biases 0); initialize = false leaves zeros (counting, or before loading).
   explicit VisionTransformer(const VitConfig& cfg, uint64_t init_seed = 0, bool initialize = true);
   Tensor forward(const Tensor& x) const;       // (B, 3, H, W) -> logits (B, num_classes)
-  Tensor forward_nhwc(const Tensor& x) const;  // (B, H, W, 3) -> logits
+  Tensor forward_nhwc(const Tensor& x) const override;  // (B, H, W, 3) -> logits
   Tensor forward_features(const Tensor& x_nhwc) const;  // the normed class token (B, embed_dim)
-  void set_drop_path_key(uint64_t seed, uint64_t step) {
+  void set_drop_path_key(uint64_t seed, uint64_t step) override {
     dp_seed_ = seed;
     dp_step_ = step;
   }
   const VitConfig& config() const { return cfg_; }
   const char* type_name() const override { return "VisionTransformer"; }
-  std::vector<std::string> classifier_parameter_names() const { return {"head.weight", "head.bias"}; }
+  std::vector<std::string> classifier_parameter_names() const override { return {"head.weight", "head.bias"}; }
   int64_t num_tokens() const;  // patches + the class token
 
   Tensor *cls_token, *pos_embed;

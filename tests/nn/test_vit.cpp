@@ -1,11 +1,12 @@
 // test_vit.cpp: the ViT models (nn/vit.h): timm's parameter counts and state_dict names, the whole model
 // (full and causal) against the plain-torch ViT of tests/reference/vit_ref.py on the same weights (logits,
 // loss, every parameter gradient; float64 and float32), weight files round-tripping with timm's names,
-// a few AdamW steps that fit a small batch, the MAC count walked from the model (mo_flops), and the errors.
+// a few AdamW steps that fit a small batch, make_classifier (the engine's model by name), the MAC count walked from the model (mo_flops), and the errors.
 #include <filesystem>
 #include <fstream>
 
 #include "nn/adamw.h"
+#include "nn/classifier.h"
 #include "nn/flops.h"
 #include "nn/io/checkpoint_io.h"
 #include "nn/vit.h"
@@ -179,4 +180,25 @@ TEST(Vit, MacCountFromTheModelAgreesWithEq6) {
     else EXPECT_EQ(2 * c.per_block, f.per_block + 2 * D * L);  // + the diagonal, D·L per product
   }
   EXPECT_EQ(count_vit(VisionTransformer(vit_config("vit_small_patch16_224"), 0, false)).total, 4598882304);  // 4.6 G
+}
+
+TEST(Vit, MakeClassifierBuildsEitherFamilyByName) {
+  auto v = make_classifier({"vit_tiny_patch4_32", 10, 0.1, "causal"}, 1, false);
+  auto* vit = dynamic_cast<VisionTransformer*>(v.get());
+  ASSERT_NE(vit, nullptr);
+  EXPECT_TRUE(vit->config().causal);
+  EXPECT_EQ(vit->config().num_classes, 10);
+  EXPECT_EQ(vit->config().drop_path_rate, 0.1);
+  EXPECT_EQ(v->classifier_parameter_names(), (std::vector<std::string>{"head.weight", "head.bias"}));
+  EXPECT_EQ(v->forward_nhwc(Tensor::zeros({2, 32, 32, 3})).shape(), (Shape{2, 10}));
+  auto m = make_classifier({"mambaout_femto", 7, 0.0, "full"}, 1, false);
+  ASSERT_NE(dynamic_cast<MambaOut*>(m.get()), nullptr);
+  EXPECT_EQ(m->classifier_parameter_names(), (std::vector<std::string>{"head.fc2.weight", "head.fc2.bias"}));
+  const std::string unknown = mo::test::error_of([] { make_classifier({"vit_huge", 10, 0.0, "full"}, 1, false); });
+  EXPECT_NE(unknown.find("unknown model 'vit_huge'"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("mambaout_femto"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("vit_tiny_patch4_32"), std::string::npos) << unknown;
+  EXPECT_NE(mo::test::error_of([] { make_classifier({"mambaout_femto", 10, 0.0, "causal"}, 1, false); })
+                .find("applies to ViT models only"),
+            std::string::npos);
 }
