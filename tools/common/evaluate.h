@@ -11,7 +11,7 @@
 
 #include "data/loader.h"
 #include "dist/metrics.h"
-#include "nn/classifier.h"
+#include "nn/mambaout.h"
 
 namespace mo::tools {
 

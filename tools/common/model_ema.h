@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "nn/adamw.h"
-#include "nn/classifier.h"
+#include "nn/mambaout.h"
 
 namespace mo::tools {
 

@@ -32,7 +32,7 @@
 #include "dist/metrics.h"
 #include "dist/process_group.h"
 #include "nn/adamw.h"
-#include "nn/classifier.h"
+#include "nn/mambaout.h"
 #include "tools/common/checkpoint.h"
 #include "tools/common/evaluate.h"
 #include "tools/common/model_ema.h"
