@@ -142,6 +142,15 @@ TEST(Vit, FewAdamWStepsFitASmallBatch) {
   }
 }
 
+TEST(Vit, WeightDecaySkipsWhatTimmSkips) {
+  // timm: no decay for biases, 1-D parameters (LayerNorm) and VisionTransformer.no_weight_decay()
+  VisionTransformer m(small_config(false), 0, false);
+  for (auto& [n, p] : m.named_parameters()) {
+    const bool want = n.find(".weight") != std::string::npos && n.find("norm") == std::string::npos;
+    EXPECT_EQ(decays(n, p), want) << n;
+  }
+}
+
 TEST(Vit, BadInputsAreNamed) {
   EXPECT_NE(mo::test::error_of([] { vit_config("vit_base_patch16_224"); }).find("vit_tiny_patch16_224"),
             std::string::npos);
