@@ -1,27 +1,14 @@
-// test_tokens.cpp: the ViT token ops on the CPU: fp64 finite-difference gradients of class_token_embed
-// (class token first and last) and select_token, the placement of every token, and the errors.
+// test_tokens.cpp: the ViT token ops on the CPU beside their op-table cases (tests/ops/op_table.cpp:
+// gradcheck, PyTorch, CUDA): the placement of every token, the graph freed with its output, the errors.
 #include "ops/shape/tokens.h"
 #include "tests/test_util.h"
 
 using namespace mo;
-using mo::test::gradcheck;
 using mo::test::randn;
 
 namespace {
 Tensor leaf(const Shape& s, uint64_t seed) { return randn(s, seed, DType::f64).requires_grad_(); }
 }  // namespace
-
-TEST(Tokens, ClassTokenEmbedGradcheck) {
-  for (bool last : {false, true})
-    EXPECT_TRUE(gradcheck([&](const std::vector<Tensor>& v) { return class_token_embed(v[0], v[1], v[2], last); },
-                          {leaf({3, 4, 5}, 1), leaf({1, 1, 5}, 2), leaf({1, 5, 5}, 3)}))
-        << "cls_last " << last;
-}
-
-TEST(Tokens, SelectTokenGradcheck) {
-  for (int64_t t : {0, 2, 4})
-    EXPECT_TRUE(gradcheck([&](const std::vector<Tensor>& v) { return select_token(v[0], t); }, {leaf({3, 5, 4}, 4)}));
-}
 
 TEST(Tokens, PlacementAndPositionRows) {
   // x[b, n, c] = 100·b + 10·n + c, cls = −1, pos[t, c] = 1000·t: every output names its source
