@@ -5,7 +5,8 @@ namespace mo::nn {
 
 bool decays(const std::string& name, const Tensor& p) {
   bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-  return !(is_bias || p.dim() <= 1);
+  bool vit_token = name == "pos_embed" || name == "cls_token";  // timm's VisionTransformer.no_weight_decay()
+  return !(is_bias || vit_token || p.dim() <= 1);
 }
 
 AdamW::AdamW(Module& model, Device dev, DType compute, const AdamWOptions& opt)

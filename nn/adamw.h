@@ -6,8 +6,8 @@
 //    accumulates straight into it (bf16 gradients are added into fp32), and all-reduce buckets are
 //    slices of it;
 //  - moments exp_avg / exp_avg_sq: fp32 buffers.
-// Weight decay is decoupled and skipped for biases and every parameter with ndim ≤ 1 (LayerNorm,
-// LayerScale), as timm's param groups do.
+// Weight decay is decoupled and skipped for biases, every parameter with ndim ≤ 1 (LayerNorm,
+// LayerScale) and a ViT's pos_embed and cls_token, as timm's param groups do.
 // Padded parameters (Module::padding_of) need nothing special: their pads have zero gradients, so
 // m = v = 0 there and the update p ← p·(1 − lr·wd) − lr·m̂/(√v̂ + ε) leaves p = 0.
 #pragma once
@@ -23,7 +23,7 @@ struct AdamWOptions {
   double lr = 4e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.05;
 };
 
-// True when the parameter is decayed (timm: not a bias, ndim > 1).
+// True when the parameter is decayed (timm: not a bias, ndim > 1, not a ViT's pos_embed or cls_token).
 bool decays(const std::string& name, const Tensor& p);
 
 class AdamW {

@@ -165,4 +165,28 @@ ModelCount count_mambaout(const MambaOut& m, int64_t img_h, int64_t img_w) {
   return out;
 }
 
+// ---- ViT ---------------------------------------------------------------------------------------
+
+VitCount count_vit(const VisionTransformer& m) {
+  const VitConfig& cfg = m.config();
+  VitCount c;
+  c.arch = cfg.name, c.dim = cfg.embed_dim, c.depth = static_cast<int64_t>(m.blocks.size()), c.causal = cfg.causal;
+  c.tokens = m.num_tokens(), c.params = m.num_parameters();
+  const int64_t L = c.tokens, patches = L - 1;
+  const Conv2d& pe = *m.patch_embed;
+  c.patch_embed = mul({patches, pe.out_channels, pe.in_channels, pe.kernel, pe.kernel});
+  const int64_t pairs = cfg.causal ? mul(L, L + 1) / 2 : mul(L, L);  // (query, key) products per head
+  c.total = c.patch_embed;
+  for (const VitBlock* b : m.blocks) {
+    auto lin = [&](const Linear* l) { return mul({L, l->in_features, l->out_features}); };
+    c.qkv = lin(b->qkv), c.proj = lin(b->proj), c.mlp = add(lin(b->fc1), lin(b->fc2));
+    c.qk = c.av = mul(pairs, b->dim);  // heads × head dim = dim
+    c.per_block = add(add(c.qkv, c.proj), add(c.mlp, add(c.qk, c.av)));
+    c.total = add(c.total, c.per_block);
+  }
+  c.head = mul(m.head->in_features, m.head->out_features);  // the class token only
+  c.total = add(c.total, c.head);
+  return c;
+}
+
 }  // namespace mo::nn

@@ -2,6 +2,10 @@
 // 1. Transformer blocks by the MambaOut paper's Eq. 6 (one multiply or one add = 1 FLOP; per block
 //    24·D²·L + 4·D·L², softmax/norms/activations/biases ignored; causal attention halves the L² term),
 //    with the ViT presets the paper discusses.
+// 3. mo's ViT (nn/vit.h): multiply-accumulates walked from the model's own layers, for comparison with
+//    Eq. 6 (2 FLOPs per MAC): per block the qkv/proj/fc1/fc2 Linears on L tokens and the attention map
+//    (Q·Kᵀ and A·V: L² products of width D, causal L(L+1)/2: the lower triangle with its diagonal), plus
+//    the patch-embedding conv and the head on the class token. Norms, softmax, GELU, biases: not counted.
 // 2. MambaOut models: parameters and multiply-accumulates counted by walking the project's own model
 //    (nn/mambaout.h) in forward order, tracking the spatial size through every stride-2 conv. Counted:
 //    every Conv2d, depthwise conv and Linear (MACs); optionally LayerNorm by the fvcore convention
@@ -13,6 +17,7 @@
 #include <vector>
 
 #include "nn/mambaout.h"
+#include "nn/vit.h"
 
 namespace mo::nn {
 
@@ -91,5 +96,16 @@ struct ModelCount {
 // MACs are the reference model's: the zero channels mo adds to mambaout_base's hidden widths (mambaout.h)
 // are not counted (they add 0.9% / 0.9% / 0.2% to the fc1/fc2 MACs of stages 1-3).
 ModelCount count_mambaout(const MambaOut& m, int64_t img_h, int64_t img_w);
+
+// ---- ViT (walked from the model) -------------------------------------------------------------
+struct VitCount {
+  std::string arch;
+  int64_t dim = 0, depth = 0, tokens = 0, params = 0;
+  bool causal = false;
+  int64_t qkv = 0, qk = 0, av = 0, proj = 0, mlp = 0, per_block = 0;  // MACs of one block
+  int64_t patch_embed = 0, head = 0;  // MACs outside the blocks
+  int64_t total = 0;                  // patch_embed + Σ blocks + head
+};
+VitCount count_vit(const VisionTransformer& m);
 
 }  // namespace mo::nn

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "nn/classifier.h"
 #include "nn/layers.h"
 #include "ops/activation/activation.h"
 
@@ -92,7 +93,7 @@ class MlpHead : public Module {
   LayerNorm* norm = nullptr;
 };
 
-class MambaOut : public Module {
+class MambaOut : public Classifier {
  public:
   // init_seed keys the reference initialisation; initialize = false leaves weights at zero (fast,
   // for counting or before loading a checkpoint).
@@ -100,11 +101,11 @@ class MambaOut : public Module {
   // x: (B, 3, H, W) image batch (NCHW, like PyTorch). Returns logits (B, num_classes).
   Tensor forward(const Tensor& x) const;
   // Channels-last input (B, H, W, 3): skips the permute.
-  Tensor forward_nhwc(const Tensor& x) const;
+  Tensor forward_nhwc(const Tensor& x) const override;
   // Pooled features before the head (B, dims[3]) (used by tests and feature extraction).
   Tensor forward_features(const Tensor& x_nhwc) const;
   // Key for drop path: block b of step s uses Philox stream (s << 16 | b) under `seed`.
-  void set_drop_path_key(uint64_t seed, uint64_t step) {
+  void set_drop_path_key(uint64_t seed, uint64_t step) override {
     dp_seed_ = seed;
     dp_step_ = step;
   }
@@ -112,7 +113,7 @@ class MambaOut : public Module {
   const char* type_name() const override { return "MambaOut"; }
   // Dotted names of the classifier's parameters (the head's last Linear, whose shape depends on
   // num_classes): what fine-tuning from weights for another number of classes starts afresh.
-  std::vector<std::string> classifier_parameter_names() const;
+  std::vector<std::string> classifier_parameter_names() const override;
 
   std::vector<Module*> downsample_layers;  // [0] is the stem
   std::vector<std::vector<GatedCNNBlock*>> stages;

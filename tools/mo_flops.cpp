@@ -1,5 +1,6 @@
 // mo_flops: compute cost of Transformers (the MambaOut paper's Eq. 6) and of the MambaOut models
-// (parameters and MACs counted by walking mo's own model). The counting lives in nn/flops.{h,cpp};
+// (parameters and MACs counted by walking mo's own model); for vit-ti / vit-s also the MACs of mo's own
+// ViT (nn/vit.h) beside Eq. 6. The counting lives in nn/flops.{h,cpp};
 // this file parses the command line and prints a table (default) or JSON (--json).
 //
 //   mo_flops --arch vit-ti|vit-s|vit-b|vit-l|vit-h [--img N|HxW] [--patch P] [--cls-token] [--causal]
@@ -70,6 +71,19 @@ struct Options {
 
 // ---- Transformers -----------------------------------------------------------------------------
 
+// mo's own ViT for a preset it has (vit-ti, vit-s) at a square image, counted from the model; nothing when
+// the shape was customised (--dim/--depth/--tokens) or the image is not a square multiple of the patch.
+std::optional<VitCount> mo_vit_count(const Options& o, const VitPreset* preset,
+                                     const std::optional<std::pair<int64_t, int64_t>>& img, int64_t patch) {
+  if (!preset || o.dim || o.depth || o.tokens || !img || img->first != img->second || img->first % patch != 0)
+    return std::nullopt;
+  const char* name = preset->name == "vit-ti" ? "vit_tiny_patch16_224" : preset->name == "vit-s" ? "vit_small_patch16_224" : nullptr;
+  if (!name) return std::nullopt;
+  VitConfig cfg = vit_config(name);
+  cfg.img_size = img->first, cfg.patch_size = patch, cfg.causal = o.causal;
+  return count_vit(VisionTransformer(cfg, 0, /*initialize=*/false));
+}
+
 int run_transformer(const Options& o) {
   for (const char* f : {"--count-norm", "--num-classes"})
     if (o.has(f)) throw UsageError(fmt::format("{} applies to MambaOut models, not to transformers", f));
@@ -102,6 +116,9 @@ int run_transformer(const Options& o) {
   const std::string name = preset ? preset->name : "custom";
   const bool long_seq = s.tokens > f.threshold;
   const double g = static_cast<double>(f.total) / 1e9;
+  const std::optional<VitCount> mo = mo_vit_count(o, preset, img, patch);
+  // Eq. 6 at mo's sequence length (its model has the class token), for the side-by-side rows
+  const TransformerFlops fm = mo ? transformer_flops({s.dim, s.depth, mo->tokens, s.causal}) : TransformerFlops{};
 
   if (o.json) {
     std::string out = "{";
@@ -115,8 +132,15 @@ int run_transformer(const Options& o) {
         "\"quadratic\": {}, \"total\": {}}}, ",
         f.qkv, f.qk, f.av, f.proj, f.mlp, f.linear, f.quadratic, f.per_block);
     out += fmt::format("\"total_flops\": {}, \"gflops\": {:.6g}, \"ratio\": {:.6g}, \"threshold\": {}, "
-                       "\"long_sequence\": {}}}\n",
+                       "\"long_sequence\": {}",
                        f.total, g, f.ratio, f.threshold, long_seq);
+    if (mo)
+      out += fmt::format(", \"mo_model\": {{\"arch\": {}, \"tokens\": {}, \"params\": {}, \"per_block_macs\": {{\"qkv\": {}, "
+                         "\"qk\": {}, \"av\": {}, \"proj\": {}, \"mlp\": {}, \"total\": {}}}, \"patch_embed_macs\": {}, "
+                         "\"head_macs\": {}, \"total_macs\": {}, \"eq6_flops_same_tokens\": {}}}",
+                         json_string(mo->arch), mo->tokens, mo->params, mo->qkv, mo->qk, mo->av, mo->proj, mo->mlp,
+                         mo->per_block, mo->patch_embed, mo->head, mo->total, fm.total);
+    out += "}\n";
     std::fputs(out.c_str(), stdout);
     return 0;
   }
@@ -146,6 +170,28 @@ int run_transformer(const Options& o) {
   const char* cmp = s.tokens > f.threshold ? ">" : s.tokens == f.threshold ? "=" : "<";
   out += fmt::format("τ = {}D = {} tokens: L = {} {} τ, {}\n", s.causal ? 12 : 6, grouped(f.threshold), s.tokens, cmp,
                      long_seq ? "long-sequence (attention dominates)" : "not long-sequence");
+  if (mo) {
+    out += fmt::format("\nmo's own ViT ({}, nn/vit.h): L = {} tokens ({} patches + the class token), {} parameters\n"
+                       "MACs walked from its layers, 2 FLOPs each, beside Eq. 6 at the same L{}\n\n",
+                       mo->arch, mo->tokens, mo->tokens - 1, grouped(mo->params),
+                       s.causal ? " (mo: the L(L+1)/2 pairs of the lower triangle with its diagonal; Eq. 6: L²/2)" : "");
+    out += fmt::format("  {:<26} {:>16} {:>18} {:>18}\n", "per block", "MACs", "2·MACs", "Eq. 6 FLOPs");
+    auto row3 = [&](const std::string& what, int64_t macs, int64_t eq6) {
+      out += fmt::format("  {:<26} {:>16} {:>18}", what, grouped(macs), grouped(2 * macs));
+      out += eq6 < 0 ? "\n" : fmt::format(" {:>18}\n", grouped(eq6));
+    };
+    row3("QKV projections", mo->qkv, fm.qkv);
+    row3("attention map Q·Kᵀ", mo->qk, fm.qk);
+    row3("A·V", mo->av, fm.av);
+    row3("output projection", mo->proj, fm.proj);
+    row3("MLP (D → 4D → D)", mo->mlp, fm.mlp);
+    row3("total per block", mo->per_block, fm.per_block);
+    row3("patch embedding", mo->patch_embed, -1);
+    row3("head (class token)", mo->head, -1);
+    row3(fmt::format("total ({} blocks + both)", mo->depth), mo->total, fm.total);
+    out += fmt::format("  = {:.4g} GMACs, {:.4g} GFLOPs\n", static_cast<double>(mo->total) / 1e9,
+                       2.0 * static_cast<double>(mo->total) / 1e9);
+  }
   std::fputs(out.c_str(), stdout);
   return 0;
 }

@@ -148,6 +148,12 @@ TEST(TrainConfig, ShippedRecipesLoad) {
   }
   TrainConfig f = load_train_config(dir + "fashion_mnist.yaml", {});
   EXPECT_EQ(f.model.num_classes, 10);
+  TrainConfig v = load_train_config(dir + "vit_tiny_fashion_mnist.yaml", {});
+  EXPECT_EQ(v.model.name, "vit_tiny_patch4_32");
+  EXPECT_EQ(v.model.attention, "full");
+  EXPECT_EQ(load_train_config(dir + "vit_tiny_fashion_mnist.yaml", {"model.attention=causal"}).model.attention, "causal");
+  const std::string bad = error_of([&] { load_train_config(dir + "vit_tiny_fashion_mnist.yaml", {"model.attention=casual"}); });
+  EXPECT_NE(bad.find("config key 'model.attention': 'casual' is not full or causal"), std::string::npos) << bad;
 }
 
 TEST(TrainConfig, InputLimitsReachTheLoaders) {

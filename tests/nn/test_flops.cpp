@@ -195,6 +195,19 @@ TEST(Flops, CliVitTable) {
   auto [rc3, causal] = run_tool("--arch vit-s --causal");
   ASSERT_EQ(rc3, 0) << causal;
   EXPECT_NE(causal.find("29,503,488"), std::string::npos) << causal;  // quadratic term halved
+  // mo's own ViT beside Eq. 6 (L = 197): the per-block 2·MACs equal Eq. 6's 756,782,592; whole model 4.6 GMACs
+  EXPECT_NE(out.find("mo's own ViT (vit_small_patch16_224, nn/vit.h): L = 197 tokens"), std::string::npos) << out;
+  EXPECT_NE(out.find("378,391,296        756,782,592        756,782,592"), std::string::npos) << out;
+  EXPECT_NE(out.find("4,598,882,304"), std::string::npos) << out;
+  EXPECT_NE(causal.find("L(L+1)/2"), std::string::npos) << causal;
+  EXPECT_NE(causal.find("7,489,152         14,978,304         14,902,656"), std::string::npos) << causal;  // Q·Kᵀ
+  auto [rc4, js] = run_tool("--arch vit-ti --json");
+  ASSERT_EQ(rc4, 0) << js;
+  EXPECT_NE(js.find("\"mo_model\": {\"arch\": \"vit_tiny_patch16_224\", \"tokens\": 197, \"params\": 5717416"),
+            std::string::npos) << js;
+  auto [rc5, vb] = run_tool("--arch vit-b");  // no mo model for vit-b: Eq. 6 only
+  ASSERT_EQ(rc5, 0) << vb;
+  EXPECT_EQ(vb.find("mo's own ViT"), std::string::npos) << vb;
 }
 
 TEST(Flops, CliVitJsonAndCustom) {

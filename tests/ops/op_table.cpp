@@ -8,6 +8,7 @@
 #include <set>
 
 #include "ops/activation/activation.h"
+#include "ops/attention/attention.h"
 #include "ops/conv/conv2d.h"
 #include "ops/conv/dwconv2d.h"
 #include "ops/elementwise/elementwise.h"
@@ -20,6 +21,7 @@
 #include "ops/reduce/mean_hw.h"
 #include "ops/regularize/drop_path.h"
 #include "ops/shape/shape.h"
+#include "ops/shape/tokens.h"
 #include "tests/test_util.h"
 
 namespace mo::test {
@@ -209,6 +211,25 @@ OpCase drop_path_op(const Shape& xs, double p, uint64_t seed, uint64_t stream, b
   return OpCase{"drop_path " + shape_str(xs), [=](V v) { return drop_path(v[0], p, true, seed, stream); }, in,
                 fmt::format("x[0].div(1 - {}) * x[1]", p)}
       .tols(0.0, 2e-2);  // float32: the same draws and the same product, to the bit
+}
+
+// ---- attention over packed qkv (B, L, 3·H·D), and the ViT token ops ------------------------------------------
+OpCase attention_op(int64_t B, int64_t L, int64_t H, int64_t D, bool causal) {
+  return OpCase{fmt::format("attention B{} L{} H{} D{}{}", B, L, H, D, causal ? " causal" : ""),
+                [=](V v) { return attention(v[0], H, causal); }, {normal({B, L, 3 * H * D})},
+                fmt::format("(lambda q, k, v: F._scaled_dot_product_attention(q, k, v, None, 0.0, False, {})[0])"
+                            "(*x[0].reshape({}, {}, 3, {}, {}).permute(2, 0, 3, 1, 4).unbind(0))"
+                            ".transpose(1, 2).reshape({}, {}, {})",  // torch 1.13's name of F.scaled_dot_product_attention
+                            causal ? "True" : "False", B, L, H, D, B, L, H * D)}
+      .gradcheck_checks(256);
+}
+OpCase class_token_op(int64_t B, int64_t N, int64_t C, bool last) {
+  return OpCase{fmt::format("class_token_embed {}x{}x{}{}", B, N, C, last ? " last" : ""),
+                [=](V v) { return class_token_embed(v[0], v[1], v[2], last); },
+                {normal({B, N, C}), normal({1, 1, C}), normal({1, N + 1, C})},
+                last ? fmt::format("torch.cat([x[0], x[1].expand({}, 1, {})], 1) + torch.cat([x[2][:, 1:], x[2][:, :1]], 1)", B, C)
+                     : fmt::format("torch.cat([x[1].expand({}, 1, {}), x[0]], 1) + x[2]", B, C)}
+      .tols(1e-6, 1e-2);
 }
 
 // ---- split_last, concat_last, permute, reshape: copies, so every device gives the same bits -----------------
@@ -460,6 +481,24 @@ std::vector<OpCase> build() {
   add_case(drop_path_op({16, 3, 2}, 0.5, 42, 7, true).on(kAll));
   add_case(drop_path_op({64, 7, 7, 13}, 0.5, 1234, 7, false).on(kCuda));
   add_case(drop_path_op({64, 4, 4, 96}, 0.5, 1234, 7, false).on(kCuda));
+
+  // attention: CPU any head dim; CUDA head dim 64, lengths the 64-query / 32-key tiles do not divide
+  for (bool causal : {false, true}) {
+    add_case(attention_op(2, 5, 2, 3, causal).on(kCpu));
+    add_case(attention_op(1, 7, 1, 4, causal).on(kCpu));
+    add_case(attention_op(3, 1, 2, 2, causal).on(kCpu));
+    for (auto [B, L, H] : {std::tuple{2, 17, 3}, std::tuple{2, 65, 3}, std::tuple{1, 197, 6}, std::tuple{3, 1, 2},
+                           std::tuple{1, 130, 1}})
+      add_case(attention_op(B, L, H, 64, causal).on(kCuda));
+  }
+  add_case(attention_op(4, 197, 3, 64, false).on(kCuda).det());
+  add_case(class_token_op(3, 4, 5, false).on(kAll));
+  add_case(class_token_op(3, 4, 5, true).on(kAll));
+  add_case(class_token_op(4, 196, 384, true).on(kCuda).det());  // ViT-S/16, the column sums over the batch
+  for (int64_t t : {0, 4})
+    add_case(shape_op("select_token " + std::to_string(t), [t](V v) { return select_token(v[0], t); },
+                      {normal({3, 5, 4})}, fmt::format("x[0][:, {}]", t))
+                 .on(kAll));
 
   // split / concat / permute / reshape
   add_case(OpCase{"split_last concat_last",

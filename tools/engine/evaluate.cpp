@@ -47,7 +47,7 @@ void count_hits(const Tensor& logits, const Tensor& labels, EvalResult& c) {
 
 }  // namespace
 
-EvalResult evaluate(nn::MambaOut& model, data::Loader& loader, dist::ProcessGroup& pg,
+EvalResult evaluate(nn::Classifier& model, data::Loader& loader, dist::ProcessGroup& pg,
                     const std::function<void(int64_t, int64_t)>& on_batch, const std::atomic<bool>* stop) {
   const bool was_training = model.is_training();
   model.eval();

@@ -23,7 +23,7 @@ struct EvalResult : dist::EvalCounts {
 
 // `on_batch(done, total)` is called after each batch (progress display); may be empty. `stop`, when
 // given, is polled between batches: the pass then ends early on that rank (interrupted on all).
-EvalResult evaluate(nn::MambaOut& model, data::Loader& loader, dist::ProcessGroup& pg,
+EvalResult evaluate(nn::Classifier& model, data::Loader& loader, dist::ProcessGroup& pg,
                     const std::function<void(int64_t, int64_t)>& on_batch = {},
                     const std::atomic<bool>* stop = nullptr);
 

@@ -5,12 +5,12 @@
 
 namespace mo::tools {
 
-ModelEma::ModelEma(const nn::MambaOutConfig& mc, const nn::AdamW& opt, Device dev, DType compute, double decay,
+ModelEma::ModelEma(const nn::ClassifierSpec& mc, const nn::AdamW& opt, Device dev, DType compute, double decay,
                    bool warmup)
     : opt_(opt), decay_(decay), warmup_(warmup) {
   MO_CHECK(decay >= 0 && decay <= 1, "config key 'model_ema_decay': {} not in [0, 1]", decay);
   flat_ = opt.master().clone();
-  model_ = std::make_unique<nn::MambaOut>(mc, 0);
+  model_ = nn::make_classifier(mc, 0);
   compute_ = pack_parameters(*model_, dev, compute);
   MO_ASSERT(compute_.numel() == flat_.numel());
   model_->eval();
@@ -20,7 +20,7 @@ double ModelEma::decay_for(int64_t step) const { return ema_decay_for_step(decay
 
 void ModelEma::update(int64_t step) { ema_update(flat_, opt_.master(), decay_for(step)); }
 
-nn::MambaOut& ModelEma::eval_model() {
+nn::Classifier& ModelEma::eval_model() {
   compute_.copy_(flat_);
   return *model_;
 }

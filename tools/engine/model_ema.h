@@ -19,7 +19,7 @@ class ModelEma {
  public:
   // Starts as a copy of `opt`'s master weights (the model `mc` describes, on `dev`); `decay` in [0, 1],
   // `warmup`: timm's --model-ema-warmup decay schedule.
-  ModelEma(const nn::MambaOutConfig& mc, const nn::AdamW& opt, Device dev, DType compute, double decay, bool warmup);
+  ModelEma(const nn::ClassifierSpec& mc, const nn::AdamW& opt, Device dev, DType compute, double decay, bool warmup);
 
   // After optimizer step `step` (1-based, the global step count): e ← lerp(e, master, 1 − decay(step)).
   void update(int64_t step);
@@ -28,7 +28,7 @@ class ModelEma {
   double decay_for(int64_t step) const;
 
   // The EMA model with the current average in it, in eval mode (for evaluate()).
-  nn::MambaOut& eval_model();
+  nn::Classifier& eval_model();
   const Tensor& flat() const { return flat_; }
   // Checkpoint I/O in the reference layout, one tensor per parameter slot of the optimizer.
   std::vector<std::pair<std::string, Tensor>> export_state() const;
@@ -40,7 +40,7 @@ class ModelEma {
   double decay_;
   bool warmup_;
   Tensor flat_;  // fp32, the master arena's layout
-  std::unique_ptr<nn::MambaOut> model_;
+  std::unique_ptr<nn::Classifier> model_;
   Tensor compute_;  // model_'s packed parameters (compute dtype)
 };
 

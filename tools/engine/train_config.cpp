@@ -13,6 +13,7 @@ ConfigSchema make_schema(TrainConfig& c) {
   s.add("model.name", &c.model.name, "mambaout_femto | _kobe | _tiny | _small | _base");
   s.add("model.drop_path_rate", &c.model.drop_path_rate, "stochastic depth, linear over the blocks");
   s.add("model.num_classes", &c.model.num_classes, "classifier outputs");
+  s.add("model.attention", &c.model.attention, "ViT attention: full | causal (class token last)");
   s.add("model.init", &c.model.init, "weights to start from (ours, .pth or .safetensors); a classifier for another number of classes starts afresh");
 
   s.add("model_ema", &c.model_ema, "keep an EMA of the weights, evaluated beside them (timm --model-ema)");
@@ -109,6 +110,8 @@ void TrainConfig::validate() const {
   MO_CHECK(model.drop_path_rate >= 0 && model.drop_path_rate < 1, "config key 'model.drop_path_rate': {} not in [0, 1)",
            model.drop_path_rate);
   MO_CHECK(model.num_classes > 0, "config key 'model.num_classes' must be positive, got {}", model.num_classes);
+  MO_CHECK(model.attention == "full" || model.attention == "causal",
+           "config key 'model.attention': '{}' is not full or causal", model.attention);
   MO_CHECK(data.img_size >= 32, "config key 'data.img_size' must be >= 32, got {}", data.img_size);
   MO_CHECK(data.crop_pct > 0 && data.crop_pct <= 1, "config key 'data.crop_pct': {} not in (0, 1]", data.crop_pct);
   MO_CHECK(data.scale.size() == 2 && data.scale[0] > 0 && data.scale[0] <= data.scale[1],

@@ -14,6 +14,7 @@ struct TrainConfig {
   struct Model {
     std::string name = "mambaout_tiny";
     double drop_path_rate = 0.0;
+    std::string attention = "full";  // ViT: full | causal (token t attends to tokens <= t)
     int64_t num_classes = 1000;
     std::string init;  // weights to start from (our checkpoint or a PyTorch .pth/.safetensors)
   } model;

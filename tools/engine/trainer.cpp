@@ -99,10 +99,9 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg,
   total_steps_ = total_epochs_ * steps_per_epoch_;
   if (cfg_.train.max_steps > 0) total_steps_ = std::min(total_steps_, cfg_.train.max_steps);
 
-  nn::MambaOutConfig mc = nn::mambaout_config(cfg_.model.name);
-  mc.num_classes = cfg_.model.num_classes;
-  mc.drop_path_rate = cfg_.model.drop_path_rate;
-  model_ = std::make_unique<nn::MambaOut>(mc, static_cast<uint64_t>(cfg_.train.seed));
+  const nn::ClassifierSpec mc{cfg_.model.name, cfg_.model.num_classes, cfg_.model.drop_path_rate,
+                              cfg_.model.attention};
+  model_ = nn::make_classifier(mc, static_cast<uint64_t>(cfg_.train.seed));
   // model.init: weights to start from; a classifier for another number of classes starts afresh (timm's
   // fine-tuning behaviour), and the summary line says so.
   if (!cfg_.model.init.empty())

@@ -75,7 +75,7 @@ class Trainer {
   // fit() returns. Async-signal-safe.
   static void request_stop();
 
-  nn::MambaOut& model() { return *model_; }
+  nn::Classifier& model() { return *model_; }
   const nn::AdamW& optimizer() const { return *opt_; }
   const ModelEma* ema() const { return ema_.get(); }
   const std::string& output_dir() const { return cfg_.train.output; }
@@ -114,7 +114,7 @@ class Trainer {
   LrSchedule sched_;
   int64_t accum_ = 1, steps_per_epoch_ = 0, total_epochs_ = 0, total_steps_ = 0;
   std::unique_ptr<data::Loader> train_, eval_;
-  std::unique_ptr<nn::MambaOut> model_;
+  std::unique_ptr<nn::Classifier> model_;
   std::unique_ptr<nn::AdamW> opt_;
   std::unique_ptr<ModelEma> ema_;
   std::unique_ptr<dist::DataParallel> ddp_;

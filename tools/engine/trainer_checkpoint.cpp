@@ -48,6 +48,13 @@ void Trainer::resume() {
 void Trainer::apply_checkpoint(const CheckpointState& s, const std::string& path) {
   MO_CHECK(s.model_name == cfg_.model.name, "checkpoint '{}' holds a {} but config key 'model.name' is {}", path,
            s.model_name, cfg_.model.name);
+  if (!s.config_yaml.empty()) {  // the same weights under the other attention mask would train another model
+    TrainConfig saved;
+    make_schema(saved).load_string(s.config_yaml, path + " (stored config)");
+    MO_CHECK(saved.model.attention == cfg_.model.attention,
+             "checkpoint '{}' was trained with model.attention {} but the config says {}", path, saved.model.attention,
+             cfg_.model.attention);
+  }
   MO_CHECK(!s.optimizer.empty(), "checkpoint '{}' has no optimizer state (weights only): use model.init to start "
            "from it instead of resuming", path);
   MO_CHECK(s.step_in_epoch < steps_per_epoch_, "checkpoint '{}': field 'step_in_epoch' is {} but an epoch has {} "
