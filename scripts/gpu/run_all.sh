@@ -150,6 +150,7 @@ if has peers-parallel; then
 fi
 prepare_fmnist() {  # the README's data: 32-px JPEGs in /tmp/fmnist
   $B/tools/mo_prepare fashion-mnist --out /tmp/fmnist --size 32 ${FMNIST_SRC:+--src "$FMNIST_SRC"}
+}
 # (before peers-join: with peers-start it runs while the peers compile)
 if has timm-local-dir; then  # mo_convert --hf-dir, then timm.create_model('local-dir:...', pretrained=True)
   ck=/tmp/fmnist_long/checkpoints/best.mo
@@ -283,7 +284,6 @@ PYEOF
   fi
   rm -rf "$S"
 fi
-}
 if has fmnist-long; then  # recipes/fashion_mnist_long.yaml from scratch: the time and the final top-1
   R=/tmp/fmnist_long
   rm -rf "$R"
