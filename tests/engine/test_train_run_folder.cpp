@@ -1,7 +1,8 @@
 // test_train_run_folder.cpp: what a run leaves in its folder (CPU, tiny model):
 //  - train.output: auto makes output/train/<YYYYmmdd>-<HHMMSS>-<model>-<img> under the working directory,
 //    a new one (with -1, -2, ...) for a run started in the same second; auto with resume=auto is refused;
-//  - log.txt holds exactly what the console showed (plain lines), including the evaluation progress;
+//  - log.txt holds exactly what the console showed (plain lines), including the evaluation progress and
+//    each epoch's input line (the step's wait for batches, the loader's time by stage);
 //  - checkpoints/last.mo is a link to the newest checkpoint, also after a resume;
 //  - curves.svg is well-formed XML whose series are summary.csv's values (check_curves_svg.py with
 //    xml.etree), and text in it is escaped; a folder or pipe at curves.svg or log.txt is refused at the start.
@@ -88,6 +89,10 @@ TEST(RunFolder, AutoOutputLogLastLinkAndCurves) {
   EXPECT_EQ(log, console);
   EXPECT_NE(log.find("epoch 1: train loss "), std::string::npos) << log;
   EXPECT_NE(log.find("eval 2/2 batches"), std::string::npos) << log;
+  // each epoch's input line: the wait for batches against the epoch's time, and the stages' shares
+  const std::regex input(R"(epoch 1: input: the step waited \d+\.\d s of \d+\.\d s for batches \(\d+\.\d%\))"
+                         R"(.*workers .* busy.*decode \d+%)");
+  EXPECT_TRUE(std::regex_search(log, input)) << log;
   EXPECT_NE(read_text(dir + "/config.yaml").find("output: " + dir), std::string::npos);
   // last.mo links to the newest checkpoint.
   const std::string last = dir + "/checkpoints/last.mo";
