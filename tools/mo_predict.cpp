@@ -197,10 +197,7 @@ int main(int argc, char** argv) {
         if (p.error.empty()) {
           p.logits.assign(logits.begin() + static_cast<int64_t>(i) * C, logits.begin() + static_cast<int64_t>(i + 1) * C);
           const std::vector<double> prob = tools::softmax(p.logits);
-          std::vector<int64_t> order(static_cast<size_t>(C));
-          std::iota(order.begin(), order.end(), 0);
-          std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t c) { return prob[a] > prob[c]; });
-          for (int64_t j = 0; j < k; ++j) p.top.push_back({order[j], prob[order[j]]});
+          for (int64_t c : tools::top_classes(prob, k)) p.top.push_back({c, prob[static_cast<size_t>(c)]});
         } else {
           ++errors;
           std::fprintf(stderr, "mo_predict: error: %s\n", p.error.c_str());

@@ -212,13 +212,11 @@ struct Service {
     }
     if (!ok) return tools::json_error(400, "cannot decode the upload as an image (JPEG, PNG or WebP): " + err);
     std::vector<double> p = tools::softmax(batcher->run(std::move(pixels)));
-    std::vector<int64_t> order(p.size());
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return p[a] > p[b]; });
+    const std::vector<int64_t> order = tools::top_classes(p, 5);
     double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     std::string j = fmt::format("{{\"model\": {}, \"ms\": {:.3f}, \"preprocess\": {}, \"top5\": [",
                                 tools::json_string(m.name), ms, preprocess_json());
-    for (size_t i = 0; i < std::min<size_t>(5, order.size()); ++i) {
+    for (size_t i = 0; i < order.size(); ++i) {
       int64_t c = order[i];
       std::string name = names.empty() ? fmt::format("class {}", c) : names[static_cast<size_t>(c)];
       j += fmt::format("{}{{\"index\": {}, \"name\": {}, \"prob\": {:.17g}}}", i ? ", " : "", c,

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <numeric>
 #include <sstream>
 
 #include "data/image_decode.h"
@@ -202,6 +203,14 @@ std::vector<std::string> expand_image_inputs(const std::vector<std::string>& inp
     MO_CHECK(out.size() > before, "the list file '{}' names no images", list);
   }
   return out;
+}
+
+std::vector<int64_t> top_classes(const std::vector<double>& prob, int64_t k) {
+  std::vector<int64_t> order(prob.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return prob[a] > prob[b]; });
+  order.resize(static_cast<size_t>(std::clamp<int64_t>(k, 0, static_cast<int64_t>(order.size()))));
+  return order;
 }
 
 std::vector<double> softmax(const std::vector<float>& logits) {

@@ -79,5 +79,8 @@ std::vector<std::string> class_names_for(const LoadedModel& m, const std::string
 
 // Softmax of one row of logits, in double.
 std::vector<double> softmax(const std::vector<float>& logits);
+// The k most probable classes of one row of probabilities, most probable first; ties keep the lower
+// index first (mo_predict and mo_serve list the same classes in the same order).
+std::vector<int64_t> top_classes(const std::vector<double>& prob, int64_t k);
 
 }  // namespace mo::tools
