@@ -223,6 +223,33 @@ __global__ void reorder_weight(const T* __restrict__ src, T* __restrict__ dst, G
 // (mod the G groups); the groups are added in order 0..G−1 at the end and the block writes its fp32
 // partials part_w[s][Co·Kp], part_b[s][Co]. No atomics.
 constexpr int kWgRows = 32, kWgThreads = 256, kWgMax = 64;
+// The end of both wgrad_rows kernels: the G groups' 4 × 4 (+ 4 bias) sums added in order 0..G−1 in
+// red[(t % per)·20 + ·], then the block's partials written out.
+__device__ __forceinline__ void wgrad_rows_finish(const float (&acc)[4][4], const float (&accb)[4], float* red, int t,
+                                                  int q, int per, int G, int nk, int Co, int Kp,
+                                                  float* __restrict__ part_w, float* __restrict__ part_b) {
+  const bool active = q < G;
+  for (int g = 0; g < G; ++g) {
+    __syncthreads();
+    if (active && q == g) {
+      float* d = red + (t % per) * 20;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) d[i * 4 + j] = (g == 0 ? 0.0f : d[i * 4 + j]) + acc[i][j];
+        d[16 + i] = (g == 0 ? 0.0f : d[16 + i]) + accb[i];
+      }
+    }
+  }
+  __syncthreads();
+  for (int e = t; e < Co * Kp; e += kWgThreads) {
+    const int co = e / Kp, k = e % Kp;
+    part_w[static_cast<int64_t>(blockIdx.x) * Co * Kp + e] = red[((co / 4) * nk + k / 4) * 20 + (co % 4) * 4 + k % 4];
+  }
+  for (int co = t; co < Co; co += kWgThreads)
+    part_b[static_cast<int64_t>(blockIdx.x) * Co + co] = red[((co / 4) * nk) * 20 + 16 + co % 4];
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kWgThreads) wgrad_rows(const T* __restrict__ dy, const T* __restrict__ cols,
                                                         int64_t M, int Co, int Kp, int64_t rpb,
@@ -259,26 +286,7 @@ __global__ void __launch_bounds__(kWgThreads) wgrad_rows(const T* __restrict__ d
       }
     }
   }
-  // groups in order: red[(t % per)·20 + ·] accumulates group 0, 1, ...
-  for (int g = 0; g < G; ++g) {
-    __syncthreads();
-    if (active && q == g) {
-      float* d = red + (t % per) * 20;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) d[i * 4 + j] = (g == 0 ? 0.0f : d[i * 4 + j]) + acc[i][j];
-        d[16 + i] = (g == 0 ? 0.0f : d[16 + i]) + accb[i];
-      }
-    }
-  }
-  __syncthreads();
-  for (int e = t; e < Co * Kp; e += kWgThreads) {
-    const int co = e / Kp, k = e % Kp;
-    part_w[static_cast<int64_t>(blockIdx.x) * Co * Kp + e] = red[((co / 4) * nk + k / 4) * 20 + (co % 4) * 4 + k % 4];
-  }
-  for (int co = t; co < Co; co += kWgThreads)
-    part_b[static_cast<int64_t>(blockIdx.x) * Co + co] = red[((co / 4) * nk) * 20 + 16 + co % 4];
+  wgrad_rows_finish(acc, accb, red, t, q, per, G, nk, Co, Kp, part_w, part_b);
 }
 
 // The same sums where Co % 8 == 0 (the stems' 24 and 48; Kp is a multiple of 8): a chunk of RB rows
@@ -357,25 +365,7 @@ __global__ void __launch_bounds__(kWgThreads) wgrad_rows_vec(const T* __restrict
       }
     }
   }
-  for (int g = 0; g < G; ++g) {
-    __syncthreads();
-    if (active && q == g) {
-      float* d = red + (t % per) * 20;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) d[i * 4 + j] = (g == 0 ? 0.0f : d[i * 4 + j]) + acc[i][j];
-        d[16 + i] = (g == 0 ? 0.0f : d[16 + i]) + accb[i];
-      }
-    }
-  }
-  __syncthreads();
-  for (int e = t; e < Co * Kp; e += kWgThreads) {
-    const int co = e / Kp, k = e % Kp;
-    part_w[static_cast<int64_t>(blockIdx.x) * Co * Kp + e] = red[((co / 4) * nk + k / 4) * 20 + (co % 4) * 4 + k % 4];
-  }
-  for (int co = t; co < Co; co += kWgThreads)
-    part_b[static_cast<int64_t>(blockIdx.x) * Co + co] = red[((co / 4) * nk) * 20 + 16 + co % 4];
+  wgrad_rows_finish(acc, accb, red, t, q, per, G, nk, Co, Kp, part_w, part_b);
 }
 
 // wgrad_rows is used when it applies and the rows outnumber the outputs by far.

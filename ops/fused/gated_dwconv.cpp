@@ -10,6 +10,23 @@
 
 namespace mo {
 
+namespace {
+// m = act(g) ⊙ [i, conv] from z (row stride 2h) and the conv output (row stride cc), P pixels.
+template <typename T>
+void gate_mix_cpu(Act act, const T* pz, const T* pc, T* pm, int64_t P, int64_t h, int64_t cc) {
+  if constexpr (std::is_same_v<T, float>)
+    if (simd::gate_forward(act, pz, pc, pm, P, h, cc)) return;
+  const int64_t id = h - cc, Z = 2 * h;
+#pragma omp parallel for
+  for (int64_t p = 0; p < P; ++p) {
+    const T* zr = pz + p * Z;
+    T* mr = pm + p * h;
+    for (int64_t j = 0; j < id; ++j) mr[j] = act_value<T>(act, zr[j]) * zr[h + j];
+    for (int64_t j = 0; j < cc; ++j) mr[id + j] = act_value<T>(act, zr[id + j]) * pc[p * cc + j];
+  }
+}
+}  // namespace
+
 void check_gated_dwconv_args(const Tensor& z, const Tensor& w, const Tensor& b, int64_t h) {
   MO_CHECK(z.dim() == 4 && z.size(3) == 2 * h, "gated_dwconv: input {} must be (B, H, W, 2h) with h = {}", z.str(),
            h);
@@ -34,16 +51,7 @@ void gated_dwconv_forward_into(const Tensor& z, const Tensor& w, const Tensor& b
     const T* pz = z.data<T>();
     T *pc = conv.data<T>(), *pm = m.data<T>();
     dwconv2d_forward_cpu<T>(pz + h + id, Z, w.data<T>(), b.data<T>(), pc, cc, B, H, W, cc, k, k / 2);
-    const int64_t P = B * H * W;
-    if constexpr (std::is_same_v<T, float>)
-      if (simd::gate_forward(act, pz, pc, pm, P, h, cc)) return;
-#pragma omp parallel for
-    for (int64_t p = 0; p < P; ++p) {
-      const T* zr = pz + p * Z;
-      T* mr = pm + p * h;
-      for (int64_t j = 0; j < id; ++j) mr[j] = act_value<T>(act, zr[j]) * zr[h + j];
-      for (int64_t j = 0; j < cc; ++j) mr[id + j] = act_value<T>(act, zr[id + j]) * pc[p * cc + j];
-    }
+    gate_mix_cpu<T>(act, pz, pc, pm, B * H * W, h, cc);
   });
 }
 
@@ -79,19 +87,7 @@ void gated_dwconv_backward_into(const Tensor& dm, const Tensor& z, const Tensor&
         pdc[p * cc + j] = dr[id + j] * act_value<T>(act, gv);             // dconv
       }
     }
-    if (pm != nullptr) {  // m again, for a fc2 whose forward did not keep it: the forward's own loop
-      if constexpr (std::is_same_v<T, float>)
-        if (simd::gate_forward(act, pz, pc, pm, P, h, cc)) pm = nullptr;
-      if (pm != nullptr) {
-#pragma omp parallel for
-        for (int64_t p = 0; p < P; ++p) {
-          const T* zr = pz + p * Z;
-          T* mr = pm + p * h;
-          for (int64_t j = 0; j < id; ++j) mr[j] = act_value<T>(act, zr[j]) * zr[h + j];
-          for (int64_t j = 0; j < cc; ++j) mr[id + j] = act_value<T>(act, zr[id + j]) * pc[p * cc + j];
-        }
-      }
-    }
+    if (pm != nullptr) gate_mix_cpu<T>(act, pz, pc, pm, P, h, cc);  // m again: the forward's own code
     // depthwise backward writes dc straight into dz's last cc channels
     dwconv2d_backward_cpu<T>(pdc, cc, pz + h + id, Z, w.data<T>(), pdz + h + id, Z, dw.data<T>(), db.data<T>(), B, H,
                              W, cc, k, k / 2);
