@@ -223,6 +223,23 @@ __global__ void reorder_weight(const T* __restrict__ src, T* __restrict__ dst, G
 // (mod the G groups); the groups are added in order 0..G−1 at the end and the block writes its fp32
 // partials part_w[s][Co·Kp], part_b[s][Co]. No atomics.
 constexpr int kWgRows = 32, kWgThreads = 256, kWgMax = 64;
+// One chunk of both wgrad_rows kernels: the rows r ≡ q (mod G) of fp32 shared rows (strides ldy, ldc)
+// added into the thread's 4 × 4 tile (co 4tc.., k 4tk..) and its 4 bias sums, rows ascending.
+__device__ __forceinline__ void wgrad_rows_sum(const float* sdy, int ldy, const float* scol, int ldc, int nr, int q,
+                                               int G, int tc, int tk, float (&acc)[4][4], float (&accb)[4]) {
+  for (int r = q; r < nr; r += G) {
+    const float4 a = *reinterpret_cast<const float4*>(&sdy[r * ldy + 4 * tc]);
+    const float4 b = *reinterpret_cast<const float4*>(&scol[r * ldc + 4 * tk]);
+    const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+      accb[i] += av[i];
+    }
+  }
+}
+
 // The end of both wgrad_rows kernels: the G groups' 4 × 4 (+ 4 bias) sums added in order 0..G−1 in
 // red[(t % per)·20 + ·], then the block's partials written out.
 __device__ __forceinline__ void wgrad_rows_finish(const float (&acc)[4][4], const float (&accb)[4], float* red, int t,
@@ -272,19 +289,7 @@ __global__ void __launch_bounds__(kWgThreads) wgrad_rows(const T* __restrict__ d
       scol[r][j] = row && j < Kp ? cu::to_float(cols[(c0 + r) * Kp + j]) : 0.0f;
     }
     __syncthreads();
-    if (active) {
-      for (int r = q; r < nr; r += G) {
-        const float4 a = *reinterpret_cast<const float4*>(&sdy[r][4 * tc]);
-        const float4 b = *reinterpret_cast<const float4*>(&scol[r][4 * tk]);
-        const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-#pragma unroll
-          for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-          accb[i] += av[i];
-        }
-      }
-    }
+    if (active) wgrad_rows_sum(&sdy[0][0], kWgMax, &scol[0][0], kWgMax, nr, q, G, tc, tk, acc, accb);
   }
   wgrad_rows_finish(acc, accb, red, t, q, per, G, nk, Co, Kp, part_w, part_b);
 }
@@ -351,19 +356,7 @@ __global__ void __launch_bounds__(kWgThreads) wgrad_rows_vec(const T* __restrict
       fetch(dy, c0 + kWgRows, Co, rows_in(c0 + kWgRows), hd);
       fetch(cols, c0 + kWgRows, Kp, rows_in(c0 + kWgRows), hc);
     }
-    if (active) {
-      for (int r = q; r < nr; r += G) {
-        const float4 a = *reinterpret_cast<const float4*>(&sdy[r * Co + 4 * tc]);
-        const float4 b = *reinterpret_cast<const float4*>(&scol[r * Kp + 4 * tk]);
-        const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-#pragma unroll
-          for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-          accb[i] += av[i];
-        }
-      }
-    }
+    if (active) wgrad_rows_sum(sdy, Co, scol, Kp, nr, q, G, tc, tk, acc, accb);
   }
   wgrad_rows_finish(acc, accb, red, t, q, per, G, nk, Co, Kp, part_w, part_b);
 }

@@ -23,18 +23,12 @@
 //
 // Bytes and time, mambaout_tiny stage 1, batch 256, bf16 (P = 802,816 pixels, h = 256, cc = 96,
 // id = 160; one channel of all pixels = 1.6 MB); measured on one H200 (tools/mo_bench_kernels):
-//   forward : read z 411 MB, write m 206 MB (+ conv_out 154 MB in training) = 617 / 771 MB → ~170 /
-//             210 µs of memory at ~3.7 TB/s; issue ~90 instructions per conv output and ~30 per
-//             identity element → ~330 µs. Predicted ~0.35 ms; measured 1.07 ms (training), 1.02 ms
-//             (inference); was 1.50 ms as two kernels. Nsight Compute: memory 28%, SM 54%, occupancy
-//             21% (2 blocks per SM: 128 registers and 52 KB of shared memory each): still latency-bound
-//             (each tile's loads wait before its compute; no second stage).
-//   backward elementw. : read dm 411, g 411, i 257, conv 154; write dg 411, di 257, dconv 154
-//                                                                              = 2.06 GB → ~560 µs
-//            dx conv   : read dconv, write dc  = 308 MB → ~85 µs of memory, ~180 µs of instructions
-//            dw, db    : read dconv, c         = 308 MB → ~85 µs of memory, ~190 µs of instructions
-//            → ~930 µs predicted, 1.57 ms measured (1.7 TB/s).
-//   18 blocks of mambaout_tiny (mo_bench --profile): forward 10.7 → 8.35 ms, backward 11.6 ms.
+//   forward : read z 411 MB, write m 206 MB (+ conv_out 154 MB in training): ~170 / 210 µs of memory at
+//             ~3.7 TB/s. Measured 0.85 ms (training), 0.82 ms (inference): the identity pass runs at
+//             memory speed, the conv kernel is instruction-bound (Nsight Compute: 27% of its
+//             instructions FFMA, 3.5 warps per scheduler).
+//   backward: elementwise pass 2.06 GB (~560 µs of memory), dgrad and wgrad 308 MB each; 1.30 ms measured.
+//   History, predictions and the variants that lost: docs/optimization_notes.md items 12–18.
 // Stage 4 (7×7, h = 1536, cc = 576): the same traffic per pixel × 6 on 1/64 of the pixels; the 14-row
 // tile is half empty there (~4% of the model's conv work).
 #include "ops/fused/gated_dwconv.h"
@@ -74,14 +68,6 @@ template <typename T, int V>
 __device__ __forceinline__ void stv(T* p, const Vec<T, V>& v) {
   *reinterpret_cast<Vec<T, V>*>(p) = v;
 }
-template <typename T, int V>
-__device__ __forceinline__ Vec<T, V> zerov() {
-  Vec<T, V> r;
-#pragma unroll
-  for (int e = 0; e < V; ++e) r.v[e] = cu::from_float<T>(0.0f);
-  return r;
-}
-
 // erf(u) by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7, branch-free; the CPU kernels use the same
 // formula), given e = exp(−u²), which GELU's derivative reuses: ~12 instructions against erff's ~25.
 __device__ __forceinline__ float erf_as(float u, float e) {
