@@ -1,7 +1,9 @@
-// mo_bench: synthetic-data speed of a MambaOut variant: training step (forward, backward, AdamW)
-// and inference, images/s and peak device memory. Fresh random inputs every run (never zeros).
+// mo_bench: synthetic-data speed of a classifier (a MambaOut variant or a ViT): training step (forward,
+// backward, AdamW) and inference, images/s and peak device memory. Fresh random inputs every run (never
+// zeros). Images go in as (B, 3, H, W), as timm's models take them.
 //   mo_bench [-m mambaout_femto] [-b 32] [--img 224] [--device cpu|cuda] [--dtype fp32|bf16]
 //            [--mode train|infer|both] [--warmup 3] [--iters 10] [--threads N] [--json] [--profile]
+//            [--attention full|causal]   (ViT models only)
 #include <omp.h>
 
 #include <chrono>
@@ -11,7 +13,9 @@
 #include "autograd/cuda_allocator.h"
 #include "autograd/graph.h"
 #include "nn/adamw.h"
+#include "nn/classifier.h"
 #include "nn/mambaout.h"
+#include "nn/vit.h"
 #include "ops/loss/cross_entropy.h"
 #include "tools/common/cli.h"
 
@@ -20,7 +24,7 @@ using namespace mo;
 namespace {
 
 struct Args {
-  std::string model = "mambaout_femto", device = "cpu", dtype = "fp32", mode = "both";
+  std::string model = "mambaout_femto", device = "cpu", dtype = "fp32", mode = "both", attention = "full";
   int batch = 32, img = 224, warmup = 3, iters = 10, threads = 0;
   bool json = false, profile = false;
 };
@@ -31,8 +35,8 @@ double now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 
 int main(int argc, char** argv) {
   Args a;
-  tools::Cli cli("mo_bench", "Synthetic-data speed of a MambaOut variant: training step and inference, images/s and "
-                             "peak device memory.");
+  tools::Cli cli("mo_bench", "Synthetic-data speed of a MambaOut variant or a ViT: training step and inference, "
+                             "images/s and peak device memory.");
   CLI::App& app = cli.app;
   using tools::int_range;
   using tools::one_of;
@@ -47,6 +51,9 @@ int main(int argc, char** argv) {
   app.add_option("--threads", a.threads, "OpenMP threads (0: the default)")
       ->capture_default_str()
       ->check(int_range(0, 4096));
+  app.add_option("--attention", a.attention, "ViT models: fully-visible or causal attention")
+      ->capture_default_str()
+      ->check(one_of({"full", "causal"}));
   app.add_flag("--json", a.json, "one JSON line per mode instead of text");
   app.add_flag("--profile", a.profile, "after training, time one more step part by part (on stderr)");
   if (auto rc = cli.parse(argc, argv)) return *rc;
@@ -54,8 +61,15 @@ int main(int argc, char** argv) {
     if (a.threads > 0) omp_set_num_threads(a.threads);
     Device dev = a.device == "cuda" ? Device::cuda(0) : Device::cpu();
     DType dt = a.dtype == "bf16" ? DType::bf16 : DType::f32;
-    auto cfg = nn::mambaout_config(a.model);
-    nn::MambaOut model(cfg, 0);
+    nn::ClassifierSpec spec;
+    spec.name = a.model, spec.attention = a.attention;
+    std::unique_ptr<nn::Classifier> net = nn::make_classifier(spec, 0);
+    nn::Classifier& model = *net;
+    const auto* mambaout = dynamic_cast<const nn::MambaOut*>(net.get());
+    const auto* vit = dynamic_cast<const nn::VisionTransformer*>(net.get());
+    MO_CHECK(mambaout || vit, "mo_bench: no NCHW forward for model '{}'", a.model);
+    auto forward = [&](const Tensor& x) { return mambaout ? mambaout->forward(x) : vit->forward(x); };
+    const int64_t num_classes = spec.num_classes;
     nn::AdamW opt(model, dev, dt);
     // fresh random batch (uniform in the normalised-image range) and soft targets
     Generator g(1234);
@@ -63,19 +77,22 @@ int main(int argc, char** argv) {
     for (auto& v : xv) v = g.uniform() * 4.0f - 2.0f;
     Tensor x = Tensor::from_vector(xv, {a.batch, 3, a.img, a.img}, dev).to(dt);
     std::vector<int64_t> lv(a.batch);
-    for (auto& l : lv) l = g.randint(cfg.num_classes);
-    Tensor target = smooth_one_hot(Tensor::from_vector(lv, {a.batch}), cfg.num_classes, 0.1, DType::f32, dev);
+    for (auto& l : lv) l = g.randint(num_classes);
+    Tensor target = smooth_one_hot(Tensor::from_vector(lv, {a.batch}), num_classes, 0.1, DType::f32, dev);
     auto sync = [&]() {
       if (dev.is_cuda()) cuda_synchronize();
     };
+    const std::string attention_json = vit ? "\"attention\": \"" + a.attention + "\", " : "";
     auto report = [&](const char* what, double secs) {
       double ips = a.batch * a.iters / secs;
       double peak = dev.is_cuda() ? cuda_memory_stats(0).peak_allocated / 1073741824.0 : 0.0;
       if (a.json)
         std::printf(
             "{\"tool\": \"mo\", \"model\": \"%s\", \"mode\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", "
+            "%s"
             "\"batch\": %d, \"img\": %d, \"threads\": %d, \"images_per_s\": %.2f, \"peak_gib\": %.3f}\n",
-            a.model.c_str(), what, a.device.c_str(), a.dtype.c_str(), a.batch, a.img, omp_get_max_threads(), ips, peak);
+            a.model.c_str(), what, a.device.c_str(), a.dtype.c_str(), attention_json.c_str(), a.batch, a.img,
+            omp_get_max_threads(), ips, peak);
       else
         std::printf("mo %s %s %s %s batch %d img %d: %.1f images/s, peak %.2f GiB\n", a.model.c_str(), what,
                     a.device.c_str(), a.dtype.c_str(), a.batch, a.img, ips, peak);
@@ -86,7 +103,7 @@ int main(int argc, char** argv) {
       auto step = [&](int i) {
         model.set_drop_path_key(0, i);
         opt.zero_grad();
-        Tensor loss = soft_target_cross_entropy(model.forward(x), target);
+        Tensor loss = soft_target_cross_entropy(forward(x), target);
         loss.backward();
         opt.step(1e-4);
       };
@@ -105,7 +122,7 @@ int main(int argc, char** argv) {
         sync();
         double t2 = now();
         profile_forward_mark();
-        Tensor loss = soft_target_cross_entropy(model.forward(x), target);
+        Tensor loss = soft_target_cross_entropy(forward(x), target);
         sync();
         double t3 = now();
         loss.backward();
@@ -123,11 +140,11 @@ int main(int argc, char** argv) {
     if (a.mode == "infer" || a.mode == "both") {
       model.eval();
       NoGradGuard ng;
-      for (int i = 0; i < a.warmup; ++i) model.forward(x);
+      for (int i = 0; i < a.warmup; ++i) forward(x);
       sync();
       if (dev.is_cuda()) cuda_reset_peak_stats(0);
       double t0 = now();
-      for (int i = 0; i < a.iters; ++i) model.forward(x);
+      for (int i = 0; i < a.iters; ++i) forward(x);
       sync();
       report("infer", now() - t0);
     }

@@ -1,8 +1,10 @@
 // mo_bench_kernels: times the fused CUDA kernels (layer_norm, dwconv2d, gated_dwconv; forward and
 // backward, called through their mo::cuda entry points, no autograd) and the dense convolutions against
-// cuDNN (tools/bench/conv2d_cudnn.cu, the path that lost) at the mambaout_tiny shapes with
+// cuDNN (tools/bench/conv2d_cudnn.cu, the path that lost) at the mambaout_tiny shapes, and the attention
+// kernel at ViT-S/16's shape (scripts/bench/sdpa_peer.py times PyTorch's SDPA on the same one) with
 // CUDA events: warm-up, then the mean of N runs. Prints the time, the bytes each call must move (the
-// model in the .cu files' comments) and the achieved GB/s. Fresh random data (never zeros).
+// model in the .cu files' comments) and the achieved GB/s (attention: TFLOP/s of its matrix products).
+// Fresh random data (never zeros).
 //   mo_bench_kernels [--dtype bf16|fp32] [--batch 256] [--warmup 3] [--iters 20] [--only SUBSTRING]
 #include <algorithm>
 #include <cmath>
@@ -16,6 +18,7 @@
 
 #include "autograd/cuda_allocator.h"
 #include "autograd/tensor.h"
+#include "ops/attention/attention.h"
 #include "ops/conv/conv2d.h"
 #include "ops/conv/dwconv2d.h"
 #include "ops/fused/gated_dwconv.h"
@@ -70,7 +73,8 @@ struct Bench {
     cudaEventDestroy(stop);
   }
   // Runs f warmup + iters times; prints mean µs and GB/s for `bytes` per call.
-  void run(const std::string& name, double bytes, const std::function<void()>& f) {
+  // flops > 0: also the TFLOP/s of the call's matrix products.
+  void run(const std::string& name, double bytes, const std::function<void()>& f, double flops = 0) {
     if (!args.only.empty() && name.find(args.only) == std::string::npos) return;
     for (int i = 0; i < args.warmup; ++i) f();
     CUDA_CHECK(cudaEventRecord(start, stream()));
@@ -80,7 +84,9 @@ struct Bench {
     float ms = 0;
     CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
     const double us = 1e3 * ms / args.iters;
-    std::printf("%-44s %9.1f us %10.1f MB %8.0f GB/s\n", name.c_str(), us, bytes / 1e6, bytes / (us * 1e3));
+    std::printf("%-44s %9.1f us %10.1f MB %8.0f GB/s", name.c_str(), us, bytes / 1e6, bytes / (us * 1e3));
+    if (flops > 0) std::printf(" %7.1f TFLOP/s", flops / (us * 1e6));
+    std::printf("\n");
     std::fflush(stdout);
   }
 };
@@ -145,6 +151,22 @@ double rel_diff(const Tensor& a, const Tensor& b) {
     den = std::max(den, static_cast<double>(std::abs(vb[i])));
   }
   return den > 0 ? num / den : num;
+}
+
+// Attention on the packed qkv (B, L, 3·H·64), as a ViT block calls it. Matrix-product FLOPs: forward
+// 2 products of 2·L·L·D per head, backward 5 (the recomputed scores, dV, dP, dQ, dK); causal about half.
+void bench_attention(Bench& bench, DType dt, int64_t B, int64_t L, int64_t H, bool causal, const char* name) {
+  const int64_t D = 64;
+  const double es = static_cast<double>(dtype_size(dt)), n = static_cast<double>(B * L * H * D);
+  const double mm = 2.0 * static_cast<double>(B * H) * L * L * D * (causal ? 0.5 : 1.0);
+  Tensor qkv = random_tensor({B, L, 3 * H * D}, dt), dout = random_tensor({B, L, H * D}, dt);
+  Tensor out = Tensor::empty({B, L, H * D}, dt, Device::cuda(0)), dqkv = Tensor::empty(qkv.shape(), dt, Device::cuda(0));
+  Tensor lse = Tensor::empty({B, H, L}, DType::f32, Device::cuda(0));
+  const std::string tag = std::string(name) + (causal ? " causal " : " full ") + std::to_string(B) + "x" +
+                          std::to_string(L) + " h" + std::to_string(H);
+  bench.run("attention fwd " + tag, 4 * n * es, [&] { cuda::attention_forward(qkv, H, causal, out, lse); }, 2 * mm);
+  bench.run("attention bwd " + tag, 8 * n * es,
+            [&] { cuda::attention_backward(dout, qkv, out, lse, H, causal, dqkv); }, 5 * mm);
 }
 
 void bench_conv(Bench& bench, DType dt, int64_t B, int64_t H, int64_t Ci, int64_t Co, bool need_dx, const char* name) {
@@ -236,6 +258,8 @@ int main(int argc, char** argv) {
     bench_conv(bench, dt, B, 56, 96, 192, true, "downsample1");
     bench_conv(bench, dt, B, 28, 192, 384, true, "downsample2");
     bench_conv(bench, dt, B, 14, 384, 576, true, "downsample3");
+    bench_attention(bench, dt, B, 197, 6, false, "vit_s16");  // ViT-S/16 at 224: 196 patches + class token
+    bench_attention(bench, dt, B, 197, 6, true, "vit_s16");
     cuda_synchronize();
     return 0;
   });

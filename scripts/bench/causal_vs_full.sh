@@ -7,7 +7,8 @@
 #   SEEDS="1 2" EXTRA="--set sched.epochs=5" bash scripts/bench/causal_vs_full.sh
 # Environment: BUILD (build), DATA (data_cache/fashion-mnist; prepared when missing), OUT (output/causal_vs_full;
 # one run folder per mode and seed, rerunning continues unfinished runs), SEEDS ("1 2 3"), EXTRA (more
-# mo_train --set overrides, applied to every run). docs/causal_vs_full.md has the results it printed.
+# mo_train --set overrides, applied to every run), PARALLEL (1: all runs at once, each into its run folder's
+# train.log, e.g. on a GPU that one small run leaves mostly idle). docs/causal_vs_full.md has the results.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -21,14 +22,26 @@ for t in mo_train mo_prepare; do
 done
 [ -d "$DATA/train" ] || "$BIN/mo_prepare" fashion-mnist --out "$DATA" --size 32
 
+pids=()
 for mode in full causal; do
   for seed in $SEEDS; do
     run="$OUT/$mode-seed$seed"
     echo "== $mode attention, seed $seed -> $run"
-    # shellcheck disable=SC2086  # EXTRA is a list of words
-    "$BIN/mo_train" recipes/vit_tiny_fashion_mnist.yaml --set "model.attention=$mode" --set "train.seed=$seed" \
-      --set "data.root=$DATA" --set "train.output=$run" --set train.resume=auto ${EXTRA:-}
+    cmd=("$BIN/mo_train" recipes/vit_tiny_fashion_mnist.yaml --set "model.attention=$mode" --set "train.seed=$seed"
+         --set "data.root=$DATA" --set "train.output=$run" --set train.resume=auto)
+    # shellcheck disable=SC2206  # EXTRA is a list of words
+    cmd+=(${EXTRA:-})
+    if [ "${PARALLEL:-0}" = 1 ]; then
+      mkdir -p "$run"
+      "${cmd[@]}" >"$run/train.log" 2>&1 &
+      pids+=($!)
+    else
+      "${cmd[@]}"
+    fi
   done
+done
+for p in "${pids[@]}"; do
+  wait "$p" || { echo "causal_vs_full.sh: a run failed (its train.log under $OUT):" >&2; tail -3 "$OUT"/*/train.log >&2; exit 1; }
 done
 
 /usr/bin/env python3 - "$OUT" $SEEDS <<'PY'

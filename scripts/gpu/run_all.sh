@@ -4,7 +4,9 @@
 # table last. Full logs go to $OUT (the device tool brings them back).
 #   bash scripts/gpu/run_all.sh [build] [tests] [kernels] [bench] [bench-compile] [peers-parallel] [profile]
 #                               [nsys] [demo] [data] [serve] [fmnist-long] [timm-local-dir]
-#   (default: all but peers-parallel, profile, nsys, serve, fmnist-long and timm-local-dir)
+#                               [causal-vs-full] [vit-bench] [nsys-infer]
+#   (default: all but peers-parallel, profile, nsys, nsys-infer, serve, fmnist-long, timm-local-dir,
+#   causal-vs-full and vit-bench)
 # peers-parallel: the torch.compile peers of PEER_ROWS ("model mode batch compile|eager", ';' between rows;
 #   default the five rows of the GPU-speed issue) start together, so their 100-170 s compilations overlap;
 #   each waits, asleep, until all are warm, then they take turns holding a lock while timing (no other
@@ -25,6 +27,13 @@
 #   training time and the last epoch's top-1 of the live weights and of the EMA.
 # timm-local-dir: mo_convert --hf-dir of a Fashion-MNIST checkpoint (fmnist-long's, else a short run of the
 #   quick recipe), loaded by timm.create_model('local-dir:...'): scripts/gpu/check_timm_local_dir.py.
+# causal-vs-full: scripts/bench/causal_vs_full.sh (vit_tiny_patch4_32 on Fashion-MNIST, full and causal
+#   attention, 3 seeds) with its six runs at once, started right after the build so that it overlaps the
+#   CUDA tests (nothing timed runs beside it: later stages wait for it); its table and runs into $OUT.
+# vit-bench: ViT-S/16 training at 224 (batch 256, bf16) in mo_bench beside timm eager (the compile peer:
+#   add "vit_small_patch16_224 train 256 compile" to PEER_ROWS), then mo's attention kernel
+#   (mo_bench_kernels --only attention) beside PyTorch's SDPA (scripts/bench/sdpa_peer.py).
+# nsys-infer: like nsys, for tiny inference at batch 256.
 # B (default build-gpu) is the build folder; PEER_DEVICE/PEER_DTYPE/PEER_ARGS and SERVE_DEVICE/SERVE_PEER_ARGS
 # let the same stages run on a CPU (for trying the plumbing; the numbers mean nothing there).
 set -uo pipefail
@@ -36,6 +45,9 @@ stages=${*:-build tests kernels bench bench-compile demo data}
 has() { [[ " $stages " == *" $1 "* ]]; }
 B=${B:-build-gpu}
 PY=${PYTHON:-python3}
+prepare_fmnist() {  # the README's data: 32-px JPEGs in /tmp/fmnist
+  $B/tools/mo_prepare fashion-mnist --out /tmp/fmnist --size 32 ${FMNIST_SRC:+--src "$FMNIST_SRC"}
+}
 
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/machine.txt"
@@ -87,11 +99,34 @@ if has build || [ ! -x $B/tools/mo_bench ]; then
   [ -x $B/tools/mo_bench ] || exit 1
 fi
 
+if has causal-vs-full; then  # six small runs at once, beside the CUDA tests
+  prepare_fmnist >"$OUT/causal_vs_full.log" 2>&1
+  rm -rf /tmp/causal_vs_full
+  cvf_t0=$(date +%s)
+  PARALLEL=1 BUILD=$B DATA=/tmp/fmnist OUT=/tmp/causal_vs_full bash scripts/bench/causal_vs_full.sh \
+    >>"$OUT/causal_vs_full.log" 2>&1 &
+  cvf_pid=$!
+fi
+join_causal_vs_full() {  # before anything timed
+  [ -n "${cvf_pid:-}" ] || return 0
+  wait "$cvf_pid"
+  echo "causal-vs-full rc=$? after $(( $(date +%s) - cvf_t0 )) s"
+  tail -6 "$OUT/causal_vs_full.log"
+  mkdir -p "$OUT/causal_vs_full"
+  cp /tmp/causal_vs_full/curves.svg "$OUT/causal_vs_full/" 2>/dev/null
+  for d in /tmp/causal_vs_full/*/; do
+    [ -f "$d/summary.csv" ] && cp "$d/summary.csv" "$OUT/causal_vs_full/$(basename "$d").csv"
+  done
+  cvf_pid=
+}
+
 if has tests; then
   ctest --test-dir $B -R Cuda --output-on-failure --timeout 600 >"$OUT/cuda_tests.log" 2>&1
   echo "cuda tests rc=$?"
   grep -E "tests passed|Failed|FAILED|\*\*\*" "$OUT/cuda_tests.log" | head -40
 fi
+
+join_causal_vs_full
 
 if has kernels && [ -x $B/tools/mo_bench_kernels ]; then
   $B/tools/mo_bench_kernels >"$OUT/kernels.log" 2>&1
@@ -148,9 +183,27 @@ if has peers-parallel; then
       --model $1 --batch $3 --mode $2 --warmup 5 --iters 15 ${MO_BENCH_ARGS:-}
   done
 fi
-prepare_fmnist() {  # the README's data: 32-px JPEGs in /tmp/fmnist
-  $B/tools/mo_prepare fashion-mnist --out /tmp/fmnist --size 32 ${FMNIST_SRC:+--src "$FMNIST_SRC"}
-}
+if has fmnist-long; then  # recipes/fashion_mnist_long.yaml from scratch: the time and the final top-1
+  R=/tmp/fmnist_long
+  rm -rf "$R"
+  prepare_fmnist >"$OUT/fmnist_long.log" 2>&1
+  t0=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  OMP_WAIT_POLICY=passive $B/tools/mo_train recipes/fashion_mnist_long.yaml --set data.root=/tmp/fmnist \
+    --set train.output=$R ${FMNIST_EXTRA:-} >>"$OUT/fmnist_long.log" 2>&1
+  rc=$?
+  echo "fmnist-long rc=$rc: mo_train took $($PY -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 1))" "$t0" "$(date +%s.%N)") s"
+  grep -E "parameters|^done" "$OUT/fmnist_long.log" | head -3
+  [ -f "$R/summary.csv" ] && cp "$R/summary.csv" "$OUT/fmnist_long_summary.csv" &&
+    $PY - "$R/summary.csv" <<'PYEOF'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+r = rows[-1]
+best = max(rows, key=lambda x: max(float(x["eval_top1"] or 0), float(x.get("eval_top1_ema") or 0)))
+print(f"fmnist-long: {len(rows)} epochs; last epoch top-1 {r['eval_top1']}% (EMA {r.get('eval_top1_ema') or '-'}%), "
+      f"train loss {r['train_loss']}; best epoch {best['epoch']}: {best['eval_top1']}% (EMA {best.get('eval_top1_ema') or '-'}%)")
+PYEOF
+fi
 # (before peers-join: with peers-start it runs while the peers compile)
 if has timm-local-dir; then  # mo_convert --hf-dir, then timm.create_model('local-dir:...', pretrained=True)
   ck=/tmp/fmnist_long/checkpoints/best.mo
@@ -202,6 +255,21 @@ if has nsys && command -v nsys >/dev/null; then  # unsynchronised kernel times o
   nsys stats --report cuda_gpu_kern_sum --format csv /tmp/mo_tiny.nsys-rep 2>/dev/null |
     python3 -c "import csv,sys; r=list(csv.DictReader(sys.stdin)); [print(f\"{float(x['Total Time (ns)'])/5e6:8.2f} ms/step {int(x['Instances'])//5:5d}x  {x['Name'][:110]}\") for x in r[:40]]" \
     | tee "$OUT/nsys_kernels.txt"
+fi
+if has nsys-infer && command -v nsys >/dev/null; then  # the same for tiny inference
+  nsys profile -o /tmp/mo_tiny_infer --force-overwrite true $B/tools/mo_bench --device cuda --dtype bf16 \
+    --model mambaout_tiny --batch 256 --mode infer --warmup 2 --iters 5 >/dev/null 2>&1
+  nsys stats --report cuda_gpu_kern_sum --format csv /tmp/mo_tiny_infer.nsys-rep 2>/dev/null |
+    python3 -c "import csv,sys; r=list(csv.DictReader(sys.stdin)); [print(f\"{float(x['Total Time (ns)'])/7e6:8.2f} ms/batch {int(x['Instances'])//7:5d}x  {x['Name'][:110]}\") for x in r[:40]]" \
+    | tee "$OUT/nsys_infer_kernels.txt"
+fi
+if has vit-bench; then  # ViT-S/16 training beside timm eager, and the attention kernel beside SDPA
+  [ -f "$OUT/bench.jsonl" ] || : >"$OUT/bench.jsonl"
+  bench mo $B/tools/mo_bench --device cuda --dtype bf16 --model vit_small_patch16_224 --batch 256 --mode train --warmup 5 --iters 15
+  timeout 300 python3 scripts/bench/peer_torch.py --device cuda --dtype bf16 --model vit_small_patch16_224 --batch 256 \
+    --mode train --warmup 5 --iters 15 >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log"
+  { $B/tools/mo_bench_kernels --only attention; python3 scripts/bench/sdpa_peer.py; } >"$OUT/attention.log" 2>&1
+  echo "vit-bench:"; tail -2 "$OUT/bench.jsonl"; cat "$OUT/attention.log"
 fi
 if has demo; then  # the README's main job on the GPU: Fashion-MNIST, recipes/fashion_mnist.yaml as written
   t0=$(date +%s)
@@ -283,26 +351,5 @@ PYEOF
     $PY scripts/bench/serve_table.py "$OUT/serve.jsonl" | tee "$OUT/serve.md"
   fi
   rm -rf "$S"
-fi
-if has fmnist-long; then  # recipes/fashion_mnist_long.yaml from scratch: the time and the final top-1
-  R=/tmp/fmnist_long
-  rm -rf "$R"
-  prepare_fmnist >"$OUT/fmnist_long.log" 2>&1
-  t0=$(date +%s.%N)
-  # shellcheck disable=SC2086
-  OMP_WAIT_POLICY=passive $B/tools/mo_train recipes/fashion_mnist_long.yaml --set data.root=/tmp/fmnist \
-    --set train.output=$R ${FMNIST_EXTRA:-} >>"$OUT/fmnist_long.log" 2>&1
-  rc=$?
-  echo "fmnist-long rc=$rc: mo_train took $($PY -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 1))" "$t0" "$(date +%s.%N)") s"
-  grep -E "parameters|^done" "$OUT/fmnist_long.log" | head -3
-  [ -f "$R/summary.csv" ] && cp "$R/summary.csv" "$OUT/fmnist_long_summary.csv" &&
-    $PY - "$R/summary.csv" <<'PYEOF'
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-r = rows[-1]
-best = max(rows, key=lambda x: max(float(x["eval_top1"] or 0), float(x.get("eval_top1_ema") or 0)))
-print(f"fmnist-long: {len(rows)} epochs; last epoch top-1 {r['eval_top1']}% (EMA {r.get('eval_top1_ema') or '-'}%), "
-      f"train loss {r['train_loss']}; best epoch {best['epoch']}: {best['eval_top1']}% (EMA {best.get('eval_top1_ema') or '-'}%)")
-PYEOF
 fi
 [ -f "$OUT/bench.jsonl" ] && python3 scripts/bench/table.py "$OUT/bench.jsonl" | tee "$OUT/table.md"
