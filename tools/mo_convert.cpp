@@ -1,5 +1,6 @@
-// mo_convert: converts MambaOut weight files between PyTorch's torch.save (.pth/.pt/.bin/.pth.tar),
-// safetensors and mo's own checkpoints (.mo), renaming keys between the official and timm layouts.
+// mo_convert: converts MambaOut and ViT weight files between PyTorch's torch.save (.pth/.pt/.bin/.pth.tar),
+// safetensors and mo's own checkpoints (.mo), renaming MambaOut keys between the official and timm layouts
+// (a ViT's keys are timm's in every output). ONNX export is MambaOut's only: a ViT is refused, named.
 //
 //   mo_convert IN OUT [--names official|timm|keep] [--entry KEY] [--format NAME] [--arch NAME] [--img-size N]
 //   mo_convert IN model.onnx [--onnx-dtype fp32|fp16]     ONNX (nn/io/onnx_export.h)
@@ -26,6 +27,7 @@
 
 #include "autograd/parse.h"
 #include "nn/io/onnx_export.h"
+#include "nn/vit.h"
 #include "tools/common/cli.h"
 #include "tools/common/inference.h"
 #include "tools/engine/model_info.h"
@@ -67,7 +69,7 @@ int main(int argc, char** argv) {
   int64_t img_size = 0;
   bool info = false;
   tools::Cli cli("mo_convert",
-                 "Converts MambaOut weight files between torch.save (.pth .pt .bin .ckpt .tar), safetensors and "
+                 "Converts MambaOut and ViT weight files between torch.save (.pth .pt .bin .ckpt .tar), safetensors and "
                  "mo's .mo, and exports ONNX (.onnx) and timm folders (--hf-dir). IN may also be a folder written "
                  "by --hf-dir.\n  mo_convert IN OUT    mo_convert IN --hf-dir DIR    mo_convert IN --info");
   cli.app.add_option("files", pos, "IN [OUT]")->expected(1, 2);
@@ -95,7 +97,7 @@ int main(int argc, char** argv) {
     MO_CHECK(!in_dir || entry.empty(), "{}: --entry does not apply to a Hugging Face folder", in);
     RawStateDict sd = in_dir ? tools::read_hf_dir(in) : read_checkpoint(in, ReadOptions{entry});
     if (!arch.empty()) {
-      nn::mambaout_config(arch);  // a known name, or the list of them
+      tools::check_model_name(arch, "--arch");
       for (const auto& [k, v] : sd.metadata)
         if (k == "arch" && v != arch) std::printf("note: --arch %s replaces the file's arch %s\n", arch.c_str(), v.c_str());
       tools::set_metadata(sd.metadata, "arch", arch);
@@ -120,33 +122,37 @@ int main(int argc, char** argv) {
     mi.crop_pct = carried.crop_pct.value_or(mi.crop_pct);
     mi.interpolation = carried.interpolation.value_or(mi.interpolation);
     if (carried.mean && carried.std) mi.mean = *carried.mean, mi.std = *carried.std;
+    mi.attention = carried.attention.value_or("");
     MO_CHECK(mi.class_names.empty() || static_cast<int64_t>(mi.class_names.size()) == mi.num_classes,
              "{}: {} class names for {} classifier rows", in, mi.class_names.size(), mi.num_classes);
     for (const auto& [k, v] : tools::info_to_metadata(mi)) tools::set_metadata(sd.metadata, k, v);
 
     // The model itself, for the outputs that need it (and to check that the weights fit the architecture).
     auto build = [&] {
-      MO_CHECK(!mi.arch.empty(), "'{}' does not say which model it holds: name it with --arch (one of {})", in,
-               fmt::join(nn::mambaout_names(), ", "));
+      MO_CHECK(!mi.arch.empty(), "'{}' does not say which model it holds: name it with --arch (one of {}, {})", in,
+               fmt::join(nn::mambaout_names(), ", "), fmt::join(nn::vit_names(), ", "));
       return tools::model_from_state_dict(sd, in, mi.arch);
     };
     if (!hf_dir.empty()) {  // timm's names and config.json
       tools::LoadedModel m = build();
       RawStateDict timm = rename_state_dict(sd, Naming::timm, in);
-      tools::write_hf_dir(timm, mi, m.model->config().dims[3], hf_dir);
+      tools::write_hf_dir(timm, mi, tools::num_features(*m.model), hf_dir);
       std::printf("%s: model.safetensors (timm names) + config.json, %s\n", hf_dir.c_str(), describe(timm, hf_dir).c_str());
       return 0;
     }
     const std::string& out = pos[1];
     if (format == "onnx" || (format.empty() && has_extension(out, ".onnx"))) {
       tools::LoadedModel m = build();
+      const auto* mambaout = dynamic_cast<const nn::MambaOut*>(m.model.get());
+      MO_CHECK(mambaout, "ONNX export of {} is not supported: the exporter writes MambaOut graphs only, not a ViT's "
+               "(export .pth, .safetensors or --hf-dir instead)", mi.arch);
       OnnxExportOptions o;
       o.dtype = parse_onnx_dtype(onnx_dtype);
       o.metadata = tools::info_to_metadata(mi);
       o.metadata.emplace_back("input", "input (batch, 3, height, width) float RGB, NCHW: resize the shorter side to "
                                        "img_size / crop_pct (interpolation), centre-crop img_size, then (x / 255 - mean) / std");
       o.metadata.emplace_back("output", fmt::format("logits (batch, {})", mi.num_classes));
-      export_onnx(*m.model, out, o);
+      export_onnx(*mambaout, out, o);
       std::printf("%s: onnx opset %d, %s, %s\n", out.c_str(), kOnnxOpset, onnx_dtype_name(o.dtype), m.summary.c_str());
       return 0;
     }

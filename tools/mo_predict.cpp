@@ -126,7 +126,8 @@ int main(int argc, char** argv) {
                  "(one path a line)")->type_name("PATH")->required();
   app.add_option("-w,--weights", weights, "checkpoint (ours, .pth, .safetensors or a --hf-dir folder)")
       ->type_name("FILE")->required();
-  app.add_option("-m,--model", model, "model name where the file does not say (e.g. mambaout_femto)")->type_name("NAME");
+  app.add_option("-m,--model", model, "model name where the file does not say (e.g. mambaout_femto, "
+                 "vit_tiny_patch16_224)")->type_name("NAME");
   app.add_flag("--use-ema", use_ema, "the checkpoint's EMA weights (state_dict_ema) instead of the model's");
   app.add_option("--topk", topk, "classes listed per image")->capture_default_str()->check(tools::int_range(1));
   app.add_option("--classes", classes_file, "class names, one a line (default: the checkpoint's, or ImageNet's for "

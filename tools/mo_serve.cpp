@@ -74,7 +74,7 @@ class Slots {
 // The inference thread: images (size x size x 3 bytes, already transformed) in, logits out, in batches.
 class Batcher {
  public:
-  Batcher(const nn::MambaOut& model, Device dev, DType dtype, data::NormalizeSpec norm, int size, int max_batch,
+  Batcher(const nn::Classifier& model, Device dev, DType dtype, data::NormalizeSpec norm, int size, int max_batch,
           double window_ms)
       : model_(model), dev_(dev), size_(size), max_batch_(max_batch),
         window_(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(window_ms))) {
@@ -151,7 +151,7 @@ class Batcher {
     return model_.forward_nhwc(x).to_vector<float>();
   }
 
-  const nn::MambaOut& model_;
+  const nn::Classifier& model_;
   const Device dev_;
   data::NormalizeSpec norm_;
   const int size_, max_batch_;
@@ -267,7 +267,8 @@ int main(int argc, char** argv) {
                              "uploaded image.");
   CLI::App& app = cli.app;
   app.add_option("-w,--weights", weights, "checkpoint to serve (ours, .pth or .safetensors)")->type_name("FILE")->required();
-  app.add_option("-m,--model", model, "model name where the file does not say (e.g. mambaout_femto)")->type_name("NAME");
+  app.add_option("-m,--model", model, "model name where the file does not say (e.g. mambaout_femto, "
+                 "vit_tiny_patch16_224)")->type_name("NAME");
   app.add_option("--port", opt.port, "TCP port (0: any free one)")->capture_default_str()->check(tools::int_range(0, 65535));
   app.add_option("--host", opt.host, "address to listen on")->capture_default_str();
   app.add_option("--device", device, "where to run")->capture_default_str()->check(tools::one_of({"auto", "cpu", "cuda"}));

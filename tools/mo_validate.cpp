@@ -45,7 +45,8 @@ int main(int argc, char** argv) {
       ->type_name("FILE")->required();
   app.add_option("--data", root, "the ImageFolder root (ROOT/SPLIT/<class>/*.jpg)")->type_name("ROOT")->required();
   app.add_option("--split", split, "the folder under ROOT to evaluate")->capture_default_str();
-  app.add_option("-m,--model", model, "model name where the file does not say (e.g. mambaout_femto)")->type_name("NAME");
+  app.add_option("-m,--model", model, "model name where the file does not say (e.g. mambaout_femto, "
+                 "vit_tiny_patch16_224)")->type_name("NAME");
   app.add_flag("--use-ema", use_ema, "the checkpoint's EMA weights (state_dict_ema) instead of the model's");
   app.add_option("--img-size", img_size, "input size (default: the checkpoint's)")->check(tools::int_range(32, 8192));
   app.add_option("--crop-pct", crop_pct, "centre-crop fraction (default: the checkpoint's)")

@@ -17,6 +17,7 @@
 #include "autograd/graph.h"
 #include "nn/io/checkpoint_io.h"
 #include "nn/io/json_lite.h"
+#include "nn/mambaout.h"
 #include "tests/nn/io/onnx_test_util.h"
 #include "tests/test_util.h"
 #include "tests/engine/train_test_util.h"
@@ -82,7 +83,7 @@ void expect_settings(const nn::io::RawStateDict& sd, const std::string& what) {
 Tensor mo_logits(const std::string& weights, const Tensor& x) {
   tools::LoadedModel m = tools::load_model_for_eval(weights, "", Device::cpu(), DType::f32);
   NoGradGuard g;
-  return m.model->forward(x);
+  return dynamic_cast<const nn::MambaOut&>(*m.model).forward(x);
 }
 
 }  // namespace

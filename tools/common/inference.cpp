@@ -12,6 +12,8 @@
 #include "data/jpeg.h"
 #include "data/normalize.h"
 #include "nn/io/checkpoint_io.h"
+#include "nn/mambaout.h"
+#include "nn/vit.h"
 #include "tools/common/class_names.h"
 #include "tools/engine/checkpoint.h"
 #include "tools/engine/weights.h"
@@ -25,17 +27,21 @@ LoadedModel model_from_state_dict(const nn::io::RawStateDict& sd, const std::str
   if (out.name.empty())
     for (const auto& [k, v] : sd.metadata)
       if (k == "arch") out.name = v;
-  MO_CHECK(!out.name.empty(), "'{}' does not say which model it holds: name it with --model (one of {})", what,
-           fmt::join(nn::mambaout_names(), ", "));
+  MO_CHECK(!out.name.empty(), "'{}' does not say which model it holds: name it with --model (one of {}, {})", what,
+           fmt::join(nn::mambaout_names(), ", "), fmt::join(nn::vit_names(), ", "));
+  check_model_name(out.name, "'" + what + "'");
   out.num_classes = classifier_rows(sd, what);
-  MO_CHECK(out.num_classes > 0, "'{}' has no classifier weight (head.fc2.weight or head.fc.weight)", what);
-  nn::MambaOutConfig mc = nn::mambaout_config(out.name);
-  mc.num_classes = out.num_classes;
-  out.model = std::make_unique<nn::MambaOut>(mc, 0, /*initialize=*/false);
-  nn::io::LoadReport rep = nn::io::load_into_model(*out.model, sd, what);
+  MO_CHECK(out.num_classes > 0, "'{}' has no classifier weight ({})", what,
+           nn::is_vit_name(out.name) ? "head.weight" : "head.fc2.weight or head.fc.weight");
   out.carried = carried_info(sd.metadata, what);
+  out.attention = out.carried.attention.value_or("full");
+  MO_CHECK(out.attention == "full" || nn::is_vit_name(out.name),
+           "'{}': metadata 'attention' = '{}' applies to ViT models only, not to {}", what, out.attention, out.name);
+  out.model = nn::make_classifier({out.name, out.num_classes, 0.0, out.attention}, 0, /*initialize=*/false);
+  nn::io::LoadReport rep = nn::io::load_into_model(*out.model, sd, what);
   out.class_names = out.carried.class_names;
-  out.summary = fmt::format("{} ({} classes): {}", out.name, out.num_classes, rep.summary());
+  out.summary = fmt::format("{} ({} classes{}): {}", out.name, out.num_classes,
+                            out.attention == "causal" ? ", causal attention" : "", rep.summary());
   out.model->eval();
   return out;
 }
@@ -71,6 +77,17 @@ LoadedModel load_model_for_eval(const std::string& weights, const std::string& m
   nn::pack_parameters(*out.model, dev, dtype);
   out.model->eval();
   return out;
+}
+
+void check_model_name(const std::string& name, const std::string& what) {
+  const auto m = nn::mambaout_names(), v = nn::vit_names();
+  MO_CHECK(nn::is_vit_name(name) || std::find(m.begin(), m.end(), name) != m.end(),
+           "{}: unknown model '{}'; known: {}, {}", what, name, fmt::join(m, ", "), fmt::join(v, ", "));
+}
+
+int64_t num_features(const nn::Classifier& model) {
+  if (const auto* v = dynamic_cast<const nn::VisionTransformer*>(&model)) return v->config().embed_dim;
+  return dynamic_cast<const nn::MambaOut&>(model).config().dims[3];
 }
 
 Tensor load_images(const std::vector<std::string>& paths, const data::EvalTransformConfig& tf, Device dev,

@@ -1,6 +1,7 @@
-// inference.h: what mo_validate, mo_predict and mo_serve share: building a model from a weight file (our
-// checkpoints or PyTorch's: the architecture from the file's metadata or --model, the class count from
-// the classifier's shape), putting it on a device in fp32 or bf16, and the eval transform of single
+// inference.h: what mo_validate, mo_predict, mo_serve and mo_convert share: building a model, MambaOut or
+// ViT, from a weight file (our checkpoints or PyTorch's: the architecture from the file's metadata or
+// --model, the class count from the classifier's shape, a ViT's attention mask from the metadata), putting
+// it on a device in fp32 or bf16, and the eval transform of single
 // image files (mambaout.md §4: resize the shorter side to size / crop_pct, centre crop, normalize).
 #pragma once
 #include <memory>
@@ -11,7 +12,7 @@
 #include "data/normalize.h"
 #include "data/transforms.h"
 #include "nn/io/raw_tensor.h"
-#include "nn/mambaout.h"
+#include "nn/classifier.h"
 #include "tools/engine/model_info.h"
 #include "tools/engine/train_config.h"
 #include "tools/engine/weights.h"
@@ -19,8 +20,9 @@
 namespace mo::tools {
 
 struct LoadedModel {
-  std::unique_ptr<nn::MambaOut> model;
+  std::unique_ptr<nn::Classifier> model;  // an nn::MambaOut or an nn::VisionTransformer
   std::string name;
+  std::string attention = "full";           // a ViT's: full | causal (the file's metadata 'attention')
   int64_t num_classes = 0;
   std::vector<std::string> class_names;     // from our checkpoints (the training folder's classes)
   std::optional<TrainConfig> train_config;  // from our checkpoints
@@ -37,6 +39,11 @@ LoadedModel load_model_for_eval(const std::string& weights, const std::string& m
                                 const std::string& entry = "");
 // The same from weights already read (`what` names them in errors); the model stays on the CPU in fp32.
 LoadedModel model_from_state_dict(const nn::io::RawStateDict& sd, const std::string& what, const std::string& model_name);
+
+// Throws unless `name` is a model make_classifier builds, naming `what` and listing the known names.
+void check_model_name(const std::string& name, const std::string& what);
+// The width of the features the classifier reads (MambaOut: dims[3]; ViT: embed_dim).
+int64_t num_features(const nn::Classifier& model);
 
 // Decodes and transforms image files into one channels-last batch (N, size, size, 3) in `dtype` on
 // `dev`, normalized with `norm`'s mean/std (default ImageNet's). Throws naming a file that cannot be read or

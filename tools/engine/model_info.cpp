@@ -19,6 +19,7 @@
 #include "nn/io/pth.h"
 #include "nn/io/zip_reader.h"
 #include "nn/io/zip_writer.h"
+#include "nn/vit.h"
 
 namespace mo::tools {
 namespace {
@@ -89,6 +90,7 @@ Metadata info_to_metadata(const ModelInfo& m) {
   md.emplace_back("interpolation", m.interpolation);
   md.emplace_back("mean", triple(m.mean));
   md.emplace_back("std", triple(m.std));
+  if (!m.attention.empty()) md.emplace_back("attention", m.attention);
   return md;
 }
 
@@ -126,6 +128,9 @@ CarriedInfo carried_info(const Metadata& md, const std::string& what) {
       }
       (k == "mean" ? c.mean : c.std) = t;
       (k == "mean" ? probe.mean : probe.std) = t;
+    } else if (k == "attention") {
+      MO_CHECK(v == "full" || v == "causal", "{}: metadata 'attention' = '{}' is not full or causal", what, v);
+      c.attention = v;
     } else if (k == "label_names") {
       c.class_names = string_array(nn::io::parse_json(v, what + ": metadata 'label_names'"), what, k);
     }
@@ -204,10 +209,12 @@ std::string hf_config_json(const ModelInfo& m, int64_t num_features) {
   json_string(a, m.arch);
   json_string(interp, m.interpolation);
   const auto nums = [](const std::array<double, 3>& v) { return fmt::format("[{}, {}, {}]", v[0], v[1], v[2]); };
+  const bool vit = nn::is_vit_name(m.arch);
   std::string out = "{\n";
   out += fmt::format("  \"architecture\": {},\n  \"num_classes\": {},\n  \"num_features\": {},\n", a, m.num_classes,
                      num_features);
-  out += "  \"global_pool\": \"avg\",\n";
+  out += vit ? "  \"global_pool\": \"token\",\n" : "  \"global_pool\": \"avg\",\n";
+  if (m.attention == "causal") out += "  \"attention\": \"causal\",\n";
   if (!m.class_names.empty()) out += "  \"label_names\": " + json_strings(m.class_names) + ",\n";
   out += "  \"pretrained_cfg\": {\n";
   out += fmt::format("    \"input_size\": [3, {}, {}],\n", m.img_size, m.img_size);
@@ -215,6 +222,10 @@ std::string hf_config_json(const ModelInfo& m, int64_t num_features) {
                      m.crop_pct);
   out += fmt::format("    \"mean\": {},\n    \"std\": {},\n", nums(m.mean), nums(m.std));
   out += fmt::format("    \"num_classes\": {},\n", m.num_classes);
+  if (vit) {
+    out += "    \"pool_size\": null,\n    \"first_conv\": \"patch_embed.proj\",\n    \"classifier\": \"head\",\n";
+    return out + "    \"fixed_input_size\": true\n  }\n}\n";
+  }
   out += fmt::format("    \"pool_size\": [{}, {}],\n", (m.img_size + 31) / 32, (m.img_size + 31) / 32);
   out += "    \"first_conv\": \"stem.conv1\",\n    \"classifier\": \"head.fc\",\n";
   out += "    \"fixed_input_size\": false\n  }\n}\n";
@@ -261,6 +272,11 @@ ModelInfo parse_hf_config(const std::string& text, const std::string& what) {
   if (const Json* i = cfg->get("interpolation")) {
     MO_CHECK(i->kind == Json::Kind::string, "{}: 'interpolation' is not a string", what);
     m.interpolation = i->s;
+  }
+  if (const Json* at = root.get("attention")) {
+    MO_CHECK(at->kind == Json::Kind::string && (at->s == "full" || at->s == "causal"),
+             "{}: 'attention' is not \"full\" or \"causal\"", what);
+    m.attention = at->s;
   }
   if (const Json* mean = cfg->get("mean")) m.mean = number_triple(*mean, what, "mean");
   if (const Json* std = cfg->get("std")) m.std = number_triple(*std, what, "std");

@@ -8,7 +8,8 @@
 //   - .onnx: metadata_props;
 //   - a Hugging Face folder (--hf-dir): config.json in timm's pretrained_cfg form.
 // The keys, as strings: arch, num_classes, label_names (a JSON array), img_size, crop_pct, interpolation,
-// mean and std ("0.485,0.456,0.406", in 0..1 units).
+// mean and std ("0.485,0.456,0.406", in 0..1 units), and for a ViT attention (full | causal: the mask the
+// model was trained with, so that a causal model is evaluated causal; absent = full).
 #pragma once
 #include <array>
 #include <optional>
@@ -28,6 +29,7 @@ struct ModelInfo {
   double crop_pct = 1.0;
   std::string interpolation = "bicubic";
   std::array<double, 3> mean{0.485, 0.456, 0.406}, std{0.229, 0.224, 0.225};
+  std::string attention;  // ViT: full | causal; empty: not said (full)
 };
 
 using Metadata = std::vector<std::pair<std::string, std::string>>;
@@ -43,6 +45,7 @@ struct CarriedInfo {
   std::optional<std::string> interpolation;
   std::optional<std::array<double, 3>> mean, std;
   std::vector<std::string> class_names;
+  std::optional<std::string> attention;  // "full" or "causal"
 };
 CarriedInfo carried_info(const Metadata& md, const std::string& what);
 
@@ -56,7 +59,9 @@ void set_metadata(Metadata& md, const std::string& key, const std::string& value
 // --- Hugging Face folder (timm local-dir / hf-hub layout) -----------------------------------------
 // config.json as timm's save_config_for_hf writes it: architecture, num_classes, num_features,
 // global_pool, label_names at the top level; pretrained_cfg with input_size, interpolation, crop_pct,
-// crop_mode, mean, std, num_classes, pool_size, first_conv, classifier, fixed_input_size.
+// crop_mode, mean, std, num_classes, pool_size, first_conv, classifier, fixed_input_size (a ViT's: token
+// pooling, patch_embed.proj, head, no pool_size, a fixed input size). A causal ViT adds "attention":
+// "causal" at the top level, which mo reads back and timm ignores (timm's ViT has no causal mode).
 std::string hf_config_json(const ModelInfo& info, int64_t num_features);
 // Reads such a config.json (also timm's legacy single-dict form); errors name the file and key.
 ModelInfo parse_hf_config(const std::string& text, const std::string& what);

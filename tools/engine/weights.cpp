@@ -5,6 +5,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "nn/vit.h"
 #include "tools/engine/checkpoint.h"
 #include "tools/engine/model_info.h"
 #include "tools/engine/train_config.h"
@@ -36,6 +37,7 @@ void register_mo_format() {
              TrainConfig c;
              make_schema(c).load_string(s.config_yaml, path + " (stored config)");
              info.img_size = c.data.img_size, info.crop_pct = c.data.crop_pct, info.interpolation = c.data.interpolation;
+             if (nn::is_vit_name(c.model.name)) info.attention = c.model.attention;  // a causal model stays causal
            }
            const bool settings = !s.config_yaml.empty();  // weights-only .mo files have none
            for (const auto& [k, v] : info_to_metadata(info))
@@ -49,7 +51,7 @@ void register_mo_format() {
            // what the metadata says about the model: class names, and the eval settings as a stored config
            const CarriedInfo info = carried_info(sd.metadata, path);
            s.class_names = info.class_names;
-           if (info.img_size || info.crop_pct || info.interpolation) {
+           if (info.img_size || info.crop_pct || info.interpolation || info.attention) {
              const ModelInfo imagenet;
              MO_CHECK((!info.mean || *info.mean == imagenet.mean) && (!info.std || *info.std == imagenet.std),
                       "{}: mo checkpoints normalise with ImageNet's mean/std; these weights carry others", path);
@@ -59,6 +61,7 @@ void register_mo_format() {
              c.data.img_size = info.img_size.value_or(c.data.img_size);
              c.data.crop_pct = info.crop_pct.value_or(c.data.crop_pct);
              c.data.interpolation = info.interpolation.value_or(c.data.interpolation);
+             c.model.attention = info.attention.value_or(c.model.attention);
              s.config_yaml = dump_train_config(c);
            }
            for (const auto& [n, t] : sd.tensors) s.model.emplace_back(n, nn::io::tensor_from_raw(t));
@@ -72,7 +75,7 @@ void register_mo_format() {
 int64_t classifier_rows(const nn::io::RawStateDict& sd, const std::string& what) {
   for (const auto& [name, t] : sd.tensors) {
     std::string n = nn::io::strip_wrapper_prefix(name);
-    if ((n == "head.fc2.weight" || n == "head.fc.weight") && t.shape.size() == 2) {
+    if ((n == "head.fc2.weight" || n == "head.fc.weight" || n == "head.weight") && t.shape.size() == 2) {
       MO_CHECK(t.shape[1] > 0, "{}: classifier weight '{}' has shape {}, with no input features", what, name,
                nn::io::shape_string(t.shape));
       return t.shape[0];

@@ -19,7 +19,7 @@ void register_mo_format();
 // converted between the official and timm layouts; a missing or unexpected key is an error when strict.
 // `keep_if_shape_differs`: parameters left at their initialisation when the file's have another shape
 // (model.init onto another number of classes).
-// Rows of the classifier weight (official head.fc2, timm head.fc), or 0 when there is none; a weight with
+// Rows of the classifier weight (MambaOut: official head.fc2, timm head.fc; ViT: head), or 0 when there is none; a weight with
 // no input features is refused, naming `what` (the file).
 int64_t classifier_rows(const nn::io::RawStateDict& sd, const std::string& what);
 
