@@ -69,9 +69,9 @@ int main(int argc, char** argv) {
   int64_t img_size = 0;
   bool info = false;
   tools::Cli cli("mo_convert",
-                 "Converts MambaOut and ViT weight files between torch.save (.pth .pt .bin .ckpt .tar), safetensors and "
-                 "mo's .mo, and exports ONNX (.onnx) and timm folders (--hf-dir). IN may also be a folder written "
-                 "by --hf-dir.\n  mo_convert IN OUT    mo_convert IN --hf-dir DIR    mo_convert IN --info");
+                 "Converts MambaOut and ViT weight files between torch.save (.pth .pt .bin .ckpt .tar), safetensors "
+                 "and mo's .mo, and exports ONNX (.onnx, MambaOut only) and timm folders (--hf-dir). IN may also be a "
+                 "folder written by --hf-dir.\n  mo_convert IN OUT    mo_convert IN --hf-dir DIR    mo_convert IN --info");
   cli.app.add_option("files", pos, "IN [OUT]")->expected(1, 2);
   cli.app.add_option("--names", names, "key names of the output")->check(tools::one_of({"official", "timm", "keep"}))
       ->capture_default_str();
@@ -123,6 +123,12 @@ int main(int argc, char** argv) {
     mi.interpolation = carried.interpolation.value_or(mi.interpolation);
     if (carried.mean && carried.std) mi.mean = *carried.mean, mi.std = *carried.std;
     mi.attention = carried.attention.value_or("");
+    if (nn::is_vit_name(mi.arch)) {  // a ViT takes the one input size its position embedding was made for
+      const int64_t own = nn::vit_config(mi.arch).img_size;
+      if (img_size <= 0 && !carried.img_size) mi.img_size = own;
+      MO_CHECK(mi.img_size == own, "{} takes {} px images only (its position embedding is fixed), not {} px ({})",
+               mi.arch, own, mi.img_size, img_size > 0 ? "--img-size" : in + "'s img_size");
+    }
     MO_CHECK(mi.class_names.empty() || static_cast<int64_t>(mi.class_names.size()) == mi.num_classes,
              "{}: {} class names for {} classifier rows", in, mi.class_names.size(), mi.num_classes);
     for (const auto& [k, v] : tools::info_to_metadata(mi)) tools::set_metadata(sd.metadata, k, v);

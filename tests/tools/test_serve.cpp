@@ -2,7 +2,8 @@
 // JSON top-5 of POST /predict (raw bytes and multipart) equal to mo_predict's and to the in-process
 // inference path, for a checkpoint trained at 32 px too (its preprocessing, or the options'), batches
 // equal to single images, PNG and WebP uploads, GET /health, bad uploads answered with 4xx JSON while it
-// keeps serving, and mistakes on its command line. The HTTP hardening is tested in test_serve_http.cpp.
+// keeps serving, a causal ViT served causal, and mistakes on its command line. The HTTP hardening is
+// tested in test_serve_http.cpp.
 #include <algorithm>
 #include <chrono>
 #include <string>
@@ -272,6 +273,38 @@ TEST(Serve, CheckpointTrainedAt32PxGivesMoPredictsTop5) {
     expect_mo_predicts(ckpt, "--img-size 48 --crop-pct 0.875 --interpolation bilinear", f, r.body);
   }
   EXPECT_TRUE(opt.stop());
+  fs::remove_all(root);
+}
+
+// A causal ViT checkpoint (vit_tiny_patch4_32, model.attention causal): mo_serve says it serves it causal
+// and answers with mo_predict's top-5 (which tests/tools/test_vit_tools.cpp checks against the causal forward).
+TEST(Serve, CausalVitCheckpointIsServedCausal) {
+  const std::string root = tools::testing::make_image_folder("serve_vit_data", 6, 2, 1);
+  tools::TrainConfig c = tools::testing::small_config(root, mo::test::tmp_path("serve_vit_run"));
+  c.model.name = "vit_tiny_patch4_32";
+  c.model.num_classes = 6;
+  c.model.attention = "causal";
+  c.sched.epochs = 1;
+  c.sched.warmup_epochs = 0;
+  c.sched.cooldown_epochs = 0;
+  c.train.eval_every = 0;
+  std::FILE* devnull = std::fopen("/dev/null", "w");
+  std::string ckpt;
+  {
+    tools::Trainer t(c, nullptr, devnull);
+    ckpt = t.fit().last_checkpoint;
+  }
+  std::fclose(devnull);
+  ASSERT_FALSE(ckpt.empty());
+  ServeProcess srv;
+  ASSERT_TRUE(srv.start(ckpt, {})) << srv.said;
+  EXPECT_NE(srv.said.find("vit_tiny_patch4_32 (6 classes, causal attention)"), std::string::npos) << srv.said;
+  for (const std::string& f : {root + "/val/class_2/0.jpg", image("chelsea.jpg")}) {
+    Reply r = post(srv.port, "/predict", read_bytes(f));
+    ASSERT_EQ(r.status, 200) << r.body;
+    expect_mo_predicts(ckpt, "", f, r.body);
+  }
+  EXPECT_TRUE(srv.stop());
   fs::remove_all(root);
 }
 

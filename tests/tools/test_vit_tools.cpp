@@ -4,7 +4,7 @@
 //    tensors in the mode it was trained in; mo_validate's loss is that model's mean cross-entropy over
 //    the split, and a causal checkpoint is evaluated causal (its numbers are not the full model's);
 //  - mo_convert to .pth, .safetensors and --hf-dir and back keeps every tensor bit for bit, timm's names
-//    and the attention mode; ONNX export of a ViT is refused, named;
+//    and the attention mode; ONNX export of a ViT, another input size and bad metadata are refused, named;
 //  - a vit_tiny_patch16_224 state_dict written by torch (tests/reference/vit_ref.py, timm's module names)
 //    is predicted by mo_predict as torch computes it, and its export loads into it with strict=True.
 #include <gtest/gtest.h>
@@ -172,7 +172,8 @@ TEST(VitTools, ConvertRoundTripsBitForBitWithTimmNames) {
   tools::register_mo_format();
   for (const std::string& f : {pth, st, back, pth2, pth2 + ".safetensors", dir + "/model.safetensors"}) {
     SCOPED_TRACE(f);
-    const nn::io::RawStateDict sd = f == dir + "/model.safetensors" ? tools::read_hf_dir(dir) : nn::io::read_checkpoint(f);
+    const bool hf = f == dir + "/model.safetensors";
+    const nn::io::RawStateDict sd = hf ? tools::read_hf_dir(dir) : nn::io::read_checkpoint(f);
     ASSERT_EQ(sd.tensors.size(), s.model.size());
     for (size_t i = 0; i < s.model.size(); ++i) {
       EXPECT_EQ(sd.tensors[i].first, s.model[i].first);  // the model's names are timm's, in timm's order
@@ -198,7 +199,23 @@ TEST(VitTools, ConvertRoundTripsBitForBitWithTimmNames) {
                 .find("x.safetensors: metadata 'attention' = 'casual' is not full or causal"), std::string::npos);
   tools::set_metadata(sd.metadata, "attention", "causal");
   EXPECT_NE(mo::test::error_of([&] { tools::model_from_state_dict(sd, "x.safetensors", "mambaout_femto"); })
-                .find("'x.safetensors': metadata 'attention' = 'causal' applies to ViT models only"), std::string::npos);
+                .find("'x.safetensors': metadata 'attention' = 'causal' applies to ViT models only"),
+            std::string::npos);
+  // a file that says nothing: --model / --arch name it, and the size is the ViT's own (another one is refused)
+  sd.metadata.clear();
+  const std::string bare = tmp_path("vit_bare.safetensors");
+  nn::io::write_checkpoint(sd, bare);
+  r = run_command(kBin + "mo_predict -m vit_tiny_patch4_32 -w " + bare + " " + image_root() + "/val/class_0/0.jpg");
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_NE(r.output.find("preprocessing 32 px (default)"), std::string::npos) << r.output;
+  for (const std::string& cmd :
+       {"mo_predict --img-size 48 -w " + ckpt + " " + image_root() + "/val/class_0/0.jpg",
+        "mo_convert " + bare + " " + tmp_path("x.pth") + " --arch vit_tiny_patch4_32 --img-size 48"}) {
+    r = run_command(kBin + cmd);
+    EXPECT_EQ(r.rc, 1) << r.output;
+    EXPECT_NE(r.output.find("error: vit_tiny_patch4_32 takes 32 px images only (its position embedding is fixed), not "
+                            "48 px (--img-size)"), std::string::npos) << r.output;
+  }
   r = run_command(kBin + "mo_convert " + st + " " + tmp_path("x.pth") + " --arch vit_huge");
   EXPECT_NE(r.output.find("--arch: unknown model 'vit_huge'; known: "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("vit_small_patch4_32"), std::string::npos) << r.output;
@@ -209,11 +226,13 @@ TEST(VitTools, TorchWrittenVitTinyPredictsAsTorchAndExportsLoadStrict) {
   const std::string dir = mo::test::temp_dir("vit_timm");
   const std::string image = image_root() + "/val/class_1/0.jpg";
   data::EvalTransformConfig tf;  // 224 px, crop 1, bicubic: the defaults of a file that carries none
-  mo::test::save_npy(dir + "/x.npy", nhwc_to_nchw(tools::load_images({image}, tf, Device::cpu(), DType::f32)).contiguous());
+  const Tensor x = tools::load_images({image}, tf, Device::cpu(), DType::f32);  // (1, 224, 224, 3)
+  mo::test::save_npy(dir + "/x.npy", nhwc_to_nchw(x).contiguous());
   // torch: timm's vit_tiny_patch16_224 (vit_ref.py's modules) with seeded random weights, its logits on x
   const std::string script = dir + "/make.py";
-  std::ofstream(script) << "import sys, numpy as np, torch\nsys.path.insert(0, '" << fs::path(kRef).parent_path().string()
-                        << "')\nimport vit_ref\ntorch.manual_seed(0)\n"
+  const std::string head = "import sys, numpy as np, torch\nsys.path.insert(0, '" +
+                           fs::path(kRef).parent_path().string() + "')\nimport vit_ref\n";
+  std::ofstream(script) << head << "torch.manual_seed(0)\n"
                            "m = vit_ref.VisionTransformer(224, 16, 192, 12, 3, 1000, 0).eval()\n"
                            "for p in m.parameters(): torch.nn.init.normal_(p, std=0.05)\n"
                            "torch.save(m.state_dict(), sys.argv[1] + '/timm.pth')\n"
@@ -240,8 +259,7 @@ TEST(VitTools, TorchWrittenVitTinyPredictsAsTorchAndExportsLoadStrict) {
     r = run_command(kBin + "mo_convert " + cmd);
     ASSERT_EQ(r.rc, 0) << r.output;
   }
-  std::ofstream(script) << "import sys, torch\nsys.path.insert(0, '" << fs::path(kRef).parent_path().string()
-                        << "')\nimport vit_ref\nm = vit_ref.VisionTransformer(224, 16, 192, 12, 3, 1000, 0)\n"
+  std::ofstream(script) << head << "m = vit_ref.VisionTransformer(224, 16, 192, 12, 3, 1000, 0)\n"
                            "sd = torch.load(sys.argv[1] + '/out.pth'); ref = torch.load(sys.argv[1] + '/timm.pth')\n"
                            "m.load_state_dict(sd, strict=True)\n"
                            "assert list(sd) == list(m.state_dict()) == list(ref), list(sd)\n"

@@ -132,6 +132,9 @@ EvalPreprocess eval_preprocess_for(const LoadedModel& m, int64_t img_size, doubl
   const CarriedInfo& f = m.carried;
   const std::optional<TrainConfig>& c = m.train_config;
   EvalPreprocess p;
+  // a ViT's position embedding fixes its input size: that is its default, and another size is an error
+  const auto* vit = dynamic_cast<const nn::VisionTransformer*>(m.model.get());
+  const int64_t size_default = vit ? vit->config().img_size : d.data.img_size;
   // each setting: the option, else the stored config, else the file's metadata, else the default
   auto pick = [&](auto option, bool given, auto stored, const auto& carried, auto dflt, std::string& origin) {
     if (given) return origin = "option", option;
@@ -140,7 +143,10 @@ EvalPreprocess eval_preprocess_for(const LoadedModel& m, int64_t img_size, doubl
     return origin = "default", dflt;
   };
   p.transform.size = static_cast<int>(
-      pick(img_size, img_size > 0, c ? c->data.img_size : 0, f.img_size, d.data.img_size, p.origin[0]));
+      pick(img_size, img_size > 0, c ? c->data.img_size : 0, f.img_size, size_default, p.origin[0]));
+  MO_CHECK(!vit || p.transform.size == size_default, "{} takes {} px images only (its position embedding is fixed), "
+           "not {} px ({})", m.name, size_default, p.transform.size,
+           p.origin[0] == "option" ? "--img-size" : p.origin[0]);
   p.transform.crop_pct = pick(crop_pct, crop_pct > 0, c ? c->data.crop_pct : 0.0, f.crop_pct, d.data.crop_pct,
                               p.origin[1]);
   p.interpolation = pick(interpolation, !interpolation.empty(), c ? c->data.interpolation : std::string(),

@@ -65,8 +65,9 @@ std::vector<std::string> expand_image_inputs(const std::vector<std::string>& inp
 
 // The eval preprocessing of a loaded model, as mo_predict, mo_validate and mo_serve apply it: image size,
 // crop_pct and interpolation from the checkpoint's stored config, else from the file's metadata
-// (model_info.h), else the config defaults (224, 1.0, bicubic); each override given (> 0, non-empty)
-// replaces its value. Mean and std: the file's metadata, else ImageNet's.
+// (model_info.h), else the config defaults (224, 1.0, bicubic; a ViT: its own size, the only one it
+// takes); each override given (> 0, non-empty) replaces its value. Mean and std: the file's metadata,
+// else ImageNet's.
 struct EvalPreprocess {
   data::EvalTransformConfig transform;
   data::NormalizeSpec normalize;  // channels-last f32; mean/std in 0..255 units

@@ -37,7 +37,8 @@ void register_mo_format() {
              TrainConfig c;
              make_schema(c).load_string(s.config_yaml, path + " (stored config)");
              info.img_size = c.data.img_size, info.crop_pct = c.data.crop_pct, info.interpolation = c.data.interpolation;
-             if (nn::is_vit_name(c.model.name)) info.attention = c.model.attention;  // a causal model stays causal
+             if (nn::is_vit_name(c.model.name) || c.model.attention != "full")  // a causal model stays causal
+               info.attention = c.model.attention;
            }
            const bool settings = !s.config_yaml.empty();  // weights-only .mo files have none
            for (const auto& [k, v] : info_to_metadata(info))

@@ -19,8 +19,8 @@ void register_mo_format();
 // converted between the official and timm layouts; a missing or unexpected key is an error when strict.
 // `keep_if_shape_differs`: parameters left at their initialisation when the file's have another shape
 // (model.init onto another number of classes).
-// Rows of the classifier weight (MambaOut: official head.fc2, timm head.fc; ViT: head), or 0 when there is none; a weight with
-// no input features is refused, naming `what` (the file).
+// Rows of the classifier weight (MambaOut: official head.fc2, timm head.fc; ViT: head), or 0 when there
+// is none; a weight with no input features is refused, naming `what` (the file).
 int64_t classifier_rows(const nn::io::RawStateDict& sd, const std::string& what);
 
 nn::io::LoadReport load_weights(nn::Module& model, const std::string& path, bool strict = true,
