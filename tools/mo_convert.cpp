@@ -123,6 +123,8 @@ int main(int argc, char** argv) {
     mi.interpolation = carried.interpolation.value_or(mi.interpolation);
     if (carried.mean && carried.std) mi.mean = *carried.mean, mi.std = *carried.std;
     mi.attention = carried.attention.value_or("");
+    MO_CHECK(mi.attention != "causal" || mi.arch.empty() || nn::is_vit_name(mi.arch),
+             "{}: metadata 'attention' = 'causal' applies to ViT models only, not to {}", in, mi.arch);
     if (nn::is_vit_name(mi.arch)) {  // a ViT takes the one input size its position embedding was made for
       const int64_t own = nn::vit_config(mi.arch).img_size;
       if (img_size <= 0 && !carried.img_size) mi.img_size = own;

@@ -201,6 +201,11 @@ TEST(VitTools, ConvertRoundTripsBitForBitWithTimmNames) {
   EXPECT_NE(mo::test::error_of([&] { tools::model_from_state_dict(sd, "x.safetensors", "mambaout_femto"); })
                 .find("'x.safetensors': metadata 'attention' = 'causal' applies to ViT models only"),
             std::string::npos);
+  const std::string causal_mambaout = tmp_path("causal_mambaout.safetensors");
+  nn::io::write_checkpoint(sd, causal_mambaout);
+  r = run_command(kBin + "mo_convert " + causal_mambaout + " " + tmp_path("y.pth") + " --arch mambaout_femto");
+  EXPECT_NE(r.output.find("metadata 'attention' = 'causal' applies to ViT models only, not to mambaout_femto"),
+            std::string::npos) << r.output;
   // a file that says nothing: --model / --arch name it, and the size is the ViT's own (another one is refused)
   sd.metadata.clear();
   const std::string bare = tmp_path("vit_bare.safetensors");
