@@ -1,6 +1,6 @@
 // mo_convert: converts MambaOut and ViT weight files between PyTorch's torch.save (.pth/.pt/.bin/.pth.tar),
 // safetensors and mo's own checkpoints (.mo), renaming MambaOut keys between the official and timm layouts
-// (a ViT's keys are timm's in every output). ONNX export is MambaOut's only: a ViT is refused, named.
+// (a ViT's keys are timm's in every output).
 //
 //   mo_convert IN OUT [--names official|timm|keep] [--entry KEY] [--format NAME] [--arch NAME] [--img-size N]
 //   mo_convert IN model.onnx [--onnx-dtype fp32|fp16]     ONNX (nn/io/onnx_export.h)
@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
   bool info = false;
   tools::Cli cli("mo_convert",
                  "Converts MambaOut and ViT weight files between torch.save (.pth .pt .bin .ckpt .tar), safetensors "
-                 "and mo's .mo, and exports ONNX (.onnx, MambaOut only) and timm folders (--hf-dir). IN may also be a "
+                 "and mo's .mo, and exports ONNX (.onnx) and timm folders (--hf-dir). IN may also be a "
                  "folder written by --hf-dir.\n  mo_convert IN OUT    mo_convert IN --hf-dir DIR    mo_convert IN --info");
   cli.app.add_option("files", pos, "IN [OUT]")->expected(1, 2);
   cli.app.add_option("--names", names, "key names of the output")->check(tools::one_of({"official", "timm", "keep"}))
@@ -151,16 +151,14 @@ int main(int argc, char** argv) {
     const std::string& out = pos[1];
     if (format == "onnx" || (format.empty() && has_extension(out, ".onnx"))) {
       tools::LoadedModel m = build();
-      const auto* mambaout = dynamic_cast<const nn::MambaOut*>(m.model.get());
-      MO_CHECK(mambaout, "ONNX export of {} is not supported: the exporter writes MambaOut graphs only, not a ViT's "
-               "(export .pth, .safetensors or --hf-dir instead)", mi.arch);
       OnnxExportOptions o;
       o.dtype = parse_onnx_dtype(onnx_dtype);
       o.metadata = tools::info_to_metadata(mi);
       o.metadata.emplace_back("input", "input (batch, 3, height, width) float RGB, NCHW: resize the shorter side to "
                                        "img_size / crop_pct (interpolation), centre-crop img_size, then (x / 255 - mean) / std");
       o.metadata.emplace_back("output", fmt::format("logits (batch, {})", mi.num_classes));
-      export_onnx(*mambaout, out, o);
+      if (const auto* vit = dynamic_cast<const nn::VisionTransformer*>(m.model.get())) export_onnx(*vit, out, o);
+      else export_onnx(dynamic_cast<const nn::MambaOut&>(*m.model), out, o);
       std::printf("%s: onnx opset %d, %s, %s\n", out.c_str(), kOnnxOpset, onnx_dtype_name(o.dtype), m.summary.c_str());
       return 0;
     }

@@ -1,5 +1,6 @@
-// onnx_export.cpp: the MambaOut graph in ONNX (see onnx_export.h): a small graph builder (initializers,
-// nodes, attributes) and the model walk that mirrors nn/mambaout.cpp layer by layer.
+// onnx_export.cpp: the MambaOut and ViT graphs in ONNX (see onnx_export.h): a small graph builder
+// (initializers, nodes, attributes) and the model walks that mirror nn/mambaout.cpp and nn/vit.cpp layer
+// by layer.
 #include "nn/io/onnx_export.h"
 
 #include <bit>
@@ -8,6 +9,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <variant>
 
 #include "autograd/check.h"
@@ -137,10 +140,10 @@ class GraphBuilder {
   bool fp16_;
 };
 
-// The model walk: every helper takes and returns value names; `p` is the module's dotted name.
-class MambaOutGraph {
+// The model walks: every helper takes and returns value names; `p` is the module's dotted name.
+class ModelGraph {
  public:
-  MambaOutGraph(GraphBuilder& b) : b_(b) {}
+  ModelGraph(GraphBuilder& b) : b_(b) {}
 
   std::string to_nhwc(const std::string& x, const std::string& p) {
     return b_.op("Transpose", p + ".to_nhwc", {x}, {{"perm", Ints{0, 2, 3, 1}}});
@@ -227,7 +230,7 @@ class MambaOutGraph {
     return linear(y, *h.fc2, p + ".fc2");
   }
 
-  std::string model(const std::string& input, const MambaOut& m) {
+  std::string mambaout(const std::string& input, const MambaOut& m) {
     std::string x = stem(input, *static_cast<const Stem*>(m.downsample_layers[0]), "downsample_layers.0");
     for (int s = 0; s < 4; ++s) {
       if (s > 0)
@@ -238,8 +241,74 @@ class MambaOutGraph {
     return head(layer_norm(x, *m.norm, "norm"), *m.head, "head");
   }
 
+  // x + proj(softmax(Q·Kᵀ/√D [+ mask])·V), [Q | K | V] = qkv(LN(x)); then x + fc2(gelu(fc1(LN(x)))). The
+  // causal mask adds the lowest finite value above the diagonal (float16's in fp16: its range has no inf).
+  std::string vit_block(const std::string& x, const VitBlock& blk, const std::string& p, int64_t L) {
+    const int64_t C = blk.dim, H = blk.heads, D = C / H;
+    std::string qkv = linear(layer_norm(x, *blk.norm1, p + ".norm1"), *blk.qkv, p + ".attn.qkv");  // (B, L, 3C)
+    qkv = b_.op("Reshape", p + ".attn.split_heads", {qkv, b_.int64s(p + ".attn.qkv_shape", {0, 0, 3, H, D})});
+    qkv = b_.op("Transpose", p + ".attn.qkv_t", {qkv}, {{"perm", Ints{2, 0, 3, 1, 4}}});  // (3, B, H, L, D)
+    auto parts = b_.node("Split", p + ".attn.split", {qkv}, {{"axis", int64_t{0}}}, 3);
+    const std::string axis0 = b_.int64s(p + ".attn.axis0", {0});
+    std::string q = b_.op("Squeeze", p + ".attn.q", {parts[0], axis0});  // (B, H, L, D)
+    std::string k = b_.op("Squeeze", p + ".attn.k", {parts[1], axis0});
+    std::string v = b_.op("Squeeze", p + ".attn.v", {parts[2], axis0});
+    std::string kt = b_.op("Transpose", p + ".attn.kt", {k}, {{"perm", Ints{0, 1, 3, 2}}});
+    std::string s = b_.op("Mul", p + ".attn.scores", {b_.op("MatMul", p + ".attn.qk", {q, kt}),
+                                                     b_.constant(static_cast<float>(1.0 / std::sqrt(double(D))))});
+    if (blk.causal) {
+      if (mask_.empty()) {
+        const bool fp16 = b_.elem_type() == onnx::TensorProto::FLOAT16;
+        const float low = fp16 ? -65504.0f : std::numeric_limits<float>::lowest();
+        std::vector<float> m(static_cast<size_t>(L * L), 0.0f);
+        for (int64_t i = 0; i < L; ++i)
+          for (int64_t j = i + 1; j < L; ++j) m[static_cast<size_t>(i * L + j)] = low;
+        mask_ = b_.floats("causal_mask", m, {L, L});
+      }
+      s = b_.op("Add", p + ".attn.masked", {s, mask_});
+    }
+    std::string prob = b_.op("Softmax", p + ".attn.softmax", {s}, {{"axis", int64_t{-1}}});
+    std::string o = b_.op("MatMul", p + ".attn.av", {prob, v});  // (B, H, L, D)
+    o = b_.op("Transpose", p + ".attn.merge_t", {o}, {{"perm", Ints{0, 2, 1, 3}}});  // (B, L, H, D)
+    o = b_.op("Reshape", p + ".attn.merge", {o, b_.int64s(p + ".attn.out_shape", {0, 0, C})});
+    std::string y = b_.op("Add", p + ".attn.residual", {x, linear(o, *blk.proj, p + ".attn.proj")});
+    std::string m = linear(layer_norm(y, *blk.norm2, p + ".norm2"), *blk.fc1, p + ".mlp.fc1");
+    m = act(m, Act::gelu, p + ".mlp.act");
+    return b_.op("Add", p + ".mlp.residual", {y, linear(m, *blk.fc2, p + ".mlp.fc2")});
+  }
+
+  // Patch conv -> tokens (B, N, C) + pos_embed[1:]; the class token (cls_token + pos_embed[0]) first, or
+  // last in causal mode (nn/vit.h); the blocks; LN; the class token's row; the head.
+  std::string vit(const std::string& input, const VisionTransformer& m) {
+    const int64_t C = m.config().embed_dim, L = m.num_tokens(), N = L - 1;
+    const Conv2d& pe = *m.patch_embed;
+    std::string x = conv(input, *pe.weight, *pe.bias, pe.stride, pe.pad, 1, "patch_embed.proj");  // (B, C, h, w)
+    x = b_.op("Reshape", "patch_embed.flat", {x, b_.int64s("patch_embed.flat_shape", {0, C, N})});
+    x = b_.op("Transpose", "patch_embed.tokens", {x}, {{"perm", Ints{0, 2, 1}}});  // (B, N, C)
+    const Tensor pos = m.pos_embed->cpu().to(DType::f32).contiguous();  // (1, L, C)
+    const Tensor cls = m.cls_token->cpu().to(DType::f32).contiguous();
+    const float* pv = pos.data<float>();
+    std::vector<float> cls_pos(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) cls_pos[static_cast<size_t>(c)] = cls.data<float>()[c] + pv[c];
+    const std::string patch_pos = b_.floats("pos_embed.patches", std::vector<float>(pv + C, pv + L * C), {1, N, C});
+    x = b_.op("Add", "pos_embed.add", {x, patch_pos});
+    // the class token for every image of the batch: Expand to (B, 1, C)
+    std::string batch = b_.op("Shape", "cls_token.batch", {x}, {{"start", int64_t{0}}, {"end", int64_t{1}}});
+    std::string shape =
+        b_.op("Concat", "cls_token.shape", {batch, b_.int64s("cls_token.rest", {1, C})}, {{"axis", int64_t{0}}});
+    std::string tok = b_.op("Expand", "cls_token.expand", {b_.floats("cls_token.pos", cls_pos, {1, 1, C}), shape});
+    const bool causal = m.config().causal;
+    x = b_.op("Concat", "tokens", causal ? std::vector<std::string>{x, tok} : std::vector<std::string>{tok, x},
+              {{"axis", int64_t{1}}});  // (B, L, C)
+    for (size_t i = 0; i < m.blocks.size(); ++i) x = vit_block(x, *m.blocks[i], fmt::format("blocks.{}", i), L);
+    x = b_.op("Gather", "cls", {layer_norm(x, *m.norm, "norm"), b_.int64s("cls.index", {causal ? N : 0})},
+              {{"axis", int64_t{1}}});  // (B, 1, C)
+    return linear(b_.op("Reshape", "pre_logits", {x, b_.int64s("pre_logits.shape", {0, C})}), *m.head, "head");
+  }
+
  private:
   GraphBuilder& b_;
+  std::string mask_;  // the causal mask initializer, made once for all blocks
 };
 
 void set_tensor_type(onnx::ValueInfoProto& v, const std::string& name, int32_t elem,
@@ -264,7 +333,13 @@ OnnxDType parse_onnx_dtype(const std::string& name) {
 
 const char* onnx_dtype_name(OnnxDType t) { return t == OnnxDType::fp16 ? "fp16" : "fp32"; }
 
-std::string onnx_model_bytes(const MambaOut& model, const OnnxExportOptions& opt) {
+namespace {
+
+using Dims = std::vector<std::variant<int64_t, std::string>>;
+
+// The ModelProto around the graph `walk` writes from "input" (of shape `input`) to its logits.
+std::string model_bytes(const std::string& name, int64_t classes, const Dims& input, const OnnxExportOptions& opt,
+                        const std::function<std::string(GraphBuilder&)>& walk) {
   onnx::ModelProto mp;
   mp.set_ir_version(kOnnxIrVersion);
   auto* ops = mp.add_opset_import();
@@ -274,38 +349,37 @@ std::string onnx_model_bytes(const MambaOut& model, const OnnxExportOptions& opt
   mp.set_producer_version(opt.producer_version);
   mp.set_doc_string(fmt::format("{} exported by mo_convert ({}): input (batch, 3, height, width) RGB normalised "
                                 "as metadata_props mean/std say; output logits (batch, {})",
-                                model.config().name, onnx_dtype_name(opt.dtype), model.config().num_classes));
+                                name, onnx_dtype_name(opt.dtype), classes));
   for (const auto& [k, v] : opt.metadata) {
     auto* e = mp.add_metadata_props();
     e->set_key(k);
     e->set_value(v);
   }
   onnx::GraphProto& g = *mp.mutable_graph();
-  g.set_name(model.config().name);
+  g.set_name(name);
   GraphBuilder b(g, opt.dtype);
-  set_tensor_type(*g.add_input(), "input", b.elem_type(), {std::string("batch"), int64_t{3}, std::string("height"),
-                                                           std::string("width")});
-  std::string logits = MambaOutGraph(b).model("input", model);
+  set_tensor_type(*g.add_input(), "input", b.elem_type(), input);
+  std::string logits = walk(b);
   // name the last node's output `logits`
   auto* last = g.mutable_node(g.node_size() - 1);
   MO_CHECK(last->output(0) == logits, "onnx export: the graph does not end with its logits");
   last->set_output(0, "logits");
-  set_tensor_type(*g.add_output(), "logits", b.elem_type(), {std::string("batch"), model.config().num_classes});
+  set_tensor_type(*g.add_output(), "logits", b.elem_type(), {std::string("batch"), classes});
   const size_t size = mp.ByteSizeLong();
   MO_CHECK(size < (size_t{1} << 31) - 1, "{}: the ONNX model would be {} bytes, over protobuf's 2 GiB limit",
-           model.config().name, size);
+           name, size);
   std::string out;
-  MO_CHECK(mp.SerializeToString(&out), "onnx export: serialising {} failed", model.config().name);
+  MO_CHECK(mp.SerializeToString(&out), "onnx export: serialising {} failed", name);
   return out;
 }
 
-void export_onnx(const MambaOut& model, const std::string& path, const OnnxExportOptions& opt) {
+void write_onnx(const std::string& path, const std::function<std::string()>& make_bytes) {
   std::error_code ec;
   MO_CHECK(!fs::is_directory(path, ec), "cannot write '{}': it is a directory", path);
   const fs::path parent = fs::path(path).parent_path();
   MO_CHECK(parent.empty() || fs::is_directory(parent, ec), "cannot write '{}': folder '{}' does not exist", path,
            parent.string());
-  const std::string bytes = onnx_model_bytes(model, opt);
+  const std::string bytes = make_bytes();
   const std::string tmp = path + ".tmp";
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
@@ -324,6 +398,29 @@ void export_onnx(const MambaOut& model, const std::string& path, const OnnxExpor
     fs::remove(tmp, ec2);
     MO_FAIL("cannot move '{}' to '{}': {}", tmp, path, ec.message());
   }
+}
+
+}  // namespace
+
+std::string onnx_model_bytes(const MambaOut& model, const OnnxExportOptions& opt) {
+  const MambaOutConfig& c = model.config();
+  const Dims input = {std::string("batch"), int64_t{3}, std::string("height"), std::string("width")};
+  return model_bytes(c.name, c.num_classes, input, opt,
+                     [&](GraphBuilder& b) { return ModelGraph(b).mambaout("input", model); });
+}
+
+std::string onnx_model_bytes(const VisionTransformer& model, const OnnxExportOptions& opt) {
+  const VitConfig& c = model.config();  // the position embedding fixes the image size
+  return model_bytes(c.name, c.num_classes, {std::string("batch"), int64_t{3}, c.img_size, c.img_size}, opt,
+                     [&](GraphBuilder& b) { return ModelGraph(b).vit("input", model); });
+}
+
+void export_onnx(const MambaOut& model, const std::string& path, const OnnxExportOptions& opt) {
+  write_onnx(path, [&] { return onnx_model_bytes(model, opt); });
+}
+
+void export_onnx(const VisionTransformer& model, const std::string& path, const OnnxExportOptions& opt) {
+  write_onnx(path, [&] { return onnx_model_bytes(model, opt); });
 }
 
 }  // namespace mo::nn::io

@@ -4,9 +4,11 @@
 //    tensors in the mode it was trained in; mo_validate's loss is that model's mean cross-entropy over
 //    the split, and a causal checkpoint is evaluated causal (its numbers are not the full model's);
 //  - mo_convert to .pth, .safetensors and --hf-dir and back keeps every tensor bit for bit, timm's names
-//    and the attention mode; ONNX export of a ViT, another input size and bad metadata are refused, named;
+//    and the attention mode; another input size and bad metadata are refused, named; the .onnx export
+//    runs in onnxruntime with the causal forward's logits and says its attention in metadata_props;
 //  - a vit_tiny_patch16_224 state_dict written by torch (tests/reference/vit_ref.py, timm's module names)
-//    is predicted by mo_predict as torch computes it, and its export loads into it with strict=True.
+//    is predicted by mo_predict as torch computes it, and its .pth and .safetensors exports load into
+//    timm's modules with strict=True, tensor for tensor equal.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -18,6 +20,7 @@
 #include "nn/vit.h"
 #include "ops/shape/shape.h"
 #include "tests/engine/train_test_util.h"
+#include "tests/nn/io/onnx_test_util.h"
 #include "tests/test_util.h"
 #include "tools/common/inference.h"
 #include "tools/engine/checkpoint.h"
@@ -188,11 +191,7 @@ TEST(VitTools, ConvertRoundTripsBitForBitWithTimmNames) {
   for (const char* want : {"\"global_pool\": \"token\"", "\"attention\": \"causal\"", "\"num_features\": 192",
                            "\"first_conv\": \"patch_embed.proj\"", "\"classifier\": \"head\""})
     EXPECT_NE(cfg.find(want), std::string::npos) << want << "\n" << cfg;
-  // ONNX: refused, naming the architecture; bad attention metadata: named
-  auto r = run_command(kBin + "mo_convert " + ckpt + " " + tmp_path("vit.onnx"));
-  EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.output.find("mo_convert: error: ONNX export of vit_tiny_patch4_32 is not supported"), std::string::npos)
-      << r.output;
+  // bad attention metadata: named
   nn::io::RawStateDict sd = nn::io::read_checkpoint(st);
   tools::set_metadata(sd.metadata, "attention", "casual");
   EXPECT_NE(mo::test::error_of([&] { tools::model_from_state_dict(sd, "x.safetensors", ""); })
@@ -203,7 +202,7 @@ TEST(VitTools, ConvertRoundTripsBitForBitWithTimmNames) {
             std::string::npos);
   const std::string causal_mambaout = tmp_path("causal_mambaout.safetensors");
   nn::io::write_checkpoint(sd, causal_mambaout);
-  r = run_command(kBin + "mo_convert " + causal_mambaout + " " + tmp_path("y.pth") + " --arch mambaout_femto");
+  auto r = run_command(kBin + "mo_convert " + causal_mambaout + " " + tmp_path("y.pth") + " --arch mambaout_femto");
   EXPECT_NE(r.output.find("metadata 'attention' = 'causal' applies to ViT models only, not to mambaout_femto"),
             std::string::npos) << r.output;
   // a file that says nothing: --model / --arch name it, and the size is the ViT's own (another one is refused)
@@ -224,6 +223,29 @@ TEST(VitTools, ConvertRoundTripsBitForBitWithTimmNames) {
   r = run_command(kBin + "mo_convert " + st + " " + tmp_path("x.pth") + " --arch vit_huge");
   EXPECT_NE(r.output.find("--arch: unknown model 'vit_huge'; known: "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("vit_small_patch4_32"), std::string::npos) << r.output;
+}
+
+TEST(VitTools, OnnxOfACausalCheckpointGivesTheCausalLogits) {
+  MO_SKIP_WITHOUT_ONNXRUNTIME();
+  const std::string ckpt = train_checkpoint("causal"), onnx = tmp_path("vit_causal.onnx");
+  auto r = run_command(kBin + "mo_convert " + ckpt + " " + onnx);
+  ASSERT_EQ(r.rc, 0) << r.output;
+  const auto images = val_images();
+  std::vector<std::string> paths;
+  for (const auto& [p, c] : images) paths.push_back(p);
+  data::EvalTransformConfig tf;
+  tf.size = 32;
+  const std::string in = tmp_path("vit_onnx_x.npy"), out = tmp_path("vit_onnx_y.npy"), info = tmp_path("vit_onnx.json");
+  mo::test::save_npy(in, nhwc_to_nchw(tools::load_images(paths, tf, Device::cpu(), DType::f32)).contiguous());
+  r = onnx_test::onnx_run(onnx, in, out, info);
+  ASSERT_EQ(r.rc, 0) << r.output;
+  const std::vector<float> got = mo::test::load_npy(out).to_vector<float>();
+  const std::vector<float> want = logits_of(*reference(ckpt, true), images);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t k = 0; k < want.size(); ++k) EXPECT_NEAR(got[k], want[k], 1e-4 * (1 + std::abs(want[k]))) << k;
+  const nn::io::Json j = nn::io::parse_json(slurp(info), info);
+  EXPECT_EQ(j.get("metadata")->get("attention")->s, "causal");
+  EXPECT_EQ(j.get("metadata")->get("arch")->s, "vit_tiny_patch4_32");
 }
 
 TEST(VitTools, TorchWrittenVitTinyPredictsAsTorchAndExportsLoadStrict) {
@@ -258,17 +280,19 @@ TEST(VitTools, TorchWrittenVitTinyPredictsAsTorchAndExportsLoadStrict) {
     scale = std::max(scale, std::abs(double(y[k])));
   }
   EXPECT_LE(worst, 1e-4 * scale) << "largest logit " << scale;
-  // mo_convert --arch: .mo, then .pth with timm's names, which a fresh timm-named model loads strictly
+  // mo_convert --arch: .mo, then .pth and .safetensors with timm's names, which timm's modules load strictly
   for (const std::string& cmd : {dir + "/timm.pth " + dir + "/w.mo --arch vit_tiny_patch16_224",
-                                 dir + "/w.mo " + dir + "/out.pth --names timm"}) {
+                                 dir + "/w.mo " + dir + "/out.pth --names timm",
+                                 dir + "/w.mo " + dir + "/out.safetensors"}) {
     r = run_command(kBin + "mo_convert " + cmd);
     ASSERT_EQ(r.rc, 0) << r.output;
   }
   std::ofstream(script) << head << "m = vit_ref.VisionTransformer(224, 16, 192, 12, 3, 1000, 0)\n"
-                           "sd = torch.load(sys.argv[1] + '/out.pth'); ref = torch.load(sys.argv[1] + '/timm.pth')\n"
-                           "m.load_state_dict(sd, strict=True)\n"
-                           "assert list(sd) == list(m.state_dict()) == list(ref), list(sd)\n"
-                           "assert all(torch.equal(sd[k], ref[k]) for k in ref)\n";
+                           "from safetensors.torch import load_file\nref = torch.load(sys.argv[1] + '/timm.pth')\n"
+                           "d = sys.argv[1]\nfor sd in (torch.load(d + '/out.pth'), load_file(d + '/out.safetensors')):\n"
+                           "    m.load_state_dict(sd, strict=True)\n"
+                           "    assert list(sd) == list(m.state_dict()) == list(ref), list(sd)\n"
+                           "    assert all(torch.equal(sd[k], ref[k]) for k in ref)\n";
   ASSERT_EQ(mo::test::run_python(script, dir), 0);
   fs::remove_all(dir);
 }

@@ -3,7 +3,7 @@
 // batch 2 (the batch is symbolic), another image size from the same file, an rw variant (SiLU, LayerScale,
 // norm-first downsampling, no identity split), fp16 within a looser bound; metadata and dynamic
 // dimensions as onnxruntime reads them; onnx.checker's full check where the onnx package is installed;
-// errors naming the value or path.
+// a ViT, full and causal, fp32 and fp16; errors naming the value or path.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -12,6 +12,7 @@
 #include "nn/io/json_lite.h"
 #include "nn/io/onnx_export.h"
 #include "nn/mambaout.h"
+#include "nn/vit.h"
 #include "tests/nn/io/onnx_test_util.h"
 #include "tests/test_util.h"
 
@@ -27,7 +28,8 @@ std::string slurp(const std::string& path) {
 }
 
 // Exports `m`, runs batch x through onnxruntime and returns its logits (and the --info JSON).
-Tensor ort_logits(const nn::MambaOut& m, const Tensor& x, const OnnxExportOptions& opt, const std::string& tag,
+template <class Model>
+Tensor ort_logits(const Model& m, const Tensor& x, const OnnxExportOptions& opt, const std::string& tag,
                   Json* info = nullptr) {
   const std::string model = tmp_path(tag + ".onnx"), in = tmp_path(tag + "_x.npy"), out = tmp_path(tag + "_y.npy"),
                     js = tmp_path(tag + "_info.json");
@@ -40,7 +42,8 @@ Tensor ort_logits(const nn::MambaOut& m, const Tensor& x, const OnnxExportOption
   return mo::test::load_npy(out);
 }
 
-Tensor mo_logits(const nn::MambaOut& m, const Tensor& x) {
+template <class Model>
+Tensor mo_logits(const Model& m, const Tensor& x) {
   NoGradGuard g;
   return m.forward(x);
 }
@@ -180,6 +183,48 @@ TEST(OnnxExport, MetadataPropsReachOnnxruntime) {
     EXPECT_EQ(meta->get(k)->s, v);
   }
   EXPECT_EQ(info.get("graph")->s, "test_mambaout");
+}
+
+// A ViT (2 blocks, every parameter random so that no term hides behind a zero), full and causal: the
+// class token first or last, the causal mask in the graph (the file's logits are not the other mode's),
+// fp32 within 1e-4 and fp16 within 5e-3; height and width fixed by the position embedding.
+TEST(OnnxExport, VitFullAndCausalMatchMoLogits) {
+  MO_SKIP_WITHOUT_ONNXRUNTIME();
+  const Tensor x = mo::test::randn({2, 3, 32, 32}, 5);
+  for (bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "causal" : "full");
+    nn::VitConfig c = nn::vit_config("vit_tiny_patch4_32");
+    c.depth = 2, c.num_classes = 10, c.causal = causal;
+    nn::VisionTransformer m(c, 3, false);
+    uint64_t seed = 100;
+    for (auto& [n, p] : m.named_parameters()) m.set_parameter(n, mo::test::randn(p.shape(), seed++, DType::f32, 0.2));
+    c.causal = !causal;
+    nn::VisionTransformer flipped(c, 0, false);
+    for (auto& [n, p] : m.named_parameters()) flipped.set_parameter(n, p);
+    m.eval(), flipped.eval();
+    const Tensor ref = mo_logits(m, x);
+    Json info;
+    Tensor y = ort_logits(m, x, {}, causal ? "vit_causal" : "vit_full", &info);
+    ASSERT_TRUE(y.defined());
+    const double err = mo::test::rel_error(y, ref);
+    std::printf("vit %s fp32: max relative error %.3g\n", causal ? "causal" : "full", err);
+    EXPECT_LE(err, 1e-4);
+    EXPECT_GT(mo::test::rel_error(y, mo_logits(flipped, x)), 1e-3) << "the other attention mode gives these logits";
+    const Json* shape = info.get("input")->get("shape");
+    ASSERT_EQ(shape->array.size(), 4u);
+    EXPECT_EQ(shape->array[0].s, "batch");
+    EXPECT_EQ(shape->array[2].i, 32);
+    EXPECT_EQ(shape->array[3].i, 32);
+    EXPECT_EQ(info.get("graph")->s, "vit_tiny_patch4_32");
+    const Json* checked = info.get("checked");  // onnx.checker's full check, where onnx is installed
+    ASSERT_NE(checked, nullptr);
+    if (checked->kind != Json::Kind::boolean) EXPECT_EQ(checked->get("ir_version")->i, kOnnxIrVersion);
+    OnnxExportOptions fp16;
+    fp16.dtype = OnnxDType::fp16;
+    Tensor y16 = ort_logits(m, x, fp16, causal ? "vit_causal16" : "vit_full16");
+    ASSERT_TRUE(y16.defined());
+    EXPECT_LE(mo::test::rel_error(y16, ref), 5e-3);
+  }
 }
 
 TEST(OnnxExport, Errors) {
