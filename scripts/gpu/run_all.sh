@@ -30,7 +30,9 @@
 # causal-vs-full: scripts/bench/causal_vs_full.sh (vit_tiny_patch4_32 on Fashion-MNIST, full and causal
 #   attention, 3 seeds) with its six runs at once, started right after the build so that it overlaps the
 #   CUDA tests (nothing timed runs beside it: later stages wait for it); its table and runs into $OUT.
-# vit-bench: ViT-S/16 training at 224 (batch 256, bf16) in mo_bench beside timm eager (the compile peer:
+#   EXTRA: more mo_train --set overrides for every run; CVF_TIMEOUT: seconds before the runs are stopped
+#   (their summary.csv files so far still come back).
+# vit-bench: ViT-S/16 training at 224 (batch 256, bf16) in mo_bench beside timm eager (VIT_PEER=0: none; the compile peer:
 #   add "vit_small_patch16_224 train 256 compile" to PEER_ROWS), then mo's attention kernel
 #   (mo_bench_kernels --only attention) beside PyTorch's SDPA (scripts/bench/sdpa_peer.py).
 # nsys-infer: like nsys, for tiny inference at batch 256.
@@ -103,8 +105,8 @@ if has causal-vs-full; then  # six small runs at once, beside the CUDA tests
   prepare_fmnist >"$OUT/causal_vs_full.log" 2>&1
   rm -rf /tmp/causal_vs_full
   cvf_t0=$(date +%s)
-  PARALLEL=1 BUILD=$B DATA=/tmp/fmnist OUT=/tmp/causal_vs_full bash scripts/bench/causal_vs_full.sh \
-    >>"$OUT/causal_vs_full.log" 2>&1 &
+  PARALLEL=1 BUILD=$B DATA=/tmp/fmnist OUT=/tmp/causal_vs_full timeout "${CVF_TIMEOUT:-3600}" \
+    bash scripts/bench/causal_vs_full.sh >>"$OUT/causal_vs_full.log" 2>&1 &
   cvf_pid=$!
 fi
 join_causal_vs_full() {  # before anything timed
@@ -116,6 +118,7 @@ join_causal_vs_full() {  # before anything timed
   cp /tmp/causal_vs_full/curves.svg "$OUT/causal_vs_full/" 2>/dev/null
   for d in /tmp/causal_vs_full/*/; do
     [ -f "$d/summary.csv" ] && cp "$d/summary.csv" "$OUT/causal_vs_full/$(basename "$d").csv"
+    [ -f "$d/train.log" ] && tail -c 20000 "$d/train.log" >"$OUT/causal_vs_full/$(basename "$d").log"
   done
   cvf_pid=
 }
@@ -266,8 +269,8 @@ fi
 if has vit-bench; then  # ViT-S/16 training beside timm eager, and the attention kernel beside SDPA
   [ -f "$OUT/bench.jsonl" ] || : >"$OUT/bench.jsonl"
   bench mo $B/tools/mo_bench --device cuda --dtype bf16 --model vit_small_patch16_224 --batch 256 --mode train --warmup 5 --iters 15
-  timeout 300 python3 scripts/bench/peer_torch.py --device cuda --dtype bf16 --model vit_small_patch16_224 --batch 256 \
-    --mode train --warmup 5 --iters 15 >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log"
+  [ "${VIT_PEER:-1}" = 0 ] || timeout 300 python3 scripts/bench/peer_torch.py --device cuda --dtype bf16 \
+    --model vit_small_patch16_224 --batch 256 --mode train --warmup 5 --iters 15 >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log"
   { $B/tools/mo_bench_kernels --only attention; python3 scripts/bench/sdpa_peer.py; } >"$OUT/attention.log" 2>&1
   echo "vit-bench:"; tail -2 "$OUT/bench.jsonl"; cat "$OUT/attention.log"
 fi

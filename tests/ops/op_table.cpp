@@ -492,6 +492,12 @@ std::vector<OpCase> build() {
       add_case(attention_op(B, L, H, 64, causal).on(kCuda));
   }
   add_case(attention_op(4, 197, 3, 64, false).on(kCuda).det());
+  for (bool causal : {false, true}) {  // qkv and the upstream gradient off 16-byte alignment: the scalar tile loads
+    OpCase c = attention_op(2, 71, 2, 64, causal).on(kCuda).upstream_at(5);
+    c.inputs[0] = c.inputs[0].at(3);
+    c.name += " misaligned";
+    add_case(c);
+  }
   add_case(class_token_op(3, 4, 5, false).on(kAll));
   add_case(class_token_op(3, 4, 5, true).on(kAll));
   add_case(class_token_op(4, 196, 384, true).on(kCuda).det());  // ViT-S/16, the column sums over the batch
