@@ -434,8 +434,8 @@ Loader::Loader(LoaderConfig cfg, std::shared_ptr<const ImageFolder> dataset) : i
   const bool gpu_decode = cfg.decoder == DecodeOn::gpu ||
                           (cfg.decoder == DecodeOn::automatic && gpu_jpeg_built() && m.dev.is_cuda() && cfg.training);
   if (gpu_decode) {
-    MO_CHECK(cfg.training, "data loader: decoder gpu decodes the training transform only; the {} split is "
-             "decoded on the CPU (decoder cpu)", cfg.split);
+    MO_CHECK(cfg.training, "data.decoder: gpu decodes the training transform only; the {} split is decoded "
+             "on the CPU (decoder cpu)", cfg.split);
     MO_CHECK(gpu_jpeg_built(), "data.decoder: gpu: this build of mo has no nvJPEG (it is found at configure time "
              "with CUDA: nvjpeg.h and libnvjpeg, or MO_NVJPEG_ROOT); use data.decoder: cpu or auto");
     MO_CHECK(m.dev.is_cuda(), "data.decoder: gpu needs the loader on a GPU ({}); use data.decoder: cpu or auto",
