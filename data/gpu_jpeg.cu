@@ -1,5 +1,5 @@
 // gpu_jpeg.cu: nvJPEG batched decoding and the crop + resize + flip kernels (see gpu_jpeg.h).
-// Per batch: the host parses each stream (nvjpegJpegStreamParse) and asks the hardware engine whether it
+// Per batch: the host parses each header (nvjpegJpegStreamParseHeader) and asks the hardware engine whether it
 // takes it; nvjpegDecodeBatched decodes the rest into planar RGB (W x H per plane); resize_h filters the
 // rows each crop needs into size columns (flip applied), resize_v the columns into size rows (uint8 HWC,
 // the batch's slots), and one copy brings them back. A 500x375 photograph is 0.56 MB decoded; a 224 crop
@@ -200,7 +200,7 @@ struct GpuJpegDecoder::Impl {
       c.parsed.push_back(s);
     }
     if (!data || n == 0) return err = "empty file", false;
-    nvjpegStatus_t s = nvjpegJpegStreamParse(handle, data, n, 0, 0, c.parsed[i]);
+    nvjpegStatus_t s = nvjpegJpegStreamParseHeader(handle, data, n, c.parsed[i]);
     if (s != NVJPEG_STATUS_SUCCESS) return err = fmt::format("nvJPEG cannot parse it ({})", status_name(s)), false;
     unsigned w = 0, h = 0, comps = 0;
     NVJPEG_CHECK(nvjpegJpegStreamGetFrameDimensions(c.parsed[i], &w, &h));
