@@ -238,20 +238,33 @@ struct GpuJpegDecoder::Impl {
   }
 };
 
-GpuJpegDecoder::GpuJpegDecoder(int device, int size, int contexts) : impl_(std::make_unique<Impl>()), size_(size) {
+GpuJpegDecoder::GpuJpegDecoder(int device, int size, int contexts, bool use_hardware)
+    : impl_(std::make_unique<Impl>()), size_(size) {
   MO_CHECK(size > 0 && contexts > 0, "GpuJpegDecoder: size {} and contexts {} must be positive", size, contexts);
   MO_CHECK(cuda_available(), "GpuJpegDecoder: no GPU (data.decoder: gpu needs one; use cpu or auto)");
   Impl& m = *impl_;
   m.device = device;
   m.S = size;
   CUDA_CHECK(cudaSetDevice(device));
-  // The hardware engine (A100, H100, H200...) with interpolated chroma upsampling (closer to libjpeg's
-  // "fancy" upsampling), else without it, else the GPU-hybrid backend.
-  m.hardware = nvjpegCreateEx(NVJPEG_BACKEND_HARDWARE, nullptr, nullptr, NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION,
-                              &m.handle) == NVJPEG_STATUS_SUCCESS ||
-               nvjpegCreateEx(NVJPEG_BACKEND_HARDWARE, nullptr, nullptr, NVJPEG_FLAGS_DEFAULT, &m.handle) ==
-                   NVJPEG_STATUS_SUCCESS;
-  if (!m.hardware) NVJPEG_CHECK(nvjpegCreateEx(NVJPEG_BACKEND_GPU_HYBRID, nullptr, nullptr, NVJPEG_FLAGS_DEFAULT, &m.handle));
+  // A backend counts once it has made a state and set up a batch. The hardware engine (A100, H100, H200...)
+  // first, with interpolated chroma upsampling (libjpeg's "fancy" upsampling, what PIL decodes with), then
+  // without it; else the GPU-hybrid backend the same way.
+  auto start = [&](nvjpegBackend_t backend, unsigned flags) {
+    if (nvjpegCreateEx(backend, nullptr, nullptr, flags, &m.handle) != NVJPEG_STATUS_SUCCESS) {
+      m.handle = nullptr;
+      return false;
+    }
+    nvjpegJpegState_t st = nullptr;
+    const bool ok = nvjpegJpegStateCreate(m.handle, &st) == NVJPEG_STATUS_SUCCESS &&
+                    nvjpegDecodeBatchedInitialize(m.handle, st, 1, 1, NVJPEG_OUTPUT_RGB) == NVJPEG_STATUS_SUCCESS;
+    if (st) nvjpegJpegStateDestroy(st);
+    if (!ok) nvjpegDestroy(m.handle), m.handle = nullptr;
+    return ok;
+  };
+  constexpr unsigned kInterp = NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION;
+  m.hardware = use_hardware && (start(NVJPEG_BACKEND_HARDWARE, kInterp) || start(NVJPEG_BACKEND_HARDWARE, 0));
+  if (!m.hardware && !start(NVJPEG_BACKEND_GPU_HYBRID, kInterp))
+    NVJPEG_CHECK(nvjpegCreateEx(NVJPEG_BACKEND_GPU_HYBRID, nullptr, nullptr, NVJPEG_FLAGS_DEFAULT, &m.handle));
   for (int i = 0; i < contexts; ++i) {
     m.ctx.push_back(std::make_unique<Impl::Context>());
     NVJPEG_CHECK(nvjpegJpegStateCreate(m.handle, &m.ctx.back()->state));

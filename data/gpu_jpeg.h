@@ -38,8 +38,9 @@ struct GpuJob {
 class GpuJpegDecoder {
  public:
   // Decodes on cuda:`device` into size x size crops. `contexts` batches may be in flight at once (each
-  // its own nvJPEG state, stream and buffers; run() from several threads shares them).
-  GpuJpegDecoder(int device, int size, int contexts = 2);
+  // its own nvJPEG state, stream and buffers; run() from several threads shares them). use_hardware
+  // false: the GPU-hybrid backend even where the hardware engine is there (benchmarks).
+  GpuJpegDecoder(int device, int size, int contexts = 2, bool use_hardware = true);
   ~GpuJpegDecoder();
   GpuJpegDecoder(const GpuJpegDecoder&) = delete;
   GpuJpegDecoder& operator=(const GpuJpegDecoder&) = delete;

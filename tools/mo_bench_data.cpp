@@ -1,7 +1,7 @@
 // mo_bench_data: images/s of the JPEG input pipeline over a folder of JPEGs, with 1, 2 (and N) worker
 // threads -- the C++ side of scripts/data/bench_peer.py (PIL + torchvision, one thread).
 //   mo_bench_data --dir DIR [--threads 1,2] [--seconds 5 | --count N] [--modes decode,rrc,train,eval]
-//                 [--batch 32] [--profile] [--decoder cpu|gpu [--gpu-streams 2]]
+//                 [--batch 32] [--profile] [--decoder cpu|gpu|gpu-hybrid [--gpu-streams 2]]
 // Modes (each reads the file from disk every time, as a Dataset does, and ends in float32 NCHW):
 //   decode  full decode to RGB
 //   rrc     RandomResizedCrop 224 (random bilinear/bicubic, windowed DCT-scaled decode) + flip + normalize
@@ -13,7 +13,8 @@
 // --decoder gpu (a build with nvJPEG, on a GPU; modes rrc and train): each thread reads and draws a batch
 // on the CPU, the batch is decoded + cropped + resized + flipped on the GPU (data/gpu_jpeg.h; the threads
 // share one decoder with --gpu-streams batches in flight), then RandAugment, mixup and the rest as on the
-// CPU path; the decode stage is then the thread's wall time waiting for its batch.
+// CPU path; the decode stage is then the thread's wall time waiting for its batch. gpu-hybrid: nvJPEG's
+// GPU-hybrid backend even where the hardware JPEG engine is there.
 #include <time.h>
 
 #include <algorithm>
@@ -253,9 +254,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(tools::int_range(1, 4096));
   app.add_flag("--profile", profile, "also print milliseconds per image of each stage and each RandAugment op");
-  app.add_option("--decoder", decoder, "where rrc and train decode: cpu (libjpeg-turbo) or gpu (nvJPEG)")
+  app.add_option("--decoder", decoder, "where rrc and train decode: cpu (libjpeg-turbo), gpu (nvJPEG), gpu-hybrid "
+                 "(nvJPEG without the hardware engine)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"cpu", "gpu"}));
+      ->check(CLI::IsMember({"cpu", "gpu", "gpu-hybrid"}));
   app.add_option("--gpu-streams", gpu_streams, "--decoder gpu: batches the GPU decoder has in flight at once")
       ->capture_default_str()
       ->check(tools::int_range(1, 64));
@@ -278,14 +280,14 @@ int main(int argc, char** argv) {
   const std::vector<int> threads = parse_list(thread_list);
   return cli.run([&] {
     std::unique_ptr<GpuJpegDecoder> gpu;
-    if (decoder == "gpu") {
+    if (decoder != "cpu") {
       if (modes_opt->count() == 0) modes = "rrc,train";  // what the GPU path does
       MO_CHECK(modes.find("decode") == std::string::npos && modes.find("eval") == std::string::npos,
-               "--decoder gpu times the training transform: --modes rrc and/or train, got '{}'", modes);
+               "--decoder {} times the training transform: --modes rrc and/or train, got '{}'", decoder, modes);
       MO_CHECK(gpu_jpeg_built(), "--decoder gpu: this build of mo has no nvJPEG (configure with CUDA where nvjpeg.h "
                "and libnvjpeg are found, or MO_NVJPEG_ROOT)");
       MO_CHECK(gpu_jpeg_available(), "--decoder gpu: no GPU is present");
-      gpu = std::make_unique<GpuJpegDecoder>(0, 224, gpu_streams);
+      gpu = std::make_unique<GpuJpegDecoder>(0, 224, gpu_streams, decoder == "gpu");
       std::printf("decoder: nvJPEG %s backend, %d batches in flight\n", gpu->hardware() ? "hardware" : "GPU-hybrid",
                   gpu_streams);
     }
