@@ -48,18 +48,24 @@ struct CropParams {
   int out_idx;         // its slot in the output
 };
 
-// PIL's precompute_coeffs bounds for output pixel xx (resample.cpp): the same on host and device.
-__host__ __device__ inline void filter_bounds(int in_size, float in0, float in1, int out_size, bool bicubic, int xx,
-                                              int& xmin, int& xmax, double& center, double& ss) {
+// PIL's precompute_coeffs for output pixel xx (resample.cpp): the source pixels [lo, hi) it reads, the
+// filter's centre and 1 / its scale. The same on host and device.
+struct Taps {
+  int lo, hi;
+  double center, ss;
+};
+__host__ __device__ inline Taps filter_taps(int in_size, float in0, float in1, int out_size, bool bicubic, int xx) {
   const double scale = static_cast<double>(in1 - in0) / out_size;
   const double filterscale = scale < 1.0 ? 1.0 : scale;
   const double support = (bicubic ? 2.0 : 1.0) * filterscale;
-  center = in0 + (xx + 0.5) * scale;
-  ss = 1.0 / filterscale;
-  xmin = static_cast<int>(center - support + 0.5);
-  if (xmin < 0) xmin = 0;
-  xmax = static_cast<int>(center + support + 0.5);
-  if (xmax > in_size) xmax = in_size;
+  Taps t;
+  t.center = in0 + (xx + 0.5) * scale;
+  t.ss = 1.0 / filterscale;
+  t.lo = static_cast<int>(t.center - support + 0.5);
+  t.hi = static_cast<int>(t.center + support + 0.5);
+  t.lo = t.lo < 0 ? 0 : t.lo;
+  t.hi = t.hi > in_size ? in_size : t.hi;
+  return t;
 }
 
 __device__ inline float filter(float x, bool bicubic) {
@@ -79,14 +85,12 @@ __global__ void resize_h(const CropParams* __restrict__ params, int S, uint8_t* 
   const int idx = blockIdx.x * blockDim.x + threadIdx.x;
   if (idx >= q.rows * S) return;
   const int r = idx / S, ox = idx - r * S;
-  int xmin, xmax;
-  double center, ss;
-  filter_bounds(q.W, q.box[0], q.box[2], S, q.bicubic, ox, xmin, xmax, center, ss);
+  const Taps t = filter_taps(q.W, q.box[0], q.box[2], S, q.bicubic, ox);
   const size_t plane = static_cast<size_t>(q.W) * q.H;
   const uint8_t* row = q.src + static_cast<size_t>(q.y_first + r) * q.W;
   float ww = 0.f, a0 = 0.f, a1 = 0.f, a2 = 0.f;
-  for (int x = xmin; x < xmax; ++x) {
-    const float w = filter(static_cast<float>((x - center + 0.5) * ss), q.bicubic);
+  for (int x = t.lo; x < t.hi; ++x) {
+    const float w = filter(static_cast<float>((x - t.center + 0.5) * t.ss), q.bicubic);
     ww += w;
     a0 += w * row[x], a1 += w * row[plane + x], a2 += w * row[2 * plane + x];
   }
@@ -102,20 +106,23 @@ __global__ void resize_v(const CropParams* __restrict__ params, int S, const uin
   const int idx = blockIdx.x * blockDim.x + threadIdx.x;
   if (idx >= S * S) return;
   const int oy = idx / S, ox = idx - oy * S;
-  int ymin, ymax;
-  double center, ss;
-  filter_bounds(q.H, q.box[1], q.box[3], S, q.bicubic, oy, ymin, ymax, center, ss);
+  const Taps t = filter_taps(q.H, q.box[1], q.box[3], S, q.bicubic, oy);
   float ww = 0.f, a0 = 0.f, a1 = 0.f, a2 = 0.f;
-  for (int y = ymin; y < ymax; ++y) {
+  for (int y = t.lo; y < t.hi; ++y) {
     const int r = min(max(y - q.y_first, 0), q.rows - 1);
-    const uint8_t* t = tmp + q.tmp_off + (static_cast<int64_t>(r) * S + ox) * 3;
-    const float w = filter(static_cast<float>((y - center + 0.5) * ss), q.bicubic);
+    const uint8_t* p = tmp + q.tmp_off + (static_cast<int64_t>(r) * S + ox) * 3;
+    const float w = filter(static_cast<float>((y - t.center + 0.5) * t.ss), q.bicubic);
     ww += w;
-    a0 += w * t[0], a1 += w * t[1], a2 += w * t[2];
+    a0 += w * p[0], a1 += w * p[1], a2 += w * p[2];
   }
   const float inv = ww != 0.f ? 1.f / ww : 1.f;
   uint8_t* o = out + (static_cast<int64_t>(q.out_idx) * S * S + idx) * 3;
   o[0] = to_u8(a0 * inv), o[1] = to_u8(a1 * inv), o[2] = to_u8(a2 * inv);
+}
+
+// Planar RGB at base: plane c at base + c * W * H.
+void set_planes(nvjpegImage_t& d, uint8_t* base, int W, int H) {
+  for (int k = 0; k < 3; ++k) d.channel[k] = base + static_cast<size_t>(k) * W * H, d.pitch[k] = static_cast<size_t>(W);
 }
 
 // A device buffer that only grows (its stream is idle whenever it is resized).
@@ -298,8 +305,7 @@ void GpuJpegDecoder::run(const GpuJob* jobs, int n, uint8_t* out, std::vector<ch
   CUDA_CHECK(cudaSetDevice(m.device));
   Impl::Context& c = m.acquire();
   Impl::Lease lease{m, c};
-  std::vector<int> which;
-  std::vector<int> W(n), H(n);
+  std::vector<int> which, W(n), H(n);
   std::vector<size_t> off(n), len(n);
   std::vector<const uint8_t*> data(n);
   size_t total = 0;
@@ -317,12 +323,8 @@ void GpuJpegDecoder::run(const GpuJob* jobs, int n, uint8_t* out, std::vector<ch
   }
   if (which.empty()) return;
   uint8_t* planes = c.planes.ensure<uint8_t>(total);
-  std::vector<nvjpegImage_t> dest(n);
-  for (int i : which) {
-    const size_t plane = static_cast<size_t>(W[i]) * H[i];
-    std::memset(&dest[i], 0, sizeof(nvjpegImage_t));
-    for (int k = 0; k < 3; ++k) dest[i].channel[k] = planes + off[i] + k * plane, dest[i].pitch[k] = W[i];
-  }
+  std::vector<nvjpegImage_t> dest(n);  // zeroed
+  for (int i : which) set_planes(dest[i], planes + off[i], W[i], H[i]);
   m.decode(c, which, data, len, dest, errors);
   if (which.empty()) return;
   std::vector<CropParams> params;
@@ -336,11 +338,8 @@ void GpuJpegDecoder::run(const GpuJob* jobs, int n, uint8_t* out, std::vector<ch
     q.box[0] = static_cast<float>(j.x), q.box[1] = static_cast<float>(j.y);
     q.box[2] = static_cast<float>(j.x + j.w), q.box[3] = static_cast<float>(j.y + j.h);
     q.bicubic = j.interp == Interp::bicubic, q.flip = j.flip;
-    int lo, hi, lo2, hi2;
-    double center, ss;
-    filter_bounds(q.H, q.box[1], q.box[3], S, q.bicubic, 0, lo, hi, center, ss);
-    filter_bounds(q.H, q.box[1], q.box[3], S, q.bicubic, S - 1, lo2, hi2, center, ss);
-    q.y_first = lo, q.rows = std::max(hi2 - lo, 1);
+    q.y_first = filter_taps(q.H, q.box[1], q.box[3], S, q.bicubic, 0).lo;
+    q.rows = std::max(filter_taps(q.H, q.box[1], q.box[3], S, q.bicubic, S - 1).hi - q.y_first, 1);
     q.tmp_off = tmp_total;
     q.out_idx = i;
     tmp_total += static_cast<int64_t>(q.rows) * S * 3;
@@ -376,8 +375,7 @@ bool GpuJpegDecoder::decode_full(const uint8_t* data, size_t n, Image& out, std:
   const size_t plane = static_cast<size_t>(W) * H;
   uint8_t* planes = c.planes.ensure<uint8_t>(plane * 3);
   std::vector<nvjpegImage_t> dest(1);
-  std::memset(dest.data(), 0, sizeof(nvjpegImage_t));
-  for (int k = 0; k < 3; ++k) dest[0].channel[k] = planes + k * plane, dest[0].pitch[k] = static_cast<size_t>(W);
+  set_planes(dest[0], planes, W, H);
   std::vector<int> which{0};
   std::vector<std::string> errors(1);
   m.decode(c, which, {data}, {n}, dest, errors);
@@ -386,11 +384,8 @@ bool GpuJpegDecoder::decode_full(const uint8_t* data, size_t n, Image& out, std:
   CUDA_CHECK(cudaMemcpyAsync(host.data(), planes, plane * 3, cudaMemcpyDeviceToHost, c.stream));
   CUDA_CHECK(cudaStreamSynchronize(c.stream));
   out.resize(W, H);
-  for (int y = 0; y < H; ++y) {
-    uint8_t* o = out.row(y);
-    for (int x = 0; x < W; ++x)
-      for (int k = 0; k < 3; ++k) o[x * 3 + k] = host[k * plane + static_cast<size_t>(y) * W + x];
-  }
+  for (size_t p = 0; p < plane; ++p)  // planar -> packed RGB
+    for (int k = 0; k < 3; ++k) out.data()[p * 3 + k] = host[k * plane + p];
   return true;
 }
 

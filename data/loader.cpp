@@ -164,16 +164,14 @@ struct Loader::Impl {
     std::vector<char> ok;
     std::vector<std::string> errors;
     gpu->run(jobs.data(), s.count, images(s), ok, errors);
-    int64_t decoded = 0;
     for (int i = 0; i < s.count; ++i) {
       GpuSample& g = s.gpu[i];
-      decoded += ok[i];
+      gpu_decoded.fetch_add(ok[i]);
       if (!g.cpu && !ok[i] && !gpu_noted.exchange(true))
         std::fprintf(stderr, "note: data loader: nvJPEG did not decode %s (%s); such files are decoded on the CPU "
                      "(counted as GPU fallbacks)\n", ds->path(g.idx).c_str(), errors[i].c_str());
       if (!ok[i]) g.cpu = true, gpu_fallbacks.fetch_add(1);
     }
-    gpu_decoded.fetch_add(decoded);
     clock.lap(Stage::decode);
   }
 
