@@ -254,8 +254,7 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(tools::int_range(1, 4096));
   app.add_flag("--profile", profile, "also print milliseconds per image of each stage and each RandAugment op");
-  app.add_option("--decoder", decoder, "where rrc and train decode: cpu (libjpeg-turbo), gpu (nvJPEG), gpu-hybrid "
-                 "(nvJPEG without the hardware engine)")
+  app.add_option("--decoder", decoder, "rrc/train decode: cpu, gpu (nvJPEG), gpu-hybrid (not its JPEG engine)")
       ->capture_default_str()
       ->check(CLI::IsMember({"cpu", "gpu", "gpu-hybrid"}));
   app.add_option("--gpu-streams", gpu_streams, "--decoder gpu: batches the GPU decoder has in flight at once")
