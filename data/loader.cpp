@@ -163,7 +163,12 @@ struct Loader::Impl {
     }
     std::vector<char> ok;
     std::vector<std::string> errors;
-    gpu->run(jobs.data(), s.count, images(s), ok, errors);
+    try {
+      gpu->run(jobs.data(), s.count, images(s), ok, errors);
+    } catch (const Error& e) {  // the device failed (not one file): say which batch it was on
+      MO_FAIL("data loader: decoding batch {} on the GPU (its first file {}): {}", s.batch, ds->path(s.gpu[0].idx),
+              e.what());
+    }
     for (int i = 0; i < s.count; ++i) {
       GpuSample& g = s.gpu[i];
       gpu_decoded.fetch_add(ok[i]);

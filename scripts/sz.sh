@@ -11,7 +11,7 @@ budget=(
   "ops 5100"
   "nn 1200 nn/io"
   "nn/io 2900"
-  "data 3810"
+  "data 3815"
   "dist 1550"
   "tools 3700 tools/engine"
   "tools/engine 3250"
