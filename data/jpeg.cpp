@@ -112,6 +112,7 @@ JpegDecoder::~JpegDecoder() = default;
 bool JpegDecoder::open(const uint8_t* data, size_t size) {
   error_.clear();
   width_ = height_ = 0;
+  gpu_decodable_ = false;
   Impl& m = *impl_;
   jpeg_abort_decompress(&m.cinfo);
   m.err.scans = 0;
@@ -140,6 +141,9 @@ bool JpegDecoder::open(const uint8_t* data, size_t size) {
   m.cmyk = m.cinfo.jpeg_color_space == JCS_CMYK || m.cinfo.jpeg_color_space == JCS_YCCK;
   m.inverted = m.cmyk && m.cinfo.saw_Adobe_marker;
   m.has_eoi = has_eoi_near_end(data, size);
+  const jpeg_decompress_struct& c = m.cinfo;
+  gpu_decodable_ = !c.progressive_mode && !c.arith_code && c.data_precision == 8 && c.num_components == 3 &&
+                   c.jpeg_color_space == JCS_YCbCr && m.has_eoi;
   width_ = static_cast<int>(w);
   height_ = static_cast<int>(h);
   return true;

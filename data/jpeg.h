@@ -47,6 +47,10 @@ class JpegDecoder {
   bool open(const uint8_t* data, size_t size);
   int width() const { return width_; }
   int height() const { return height_; }
+  // The open file is one the GPU decoder (gpu_jpeg.h) may take: sequential Huffman (not progressive,
+  // not arithmetic), 8-bit, 3-component YCbCr, with an EOI near the end (else the CPU finds out whether
+  // it is truncated). Grayscale, CMYK/YCCK, RGB-coded and the rest are decoded on the CPU.
+  bool gpu_decodable() const { return gpu_decodable_; }
   // Decodes the window [x, x+w) x [y, y+h) of the full-size image. min_w/min_h: the size the window is
   // resampled to next; the DCT reduction is the largest that keeps the window at least that big
   // (0 = full scale). False on a corrupt or truncated file (see error()).
@@ -60,6 +64,7 @@ class JpegDecoder {
   std::unique_ptr<Impl> impl_;
   int64_t max_pixels_ = kDefaultMaxPixels;
   int width_ = 0, height_ = 0;
+  bool gpu_decodable_ = false;
   std::string error_;
 };
 

@@ -13,6 +13,8 @@
 
 #include "autograd/cuda_allocator.h"
 #include "data/device_stage.h"
+#include "data/gpu_jpeg.h"
+#include "data/image_decode.h"
 #include "data/sampler.h"
 
 namespace mo::data {
@@ -36,12 +38,22 @@ Tensor reinterpret(const Tensor& bytes, size_t off, const Shape& shape, DType dt
 }  // namespace
 
 struct Loader::Impl {
+  // decoder gpu: one sample between its draws (phase 0) and its RandAugment (phase 1).
+  struct GpuSample {
+    std::vector<uint8_t> file;
+    TrainDraw d;
+    Rng rng{0, 0};
+    int64_t idx = 0;
+    bool cpu = true;  // decoded on the CPU in phase 1 (the whole CPU path)
+  };
   struct Slot {
     std::unique_ptr<HostBuffer> buf;
     int64_t batch = -1;  // -1: free
     int count = 0, next_sample = 0, remaining = 0;
+    int phase = 0;       // decoder gpu: 0 read + draw, then the batch decode, 1 augment
     bool ready = false;
     double lam = 1.0;
+    std::vector<GpuSample> gpu;
   };
 
   LoaderConfig cfg;
@@ -54,6 +66,9 @@ struct Loader::Impl {
   size_t meta_off = 0, labels_off = 0, targets_off = 0, slot_bytes = 0;
   Device dev;
   std::unique_ptr<DeviceStage> stage;
+  std::unique_ptr<GpuJpegDecoder> gpu;  // decoder gpu
+  std::atomic<int64_t> gpu_decoded{0}, gpu_fallbacks{0};
+  std::atomic<bool> gpu_noted{false};
 
   std::mutex mu;
   std::condition_variable cv_work, cv_done;
@@ -67,7 +82,7 @@ struct Loader::Impl {
   std::exception_ptr error;
   int pending_slot = -1, pending_stage = -1;  // CUDA: slot whose upload may still be running
   std::atomic<int64_t> bad{0};
-  LoaderStats totals;  // under mu
+  LoaderStats totals;  // under mu (the gpu_ counts are the atomics above)
 
   // Adds a worker's stage times (since its last report) and busy time to the totals, under mu.
   void report(StageTimes& t, int64_t busy_ns, int samples) {
@@ -123,6 +138,56 @@ struct Loader::Impl {
             ds->folder());
   }
 
+  // decoder gpu, phase 0: reads the file and makes its draws (a JPEG's header only); anything the GPU
+  // does not take, or that fails here, goes the whole CPU path in phase 1 (which names and replaces it).
+  void prepare(const SampleRef& ref, int64_t ep, Workspace& ws, GpuSample& g) {
+    g.idx = ref.index;
+    g.cpu = true;
+    g.rng = Rng(cfg.seed, make_stream(Purpose::transform, ep, ref.position));
+    std::string err;
+    StageClock clock(ws.times);
+    if (!clock.lap(Stage::read, read_image_file(ds->path(ref.index), g.file, err, {cfg.max_file_bytes, cfg.max_pixels})))
+      return;
+    if (sniff_image_format(g.file.data(), g.file.size()) != ImageFormat::jpeg) return;
+    g.cpu = !(train_tf->draw(g.file.data(), g.file.size(), g.rng, ws, g.d, err) && g.d.gpu);
+  }
+
+  // decoder gpu: the slot's JPEGs decoded, cropped, resized and flipped on the GPU into its images.
+  void decode_slot(Slot& s, StageTimes& times) {
+    StageClock clock(times);
+    std::vector<GpuJob> jobs(static_cast<size_t>(s.count));
+    for (int i = 0; i < s.count; ++i) {
+      const GpuSample& g = s.gpu[i];
+      if (g.cpu) continue;  // no data: the decoder skips it
+      jobs[i] = {g.file.data(), g.file.size(), g.d.win.x, g.d.win.y, g.d.win.w, g.d.win.h, g.d.interp, g.d.flip};
+    }
+    std::vector<char> ok;
+    std::vector<std::string> errors;
+    try {
+      gpu->run(jobs.data(), s.count, images(s), ok, errors);
+    } catch (const Error& e) {  // the device failed (not one file): say which batch it was on
+      MO_FAIL("data loader: decoding batch {} on the GPU (its first file {}): {}", s.batch, ds->path(s.gpu[0].idx),
+              e.what());
+    }
+    for (int i = 0; i < s.count; ++i) {
+      GpuSample& g = s.gpu[i];
+      gpu_decoded.fetch_add(ok[i]);
+      if (!g.cpu && !ok[i] && !gpu_noted.exchange(true))
+        std::fprintf(stderr, "note: data loader: nvJPEG did not decode %s (%s); such files are decoded on the CPU "
+                     "(counted as GPU fallbacks)\n", ds->path(g.idx).c_str(), errors[i].c_str());
+      if (!ok[i]) g.cpu = true, gpu_fallbacks.fetch_add(1);
+    }
+    clock.lap(Stage::decode);
+  }
+
+  // decoder gpu, phase 1: RandAugment on the GPU's crop, or the CPU path for the sample.
+  void complete(const SampleRef& ref, int64_t ep, Workspace& ws, GpuSample& g, std::vector<uint8_t>& file,
+                uint8_t* out_px, int64_t& label) {
+    if (g.cpu) return process(ref, ep, ws, file, out_px, label);
+    train_tf->augment({out_px, S, S, static_cast<int64_t>(S) * 3}, g.rng, ws);
+    label = ds->label(g.idx);
+  }
+
   // Mixup/cutmix, targets and erase boxes of a filled slot (by the worker that finished it).
   void finalize(Slot& s, int64_t ep, StageTimes& times) {
     StageClock clock(times);
@@ -164,6 +229,7 @@ struct Loader::Impl {
         s.count = static_cast<int>(std::min<int64_t>(B, static_cast<int64_t>(samples.size()) - s.batch * B));
         s.next_sample = 0;
         s.remaining = s.count;
+        s.phase = 0;
         s.ready = false;
         best = i;
         break;
@@ -198,12 +264,16 @@ struct Loader::Impl {
       const uint64_t my_gen = gen;
       const int64_t ep = epoch;
       const SampleRef ref = samples[static_cast<size_t>(s.batch * B + i)];
+      const int phase = s.phase;
       ++busy;
       lk.unlock();
       const int64_t t0 = ws.times.now();
       bool failed = false;
       try {
-        process(ref, ep, ws, file, images(s) + static_cast<size_t>(i) * S * S * 3, labels(s)[i]);
+        uint8_t* px = images(s) + static_cast<size_t>(i) * S * S * 3;
+        if (!gpu) process(ref, ep, ws, file, px, labels(s)[i]);
+        else if (phase == 0) prepare(ref, ep, ws, s.gpu[i]);
+        else complete(ref, ep, ws, s.gpu[i], file, px, labels(s)[i]);
       } catch (...) {
         failed = true;
         lk.lock();
@@ -211,7 +281,22 @@ struct Loader::Impl {
         lk.unlock();
       }
       lk.lock();
-      if (!failed && my_gen == gen && --s.remaining == 0) {
+      const bool last = !failed && my_gen == gen && --s.remaining == 0;
+      if (last && gpu && phase == 0) {
+        s.next_sample = s.count;  // no tasks while the batch decodes
+        lk.unlock();
+        try {
+          decode_slot(s, ws.times);
+        } catch (...) {
+          failed = true;
+          lk.lock();
+          if (!error) error = std::current_exception();
+          lk.unlock();
+        }
+        lk.lock();
+        if (!failed && my_gen == gen) s.phase = 1, s.next_sample = 0, s.remaining = s.count;
+        cv_work.notify_all();
+      } else if (last) {
         lk.unlock();
         try {
           finalize(s, ep, ws.times);
@@ -223,7 +308,7 @@ struct Loader::Impl {
         lk.lock();
         s.ready = true;
       }
-      report(ws.times, ws.times.now() - t0, 1);
+      report(ws.times, ws.times.now() - t0, !gpu || phase == 1);  // a GPU-decoded sample is two tasks
       --busy;
       cv_done.notify_all();
     }
@@ -349,8 +434,22 @@ Loader::Loader(LoaderConfig cfg, std::shared_ptr<const ImageFolder> dataset) : i
   m.slot_bytes = align64(m.targets_off + sizeof(float) * m.B * m.C);
   m.dev = cfg.use_cuda && cuda_available() ? Device::cuda(cfg.device) : Device::cpu();
   if (m.dev.is_cuda()) m.stage = std::make_unique<DeviceStage>(cfg.device, m.slot_bytes, 2);
+  const bool gpu_decode = cfg.decoder == DecodeOn::gpu ||
+                          (cfg.decoder == DecodeOn::automatic && gpu_jpeg_built() && m.dev.is_cuda() && cfg.training);
+  if (gpu_decode) {
+    MO_CHECK(cfg.training, "data.decoder: gpu decodes the training transform only; the {} split is decoded "
+             "on the CPU (decoder cpu)", cfg.split);
+    MO_CHECK(gpu_jpeg_built(), "data.decoder: gpu: this build of mo has no nvJPEG (it is found at configure time "
+             "with CUDA: nvjpeg.h and libnvjpeg, or MO_NVJPEG_ROOT); use data.decoder: cpu or auto");
+    MO_CHECK(m.dev.is_cuda(), "data.decoder: gpu needs the loader on a GPU ({}); use data.decoder: cpu or auto",
+             cuda_available() ? "this run's device is the CPU" : "no GPU is present");
+    m.gpu = std::make_unique<GpuJpegDecoder>(cfg.device, m.S, 2);
+  }
   m.slots.resize(static_cast<size_t>(cfg.prefetch_batches));
-  for (auto& s : m.slots) s.buf = std::make_unique<HostBuffer>(m.slot_bytes);
+  for (auto& s : m.slots) {
+    s.buf = std::make_unique<HostBuffer>(m.slot_bytes);
+    if (m.gpu) s.gpu.resize(static_cast<size_t>(m.B));
+  }
   m.workers.reserve(static_cast<size_t>(cfg.num_threads));
   try {
     for (int t = 0; t < cfg.num_threads; ++t) m.workers.emplace_back([&m] { m.worker_loop(); });
@@ -391,7 +490,14 @@ int64_t Loader::samples_per_rank() const { return impl_->sampler->num_samples();
 int64_t Loader::bad_samples() const { return impl_->bad.load(); }
 LoaderStats Loader::stats() const {
   std::lock_guard<std::mutex> lk(impl_->mu);
-  return impl_->totals;
+  LoaderStats st = impl_->totals;
+  st.gpu_decoded = impl_->gpu_decoded.load();
+  st.gpu_fallbacks = impl_->gpu_fallbacks.load();
+  return st;
+}
+const char* Loader::decoder() const {
+  if (!impl_->gpu) return "cpu";
+  return impl_->gpu->hardware() ? "gpu (nvJPEG hardware)" : "gpu (nvJPEG GPU-hybrid)";
 }
 const ImageFolder& Loader::dataset() const { return *impl_->ds; }
 const LoaderConfig& Loader::config() const { return impl_->cfg; }

@@ -9,6 +9,12 @@
 // on stderr. When the worker threads cannot all be started the constructor throws, saying how many.
 // stats() gives cumulative counters for the training log: how long the consumer waited for data against
 // how busy the workers were, per stage.
+// decoder gpu (gpu_jpeg.h, training only): a slot's samples are read and drawn by the workers (header,
+// crop, interpolation, flip: TrainTransform::draw), the slot's JPEGs are decoded, cropped, resized and
+// flipped on the GPU as one nvJPEG batch by the worker that drew its last sample, and the workers then
+// run RandAugment on the CPU on the crops (with the rng where draw() left it, so the same seed gives the
+// same crops and ops as the CPU path). Files the GPU does not take (PNG, WebP, progressive, grayscale,
+// CMYK, no EOI, refused by nvJPEG) go the CPU path whole, counted in stats().gpu_fallbacks.
 //
 //   LoaderConfig cfg;  cfg.root = root;  cfg.batch_size = 128;  ...   (tools/engine/loaders.cpp fills it
 //   Loader train(cfg);                                                 from a recipe)
@@ -27,6 +33,10 @@
 #include "data/transforms.h"
 
 namespace mo::data {
+
+// Where training JPEGs are decoded: cpu (libjpeg-turbo, the reference), gpu (nvJPEG; an error where this
+// build or machine has none), automatic (gpu where built with nvJPEG and the loader is on a GPU, else cpu).
+enum class DecodeOn : uint8_t { cpu, gpu, automatic };
 
 struct LoaderConfig {
   std::string root;          // dataset root: root/<split>/<class>/*.jpg
@@ -49,6 +59,7 @@ struct LoaderConfig {
   int64_t max_file_bytes = kDefaultMaxFileBytes;  // larger files count as bad input (never read)
   int max_warnings = 20;                 // bad-input lines printed before going quiet
   bool use_index_cache = true;
+  DecodeOn decoder = DecodeOn::cpu;  // training only (eval decodes on the CPU)
 };
 
 struct Batch {
@@ -70,6 +81,7 @@ struct LoaderStats {
   // By stage (stage_name()): read .. augment per sample and mixup per batch are the workers' (their sum
   // is at most busy_s); normalize is the consumer's part of deliver_s.
   std::array<double, kNumStages> stage_s{};
+  int64_t gpu_decoded = 0, gpu_fallbacks = 0;  // decoder gpu: samples the GPU decoded / the CPU did instead
   double stage(Stage s) const { return stage_s[static_cast<size_t>(s)]; }
 };
 
@@ -98,6 +110,7 @@ class Loader {
   const ImageFolder& dataset() const;
   const LoaderConfig& config() const;
   Device device() const;  // where batches are returned
+  const char* decoder() const;  // "cpu", "gpu (nvJPEG hardware)" or "gpu (nvJPEG GPU-hybrid)"
 
  private:
   struct Impl;

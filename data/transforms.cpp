@@ -103,15 +103,31 @@ TrainTransform::TrainTransform(TrainTransformConfig cfg) : cfg_(std::move(cfg)) 
   }
 }
 
+bool TrainTransform::draw(const uint8_t* data, size_t n, Rng& rng, Workspace& ws, TrainDraw& d,
+                          std::string& err) const {
+  StageClock clock(ws.times);
+  if (!open_image(data, n, ws, clock, d.width, d.height, err)) return false;
+  d.win = random_resized_crop_window(d.width, d.height, cfg_, rng);
+  d.interp = cfg_.interpolation ? *cfg_.interpolation : (rng.uniform() < 0.5 ? Interp::bilinear : Interp::bicubic);
+  d.flip = cfg_.hflip > 0 && rng.uniform() < cfg_.hflip;
+  d.gpu = !ws.full_open && ws.decoder.gpu_decodable();
+  return true;
+}
+
 bool TrainTransform::operator()(const uint8_t* data, size_t n, Rng& rng, Workspace& ws, const ImageView& out,
                                 std::string& err) const {
-  int W = 0, H = 0;
+  TrainDraw d;
+  return draw(data, n, rng, ws, d, err) && decode_and_transform(d.win, d.interp, d.flip, &rng, ws, out, err);
+}
+
+void TrainTransform::augment(const ImageView& img, Rng& rng, Workspace& ws) const {
+  if (!ra_) return;
   StageClock clock(ws.times);
-  if (!open_image(data, n, ws, clock, W, H, err)) return false;
-  CropWindow win = random_resized_crop_window(W, H, cfg_, rng);
-  Interp interp = cfg_.interpolation ? *cfg_.interpolation : (rng.uniform() < 0.5 ? Interp::bilinear : Interp::bicubic);
-  bool flip = cfg_.hflip > 0 && rng.uniform() < cfg_.hflip;
-  return decode_and_transform(win, interp, flip, &rng, ws, out, err);
+  ws.img.resize(img.w, img.h);
+  for (int y = 0; y < img.h; ++y) std::memcpy(ws.img.row(y), img.row(y), static_cast<size_t>(img.w) * 3);
+  mo::data::rand_augment(ws.img, *ra_, rng, ws.scratch);
+  for (int y = 0; y < img.h; ++y) std::memcpy(img.row(y), ws.img.row(y), static_cast<size_t>(img.w) * 3);
+  clock.lap(Stage::augment);
 }
 
 bool TrainTransform::apply_fixed(const uint8_t* data, size_t n, const CropWindow* window, Interp interp, bool flip,

@@ -41,6 +41,17 @@ struct CropWindow {
 // torchvision RandomResizedCrop.get_params on a width x height image.
 CropWindow random_resized_crop_window(int width, int height, const TrainTransformConfig& cfg, Rng& rng);
 
+// The random draws of one training sample, before any pixel is decoded: the crop window in the full
+// image, the interpolation and the flip. `gpu` says whether the GPU decoder may take the file (a
+// sequential YCbCr JPEG: JpegDecoder::gpu_decodable); the rng is left where RandAugment goes on.
+struct TrainDraw {
+  int width = 0, height = 0;  // the full image
+  CropWindow win;
+  Interp interp = Interp::bilinear;
+  bool flip = false;
+  bool gpu = false;
+};
+
 // Per-thread state: the decoder and reusable image buffers. JPEG decodes only the window it needs (at a
 // DCT scale); PNG and WebP (image_decode.h) are decoded whole into `full` and the window is a view of it.
 // The JPEG decoder's pixel limit applies to all three. `times` collects the time of each stage the
@@ -60,6 +71,12 @@ class TrainTransform {
   const std::optional<RandAugmentConfig>& rand_augment() const { return ra_; }
   // Image file bytes -> out (size x size). False with `err` set when the file cannot be decoded.
   bool operator()(const uint8_t* data, size_t n, Rng& rng, Workspace& ws, const ImageView& out, std::string& err) const;
+  // operator() in two halves, for the GPU decoder (gpu_jpeg.h): draw() opens the image (a JPEG's header
+  // only) and makes the draws operator() makes, in the same order; augment() then runs RandAugment, with
+  // the same rng, on the crop another decoder made. draw + apply_fixed(&d.win, d.interp, d.flip, &rng)
+  // gives operator()'s bytes.
+  bool draw(const uint8_t* data, size_t n, Rng& rng, Workspace& ws, TrainDraw& d, std::string& err) const;
+  void augment(const ImageView& img, Rng& rng, Workspace& ws) const;
   // The same with the crop window, interpolation and flip given (parity tests and benchmarks).
   bool apply_fixed(const uint8_t* data, size_t n, const CropWindow* window, Interp interp, bool flip, Rng* ra_rng,
                    Workspace& ws, const ImageView& out, std::string& err) const;

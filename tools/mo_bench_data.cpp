@@ -1,7 +1,7 @@
 // mo_bench_data: images/s of the JPEG input pipeline over a folder of JPEGs, with 1, 2 (and N) worker
 // threads -- the C++ side of scripts/data/bench_peer.py (PIL + torchvision, one thread).
 //   mo_bench_data --dir DIR [--threads 1,2] [--seconds 5 | --count N] [--modes decode,rrc,train,eval]
-//                 [--batch 32] [--profile]
+//                 [--batch 32] [--profile] [--decoder cpu|gpu|gpu-hybrid [--gpu-streams 2]]
 // Modes (each reads the file from disk every time, as a Dataset does, and ends in float32 NCHW):
 //   decode  full decode to RGB
 //   rrc     RandomResizedCrop 224 (random bilinear/bicubic, windowed DCT-scaled decode) + flip + normalize
@@ -10,6 +10,11 @@
 //   eval    resize shorter side 224 (bicubic, antialiased) + centre crop + normalize
 // --profile adds, per mode and thread count, the milliseconds per image of each stage (thread CPU time:
 // read, header, decode, resize, augment, mixup, normalize) and the cost of each RandAugment op.
+// --decoder gpu (a build with nvJPEG, on a GPU; modes rrc and train): each thread reads and draws a batch
+// on the CPU, the batch is decoded + cropped + resized + flipped on the GPU (data/gpu_jpeg.h; the threads
+// share one decoder with --gpu-streams batches in flight), then RandAugment, mixup and the rest as on the
+// CPU path; the decode stage is then the thread's wall time waiting for its batch. gpu-hybrid: nvJPEG's
+// GPU-hybrid backend even where the hardware JPEG engine is there.
 #include <time.h>
 
 #include <algorithm>
@@ -18,11 +23,14 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <memory>
 #include <sstream>
 #include <thread>
 #include <vector>
 
 #include "autograd/check.h"
+#include "data/device_stage.h"
+#include "data/gpu_jpeg.h"
 #include "data/mixup.h"
 #include "data/normalize.h"
 #include "data/transforms.h"
@@ -51,6 +59,7 @@ struct WorkerResult {
   int64_t images = 0;
   double cpu = 0;      // CPU seconds the thread used (on a busy machine, images per CPU second is steadier)
   StageTimes stages;   // per stage, summed over its images
+  int64_t cpu_fallbacks = 0;  // --decoder gpu: images the GPU did not decode
 };
 
 // One worker's loop: transforms files[t], files[t + T], ... into a batch of `batch` slots; a full batch
@@ -58,7 +67,7 @@ struct WorkerResult {
 // draws the erase boxes, then every mode but decode normalises it (+ erasing) into float32 NCHW.
 // Images count when their batch is done. Stops at `stop` or after `limit` images (> 0).
 WorkerResult run_worker(const std::string& mode, const std::vector<std::string>& files, int t, int T, int batch,
-                        bool profile, const std::atomic<bool>& stop, int64_t limit) {
+                        bool profile, const std::atomic<bool>& stop, int64_t limit, GpuJpegDecoder* gpu) {
   WorkerResult res;
   const double cpu0 = thread_cpu_seconds();
   TrainTransformConfig rc;
@@ -72,7 +81,15 @@ WorkerResult run_worker(const std::string& mode, const std::vector<std::string>&
   std::vector<uint8_t> bytes;
   Image full;
   const int S = 224;
-  Tensor u8 = Tensor::zeros({batch, S, S, 3}, DType::u8);
+  HostBuffer host(static_cast<size_t>(batch) * S * S * 3);  // pinned where a GPU is present
+  Tensor u8 = Tensor::from_blob(host.data(), {batch, S, S, 3}, DType::u8);
+  // --decoder gpu: the batch's files, draws and rngs, until it is decoded
+  std::vector<std::vector<uint8_t>> held(gpu ? static_cast<size_t>(batch) : 0);
+  std::vector<GpuJob> jobs;
+  std::vector<TrainDraw> draws;
+  std::vector<Rng> rngs;
+  std::vector<char> ok_gpu;
+  std::vector<std::string> errors;
   Tensor meta = Tensor::zeros({batch, kMetaCols}, DType::i64);
   Tensor out = Tensor::empty({batch, 3, S, S});
   const NormalizeSpec spec;
@@ -80,6 +97,24 @@ WorkerResult run_worker(const std::string& mode, const std::vector<std::string>&
   int64_t batches = 0;
   auto finish = [&] {  // the batch's last steps, on `filled` images
     if (filled == 0) return;
+    if (gpu) {  // decode on the GPU; what it refuses on the CPU; then RandAugment (train)
+      StageClock gc(ws.times);
+      gpu->run(jobs.data(), filled, u8.data<uint8_t>(), ok_gpu, errors);
+      gc.lap(Stage::decode);
+      for (int k = 0; k < filled; ++k) {
+        const ImageView slot{u8.data<uint8_t>() + static_cast<size_t>(k) * S * S * 3, S, S, S * 3};
+        Rng* ra = mode == "train" ? &rngs[k] : nullptr;
+        std::string err;
+        if (ok_gpu[k]) {
+          if (ra) train.augment(slot, *ra, ws);
+          continue;
+        }
+        ++res.cpu_fallbacks;
+        MO_CHECK(train.apply_fixed(held[k].data(), held[k].size(), &draws[k].win, draws[k].interp, draws[k].flip, ra,
+                                   ws, slot, err), "{}", err);
+      }
+      jobs.clear(), draws.clear(), rngs.clear();
+    }
     StageClock clock(ws.times);
     if (mode == "train") {
       Rng rng(2, make_stream(Purpose::mixup, 0, static_cast<int64_t>(t) << 30 | batches));
@@ -107,11 +142,18 @@ WorkerResult run_worker(const std::string& mode, const std::vector<std::string>&
     const std::string& f = files[i % files.size()];
     std::string err;
     StageClock clock(ws.times);
-    MO_CHECK(read_file(f, bytes, err), "{}: {}", f, err);
+    std::vector<uint8_t>& data = gpu ? held[static_cast<size_t>(filled)] : bytes;
+    MO_CHECK(read_file(f, data, err), "{}: {}", f, err);
     clock.lap(Stage::read);
     bool ok = true;
     const ImageView slot{u8.data<uint8_t>() + static_cast<size_t>(filled) * S * S * 3, S, S, S * 3};
-    if (mode == "decode") {
+    if (gpu) {  // rrc / train: the draws now, the pixels when the batch is full
+      Rng rng(1, static_cast<uint64_t>(i));
+      TrainDraw d;
+      ok = train.draw(data.data(), data.size(), rng, ws, d, err);
+      GpuJob j{d.gpu ? data.data() : nullptr, data.size(), d.win.x, d.win.y, d.win.w, d.win.h, d.interp, d.flip};
+      jobs.push_back(j), draws.push_back(d), rngs.push_back(rng);
+    } else if (mode == "decode") {
       ok = ws.decoder.open(bytes.data(), bytes.size());
       clock.lap(Stage::header);
       ok = ok && ws.decoder.decode_full(full);
@@ -182,6 +224,8 @@ int main(int argc, char** argv) {
   int64_t count = 0;  // > 0: a fixed number of images per thread instead of a time
   int batch = 32;
   bool profile = false;
+  std::string decoder = "cpu";
+  int gpu_streams = 2;
   tools::Cli cli("mo_bench_data", "Images/s of the JPEG input pipeline over a folder of JPEGs, with 1, 2 (and N) "
                                   "worker threads.");
   CLI::App& app = cli.app;
@@ -199,6 +243,7 @@ int main(int argc, char** argv) {
             }
           },
           ""));
+  CLI::Option* modes_opt = nullptr;
   CLI::Option* secs = app.add_option("--seconds", seconds, "seconds per mode and thread count")
                           ->capture_default_str()
                           ->check(tools::number_range(1e-3, 86400));
@@ -209,7 +254,13 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(tools::int_range(1, 4096));
   app.add_flag("--profile", profile, "also print milliseconds per image of each stage and each RandAugment op");
-  app.add_option("--modes", modes, "what to time, comma-separated: decode, rrc, train, eval")
+  app.add_option("--decoder", decoder, "rrc/train decode: cpu, gpu (nvJPEG), gpu-hybrid (not its JPEG engine)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "gpu", "gpu-hybrid"}));
+  app.add_option("--gpu-streams", gpu_streams, "--decoder gpu: batches the GPU decoder has in flight at once")
+      ->capture_default_str()
+      ->check(tools::int_range(1, 64));
+  modes_opt = app.add_option("--modes", modes, "what to time, comma-separated: decode, rrc, train, eval")
       ->type_name("MODE,MODE...")
       ->capture_default_str()
       ->check(CLI::Validator(
@@ -227,6 +278,18 @@ int main(int argc, char** argv) {
   if (auto rc = cli.parse(argc, argv)) return *rc;
   const std::vector<int> threads = parse_list(thread_list);
   return cli.run([&] {
+    std::unique_ptr<GpuJpegDecoder> gpu;
+    if (decoder != "cpu") {
+      if (modes_opt->count() == 0) modes = "rrc,train";  // what the GPU path does
+      MO_CHECK(modes.find("decode") == std::string::npos && modes.find("eval") == std::string::npos,
+               "--decoder {} times the training transform: --modes rrc and/or train, got '{}'", decoder, modes);
+      MO_CHECK(gpu_jpeg_built(), "--decoder gpu: this build of mo has no nvJPEG (configure with CUDA where nvjpeg.h "
+               "and libnvjpeg are found, or MO_NVJPEG_ROOT)");
+      MO_CHECK(gpu_jpeg_available(), "--decoder gpu: no GPU is present");
+      gpu = std::make_unique<GpuJpegDecoder>(0, 224, gpu_streams, decoder == "gpu");
+      std::printf("decoder: nvJPEG %s backend, %d batches in flight\n", gpu->hardware() ? "hardware" : "GPU-hybrid",
+                  gpu_streams);
+    }
     std::vector<std::string> files;
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator(dir, ec))
@@ -247,7 +310,7 @@ int main(int argc, char** argv) {
         for (int t = 0; t < T; ++t)
           pool.emplace_back([&, t] {
             try {
-              results[t] = run_worker(mode, files, t, T, batch, profile, stop, count);
+              results[t] = run_worker(mode, files, t, T, batch, profile, stop, count, gpu.get());
             } catch (...) {
               errors[t] = std::current_exception();
               stop = true;
@@ -263,15 +326,16 @@ int main(int argc, char** argv) {
         for (auto& e : errors)
           if (e) std::rethrow_exception(e);
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        int64_t n = 0;
+        int64_t n = 0, fallbacks = 0;
         double cpu_s = 0;
         StageTimes st;
         for (const WorkerResult& r : results) {
-          n += r.images, cpu_s += r.cpu;
+          n += r.images, cpu_s += r.cpu, fallbacks += r.cpu_fallbacks;
           for (int k = 0; k < kNumStages; ++k) st.ns[k] += r.stages.ns[k];
         }
-        std::printf("mo %-7s %2d threads %9.1f images/s  %8.1f per thread  %8.1f per CPU second\n", mode.c_str(), T,
-                    n / dt, n / dt / T, n / cpu_s);
+        std::printf("mo %-7s %2d threads %9.1f images/s  %8.1f per thread  %8.1f per CPU second%s\n",
+                    (gpu ? mode + "-gpu" : mode).c_str(), T, n / dt, n / dt / T, n / cpu_s,
+                    gpu ? fmt::format("  ({} of {} decoded on the CPU)", fallbacks, n).c_str() : "");
         if (profile && n > 0) {
           std::printf("   ms per image:");
           for (int k = 0; k < kNumStages; ++k)

@@ -9,9 +9,11 @@
 #include <set>
 
 #include "autograd/cuda_allocator.h"
+#include "data/gpu_jpeg.h"
 #include "data/loader.h"
 #include "data/sampler.h"
 #include "tests/data/data_test_util.h"
+#include "tests/test_util.h"
 
 using namespace mo;
 using namespace mo::data;
@@ -295,4 +297,30 @@ TEST_F(DataLoader, CudaLoaderMatchesCpuLoader) {
     EXPECT_EQ(a[i].targets.to_vector<float>(), b[i].targets.to_vector<float>());
     EXPECT_EQ(a[i].labels.to_vector<int64_t>(), b[i].labels.to_vector<int64_t>());
   }
+}
+
+// data.decoder without nvJPEG or a GPU: gpu is an error saying what is missing; auto is the CPU path
+// (the same bytes as cpu). Where the GPU path exists, tests/data/test_data_gpu_jpeg.cpp tests it.
+TEST_F(DataLoader, DecoderGpuNeedsNvjpegAndAGpu) {
+  auto c = config(true, 2);
+  c.decoder = DecodeOn::gpu;
+  if (!gpu_jpeg_built() || !cuda_available()) {
+    const std::string msg = mo::test::error_of([&] { Loader l(c); });
+    EXPECT_NE(msg.find("data.decoder: gpu"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(gpu_jpeg_built() ? "no GPU is present" : "this build of mo has no nvJPEG"), std::string::npos)
+        << msg;
+  }
+  c.use_cuda = false;  // the loader on the CPU: gpu refused even where nvJPEG is built
+  const std::string msg = mo::test::error_of([&] { Loader l(c); });
+  EXPECT_NE(msg.find("data.decoder: gpu"), std::string::npos) << msg;
+  c.decoder = DecodeOn::automatic;
+  Loader a(c), cpu(config(true, 2));
+  EXPECT_STREQ(a.decoder(), "cpu");
+  auto x = epoch(a, 0), y = epoch(cpu, 0);
+  ASSERT_EQ(x.size(), y.size());
+  for (size_t i = 0; i < x.size(); ++i) expect_same(x[i], y[i]);
+  EXPECT_EQ(a.stats().gpu_decoded + a.stats().gpu_fallbacks, 0);
+  auto e = config(false, 1);
+  e.decoder = DecodeOn::gpu;
+  EXPECT_NE(mo::test::error_of([&] { Loader l(e); }).find("data.decoder"), std::string::npos);
 }

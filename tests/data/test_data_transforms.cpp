@@ -1,6 +1,7 @@
 // test_data_transforms.cpp: pieces of the transforms that need no peer: windowed / DCT-scaled decoding
 // equals the full decode, RandomResizedCrop window statistics and fallback, RandAugment policy strings
-// and determinism, mixup / cutmix and the soft targets; the AVX2 paths give the bytes of the portable ones.
+// and determinism, the draw()/augment() halves the GPU decoder uses, mixup / cutmix and the soft targets;
+// the AVX2 paths give the bytes of the portable ones.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -114,6 +115,56 @@ TEST(DataTransforms, TrainTransformIsDeterministicPerKey) {
     differ += std::memcmp(a.data(), c.data(), a.bytes()) != 0;
   }
   EXPECT_EQ(differ, 20);
+}
+
+// The GPU decoder's half (gpu_jpeg.h): draw() makes operator()'s draws, so apply_fixed on them gives its
+// bytes; and RandAugment by augment() on the plain crop, with the rng where draw() left it, too.
+TEST(DataTransforms, DrawThenApplyIsTheTransform) {
+  TrainTransform t({});
+  Workspace ws1, ws2;
+  Image a(224, 224), b(224, 224), c(224, 224);
+  std::string err;
+  int flips = 0, bicubic = 0;
+  for (const auto& p : test_photos()) {
+    auto bytes = slurp(p);
+    for (uint64_t k = 0; k < 12; ++k) {
+      Rng r1(9, k), r2(9, k), r3(9, k);
+      ASSERT_TRUE(t(bytes.data(), bytes.size(), r1, ws1, a.view(), err)) << err;
+      TrainDraw d, e;
+      ASSERT_TRUE(t.draw(bytes.data(), bytes.size(), r2, ws2, d, err)) << err;
+      EXPECT_EQ(d.gpu, p.find("rocket") == std::string::npos) << p;  // rocket.jpg is progressive, the rest baseline
+      ASSERT_TRUE(t.apply_fixed(bytes.data(), bytes.size(), &d.win, d.interp, d.flip, &r2, ws2, b.view(), err)) << err;
+      ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.bytes())) << p << " key " << k;
+      ASSERT_TRUE(t.draw(bytes.data(), bytes.size(), r3, ws2, e, err)) << err;
+      ASSERT_TRUE(t.apply_fixed(bytes.data(), bytes.size(), &e.win, e.interp, e.flip, nullptr, ws2, c.view(), err));
+      t.augment(c.view(), r3, ws2);
+      ASSERT_EQ(0, std::memcmp(a.data(), c.data(), a.bytes())) << p << " key " << k;
+      flips += d.flip, bicubic += d.interp == Interp::bicubic;
+    }
+  }
+  EXPECT_GT(flips, 8);  // 48 draws of p = 0.5
+  EXPECT_LT(flips, 40);
+  EXPECT_GT(bicubic, 8);
+  EXPECT_LT(bicubic, 40);
+}
+
+// Which files the GPU decoder is given: baseline YCbCr with an EOI; grayscale, CMYK and a truncated file
+// (no EOI) stay on the CPU.
+TEST(DataTransforms, GpuDecodableFiles) {
+  Image img(40, 30);
+  for (size_t i = 0; i < img.bytes(); ++i) img.data()[i] = static_cast<uint8_t>(i * 7);
+  std::vector<uint8_t> cmyk(40 * 30 * 4, 90);
+  const auto rgb = encode_jpeg(img.data(), 40, 30, 3), gray = encode_jpeg(img.data(), 40, 30, 1),
+             cm = encode_jpeg(cmyk.data(), 40, 30, 4);
+  const std::vector<uint8_t> cut(rgb.begin(), rgb.begin() + static_cast<long>(rgb.size() * 2 / 3));
+  JpegDecoder d;
+  for (const auto& [bytes, want] : std::vector<std::pair<std::vector<uint8_t>, bool>>{
+           {rgb, true}, {gray, false}, {cm, false}, {cut, false}}) {
+    ASSERT_TRUE(d.open(bytes.data(), bytes.size())) << d.error();
+    EXPECT_EQ(d.gpu_decodable(), want) << bytes.size();
+  }
+  ASSERT_FALSE(d.open(rgb.data(), 3));
+  EXPECT_FALSE(d.gpu_decodable());
 }
 
 TEST(DataTransforms, MixupCutmixAndTargets) {

@@ -174,3 +174,37 @@ TEST(TrainConfig, InputLimitsReachTheLoaders) {
     EXPECT_NE(msg.find(says), std::string::npos) << set << ": " << msg;
   }
 }
+
+// data.decoder reaches the training loader (eval decodes on the CPU); a wrong value or a misspelt key is
+// answered with the nearest one, in a recipe and in --set.
+TEST(TrainConfig, DecoderKeyReachesTheTrainLoader) {
+  EXPECT_EQ(TrainConfig{}.data.decoder, "cpu");
+  for (const auto& [v, want] : std::vector<std::pair<std::string, mo::data::DecodeOn>>{
+           {"cpu", mo::data::DecodeOn::cpu}, {"gpu", mo::data::DecodeOn::gpu}, {"auto", mo::data::DecodeOn::automatic}}) {
+    TrainConfig c = load_train_config("", {"data.root=/data", "data.decoder=" + v});
+    EXPECT_EQ(train_loader_config(c, 0, 1, mo::Device::cpu(), mo::DType::f32).decoder, want) << v;
+    EXPECT_EQ(eval_loader_config(c, 0, 1, mo::Device::cpu(), mo::DType::f32).decoder, mo::data::DecodeOn::cpu) << v;
+  }
+  for (const auto& [set, says] : std::vector<std::pair<std::string, std::string>>{
+           {"data.decoder=gpuu", "config key 'data.decoder': 'gpuu' is not one of cpu, gpu, auto; did you mean 'gpu'?"},
+           {"data.decoder=Auto", "'Auto' is not one of cpu, gpu, auto; did you mean 'auto'?"},
+           {"data.decoder=nvjpeg", "config key 'data.decoder': 'nvjpeg' is not one of cpu, gpu, auto"},
+           {"data.decoder=", "config key 'data.decoder': '' is not one of cpu, gpu, auto"},
+           {"data.decodr=gpu", "unknown key 'data.decodr'; did you mean 'data.decoder'?"}}) {
+    const std::string msg = error_of([&] { load_train_config("", {set}); });
+    EXPECT_NE(msg.find(says), std::string::npos) << set << ": " << msg;
+  }
+  EXPECT_EQ(error_of([&] { load_train_config("", {"data.decoder=nvjpeg"}); }).find("did you mean"), std::string::npos);
+  const std::string p = mo::test::tmp_path("mo_cfg_decoder.yaml");
+  std::ofstream(p) << "data:\n  decoder: gpu\n  decoderr: cpu\n";
+  const std::string msg = error_of([&] { load_train_config(p, {}); });
+  EXPECT_NE(msg.find(p + ":3: unknown key 'data.decoderr'; did you mean 'data.decoder'?"), std::string::npos) << msg;
+  std::remove(p.c_str());
+  EXPECT_NE(error_of([&] {
+              TrainConfig c;
+              c.data.root = "/data";
+              c.data.decoder = "gpux";
+              train_loader_config(c, 0, 1, mo::Device::cpu(), mo::DType::f32);
+            }).find("config key 'data.decoder': 'gpux' is not cpu, gpu or auto"),
+            std::string::npos);
+}

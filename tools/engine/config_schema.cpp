@@ -106,6 +106,14 @@ std::vector<std::string> ConfigSchema::keys() const {
   return k;
 }
 
+std::string nearest_choice(const std::string& value, const std::vector<std::string>& choices) {
+  std::string best;
+  size_t best_d = std::string::npos;
+  for (const auto& c : choices)
+    if (size_t d = edit_distance(value, c); d < best_d) best_d = d, best = c;
+  return best_d <= std::max<size_t>(2, value.size() / 3) && best_d < value.size() ? best : "";
+}
+
 std::string ConfigSchema::nearest(const std::string& key) const {
   std::string best;
   size_t best_d = std::string::npos;

@@ -16,6 +16,9 @@ class Node;
 
 namespace mo::tools {
 
+// The one of `choices` nearest to `value` (edit distance, e.g. "gpuu" -> "gpu"), or "" when none is close.
+std::string nearest_choice(const std::string& value, const std::vector<std::string>& choices);
+
 class ConfigSchema {
  public:
   using Field = std::variant<bool*, int64_t*, double*, std::string*, std::vector<double>*>;

@@ -10,6 +10,13 @@ data::Interp parse_interp(const std::string& s) {
   return data::Interp::bicubic;
 }
 
+data::DecodeOn parse_decoder(const std::string& s) {
+  if (s == "gpu") return data::DecodeOn::gpu;
+  if (s == "auto") return data::DecodeOn::automatic;
+  MO_CHECK(s == "cpu", "config key 'data.decoder': '{}' is not cpu, gpu or auto", s);
+  return data::DecodeOn::cpu;
+}
+
 data::LoaderConfig common(const TrainConfig& c, int rank, int world, Device dev, DType dtype) {
   MO_CHECK(!c.data.root.empty(), "config key 'data.root' is empty: set it to the data set folder "
            "(e.g. --set data.root=/data/imagenet)");
@@ -50,6 +57,7 @@ data::LoaderConfig train_loader_config(const TrainConfig& c, int rank, int world
   l.mixup.switch_prob = c.data.mixup_switch_prob;
   l.mixup.label_smoothing = c.data.smoothing;
   l.erase.prob = c.data.reprob;
+  l.decoder = parse_decoder(c.data.decoder);
   return l;
 }
 

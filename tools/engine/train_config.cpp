@@ -42,6 +42,8 @@ ConfigSchema make_schema(TrainConfig& c) {
   s.add("data.mixup_mode", &c.data.mixup_mode, "batch (one lambda per batch)");
   s.add("data.smoothing", &c.data.smoothing, "label smoothing");
   s.add("data.workers", &c.data.workers, "decoding threads");
+  s.add("data.decoder", &c.data.decoder,
+        "training JPEGs decoded on: cpu (libjpeg-turbo) | gpu (nvJPEG) | auto (gpu where built with nvJPEG and on a GPU)");
   s.add("data.max_file_mb", &c.data.max_file_mb, "image files larger than this (MiB) are bad input, never read");
   s.add("data.max_megapixels", &c.data.max_megapixels, "JPEGs whose header declares more pixels are bad input");
 
@@ -102,7 +104,9 @@ void check_choice(const std::string& key, const std::string& v, std::initializer
     if (v == c) return;
   std::string list;
   for (const char* c : choices) list += (list.empty() ? "" : ", ") + std::string(c);
-  MO_FAIL("config key '{}': '{}' is not one of {}", key, v, list);
+  const std::string near = nearest_choice(v, std::vector<std::string>(choices.begin(), choices.end()));
+  MO_FAIL("config key '{}': '{}' is not one of {}{}", key, v, list,
+          near.empty() ? "" : fmt::format("; did you mean '{}'?", near));
 }
 }  // namespace
 
@@ -133,6 +137,7 @@ void TrainConfig::validate() const {
            data.max_megapixels);
   check_choice("data.interpolation", data.interpolation, {"bicubic", "bilinear"});
   check_choice("data.train_interpolation", data.train_interpolation, {"random", "bicubic", "bilinear"});
+  check_choice("data.decoder", data.decoder, {"cpu", "gpu", "auto"});
   // The loader implements the recipe's variants only (data/mixup.h, data/normalize.h).
   check_choice("data.mixup_mode", data.mixup_mode, {"batch"});
   check_choice("data.remode", data.remode, {"pixel"});

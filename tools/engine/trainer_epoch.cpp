@@ -19,6 +19,8 @@ void Trainer::log_input(int64_t epoch, double train_time) {
   std::vector<double> v = {now.wait_s - s0.wait_s, now.deliver_s - s0.deliver_s, now.busy_s - s0.busy_s,
                            static_cast<double>(now.samples - s0.samples)};
   for (int k = 0; k < data::kNumStages; ++k) v.push_back(now.stage_s[k] - s0.stage_s[k]);
+  v.push_back(static_cast<double>(now.gpu_decoded - s0.gpu_decoded));
+  v.push_back(static_cast<double>(now.gpu_fallbacks - s0.gpu_fallbacks));
   const int64_t world = pg_->world_size();
   std::vector<double> wait_max = {v[0]};
   if (world > 1) {
@@ -37,6 +39,10 @@ void Trainer::log_input(int64_t epoch, double train_time) {
     if (v[4 + k] > 0)
       stages += fmt::format("{}{} {:.0f}%", stages.empty() ? "" : ", ", data::stage_name(static_cast<data::Stage>(k)),
                             100.0 * v[4 + k] / work);
+  const double gpu = v[4 + data::kNumStages], cpu = v[5 + data::kNumStages];
+  if (std::string(train_->decoder()) != "cpu")
+    stages += fmt::format("; decoder {}: {:.0f} images decoded on the GPU, {:.0f} on the CPU", train_->decoder(),
+                          gpu, cpu);
   say(fmt::format("epoch {}: input: the step waited {:.1f} s of {:.1f} s for batches ({:.1f}%{}), upload {:.1f} s; "
                   "workers {:.1f} s busy, {:.0f} images/s each thread-second ({})",
                   epoch, v[0], train_time, 100.0 * v[0] / train_time,
