@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run_all.sh: everything the GPU machine does in one call: build (Release, sm_90, all cores), the
 # CUDA tests, the benchmarks with their peers (timm eager and torch.compile, same call), and a short
-# table last. Full logs go to $OUT (the device tool brings them back).
+# table last. Full logs go to $OUT/run_all.tgz (the device tool brings them back; see W below).
 #   bash scripts/gpu/run_all.sh [build] [tests] [kernels] [bench] [bench-compile] [peers-parallel] [profile]
 #                               [nsys] [demo] [data] [serve] [fmnist-long] [timm-local-dir]
 #                               [causal-vs-full] [vit-bench] [nsys-infer]
@@ -11,7 +11,7 @@
 #   default the five rows of the GPU-speed issue) start together, so their 100-170 s compilations overlap;
 #   each waits, asleep, until all are warm, then they take turns holding a lock while timing (no other
 #   process uses the GPU during a timed run: scripts/bench/peer_torch.py --barrier), each exits after its
-#   turn; then mo_bench times the same rows, one after the other. JSON lines into $OUT/bench.jsonl.
+#   turn; then mo_bench times the same rows, one after the other. JSON lines into bench.jsonl.
 # peers-start / peers-join: the same peers, started before the build so that their compilations overlap
 #   the build and the CUDA tests; this script is one more member of their barrier (it joins once the
 #   earlier stages are done), so no peer times anything while the tests or another timed run use the GPU;
@@ -21,7 +21,7 @@
 #   serves SERVE_MODEL (random init, seed 0, the same weights in both) with mo_serve (GPU, batching on) and
 #   then with scripts/bench/serve_peer_timm.py (timm, model(x) per request, preprocessed as mo_serve says),
 #   runs scripts/bench/serve_bench.py against each at SERVE_CONC (1,16,128), SERVE_REQUESTS requests each;
-#   table in $OUT/serve.md, JSON lines in $OUT/serve.jsonl.
+#   table in serve.md, JSON lines in serve.jsonl.
 # fmnist-long: prepares Fashion-MNIST as the README does (32 px JPEGs; FMNIST_SRC: the IDX folder) and
 #   trains recipes/fashion_mnist_long.yaml (FMNIST_EXTRA="--set k=v ..." overrides), then prints the
 #   training time and the last epoch's top-1 of the live weights and of the EMA.
@@ -29,7 +29,7 @@
 #   quick recipe), loaded by timm.create_model('local-dir:...'): scripts/gpu/check_timm_local_dir.py.
 # causal-vs-full: scripts/bench/causal_vs_full.sh (vit_tiny_patch4_32 on Fashion-MNIST, full and causal
 #   attention, 3 seeds) with its six runs at once, started right after the build so that it overlaps the
-#   CUDA tests (nothing timed runs beside it: later stages wait for it); its table and runs into $OUT.
+#   CUDA tests (nothing timed runs beside it: later stages wait for it); its table and runs into the logs.
 #   EXTRA: more mo_train --set overrides for every run; CVF_TIMEOUT: seconds before the runs are stopped
 #   (their summary.csv files so far still come back).
 # vit-bench: ViT-S/16 training at 224 (batch 256, bf16) in mo_bench beside timm eager (VIT_PEER=0: none; the compile peer:
@@ -41,10 +41,15 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/mo_out}
-mkdir -p "$OUT"
+# Every log goes to W; after each stage (and at exit) W is packed into $OUT/run_all.tgz, because the device
+# tool brings back at most 8 files from $OUT: a call stopped at its limit still returns what was done.
+W=${RUN_ALL_LOGS:-/tmp/run_all_logs}
+mkdir -p "$OUT" "$W"
+pack() { tar czf "$OUT/.run_all.tgz" -C "$W" . 2>/dev/null && mv "$OUT/.run_all.tgz" "$OUT/run_all.tgz"; }
+trap pack EXIT
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 stages=${*:-build tests kernels bench bench-compile demo data}
-has() { [[ " $stages " == *" $1 "* ]]; }
+has() { pack; [[ " $stages " == *" $1 "* ]]; }
 B=${B:-build-gpu}
 PY=${PYTHON:-python3}
 prepare_fmnist() {  # the README's data: 32-px JPEGs in /tmp/fmnist
@@ -52,11 +57,11 @@ prepare_fmnist() {  # the README's data: 32-px JPEGs in /tmp/fmnist
 }
 
 if command -v nvidia-smi >/dev/null; then
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/machine.txt"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$W/machine.txt"
 else
-  echo "no nvidia-smi: no GPU" | tee "$OUT/machine.txt"
+  echo "no nvidia-smi: no GPU" | tee "$W/machine.txt"
 fi
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  host cores: $(nproc)" | tee -a "$OUT/machine.txt"
+echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  host cores: $(nproc)" | tee -a "$W/machine.txt"
 
 PEER_ROWS_DEFAULT="mambaout_femto train 256 compile;mambaout_tiny train 256 compile;mambaout_small train 128 compile;mambaout_base train 128 compile;mambaout_tiny infer 256 compile"
 if has peers-start; then  # compile the peers while the rest runs; they wait for this script at the barrier
@@ -65,12 +70,12 @@ if has peers-start; then  # compile the peers while the rest runs; they wait for
   echo $$ >"$pbar/lead.pid"
   pt0=$(date +%s)
   ppids=()
-  : >"$OUT/peers.jsonl"
+  : >"$W/peers.jsonl"
   for row in "${prows[@]}"; do
     set -- $row
     timeout "${PEER_TIMEOUT:-560}" $PY scripts/bench/peer_torch.py --device "${PEER_DEVICE:-cuda}" --dtype "${PEER_DTYPE:-bf16}" \
       --model $1 --mode $2 --batch $3 --warmup 5 --iters 15 ${PEER_ARGS:-} $([ "$4" = compile ] && echo --compile) \
-      --barrier "$pbar" --barrier-n $(( ${#prows[@]} + 1 )) >>"$OUT/peers.jsonl" 2>>"$OUT/peers_err.log" &
+      --barrier "$pbar" --barrier-n $(( ${#prows[@]} + 1 )) >>"$W/peers.jsonl" 2>>"$W/peers_err.log" &
     ppids+=($!)
   done
 fi
@@ -92,78 +97,78 @@ fi
 
 if has build || [ ! -x $B/tools/mo_bench ]; then
   t0=$(date +%s)
-  cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${CMAKE_EXTRA[@]}" >"$OUT/build.log" 2>&1 &&
-    ninja -C $B -k 0 -j"$(nproc)" >>"$OUT/build.log" 2>&1
+  cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${CMAKE_EXTRA[@]}" >"$W/build.log" 2>&1 &&
+    ninja -C $B -k 0 -j"$(nproc)" >>"$W/build.log" 2>&1
   rc=$?
   echo "build rc=$rc in $(( $(date +%s) - t0 )) s"
   # keep going with whatever built (-k 0); show the first errors
-  if [ $rc != 0 ]; then grep -E "error|FAILED" "$OUT/build.log" | head -40; fi
+  if [ $rc != 0 ]; then grep -E "error|FAILED" "$W/build.log" | head -40; fi
   [ -x $B/tools/mo_bench ] || exit 1
 fi
 
 if has causal-vs-full; then  # six small runs at once, beside the CUDA tests
-  prepare_fmnist >"$OUT/causal_vs_full.log" 2>&1
+  prepare_fmnist >"$W/causal_vs_full.log" 2>&1
   rm -rf /tmp/causal_vs_full
   cvf_t0=$(date +%s)
   PARALLEL=1 BUILD=$B DATA=/tmp/fmnist OUT=/tmp/causal_vs_full timeout "${CVF_TIMEOUT:-3600}" \
-    bash scripts/bench/causal_vs_full.sh >>"$OUT/causal_vs_full.log" 2>&1 &
+    bash scripts/bench/causal_vs_full.sh >>"$W/causal_vs_full.log" 2>&1 &
   cvf_pid=$!
 fi
 join_causal_vs_full() {  # before anything timed
   [ -n "${cvf_pid:-}" ] || return 0
   wait "$cvf_pid"
   echo "causal-vs-full rc=$? after $(( $(date +%s) - cvf_t0 )) s"
-  tail -6 "$OUT/causal_vs_full.log"
-  mkdir -p "$OUT/causal_vs_full"
-  cp /tmp/causal_vs_full/curves.svg "$OUT/causal_vs_full/" 2>/dev/null
+  tail -6 "$W/causal_vs_full.log"
+  mkdir -p "$W/causal_vs_full"
+  cp /tmp/causal_vs_full/curves.svg "$W/causal_vs_full/" 2>/dev/null
   for d in /tmp/causal_vs_full/*/; do
-    [ -f "$d/summary.csv" ] && cp "$d/summary.csv" "$OUT/causal_vs_full/$(basename "$d").csv"
-    [ -f "$d/train.log" ] && tail -c 20000 "$d/train.log" >"$OUT/causal_vs_full/$(basename "$d").log"
+    [ -f "$d/summary.csv" ] && cp "$d/summary.csv" "$W/causal_vs_full/$(basename "$d").csv"
+    [ -f "$d/train.log" ] && tail -c 20000 "$d/train.log" >"$W/causal_vs_full/$(basename "$d").log"
   done
   cvf_pid=
 }
 
 if has tests; then
-  ctest --test-dir $B -R Cuda --output-on-failure --timeout 600 >"$OUT/cuda_tests.log" 2>&1
+  ctest --test-dir $B -R Cuda --output-on-failure --timeout 600 >"$W/cuda_tests.log" 2>&1
   echo "cuda tests rc=$?"
-  grep -E "tests passed|Failed|FAILED|\*\*\*" "$OUT/cuda_tests.log" | head -40
+  grep -E "tests passed|Failed|FAILED|\*\*\*" "$W/cuda_tests.log" | head -40
 fi
 
 join_causal_vs_full
 
 if has kernels && [ -x $B/tools/mo_bench_kernels ]; then
-  $B/tools/mo_bench_kernels >"$OUT/kernels.log" 2>&1
-  echo "kernel bench rc=$?"; tail -30 "$OUT/kernels.log"
+  $B/tools/mo_bench_kernels >"$W/kernels.log" 2>&1
+  echo "kernel bench rc=$?"; tail -30 "$W/kernels.log"
 fi
 
 bench() {  # name args...
   local tag=$1; shift
-  timeout 300 "$@" --json >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log" || echo "{\"tool\": \"$tag\", \"error\": \"rc=$?\"}" >>"$OUT/bench.jsonl"
+  timeout 300 "$@" --json >>"$W/bench.jsonl" 2>>"$W/bench_err.log" || echo "{\"tool\": \"$tag\", \"error\": \"rc=$?\"}" >>"$W/bench.jsonl"
 }
 # model batch mode dtype: the training rows of the GPU-speed issue, tiny inference, and fp32 (TF32 off)
 specs=("mambaout_tiny 256 train bf16" "mambaout_femto 256 train bf16" "mambaout_small 128 train bf16"
        "mambaout_base 128 train bf16" "mambaout_tiny 256 infer bf16" "mambaout_tiny 128 train fp32")
 if has bench; then  # mo and timm eager, alternating per row
-  : >"$OUT/bench.jsonl"
+  : >"$W/bench.jsonl"
   for spec in "${specs[@]}"; do
     set -- $spec
     bench mo $B/tools/mo_bench --device cuda --dtype $4 --model $1 --batch $2 --mode $3 --warmup 5 --iters 15
     timeout 300 python3 scripts/bench/peer_torch.py --device cuda --dtype $4 --model $1 --batch $2 --mode $3 \
-      --warmup 5 --iters 15 >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log"
+      --warmup 5 --iters 15 >>"$W/bench.jsonl" 2>>"$W/bench_err.log"
   done
 fi
 if has bench-compile; then  # mo again beside each torch.compile peer, so every ratio comes from one call
-  [ -f "$OUT/bench.jsonl" ] || : >"$OUT/bench.jsonl"
+  [ -f "$W/bench.jsonl" ] || : >"$W/bench.jsonl"
   for spec in "${specs[@]}"; do
     set -- $spec
     [ "$4" = bf16 ] || continue
     has bench || bench mo $B/tools/mo_bench --device cuda --dtype $4 --model $1 --batch $2 --mode $3 --warmup 5 --iters 15
     timeout 200 python3 scripts/bench/peer_torch.py --device cuda --dtype $4 --model $1 --batch $2 --mode $3 \
-      --warmup 5 --iters 15 --compile >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log"
+      --warmup 5 --iters 15 --compile >>"$W/bench.jsonl" 2>>"$W/bench_err.log"
   done
 fi
 if has peers-parallel; then
-  [ -f "$OUT/bench.jsonl" ] || : >"$OUT/bench.jsonl"
+  [ -f "$W/bench.jsonl" ] || : >"$W/bench.jsonl"
   IFS=';' read -ra rows <<<"${PEER_ROWS:-mambaout_femto train 256 compile;mambaout_tiny train 256 compile;mambaout_small train 128 compile;mambaout_base train 128 compile;mambaout_tiny infer 256 compile}"
   bar=$(mktemp -d /tmp/mo_peers.XXXXXX)
   t0=$(date +%s)
@@ -172,11 +177,11 @@ if has peers-parallel; then
     set -- $row
     timeout "${PEER_TIMEOUT:-560}" $PY scripts/bench/peer_torch.py --device "${PEER_DEVICE:-cuda}" --dtype "${PEER_DTYPE:-bf16}" \
       --model $1 --mode $2 --batch $3 --warmup 5 --iters 15 ${PEER_ARGS:-} $([ "$4" = compile ] && echo --compile) \
-      --barrier "$bar" --barrier-n ${#rows[@]} >>"$OUT/bench.jsonl" 2>>"$OUT/peers_parallel_err.log" &
+      --barrier "$bar" --barrier-n ${#rows[@]} >>"$W/bench.jsonl" 2>>"$W/peers_parallel_err.log" &
     pids+=($!)
   done
   for i in "${!pids[@]}"; do
-    wait "${pids[$i]}" || echo "{\"tool\": \"peer ${rows[$i]}\", \"error\": \"rc=$?\"}" >>"$OUT/bench.jsonl"
+    wait "${pids[$i]}" || echo "{\"tool\": \"peer ${rows[$i]}\", \"error\": \"rc=$?\"}" >>"$W/bench.jsonl"
   done
   echo "peers-parallel: ${#rows[@]} peers in $(( $(date +%s) - t0 )) s (compiled together, timed in turn)"
   rm -rf "$bar"
@@ -189,15 +194,15 @@ fi
 if has fmnist-long; then  # recipes/fashion_mnist_long.yaml from scratch: the time and the final top-1
   R=/tmp/fmnist_long
   rm -rf "$R"
-  prepare_fmnist >"$OUT/fmnist_long.log" 2>&1
+  prepare_fmnist >"$W/fmnist_long.log" 2>&1
   t0=$(date +%s.%N)
   # shellcheck disable=SC2086
   OMP_WAIT_POLICY=passive $B/tools/mo_train recipes/fashion_mnist_long.yaml --set data.root=/tmp/fmnist \
-    --set train.output=$R ${FMNIST_EXTRA:-} >>"$OUT/fmnist_long.log" 2>&1
+    --set train.output=$R ${FMNIST_EXTRA:-} >>"$W/fmnist_long.log" 2>&1
   rc=$?
   echo "fmnist-long rc=$rc: mo_train took $($PY -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 1))" "$t0" "$(date +%s.%N)") s"
-  grep -E "parameters|^done" "$OUT/fmnist_long.log" | head -3
-  [ -f "$R/summary.csv" ] && cp "$R/summary.csv" "$OUT/fmnist_long_summary.csv" &&
+  grep -E "parameters|^done" "$W/fmnist_long.log" | head -3
+  [ -f "$R/summary.csv" ] && cp "$R/summary.csv" "$W/fmnist_long_summary.csv" &&
     $PY - "$R/summary.csv" <<'PYEOF'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
@@ -211,14 +216,14 @@ fi
 if has timm-local-dir; then  # mo_convert --hf-dir, then timm.create_model('local-dir:...', pretrained=True)
   ck=/tmp/fmnist_long/checkpoints/best.mo
   if [ ! -f "$ck" ]; then
-    prepare_fmnist >"$OUT/timm_local_dir.log" 2>&1
+    prepare_fmnist >"$W/timm_local_dir.log" 2>&1
     rm -rf /tmp/fmnist_quick
     $B/tools/mo_train recipes/fashion_mnist.yaml --set data.root=/tmp/fmnist --set train.output=/tmp/fmnist_quick \
-      --set train.max_steps=${TIMM_CHECK_STEPS:-400} --set train.eval_every=0 >>"$OUT/timm_local_dir.log" 2>&1
+      --set train.max_steps=${TIMM_CHECK_STEPS:-400} --set train.eval_every=0 >>"$W/timm_local_dir.log" 2>&1
     ck=$(ls /tmp/fmnist_quick/checkpoints/ckpt-*.mo 2>/dev/null | sort | tail -1)
   fi
-  $PY scripts/gpu/check_timm_local_dir.py --bin $B/tools --ckpt "${ck:-none}" /tmp/fmnist/val >>"$OUT/timm_local_dir.log" 2>&1
-  echo "timm local-dir check rc=$?"; tail -6 "$OUT/timm_local_dir.log"
+  $PY scripts/gpu/check_timm_local_dir.py --bin $B/tools --ckpt "${ck:-none}" /tmp/fmnist/val >>"$W/timm_local_dir.log" 2>&1
+  echo "timm local-dir check rc=$?"; tail -6 "$W/timm_local_dir.log"
 fi
 if has peers-join && [ -n "${pbar:-}" ]; then
   # wait until every peer is warm (ready, failed or gone), join the barrier, then time mo's rows in turn
@@ -234,13 +239,13 @@ if has peers-join && [ -n "${pbar:-}" ]; then
   for row in "${prows[@]}"; do
     set -- $row
     flock "$pbar/lock" timeout 300 $B/tools/mo_bench --device "${PEER_DEVICE:-cuda}" --dtype "${PEER_DTYPE:-bf16}" \
-      --model $1 --batch $3 --mode $2 --warmup 5 --iters 15 --json >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log" ||
-      echo "{\"tool\": \"mo $row\", \"error\": \"rc=$?\"}" >>"$OUT/bench.jsonl"
+      --model $1 --batch $3 --mode $2 --warmup 5 --iters 15 --json >>"$W/bench.jsonl" 2>>"$W/bench_err.log" ||
+      echo "{\"tool\": \"mo $row\", \"error\": \"rc=$?\"}" >>"$W/bench.jsonl"
   done
   for i in "${!ppids[@]}"; do
-    wait "${ppids[$i]}" || echo "{\"tool\": \"peer ${prows[$i]}\", \"error\": \"rc=$?\"}" >>"$OUT/peers.jsonl"
+    wait "${ppids[$i]}" || echo "{\"tool\": \"peer ${prows[$i]}\", \"error\": \"rc=$?\"}" >>"$W/peers.jsonl"
   done
-  cat "$OUT/peers.jsonl" >>"$OUT/bench.jsonl"
+  cat "$W/peers.jsonl" >>"$W/bench.jsonl"
   echo "peers-join: done after $(( $(date +%s) - pt0 )) s"
   rm -rf "$pbar"
 fi
@@ -248,43 +253,43 @@ if has profile; then  # where a step goes, per op (synchronised), for tiny and b
   for m in "mambaout_tiny 256" "mambaout_base 128"; do
     set -- $m
     $B/tools/mo_bench --device cuda --dtype bf16 --model $1 --batch $2 --mode train --warmup 3 --iters 5 --profile \
-      >>"$OUT/profile.txt" 2>&1
+      >>"$W/profile.txt" 2>&1
   done
-  grep -A24 "step parts" "$OUT/profile.txt" | head -60
+  grep -A24 "step parts" "$W/profile.txt" | head -60
 fi
 if has nsys && command -v nsys >/dev/null; then  # unsynchronised kernel times of a few tiny steps
   nsys profile -o /tmp/mo_tiny --force-overwrite true $B/tools/mo_bench --device cuda --dtype bf16 \
     --model mambaout_tiny --batch 256 --mode train --warmup 2 --iters 3 >/dev/null 2>&1
   nsys stats --report cuda_gpu_kern_sum --format csv /tmp/mo_tiny.nsys-rep 2>/dev/null |
     python3 -c "import csv,sys; r=list(csv.DictReader(sys.stdin)); [print(f\"{float(x['Total Time (ns)'])/5e6:8.2f} ms/step {int(x['Instances'])//5:5d}x  {x['Name'][:110]}\") for x in r[:40]]" \
-    | tee "$OUT/nsys_kernels.txt"
+    | tee "$W/nsys_kernels.txt"
 fi
 if has nsys-infer && command -v nsys >/dev/null; then  # the same for tiny inference
   nsys profile -o /tmp/mo_tiny_infer --force-overwrite true $B/tools/mo_bench --device cuda --dtype bf16 \
     --model mambaout_tiny --batch 256 --mode infer --warmup 2 --iters 5 >/dev/null 2>&1
   nsys stats --report cuda_gpu_kern_sum --format csv /tmp/mo_tiny_infer.nsys-rep 2>/dev/null |
     python3 -c "import csv,sys; r=list(csv.DictReader(sys.stdin)); [print(f\"{float(x['Total Time (ns)'])/7e6:8.2f} ms/batch {int(x['Instances'])//7:5d}x  {x['Name'][:110]}\") for x in r[:40]]" \
-    | tee "$OUT/nsys_infer_kernels.txt"
+    | tee "$W/nsys_infer_kernels.txt"
 fi
 if has vit-bench; then  # ViT-S/16 training beside timm eager, and the attention kernel beside SDPA
-  [ -f "$OUT/bench.jsonl" ] || : >"$OUT/bench.jsonl"
+  [ -f "$W/bench.jsonl" ] || : >"$W/bench.jsonl"
   bench mo $B/tools/mo_bench --device cuda --dtype bf16 --model vit_small_patch16_224 --batch 256 --mode train --warmup 5 --iters 15
   [ "${VIT_PEER:-1}" = 0 ] || timeout 300 python3 scripts/bench/peer_torch.py --device cuda --dtype bf16 \
-    --model vit_small_patch16_224 --batch 256 --mode train --warmup 5 --iters 15 >>"$OUT/bench.jsonl" 2>>"$OUT/bench_err.log"
-  { $B/tools/mo_bench_kernels --only attention; python3 scripts/bench/sdpa_peer.py; } >"$OUT/attention.log" 2>&1
-  echo "vit-bench:"; tail -2 "$OUT/bench.jsonl"; cat "$OUT/attention.log"
+    --model vit_small_patch16_224 --batch 256 --mode train --warmup 5 --iters 15 >>"$W/bench.jsonl" 2>>"$W/bench_err.log"
+  { $B/tools/mo_bench_kernels --only attention; python3 scripts/bench/sdpa_peer.py; } >"$W/attention.log" 2>&1
+  echo "vit-bench:"; tail -2 "$W/bench.jsonl"; cat "$W/attention.log"
 fi
 if has demo; then  # the README's main job on the GPU: Fashion-MNIST, recipes/fashion_mnist.yaml as written
   t0=$(date +%s)
-  SKIP_INSTALL=1 BUILD=$B DATA=/tmp/fmnist OUT=/tmp/fmnist_run FMNIST_SRC=${FMNIST_SRC:-} bash scripts/train/demo.sh >"$OUT/demo.log" 2>&1
+  SKIP_INSTALL=1 BUILD=$B DATA=/tmp/fmnist OUT=/tmp/fmnist_run FMNIST_SRC=${FMNIST_SRC:-} bash scripts/train/demo.sh >"$W/demo.log" 2>&1
   echo "demo rc=$? in $(( $(date +%s) - t0 )) s"
-  grep -iE "top-1|top1|acc|images/s|real" "$OUT/demo.log" | tail -12
+  grep -iE "top-1|top1|acc|images/s|real" "$W/demo.log" | tail -12
 fi
 if has data; then  # JPEG pipeline scaling with worker threads, and the PIL/torchvision peer on one thread
   python3 scripts/data/make_bench_images.py /tmp/bench_jpeg 200 >/dev/null 2>&1
-  $B/tools/mo_bench_data --dir /tmp/bench_jpeg --threads 1,2,4,8,16 --seconds 3 --modes train,eval >"$OUT/data_bench.log" 2>&1
-  python3 scripts/data/bench_peer.py /tmp/bench_jpeg --seconds 3 >>"$OUT/data_bench.log" 2>&1
-  cat "$OUT/data_bench.log" | tail -30
+  $B/tools/mo_bench_data --dir /tmp/bench_jpeg --threads 1,2,4,8,16 --seconds 3 --modes train,eval >"$W/data_bench.log" 2>&1
+  python3 scripts/data/bench_peer.py /tmp/bench_jpeg --seconds 3 >>"$W/data_bench.log" 2>&1
+  cat "$W/data_bench.log" | tail -30
 fi
 wait_listening() {  # LOG PID: the port a server printed ("listening on http://HOST:PORT/"), within 180 s
   for _ in $(seq 360); do
@@ -297,11 +302,11 @@ wait_listening() {  # LOG PID: the port a server printed ("listening on http://H
 stop_server() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 if has serve; then  # mo_serve against a plain timm server, same weights, same images, same call
   if [ ! -x $B/tools/mo_serve ]; then
-    cmake -S . -B $B "${CMAKE_EXTRA[@]}" >>"$OUT/build.log" 2>&1 && ninja -C $B mo_serve >>"$OUT/build.log" 2>&1
+    cmake -S . -B $B "${CMAKE_EXTRA[@]}" >>"$W/build.log" 2>&1 && ninja -C $B mo_serve >>"$W/build.log" 2>&1
   fi
   S=$(mktemp -d /tmp/mo_serve_bench.XXXXXX)
   model=${SERVE_MODEL:-mambaout_tiny}
-  : >"$OUT/serve.jsonl"
+  : >"$W/serve.jsonl"
   if [ ! -x $B/tools/mo_serve ]; then
     echo "serve: no $B/tools/mo_serve (cpp-httplib not found: scripts/gpu/stage_httplib.sh, carry .deps/httplib)"
   else
@@ -317,8 +322,8 @@ for f in sorted(glob.glob("tests/data/images/*.jpg")):
         for j, w in enumerate([v, ImageOps.mirror(v)]):
             w.save(os.path.join(out, f"{os.path.basename(f)[:-4]}_{k}{j}.jpg"), quality=90)
 PYEOF
-    $PY scripts/bench/serve_peer_timm.py --model "$model" --save-weights "$S/w.pth" ${SERVE_PEER_ARGS:-} >"$OUT/serve_peer.log" 2>&1
-    cat "$OUT/serve_peer.log"
+    $PY scripts/bench/serve_peer_timm.py --model "$model" --save-weights "$S/w.pth" ${SERVE_PEER_ARGS:-} >"$W/serve_peer.log" 2>&1
+    cat "$W/serve_peer.log"
   fi
   if [ ! -x $B/tools/mo_serve ]; then
     :
@@ -327,32 +332,32 @@ PYEOF
   else
     SB=(--images "$S/img" --concurrency "${SERVE_CONC:-1,16,128}" --requests "${SERVE_REQUESTS:-2000}")
     $B/tools/mo_serve -w "$S/w.pth" -m "$model" --port 0 --device "${SERVE_DEVICE:-cuda}" \
-      ${SERVE_MO_ARGS:---idle-timeout 120} >"$OUT/serve_mo.log" 2>&1 &
+      ${SERVE_MO_ARGS:---idle-timeout 120} >"$W/serve_mo.log" 2>&1 &
     pid=$!
-    if port=$(wait_listening "$OUT/serve_mo.log" $pid); then
-      head -3 "$OUT/serve_mo.log"
-      timeout 300 $PY scripts/bench/serve_bench.py --url "http://127.0.0.1:$port/predict" "${SB[@]}" --label mo >>"$OUT/serve.jsonl" ||
-        echo "{\"server\": \"mo\", \"error\": \"serve_bench rc=$?\"}" >>"$OUT/serve.jsonl"
+    if port=$(wait_listening "$W/serve_mo.log" $pid); then
+      head -3 "$W/serve_mo.log"
+      timeout 300 $PY scripts/bench/serve_bench.py --url "http://127.0.0.1:$port/predict" "${SB[@]}" --label mo >>"$W/serve.jsonl" ||
+        echo "{\"server\": \"mo\", \"error\": \"serve_bench rc=$?\"}" >>"$W/serve.jsonl"
     else
-      echo "serve: mo_serve did not start:"; tail -5 "$OUT/serve_mo.log"
+      echo "serve: mo_serve did not start:"; tail -5 "$W/serve_mo.log"
     fi
     stop_server $pid
     # the peer preprocesses as mo_serve said it does (its /health, recorded by serve_bench)
-    pre=$($PY -c "import json,sys; h=[json.loads(l) for l in open(sys.argv[1]) if '\"health\"' in l][0]['health']['preprocess']; print(h['img_size'], h['crop_pct'], h['interpolation'])" "$OUT/serve.jsonl" 2>/dev/null || echo "224 0.875 bicubic")
+    pre=$($PY -c "import json,sys; h=[json.loads(l) for l in open(sys.argv[1]) if '\"health\"' in l][0]['health']['preprocess']; print(h['img_size'], h['crop_pct'], h['interpolation'])" "$W/serve.jsonl" 2>/dev/null || echo "224 0.875 bicubic")
     set -- $pre
     $PY scripts/bench/serve_peer_timm.py --model "$model" --weights "$S/w.pth" --port 0 --device "${SERVE_DEVICE:-cuda}" \
-      --img-size $1 --crop-pct $2 --interpolation $3 ${SERVE_PEER_ARGS:-} >>"$OUT/serve_peer.log" 2>&1 &
+      --img-size $1 --crop-pct $2 --interpolation $3 ${SERVE_PEER_ARGS:-} >>"$W/serve_peer.log" 2>&1 &
     pid=$!
-    if port=$(wait_listening "$OUT/serve_peer.log" $pid); then
-      tail -3 "$OUT/serve_peer.log"
-      timeout 400 $PY scripts/bench/serve_bench.py --url "http://127.0.0.1:$port/predict" "${SB[@]}" --label peer >>"$OUT/serve.jsonl" ||
-        echo "{\"server\": \"peer\", \"error\": \"serve_bench rc=$?\"}" >>"$OUT/serve.jsonl"
+    if port=$(wait_listening "$W/serve_peer.log" $pid); then
+      tail -3 "$W/serve_peer.log"
+      timeout 400 $PY scripts/bench/serve_bench.py --url "http://127.0.0.1:$port/predict" "${SB[@]}" --label peer >>"$W/serve.jsonl" ||
+        echo "{\"server\": \"peer\", \"error\": \"serve_bench rc=$?\"}" >>"$W/serve.jsonl"
     else
-      echo "serve: the peer did not start:"; tail -5 "$OUT/serve_peer.log"
+      echo "serve: the peer did not start:"; tail -5 "$W/serve_peer.log"
     fi
     stop_server $pid
-    $PY scripts/bench/serve_table.py "$OUT/serve.jsonl" | tee "$OUT/serve.md"
+    $PY scripts/bench/serve_table.py "$W/serve.jsonl" | tee "$W/serve.md"
   fi
   rm -rf "$S"
 fi
-[ -f "$OUT/bench.jsonl" ] && python3 scripts/bench/table.py "$OUT/bench.jsonl" | tee "$OUT/table.md"
+[ -f "$W/bench.jsonl" ] && python3 scripts/bench/table.py "$W/bench.jsonl" | tee "$W/table.md"
