@@ -229,10 +229,13 @@ TEST_F(ServeTest, HealthSaysModelDeviceUptimeAndRequests) {
 
 // --interpolation it agrees with mo_predict given the same options.
 
-TEST(Serve, CheckpointTrainedAt32PxGivesMoPredictsTop5) {
-  const std::string root = tools::testing::make_image_folder("serve_data32", 6, 4, 1);
-  tools::TrainConfig c = tools::testing::small_config(root, mo::test::tmp_path("serve_run32"));
+// One epoch of the small test config on a 6-class folder (model "" keeps the config's); the checkpoint path.
+std::string train_one_epoch(const std::string& root, const std::string& run, const std::string& model,
+                            const std::string& attention) {
+  tools::TrainConfig c = tools::testing::small_config(root, mo::test::tmp_path(run));
+  if (!model.empty()) c.model.name = model;
   c.model.num_classes = 6;
+  c.model.attention = attention;
   c.sched.epochs = 1;
   c.sched.warmup_epochs = 0;
   c.sched.cooldown_epochs = 0;
@@ -244,6 +247,12 @@ TEST(Serve, CheckpointTrainedAt32PxGivesMoPredictsTop5) {
     ckpt = t.fit().last_checkpoint;
   }
   std::fclose(devnull);
+  return ckpt;
+}
+
+TEST(Serve, CheckpointTrainedAt32PxGivesMoPredictsTop5) {
+  const std::string root = tools::testing::make_image_folder("serve_data32", 6, 4, 1);
+  const std::string ckpt = train_one_epoch(root, "serve_run32", "", "full");
   ASSERT_FALSE(ckpt.empty());
   const std::vector<std::string> files = {root + "/val/class_4/0.jpg", image("chelsea.jpg")};
 
@@ -280,21 +289,7 @@ TEST(Serve, CheckpointTrainedAt32PxGivesMoPredictsTop5) {
 // and answers with mo_predict's top-5 (which tests/tools/test_vit_tools.cpp checks against the causal forward).
 TEST(Serve, CausalVitCheckpointIsServedCausal) {
   const std::string root = tools::testing::make_image_folder("serve_vit_data", 6, 2, 1);
-  tools::TrainConfig c = tools::testing::small_config(root, mo::test::tmp_path("serve_vit_run"));
-  c.model.name = "vit_tiny_patch4_32";
-  c.model.num_classes = 6;
-  c.model.attention = "causal";
-  c.sched.epochs = 1;
-  c.sched.warmup_epochs = 0;
-  c.sched.cooldown_epochs = 0;
-  c.train.eval_every = 0;
-  std::FILE* devnull = std::fopen("/dev/null", "w");
-  std::string ckpt;
-  {
-    tools::Trainer t(c, nullptr, devnull);
-    ckpt = t.fit().last_checkpoint;
-  }
-  std::fclose(devnull);
+  const std::string ckpt = train_one_epoch(root, "serve_vit_run", "vit_tiny_patch4_32", "causal");
   ASSERT_FALSE(ckpt.empty());
   ServeProcess srv;
   ASSERT_TRUE(srv.start(ckpt, {})) << srv.said;
