@@ -4,9 +4,9 @@
 # table last. Full logs go to $OUT/run_all.tgz (the device tool brings them back; see W below).
 #   bash scripts/gpu/run_all.sh [build] [tests] [kernels] [bench] [bench-compile] [peers-parallel] [profile]
 #                               [nsys] [demo] [data] [serve] [fmnist-long] [timm-local-dir]
-#                               [causal-vs-full] [vit-bench] [nsys-infer]
+#                               [causal-vs-full] [vit-bench] [nsys-infer] [data-e2e]
 #   (default: all but peers-parallel, profile, nsys, nsys-infer, serve, fmnist-long, timm-local-dir,
-#   causal-vs-full and vit-bench)
+#   causal-vs-full, vit-bench and data-e2e)
 # peers-parallel: the torch.compile peers of PEER_ROWS ("model mode batch compile|eager", ';' between rows;
 #   default the five rows of the GPU-speed issue) start together, so their 100-170 s compilations overlap;
 #   each waits, asleep, until all are warm, then they take turns holding a lock while timing (no other
@@ -36,6 +36,10 @@
 #   add "vit_small_patch16_224 train 256 compile" to PEER_ROWS), then mo's attention kernel
 #   (mo_bench_kernels --only attention) beside PyTorch's SDPA (scripts/bench/sdpa_peer.py).
 # nsys-infer: like nsys, for tiny inference at batch 256.
+# data-e2e: mo_train (recipes/femto.yaml, tiny.yaml; batch 256, E2E_STEPS steps: 100 are one epoch of the
+#   folder) on a generated JPEG ImageFolder (scripts/data/make_jpeg_folder.py) with data.decoder cpu and gpu,
+#   16 workers, beside mo_bench's synthetic rate for the same model: the median images/s of the steps after
+#   the tenth, and the epoch's input: line (the step's wait for data).
 # B (default build-gpu) is the build folder; PEER_DEVICE/PEER_DTYPE/PEER_ARGS and SERVE_DEVICE/SERVE_PEER_ARGS
 # let the same stages run on a CPU (for trying the plumbing; the numbers mean nothing there).
 set -uo pipefail
@@ -278,6 +282,33 @@ if has vit-bench; then  # ViT-S/16 training beside timm eager, and the attention
     --model vit_small_patch16_224 --batch 256 --mode train --warmup 5 --iters 15 >>"$W/bench.jsonl" 2>>"$W/bench_err.log"
   { $B/tools/mo_bench_kernels --only attention; python3 scripts/bench/sdpa_peer.py; } >"$W/attention.log" 2>&1
   echo "vit-bench:"; tail -2 "$W/bench.jsonl"; cat "$W/attention.log"
+fi
+if has data-e2e; then  # mo_train on a JPEG ImageFolder, CPU and GPU decode, beside mo_bench's synthetic rate
+  J=/tmp/jpeg_folder
+  python3 scripts/data/make_jpeg_folder.py "$J" >"$W/data_e2e.log" 2>&1
+  [ -f "$W/bench.jsonl" ] || : >"$W/bench.jsonl"
+  for m in ${E2E_MODELS:-mambaout_femto mambaout_tiny}; do
+    bench mo $B/tools/mo_bench --device cuda --dtype bf16 --model $m --batch 256 --mode train --warmup 5 --iters 15
+    for dec in ${E2E_DECODERS:-cpu gpu}; do
+      R=/tmp/e2e_${m}_$dec
+      rm -rf "$R"
+      timeout 300 $B/tools/mo_train "recipes/${m#mambaout_}.yaml" --set data.root="$J" --set model.num_classes=10 \
+        --set data.decoder=$dec --set data.workers=${E2E_WORKERS:-16} --set train.batch_size=256 \
+        --set train.global_batch=256 --set train.max_steps=${E2E_STEPS:-100} --set train.eval_every=0 \
+        --set log.progress=lines --set log.every_steps=1 --set log.tensorboard=false --set train.output="$R" \
+        >"$W/e2e_${m}_$dec.log" 2>&1
+      echo "data-e2e $m $dec rc=$?"
+      python3 - "$W/e2e_${m}_$dec.log" "$m" "$dec" <<'PYEOF' | tee -a "$W/bench.jsonl"
+import json, re, statistics, sys
+path, model, dec = sys.argv[1:]
+steps = [float(x) for x in re.findall(r"step \d+/\d+ \(\d+\).*? ([0-9.]+) img/s", open(path).read())]
+print(json.dumps({"tool": f"mo_train jpeg {dec}", "model": model, "mode": "train", "batch": 256, "dtype": "bf16",
+                  "device": "cuda", "images_per_s": round(statistics.median(steps[10:]), 1) if len(steps) > 10 else 0,
+                  "peak_gib": None, "steps_seen": len(steps)}))
+PYEOF
+      grep -h "input:" "$R/log.txt" "$W/e2e_${m}_$dec.log" 2>/dev/null | tail -1
+    done
+  done
 fi
 if has demo; then  # the README's main job on the GPU: Fashion-MNIST, recipes/fashion_mnist.yaml as written
   t0=$(date +%s)
