@@ -268,43 +268,36 @@ struct Loader::Impl {
       ++busy;
       lk.unlock();
       const int64_t t0 = ws.times.now();
-      bool failed = false;
-      try {
+      // runs f unlocked; the first exception of any worker is kept for next() to rethrow. Returns false on one.
+      auto unlocked = [&](auto&& f) {
+        try {
+          f();
+          return true;
+        } catch (...) {
+          lk.lock();
+          if (!error) error = std::current_exception();
+          lk.unlock();
+          return false;
+        }
+      };
+      bool failed = !unlocked([&] {
         uint8_t* px = images(s) + static_cast<size_t>(i) * S * S * 3;
         if (!gpu) process(ref, ep, ws, file, px, labels(s)[i]);
         else if (phase == 0) prepare(ref, ep, ws, s.gpu[i]);
         else complete(ref, ep, ws, s.gpu[i], file, px, labels(s)[i]);
-      } catch (...) {
-        failed = true;
-        lk.lock();
-        if (!error) error = std::current_exception();
-        lk.unlock();
-      }
+      });
       lk.lock();
       const bool last = !failed && my_gen == gen && --s.remaining == 0;
       if (last && gpu && phase == 0) {
         s.next_sample = s.count;  // no tasks while the batch decodes
         lk.unlock();
-        try {
-          decode_slot(s, ws.times);
-        } catch (...) {
-          failed = true;
-          lk.lock();
-          if (!error) error = std::current_exception();
-          lk.unlock();
-        }
+        failed = !unlocked([&] { decode_slot(s, ws.times); });
         lk.lock();
         if (!failed && my_gen == gen) s.phase = 1, s.next_sample = 0, s.remaining = s.count;
         cv_work.notify_all();
       } else if (last) {
         lk.unlock();
-        try {
-          finalize(s, ep, ws.times);
-        } catch (...) {
-          lk.lock();
-          if (!error) error = std::current_exception();
-          lk.unlock();
-        }
+        unlocked([&] { finalize(s, ep, ws.times); });
         lk.lock();
         s.ready = true;
       }
