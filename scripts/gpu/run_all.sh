@@ -4,9 +4,9 @@
 # table last. Full logs go to $OUT/run_all.tgz (the device tool brings them back; see W below).
 #   bash scripts/gpu/run_all.sh [build] [tests] [kernels] [bench] [bench-compile] [peers-parallel] [profile]
 #                               [nsys] [demo] [data] [serve] [fmnist-long] [timm-local-dir]
-#                               [causal-vs-full] [vit-bench] [nsys-infer] [data-e2e]
+#                               [causal-vs-full] [vit-bench] [nsys-infer] [data-e2e] [fmnist-ablation]
 #   (default: all but peers-parallel, profile, nsys, nsys-infer, serve, fmnist-long, timm-local-dir,
-#   causal-vs-full, vit-bench and data-e2e)
+#   causal-vs-full, vit-bench, data-e2e and fmnist-ablation)
 # peers-parallel: the torch.compile peers of PEER_ROWS ("model mode batch compile|eager", ';' between rows;
 #   default the five rows of the GPU-speed issue) start together, so their 100-170 s compilations overlap;
 #   each waits, asleep, until all are warm, then they take turns holding a lock while timing (no other
@@ -25,6 +25,9 @@
 # fmnist-long: prepares Fashion-MNIST as the README does (32 px JPEGs; FMNIST_SRC: the IDX folder) and
 #   trains recipes/fashion_mnist_long.yaml (FMNIST_EXTRA="--set k=v ..." overrides), then prints the
 #   training time and the last epoch's top-1 of the live weights and of the EMA.
+# fmnist-ablation: the long recipe and four variants (no RandAugment, no random erasing, no label smoothing,
+#   32 px), ABL_EPOCHS (30) each, all at once (accuracy only: their times share the GPU), ABL_EXTRA more
+#   overrides; a table of the last epoch's top-1 and its EMA.
 # timm-local-dir: mo_convert --hf-dir of a Fashion-MNIST checkpoint (fmnist-long's, else a short run of the
 #   quick recipe), loaded by timm.create_model('local-dir:...'): scripts/gpu/check_timm_local_dir.py.
 # causal-vs-full: scripts/bench/causal_vs_full.sh (vit_tiny_patch4_32 on Fashion-MNIST, full and causal
@@ -214,6 +217,35 @@ r = rows[-1]
 best = max(rows, key=lambda x: max(float(x["eval_top1"] or 0), float(x.get("eval_top1_ema") or 0)))
 print(f"fmnist-long: {len(rows)} epochs; last epoch top-1 {r['eval_top1']}% (EMA {r.get('eval_top1_ema') or '-'}%), "
       f"train loss {r['train_loss']}; best epoch {best['epoch']}: {best['eval_top1']}% (EMA {best.get('eval_top1_ema') or '-'}%)")
+PYEOF
+fi
+if has fmnist-ablation; then  # the long recipe without each of its regularisers, all variants at once
+  prepare_fmnist >>"$W/fmnist_ablation.log" 2>&1
+  declare -A abl=([full]="" [no-randaugment]="--set data.auto_augment=" [no-erasing]="--set data.reprob=0"
+                  [no-smoothing]="--set data.smoothing=0" [32px]="--set data.img_size=32")
+  pids=()
+  for v in "${!abl[@]}"; do
+    rm -rf "/tmp/fmnist_abl_$v"
+    # shellcheck disable=SC2086
+    OMP_WAIT_POLICY=passive $B/tools/mo_train recipes/fashion_mnist_long.yaml --set data.root=/tmp/fmnist \
+      --set train.output="/tmp/fmnist_abl_$v" --set sched.epochs=${ABL_EPOCHS:-30} --set data.workers=3 \
+      ${abl[$v]} ${ABL_EXTRA:-} >"$W/fmnist_abl_$v.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  $PY - "${!abl[@]}" <<'PYEOF' | tee "$W/fmnist_ablation.md"
+import csv, os, sys
+print("| variant (all at once on one GPU) | epochs | last top-1 | EMA | best top-1 |")
+print("|---|---|---|---|---|")
+for v in sorted(sys.argv[1:]):
+    path = f"/tmp/fmnist_abl_{v}/summary.csv"
+    rows = list(csv.DictReader(open(path))) if os.path.exists(path) else []
+    if not rows:
+        print(f"| {v} | - | - | - | - |")
+        continue
+    r = rows[-1]
+    best = max(float(x.get("eval_top1") or 0) for x in rows)
+    print(f"| {v} | {len(rows)} | {r.get('eval_top1') or '-'} | {r.get('eval_top1_ema') or '-'} | {best:.2f} |")
 PYEOF
 fi
 # (before peers-join: with peers-start it runs while the peers compile)
