@@ -136,6 +136,7 @@ TEST_F(ToolErrors, TrainRejectsValuesOutOfRange) {
       {"data.workers=-1", "config key 'data.workers' must be >= 0, got -1"},
       {"train.eval_batch_size=-5", "config key 'train.eval_batch_size' must be >= 0"},
       {"ckpt.every_steps=-1", "config key 'ckpt.every_steps' must be >= 0"},
+      {"ddp.bucket_mb=0", "config key 'ddp.bucket_mb' must be in (0, 4096] MiB, got 0"},
   };
   for (const auto& [set, says] : cases) EXPECT_TRUE(fails_saying(sh(train(r + " --set " + set)), {says})) << set;
   EXPECT_FALSE(fs::exists(tmp("tool_errors_range"))) << "a rejected config still created the output folder";

@@ -80,6 +80,9 @@ ConfigSchema make_schema(TrainConfig& c) {
   s.add("ckpt.keep_best", &c.ckpt.keep_best, "keep the checkpoint with the best eval top-1");
   s.add("ckpt.every_steps", &c.ckpt.every_steps, "also save every N optimizer steps (0: per epoch)");
 
+  s.add("ddp.bucket_mb", &c.ddp.bucket_mb,
+        "with several ranks: gradients are all-reduced in buckets of this many MiB (the first at most 1 MiB)");
+
   s.add("log.every_steps", &c.log.every_steps, "steps between log lines and scalars");
   s.add("log.tensorboard", &c.log.tensorboard, "write TensorBoard event files to output/tb");
   s.add("log.progress", &c.log.progress, "auto | bar | lines");
@@ -177,6 +180,8 @@ void TrainConfig::validate() const {
   MO_CHECK(ckpt.keep_last >= 1, "config key 'ckpt.keep_last' must be >= 1, got {}", ckpt.keep_last);
   MO_CHECK(ckpt.every_steps >= 0, "config key 'ckpt.every_steps' must be >= 0 (0: per epoch), got {}",
            ckpt.every_steps);
+  MO_CHECK(ddp.bucket_mb > 0 && ddp.bucket_mb <= 4096, "config key 'ddp.bucket_mb' must be in (0, 4096] MiB, got {}",
+           ddp.bucket_mb);
   MO_CHECK(log.every_steps >= 1, "config key 'log.every_steps' must be >= 1");
   check_choice("log.progress", log.progress, {"auto", "bar", "lines"});
 }

@@ -76,6 +76,9 @@ struct TrainConfig {
     bool keep_best = true;
     int64_t every_steps = 0;  // 0: at the end of each epoch only
   } ckpt;
+  struct Ddp {
+    double bucket_mb = 25;  // gradient all-reduce bucket size (MiB), as PyTorch DDP's bucket_cap_mb
+  } ddp;
   struct Log {
     int64_t every_steps = 50;  // plain-line / TensorBoard scalar interval
     bool tensorboard = true;

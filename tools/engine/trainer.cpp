@@ -134,7 +134,12 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg,
   } else {
     resume();
   }
-  if (world > 1) ddp_ = std::make_unique<dist::DataParallel>(pg_, model_->named_parameters());
+  if (world > 1) {
+    dist::DataParallelOptions o;
+    o.bucket_bytes = std::max<size_t>(1, static_cast<size_t>(cfg_.ddp.bucket_mb * 1048576.0));
+    o.first_bucket_bytes = std::min(o.first_bucket_bytes, o.bucket_bytes);
+    ddp_ = std::make_unique<dist::DataParallel>(pg_, model_->named_parameters(), o);
+  }
 
   if (pg_->is_main()) {
     // Through a temporary and rename(): whatever sits at config.yaml (even a named pipe) is replaced, not opened.
