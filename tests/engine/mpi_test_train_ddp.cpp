@@ -15,6 +15,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "dist/data_parallel.h"
 #include "tests/dist/dist_test_util.h"
 #include "tests/test_util.h"
 #include "tests/engine/train_test_util.h"
@@ -89,6 +90,22 @@ TEST(TrainDdp, TwoRanksMatchOneProcessWithAccumulation) {
     // Only rank 0 wrote checkpoints and logs.
     EXPECT_TRUE(std::filesystem::exists("/tmp/mo_train_ddp_two/summary.csv"));
   }
+  std::fclose(null);
+}
+
+TEST(TrainDdp, BucketSizeFromTheRecipe) {
+  auto& pg = *mo::test::g_pg;
+  const std::string root = "/tmp/mo_train_ddp_data";
+  if (pg.rank() == 0) mo::tools::testing::make_image_folder("mo_train_ddp_data", 3, 12, 5);
+  pg.barrier();
+  std::FILE* null = std::fopen("/dev/null", "w");
+  TrainConfig c = config(root, mo::test::tmp_path("train_ddp_bucket"), true);
+  Trainer big(c, mo::test::g_pg, null);
+  c.ddp.bucket_mb = 1.0 / 1024;  // 1 KiB: a bucket (nearly) per parameter
+  Trainer small(c, mo::test::g_pg, null);
+  ASSERT_TRUE(big.data_parallel() && small.data_parallel());
+  EXPECT_LE(big.data_parallel()->buckets().size(), 2u);  // the 1 MiB first bucket and the rest
+  EXPECT_GT(small.data_parallel()->buckets().size(), 10u);
   std::fclose(null);
 }
 

@@ -78,6 +78,7 @@ class Trainer {
   nn::Classifier& model() { return *model_; }
   const nn::AdamW& optimizer() const { return *opt_; }
   const ModelEma* ema() const { return ema_.get(); }
+  const dist::DataParallel* data_parallel() const { return ddp_.get(); }  // null with one rank
   const std::string& output_dir() const { return cfg_.train.output; }
   int64_t accumulation() const { return accum_; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
