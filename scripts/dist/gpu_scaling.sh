@@ -5,8 +5,8 @@
 #   bash scripts/dist/gpu_scaling.sh                    # every stage below, in this order
 #   bash scripts/dist/gpu_scaling.sh synthetic peer     # some (build runs anyway when a binary is missing)
 # Stages, with the time each is expected to take on nvidia-h200-x8 (estimates from the two-GPU runs of
-# BENCHMARKS.md §2, not measurements; about 8.5 min in all, inside one 10-minute call):
-#   build      cmake + ninja of mo_train and tests/mpi_test_scaling in $B                           ~90 s
+# BENCHMARKS.md §2, not measurements; about 9 min in all, inside one 10-minute call):
+#   build      cmake + ninja of mo_train, tests/mpi_test_scaling and tests/mpi_test_nccl in $B    ~90 s
 #   synthetic  the trainer's step on random inputs (mpi_test_scaling, MO_DIST_BENCH=1) under mpirun -np N
 #              for N in $NS and each batch per GPU in $BATCHES, global batch $GLOBAL by accumulation ~75 s
 #   peer       torchrun --nproc_per_node N scripts/dist/ddp_peer.py (timm, bf16, DDP), the same shapes
@@ -19,14 +19,15 @@
 #              timed from the kill until mpirun has exited, its output checked for the rank's number;
 #              that run resumed (train.resume=auto) and its last checkpoint and step losses compared
 #              with the uninterrupted run's, bit for bit                                             ~45 s
-#   twonode    mpi_test_scaling on all $NP_MAX GPUs, batch ${BATCHES%% *} per GPU, for each bucket size in
-#              $BUCKETS (MiB, the recipe key ddp.bucket_mb) on three NCCL transports:
+#   twonode    mpi_test_scaling on all GPUs at the first of BATCHES per GPU, for each bucket size in
+#              BUCKETS (MiB, the recipe key ddp.bucket_mb), on three NCCL transports:
 #                nvlink   NCCL's choice (P2P over NVLink)
 #                sockets  NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_IB_DISABLE=1: every pair over TCP
 #                twohost  NCCL_HOSTID per half (scripts/dist/rank_exec.sh), NCCL_IB_DISABLE=1 and
 #                         NCCL_MNNVL_ENABLE=0: NVLink inside each half, TCP sockets between the halves
 #                         only, as on two nodes
-#              NCCL_DEBUG=INFO: the transport of every connection is counted in the results     ~90 s
+#              then mpi_test_nccl's all-reduce bandwidth on each transport. NCCL_DEBUG=INFO: the
+#              transport of every connection is counted in the results                          ~110 s
 # Everything goes to $WORK: a log per run, results.jsonl (a JSON line per run, scripts/dist/scaling_report.py
 # parses the logs) and table.md. After every stage $OUT gets dist.tgz (the work folder without checkpoints
 # and images), results.jsonl and table.md, so a call stopped at its limit still returns what was done; a
@@ -41,7 +42,7 @@
 #   OUT (/tmp/mo_out)  WORK (/tmp/mo_dist)  B (build-gpu [build])  JOBS (nproc [2])  JPEG_DIR ($WORK/jpeg)
 #   SOCKET_IFNAME (lo: the interface of the simulated runs' TCP traffic)  PY (python3 [/usr/bin/python3: torch])
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 DEVICE=${DEVICE:-cuda}
 if [ "$DEVICE" = cpu ]; then cpu=1; else cpu=0; fi
 pick() { if [ $cpu = 1 ]; then echo "$2"; else echo "$1"; fi; }  # pick GPU_DEFAULT CPU_DEFAULT
@@ -102,10 +103,14 @@ if [ $cpu = 1 ]; then
   { echo "CPU ranks: $(getconf _NPROCESSORS_ONLN) cores, $(uname -m)"; mpirun --version | head -1; } >"$W/machine.txt"
 else
   ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
-  if [ "$ngpu" -lt 1 ]; then echo "gpu_scaling: no GPU visible (nvidia-smi -L); DEVICE=cpu runs on CPU ranks"; exit 1; fi
-  { nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader; nvidia-smi topo -m; echo "$(getconf _NPROCESSORS_ONLN) cores"
-    mpirun --version | head -1; ldconfig -p | grep -m2 libnccl
-    $PY -c 'import torch, timm; print("torch", torch.__version__, "nccl", torch.cuda.nccl.version(), "timm", timm.__version__)'
+  if [ "$ngpu" -lt 1 ]; then
+    echo "gpu_scaling: no GPU visible (nvidia-smi -L); DEVICE=cpu runs the stages on CPU ranks"
+    exit 1
+  fi
+  { nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader; nvidia-smi topo -m
+    echo "$(getconf _NPROCESSORS_ONLN) cores"; mpirun --version | head -1; ldconfig -p | grep -m2 libnccl
+    $PY -c 'import torch, timm; print("torch", torch.__version__, "nccl", torch.cuda.nccl.version(),
+      "timm", timm.__version__)'
   } >"$W/machine.txt" 2>&1
 fi
 NS=$(for n in $NS; do [ "$n" -le "$ngpu" ] && echo "$n"; done | tr '\n' ' ')
@@ -115,16 +120,18 @@ FAULT_RANK=${FAULT_RANK:-$(( FAULT_NP / 2 ))}
 echo "gpu_scaling: DEVICE=$DEVICE, ranks: $NS; $MODEL at $IMG px, batches per GPU: $BATCHES, global $GLOBAL; work in $W"
 cat "$W/machine.txt"
 
-if has build || [ ! -x "$B/tools/mo_train" ] || [ ! -x "$B/tests/mpi_test_scaling" ]; then
+missing=$(for f in tools/mo_train tests/mpi_test_scaling tests/mpi_test_nccl; do [ -x "$B/$f" ] || echo "$f"; done)
+if has build || [ -n "$missing" ]; then
   t0=$(date +%s)
   if [ $cpu = 1 ]; then
-    launcher=$(command -v ccache >/dev/null && echo "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache")
-    flags="-DMO_WITH_CUDA=OFF $launcher"
+    flags="-DMO_WITH_CUDA=OFF"
+    command -v ccache >/dev/null &&
+      flags="$flags -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache"
   else
     flags="-DCMAKE_CUDA_ARCHITECTURES=90"
   fi
   cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release $flags >"$W/build.log" 2>&1 &&
-    nice ninja -C "$B" -j"$JOBS" mo_train mpi_test_scaling >>"$W/build.log" 2>&1
+    nice ninja -C "$B" -j"$JOBS" mo_train mpi_test_scaling mpi_test_nccl >>"$W/build.log" 2>&1
   rc=$?
   echo "build rc=$rc in $(( $(date +%s) - t0 )) s; $(grep -m1 'NCCL backend' "$W/build.log")"
   if [ $rc != 0 ]; then grep -E "error|FAILED" "$W/build.log" | head -40; pack build; exit 1; fi
@@ -163,20 +170,22 @@ if has peer; then
     go "peer np=$np" || continue
     rm -rf "$W/torchrun_logs"
     log=$W/peer_np$np.log
-    timeout -k 5 "$(lim)" $PY -m torch.distributed.run --standalone --nproc_per_node=$np $targs scripts/dist/ddp_peer.py --device $DEVICE \
-      --model $MODEL --img $IMG --shapes $shapes --warmup $WARMUP --steps $STEPS >"$log" 2>&1
+    timeout -k 5 "$(lim)" $PY -m torch.distributed.run --standalone --nproc_per_node=$np $targs \
+      scripts/dist/ddp_peer.py --device $DEVICE --model $MODEL --img $IMG --shapes $shapes --warmup $WARMUP \
+      --steps $STEPS >"$log" 2>&1
     echo "torch ddp np=$np ($shapes) rc=$?"
     $REPORT rows "$log" global=$GLOBAL | tee -a "$RESULTS"
   done
   pack peer
 fi
 
-# train_args OUTPUT_DIR BATCH STEPS: mo_train's settings for the JPEG folder (every other key: recipes/tiny.yaml)
+# train_args OUTPUT_DIR BATCH STEPS [ARG...]: mo_train's arguments for the JPEG folder into the array TA
+# (every key not set here: recipes/tiny.yaml)
 train_args() {
-  echo recipes/tiny.yaml --set data.root="$JPEG_DIR" --set model.name=$MODEL --set model.num_classes=10 \
-    --set data.img_size=$IMG --set train.batch_size=$2 --set train.global_batch=$GLOBAL \
-    --set train.steps_per_epoch=$3 --set train.max_steps=$3 --set train.eval_every=0 --set data.workers=$WORKERS \
-    --set log.progress=lines --set log.every_steps=1 --set log.tensorboard=false --set train.output="$1"
+  TA=(recipes/tiny.yaml --set "data.root=$JPEG_DIR" --set model.name=$MODEL --set model.num_classes=10
+    --set data.img_size=$IMG --set train.batch_size=$2 --set train.global_batch=$GLOBAL
+    --set train.steps_per_epoch=$3 --set train.max_steps=$3 --set train.eval_every=0 --set data.workers=$WORKERS
+    --set log.progress=lines --set log.every_steps=1 --set log.tensorboard=false --set "train.output=$1" "${@:4}")
 }
 make_jpegs() {
   [ -d "$JPEG_DIR/train" ] && return 0
@@ -210,28 +219,32 @@ if has jpeg; then
       run=$W/jpeg_run_b${batch}_np$np
       rm -rf "$run"  # a fresh run each time (mo_train will not start over a run's checkpoints)
       log=$W/jpeg_b${batch}_np$np.log
-      timeout -k 5 "$(lim)" $MPIRUN -np $np "$B/tools/mo_train" $(train_args "$run" $batch $JPEG_STEPS) >"$log" 2>&1
+      train_args "$run" $batch $JPEG_STEPS
+      timeout -k 5 "$(lim)" $MPIRUN -np $np "$B/tools/mo_train" "${TA[@]}" >"$log" 2>&1
       echo "jpeg np=$np batch=$batch rc=$?"
       $REPORT jpeg "$log" $np $batch model=$MODEL workers=$WORKERS global=$GLOBAL | tee -a "$RESULTS"
+      rm -f "$run"/checkpoints/*.mo  # not needed again: disk for the next runs
     done
   done
   pack jpeg
 fi
 
-if has fault && go "fault np=$FAULT_NP"; then
-  args() { train_args "$1" $FAULT_BATCH $FAULT_STEPS; echo --set ckpt.every_steps=2; }
+if has fault && [ "$FAULT_NP" -lt 2 ]; then echo "fault: needs 2 ranks or more (FAULT_NP=$FAULT_NP)"; fi
+if has fault && [ "$FAULT_NP" -ge 2 ] && go "fault np=$FAULT_NP"; then
+  args() { train_args "$1" $FAULT_BATCH $FAULT_STEPS --set ckpt.every_steps=2 "${@:2}"; }
   ref=$W/fault_ref fr=$W/fault_run pids=$W/fault_pids
   rm -rf "$ref" "$fr" "$pids" && mkdir -p "$pids"
-  timeout -k 5 "$(lim)" $MPIRUN -np $FAULT_NP "$B/tools/mo_train" $(args "$ref") >"$W/fault_ref.log" 2>&1
+  args "$ref"
+  timeout -k 5 "$(lim)" $MPIRUN -np $FAULT_NP "$B/tools/mo_train" "${TA[@]}" >"$W/fault_ref.log" 2>&1
   echo "fault: uninterrupted run rc=$?"
   # The faulty run: rank FAULT_RANK killed as soon as step 3 is logged (the checkpoint of step 2 exists),
   # in the middle of step 4.
+  args "$fr"
   PID_DIR=$pids timeout -k 5 "$(lim)" $MPIRUN -np $FAULT_NP bash scripts/dist/rank_exec.sh "$B/tools/mo_train" \
-    $(args "$fr") >"$W/fault_kill.log" 2>&1 &
+    "${TA[@]}" >"$W/fault_kill.log" 2>&1 &
   job=$!
-  until ! kill -0 $job 2>/dev/null || { grep -q " step 3/" "$fr/log.txt" 2>/dev/null && [ -s "$pids/rank$FAULT_RANK.pid" ]; }; do
-    sleep 0.05
-  done
+  ready() { grep -q " step 3/" "$fr/log.txt" 2>/dev/null && [ -s "$pids/rank$FAULT_RANK.pid" ]; }
+  until ready || ! kill -0 $job 2>/dev/null; do sleep 0.05; done
   t_kill=$(date +%s.%N)
   if kill -KILL "$(cat "$pids/rank$FAULT_RANK.pid" 2>/dev/null)" 2>/dev/null; then
     echo "fault: killed rank $FAULT_RANK after $(ls "$fr/checkpoints" 2>/dev/null | tr '\n' ' ')"
@@ -243,8 +256,8 @@ if has fault && go "fault np=$FAULT_NP"; then
   exit_s=$($PY -c "import sys; print(round($(date +%s.%N) - $t_kill, 2))")
   echo "fault: the job ended ${exit_s} s after the kill, rc=$rc"
   if go "fault resume"; then
-    timeout -k 5 "$(lim)" $MPIRUN -np $FAULT_NP "$B/tools/mo_train" $(args "$fr") --set train.resume=auto \
-      >"$W/fault_resume.log" 2>&1
+    args "$fr" --set train.resume=auto
+    timeout -k 5 "$(lim)" $MPIRUN -np $FAULT_NP "$B/tools/mo_train" "${TA[@]}" >"$W/fault_resume.log" 2>&1
     echo "fault: resumed run rc=$? ($(grep -m1 -o 'resumed from .*' "$W/fault_resume.log"))"
   fi
   $REPORT fault "$ref" "$fr" "$W/fault_kill.log" $FAULT_RANK "$exit_s" $rc world=$FAULT_NP batch=$FAULT_BATCH \
@@ -252,27 +265,42 @@ if has fault && go "fault np=$FAULT_NP"; then
   pack fault
 fi
 
+# transport_env NAME: the variables of a transport of the twonode stage (see the header)
+transport_env() {
+  local sock="NCCL_IB_DISABLE=1 NCCL_SOCKET_IFNAME=$SOCKET_IFNAME"
+  case $1 in
+    nvlink) echo "" ;;
+    sockets) echo "NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 $sock" ;;
+    twohost) echo "RANKS_PER_HOST=$(( NP_MAX / 2 )) NCCL_MNNVL_ENABLE=0 $sock" ;;
+  esac
+}
+
 if has twonode; then
   batch=${BATCHES%% *}
   if [ "$NP_MAX" -lt 2 ] || [ $(( NP_MAX % 2 )) != 0 ] || ! a=$(accum $NP_MAX $batch); then
     echo "twonode: needs an even number of ranks (largest of NS: $NP_MAX) that divides the global batch"
   else
-    half=$(( NP_MAX / 2 ))
-    sock="NCCL_IB_DISABLE=1 NCCL_SOCKET_IFNAME=$SOCKET_IFNAME"
     for transport in nvlink sockets twohost; do
-      case $transport in
-        nvlink) extra="" ;;
-        sockets) extra="NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 $sock" ;;
-        twohost) extra="RANKS_PER_HOST=$half NCCL_MNNVL_ENABLE=0 $sock" ;;
-      esac
       for mb in $BUCKETS; do
         go "twonode $transport bucket=$mb" || continue
         log=$W/twonode_${transport}_bucket$mb.log
-        env $(bench_env $batch $a) MO_DIST_BENCH_BUCKET_MB=$mb NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT $extra \
-          timeout -k 5 "$(lim)" $MPIRUN -np $NP_MAX bash scripts/dist/rank_exec.sh "$B/tests/mpi_test_scaling" >"$log" 2>&1
+        env $(bench_env $batch $a) MO_DIST_BENCH_BUCKET_MB=$mb NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT \
+          $(transport_env $transport) timeout -k 5 "$(lim)" $MPIRUN -np $NP_MAX bash scripts/dist/rank_exec.sh \
+          "$B/tests/mpi_test_scaling" >"$log" 2>&1
         echo "twonode $transport bucket=$mb MiB rc=$?"
         $REPORT rows "$log" transport=$transport global=$GLOBAL | tee -a "$RESULTS"
       done
+    done
+    # The all-reduce bandwidth of each transport (mpi_test_nccl: 25 and 256 MiB), last: the first thing
+    # left out when time runs short. It skips on CPU ranks.
+    for transport in nvlink sockets twohost; do
+      go "allreduce $transport" || continue
+      log=$W/allreduce_$transport.log
+      env NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT $(transport_env $transport) timeout -k 5 "$(lim)" \
+        $MPIRUN -np $NP_MAX bash scripts/dist/rank_exec.sh "$B/tests/mpi_test_nccl" \
+        --gtest_filter=CudaNccl.AllReduceBandwidth >"$log" 2>&1
+      echo "allreduce $transport rc=$?"
+      $REPORT rows "$log" transport=$transport world=$NP_MAX | tee -a "$RESULTS"
     done
   fi
   pack twonode

@@ -2,8 +2,9 @@
 for `fault`). Every subcommand but `table` prints JSON lines, which the script appends to its results file.
 
   rows LOG [k=v ...]             the '{"tool": ...}' lines of LOG (mpi_test_scaling, ddp_peer.py; a torchrun
-                                 prefix is dropped), each with the k=v fields added and, where LOG holds NCCL
-                                 INFO lines, "links": how many connections used each transport (P2P, SHM, NET/...)
+                                 prefix is dropped) and the all-reduce bandwidths of mpi_test_nccl, each with
+                                 the k=v fields added and, where LOG holds NCCL INFO lines, "links": how many
+                                 connections used each transport (P2P, SHM, NET/...)
   jpeg LOG WORLD BATCH [k=v ...] mo_train's rank-0 log: img/s (median of the per-step values after the first two)
                                  and the epoch's `input:` line (step time against the wait for batches)
   fault REF RUN FAULT_LOG RANK EXIT_S RC [k=v ...]
@@ -48,8 +49,12 @@ def links(text):
 def cmd_rows(log, *extra):
     text = open(log, errors="replace").read()
     seen = links(text)
-    for m in re.finditer(r'\{"tool": .*\}', text):
-        row = json.loads(m.group(0))
+    found = [json.loads(m.group(0)) for m in re.finditer(r'\{"tool": .*\}', text)]
+    bw = r"\[ nccl all_reduce (\d+) MiB \] ([0-9.]+) ms, algbw ([0-9.]+) GB/s, busbw ([0-9.]+) GB/s"
+    for m in re.finditer(bw, text):
+        found.append({"tool": "mo", "what": "allreduce", "mib": int(m.group(1)), "ms": float(m.group(2)),
+                      "algbw_gbs": float(m.group(3)), "busbw_gbs": float(m.group(4))})
+    for row in found:
         row.update(fields(extra))
         if seen:
             row["links"] = seen
@@ -170,13 +175,14 @@ def cmd_table(results):
     jp = [r for r in rows if r.get("what") == "ddp_jpeg" and "step_ms" in r]
     if jp:
         print("\n## JPEG folder: does the loader keep up? (per optimizer step, mean over the ranks)\n")
-        print("| GPUs | batch x accumulation | workers per rank | step ms | wait for batches ms (slowest rank) | wait % |")
+        print("| GPUs | batch x accumulation | workers per rank | step ms | wait for batches ms (slowest rank) "
+              "| wait % |")
         print("|---|---|---|---|---|---|")
         for r in sorted(jp, key=lambda r: (-r["batch"], r["world"])):
             print("| %d | %d x %s | %s | %.0f | %.1f (%.1f) | %.1f%% |" % (
                 r["world"], r["batch"], r.get("accum", "?"), r.get("workers", "?"), r["step_ms"],
                 r["wait_ms_per_step"], r["slowest_rank_wait_ms_per_step"], r["wait_pct"]))
-    bk = [r for r in rows if r.get("transport")]
+    bk = [r for r in rows if r.get("transport") and r.get("what") == "ddp_synthetic"]
     if bk:
         print("\n## Gradient bucket size (ddp.bucket_mb) by transport, %d ranks, synthetic\n" % bk[0]["world"])
         print("| transport | bucket MiB | buckets | img/s | step ms | NCCL connections |")
@@ -191,17 +197,27 @@ def cmd_table(results):
             print("| %s | %s | %s | %s | %s | %s |" % (
                 r["transport"], r.get("bucket_mb"), r.get("buckets"), "**%s**" % v if win else v, r.get("step_ms"),
                 ", ".join("%s %d" % kv for kv in sorted(r.get("links", {}).items())) or "-"))
+    ar = [r for r in rows if r.get("what") == "allreduce"]
+    if ar:
+        print("\n## NCCL all-reduce (fp32, average) by transport\n")
+        print("| transport | ranks | MiB | ms | bus bandwidth GB/s |")
+        print("|---|---|---|---|---|")
+        for r in ar:
+            print("| %s | %s | %d | %.2f | %.1f |" % (r.get("transport", "-"), r.get("world", "?"), r["mib"], r["ms"],
+                                                 r["busbw_gbs"]))
     for r in rows:
         if r.get("what") == "fault":
             res = r["resume"]
-            print("\n## Fault at %s ranks: rank %d killed with SIGKILL mid-step\n" % (r.get("world", "?"), r["killed_rank"]))
+            print("\n## Fault at %s ranks: rank %d killed with SIGKILL mid-step\n" % (r.get("world", "?"),
+                                                                              r["killed_rank"]))
             print("- job ended after %.1f s, exit status %d, rank %d named: %s" % (
                 r["exit_s"], r["rc"], r["killed_rank"], "yes" if r["rank_named"] else "NO"))
+            why = res.get("differences", []) + ["loss of step %s" % s for s in res.get("loss_differences", [])]
+            why += [res["why"]] if res.get("why") else []
             print("- resumed on the same ranks: %s (%s, %s tensors and %s step losses compared)%s" % (
                 "bit-identical" if res.get("identical") else "NOT identical", res.get("checkpoint", "-"),
                 res.get("tensors_compared", 0), res.get("losses_compared", 0),
-                "" if res.get("identical") else ": " + "; ".join(res.get("differences", []) +
-                                                                  res.get("loss_differences", []) + [res.get("why", "")])))
+                "" if res.get("identical") else ": " + "; ".join(why)))
     for r in rows:
         if r.get("what") == "skipped":
             print("\n- skipped: %s (%s)" % (r.get("run"), r.get("why")))
