@@ -44,7 +44,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 DEVICE=${DEVICE:-cuda}
-if [ "$DEVICE" = cpu ]; then cpu=1; else cpu=0; fi
+case $DEVICE in
+  cuda) cpu=0 ;;
+  cpu) cpu=1 ;;
+  *) echo "gpu_scaling: DEVICE is '$DEVICE', not cuda or cpu"; exit 2 ;;
+esac
+for tool in mpirun timeout tar; do
+  command -v $tool >/dev/null || { echo "gpu_scaling: '$tool' is not on the PATH"; exit 1; }
+done
 pick() { if [ $cpu = 1 ]; then echo "$2"; else echo "$1"; fi; }  # pick GPU_DEFAULT CPU_DEFAULT
 OUT=${OUT:-/tmp/mo_out}
 W=${WORK:-/tmp/mo_dist}

@@ -99,7 +99,8 @@ TEST(TrainDdp, BucketSizeFromTheRecipe) {
   if (pg.rank() == 0) mo::tools::testing::make_image_folder("mo_train_ddp_data", 3, 12, 5);
   pg.barrier();
   std::FILE* null = std::fopen("/dev/null", "w");
-  TrainConfig c = config(root, mo::test::tmp_path("train_ddp_bucket"), true);
+  TrainConfig c = config(root, mo::test::tmp_path("mo_train_ddp_bucket"), pg.rank() == 0);  // TMPDIR is shared
+  pg.barrier();
   Trainer big(c, mo::test::g_pg, null);
   c.ddp.bucket_mb = 1.0 / 1024;  // 1 KiB: a bucket (nearly) per parameter
   Trainer small(c, mo::test::g_pg, null);
