@@ -210,7 +210,8 @@ def cmd_table(results):
             res = r["resume"]
             print("\n## Fault at %s ranks: rank %d killed with SIGKILL mid-step\n" % (r.get("world", "?"),
                                                                               r["killed_rank"]))
-            print("- job ended after %.1f s, exit status %d, rank %d named: %s" % (
+            print("- job ended after %.1f s (docs/multinode.md, 'When a rank fails': ~1 s for a killed rank), exit "
+                  "status %d, rank %d named: %s" % (
                 r["exit_s"], r["rc"], r["killed_rank"], "yes" if r["rank_named"] else "NO"))
             why = res.get("differences", []) + ["loss of step %s" % s for s in res.get("loss_differences", [])]
             why += [res["why"]] if res.get("why") else []
