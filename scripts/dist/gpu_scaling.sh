@@ -196,22 +196,9 @@ train_args() {
 }
 make_jpegs() {
   [ -d "$JPEG_DIR/train" ] && return 0
-  # 200 distinct 500x375 JPEGs (scripts/data/make_bench_images.py), hard-linked into 10 classes so that
-  # every rank reads real JPEGs through the full recipe transform.
-  $PY scripts/data/make_bench_images.py "$JPEG_DIR/src" 200 >"$W/jpeg_make.log" 2>&1 || return 1
-  $PY - "$JPEG_DIR" "$JPEG_PER_CLASS" <<'EOF'
-import os, sys
-root, per_class = sys.argv[1], int(sys.argv[2])
-src = sorted(os.path.join(root, "src", f) for f in os.listdir(os.path.join(root, "src")))
-for split, n in (("train", per_class), ("val", 20)):
-    for c in range(10):
-        d = os.path.join(root, split, "c%02d" % c)
-        os.makedirs(d, exist_ok=True)
-        for i in range(n):
-            dst = os.path.join(d, "%05d.jpg" % i)
-            if not os.path.exists(dst):
-                os.link(src[(c * 7919 + i) % len(src)], dst)
-EOF
+  # 200 distinct 500x375 JPEGs hard-linked into 10 classes, so that every rank reads real JPEGs through the
+  # full recipe transform (scripts/data/make_jpeg_folder.py)
+  $PY scripts/data/make_jpeg_folder.py "$JPEG_DIR" --classes 10 --per-class "$JPEG_PER_CLASS" >"$W/jpeg_make.log" 2>&1
 }
 
 if has jpeg || has fault; then
