@@ -146,16 +146,6 @@ void bench_gated(Bench& bench, DType dt, int64_t B, int64_t H, int64_t h, int64_
 // The dense 3×3 stride-2 convolutions of mambaout_tiny: ops/conv's im2col + cuBLASLt path (the op) against
 // cuDNN (tools/bench/conv2d_cudnn.cu; its direct kernels where cuDNN is absent), forward and backward,
 // with the largest relative difference between the two results printed beside the times.
-double rel_diff(const Tensor& a, const Tensor& b) {
-  auto va = a.to(DType::f32).to(Device::cpu()).to_vector<float>(), vb = b.to(DType::f32).to(Device::cpu()).to_vector<float>();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < va.size(); ++i) {
-    num = std::max(num, static_cast<double>(std::abs(va[i] - vb[i])));
-    den = std::max(den, static_cast<double>(std::abs(vb[i])));
-  }
-  return den > 0 ? num / den : num;
-}
-
 // max |a − b| over all elements; infinite when either holds a NaN or an infinity (so it cannot hide).
 double max_abs_diff(const Tensor& a, const Tensor& b) {
   auto va = a.to(DType::f32).to(Device::cpu()).to_vector<float>(), vb = b.to(DType::f32).to(Device::cpu()).to_vector<float>();
@@ -167,30 +157,44 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
   return m;
 }
 
+// max |a − b| / max |b|
+double rel_diff(const Tensor& a, const Tensor& b) {
+  auto vb = b.to(DType::f32).to(Device::cpu()).to_vector<float>();
+  double den = 0;
+  for (float x : vb) den = std::max(den, static_cast<double>(std::abs(x)));
+  const double num = max_abs_diff(a, b);
+  return den > 0 ? num / den : num;
+}
+
 std::string attention_tag(const char* name, int64_t B, int64_t L, int64_t H, bool causal) {
   return std::string(name) + (causal ? " causal " : " full ") + std::to_string(B) + "x" + std::to_string(L) + " h" +
          std::to_string(H);
 }
 
-// The FA2 experiment (tools/bench/attention_fa2.cu) against the op's kernel on the same fresh bf16 qkv:
-// max |diff| of out and lse. Expected about one bf16 step of |out| ≤ ~1 (≲ 1e-2) and fp32 noise for lse.
+// The FA2 experiment (tools/bench/attention_fa2.cu) against the op's kernels on the same fresh bf16 data:
+// max |diff| of out and lse (forward), and of dqkv relative to its largest element (both backwards given
+// the op's out and lse). Expected: one bf16 step of |out| ≤ ~1 (≲ 1e-2), fp32 noise for lse, ≲ 1e-2 for dqkv.
 void check_fa2(Bench& bench, int64_t B, int64_t L, int64_t H, bool causal, const char* name) {
   const std::string tag = attention_tag(name, B, L, H, causal);
-  if (!bench.wanted("attention fa2 fwd " + tag)) return;
+  if (!bench.wanted("attention fa2 fwd " + tag) && !bench.wanted("attention fa2 bwd " + tag)) return;
   const Device g = Device::cuda(0);
-  Tensor qkv = random_tensor({B, L, 3 * H * 64}, DType::bf16);
+  Tensor qkv = random_tensor({B, L, 3 * H * 64}, DType::bf16), dout = random_tensor({B, L, H * 64}, DType::bf16);
   Tensor out1 = Tensor::empty({B, L, H * 64}, DType::bf16, g), out2 = Tensor::empty({B, L, H * 64}, DType::bf16, g);
   Tensor lse1 = Tensor::empty({B, H, L}, DType::f32, g), lse2 = Tensor::empty({B, H, L}, DType::f32, g);
+  Tensor d1 = Tensor::empty(qkv.shape(), DType::bf16, g), d2 = Tensor::empty(qkv.shape(), DType::bf16, g);
   cuda::attention_forward(qkv, H, causal, out1, lse1);
   bench::fa2_attention_forward(qkv, H, causal, out2, lse2);
-  const double dout = max_abs_diff(out1, out2), dlse = max_abs_diff(lse1, lse2);
-  std::printf("  attention fa2 vs op %s, max |diff|: out %.2e  lse %.2e%s\n", tag.c_str(), dout, dlse,
-              dout <= 3e-2 && dlse <= 1e-3 ? "" : "  MISMATCH");
+  cuda::attention_backward(dout, qkv, out1, lse1, H, causal, d1);
+  bench::fa2_attention_backward(dout, qkv, out1, lse1, H, causal, d2);
+  const double dout_ = max_abs_diff(out1, out2), dlse = max_abs_diff(lse1, lse2), dd = rel_diff(d2, d1);
+  const bool ok = dout_ <= 3e-2 && dlse <= 1e-3 && dd <= 3e-2;
+  std::printf("  attention fa2 vs op %s, max |diff|: out %.2e  lse %.2e  dqkv %.2e of its max%s\n", tag.c_str(),
+              dout_, dlse, dd, ok ? "" : "  MISMATCH");
 }
 
 // Attention on the packed qkv (B, L, 3·H·64), as a ViT block calls it. Matrix-product FLOPs: forward
 // 2 products of 2·L·L·D per head, backward 5 (the recomputed scores, dV, dP, dQ, dK); causal about half.
-// bf16 also times the FA2 experiment's forward, after its correctness line.
+// bf16 also times the FA2 experiment's forward and backward, after their correctness line.
 void bench_attention(Bench& bench, DType dt, int64_t B, int64_t L, int64_t H, bool causal, const char* name) {
   const int64_t D = 64;
   const double es = static_cast<double>(dtype_size(dt)), n = static_cast<double>(B * L * H * D);
@@ -206,6 +210,8 @@ void bench_attention(Bench& bench, DType dt, int64_t B, int64_t L, int64_t H, bo
   check_fa2(bench, B, L, H, causal, name);
   bench.run("attention fa2 fwd " + tag, 4 * n * es,
             [&] { bench::fa2_attention_forward(qkv, H, causal, out, lse); }, 2 * mm);
+  bench.run("attention fa2 bwd " + tag, 8 * n * es,
+            [&] { bench::fa2_attention_backward(dout, qkv, out, lse, H, causal, dqkv); }, 5 * mm);
 }
 
 void bench_conv(Bench& bench, DType dt, int64_t B, int64_t H, int64_t Ci, int64_t Co, bool need_dx, const char* name) {
