@@ -210,6 +210,7 @@ void bench_attention(Bench& bench, DType dt, int64_t B, int64_t L, int64_t H, bo
   check_fa2(bench, B, L, H, causal, name);
   bench.run("attention fa2 fwd " + tag, 4 * n * es,
             [&] { bench::fa2_attention_forward(qkv, H, causal, out, lse); }, 2 * mm);
+  if (bench.wanted("attention fa2 bwd " + tag)) bench::fa2_attention_forward(qkv, H, causal, out, lse);  // its input
   bench.run("attention fa2 bwd " + tag, 8 * n * es,
             [&] { bench::fa2_attention_backward(dout, qkv, out, lse, H, causal, dqkv); }, 5 * mm);
 }
