@@ -21,12 +21,13 @@
 // load. 16-row blocks of a tile that none of the warp's rows needs (past L, causal above the diagonal) are
 // skipped, so L = 197 computes 208 keys, not 256; masking runs only on the tiles that need it. Causal:
 // a query block stops at the tile holding its last row, a key block starts at its own first row.
-// Why 4 warps × 16 rows, not 8: at ViT's L = 197 a (batch, head) has 13 groups of 16 rows; 64-row blocks
-// (6,144 at batch 256) of ≤ 128 registers a lane and ≤ 46 KB fit 4 to an SM, so one block's prologue and
-// barrier waits hide behind three others' math, and the idle warps of each head's last, partial block
-// (rows 197..255) hold their slot for a short walk only. 8 warps would halve the K/V reads from L2 but sit
-// 2 blocks to an SM with twice the warps waiting at each barrier. The blocks of one head are adjacent in
-// launch order (1-D grid, row block fastest), so K and V come from L2 after their first read.
+// Why 4 warps × 16 rows, not 8: at ViT's L = 197 (13 groups of 16 rows a head) both leave 3 of 16 warps
+// idle, but 64-row blocks (6,144 at batch 256) of ≤ 128 registers a lane and ≤ 46 KB fit 4 to an SM, so
+// one block's prologue (Q, the first tile) and barrier waits hide behind three others' math, where 2
+// blocks of 8 warps would each stall twice the warps at a barrier. 8 warps would halve the copies of K/V
+// into shared memory, not the ldmatrix reads that set the pace (each warp reads a tile's K/V fragments for
+// its own 16 rows). The blocks of one head are adjacent in launch order (1-D grid, row block fastest), so
+// K and V come from L2 after their first read.
 #include "tools/bench/attention_fa2.h"
 
 #include <climits>
