@@ -23,7 +23,7 @@
 //
 // Bytes and time, mambaout_tiny stage 1, batch 256, bf16 (P = 802,816 pixels, h = 256, cc = 96,
 // id = 160; one channel of all pixels = 1.6 MB); measured on one H200 (tools/mo_bench_kernels):
-//   forward : read z 411 MB, write m 206 MB (+ conv_out 154 MB in training): ~170 / 210 µs of memory at
+//   forward : read z 822 MB, write m 411 MB (+ conv_out 154 MB in training): ~330 / 375 µs of memory at
 //             ~3.7 TB/s. Measured 0.85 ms (training), 0.82 ms (inference): the identity pass runs at
 //             memory speed, the conv kernel is instruction-bound (Nsight Compute: 27% of its
 //             instructions FFMA, 3.5 warps per scheduler).
