@@ -170,9 +170,10 @@ class ServeBrowserTest : public ::testing::Test {
     ASSERT_NE(browser_, nullptr);
     ASSERT_TRUE(start_error_.empty()) << start_error_;
     browser_->open(url());
-    ASSERT_EQ(browser_->poll("return document.readyState === 'complete' && document.getElementById('file') ? "
-                             "document.title : '';"),
-              "MambaOut classifier");
+    // the title names the served model once /health has answered
+    ASSERT_EQ(browser_->poll("return document.readyState === 'complete' && document.getElementById('file') && "
+                             "document.title !== 'mo_serve image classifier' ? document.title : '';"),
+              "test_mambaout classifier");
   }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(serve_port_) + "/"; }
 
@@ -299,7 +300,7 @@ TEST_F(ServeBrowserTest, BadUploadsShowAnErrorAndTheServerKeepsServing) {
   // and the server answers a plain request too
   Reply r = http(serve_port_, "GET", "/", "");
   EXPECT_EQ(r.status, 200) << r.error;
-  EXPECT_NE(r.body.find("MambaOut classifier"), std::string::npos);
+  EXPECT_NE(r.body.find("mo_serve image classifier"), std::string::npos);
 }
 
 }  // namespace

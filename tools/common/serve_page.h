@@ -14,7 +14,7 @@ inline constexpr const char* kServePage = R"HTML(<!doctype html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>MambaOut classifier</title>
+<title>mo_serve image classifier</title>
 <style>
   body { font-family: system-ui, sans-serif; max-width: 760px; margin: 2em auto; padding: 0 1em; color: #222; }
   #drop { border: 2px dashed #888; border-radius: 10px; padding: 2em; text-align: center; cursor: pointer; }
@@ -31,7 +31,7 @@ inline constexpr const char* kServePage = R"HTML(<!doctype html>
 </style>
 </head>
 <body>
-<h1>MambaOut classifier</h1>
+<h1 id="title">mo_serve image classifier</h1>
 <p id="model"></p>
 <p id="meta"></p>
 <div id="drop">Drop a JPEG, PNG or WebP image here, or click to choose one
@@ -47,6 +47,7 @@ const error = document.getElementById('error'), meta = document.getElementById('
 const model = document.getElementById('model');
 fetch('/health').then(r => r.json()).then(h => {
   const p = h.preprocess;
+  document.getElementById('title').textContent = document.title = h.model + ' classifier';
   model.textContent = h.model + ' (' + h.classes + ' classes) on ' + h.device + ', ' + h.precision + ': input ' +
     p.img_size + 'x' + p.img_size + ' px (shorter side to ' + Math.floor(p.img_size / p.crop_pct) + ', ' +
     p.interpolation + ', centre crop)';
