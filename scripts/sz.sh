@@ -13,7 +13,7 @@ budget=(
   "nn/io 2900"
   "data 3815"
   "dist 1550"
-  "tools 4565 tools/engine"
+  "tools 4670 tools/engine"
   "tools/engine 3250"
   "tests 12650"
 )

@@ -4,6 +4,8 @@
 //   mo_bench [-m mambaout_femto] [-b 32] [--img 224] [--device cpu|cuda] [--dtype fp32|bf16]
 //            [--mode train|infer|both] [--warmup 3] [--iters 10] [--threads N] [--json] [--profile]
 //            [--attention full|causal]   (ViT models only)
+//            [--graph]   (CUDA inference: also time replays of a CUDA graph of the forward, an experiment:
+//                         tools/bench/cuda_graph.h)
 #include <omp.h>
 
 #include <chrono>
@@ -18,6 +20,9 @@
 #include "nn/vit.h"
 #include "ops/loss/cross_entropy.h"
 #include "tools/common/cli.h"
+#ifdef MO_WITH_CUDA
+#include "tools/bench/cuda_graph.h"
+#endif
 
 using namespace mo;
 
@@ -26,7 +31,7 @@ namespace {
 struct Args {
   std::string model = "mambaout_femto", device = "cpu", dtype = "fp32", mode = "both", attention = "full";
   int batch = 32, img = 224, warmup = 3, iters = 10, threads = 0;
-  bool json = false, profile = false;
+  bool json = false, profile = false, graph = false;
 };
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
@@ -55,9 +60,17 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(one_of({"full", "causal"}));
   app.add_flag("--json", a.json, "one JSON line per mode instead of text");
+  app.add_flag("--graph", a.graph, "CUDA inference: also time replays of the forward captured in a CUDA graph (experiment)");
   app.add_flag("--profile", a.profile, "after training, time one more step part by part (on stderr)");
   if (auto rc = cli.parse(argc, argv)) return *rc;
   return cli.run([&] {
+    if (a.graph) {
+#ifndef MO_WITH_CUDA
+      MO_FAIL("--graph: this build of mo has no CUDA support (configure with -DMO_WITH_CUDA=ON)");
+#endif
+      MO_CHECK(a.device == "cuda" && a.mode != "train", "--graph times CUDA inference: it needs --device cuda and "
+                                                        "--mode infer or both");
+    }
     if (a.threads > 0) omp_set_num_threads(a.threads);
     Device dev = a.device == "cuda" ? Device::cuda(0) : Device::cpu();
     DType dt = a.dtype == "bf16" ? DType::bf16 : DType::f32;
@@ -147,6 +160,15 @@ int main(int argc, char** argv) {
       for (int i = 0; i < a.iters; ++i) forward(x);
       sync();
       report("infer", now() - t0);
+      if (a.graph) {
+#ifdef MO_WITH_CUDA
+        cuda_reset_peak_stats(0);
+        const bench::GraphTiming gt = bench::graph_replay_time([&] { return forward(x); }, a.warmup, a.iters);
+        std::fprintf(stderr, "graph: %d nodes, replayed output vs eager: max |diff| %.3g\n", gt.kernels,
+                     gt.max_abs_diff);
+        report("infer_graph", gt.seconds);
+#endif
+      }
     }
     return 0;
   });
