@@ -4,9 +4,9 @@
 # table last. Full logs go to $OUT/run_all.tgz (the device tool brings them back; see W below).
 #   bash scripts/gpu/run_all.sh [build] [tests] [kernels] [bench] [bench-compile] [peers-parallel] [profile]
 #                               [nsys] [demo] [data] [serve] [fmnist-long] [timm-local-dir]
-#                               [causal-vs-full] [vit-bench] [nsys-infer] [data-e2e] [fmnist-ablation]
+#                               [causal-vs-full] [vit-bench] [nsys-infer] [data-e2e] [fmnist-ablation] [infer-graph]
 #   (default: all but peers-parallel, profile, nsys, nsys-infer, serve, fmnist-long, timm-local-dir,
-#   causal-vs-full, vit-bench, data-e2e and fmnist-ablation)
+#   causal-vs-full, vit-bench, data-e2e, fmnist-ablation and infer-graph)
 # peers-parallel: the torch.compile peers of PEER_ROWS ("model mode batch compile|eager", ';' between rows;
 #   default the five rows of the GPU-speed issue) start together, so their 100-170 s compilations overlap;
 #   each waits, asleep, until all are warm, then they take turns holding a lock while timing (no other
@@ -39,6 +39,7 @@
 #   add "vit_small_patch16_224 train 256 compile" to PEER_ROWS), then mo's attention kernel
 #   (mo_bench_kernels --only attention) beside PyTorch's SDPA (scripts/bench/sdpa_peer.py).
 # nsys-infer: like nsys, for tiny inference at batch 256.
+# infer-graph: mo_bench --graph (tools/bench/cuda_graph.h) for tiny inference at batch 256 and 1.
 # data-e2e: mo_train (recipes/femto.yaml, tiny.yaml; batch 256, E2E_STEPS steps: 100 are one epoch of the
 #   folder) on a generated JPEG ImageFolder (scripts/data/make_jpeg_folder.py) with data.decoder cpu and gpu,
 #   16 workers, beside mo_bench's synthetic rate for the same model: the median images/s of the steps after
@@ -306,6 +307,14 @@ if has nsys-infer && command -v nsys >/dev/null; then  # the same for tiny infer
   nsys stats --report cuda_gpu_kern_sum --format csv /tmp/mo_tiny_infer.nsys-rep 2>/dev/null |
     python3 -c "import csv,sys; r=list(csv.DictReader(sys.stdin)); [print(f\"{float(x['Total Time (ns)'])/7e6:8.2f} ms/batch {int(x['Instances'])//7:5d}x  {x['Name'][:110]}\") for x in r[:40]]" \
     | tee "$W/nsys_infer_kernels.txt"
+fi
+if has infer-graph; then  # the CUDA-graph experiment: tiny inference at batch 256 and 1, eager and replayed
+  [ -f "$W/bench.jsonl" ] || : >"$W/bench.jsonl"
+  for b in 256 1; do
+    bench mo $B/tools/mo_bench --device cuda --dtype bf16 --model mambaout_tiny --batch $b --mode infer --warmup 5 \
+      --iters 15 --graph
+  done
+  grep infer "$W/bench.jsonl" | tail -4; grep "graph:" "$W/bench_err.log" | tail -2
 fi
 if has vit-bench; then  # ViT-S/16 training beside timm eager, and the attention kernel beside SDPA
   [ -f "$W/bench.jsonl" ] || : >"$W/bench.jsonl"
