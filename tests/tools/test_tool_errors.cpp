@@ -289,6 +289,18 @@ TEST_F(ToolErrors, BenchRejectsAnUnknownMode) {
                            {"mo_bench: error: --mode: expected train, infer or both, got 'both2'"}));
 }
 
+TEST_F(ToolErrors, BenchRefusesWhatItCannotTime) {
+  // --graph times CUDA inference only; --attention is a ViT option. Refused before anything runs.
+  const auto graph = sh(kBin + "mo_bench --model test_mambaout --img 32 --batch 1 --iters 1 --graph");
+#ifdef MO_WITH_CUDA
+  EXPECT_TRUE(fails_saying(graph, {"mo_bench: error: --graph times CUDA inference: it needs --device cuda"}));
+#else
+  EXPECT_TRUE(fails_saying(graph, {"mo_bench: error: --graph: this build of mo has no CUDA support"}));
+#endif
+  EXPECT_TRUE(fails_saying(sh(kBin + "mo_bench --model test_mambaout --img 32 --batch 1 --iters 1 --attention causal"),
+                           {"mo_bench: error: model.attention: 'causal' applies to ViT models only"}));
+}
+
 TEST_F(ToolErrors, BenchDataWithABadFileOrFolder) {
   // Was: terminate() (an exception escaped a worker thread), exit 134.
   const std::string dir = tmp("tool_errors_bench_data");
