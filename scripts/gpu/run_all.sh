@@ -372,6 +372,17 @@ wait_listening() {  # LOG PID: the port a server printed ("listening on http://H
   return 1
 }
 stop_server() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+bench_server() {  # LABEL LOG PID head|tail: serve_bench (options SB) against the server PID that prints its port to LOG
+  local port
+  if port=$(wait_listening "$2" "$3"); then
+    $4 -3 "$2"
+    timeout 400 $PY scripts/bench/serve_bench.py --url "http://127.0.0.1:$port/predict" "${SB[@]}" --label "$1" \
+      >>"$W/serve.jsonl" || echo "{\"server\": \"$1\", \"error\": \"serve_bench rc=$?\"}" >>"$W/serve.jsonl"
+  else
+    echo "serve: the $1 server did not start:"; tail -5 "$2"
+  fi
+  stop_server "$3"
+}
 if has serve; then  # mo_serve against a plain timm server, same weights, same images, same call
   if [ ! -x $B/tools/mo_serve ]; then
     cmake -S . -B $B "${CMAKE_EXTRA[@]}" >>"$W/build.log" 2>&1 && ninja -C $B mo_serve >>"$W/build.log" 2>&1
@@ -405,29 +416,13 @@ PYEOF
     SB=(--images "$S/img" --concurrency "${SERVE_CONC:-1,16,128}" --requests "${SERVE_REQUESTS:-2000}")
     $B/tools/mo_serve -w "$S/w.pth" -m "$model" --port 0 --device "${SERVE_DEVICE:-cuda}" \
       ${SERVE_MO_ARGS:---idle-timeout 120} >"$W/serve_mo.log" 2>&1 &
-    pid=$!
-    if port=$(wait_listening "$W/serve_mo.log" $pid); then
-      head -3 "$W/serve_mo.log"
-      timeout 300 $PY scripts/bench/serve_bench.py --url "http://127.0.0.1:$port/predict" "${SB[@]}" --label mo >>"$W/serve.jsonl" ||
-        echo "{\"server\": \"mo\", \"error\": \"serve_bench rc=$?\"}" >>"$W/serve.jsonl"
-    else
-      echo "serve: mo_serve did not start:"; tail -5 "$W/serve_mo.log"
-    fi
-    stop_server $pid
+    bench_server mo "$W/serve_mo.log" $! head
     # the peer preprocesses as mo_serve said it does (its /health, recorded by serve_bench)
     pre=$($PY -c "import json,sys; h=[json.loads(l) for l in open(sys.argv[1]) if '\"health\"' in l][0]['health']['preprocess']; print(h['img_size'], h['crop_pct'], h['interpolation'])" "$W/serve.jsonl" 2>/dev/null || echo "224 0.875 bicubic")
     set -- $pre
     $PY scripts/bench/serve_peer_timm.py --model "$model" --weights "$S/w.pth" --port 0 --device "${SERVE_DEVICE:-cuda}" \
       --img-size $1 --crop-pct $2 --interpolation $3 ${SERVE_PEER_ARGS:-} >>"$W/serve_peer.log" 2>&1 &
-    pid=$!
-    if port=$(wait_listening "$W/serve_peer.log" $pid); then
-      tail -3 "$W/serve_peer.log"
-      timeout 400 $PY scripts/bench/serve_bench.py --url "http://127.0.0.1:$port/predict" "${SB[@]}" --label peer >>"$W/serve.jsonl" ||
-        echo "{\"server\": \"peer\", \"error\": \"serve_bench rc=$?\"}" >>"$W/serve.jsonl"
-    else
-      echo "serve: the peer did not start:"; tail -5 "$W/serve_peer.log"
-    fi
-    stop_server $pid
+    bench_server peer "$W/serve_peer.log" $! tail
     $PY scripts/bench/serve_table.py "$W/serve.jsonl" | tee "$W/serve.md"
   fi
   rm -rf "$S"
