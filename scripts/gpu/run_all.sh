@@ -26,7 +26,8 @@
 #   trains recipes/fashion_mnist_long.yaml (FMNIST_EXTRA="--set k=v ..." overrides), then prints the
 #   training time and the last epoch's top-1 of the live weights and of the EMA.
 # fmnist-ablation: the long recipe and four variants (no RandAugment, no random erasing, no label smoothing,
-#   32 px), ABL_EPOCHS (30) each, all at once (accuracy only: their times share the GPU), ABL_EXTRA more
+#   32 px; ABL_VARIANTS picks some of full no-randaugment no-erasing no-smoothing 32px), ABL_EPOCHS (30) each,
+#   all at once (accuracy only: their times share the GPU), ABL_EXTRA more
 #   overrides; a table of the last epoch's top-1 and its EMA.
 # timm-local-dir: mo_convert --hf-dir of a Fashion-MNIST checkpoint (fmnist-long's, else a short run of the
 #   quick recipe), loaded by timm.create_model('local-dir:...'): scripts/gpu/check_timm_local_dir.py.
@@ -58,7 +59,13 @@ pack() { tar czf "$OUT/.run_all.tgz" -C "$W" . 2>/dev/null && mv "$OUT/.run_all.
 trap pack EXIT
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 stages=${*:-build tests kernels bench bench-compile demo data}
-has() { pack; [[ " $stages " == *" $1 "* ]]; }
+# has STAGE: STAGE was asked for; a stage that times anything first waits for causal-vs-full's runs (the
+# others, the CUDA tests and fmnist-ablation's accuracy-only runs among them, share the GPU with them)
+has() {
+  pack
+  [[ " $stages " == *" $1 "* ]] || return 1
+  case $1 in build | peers-start | causal-vs-full | tests | fmnist-ablation | timm-local-dir) ;; *) join_causal_vs_full ;; esac
+}
 B=${B:-build-gpu}
 PY=${PYTHON:-python3}
 prepare_fmnist() {  # the README's data: 32-px JPEGs in /tmp/fmnist
@@ -123,7 +130,7 @@ if has causal-vs-full; then  # six small runs at once, beside the CUDA tests
     bash scripts/bench/causal_vs_full.sh >>"$W/causal_vs_full.log" 2>&1 &
   cvf_pid=$!
 fi
-join_causal_vs_full() {  # before anything timed
+join_causal_vs_full() {  # before anything timed (see has), and at the end
   [ -n "${cvf_pid:-}" ] || return 0
   wait "$cvf_pid"
   echo "causal-vs-full rc=$? after $(( $(date +%s) - cvf_t0 )) s"
@@ -142,8 +149,6 @@ if has tests; then
   echo "cuda tests rc=$?"
   grep -E "tests passed|Failed|FAILED|\*\*\*" "$W/cuda_tests.log" | head -40
 fi
-
-join_causal_vs_full
 
 if has kernels && [ -x $B/tools/mo_bench_kernels ]; then
   if [ -z "${KERNELS_ONLY:-}" ]; then
@@ -231,7 +236,8 @@ if has fmnist-ablation; then  # the long recipe without each of its regularisers
   declare -A abl=([full]="" [no-randaugment]="--set data.auto_augment=" [no-erasing]="--set data.reprob=0"
                   [no-smoothing]="--set data.smoothing=0" [32px]="--set data.img_size=32")
   pids=()
-  for v in "${!abl[@]}"; do
+  for v in ${ABL_VARIANTS:-${!abl[@]}}; do
+    [ -n "${abl[$v]+set}" ] || { echo "fmnist-ablation: no variant '$v' (${!abl[*]})"; continue; }
     rm -rf "/tmp/fmnist_abl_$v"
     # shellcheck disable=SC2086
     OMP_WAIT_POLICY=passive $B/tools/mo_train recipes/fashion_mnist_long.yaml --set data.root=/tmp/fmnist \
@@ -240,7 +246,7 @@ if has fmnist-ablation; then  # the long recipe without each of its regularisers
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
-  $PY - "${!abl[@]}" <<'PYEOF' | tee "$W/fmnist_ablation.md"
+  $PY - ${ABL_VARIANTS:-${!abl[@]}} <<'PYEOF' | tee "$W/fmnist_ablation.md"
 import csv, os, sys
 print("| variant (all at once on one GPU) | epochs | last top-1 | EMA | best top-1 |")
 print("|---|---|---|---|---|")
@@ -433,4 +439,5 @@ PYEOF
   fi
   rm -rf "$S"
 fi
+join_causal_vs_full
 [ -f "$W/bench.jsonl" ] && python3 scripts/bench/table.py "$W/bench.jsonl" | tee "$W/table.md"
