@@ -11,26 +11,24 @@
 //             (3) the weight-gradient kernel (dconv ⊗ c) → per-slice partials → fixed-order sum (dw, db).
 // act is GELU (erf by Abramowitz & Stegun 7.1.26, |error| ≤ 1.5e-7, as the CPU kernels) or SiLU in fp32; every kernel reads T (f32 / bf16) and computes in fp32.
 //
-// Forward conv tiling. A block (7 warps) owns CB = 32 conv channels and walks over 14×7-pixel output
-// tiles (persistent: block (cb, s) takes tiles s, s+S, ...; S fills the GPU once) with two shared-memory
-// stages: while tile t is computed, cp.async copies tile t + S's 20×13-pixel halo of c and its g (raw
-// T, 16-byte items where the slices allow, zero-filled outside the image) into the other stage. The
-// weights sit in shared memory (fp32) for the whole block. Thread (warp w, lane l) computes output
-// rows 2w and 2w+1 × 7 columns of channel l: each of the 8 input rows is read once from shared memory
-// and converted (13 loads for up to 98 FMA); the epilogue reads g from shared memory. Widths or
-// pointers that do not allow 16-byte items take 8/4-byte cp.async items or 2-byte plain copies.
-// No atomics anywhere.
+// Forward conv tiling (gate_conv_kernel). A block owns CB = 32 conv channels and walks over TH×7-pixel
+// output tiles, TH ∈ {28, 14, 7} fitted to the map (persistent: block (cb, s) takes tiles s, s+S, ...;
+// S fills the GPU once, rounded down) with two shared-memory stages: while tile t is computed, cp.async
+// copies tile t + S's (TH+6)×13-pixel halo of c and its g (raw T, 16-byte items where the slices allow,
+// zero-filled outside the image) into the other stage. Thread (warp w, lane l) computes output rows
+// 4w .. 4w+3 × 7 columns of channel l with the channel's 49 weights in registers: each of its 10 halo
+// rows is read and converted once (130 loads for 1372 FMA), and the activation is a template parameter.
+// The input gradient (conv14_kernel) keeps 14×7 tiles of 2 rows a thread. Widths or pointers that do not
+// allow 16-byte items take 8/4-byte cp.async items or 2-byte plain copies. No atomics anywhere.
 //
 // Bytes and time, mambaout_tiny stage 1, batch 256, bf16 (P = 802,816 pixels, h = 256, cc = 96,
 // id = 160; one channel of all pixels = 1.6 MB); measured on one H200 (tools/mo_bench_kernels):
 //   forward : read z 822 MB, write m 411 MB (+ conv_out 154 MB in training): ~330 / 375 µs of memory at
-//             ~3.7 TB/s. Measured 0.85 ms (training), 0.82 ms (inference): the identity pass runs at
-//             memory speed, the conv kernel is instruction-bound (Nsight Compute: 27% of its
-//             instructions FFMA, 3.5 warps per scheduler).
+//             ~3.7 TB/s. Inference 0.82 ms with the 14-row kernel of 2 rows a thread, 0.59 ms with
+//             gate_conv_kernel (stage 2 0.41 → 0.29, stage 3 0.21 → 0.18, stage 4 0.19 → 0.09 ms; the
+//             18 forward calls of tiny 6.1 → 4.6 ms): docs/optimization_notes.md item 24.
 //   backward: elementwise pass 2.06 GB (~560 µs of memory), dgrad and wgrad 308 MB each; 1.30 ms measured.
-//   History, predictions and the variants that lost: docs/optimization_notes.md items 12–18.
-// Stage 4 (7×7, h = 1536, cc = 576): the same traffic per pixel × 6 on 1/64 of the pixels; the 14-row
-// tile is half empty there (~4% of the model's conv work).
+//   History, predictions and the variants that lost: docs/optimization_notes.md items 12–18 and 24.
 #include "ops/fused/gated_dwconv.h"
 
 #include "ops/conv/dwconv2d_kernels.cuh"
@@ -70,9 +68,24 @@ __device__ __forceinline__ void stv(T* p, const Vec<T, V>& v) {
 }
 // erf(u) by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7, branch-free; the CPU kernels use the same
 // formula), given e = exp(−u²), which GELU's derivative reuses: ~12 instructions against erff's ~25.
+// FTZ: the reciprocal as the flush-to-zero MUFU instruction, without __fdividef's denormal guards: d =
+// 1 + 0.33|u| ≥ 1 is never denormal, so the bits are the same (docs/optimization_notes.md item 24).
+__device__ __forceinline__ float rcp_ftz(float d) {
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(d));
+  return r;
+}
+// __expf's 2^(x · log2 e) without its denormal guard: where exp(−u²) is denormal (|u| > 9.3) and flushed
+// to 0, erf's 1 − p·t·e rounds to 1 either way, so GELU's value keeps its bits
+__device__ __forceinline__ float exp_ftz(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x * 1.4426950408889634f));
+  return r;
+}
+template <bool FTZ = false>
 __device__ __forceinline__ float erf_as(float u, float e) {
   const float au = fabsf(u);
-  const float t = __fdividef(1.0f, fmaf(0.3275911f, au, 1.0f));
+  const float t = FTZ ? rcp_ftz(fmaf(0.3275911f, au, 1.0f)) : __fdividef(1.0f, fmaf(0.3275911f, au, 1.0f));
   float p = fmaf(1.061405429f, t, -1.453152027f);
   p = fmaf(p, t, 1.421413741f);
   p = fmaf(p, t, -0.284496736f);
@@ -87,6 +100,17 @@ __device__ __forceinline__ float act_f(Act a, float x) {
     return x * fmaf(0.5f, erf_as(u, __expf(-u * u)), 0.5f);
   }
   return x * (1.0f / (1.0f + expf(-x)));
+}
+// act_f with the activation known at compile time (no branch per output) and GELU's guards dropped (FTZ):
+// the same bits as act_f
+template <Act A>
+__device__ __forceinline__ float act_t(float x) {
+  if constexpr (A == Act::gelu) {
+    const float u = x * 0.70710678118654752440f;
+    return x * fmaf(0.5f, erf_as<true>(u, exp_ftz(-u * u)), 0.5f);
+  } else {
+    return x * (1.0f / (1.0f + expf(-x)));
+  }
 }
 // value and derivative together (one exponential)
 __device__ __forceinline__ void act_fd(Act a, float x, float& v, float& d) {
@@ -225,21 +249,190 @@ __global__ void __launch_bounds__(256) gate_identity_forward(const T* __restrict
   }
 }
 
-// The 14×7-tile depthwise conv, two uses:
-//   GATE (forward): out[p, c] = act(g[p, c]) ⊙ conv(c)[p, c] with g = gsrc (ld_g), conv = bias + w ⋆ in;
-//                   conv_out (when not null) also gets the rounded conv;
-//   !GATE (input gradient of the conv): out[p, c] = w' ⋆ in with w' the flipped weights, no bias.
-// Persistent blocks (cb, s) walk over tiles s, s + S, ... with two shared-memory stages: the copies of
-// the next tile's 20×13 halo of `in` (and, GATE, its g) run while the current tile is computed.
-template <typename T, int V, bool GATE>
-__global__ void __launch_bounds__(THREADS, kForwardMinBlocks)
-    conv14_kernel(const T* __restrict__ in, int64_t ld_in, const T* __restrict__ gsrc, int64_t ld_g,
-                  const T* __restrict__ w, const T* __restrict__ bias, T* __restrict__ out, int64_t ld_out,
-                  T* __restrict__ conv_out, Geo g, Act act) {
+// The forward conv kernel: m[p, id + c] = act(g[p, id + c]) · round(bias[c] + (w ⋆ c)[p, c]) for the cc
+// conv channels (conv_out, with OUT, also gets the rounded conv). Tiles of TH × 7 pixels, TH fitted to
+// the map (tile_height); a warp owns RPT = 4 output rows of the tile (the last one TH % 4), each thread 4
+// rows × 7 columns of one channel: the 10 halo rows of 13 it needs are read and converted once for 28
+// outputs. Persistent blocks (cb, s) take tiles s, s + S, ...; two shared-memory stages (the next tile's
+// halo of c and its g arrive by cp.async while the current tile is computed); the channel's 49 weights in
+// registers. Offsets inside an image are 32-bit (H·W·2h < 2^31, checked), the image's base 64-bit.
+constexpr int RPT = 4;  // output rows per thread of the forward conv kernel
+
+// Tile of TH rows: NW warps of RPT rows. MINB, the blocks per SM of the launch bounds: bf16 14-16 warps
+// per SM (≤ 128 registers a thread), fp32 what its shared memory allows (7-8 warps per SM).
+template <int TH, int ES>
+struct GateTile {
+  static constexpr int NW = (TH + RPT - 1) / RPT, THREADS = 32 * NW, HH = TH + K - 1;
+  static constexpr int HPIX = HH * HW, TPIX = TH * TW;
+  static constexpr int MINB = (ES == 2 ? 16 : 8) / NW;
+};
+
+struct GateGeo {
+  int64_t img = 0;  // elements of z per image (H · W · 2h)
+  int tiles = 0, H = 0, W = 0, ncb = 1, cc = 0, ld = 0, ld_out = 0, img_out = 0, img_conv = 0;
+  FastDiv div_w, div_h;  // by the tiles per row, per column
+};
+
+// Starts copying the ER×EC-pixel block at image pixel (pi, pj) of one image's slice `img` (element
+// (pixel q, channel ch) at img[q·ld + ch], 32-bit offsets) into s ([pixel][CB], raw T), channels
+// c0 .. c0 + CB of which those < cc exist; pixels outside the image and missing channels read as 0.
+// A thread keeps one V-channel item position (THREADS is a multiple of CB / V) and walks over pixels
+// with its row and column stepped (no division in the loop); the channel test is made once.
+template <typename T, int V, int ER, int EC, int NT>
+__device__ __forceinline__ void issue_image_block(T* __restrict__ s, const T* __restrict__ img, const GateGeo& g,
+                                                  int pi, int pj, int c0) {
+  constexpr int NQ = CB / V, BYTES = V * static_cast<int>(sizeof(T)), STEP = NT / NQ;
+  static_assert(NT % NQ == 0, "a thread's channel item must not change between its pixels");
+  const int q = static_cast<int>(threadIdx.x) % NQ, ch = c0 + q * V;
+  const int cbytes = max(0, min(V, g.cc - ch)) * static_cast<int>(sizeof(T));  // of this item's channels
+  int pix = static_cast<int>(threadIdx.x) / NQ, r = pix / EC, col = pix % EC;
+  for (; pix < ER * EC; pix += STEP) {
+    const int gi = pi + r, gj = pj + col;
+    const bool inside = static_cast<unsigned>(gi) < static_cast<unsigned>(g.H) &&
+                        static_cast<unsigned>(gj) < static_cast<unsigned>(g.W);
+    const int nbytes = inside ? cbytes : 0;
+    const int off = nbytes > 0 ? (gi * g.W + gj) * g.ld + ch : 0;
+    T* d = s + pix * CB + q * V;
+    if constexpr (BYTES >= 4) {
+      dwk::cp_async<BYTES>(d, img + off, nbytes);
+    } else {
+      *d = nbytes > 0 ? img[off] : cu::from_float<T>(0.0f);
+    }
+    r += STEP / EC;
+    col += STEP % EC;
+    if (col >= EC) {
+      col -= EC;
+      ++r;
+    }
+  }
+}
+
+// acc[a][j] = b0 + Σ_{u,v} w[u,v] · x[a + u][j + v] for NR rows from the halo rows at sx (raw, converted
+// as read, each row once for the NR outputs it feeds); per output u, v ascending (a fixed order).
+template <typename T, int NR>
+__device__ __forceinline__ void conv_rows(const T* __restrict__ sx, const float (&wr)[KK], float b0,
+                                          float (&acc)[NR][TW]) {
+#pragma unroll
+  for (int a = 0; a < NR; ++a)
+#pragma unroll
+    for (int j = 0; j < TW; ++j) acc[a][j] = b0;
+#pragma unroll
+  for (int q = 0; q < NR + K - 1; ++q) {
+    float x[HW];
+#pragma unroll
+    for (int k = 0; k < HW; ++k) x[k] = cu::to_float(sx[(q * HW + k) * CB]);
+#pragma unroll
+    for (int a = 0; a < NR; ++a) {
+      const int u = q - a;
+      if (u < 0 || u >= K) continue;
+#pragma unroll
+      for (int v = 0; v < K; ++v)
+#pragma unroll
+        for (int j = 0; j < TW; ++j) acc[a][j] = fmaf(wr[u * K + v], x[j + v], acc[a][j]);
+    }
+  }
+}
+
+// in, gsrc: z's c and g slices (row stride g.ld = 2h); out: m + id (row stride h); conv_out (P, cc).
+// SiLU kernels take fp32's register budget (its IEEE reciprocal's slow-path call spilled at 128).
+template <typename T, int V, int TH, Act A, bool OUT>
+__global__ void __launch_bounds__(GateTile<TH, sizeof(T)>::THREADS, GateTile<TH, A == Act::gelu ? sizeof(T) : 4>::MINB)
+    gate_conv_kernel(const T* __restrict__ in, const T* __restrict__ gsrc, const T* __restrict__ w,
+                     const T* __restrict__ bias, T* __restrict__ out, T* __restrict__ conv_out, GateGeo g) {
+  using TL = GateTile<TH, sizeof(T)>;
+  constexpr int GHPIX = TL::HPIX, GTPIX = TL::TPIX, NT = TL::THREADS;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  constexpr int GP = GATE ? TPIX : 0;
-  T* s_x = reinterpret_cast<T*>(smem_raw);   // [2][HPIX][CB] halo of `in`, raw
-  T* s_g = s_x + 2 * HPIX * CB;              // [2][GP][CB] g of the tile, raw (GATE)
+  T* s_x = reinterpret_cast<T*>(smem_raw);  // [2][GHPIX][CB] halo of c, raw
+  T* s_g = s_x + 2 * GHPIX * CB;            // [2][GTPIX][CB] g of the tile, raw
+  const int cb = static_cast<int>(blockIdx.x % g.ncb);
+  const int s0 = static_cast<int>(blockIdx.x / g.ncb), ns = static_cast<int>(gridDim.x / g.ncb);
+  const int lane = threadIdx.x % 32, wp = threadIdx.x / 32;
+  const int c0 = cb * CB, c = c0 + lane;
+  const bool cok = c < g.cc;
+  auto decode = [&](int t, int& b, int& i0, int& j0) {
+    uint32_t q, r, q2, r2;
+    g.div_w.divmod(static_cast<uint32_t>(t), q, r);
+    g.div_h.divmod(q, q2, r2);
+    j0 = static_cast<int>(r) * TW;
+    i0 = static_cast<int>(r2) * TH;
+    b = static_cast<int>(q2);
+  };
+  auto issue = [&](int t, int st) {
+    int b, i0, j0;
+    decode(t, b, i0, j0);
+    const int64_t base = b * g.img;
+    issue_image_block<T, V, TL::HH, HW, NT>(s_x + st * GHPIX * CB, in + base, g, i0 - R, j0 - R, c0);
+    issue_image_block<T, V, TH, TW, NT>(s_g + st * GTPIX * CB, gsrc + base, g, i0, j0, c0);
+  };
+  if (s0 < g.tiles) issue(s0, 0);
+  dwk::cp_async_commit();
+  // the block's 32 × 49 weights, read coalesced through stage 1 (no copy is writing there yet)
+  float wr[KK];
+  {
+    float* scratch = reinterpret_cast<float*>(s_x + GHPIX * CB);
+    for (int e = threadIdx.x; e < CB * KK; e += NT) {
+      const int l = e / KK, tap = e % KK;
+      scratch[tap * CB + l] = c0 + l < g.cc ? cu::to_float(w[static_cast<int64_t>(c0) * KK + e]) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int tap = 0; tap < KK; ++tap) wr[tap] = scratch[tap * CB + lane];
+    __syncthreads();
+  }
+  const float b0 = cok ? cu::to_float(bias[c]) : 0.0f;
+  const int r0 = RPT * wp;  // the warp's first row in the tile
+  // NR rows of the tile from r0: conv, then m = act(g) · round(conv) (32-bit offsets inside the image)
+  auto rows = [&](auto nr, const T* sx, const T* sg, int b, int i0, int j0) {
+    constexpr int NR = decltype(nr)::value;
+    float acc[NR][TW];
+    conv_rows<T, NR>(sx + r0 * HW * CB + lane, wr, b0, acc);
+    if (!cok) return;
+    const int ncol = min(TW, g.W - j0);
+    T* out_img = out + b * static_cast<int64_t>(g.img_out) + c;
+#pragma unroll
+    for (int a = 0; a < NR; ++a) {
+      const int i = i0 + r0 + a;
+      if (i >= g.H) continue;
+      T* po = out_img + (i * g.W + j0) * g.ld_out;
+      const T* pg = sg + (r0 + a) * TW * CB + lane;
+#pragma unroll
+      for (int j = 0; j < TW; ++j, po += g.ld_out) {
+        if (j >= ncol) continue;
+        const T cq = cu::from_float<T>(acc[a][j]);  // m uses the rounded conv, the value backward reads
+        if constexpr (OUT) conv_out[b * static_cast<int64_t>(g.img_conv) + (i * g.W + j0 + j) * g.cc + c] = cq;
+        *po = cu::from_float<T>(act_t<A>(cu::to_float(pg[j * CB])) * cu::to_float(cq));
+      }
+    }
+  };
+  int buf = 0;
+  for (int t = s0; t < g.tiles; t += ns, buf ^= 1) {
+    if (t + ns < g.tiles) issue(t + ns, buf ^ 1);
+    dwk::cp_async_commit();
+    dwk::cp_async_wait<1>();  // this tile's copies (all but the group just committed) are done
+    __syncthreads();
+    int b, i0, j0;
+    decode(t, b, i0, j0);
+    const T* sx = s_x + buf * GHPIX * CB;
+    const T* sg = s_g + buf * GTPIX * CB;
+    if constexpr (TH % RPT == 0) {
+      rows(std::integral_constant<int, RPT>{}, sx, sg, b, i0, j0);
+    } else {
+      if (wp < TH / RPT) rows(std::integral_constant<int, RPT>{}, sx, sg, b, i0, j0);
+      else rows(std::integral_constant<int, TH % RPT>{}, sx, sg, b, i0, j0);
+    }
+    __syncthreads();  // stage `buf` is refilled on the next iteration; everyone must be done reading it
+  }
+}
+
+// The conv's input gradient on 14×7 tiles: out[p, c] = w' ⋆ in with w' the flipped weights, no bias.
+// Persistent blocks (cb, s) walk over tiles s, s + S, ... with two shared-memory stages: the copies of
+// the next tile's 20×13 halo of `in` run while the current tile is computed.
+template <typename T, int V>
+__global__ void __launch_bounds__(THREADS, kForwardMinBlocks)
+    conv14_kernel(const T* __restrict__ in, int64_t ld_in, const T* __restrict__ w, T* __restrict__ out,
+                  int64_t ld_out, Geo g) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* s_x = reinterpret_cast<T*>(smem_raw);  // [2][HPIX][CB] halo of `in`, raw
   const int cb = static_cast<int>(blockIdx.x % g.ncb);
   const int64_t s0 = blockIdx.x / g.ncb, ns = gridDim.x / g.ncb;
   const int lane = threadIdx.x % 32, wp = threadIdx.x / 32;
@@ -250,13 +443,11 @@ __global__ void __launch_bounds__(THREADS, kForwardMinBlocks)
     int i0, j0;
     decode_tile(t, g, b, i0, j0);
     issue_block<T, V, HH, HW>(s_x + st * HPIX * CB, in, ld_in, g.cc, g, b, i0 - R, j0 - R, c0);
-    if constexpr (GATE) issue_block<T, V, TH, TW>(s_g + st * GP * CB, gsrc, ld_g, g.cc, g, b, i0, j0, c0);
   };
   if (s0 < g.tiles) issue(s0, 0);
   dwk::cp_async_commit();
   float wr[KK];
-  load_weights<T, !GATE>(wr, w, c0, lane, g.cc, reinterpret_cast<float*>(s_x + HPIX * CB));  // stage 1
-  const float b0 = GATE && cok ? cu::to_float(bias[c]) : 0.0f;
+  load_weights<T, true>(wr, w, c0, lane, g.cc, reinterpret_cast<float*>(s_x + HPIX * CB));  // stage 1
   int buf = 0;
   for (int64_t t = s0; t < g.tiles; t += ns, buf ^= 1) {
     if (t + ns < g.tiles) issue(t + ns, buf ^ 1);
@@ -267,7 +458,7 @@ __global__ void __launch_bounds__(THREADS, kForwardMinBlocks)
     int i0, j0;
     decode_tile(t, g, b, i0, j0);
     float acc[2][TW];
-    conv_tile(s_x + buf * HPIX * CB, wr, wp, lane, b0, acc);
+    conv_tile(s_x + buf * HPIX * CB, wr, wp, lane, 0.0f, acc);
     if (cok) {
 #pragma unroll
       for (int a = 0; a < 2; ++a) {
@@ -275,15 +466,7 @@ __global__ void __launch_bounds__(THREADS, kForwardMinBlocks)
 #pragma unroll
         for (int j = 0; j < TW; ++j) {
           if (i >= g.H || j0 + j >= g.W) continue;
-          const int64_t p = pixel(g, b, i, j0 + j);
-          const T cq = cu::from_float<T>(acc[a][j]);  // m uses the rounded conv, the value backward reads
-          if constexpr (GATE) {
-            const float gv = cu::to_float(s_g[(buf * GP + (2 * wp + a) * TW + j) * CB + lane]);
-            if (conv_out != nullptr) conv_out[p * g.cc + c] = cq;
-            out[p * ld_out + c] = cu::from_float<T>(act_f(act, gv) * cu::to_float(cq));
-          } else {
-            out[p * ld_out + c] = cq;
-          }
+          out[pixel(g, b, i, j0 + j) * ld_out + c] = cu::from_float<T>(acc[a][j]);
         }
       }
     }
@@ -406,22 +589,50 @@ __global__ void __launch_bounds__(256) gate_backward_ew(const T* __restrict__ dm
   }
 }
 
-// Shared memory of conv14_kernel (two raw stages of the halo, and of g with GATE) and
-// of wgrad14_kernel (two stages of the x halo and the dy tile; the warps' sums).
+// Shared memory of conv14_kernel (two raw stages of the halo), of gate_conv_kernel (two of the halo and of
+// g) and of wgrad14_kernel (two stages of the x halo and the dy tile; the warps' sums).
 template <typename T>
-size_t conv14_smem(bool gate) {
-  return static_cast<size_t>(2 * (HPIX + (gate ? TPIX : 0))) * CB * sizeof(T);
+size_t conv14_smem() {
+  return static_cast<size_t>(2 * HPIX) * CB * sizeof(T);
+}
+template <typename T, int TH>
+size_t gate_conv_smem() {
+  return static_cast<size_t>(2 * (GateTile<TH, sizeof(T)>::HPIX + GateTile<TH, sizeof(T)>::TPIX)) * CB * sizeof(T);
 }
 template <typename T>
 size_t wgrad14_smem() {
   return static_cast<size_t>(2 * (HPIX + TPIX)) * CB * sizeof(T) + static_cast<size_t>(KK + 1) * CB * sizeof(float);
 }
 
-// Blocks of `kern` that fit on the GPU at once with `smem` bytes each, after allowing that much.
+// Slices of a persistent launch of `kern` (NT threads, `smem` bytes a block, after allowing that much and
+// the largest shared-memory carveout): as many as fit on the GPU at once beside each other for the ncb
+// channel blocks, rounded down (rounded up, a second wave of a few blocks starts when the first ends:
+// stage 4's 18 channel blocks × 15 slices were 270 blocks for 264 resident), at most one per tile.
 template <typename Kern>
-int64_t resident_blocks(Kern kern, size_t smem, int dev) {
+int64_t slices(Kern kern, int nt, size_t smem, int dev, int64_t ncb, int64_t tiles) {
   CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  return cu::resident_blocks(kern, THREADS, smem, dev);
+  CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+  return std::max<int64_t>(1, std::min<int64_t>(tiles, cu::resident_blocks(kern, nt, smem, dev) / ncb));
+}
+
+// Of the forward conv's tile heights {28, 14, 7}, the one that computes the fewest rows of an H-row map
+// (ties: the taller): no empty rows at any mambaout stage (56, 28, 14, 7).
+int gate_tile_height(int64_t H) {
+  int best = 28;
+  for (int th : {14, 7})
+    if ((H + th - 1) / th * th < (H + best - 1) / best * best) best = th;
+  return best;
+}
+
+template <typename T, int V, int TH, Act A, bool OUT>
+void launch_gate_conv(const T* zp, int64_t h, int64_t id, const T* w, const T* b, T* mp, T* cp, const GateGeo& g,
+                      int dev) {
+  auto kern = gate_conv_kernel<T, V, TH, A, OUT>;
+  constexpr int NT = GateTile<TH, sizeof(T)>::THREADS;
+  const int64_t S = slices(kern, NT, gate_conv_smem<T, TH>(), dev, g.ncb, g.tiles);
+  kern<<<static_cast<unsigned>(S * g.ncb), NT, gate_conv_smem<T, TH>(), stream()>>>(zp + h + id, zp + id, w, b,
+                                                                                  mp + id, cp, g);
+  CUDA_CHECK_LAUNCH();
 }
 
 void check_gated(const char* op, const Tensor& z, const Tensor& w, const Tensor& b, int64_t h) {
@@ -493,16 +704,41 @@ void gated_dwconv_forward(const Tensor& z, const Tensor& w, const Tensor& b, int
     }
     if (cc == 0) return;
     // conv part: copy items as wide as both slices (g and c of z, row stride 2h) allow
+    const int64_t B = z.size(0), H = z.size(1), W = z.size(2);
+    MO_CHECK(H * W * 2 * h < (int64_t{1} << 31), "gated_dwconv (CUDA): z {} has 2^31 or more elements per image",
+             z.str());
+    const int th = gate_tile_height(H);
+    const int64_t tiles = B * ((H + th - 1) / th) * ((W + TW - 1) / TW);
+    MO_CHECK(tiles < (int64_t{1} << 30), "gated_dwconv (CUDA): z {} has 2^30 or more tiles", z.str());
+    GateGeo g;
+    g.H = static_cast<int>(H);
+    g.W = static_cast<int>(W);
+    g.cc = static_cast<int>(cc);
+    g.ld = static_cast<int>(2 * h);
+    g.ld_out = static_cast<int>(h);
+    g.img = H * W * 2 * h;
+    g.img_out = static_cast<int>(H * W * h);
+    g.img_conv = static_cast<int>(H * W * cc);
+    g.tiles = static_cast<int>(tiles);
+    g.div_w = FastDiv((W + TW - 1) / TW);
+    g.div_h = FastDiv((H + th - 1) / th);
+    g.ncb = static_cast<int>((cc + CB - 1) / CB);
+    const T *wp = cu::ptr<T>(w), *bp = cu::ptr<T>(b);
     dwk::with_width<T>(dwk::load_width<T>({{zp + id, 2 * h}, {zp + h + id, 2 * h}}), [&](auto vwc) {
       constexpr int V = decltype(vwc)::value;
-      const Geo g = make_geo(z, h, cc);
-      auto kern = conv14_kernel<T, V, true>;
-      const size_t smem = conv14_smem<T>(true);
-      const int64_t S = std::max<int64_t>(
-          1, std::min<int64_t>(g.tiles, (resident_blocks(kern, smem, dev) + g.ncb - 1) / g.ncb));
-      kern<<<static_cast<unsigned>(S * g.ncb), THREADS, smem, stream()>>>(
-          zp + h + id, 2 * h, zp + id, 2 * h, cu::ptr<T>(w), cu::ptr<T>(b), mp + id, h, cp, g, act);
-      CUDA_CHECK_LAUNCH();
+      auto by_th = [&](auto th_c) {
+        constexpr int TH = decltype(th_c)::value;
+        auto by_act = [&](auto out_c) {
+          constexpr bool OUT = decltype(out_c)::value;
+          if (act == Act::gelu) launch_gate_conv<T, V, TH, Act::gelu, OUT>(zp, h, id, wp, bp, mp, cp, g, dev);
+          else launch_gate_conv<T, V, TH, Act::silu, OUT>(zp, h, id, wp, bp, mp, cp, g, dev);
+        };
+        if (cp != nullptr) by_act(std::true_type{});
+        else by_act(std::false_type{});
+      };
+      if (th == 28) by_th(std::integral_constant<int, 28>{});
+      else if (th == 14) by_th(std::integral_constant<int, 14>{});
+      else by_th(std::integral_constant<int, 7>{});
     });
   });
 }
@@ -556,12 +792,10 @@ void gated_dwconv_backward(const Tensor& dm, const Tensor& z, const Tensor& w, c
     // dc = dconv ⋆ flipped w, straight into dz's last cc channels
     dwk::with_width<T>(dwk::load_width<T>({{dcp, cc}}), [&](auto vwc) {
       constexpr int V = decltype(vwc)::value;
-      auto kern = conv14_kernel<T, V, false>;
-      const size_t smem = conv14_smem<T>(false);
-      const int64_t S = std::max<int64_t>(
-          1, std::min<int64_t>(gg.tiles, (resident_blocks(kern, smem, dev) + gg.ncb - 1) / gg.ncb));
-      kern<<<static_cast<unsigned>(S * gg.ncb), THREADS, smem, stream()>>>(dcp, cc, nullptr, 0, cu::ptr<T>(w), nullptr,
-                                                                          dzp + h + id, Z, nullptr, gg, act);
+      auto kern = conv14_kernel<T, V>;
+      const size_t smem = conv14_smem<T>();
+      const int64_t S = slices(kern, THREADS, smem, dev, gg.ncb, gg.tiles);
+      kern<<<static_cast<unsigned>(S * gg.ncb), THREADS, smem, stream()>>>(dcp, cc, cu::ptr<T>(w), dzp + h + id, Z, gg);
       CUDA_CHECK_LAUNCH();
     });
     // dw, db: per-slice partials, then a fixed-order sum over the slices
@@ -569,8 +803,7 @@ void gated_dwconv_backward(const Tensor& dm, const Tensor& z, const Tensor& w, c
       constexpr int V = decltype(vwc)::value;
       auto kern = wgrad14_kernel<T, V>;
       const size_t smem = wgrad14_smem<T>();
-      const int64_t S = std::max<int64_t>(
-          1, std::min<int64_t>(gg.tiles, (resident_blocks(kern, smem, dev) + gg.ncb - 1) / gg.ncb));
+      const int64_t S = slices(kern, THREADS, smem, dev, gg.ncb, gg.tiles);
       Tensor part_w = Tensor::empty({S, cc, KK}, DType::f32, z.device());
       Tensor part_b = Tensor::empty({S, cc}, DType::f32, z.device());
       kern<<<static_cast<unsigned>(S * gg.ncb), THREADS, smem, stream()>>>(dcp, cc, zp + h + id, Z, gg,
