@@ -50,7 +50,7 @@ TEST(CudaAttention, SharpSoftmaxMatchesCpu) {
 }
 
 TEST(CudaAttention, EntryPointsTakeMisalignedTensors) {
-  // cuda::attention_forward / _backward with qkv, out, dout and dqkv each 3 elements into a buffer of 7s:
+  // cuda::attention_forward / _backward with qkv, out, lse, dout and dqkv each 3 elements into a buffer of 7s:
   // the same bits as on fresh tensors, and the buffers outside the views untouched
   if (!mo::cuda_available()) GTEST_SKIP();
 #ifdef MO_WITH_CUDA  // the entry points exist only in a CUDA build
@@ -60,26 +60,27 @@ TEST(CudaAttention, EntryPointsTakeMisalignedTensors) {
     for (bool causal : {false, true}) {
       SCOPED_TRACE(std::string(dtype_name(dt)) + (causal ? " causal" : " full"));
       auto off = [&](const Tensor& src) {  // {buffer, view holding src}
-        Tensor buf = Tensor::full({src.numel() + 6}, 7.0, dt, g);
+        Tensor buf = Tensor::full({src.numel() + 6}, 7.0, src.dtype(), g);
         Tensor v = buf.as_strided(src.shape(), contiguous_strides(src.shape()), 3);
         v.copy_(src);
         return std::pair{buf, v};
       };
       Tensor qkv = randn({B, L, 3 * H * 64}, 71).to(dt).to(g), dout = randn({B, L, H * 64}, 72).to(dt).to(g);
       Tensor out = Tensor::zeros({B, L, H * 64}, dt, g), dqkv = Tensor::zeros(qkv.shape(), dt, g);
-      Tensor lse = Tensor::empty({B, H, L}, DType::f32, g), lse2 = Tensor::empty({B, H, L}, DType::f32, g);
+      Tensor lse = Tensor::empty({B, H, L}, DType::f32, g);
       cuda::attention_forward(qkv, H, causal, out, lse);
       cuda::attention_backward(dout, qkv, out, lse, H, causal, dqkv);
       auto [qb, q] = off(qkv);
       auto [db, d] = off(dout);
       auto [ob, o] = off(Tensor::zeros(out.shape(), dt, g));
       auto [gb, dq] = off(Tensor::zeros(qkv.shape(), dt, g));
+      auto [lb, lse2] = off(Tensor::zeros(lse.shape(), DType::f32, g));
       cuda::attention_forward(q, H, causal, o, lse2);
       cuda::attention_backward(d, q, o, lse2, H, causal, dq);
       EXPECT_TRUE(mo::test::bit_identical(o, out, "out"));
       EXPECT_TRUE(mo::test::bit_identical(lse2, lse, "lse"));
       EXPECT_TRUE(mo::test::bit_identical(dq, dqkv, "dqkv"));
-      for (const Tensor& buf : {ob, gb}) {
+      for (const Tensor& buf : {ob, gb, lb}) {
         const auto v = buf.to(DType::f32).to(Device::cpu()).to_vector<float>();
         for (size_t i : {size_t(0), size_t(2), v.size() - 3, v.size() - 1}) EXPECT_EQ(v[i], 7.0f) << i;
       }
@@ -97,8 +98,8 @@ TEST(CudaAttention, HeadDimOtherThan64AndMisshapenOutputsAreRefused) {
   const Device g = Device::cuda(0);
   Tensor qkv2 = Tensor::zeros({2, 5, 3 * 2 * 64}, DType::bf16, g);  // 2 heads: out must be (2, 5, 128)
   Tensor out = Tensor::empty({2, 5, 64}, DType::bf16, g), lse = Tensor::empty({2, 2, 5}, DType::f32, g);
-  EXPECT_NE(mo::test::error_of([&] { cuda::attention_forward(qkv2, 2, false, out, lse); }).find("out bfloat16[2, 5, 64]"),
-            std::string::npos);
+  const std::string err = mo::test::error_of([&] { cuda::attention_forward(qkv2, 2, false, out, lse); });
+  EXPECT_NE(err.find("out bfloat16[2, 5, 64]"), std::string::npos) << err;
 #endif
 }
 
