@@ -1,8 +1,7 @@
 // mo_bench_kernels: times the fused CUDA kernels (layer_norm, dwconv2d, gated_dwconv; forward and
 // backward, called through their mo::cuda entry points, no autograd) and the dense convolutions against
 // cuDNN (tools/bench/conv2d_cudnn.cu, the path that lost) at the mambaout_tiny shapes, and the attention
-// kernel at ViT-S/16's shape (scripts/bench/sdpa_peer.py times PyTorch's SDPA on the same one; bf16 also
-// the FA2-style experiment tools/bench/attention_fa2.cu, after a max-|diff| line against the op) with
+// kernel at ViT-S/16's shape (scripts/bench/sdpa_peer.py times PyTorch's SDPA on the same one) with
 // CUDA events: warm-up, then the mean of N runs. Prints the time, the bytes each call must move (the
 // model in the .cu files' comments) and the achieved GB/s (attention: TFLOP/s of its matrix products).
 // Fresh random data (never zeros).
@@ -27,7 +26,6 @@
 #include "tools/common/cli.h"
 #ifdef MO_WITH_CUDA
 #include "autograd/cuda_check.h"
-#include "tools/bench/attention_fa2.h"
 #include "tools/bench/conv2d_cudnn.h"
 #include "tools/bench/gate_conv_exp.h"
 #endif
@@ -144,9 +142,6 @@ void bench_gated(Bench& bench, DType dt, int64_t B, int64_t H, int64_t h, int64_
             [&] { cuda::gated_dwconv_backward(dm, z, w, conv, h, Act::gelu, dz, dw, db); });
 }
 
-// The dense 3×3 stride-2 convolutions of mambaout_tiny: ops/conv's im2col + cuBLASLt path (the op) against
-// cuDNN (tools/bench/conv2d_cudnn.cu; its direct kernels where cuDNN is absent), forward and backward,
-// with the largest relative difference between the two results printed beside the times.
 // max |a − b| over all elements; infinite when either holds a NaN or an infinity (so it cannot hide).
 double max_abs_diff(const Tensor& a, const Tensor& b) {
   auto va = a.to(DType::f32).to(Device::cpu()).to_vector<float>(), vb = b.to(DType::f32).to(Device::cpu()).to_vector<float>();
@@ -167,35 +162,8 @@ double rel_diff(const Tensor& a, const Tensor& b) {
   return den > 0 ? num / den : num;
 }
 
-std::string attention_tag(const char* name, int64_t B, int64_t L, int64_t H, bool causal) {
-  return std::string(name) + (causal ? " causal " : " full ") + std::to_string(B) + "x" + std::to_string(L) + " h" +
-         std::to_string(H);
-}
-
-// The FA2 experiment (tools/bench/attention_fa2.cu) against the op's kernels on the same fresh bf16 data:
-// max |diff| of out and lse (forward), and of dqkv relative to its largest element (both backwards given
-// the op's out and lse). Expected: one bf16 step of |out| ≤ ~1 (≲ 1e-2), fp32 noise for lse, ≲ 1e-2 for dqkv.
-void check_fa2(Bench& bench, int64_t B, int64_t L, int64_t H, bool causal, const char* name) {
-  const std::string tag = attention_tag(name, B, L, H, causal);
-  if (!bench.wanted("attention fa2 fwd " + tag) && !bench.wanted("attention fa2 bwd " + tag)) return;
-  const Device g = Device::cuda(0);
-  Tensor qkv = random_tensor({B, L, 3 * H * 64}, DType::bf16), dout = random_tensor({B, L, H * 64}, DType::bf16);
-  Tensor out1 = Tensor::empty({B, L, H * 64}, DType::bf16, g), out2 = Tensor::empty({B, L, H * 64}, DType::bf16, g);
-  Tensor lse1 = Tensor::empty({B, H, L}, DType::f32, g), lse2 = Tensor::empty({B, H, L}, DType::f32, g);
-  Tensor d1 = Tensor::empty(qkv.shape(), DType::bf16, g), d2 = Tensor::empty(qkv.shape(), DType::bf16, g);
-  cuda::attention_forward(qkv, H, causal, out1, lse1);
-  bench::fa2_attention_forward(qkv, H, causal, out2, lse2);
-  cuda::attention_backward(dout, qkv, out1, lse1, H, causal, d1);
-  bench::fa2_attention_backward(dout, qkv, out1, lse1, H, causal, d2);
-  const double dout_ = max_abs_diff(out1, out2), dlse = max_abs_diff(lse1, lse2), dd = rel_diff(d2, d1);
-  const bool ok = dout_ <= 3e-2 && dlse <= 1e-3 && dd <= 3e-2;
-  std::printf("  attention fa2 vs op %s, max |diff|: out %.2e  lse %.2e  dqkv %.2e of its max%s\n", tag.c_str(),
-              dout_, dlse, dd, ok ? "" : "  MISMATCH");
-}
-
 // Attention on the packed qkv (B, L, 3·H·64), as a ViT block calls it. Matrix-product FLOPs: forward
 // 2 products of 2·L·L·D per head, backward 5 (the recomputed scores, dV, dP, dQ, dK); causal about half.
-// bf16 also times the FA2 experiment's forward and backward, after their correctness line.
 void bench_attention(Bench& bench, DType dt, int64_t B, int64_t L, int64_t H, bool causal, const char* name) {
   const int64_t D = 64;
   const double es = static_cast<double>(dtype_size(dt)), n = static_cast<double>(B * L * H * D);
@@ -203,20 +171,17 @@ void bench_attention(Bench& bench, DType dt, int64_t B, int64_t L, int64_t H, bo
   Tensor qkv = random_tensor({B, L, 3 * H * D}, dt), dout = random_tensor({B, L, H * D}, dt);
   Tensor out = Tensor::empty({B, L, H * D}, dt, Device::cuda(0)), dqkv = Tensor::empty(qkv.shape(), dt, Device::cuda(0));
   Tensor lse = Tensor::empty({B, H, L}, DType::f32, Device::cuda(0));
-  const std::string tag = attention_tag(name, B, L, H, causal);
+  const std::string tag = std::string(name) + (causal ? " causal " : " full ") + std::to_string(B) + "x" +
+                          std::to_string(L) + " h" + std::to_string(H);
   bench.run("attention fwd " + tag, 4 * n * es, [&] { cuda::attention_forward(qkv, H, causal, out, lse); }, 2 * mm);
   cuda::attention_forward(qkv, H, causal, out, lse);  // the backward's out and lse, also when --only skips the row above
   bench.run("attention bwd " + tag, 8 * n * es,
             [&] { cuda::attention_backward(dout, qkv, out, lse, H, causal, dqkv); }, 5 * mm);
-  if (dt != DType::bf16) return;
-  check_fa2(bench, B, L, H, causal, name);
-  bench.run("attention fa2 fwd " + tag, 4 * n * es,
-            [&] { bench::fa2_attention_forward(qkv, H, causal, out, lse); }, 2 * mm);
-  if (bench.wanted("attention fa2 bwd " + tag)) bench::fa2_attention_forward(qkv, H, causal, out, lse);  // its input
-  bench.run("attention fa2 bwd " + tag, 8 * n * es,
-            [&] { bench::fa2_attention_backward(dout, qkv, out, lse, H, causal, dqkv); }, 5 * mm);
 }
 
+// The dense 3×3 stride-2 convolutions of mambaout_tiny: ops/conv's im2col + cuBLASLt path (the op) against
+// cuDNN (tools/bench/conv2d_cudnn.cu; its direct kernels where cuDNN is absent), forward and backward,
+// with the largest relative difference between the two results printed beside the times.
 void bench_conv(Bench& bench, DType dt, int64_t B, int64_t H, int64_t Ci, int64_t Co, bool need_dx, const char* name) {
 #ifdef MO_WITH_CUDNN
   const char* peer = "cudnn";
@@ -360,10 +325,6 @@ int main(int argc, char** argv) {
     bench_conv(bench, dt, B, 14, 384, 576, true, "downsample3");
     bench_attention(bench, dt, B, 197, 6, false, "vit_s16");  // ViT-S/16 at 224: 196 patches + class token
     bench_attention(bench, dt, B, 197, 6, true, "vit_s16");
-    if (dt == DType::bf16) {  // the FA2 experiment on an odd small shape: partial tiles, rows and keys past L
-      check_fa2(bench, 2, 71, 2, false, "odd");
-      check_fa2(bench, 2, 71, 2, true, "odd");
-    }
     check_gated_exp_odd(bench, dt);  // the gate conv experiment, beside bench_gated's rows
     bench_gated_exp(bench, dt, B, 56, 256, 96, "stage1");
     bench_gated_exp(bench, dt, B, 28, 512, 192, "stage2");

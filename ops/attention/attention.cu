@@ -1,38 +1,61 @@
-// attention.cu: fused multi-head attention for head dim 64 (maths and the CPU twin: attention.cpp).
+// attention.cu: fused multi-head attention for head dim 64 (maths and the CPU twin: attention.cpp). Both
+// dtypes follow FlashAttention's idea (our own code): a block owns a tile of query (or key) rows of one
+// (batch, head) and walks the other side in tiles through shared memory, so the L×L scores never reach
+// global memory; the forward writes O and lse = m + log l (B, H, L) in fp32, natural log, as the CPU twin
+// does; the backward recomputes P = e^{s−lse}. Memory: O and lse/δ besides qkv, linear in L.
+// Backward, deterministic (no atomics) in both: δ_i = Σ_d dO_id·O_id per row; dK, dV per key block,
+// looping over the query tiles that see it; dQ per query block, looping over the key tiles it sees. Each
+// output element is summed by one thread in tile order and written once: the same bits on every run.
+// Causal: a query block stops at the key tile holding its last row, a key block starts at the query tile
+// holding its first key, so the tiles above the diagonal are never loaded (about half the work).
 //
-// Forward (FlashAttention's idea, our own code): a block owns 64 query rows of one (batch, head) and walks
-// the keys in tiles of 32 through shared memory, keeping per row a running max m and sum l in fp32 and the
-// output accumulator in registers: for each tile, m' = max(m, max_j s_j), acc ← acc·e^{m−m'} + Σ_j e^{s_j−m'} v_j,
-// l ← l·e^{m−m'} + Σ_j e^{s_j−m'}. The L×L scores never reach global memory; it writes O and lse = m + log l.
-// Four lanes share a row (each 8 of a tile's keys and 16 of the 64 output columns); row statistics are
-// combined with two xor-shuffles inside the warp.
-// Backward, deterministic (no atomics): δ_i = Σ_d dO_id·O_id (one warp per row); then dK, dV per 32-key block,
-// looping over the query blocks that see it (P = e^{s−lse} recomputed); then dQ per 32-query block,
-// looping over the key blocks it sees. Each output element is written once by one thread, summing in a
-// fixed order: the same bits on every run.
-// Causal: a query block stops at the key tile holding its last row, and a key block starts at the query
-// block holding its first row, so the tiles above the diagonal are never loaded (about half the work).
-// float32: the kernels below, converted to fp32 on the load into shared memory, all arithmetic fp32 FMAs
-// (exact enough for the fp32 tests, but 6 TFLOP/s: 2.3 + 7.4 ms per ViT-S/16 layer at batch 256).
-// bfloat16: the tensor-core kernels further down (WMMA 16×16×16 bf16 products, fp32 accumulators):
-//   - forward, per block 64 query rows (16 per warp), 64-key tiles: pass 1 keeps the running max and sum per
-//     row (S = Q·Kᵀ on tensor cores, the statistics from S in shared memory), pass 2 recomputes S and
-//     accumulates O = P·V with P = e^{s−lse} already normalised (rounded to bf16 as FlashAttention rounds P),
-//     so the accumulator fragments never need rescaling (their element layout is opaque in WMMA). One more
-//     Q·Kᵀ than the online form, none of its per-tile rescaling.
-//   - backward, the same two deterministic kernels as for fp32 on 64-row tiles: dK, dV per key block
-//     (Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, then dV += Pᵀ·dO, dK += dSᵀ·Q) and dQ per query block (S, dP, dQ += dS·K),
-//     dS rounded to bf16 before its products.
-//   Scores sit in shared memory as fp32 (row pitch 68); each row's bf16 P or dS overwrites the first half of
-//   the same row (pitch 136 bf16), so the two never collide across lanes. bf16 tiles have a 72-element pitch
-//   (144 bytes: 16-byte rows, ldmatrix without bank conflicts).
-// Memory: O (B·L·H·64) and lse/δ (B·H·L floats) besides qkv: linear in L.
+// bfloat16, the training path (docs/optimization_notes.md item 23, where it was an experiment beside the
+// kernel benchmark until it won): all products are raw mma.sync.m16n8k16 (bf16 in, fp32 accumulators) on
+// fragments read by ldmatrix (.trans where k runs along a tile's rows). The accumulator layout (PTX ISA
+// "Matrix Fragments for mma.m16n8k16"): lane (g = lane/4, t = lane%4) holds rows g and g + 8, columns
+// 2t, 2t + 1 of each 8-column block; the A layout of a 16-column step k is the C layout of the blocks 2k,
+// 2k + 1, so scores turned into P or dS are rounded to bf16 and fed back as A operands without leaving
+// the registers.
+//   Forward, per block 4 warps × 16 query rows, 64-key tiles of K and V double-buffered with cp.async
+//   (tile t + 1 lands while tile t is computed; one barrier per tile). Per warp and tile: S (16 × 64) =
+//   Q·Kᵀ (Q re-read from shared memory per tile, as FlashAttention-2 does: 16 registers fewer, ≤ 128 a
+//   lane); online softmax in registers: a row's max is 16 values a lane and two xor-shuffles over the
+//   row's 4 lanes, m' = max(m, max_j s_j·c), O ← O·2^{m−m'}, P = 2^{s·c−m'} (c = log₂e/√64),
+//   l ← l·2^{m−m'} + Σ P (lane-partial, summed over the row's lanes at the end); O += P·V. O/l goes
+//   through the warp's own Q rows to 16-byte stores; lse = (m + log₂ l)·ln 2.
+//   Backward: dK, dV per 64-key block (4 warps × 16 keys) over 32-query tiles (Q, dO, lse, δ
+//   double-buffered): Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, Pᵀ = 2^{Sᵀ·c − lse·log₂e}, dSᵀ = Pᵀ ⊙ (dPᵀ − δ),
+//   dV += Pᵀ·dO, dK += dSᵀ·Q; dQ per 64-query block over 32-key tiles: S, dP, dS as before, dQ += dS·K.
+//   Edges: rows at or past L are zero-filled and never stored; a warp whose rows all lie past L only helps
+//   load. 16-row blocks of a tile that none of the warp's rows needs (past L, causal above the diagonal)
+//   are skipped, so L = 197 computes 208 keys, not 256; masking runs only on the tiles that need it.
+//   Why 4 warps × 16 rows, not 8: at ViT's L = 197 (13 groups of 16 rows a head) both leave 3 of 16 warps
+//   idle, but 64-row blocks (6,144 at batch 256) of ≤ 128 registers a lane and ≤ 46 KB fit 4 to an SM, so
+//   one block's prologue (Q, the first tile) and barrier waits hide behind three others' math. The blocks
+//   of one head are adjacent in launch order (1-D grid, row block fastest): K, V come from L2 after their
+//   first read.
+//   Alignment: the kernels move 16-byte rows (cp.async, ldmatrix, vector stores). Every row pitch (3·H·64,
+//   H·64) and head offset is a multiple of 64 elements, so only a tensor's start matters: qkv or dout off
+//   16 bytes (a view into a larger buffer) is copied to a fresh tensor first, and out or dqkv off 16 bytes
+//   is written to a fresh one and copied back (fresh tensors come from the allocator 512-byte aligned).
+//   Size: offsets inside one batch item are 32-bit (fewer registers: ≤ 128 a lane without spills); an item
+//   whose qkv holds 2^31 elements or more (L·3·H·64, e.g. L > 932k tokens at 12 heads; or a grid past 2^31
+//   blocks) takes the CUDA-core kernels below instead, on bf16 data, whose offsets are 64-bit.
+//   Measured (H200, ViT-S/16's shape B 256, L 197, 6 heads; `mo_bench_kernels --only attention`,
+//   2026-12-01, docs/bench_runs/2026-12-01_h200_late_attention_fa2.log): forward 137 µs, backward 474 µs
+//   (causal 99 / 342), against 749 / 2,015 (562 / 1,484) for the WMMA kernels they replaced (item 22) and
+//   PyTorch's SDPA (cuDNN flash) 89 / 700; out within one bf16 step of the WMMA kernels', dqkv 3e-3 of
+//   its largest element.
+// float32 (and bfloat16 items past 2^31 elements): CUDA-core kernels (64 query rows × 32-key tiles forward,
+// 32 × 32 backward), converted to fp32 on the load into shared memory, all arithmetic fp32 FMAs: exact
+// enough for the fp32 tests, but about 6 TFLOP/s. Four lanes share a forward row (each 8 of a tile's keys
+// and 16 of the 64 output columns); row statistics are combined with two xor-shuffles inside the warp.
 #include "ops/attention/attention.h"
 
-#include <mma.h>
-
+#include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
 
 #include "ops/cuda_utils.cuh"
@@ -41,12 +64,14 @@ namespace mo::cuda {
 
 namespace {
 
-constexpr int kD = 64;            // head dim
+constexpr int kD = 64;  // head dim
+constexpr unsigned kFull = 0xffffffffu;
+
+// ---- float32 (CUDA cores) ---------------------------------------------------------------------------------
 constexpr int kP = kD + 1;        // shared-memory row pitch (floats)
 constexpr int kThreads = 256;
 constexpr int kFQ = 64, kFK = 32; // forward tile: query rows, key rows
 constexpr int kBQ = 32, kBK = 32; // backward tiles
-constexpr unsigned kFull = 0xffffffffu;
 
 // tile[r][c] = src[(r0 + r)·pitch + c] as float for r < n, c < 64; rows at or past L are zero.
 template <typename T>
@@ -57,7 +82,7 @@ __device__ void load_tile(float* tile, const T* src, int64_t pitch, int r0, int 
   }
 }
 
-// ---- forward ---------------------------------------------------------------------------------------
+// float32 forward
 // grid (B·H, ⌈L/64⌉); qkv (B, L, 3, H, 64), out (B, L, H, 64), lse (B, H, L).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) attn_forward(const T* __restrict__ qkv, T* __restrict__ out,
@@ -122,7 +147,7 @@ __global__ void __launch_bounds__(kThreads) attn_forward(const T* __restrict__ q
   }
 }
 
-// ---- backward ------------------------------------------------------------------------------------------
+// float32 backward
 // δ (B, H, L) = Σ_d dO·O over each row of 64; one warp per (b, i, h) row of the (B, L, H, 64) layout.
 template <typename T>
 __global__ void attn_delta(const T* __restrict__ dout, const T* __restrict__ out, float* __restrict__ delta,
@@ -251,294 +276,480 @@ __global__ void __launch_bounds__(kThreads) attn_backward_q(const T* __restrict_
   }
 }
 
-// ---- bfloat16 on tensor cores ----------------------------------------------------------------------------
-namespace wm = nvcuda::wmma;
+// ---- bfloat16 (tensor cores, mma.sync) -------------------------------------------------------------------
 using cu::bf16;
-constexpr int kT = 64;    // rows of a tile: 64 queries or keys per block, 16 per warp
-constexpr int kTP = 72;   // bf16 tile pitch (elements)
-constexpr int kSP = 68;   // fp32 score pitch; the bf16 P / dS of a row start at the same address, pitch 2·kSP
-constexpr int kTW = 4;    // warps per block
-constexpr int kTile = kT * kTP;       // bf16 elements of one tile
-constexpr int kWarpS = 16 * kSP;      // floats of one warp's score block
-using FragA = wm::fragment<wm::matrix_a, 16, 16, 16, bf16, wm::row_major>;
-using FragBt = wm::fragment<wm::matrix_b, 16, 16, 16, bf16, wm::col_major>;  // a row-major tile read transposed
-using FragB = wm::fragment<wm::matrix_b, 16, 16, 16, bf16, wm::row_major>;
-using FragC = wm::fragment<wm::accumulator, 16, 16, 16, float>;
-constexpr size_t kFwdSmem = 3 * kTile * sizeof(bf16) + kTW * kWarpS * sizeof(float);               // 45,056 B
-constexpr size_t kBwdSmem = 4 * kTile * sizeof(bf16) + (2 * kT + 2 * kTW * kWarpS) * sizeof(float);  // 72,192 B
+constexpr int kBM = 64;             // rows (queries, or keys in dK/dV) per block, 16 per warp
+constexpr int kWarps = kBM / 16;
+constexpr int kPitch = 72;          // shared row pitch (bf16): 144 bytes, ldmatrix without bank conflicts
+constexpr int kTile = 64 * kPitch;  // elements of one 64-row tile
+constexpr float kLog2e = 1.4426950408889634f;
 
-// tile[r][0, 64) = src row r0 + r, rows at or past L zero; 16-byte copies when the rows are 16-byte aligned.
-__device__ void load_tile_bf16(bf16* tile, const bf16* src, int64_t pitch, int r0, int L, bool vec) {
-  if (vec) {
-    for (int e = threadIdx.x; e < kT * 8; e += blockDim.x) {
-      const int r = e / 8, c = e % 8 * 8, gr = r0 + r;
-      uint4 v = make_uint4(0u, 0u, 0u, 0u);
-      if (gr < L) v = *reinterpret_cast<const uint4*>(src + static_cast<int64_t>(gr) * pitch + c);
-      *reinterpret_cast<uint4*>(tile + r * kTP + c) = v;
-    }
-  } else {
-    for (int e = threadIdx.x; e < kT * kD; e += blockDim.x) {
-      const int r = e / kD, c = e % kD, gr = r0 + r;
-      tile[r * kTP + c] = gr < L ? src[static_cast<int64_t>(gr) * pitch + c] : __float2bfloat16_rn(0.0f);
-    }
-  }
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16 bytes global -> shared, zero-filled when !valid (src must still be a mapped address).
+__device__ __forceinline__ void cp_async16(bf16* dst, const bf16* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// Four 8×8 bf16 matrices; lane i gives the address of row i%8 of matrix i/8, receives r[j] = row lane/4,
+// columns 2·(lane%4), +1 of matrix j (.trans: row 2·(lane%4), +1, column lane/4 of each stored matrix).
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p))
+               : "memory");  // orders it against the plain shared stores of the epilogue
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p))
+               : "memory");
+}
+// d (16 × 8 fp32) += a (16 × 16 bf16, row) · b (16 × 8 bf16, col).
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// 2^x by the SFU (ex2.approx.ftz: relative error ~2^-22, 2^-inf = 0), one instruction where exp2f takes more.
+__device__ __forceinline__ float exp2_fast(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {  // lo in the low half (lower column)
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// s (16 × 64 floats, pitch kSP) = a (16 rows of a tile) · bᵀ (b: a 64-row tile); one warp.
-__device__ void mm_abt(const bf16* a, const bf16* b, float* s) {
-  FragA fa[4];
+// tile[r][0, 64) = src row r0 + r for r < ROWS (zeros at or past L), 16-byte copies over the block's lanes.
+template <int ROWS>
+__device__ __forceinline__ void load_rows(bf16* tile, const bf16* src, int pitch, int r0, int L) {
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) wm::load_matrix_sync(fa[kk], a + kk * 16, kTP);
-#pragma unroll
-  for (int nn = 0; nn < 4; ++nn) {
-    FragC c;
-    wm::fill_fragment(c, 0.0f);
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      FragBt fb;
-      wm::load_matrix_sync(fb, b + nn * 16 * kTP + kk * 16, kTP);
-      wm::mma_sync(c, fa[kk], fb, c);
-    }
-    wm::store_matrix_sync(s + nn * 16, c, kSP, wm::mem_row_major);
+  for (int j = 0; j < ROWS * 8 / (kWarps * 32); ++j) {
+    const int e = threadIdx.x + j * kWarps * 32, r = e / 8, c = e % 8 * 8, gr = r0 + r;
+    cp_async16(tile + r * kPitch + c, src + (min(gr, L - 1) * pitch + c), gr < L);
   }
 }
+__device__ __forceinline__ void cp_async4(float* dst, const float* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 4 : 0));
+}
 
-// acc (16 × 64) += p (16 × 64 bf16, pitch 2·kSP) · b (a 64-row tile); one warp.
-__device__ void mm_ab_acc(const bf16* p, const bf16* b, FragC (&acc)[4]) {
+// Lane addresses of a 16 × 16 block at (r0, c0) of a tile: frag_a gives an A operand (and, by .trans, the
+// B operands of the 8-column blocks c0, c0 + 8 with k along the rows: r[0], r[1] and r[2], r[3]); frag_b
+// gives the B operands of the 8-row blocks r0, r0 + 8 read as n, k along the columns (r[0], r[1]; r[2], r[3]).
+__device__ __forceinline__ const bf16* frag_a(const bf16* tile, int r0, int c0) {
+  const int lane = threadIdx.x % 32;
+  return tile + (r0 + lane % 8 + 8 * (lane / 8 % 2)) * kPitch + c0 + 8 * (lane / 16);
+}
+__device__ __forceinline__ const bf16* frag_b(const bf16* tile, int r0, int c0) {
+  const int lane = threadIdx.x % 32;
+  return tile + (r0 + lane % 8 + 8 * (lane / 16)) * kPitch + c0 + 8 * (lane / 8 % 2);
+}
+// Bit j set when rows [r0 + 16j, r0 + 16j + 16) meet [lo, hi): the 16-row blocks of a tile worth computing.
+__device__ __forceinline__ unsigned live_blocks(int n, int r0, int lo, int hi) {
+  unsigned m = 0;
+  for (int j = 0; j < n; ++j) m |= (r0 + 16 * j + 16 > lo && r0 + 16 * j < hi ? 1u : 0u) << j;
+  return m;
+}
+
+// s (16 × 16·NB: 8-column blocks) = rows [r0, r0 + 16) of at · (rows [0, 16·NB) of bt)ᵀ, both 64 wide;
+// the 16-row blocks j of bt not in live are left 0. A fragments re-read per 16-step (4 registers).
+template <int NB>
+__device__ __forceinline__ void mm_abt(float (&s)[2 * NB][4], const bf16* at, int r0, const bf16* bt, unsigned live) {
+#pragma unroll
+  for (int n = 0; n < 2 * NB; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
-    FragA fa;
-    wm::load_matrix_sync(fa, p + kk * 16, 2 * kSP);
+    uint32_t a[4];
+    ldsm_x4(a, frag_a(at, r0, 16 * kk));
 #pragma unroll
-    for (int nn = 0; nn < 4; ++nn) {
-      FragB fb;
-      wm::load_matrix_sync(fb, b + kk * 16 * kTP + nn * 16, kTP);
-      wm::mma_sync(acc[nn], fa, fb, acc[nn]);
+    for (int j = 0; j < NB; ++j) {
+      if (!(live >> j & 1u)) continue;
+      uint32_t b[4];
+      ldsm_x4(b, frag_b(bt, 16 * j, 16 * kk));
+      mma_bf16(s[2 * j], a, b[0], b[1]);
+      mma_bf16(s[2 * j + 1], a, b[2], b[3]);
     }
   }
 }
-
-// The warp's 16 × 64 accumulator through its score block (fp32), then each lane's half row (32 values,
-// times mul) to dst, when the row exists.
-__device__ void store_rows(FragC (&acc)[4], float* sw, bf16* dst, float mul, bool row_ok) {
+// acc (16 × 64: 8-column blocks) += bf16(a) (16 × 16·NB, fp32 C fragments) · rows [0, 16·NB) of tile;
+// the 16-steps j not in live are skipped.
+template <int NB>
+__device__ __forceinline__ void acc_ab(float (&acc)[8][4], const float (&a)[2 * NB][4], const bf16* tile,
+                                       unsigned live) {
 #pragma unroll
-  for (int nn = 0; nn < 4; ++nn) wm::store_matrix_sync(sw + nn * 16, acc[nn], kSP, wm::mem_row_major);
+  for (int j = 0; j < NB; ++j) {
+    if (!(live >> j & 1u)) continue;
+    const uint32_t pa[4] = {pack_bf16(a[2 * j][0], a[2 * j][1]), pack_bf16(a[2 * j][2], a[2 * j][3]),
+                            pack_bf16(a[2 * j + 1][0], a[2 * j + 1][1]), pack_bf16(a[2 * j + 1][2], a[2 * j + 1][3])};
+#pragma unroll
+    for (int dp = 0; dp < 4; ++dp) {
+      uint32_t b[4];
+      ldsm_x4_trans(b, frag_a(tile, 16 * j, 16 * dp));
+      mma_bf16(acc[2 * dp], pa, b[0], b[1]);
+      mma_bf16(acc[2 * dp + 1], pa, b[2], b[3]);
+    }
+  }
+}
+// The warp's 16 × 64 accumulator (rows g ·mul0, g + 8 ·mul1) as bf16 through its own 16 rows of a shared
+// tile, then 16-byte stores to rows r0 + r < L of dst (row pitch `pitch`).
+__device__ __forceinline__ void store_acc(const float (&acc)[8][4], float mul0, float mul1, bf16* rows, bf16* dst,
+                                          int64_t pitch, int r0, int L) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   __syncwarp();
-  const int lane = threadIdx.x % 32, rr = lane / 2, cb = 32 * (lane % 2);
-  if (row_ok)
-#pragma unroll 8
-    for (int c = 0; c < 32; ++c) dst[cb + c] = __float2bfloat16_rn(sw[rr * kSP + cb + c] * mul);
+#pragma unroll
+  for (int nd = 0; nd < 8; ++nd) {
+    *reinterpret_cast<uint32_t*>(rows + g * kPitch + nd * 8 + 2 * t) = pack_bf16(acc[nd][0] * mul0, acc[nd][1] * mul0);
+    *reinterpret_cast<uint32_t*>(rows + (g + 8) * kPitch + nd * 8 + 2 * t) =
+        pack_bf16(acc[nd][2] * mul1, acc[nd][3] * mul1);
+  }
   __syncwarp();
+#pragma unroll
+  for (int e = lane; e < 16 * 8; e += 32) {
+    const int r = e / 8, col = e % 8 * 8;
+    if (r0 + r < L)
+      *reinterpret_cast<uint4*>(dst + (r0 + r) * pitch + col) =
+          *reinterpret_cast<const uint4*>(rows + r * kPitch + col);
+  }
 }
 
-// grid (B·H, ⌈L/64⌉), kTW warps. Lane role in the elementwise steps: row rr = lane/2 of the warp's 16,
-// columns [cb, cb + 32) of the 64-key tile.
-__global__ void __launch_bounds__(kTW * 32) attn_forward_tc(const bf16* __restrict__ qkv, bf16* __restrict__ out,
-                                                           float* __restrict__ lse, int L, int H, float scale,
-                                                           bool causal, bool vec) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  bf16 *Qs = reinterpret_cast<bf16*>(smem), *Ks = Qs + kTile, *Vs = Ks + kTile;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, rr = lane / 2, cb = 32 * (lane % 2);
-  float* sw = reinterpret_cast<float*>(Vs + kTile) + warp * kWarpS;
-  bf16* pw = reinterpret_cast<bf16*>(sw);
-  const int bh = blockIdx.x, b = bh / H, h = bh % H, q0 = blockIdx.y * kT, i = q0 + warp * 16 + rr;
-  const int64_t pitch = 3LL * H * kD;
-  const bf16* base = qkv + static_cast<int64_t>(b) * L * pitch + static_cast<int64_t>(h) * kD;
-  load_tile_bf16(Qs, base, pitch, q0, L, vec);
-  const bf16* qw = Qs + warp * 16 * kTP;
-  const int last = causal ? min(L, q0 + kT) : L;
-  auto seen = [&](int j) { return j < L && (!causal || j <= i); };
-  float m = -INFINITY, l = 0.0f;  // pass 1: the row's max and sum of e^{s - max}
-  for (int k0 = 0; k0 < last; k0 += kT) {
-    __syncthreads();
-    load_tile_bf16(Ks, base + static_cast<int64_t>(H) * kD, pitch, k0, L, vec);
-    __syncthreads();
-    mm_abt(qw, Ks, sw);
-    __syncwarp();
-    float tmax = -INFINITY;
-    for (int c = 0; c < 32; ++c)
-      if (seen(k0 + cb + c)) tmax = fmaxf(tmax, sw[rr * kSP + cb + c] * scale);
-    tmax = fmaxf(tmax, __shfl_xor_sync(kFull, tmax, 1));
-    const float mnew = fmaxf(m, tmax), mref = mnew == -INFINITY ? 0.0f : mnew;
-    float sum = 0.0f;
-    for (int c = 0; c < 32; ++c)
-      if (seen(k0 + cb + c)) sum += expf(sw[rr * kSP + cb + c] * scale - mref);
-    sum += __shfl_xor_sync(kFull, sum, 1);
-    l = l * expf(m - mref) + sum;
-    m = mnew;
-    __syncwarp();
+// bfloat16 forward
+// 1-D grid of nq·B·H blocks (nq = ⌈L/64⌉, query block fastest); qkv (B, L, 3, H, 64), out (B, L, H, 64),
+// lse (B, H, L). Offsets inside one batch item's qkv are 32-bit (the launcher routes larger items elsewhere).
+__global__ void __launch_bounds__(kWarps * 32, 4)
+    attn_forward_mma(const bf16* __restrict__ qkv, bf16* __restrict__ out, float* __restrict__ lse, int L, int H,
+        int nq, float c, bool causal) {
+  __shared__ __align__(128) bf16 Qs[kTile], Ks[2][kTile], Vs[2][kTile];  // 46,080 B
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int qb = static_cast<int>(blockIdx.x % nq), bh = static_cast<int>(blockIdx.x / nq), b = bh / H, h = bh % H;
+  const int q0 = (causal ? nq - 1 - qb : qb) * kBM;  // causal: the heavier blocks of a head start first
+  const int w0 = q0 + warp * 16;                     // the warp's first row
+  const int pitch = 3 * H * kD;
+  const bf16* qsrc = qkv + static_cast<int64_t>(b) * L * pitch + static_cast<int64_t>(h) * kD;
+  const bf16 *ksrc = qsrc + H * kD, *vsrc = qsrc + 2 * H * kD;
+  const int kend_block = causal ? min(L, q0 + kBM) : L;  // keys [0, kend) seen by some row of the block
+  const int kend = causal ? min(L, w0 + 16) : L;          // ... of this warp
+  const int ntiles = (kend_block + 63) / 64;
+  const bool active = w0 < L;
+  load_rows<64>(Qs, qsrc, pitch, q0, L);
+  load_rows<64>(Ks[0], ksrc, pitch, 0, L);
+  load_rows<64>(Vs[0], vsrc, pitch, 0, L);
+  cp_async_commit();
+  float o[8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // O: 8-dim blocks; m, l: rows g, g+8
+#pragma unroll
+  for (int nd = 0; nd < 8; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+  for (int it = 0; it < ntiles; ++it) {
+    cp_async_wait_all();
+    __syncthreads();  // tile it has landed for every lane, and every warp is done with tile it−1's buffers
+    const int k0 = it * 64, st = it & 1;
+    if (it + 1 < ntiles) {
+      load_rows<64>(Ks[st ^ 1], ksrc, pitch, k0 + 64, L);
+      load_rows<64>(Vs[st ^ 1], vsrc, pitch, k0 + 64, L);
+      cp_async_commit();
+    }
+    const unsigned live = live_blocks(4, k0, 0, kend);
+    if (!active || live == 0) continue;  // warp-uniform
+    float s[8][4];  // [nb][e]: row w0 + g + 8(e/2), key k0 + 8nb + 2t + e%2
+    mm_abt<4>(s, Qs, warp * 16, Ks[st], live);
+    if (k0 + 64 > L || (causal && k0 + 63 > w0)) {  // the tile holds masked keys for some row
+#pragma unroll
+      for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = k0 + nb * 8 + 2 * t + e % 2, row = w0 + g + 8 * (e / 2);
+          if (key >= L || (causal && key > row)) s[nb][e] = -INFINITY;  // covers the skipped blocks too
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {  // online softmax of row g + 8r
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nb = 0; nb < 8; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * r], s[nb][2 * r + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 2));
+      const float mnew = fmaxf(m[r], mx * c);
+      const float mref = mnew == -INFINITY ? 0.0f : mnew;  // a row with no key seen yet stays at 0
+      const float alpha = exp2_fast(m[r] - mref);          // m = −∞ → 0
+      m[r] = mnew;
+      float sum = 0.0f;
+#pragma unroll
+      for (int nb = 0; nb < 8; ++nb) {
+        s[nb][2 * r] = exp2_fast(fmaf(s[nb][2 * r], c, -mref));
+        s[nb][2 * r + 1] = exp2_fast(fmaf(s[nb][2 * r + 1], c, -mref));
+        sum += s[nb][2 * r] + s[nb][2 * r + 1];
+      }
+      l[r] = l[r] * alpha + sum;
+#pragma unroll
+      for (int nd = 0; nd < 8; ++nd) o[nd][2 * r] *= alpha, o[nd][2 * r + 1] *= alpha;
+    }
+    acc_ab<4>(o, s, Vs[st], live);  // O += P·V
   }
-  const float lse_i = m + logf(l);  // finite for rows < L (key 0 is seen by every row)
-  FragC acc[4];
+  if (!active) return;
 #pragma unroll
-  for (int nn = 0; nn < 4; ++nn) wm::fill_fragment(acc[nn], 0.0f);
-  for (int k0 = 0; k0 < last; k0 += kT) {  // pass 2: O = Σ_tiles P·V, P = e^{s - lse}
-    __syncthreads();
-    load_tile_bf16(Ks, base + static_cast<int64_t>(H) * kD, pitch, k0, L, vec);
-    load_tile_bf16(Vs, base + 2LL * H * kD, pitch, k0, L, vec);
-    __syncthreads();
-    mm_abt(qw, Ks, sw);
-    __syncwarp();
-    float p[32];
-#pragma unroll
-    for (int c = 0; c < 32; ++c) p[c] = seen(k0 + cb + c) ? expf(sw[rr * kSP + cb + c] * scale - lse_i) : 0.0f;
-    __syncwarp();
-#pragma unroll
-    for (int c = 0; c < 32; ++c) pw[rr * 2 * kSP + cb + c] = __float2bfloat16_rn(p[c]);
-    __syncwarp();
-    mm_ab_acc(pw, Vs, acc);
-    __syncwarp();
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(kFull, l[r], 1);
+    l[r] += __shfl_xor_sync(kFull, l[r], 2);
   }
-  bf16* o = out + (static_cast<int64_t>(b) * L + min(i, L - 1)) * H * kD + static_cast<int64_t>(h) * kD;
-  store_rows(acc, sw, o, 1.0f, i < L);
-  if (i < L && cb == 0) lse[static_cast<int64_t>(bh) * L + i] = lse_i;
+  store_acc(o, l[0] > 0.0f ? 1.0f / l[0] : 0.0f, l[1] > 0.0f ? 1.0f / l[1] : 0.0f, Qs + warp * 16 * kPitch,
+            out + (static_cast<int64_t>(b) * L * H + h) * kD, static_cast<int64_t>(H) * kD, w0, L);
+  if (t == 0) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = w0 + g + 8 * r;
+      if (row < L) lse[static_cast<int64_t>(bh) * L + row] = m[r] * 0.6931471805599453f + logf(l[r]);
+    }
+  }
 }
 
-// grid (B·H, ⌈L/64⌉): dK, dV of one 64-key block over the query tiles that see it. Lane role: key row rr of
-// the warp's 16, queries [cb, cb + 32) of the query tile.
-__global__ void __launch_bounds__(kTW * 32) attn_backward_kv_tc(const bf16* __restrict__ qkv,
-                                                               const bf16* __restrict__ dout,
-                                                               const float* __restrict__ lse,
-                                                               const float* __restrict__ delta,
-                                                               bf16* __restrict__ dqkv, int L, int H, float scale,
-                                                               bool causal, bool vec) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  bf16 *Ks = reinterpret_cast<bf16*>(smem), *Vs = Ks + kTile, *Qs = Vs + kTile, *dOs = Qs + kTile;
-  float *lse_s = reinterpret_cast<float*>(dOs + kTile), *dl_s = lse_s + kT;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, rr = lane / 2, cb = 32 * (lane % 2);
-  float *st = dl_s + kT + warp * 2 * kWarpS, *dpt = st + kWarpS;
-  bf16 *pt = reinterpret_cast<bf16*>(st), *dst = reinterpret_cast<bf16*>(dpt);
-  const int bh = blockIdx.x, b = bh / H, h = bh % H, k0 = blockIdx.y * kT, kj = k0 + warp * 16 + rr;
-  const int64_t pitch = 3LL * H * kD, opitch = static_cast<int64_t>(H) * kD, head = static_cast<int64_t>(h) * kD;
-  const bf16* base = qkv + static_cast<int64_t>(b) * L * pitch + head;
-  const bf16* gbase = dout + static_cast<int64_t>(b) * L * opitch + head;
-  load_tile_bf16(Ks, base + opitch, pitch, k0, L, vec);
-  load_tile_bf16(Vs, base + 2 * opitch, pitch, k0, L, vec);
-  FragC dk[4], dv[4];
-#pragma unroll
-  for (int nn = 0; nn < 4; ++nn) wm::fill_fragment(dk[nn], 0.0f), wm::fill_fragment(dv[nn], 0.0f);
-  for (int q0 = causal ? k0 : 0; q0 < L; q0 += kT) {
-    __syncthreads();
-    load_tile_bf16(Qs, base, pitch, q0, L, vec);
-    load_tile_bf16(dOs, gbase, opitch, q0, L, vec);
-    for (int t = threadIdx.x; t < kT; t += blockDim.x) {
-      const bool ok = q0 + t < L;
-      lse_s[t] = ok ? lse[static_cast<int64_t>(bh) * L + q0 + t] : 0.0f;
-      dl_s[t] = ok ? delta[static_cast<int64_t>(bh) * L + q0 + t] : 0.0f;
-    }
-    __syncthreads();
-    mm_abt(Ks + warp * 16 * kTP, Qs, st);    // Sᵀ (keys × queries)
-    mm_abt(Vs + warp * 16 * kTP, dOs, dpt);  // dPᵀ = V·dOᵀ
-    __syncwarp();
-    float p[32], ds[32];
-#pragma unroll
-    for (int c = 0; c < 32; ++c) {
-      const int qi = cb + c, gi = q0 + qi;
-      const bool ok = gi < L && kj < L && (!causal || kj <= gi);
-      p[c] = ok ? expf(st[rr * kSP + qi] * scale - lse_s[qi]) : 0.0f;
-      ds[c] = p[c] * (dpt[rr * kSP + qi] - dl_s[qi]);
-    }
-    __syncwarp();
-#pragma unroll
-    for (int c = 0; c < 32; ++c) {
-      pt[rr * 2 * kSP + cb + c] = __float2bfloat16_rn(p[c]);
-      dst[rr * 2 * kSP + cb + c] = __float2bfloat16_rn(ds[c]);
-    }
-    __syncwarp();
-    mm_ab_acc(pt, dOs, dv);  // dV += Pᵀ·dO
-    mm_ab_acc(dst, Qs, dk);  // dK += dSᵀ·Q
-    __syncwarp();
+// bfloat16 backward
+// δ (B, H, L) = Σ_d dO·O per row; one warp per (b, i, h) row of the (B, L, H, 64) layout (a grid-stride
+// loop: one row a warp at any real size).
+__global__ void attn_delta_bf16(const bf16* __restrict__ dout, const bf16* __restrict__ out,
+                                float* __restrict__ delta, int64_t rows, int L, int H) {
+  const int lane = threadIdx.x % 32;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; w < rows; w += step) {
+    const __nv_bfloat162 a = reinterpret_cast<const __nv_bfloat162*>(dout + w * kD)[lane],
+                         o = reinterpret_cast<const __nv_bfloat162*>(out + w * kD)[lane];
+    const float v = cu::warp_sum(__low2float(a) * __low2float(o) + __high2float(a) * __high2float(o));
+    const int64_t bi = w / H;  // b·L + i
+    if (lane == 0) delta[(bi / L * H + w % H) * L + bi % L] = v;
   }
-  bf16* g = dqkv + (static_cast<int64_t>(b) * L + min(kj, L - 1)) * pitch + head;
-  store_rows(dk, st, g + opitch, scale, kj < L);
-  store_rows(dv, st, g + 2 * opitch, 1.0f, kj < L);
 }
 
-// grid (B·H, ⌈L/64⌉): dQ of one 64-query block over the key tiles it sees. Lane role: query row rr of the
-// warp's 16, keys [cb, cb + 32) of the key tile.
-__global__ void __launch_bounds__(kTW * 32) attn_backward_q_tc(const bf16* __restrict__ qkv,
-                                                              const bf16* __restrict__ dout,
-                                                              const float* __restrict__ lse,
-                                                              const float* __restrict__ delta,
-                                                              bf16* __restrict__ dqkv, int L, int H, float scale,
-                                                              bool causal, bool vec) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  bf16 *Qs = reinterpret_cast<bf16*>(smem), *dOs = Qs + kTile, *Ks = dOs + kTile, *Vs = Ks + kTile;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, rr = lane / 2, cb = 32 * (lane % 2);
-  float *sw = reinterpret_cast<float*>(Vs + kTile) + 2 * kT + warp * 2 * kWarpS, *dpw = sw + kWarpS;
-  bf16* dsw = reinterpret_cast<bf16*>(sw);
-  const int bh = blockIdx.x, b = bh / H, h = bh % H, q0 = blockIdx.y * kT, i = q0 + warp * 16 + rr;
-  const int64_t pitch = 3LL * H * kD, opitch = static_cast<int64_t>(H) * kD, head = static_cast<int64_t>(h) * kD;
-  const bf16* base = qkv + static_cast<int64_t>(b) * L * pitch + head;
-  load_tile_bf16(Qs, base, pitch, q0, L, vec);
-  load_tile_bf16(dOs, dout + static_cast<int64_t>(b) * L * opitch + head, opitch, q0, L, vec);
-  const float lse_i = i < L ? lse[static_cast<int64_t>(bh) * L + i] : 0.0f;
-  const float delta_i = i < L ? delta[static_cast<int64_t>(bh) * L + i] : 0.0f;
-  FragC dq[4];
-#pragma unroll
-  for (int nn = 0; nn < 4; ++nn) wm::fill_fragment(dq[nn], 0.0f);
-  const int last = causal ? min(L, q0 + kT) : L;
-  for (int k0 = 0; k0 < last; k0 += kT) {
-    __syncthreads();
-    load_tile_bf16(Ks, base + opitch, pitch, k0, L, vec);
-    load_tile_bf16(Vs, base + 2 * opitch, pitch, k0, L, vec);
-    __syncthreads();
-    mm_abt(Qs + warp * 16 * kTP, Ks, sw);    // S
-    mm_abt(dOs + warp * 16 * kTP, Vs, dpw);  // dP = dO·Vᵀ
-    __syncwarp();
-    float ds[32];
-#pragma unroll
-    for (int c = 0; c < 32; ++c) {
-      const int j = k0 + cb + c;
-      const bool ok = i < L && j < L && (!causal || j <= i);
-      const float p = ok ? expf(sw[rr * kSP + cb + c] * scale - lse_i) : 0.0f;
-      ds[c] = p * (dpw[rr * kSP + cb + c] - delta_i);
+// dK, dV of one 64-key block (4 warps × 16 keys) over the 32-query tiles that see it (Q, dO, lse, δ
+// double-buffered); 1-D grid of nk·B·H blocks, key block fastest.
+__global__ void __launch_bounds__(kWarps * 32, 4)
+    attn_backward_kv_mma(const bf16* __restrict__ qkv, const bf16* __restrict__ dout, const float* __restrict__ lse,
+        const float* __restrict__ delta, bf16* __restrict__ dqkv, int L, int H, int nk, float c, float scale,
+        bool causal) {
+  __shared__ __align__(128) bf16 Ks[kTile], Vs[kTile], Qs[2][kTile / 2], dOs[2][kTile / 2];  // 36,864 B
+  __shared__ float lse_s[2][32], dl_s[2][32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int bh = static_cast<int>(blockIdx.x / nk), b = bh / H, h = bh % H;
+  const int k0 = static_cast<int>(blockIdx.x % nk) * kBM, kw0 = k0 + warp * 16;  // block's, warp's first key
+  const int pitch = 3 * H * kD, opitch = H * kD;
+  const int64_t head = static_cast<int64_t>(h) * kD;
+  const bf16* qsrc = qkv + static_cast<int64_t>(b) * L * pitch + head;
+  const bf16* gsrc = dout + static_cast<int64_t>(b) * L * opitch + head;
+  const float *lse_b = lse + static_cast<int64_t>(bh) * L, *dl_b = delta + static_cast<int64_t>(bh) * L;
+  const int qstart = causal ? k0 : 0;  // queries before the block's first key see none of it
+  const int qlo = causal ? kw0 : 0;    // ... of the warp's keys: it needs queries [qlo, L)
+  const int ntiles = (L - qstart + 31) / 32;
+  const bool active = kw0 < L;
+  auto load_q = [&](int st, int q0) {
+    load_rows<32>(Qs[st], qsrc, pitch, q0, L);
+    load_rows<32>(dOs[st], gsrc, opitch, q0, L);
+    if (threadIdx.x < 64) {
+      const int i = q0 + threadIdx.x % 32;
+      cp_async4((threadIdx.x < 32 ? lse_s[st] : dl_s[st]) + threadIdx.x % 32,
+                (threadIdx.x < 32 ? lse_b : dl_b) + min(i, L - 1), i < L);
     }
-    __syncwarp();
+  };
+  load_rows<64>(Ks, qsrc + opitch, pitch, k0, L);
+  load_rows<64>(Vs, qsrc + 2 * opitch, pitch, k0, L);
+  load_q(0, qstart);
+  cp_async_commit();
+  float dk[8][4], dv[8][4];
 #pragma unroll
-    for (int c = 0; c < 32; ++c) dsw[rr * 2 * kSP + cb + c] = __float2bfloat16_rn(ds[c]);
-    __syncwarp();
-    mm_ab_acc(dsw, Ks, dq);  // dQ += dS·K
-    __syncwarp();
+  for (int nd = 0; nd < 8; ++nd)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk[nd][e] = dv[nd][e] = 0.0f;
+  for (int it = 0; it < ntiles; ++it) {
+    cp_async_wait_all();
+    __syncthreads();  // tile it has landed; every warp is done with tile it−1's buffers
+    const int q0 = qstart + it * 32, st = it & 1;
+    if (it + 1 < ntiles) {
+      load_q(st ^ 1, q0 + 32);
+      cp_async_commit();
+    }
+    const unsigned live = live_blocks(2, q0, qlo, L);
+    if (!active || live == 0) continue;
+    float s[4][4], dp[4][4];  // [nb][e]: key kw0 + g + 8(e/2), query q0 + 8nb + 2t + e%2
+    mm_abt<2>(s, Ks, warp * 16, Qs[st], live);    // Sᵀ = K·Qᵀ
+    mm_abt<2>(dp, Vs, warp * 16, dOs[st], live);  // dPᵀ = V·dOᵀ
+    const bool mask = q0 + 32 > L || (causal && q0 < kw0 + 15);  // also zeroes the skipped blocks
+#pragma unroll
+    for (int nb = 0; nb < 4; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = nb * 8 + 2 * t + e % 2, i = q0 + col, j = kw0 + g + 8 * (e / 2);
+        const bool seen = !mask || (i < L && (!causal || j <= i));
+        const float p = seen ? exp2_fast(fmaf(s[nb][e], c, -kLog2e * lse_s[st][col])) : 0.0f;
+        s[nb][e] = p;
+        dp[nb][e] = p * (dp[nb][e] - dl_s[st][col]);  // dSᵀ
+      }
+    acc_ab<2>(dv, s, dOs[st], live);  // dV += Pᵀ·dO
+    acc_ab<2>(dk, dp, Qs[st], live);  // dK += dSᵀ·Q
   }
-  store_rows(dq, sw, dqkv + (static_cast<int64_t>(b) * L + min(i, L - 1)) * pitch + head, scale, i < L);
+  if (!active) return;
+  bf16* dst = dqkv + static_cast<int64_t>(b) * L * pitch + head;
+  store_acc(dk, scale, scale, Ks + warp * 16 * kPitch, dst + opitch, pitch, kw0, L);  // the warp's own K, V rows
+  store_acc(dv, 1.0f, 1.0f, Vs + warp * 16 * kPitch, dst + 2 * opitch, pitch, kw0, L);
 }
 
+// dQ of one 64-query block (4 warps × 16 rows) over the 32-key tiles it sees (K, V double-buffered); 1-D
+// grid of nq·B·H blocks, query block fastest.
+__global__ void __launch_bounds__(kWarps * 32, 4)
+    attn_backward_q_mma(const bf16* __restrict__ qkv, const bf16* __restrict__ dout, const float* __restrict__ lse,
+        const float* __restrict__ delta, bf16* __restrict__ dqkv, int L, int H, int nq, float c, float scale,
+        bool causal) {
+  __shared__ __align__(128) bf16 Qs[kTile], dOs[kTile], Ks[2][kTile / 2], Vs[2][kTile / 2];  // 36,864 B
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int qb = static_cast<int>(blockIdx.x % nq), bh = static_cast<int>(blockIdx.x / nq), b = bh / H, h = bh % H;
+  const int q0 = (causal ? nq - 1 - qb : qb) * kBM, w0 = q0 + warp * 16;
+  const int pitch = 3 * H * kD, opitch = H * kD;
+  const int64_t head = static_cast<int64_t>(h) * kD;
+  const bf16* qsrc = qkv + static_cast<int64_t>(b) * L * pitch + head;
+  const bf16 *ksrc = qsrc + opitch, *vsrc = qsrc + 2 * opitch;
+  const int kend_block = causal ? min(L, q0 + kBM) : L, kend = causal ? min(L, w0 + 16) : L;
+  const int ntiles = (kend_block + 31) / 32;
+  const bool active = w0 < L;
+  float nl[2], dl[2];  // −lse·log₂e and δ of rows g, g + 8
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int i = w0 + g + 8 * r;
+    nl[r] = i < L ? -kLog2e * lse[static_cast<int64_t>(bh) * L + i] : 0.0f;
+    dl[r] = i < L ? delta[static_cast<int64_t>(bh) * L + i] : 0.0f;
+  }
+  load_rows<64>(Qs, qsrc, pitch, q0, L);
+  load_rows<64>(dOs, dout + static_cast<int64_t>(b) * L * opitch + head, opitch, q0, L);
+  load_rows<32>(Ks[0], ksrc, pitch, 0, L);
+  load_rows<32>(Vs[0], vsrc, pitch, 0, L);
+  cp_async_commit();
+  float dq[8][4];
+#pragma unroll
+  for (int nd = 0; nd < 8; ++nd) dq[nd][0] = dq[nd][1] = dq[nd][2] = dq[nd][3] = 0.0f;
+  for (int it = 0; it < ntiles; ++it) {
+    cp_async_wait_all();
+    __syncthreads();
+    const int k0 = it * 32, st = it & 1;
+    if (it + 1 < ntiles) {
+      load_rows<32>(Ks[st ^ 1], ksrc, pitch, k0 + 32, L);
+      load_rows<32>(Vs[st ^ 1], vsrc, pitch, k0 + 32, L);
+      cp_async_commit();
+    }
+    const unsigned live = live_blocks(2, k0, 0, kend);
+    if (!active || live == 0) continue;
+    float s[4][4], ds[4][4];  // [nb][e]: row w0 + g + 8(e/2), key k0 + 8nb + 2t + e%2
+    mm_abt<2>(s, Qs, warp * 16, Ks[st], live);    // S = Q·Kᵀ
+    mm_abt<2>(ds, dOs, warp * 16, Vs[st], live);  // dP = dO·Vᵀ
+    const bool mask = k0 + 32 > L || (causal && k0 + 31 > w0);  // also zeroes the skipped block
+#pragma unroll
+    for (int nb = 0; nb < 4; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = k0 + nb * 8 + 2 * t + e % 2, i = w0 + g + 8 * (e / 2);
+        const bool seen = !mask || (j < L && (!causal || j <= i));
+        const float p = seen ? exp2_fast(fmaf(s[nb][e], c, nl[e / 2])) : 0.0f;
+        ds[nb][e] = p * (ds[nb][e] - dl[e / 2]);  // dS
+      }
+    acc_ab<2>(dq, ds, Ks[st], live);  // dQ += dS·K
+  }
+  if (!active) return;
+  store_acc(dq, scale, scale, Qs + warp * 16 * kPitch, dqkv + static_cast<int64_t>(b) * L * pitch + head, pitch, w0,
+            L);
+}
+
+// ---- launchers -------------------------------------------------------------------------------------------
 struct Launch {
-  int B, L, H;
-  float scale;
+  int B, L, H, nq;  // nq: blocks of 64 rows in one (batch, head)
+  float scale;      // 1/√64
+  bool mma;         // bfloat16 takes the mma.sync kernels: a batch item's qkv (L·3·H·64) below 2^31 elements
 };
 
-bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0; }
-
+// qkv (B, L, 3·heads·64), contiguous, within the CUDA-core kernels' grids (B·H, ⌈L/32⌉); the mma.sync ones
+// (⌈L/64⌉·B·H blocks in x, 32-bit offsets inside a batch item) take the sizes that fit them.
 Launch check_launch(const Tensor& qkv, int64_t heads) {
-  const int64_t B = qkv.size(0), L = qkv.size(1), D = qkv.size(2) / (3 * heads);
+  MO_CHECK(qkv.dim() == 3 && heads >= 1 && qkv.size(2) % (3 * heads) == 0,
+           "attention: qkv {} must be (B, L, 3·heads·D) with heads = {}", qkv.str(), heads);
+  const int64_t B = qkv.size(0), L = qkv.size(1), D = qkv.size(2) / (3 * heads), nq = (L + kBM - 1) / kBM;
   MO_CHECK(D == kD, "attention: the CUDA kernels take head dim 64, got {} (qkv {}, {} heads)", D, qkv.str(), heads);
+  MO_CHECK(qkv.is_contiguous(), "attention: qkv {} must be contiguous", qkv.str());
   MO_CHECK(L <= 65535LL * kBQ && B * heads <= INT_MAX,
            "attention: qkv {} with {} heads is past the CUDA launch limits (L <= {}, B·heads < 2^31)", qkv.str(),
            heads, 65535LL * kBQ);
-  return {static_cast<int>(B), static_cast<int>(L), static_cast<int>(heads), 1.0f / std::sqrt(static_cast<float>(kD))};
+  return {static_cast<int>(B), static_cast<int>(L), static_cast<int>(heads), static_cast<int>(nq),
+          1.0f / std::sqrt(static_cast<float>(kD)), L * qkv.size(2) <= INT_MAX && nq * B * heads <= INT_MAX};
+}
+
+// The kernels index t densely: contiguous, of shape s and dtype dt, on qkv's device.
+void check_arg(const Tensor& t, const Shape& s, DType dt, const char* what, const Tensor& qkv) {
+  MO_CHECK(t.defined() && t.shape() == s && t.dtype() == dt && t.is_contiguous() && t.device() == qkv.device(),
+           "attention: {} {} must be a contiguous {}{} on {} (qkv {})", what, t.str(), dtype_name(dt), shape_str(s),
+           qkv.device().str(), qkv.str());
+}
+
+// The bfloat16 kernels need 16-byte aligned starts (top note): an input as it is or a fresh copy; an output
+// as it is or a fresh tensor that `finish` copies back into it.
+Tensor aligned_input(const Tensor& t) { return cu::aligned16(t.raw_data()) ? t : t.clone(); }
+Tensor aligned_output(const Tensor& t) {
+  return cu::aligned16(t.raw_data()) ? t : Tensor::empty(t.shape(), t.dtype(), t.device());
+}
+void finish(const Tensor& written, Tensor out) {
+  if (written.raw_data() != out.raw_data()) out.copy_(written);
+}
+
+// The largest shared-memory carveout, so that 4 blocks of 37–46 KB fit an SM whatever the driver's default.
+template <typename K>
+void max_shared(K* kernel) {
+  CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+}
+
+void forward_bf16(const Tensor& qkv_in, const Launch& g, bool causal, const Tensor& out, const Tensor& lse) {
+  const Tensor qkv = aligned_input(qkv_in), o = aligned_output(out);
+  max_shared(attn_forward_mma);
+  attn_forward_mma<<<static_cast<unsigned>(g.nq) * g.B * g.H, kWarps * 32, 0, stream()>>>(
+      cu::ptr<bf16>(qkv), cu::ptr<bf16>(o), cu::ptr<float>(lse), g.L, g.H, g.nq, kLog2e * g.scale, causal);
+  CUDA_CHECK_LAUNCH();
+  finish(o, out);
+}
+
+void backward_bf16(const Tensor& dout_in, const Tensor& qkv_in, const Tensor& out_in, const Tensor& lse,
+                   const Launch& g, bool causal, const Tensor& dqkv) {
+  const Tensor dout = aligned_input(dout_in), qkv = aligned_input(qkv_in), out = aligned_input(out_in);
+  const Tensor d = aligned_output(dqkv);
+  Tensor delta = Tensor::empty({g.B, g.H, g.L}, DType::f32, qkv.device());
+  const int64_t rows = static_cast<int64_t>(g.B) * g.L * g.H;
+  attn_delta_bf16<<<static_cast<unsigned>(std::min<int64_t>((rows + 7) / 8, INT_MAX)), 256, 0, stream()>>>(
+      cu::ptr<bf16>(dout), cu::ptr<bf16>(out), cu::ptr<float>(delta), rows, g.L, g.H);
+  CUDA_CHECK_LAUNCH();
+  const unsigned blocks = static_cast<unsigned>(g.nq) * g.B * g.H;  // 64-key blocks = 64-query blocks
+  const float c = kLog2e * g.scale;
+  max_shared(attn_backward_kv_mma);
+  max_shared(attn_backward_q_mma);
+  attn_backward_kv_mma<<<blocks, kWarps * 32, 0, stream()>>>(cu::ptr<bf16>(qkv), cu::ptr<bf16>(dout),
+                                                             cu::ptr<float>(lse), cu::ptr<float>(delta),
+                                                             cu::ptr<bf16>(d), g.L, g.H, g.nq, c, g.scale, causal);
+  CUDA_CHECK_LAUNCH();
+  attn_backward_q_mma<<<blocks, kWarps * 32, 0, stream()>>>(cu::ptr<bf16>(qkv), cu::ptr<bf16>(dout),
+                                                            cu::ptr<float>(lse), cu::ptr<float>(delta),
+                                                            cu::ptr<bf16>(d), g.L, g.H, g.nq, c, g.scale, causal);
+  CUDA_CHECK_LAUNCH();
+  finish(d, dqkv);
 }
 
 }  // namespace
 
 void attention_forward(const Tensor& qkv, int64_t heads, bool causal, const Tensor& out, const Tensor& lse) {
   const Launch g = check_launch(qkv, heads);
-  if (g.B == 0) return;
   cu::float_dispatch("attention", qkv, [&](auto z) {
     using T = decltype(z);
-    if constexpr (std::is_same_v<T, bf16>) {
-      CUDA_CHECK(cudaFuncSetAttribute(attn_forward_tc, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(kFwdSmem)));
-      const dim3 grid(g.B * g.H, (g.L + kT - 1) / kT);
-      attn_forward_tc<<<grid, kTW * 32, kFwdSmem, stream()>>>(cu::ptr<bf16>(qkv), cu::ptr<bf16>(out),
-                                                              cu::ptr<float>(lse), g.L, g.H, g.scale, causal,
-                                                              aligned16(qkv));
-    } else {
-      const dim3 grid(g.B * g.H, (g.L + kFQ - 1) / kFQ);
-      attn_forward<T><<<grid, kThreads, 0, stream()>>>(cu::ptr<T>(qkv), cu::ptr<T>(out), cu::ptr<float>(lse), g.L,
-                                                       g.H, g.scale, causal);
-    }
+    check_arg(out, {g.B, g.L, g.H * kD}, qkv.dtype(), "out", qkv);
+    check_arg(lse, {g.B, g.H, g.L}, DType::f32, "lse", qkv);
+    if (g.B == 0 || g.L == 0) return;
+    if constexpr (std::is_same_v<T, bf16>)
+      if (g.mma) return forward_bf16(qkv, g, causal, out, lse);
+    const dim3 grid(g.B * g.H, (g.L + kFQ - 1) / kFQ);
+    attn_forward<T><<<grid, kThreads, 0, stream()>>>(cu::ptr<T>(qkv), cu::ptr<T>(out), cu::ptr<float>(lse), g.L, g.H,
+                                                     g.scale, causal);
     CUDA_CHECK_LAUNCH();
   });
 }
@@ -546,31 +757,20 @@ void attention_forward(const Tensor& qkv, int64_t heads, bool causal, const Tens
 void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse, int64_t heads,
                         bool causal, const Tensor& dqkv) {
   const Launch g = check_launch(qkv, heads);
-  if (g.B == 0) return;
-  Tensor delta = Tensor::empty({g.B, g.H, g.L}, DType::f32, qkv.device());
   cu::float_dispatch("attention", qkv, [&](auto z) {
     using T = decltype(z);
+    check_arg(dout, {g.B, g.L, g.H * kD}, qkv.dtype(), "dout", qkv);
+    check_arg(out, {g.B, g.L, g.H * kD}, qkv.dtype(), "out", qkv);
+    check_arg(lse, {g.B, g.H, g.L}, DType::f32, "lse", qkv);
+    check_arg(dqkv, qkv.shape(), qkv.dtype(), "dqkv", qkv);
+    if (g.B == 0 || g.L == 0) return;
+    if constexpr (std::is_same_v<T, bf16>)
+      if (g.mma) return backward_bf16(dout, qkv, out, lse, g, causal, dqkv);
+    Tensor delta = Tensor::empty({g.B, g.H, g.L}, DType::f32, qkv.device());
     const int64_t rows = static_cast<int64_t>(g.B) * g.L * g.H;
     attn_delta<T><<<cu::grid_1d(rows * 32, 256), 256, 0, stream()>>>(cu::ptr<T>(dout), cu::ptr<T>(out),
                                                                      cu::ptr<float>(delta), rows, g.L, g.H);
     CUDA_CHECK_LAUNCH();
-    if constexpr (std::is_same_v<T, bf16>) {
-      const bool vec = aligned16(qkv) && aligned16(dout);
-      const dim3 grid(g.B * g.H, (g.L + kT - 1) / kT);
-      CUDA_CHECK(cudaFuncSetAttribute(attn_backward_kv_tc, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(kBwdSmem)));
-      attn_backward_kv_tc<<<grid, kTW * 32, kBwdSmem, stream()>>>(
-          cu::ptr<bf16>(qkv), cu::ptr<bf16>(dout), cu::ptr<float>(lse), cu::ptr<float>(delta), cu::ptr<bf16>(dqkv),
-          g.L, g.H, g.scale, causal, vec);
-      CUDA_CHECK_LAUNCH();
-      CUDA_CHECK(cudaFuncSetAttribute(attn_backward_q_tc, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(kBwdSmem)));
-      attn_backward_q_tc<<<grid, kTW * 32, kBwdSmem, stream()>>>(
-          cu::ptr<bf16>(qkv), cu::ptr<bf16>(dout), cu::ptr<float>(lse), cu::ptr<float>(delta), cu::ptr<bf16>(dqkv),
-          g.L, g.H, g.scale, causal, vec);
-      CUDA_CHECK_LAUNCH();
-      return;
-    }
     const dim3 grid(g.B * g.H, (g.L + kBK - 1) / kBK);
     attn_backward_kv<T><<<grid, kThreads, 0, stream()>>>(cu::ptr<T>(qkv), cu::ptr<T>(dout), cu::ptr<float>(lse),
                                                          cu::ptr<float>(delta), cu::ptr<T>(dqkv), g.L, g.H, g.scale,

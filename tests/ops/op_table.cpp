@@ -482,17 +482,22 @@ std::vector<OpCase> build() {
   add_case(drop_path_op({64, 7, 7, 13}, 0.5, 1234, 7, false).on(kCuda));
   add_case(drop_path_op({64, 4, 4, 96}, 0.5, 1234, 7, false).on(kCuda));
 
-  // attention: CPU any head dim; CUDA head dim 64, lengths the 64-query / 32-key tiles do not divide
+  // attention: CPU any head dim; CUDA head dim 64. bf16: blocks of 64 rows (4 warps × 16) over 64-key
+  // (forward) and 32-row (backward) tiles; f32: 64 × 32 and 32 × 32. L = 1, L < 16, and L mod 64 in every
+  // class: 0, 1–15, 16, 17–31, 32, 33–47, 48, 49–63 (the last block's warps with rows, the tiles past L)
   for (bool causal : {false, true}) {
     add_case(attention_op(2, 5, 2, 3, causal).on(kCpu));
     add_case(attention_op(1, 7, 1, 4, causal).on(kCpu));
     add_case(attention_op(3, 1, 2, 2, causal).on(kCpu));
     for (auto [B, L, H] : {std::tuple{2, 17, 3}, std::tuple{2, 65, 3}, std::tuple{1, 197, 6}, std::tuple{3, 1, 2},
-                           std::tuple{1, 130, 1}})
+                           std::tuple{1, 130, 1}, std::tuple{2, 5, 2}, std::tuple{1, 16, 2}, std::tuple{2, 48, 1},
+                           std::tuple{1, 64, 3}, std::tuple{1, 96, 2}, std::tuple{2, 100, 2}, std::tuple{1, 127, 2},
+                           std::tuple{1, 128, 1}})
       add_case(attention_op(B, L, H, 64, causal).on(kCuda));
   }
   add_case(attention_op(4, 197, 3, 64, false).on(kCuda).det());
-  for (bool causal : {false, true}) {  // qkv and the upstream gradient off 16-byte alignment: the scalar tile loads
+  add_case(attention_op(24, 197, 6, 64, true).on(kCuda).det());  // 576 bf16 blocks: more than the GPU holds at once
+  for (bool causal : {false, true}) {  // qkv and the upstream gradient off 16-byte alignment: bf16 copies them
     OpCase c = attention_op(2, 71, 2, 64, causal).on(kCuda).upstream_at(5);
     c.inputs[0] = c.inputs[0].at(3);
     c.name += " misaligned";
