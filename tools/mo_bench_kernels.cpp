@@ -27,7 +27,6 @@
 #ifdef MO_WITH_CUDA
 #include "autograd/cuda_check.h"
 #include "tools/bench/conv2d_cudnn.h"
-#include "tools/bench/gate_conv_exp.h"
 #endif
 
 using namespace mo;
@@ -212,58 +211,6 @@ void bench_conv(Bench& bench, DType dt, int64_t B, int64_t H, int64_t Ci, int64_
               need_dx ? rel_diff(dx1, dx2) : 0.0, rel_diff(dw1, dw2), rel_diff(db1, db2));
 }
 
-// The gate's inference forward with the experimental conv kernel (tools/bench/gate_conv_exp.cu) against
-// the op's on the same fresh z (B, H, W, 2h): prints the largest |m_op − m_exp| (0 expected: same
-// expressions and summation order) and how many values differ (NaN, unwritten, counts).
-void compare_gated_exp(DType dt, int64_t B, int64_t H, int64_t W, int64_t h, int64_t cc, Act act,
-                       const std::string& name) {
-  Tensor z = random_tensor({B, H, W, 2 * h}, dt), w = random_tensor({cc, 1, 7, 7}, dt, -0.2, 0.2),
-         b = random_tensor({cc}, dt);
-  Tensor m_op = Tensor::empty({B, H, W, h}, dt, Device::cuda(0)), m = Tensor::empty({B, H, W, h}, dt, Device::cuda(0));
-  m.fill_(NAN);  // an output the experiment leaves unwritten counts as a difference
-  cuda::gated_dwconv_forward(z, w, b, h, act, m_op, Tensor());
-  bench::gated_dwconv_forward_exp(z, w, b, h, act, m);
-  const auto vo = m_op.to(DType::f32).to(Device::cpu()).to_vector<float>();
-  const auto ve = m.to(DType::f32).to(Device::cpu()).to_vector<float>();
-  double diff = 0;
-  size_t n = 0;
-  for (size_t i = 0; i < vo.size(); ++i) {
-    const double d = std::abs(static_cast<double>(vo[i]) - ve[i]);
-    if (!(d == 0)) ++n;
-    diff = std::isnan(d) ? INFINITY : std::max(diff, d);
-  }
-  std::printf("  %s: max |m_op - m_exp| %.3g (%zu of %zu values differ)\n", name.c_str(), diff, n, vo.size());
-}
-
-// The experiment at a stage's shape: the comparison, then the time (the bytes of "gated_dwconv fwd infer").
-void bench_gated_exp(Bench& bench, DType dt, int64_t B, int64_t H, int64_t h, int64_t cc, const char* stage) {
-  const std::string name = "gated fwd exp " + std::string(stage) + " P=" + std::to_string(B * H * H) +
-                           " h=" + std::to_string(h) + " cc=" + std::to_string(cc);
-  if (!bench.args.only.empty() && name.find(bench.args.only) == std::string::npos) return;
-  compare_gated_exp(dt, B, H, H, h, cc, Act::gelu, name);
-  Tensor z = random_tensor({B, H, H, 2 * h}, dt), w = random_tensor({cc, 1, 7, 7}, dt, -0.2, 0.2),
-         b = random_tensor({cc}, dt), m = Tensor::empty({B, H, H, h}, dt, Device::cuda(0));
-  bench.run(name, static_cast<double>(B * H * H) * static_cast<double>(dtype_size(dt)) * 3.0 * static_cast<double>(h),
-            [&] { bench::gated_dwconv_forward_exp(z, w, b, h, Act::gelu, m); });
-}
-
-// Odd shapes for the experiment's edges: each tile height (7, 14, 28), W % 7 ≠ 0, 1- and 2-element
-// copy items, cc not a multiple of 32 (also inside a 16-byte item), no identity part, a lone conv
-// channel; GELU and SiLU.
-void check_gated_exp_odd(const Bench& bench, DType dt) {
-  const std::string name = "gated fwd exp odd shapes";
-  if (!bench.args.only.empty() && name.find(bench.args.only) == std::string::npos) return;
-  const int64_t shapes[][5] = {{2, 9, 11, 50, 21}, {3, 5, 7, 40, 33}, {1, 30, 13, 64, 64},
-                               {2, 57, 20, 200, 100}, {1, 3, 2, 9, 1},  {2, 28, 29, 68, 34},
-                               {1, 56, 57, 48, 40}};
-  for (const Act act : {Act::gelu, Act::silu})
-    for (const auto& s : shapes)
-      compare_gated_exp(dt, s[0], s[1], s[2], s[3], s[4], act,
-                        name + (act == Act::gelu ? " gelu " : " silu ") + std::to_string(s[0]) + "x" +
-                            std::to_string(s[1]) + "x" + std::to_string(s[2]) + " h=" + std::to_string(s[3]) +
-                            " cc=" + std::to_string(s[4]));
-}
-
 #endif  // MO_WITH_CUDA
 
 }  // namespace
@@ -325,13 +272,6 @@ int main(int argc, char** argv) {
     bench_conv(bench, dt, B, 14, 384, 576, true, "downsample3");
     bench_attention(bench, dt, B, 197, 6, false, "vit_s16");  // ViT-S/16 at 224: 196 patches + class token
     bench_attention(bench, dt, B, 197, 6, true, "vit_s16");
-    check_gated_exp_odd(bench, dt);  // the gate conv experiment, beside bench_gated's rows
-    bench_gated_exp(bench, dt, B, 56, 256, 96, "stage1");
-    bench_gated_exp(bench, dt, B, 28, 512, 192, "stage2");
-    bench_gated_exp(bench, dt, B, 14, 1024, 384, "stage3");
-    bench_gated_exp(bench, dt, B, 7, 1536, 576, "stage4");
-    bench_gated_exp(bench, dt, Bb, 56, 341, 128, "base stage1");
-    bench_gated_exp(bench, dt, Bb, 56, 344, 128, "base stage1 padded");
     cuda_synchronize();
     return 0;
   });

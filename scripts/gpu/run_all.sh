@@ -45,7 +45,7 @@
 #   folder) on a generated JPEG ImageFolder (scripts/data/make_jpeg_folder.py) with data.decoder cpu and gpu,
 #   16 workers, beside mo_bench's synthetic rate for the same model: the median images/s of the steps after
 #   the tenth, and the epoch's input: line (the step's wait for data).
-# TESTS_R (Cuda): the ctest -R pattern of the tests stage; KERNELS_ONLY: words, each a mo_bench_kernels --only.
+# TESTS_R (Cuda): the ctest -R pattern of the tests stage, TESTS_J (1) its -j; KERNELS_ONLY: words, each a mo_bench_kernels --only.
 # B (default build-gpu) is the build folder; PEER_DEVICE/PEER_DTYPE/PEER_ARGS and SERVE_DEVICE/SERVE_PEER_ARGS
 # let the same stages run on a CPU (for trying the plumbing; the numbers mean nothing there).
 set -uo pipefail
@@ -145,7 +145,7 @@ join_causal_vs_full() {  # before anything timed (see has), and at the end
 }
 
 if has tests; then
-  ctest --test-dir $B -R "${TESTS_R:-Cuda}" --output-on-failure --timeout 600 >"$W/cuda_tests.log" 2>&1
+  ctest --test-dir $B -R "${TESTS_R:-Cuda}" -j "${TESTS_J:-1}" --output-on-failure --timeout 600 >"$W/cuda_tests.log" 2>&1
   echo "cuda tests rc=$?"
   grep -E "tests passed|Failed|FAILED|\*\*\*" "$W/cuda_tests.log" | head -40
 fi
