@@ -42,6 +42,8 @@ VitConfig vit_config(const std::string& name) {
     c.embed_dim = 192, c.num_heads = 3, c.img_size = 32, c.patch_size = 4;
   } else if (name == "vit_small_patch4_32") {
     c.embed_dim = 384, c.num_heads = 6, c.img_size = 32, c.patch_size = 4;
+  } else if (name == "vit_tiny_patch2_32") {
+    c.embed_dim = 192, c.num_heads = 3, c.img_size = 32, c.patch_size = 2;
   } else {
     MO_FAIL("unknown ViT '{}'; known: {}", name, fmt::join(vit_names(), ", "));
   }
@@ -49,7 +51,8 @@ VitConfig vit_config(const std::string& name) {
 }
 
 std::vector<std::string> vit_names() {
-  return {"vit_tiny_patch16_224", "vit_small_patch16_224", "vit_tiny_patch4_32", "vit_small_patch4_32"};
+  return {"vit_tiny_patch16_224", "vit_small_patch16_224", "vit_tiny_patch4_32", "vit_small_patch4_32",
+          "vit_tiny_patch2_32"};
 }
 
 bool is_vit_name(const std::string& name) {

@@ -25,8 +25,9 @@ struct VitConfig {
   bool causal = false;  // model.attention: full | causal
 };
 
-// Known names: vit_tiny_patch16_224, vit_small_patch16_224, vit_tiny_patch4_32, vit_small_patch4_32 (the
-// last two: 32×32 inputs in 4×4 patches, 64 tokens + the class token). Unknown -> error listing them.
+// Known names: vit_tiny_patch16_224, vit_small_patch16_224, vit_tiny_patch4_32, vit_small_patch4_32 (32×32
+// inputs in 4×4 patches, 64 tokens + the class token), vit_tiny_patch2_32 (2×2 patches: 256 + 1 tokens, for
+// docs/causal_vs_full.md's harder setting). Unknown -> error listing them.
 VitConfig vit_config(const std::string& name);
 std::vector<std::string> vit_names();
 bool is_vit_name(const std::string& name);

@@ -66,6 +66,7 @@ TEST(Vit, TimmParameterCountsAndNames) {
     EXPECT_EQ(named.back().first, "head.bias");
   }
   EXPECT_EQ(VisionTransformer(vit_config("vit_tiny_patch4_32"), 0, false).num_tokens(), 65);
+  EXPECT_EQ(VisionTransformer(vit_config("vit_tiny_patch2_32"), 0, false).num_tokens(), 257);
   EXPECT_EQ(VisionTransformer(vit_config("vit_small_patch16_224"), 0, false).num_tokens(), 197);
 }
 
