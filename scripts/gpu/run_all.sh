@@ -43,9 +43,10 @@
 # infer-graph: mo_bench --graph (tools/bench/cuda_graph.h) for tiny inference at batch 256 and 1.
 # data-e2e: mo_train (recipes/femto.yaml, tiny.yaml; batch 256, E2E_STEPS steps: 100 are one epoch of the
 #   folder) on a generated JPEG ImageFolder (scripts/data/make_jpeg_folder.py) with data.decoder cpu and gpu,
-#   16 workers, beside mo_bench's synthetic rate for the same model: the median images/s of the steps after
-#   the tenth, and the epoch's input: line (the step's wait for data).
-# TESTS_R (Cuda): the ctest -R pattern of the tests stage, TESTS_J (1) its -j; KERNELS_ONLY: words, each a mo_bench_kernels --only.
+#   16 workers (E2E_WORKERS: one or more counts), beside mo_bench's synthetic rate for the same model: the
+#   median images/s of the steps after the tenth, and the epoch's input: line (the step's wait for data).
+# TESTS_R (Cuda): the ctest -R pattern of the tests stage, TESTS_J (1) its -j; KERNELS_ONLY: words, each
+#   a mo_bench_kernels --only.
 # B (default build-gpu) is the build folder; PEER_DEVICE/PEER_DTYPE/PEER_ARGS and SERVE_DEVICE/SERVE_PEER_ARGS
 # let the same stages run on a CPU (for trying the plumbing; the numbers mean nothing there).
 set -uo pipefail
@@ -343,23 +344,27 @@ if has data-e2e; then  # mo_train on a JPEG ImageFolder, CPU and GPU decode, bes
   for m in ${E2E_MODELS:-mambaout_femto mambaout_tiny}; do
     bench mo $B/tools/mo_bench --device cuda --dtype bf16 --model $m --batch 256 --mode train --warmup 5 --iters 15
     for dec in ${E2E_DECODERS:-cpu gpu}; do
-      R=/tmp/e2e_${m}_$dec
-      rm -rf "$R"
-      timeout 300 $B/tools/mo_train "recipes/${m#mambaout_}.yaml" --set data.root="$J" --set model.num_classes=10 \
-        --set data.decoder=$dec --set data.workers=${E2E_WORKERS:-16} --set train.batch_size=256 \
-        --set train.global_batch=256 --set train.max_steps=${E2E_STEPS:-100} --set train.eval_every=0 \
-        --set log.progress=lines --set log.every_steps=1 --set log.tensorboard=false --set train.output="$R" \
-        >"$W/e2e_${m}_$dec.log" 2>&1
-      echo "data-e2e $m $dec rc=$?"
-      python3 - "$W/e2e_${m}_$dec.log" "$m" "$dec" <<'PYEOF' | tee -a "$W/bench.jsonl"
+      for wk in ${E2E_WORKERS:-16}; do  # E2E_WORKERS: one or more worker counts
+        R=/tmp/e2e_${m}_${dec}_$wk
+        L="$W/e2e_${m}_${dec}$([ "$wk" = 16 ] || echo "_w$wk").log"
+        rm -rf "$R"
+        timeout 300 $B/tools/mo_train "recipes/${m#mambaout_}.yaml" --set data.root="$J" --set model.num_classes=10 \
+          --set data.decoder=$dec --set data.workers=$wk --set train.batch_size=256 \
+          --set train.global_batch=256 --set train.max_steps=${E2E_STEPS:-100} --set train.eval_every=0 \
+          --set log.progress=lines --set log.every_steps=1 --set log.tensorboard=false --set train.output="$R" \
+          >"$L" 2>&1
+        echo "data-e2e $m $dec workers $wk rc=$?"
+        python3 - "$L" "$m" "$dec" "$wk" <<'PYEOF' | tee -a "$W/bench.jsonl"
 import json, re, statistics, sys
-path, model, dec = sys.argv[1:]
+path, model, dec, wk = sys.argv[1:]
 steps = [float(x) for x in re.findall(r"step \d+/\d+ \(\d+\).*? ([0-9.]+) img/s", open(path).read())]
-print(json.dumps({"tool": f"mo_train jpeg {dec}", "model": model, "mode": "train", "batch": 256, "dtype": "bf16",
+tool = f"mo_train jpeg {dec}" + ("" if wk == "16" else f" {wk} workers")
+print(json.dumps({"tool": tool, "model": model, "mode": "train", "batch": 256, "dtype": "bf16",
                   "device": "cuda", "images_per_s": round(statistics.median(steps[10:]), 1) if len(steps) > 10 else 0,
                   "peak_gib": None, "steps_seen": len(steps)}))
 PYEOF
-      grep -h "input:" "$R/log.txt" "$W/e2e_${m}_$dec.log" 2>/dev/null | tail -1
+        grep -h "input:" "$R/log.txt" "$L" 2>/dev/null | tail -1
+      done
     done
   done
 fi
