@@ -3,7 +3,13 @@
 // report one done. A slot belongs to the workers while filling, to the consumer once ready.
 #include "data/loader.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
@@ -239,9 +245,18 @@ struct Loader::Impl {
     return best >= 0;
   }
 
-  // A worker that cannot even set up (no memory for its decoder) reports it through next().
+  // A worker that cannot even set up (no memory for its decoder, its nice value refused) reports it
+  // through next().
   void worker_loop() {
     try {
+      if (cfg.worker_nice > 0) {  // this thread only (Linux: a thread id is a PRIO_PROCESS target)
+        const auto tid = static_cast<id_t>(syscall(SYS_gettid));
+        errno = 0;
+        const int now = getpriority(PRIO_PROCESS, tid);  // −1 is a valid nice value: errno tells
+        MO_CHECK(errno == 0 && setpriority(PRIO_PROCESS, tid, std::min(19, now + cfg.worker_nice)) == 0,
+                 "data loader: cannot raise a worker thread's nice value by {} ({})", cfg.worker_nice,
+                 std::system_category().message(errno));
+      }
       run_worker();
     } catch (...) {
       std::lock_guard<std::mutex> lk(mu);
@@ -408,6 +423,8 @@ Loader::Loader(LoaderConfig cfg) : Loader(cfg, nullptr) {}
 Loader::Loader(LoaderConfig cfg, std::shared_ptr<const ImageFolder> dataset) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   if (cfg.split.empty()) cfg.split = cfg.training ? "train" : "val";
+  MO_CHECK(cfg.worker_nice >= 0 && cfg.worker_nice <= 19, "Loader: worker_nice {} is not in [0, 19]",
+           cfg.worker_nice);
   MO_CHECK(cfg.batch_size > 0 && cfg.num_threads > 0 && cfg.prefetch_batches > 0,
            "Loader: batch_size {}, num_threads {} and prefetch_batches {} must be positive", cfg.batch_size,
            cfg.num_threads, cfg.prefetch_batches);

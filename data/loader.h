@@ -44,6 +44,9 @@ struct LoaderConfig {
   bool training = true;      // train transform + shuffle + drop_last + mixup + erasing; else eval
   int batch_size = 128;      // per rank
   int num_threads = 4;       // worker threads
+  int worker_nice = 0;       // 0..19, added to the workers' Linux nice value (at most 19): above 0 they leave
+                             // a busy core to the training thread first (16 workers on 16 cores slow a
+                             // host-bound step); an increment, so it never needs privileges
   int prefetch_batches = 4;  // batch slots in the ring
   int rank = 0, world_size = 1;
   uint64_t seed = 42;

@@ -43,8 +43,9 @@
 # infer-graph: mo_bench --graph (tools/bench/cuda_graph.h) for tiny inference at batch 256 and 1.
 # data-e2e: mo_train (recipes/femto.yaml, tiny.yaml; batch 256, E2E_STEPS steps: 100 are one epoch of the
 #   folder) on a generated JPEG ImageFolder (scripts/data/make_jpeg_folder.py) with data.decoder cpu and gpu,
-#   16 workers (E2E_WORKERS: one or more counts), beside mo_bench's synthetic rate for the same model: the
-#   median images/s of the steps after the tenth, and the epoch's input: line (the step's wait for data).
+#   16 workers (E2E_WORKERS: one or more counts; E2E_EXTRA: more --set overrides, e.g. data.worker_nice=10),
+#   beside mo_bench's synthetic rate for the same model: the median images/s of the steps after the tenth,
+#   and the epoch's input: line (the step's wait for data).
 # TESTS_R (Cuda): the ctest -R pattern of the tests stage, TESTS_J (1) its -j; KERNELS_ONLY: words, each
 #   a mo_bench_kernels --only.
 # B (default build-gpu) is the build folder; PEER_DEVICE/PEER_DTYPE/PEER_ARGS and SERVE_DEVICE/SERVE_PEER_ARGS
@@ -352,7 +353,7 @@ if has data-e2e; then  # mo_train on a JPEG ImageFolder, CPU and GPU decode, bes
           --set data.decoder=$dec --set data.workers=$wk --set train.batch_size=256 \
           --set train.global_batch=256 --set train.max_steps=${E2E_STEPS:-100} --set train.eval_every=0 \
           --set log.progress=lines --set log.every_steps=1 --set log.tensorboard=false --set train.output="$R" \
-          >"$L" 2>&1
+          ${E2E_EXTRA:-} >"$L" 2>&1
         echo "data-e2e $m $dec workers $wk rc=$?"
         python3 - "$L" "$m" "$dec" "$wk" <<'PYEOF' | tee -a "$W/bench.jsonl"
 import json, re, statistics, sys

@@ -1,12 +1,21 @@
 // test_data_loader.cpp: the Loader end to end on a small ImageFolder: determinism across thread counts,
 // epochs that differ, mid-epoch resume, DistributedSampler sharding/padding, eval batches (the last
-// one partial) equal to the eval transform + normalisation, output dtypes/layouts; the normalize +
+// one partial) equal to the eval transform + normalisation, output dtypes/layouts, worker_nice; the normalize +
 // random-erasing CPU twin; the cumulative stats() (counts, time by stage and by side); and the CUDA kernel
 // against the CPU twin ("Cuda" test, skipped without a GPU).
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #include "autograd/cuda_allocator.h"
 #include "data/gpu_jpeg.h"
@@ -80,6 +89,47 @@ TEST_F(DataLoader, OneAndTwoThreadsGiveIdenticalBatches) {
     auto t = b.targets.to_vector<float>();
     for (int r = 0; r < 4; ++r) EXPECT_NEAR(t[r * 3] + t[r * 3 + 1] + t[r * 3 + 2], 1.0f, 1e-5f);
   }
+}
+
+// The nice values of this process's threads other than the calling one (/proc/self/task/<tid>/stat's 19th
+// field, counted after the ")" that ends the thread's name).
+std::vector<int> other_threads_nice() {
+  std::vector<int> v;
+  const std::string self = std::to_string(static_cast<long>(syscall(SYS_gettid)));
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+    if (e.path().filename() == self) continue;
+    std::ifstream in(e.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    std::string field;
+    for (int k = 3; k <= 19 && rest >> field; ++k)
+      if (k == 19) v.push_back(std::stoi(field));
+  }
+  return v;
+}
+
+TEST_F(DataLoader, WorkerNiceRaisesTheWorkersOnlyAndChangesNoBatch) {
+  errno = 0;
+  const int base = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
+  ASSERT_EQ(errno, 0);
+  LoaderConfig c = config(true, 3);
+  c.worker_nice = 7;
+  std::vector<Batch> niced;
+  {
+    Loader l(c);
+    niced = epoch(l, 0);
+    const std::vector<int> nice = other_threads_nice();
+    EXPECT_EQ(std::count(nice.begin(), nice.end(), std::min(19, base + 7)), 3) << "the 3 workers";
+    EXPECT_EQ(getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid))), base) << "the caller's is unchanged";
+  }
+  Loader plain(config(true, 3));
+  auto ref = epoch(plain, 0);
+  ASSERT_EQ(niced.size(), ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) expect_same(niced[i], ref[i]);
+  c.worker_nice = 20;
+  EXPECT_NE(mo::test::error_of([&] { Loader bad(c); }).find("worker_nice 20 is not in [0, 19]"), std::string::npos);
 }
 
 TEST_F(DataLoader, ResumeMidEpochIsExact) {

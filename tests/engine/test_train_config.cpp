@@ -157,11 +157,13 @@ TEST(TrainConfig, ShippedRecipesLoad) {
 }
 
 TEST(TrainConfig, InputLimitsReachTheLoaders) {
-  TrainConfig c = load_train_config("", {"data.root=/data", "data.max_file_mb=2", "data.max_megapixels=3"});
+  TrainConfig c =
+      load_train_config("", {"data.root=/data", "data.max_file_mb=2", "data.max_megapixels=3", "data.worker_nice=5"});
   for (const mo::data::LoaderConfig& l : {train_loader_config(c, 0, 1, mo::Device::cpu(), mo::DType::f32),
                                           eval_loader_config(c, 0, 1, mo::Device::cpu(), mo::DType::f32)}) {
     EXPECT_EQ(l.max_file_bytes, 2 << 20);
     EXPECT_EQ(l.max_pixels, 3'000'000);
+    EXPECT_EQ(l.worker_nice, 5);
   }
   const TrainConfig d;
   EXPECT_EQ(d.data.max_file_mb << 20, mo::data::kDefaultMaxFileBytes);
@@ -169,7 +171,9 @@ TEST(TrainConfig, InputLimitsReachTheLoaders) {
   for (const auto& [set, says] : std::vector<std::pair<std::string, std::string>>{
            {"data.max_file_mb=0", "config key 'data.max_file_mb' must be in [1, 1048576], got 0"},
            {"data.max_megapixels=5000", "config key 'data.max_megapixels' must be in [1, 4290]"},
-           {"data.workers=100000", "config key 'data.workers' must be at most 4096, got 100000"}}) {
+           {"data.workers=100000", "config key 'data.workers' must be at most 4096, got 100000"},
+           {"data.worker_nice=20", "config key 'data.worker_nice' must be in [0, 19], got 20"},
+           {"data.worker_nice=-1", "config key 'data.worker_nice' must be in [0, 19], got -1"}}) {
     const std::string msg = error_of([&] { load_train_config("", {set}); });
     EXPECT_NE(msg.find(says), std::string::npos) << set << ": " << msg;
   }

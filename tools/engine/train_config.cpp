@@ -42,6 +42,8 @@ ConfigSchema make_schema(TrainConfig& c) {
   s.add("data.mixup_mode", &c.data.mixup_mode, "batch (one lambda per batch)");
   s.add("data.smoothing", &c.data.smoothing, "label smoothing");
   s.add("data.workers", &c.data.workers, "decoding threads");
+  s.add("data.worker_nice", &c.data.worker_nice,
+        "added to the decoding threads' nice value, 0..19 (above 0 the training thread gets a busy core first)");
   s.add("data.decoder", &c.data.decoder,
         "training JPEGs decoded on: cpu (libjpeg-turbo) | gpu (nvJPEG) | auto (gpu where built with nvJPEG and on a GPU)");
   s.add("data.max_file_mb", &c.data.max_file_mb, "image files larger than this (MiB) are bad input, never read");
@@ -133,6 +135,8 @@ void TrainConfig::validate() const {
            "distribution alphas: must be >= 0 (0 = off)", data.mixup, data.cutmix);
   MO_CHECK(data.workers >= 0, "config key 'data.workers' must be >= 0, got {}", data.workers);
   MO_CHECK(data.workers <= 4096, "config key 'data.workers' must be at most 4096, got {}", data.workers);
+  MO_CHECK(data.worker_nice >= 0 && data.worker_nice <= 19, "config key 'data.worker_nice' must be in [0, 19], got {}",
+           data.worker_nice);
   MO_CHECK(data.max_file_mb >= 1 && data.max_file_mb <= (int64_t(1) << 20),
            "config key 'data.max_file_mb' must be in [1, 1048576], got {}", data.max_file_mb);
   MO_CHECK(data.max_megapixels >= 1 && data.max_megapixels <= 4290,
