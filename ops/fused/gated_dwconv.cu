@@ -11,6 +11,7 @@
 //             (3) the weight-gradient kernel (dconv ⊗ c) → per-slice partials → fixed-order sum (dw, db).
 // act is GELU (erf by Abramowitz & Stegun 7.1.26, |error| ≤ 1.5e-7, as the CPU kernels) or SiLU in fp32; every kernel reads T (f32 / bf16) and computes in fp32.
 //
+// The forward kernels live in gated_dwconv_forward.inc (included below), the backward ones here.
 // Forward conv tiling (gate_conv_kernel). A block owns CB = 32 conv channels and walks over TH×7-pixel
 // output tiles, TH ∈ {28, 14, 7} fitted to the map (persistent: block (cb, s) takes tiles s, s+S, ...;
 // S fills the GPU once, rounded down) with two shared-memory stages: while tile t is computed, cp.async
@@ -170,10 +171,10 @@ __device__ __forceinline__ void issue_block(T* __restrict__ s, const T* __restri
 // coalesced, into `scratch` (≥ 32 · 49 floats of shared memory no copy is writing to), then each thread
 // takes its channel's: a direct per-thread read strides 49 elements across the lanes (a sector per
 // lane per tap, which cost ~25% of the small stage-4 maps).
-template <typename T, bool FLIP>
+template <typename T, bool FLIP, int NT = THREADS>
 __device__ __forceinline__ void load_weights(float (&wr)[KK], const T* __restrict__ w, int c0, int lane, int cc,
                                              float* scratch) {
-  for (int e = threadIdx.x; e < CB * KK; e += THREADS) {
+  for (int e = threadIdx.x; e < CB * KK; e += NT) {
     const int l = e / KK, tap = e % KK;
     scratch[tap * CB + l] = c0 + l < cc ? cu::to_float(w[static_cast<int64_t>(c0) * KK + e]) : 0.0f;
   }
@@ -183,73 +184,33 @@ __device__ __forceinline__ void load_weights(float (&wr)[KK], const T* __restric
   __syncthreads();  // scratch is a copy stage: everyone has read it before copies are issued into it
 }
 
-// acc[a][j] = b0 + Σ_{u,v} w[u,v] · x[2w + a + u][j + v] for the thread's rows 2w, 2w+1 and channel
-// lane, x the raw halo in shared memory (converted to fp32 as it is read), w in registers; the sum
-// runs u, v ascending (a fixed order).
-template <typename T>
-__device__ __forceinline__ void conv_tile(const T* __restrict__ sx, const float (&wr)[KK], int wp, int lane, float b0,
-                                          float (&acc)[2][TW]) {
+// acc[a][j] = b0 + Σ_{u,v} w[u,v] · x[a + u][j + v] for NR rows from the halo rows at sx (raw, converted
+// as read, each row once for the NR outputs it feeds); per output u, v ascending (a fixed order).
+template <typename T, int NR>
+__device__ __forceinline__ void conv_rows(const T* __restrict__ sx, const float (&wr)[KK], float b0,
+                                          float (&acc)[NR][TW]) {
 #pragma unroll
-  for (int a = 0; a < 2; ++a)
+  for (int a = 0; a < NR; ++a)
 #pragma unroll
     for (int j = 0; j < TW; ++j) acc[a][j] = b0;
 #pragma unroll
-  for (int q = 0; q < K + 1; ++q) {
+  for (int q = 0; q < NR + K - 1; ++q) {
     float x[HW];
 #pragma unroll
-    for (int k = 0; k < HW; ++k) x[k] = cu::to_float(sx[((2 * wp + q) * HW + k) * CB + lane]);
+    for (int k = 0; k < HW; ++k) x[k] = cu::to_float(sx[(q * HW + k) * CB]);
 #pragma unroll
-    for (int a = 0; a < 2; ++a) {
+    for (int a = 0; a < NR; ++a) {
       const int u = q - a;
+      if (u < 0 || u >= K) continue;
 #pragma unroll
-      for (int v = 0; v < K && u >= 0 && u < K; ++v) {
+      for (int v = 0; v < K; ++v)
 #pragma unroll
         for (int j = 0; j < TW; ++j) acc[a][j] = fmaf(wr[u * K + v], x[j + v], acc[a][j]);
-      }
     }
   }
 }
 
-// Identity part of the forward, m[p, j] = act(g[p, j]) · i[p, j] for j < id: a streaming pass over
-// P · id / V vectors of V elements, NB per thread loaded before any is stored. Item e = (pixel e / nv,
-// vector e % nv), decoded with FastDiv when P · nv < 2^31.
-template <typename T, int V, bool FAST>
-__global__ void __launch_bounds__(256) gate_identity_forward(const T* __restrict__ z, T* __restrict__ m, int64_t n,
-                                                             FastDiv nvd, int64_t nv, int64_t h, Act act) {
-  constexpr int NB = 2;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t e0 = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e0 < n; e0 += NB * stride) {
-    Vec<T, V> gv[NB], iv[NB];
-    int64_t p[NB], j[NB];
-#pragma unroll
-    for (int k = 0; k < NB; ++k) {
-      const int64_t e = e0 + k * stride;
-      if (e >= n) continue;
-      if constexpr (FAST) {
-        uint32_t q, r;
-        nvd.divmod(static_cast<uint32_t>(e), q, r);
-        p[k] = q;
-        j[k] = static_cast<int64_t>(r) * V;
-      } else {
-        p[k] = e / nv;
-        j[k] = (e - p[k] * nv) * V;
-      }
-      gv[k] = ldv<T, V>(z + p[k] * 2 * h + j[k]);
-      iv[k] = ldv<T, V>(z + p[k] * 2 * h + h + j[k]);
-    }
-#pragma unroll
-    for (int k = 0; k < NB; ++k) {
-      if (e0 + k * stride >= n) continue;
-      Vec<T, V> o;
-#pragma unroll
-      for (int q = 0; q < V; ++q)
-        o.v[q] = cu::from_float<T>(act_f(act, cu::to_float(gv[k].v[q])) * cu::to_float(iv[k].v[q]));
-      stv<T, V>(m + p[k] * h + j[k], o);
-    }
-  }
-}
-
-#include "ops/fused/gate_conv_forward.inc"  // the forward conv kernel
+#include "ops/fused/gated_dwconv_forward.inc"  // the forward kernels
 
 // The conv's input gradient on 14×7 tiles: out[p, c] = w' ⋆ in with w' the flipped weights, no bias.
 // Persistent blocks (cb, s) walk over tiles s, s + S, ... with two shared-memory stages: the copies of
@@ -285,7 +246,7 @@ __global__ void __launch_bounds__(THREADS, kForwardMinBlocks)
     int i0, j0;
     decode_tile(t, g, b, i0, j0);
     float acc[2][TW];
-    conv_tile(s_x + buf * HPIX * CB, wr, wp, lane, 0.0f, acc);
+    conv_rows<T, 2>(s_x + buf * HPIX * CB + 2 * wp * HW * CB + lane, wr, 0.0f, acc);
     if (cok) {
 #pragma unroll
       for (int a = 0; a < 2; ++a) {
