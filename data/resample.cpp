@@ -78,11 +78,12 @@ inline uint8_t clip8(int32_t v) {
 }
 
 // rows [y0, y1) of src -> tmp (y1 - y0, out_w, 3): the portable version.
-void horizontal_scalar(const ImageView& src, int y0, int y1, const Coeffs& c, int out_w, bool flip, uint8_t* tmp) {
+void horizontal_scalar(const ImageView& src, int y0, int y1, const Coeffs& c, int out_w, bool flip, uint8_t* tmp,
+                       int64_t tmp_stride) {
   const int ks = c.ksize;
   for (int y = y0; y < y1; ++y) {
     const uint8_t* in = src.row(y);
-    uint8_t* out = tmp + static_cast<size_t>(y - y0) * out_w * 3;
+    uint8_t* out = tmp + (y - y0) * tmp_stride;
     for (int xx = 0; xx < out_w; ++xx) {
       const int xmin = c.bounds[xx * 2], n = c.bounds[xx * 2 + 1];
       const int32_t* k = &c.k[static_cast<size_t>(xx) * ks];
@@ -100,56 +101,103 @@ void horizontal_scalar(const ImageView& src, int y0, int y1, const Coeffs& c, in
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-// The same with AVX2: a pixel is loaded as 4 bytes (R, G, B and one more, ignored), two rows share one
-// 8-lane vector and four rows are done together, so one broadcast weight serves 4 rows x 3 bands (the
-// weights depend on the column only). Sources keep a few bytes of slack after their last pixel.
+// The same with AVX2 and 16-bit multiply-adds, exact by the weight split of vertical_avx2 below
+// (k = kh 2^15 + kl). Four taps of a row are one 16-byte load (pixels x .. x + 3 and four bytes more),
+// shuffled into the 16-bit pairs (R, R'), (G, G'), (B, B'), 0 of taps x, x + 1 and of x + 2, x + 3;
+// two rows share a 256-bit vector and four rows are done together, so one broadcast weight pair
+// serves 4 rows x 3 bands. Output pixels are visited in output order (a flip reads the mirrored
+// column's weights) and each row's result is one 4-byte store whose fourth byte the next pixel
+// overwrites (tmp rows keep one byte of slack). A column whose last load would pass the end of its
+// row is done as horizontal_scalar does it.
+struct Tap4 {
+  int off, groups;  // the first tap's byte offset in the row; four-tap groups (0: the scalar path)
+  int w;            // index of its first group's weights (wl01, wl23, wh01, wh23 per group)
+};
 MO_TARGET_AVX2_NOFMA void horizontal_avx2(const ImageView& src, int y0, int y1, const Coeffs& c, int out_w,
-                                                     bool flip, uint8_t* tmp) {
-  const int ks = c.ksize;
+                                          bool flip, uint8_t* tmp, int64_t tmp_stride) {
+  thread_local std::vector<Tap4> taps;
+  thread_local std::vector<int32_t> wts;
+  taps.resize(static_cast<size_t>(out_w));
+  wts.clear();
+  for (int xo = 0; xo < out_w; ++xo) {
+    const int xx = flip ? out_w - 1 - xo : xo, xmin = c.bounds[xx * 2], n = c.bounds[xx * 2 + 1];
+    const int groups = (n + 3) / 4;
+    const bool inside = groups > 0 && 3 * (xmin + 4 * (groups - 1)) + 16 <= 3 * src.w;
+    taps[xo] = {xmin * 3, inside ? groups : 0, static_cast<int>(wts.size())};
+    if (!inside) continue;
+    const int32_t* k = &c.k[static_cast<size_t>(xx) * c.ksize];
+    for (int g = 0; g < groups; ++g) {
+      uint32_t lo[2], hi[2];
+      for (int h = 0; h < 2; ++h) {
+        const int t0 = 4 * g + 2 * h, t1 = t0 + 1;
+        const uint32_t k0 = t0 < n ? static_cast<uint32_t>(k[t0]) : 0, k1 = t1 < n ? static_cast<uint32_t>(k[t1]) : 0;
+        lo[h] = (k0 & 0x7FFF) | (k1 & 0x7FFF) << 16;
+        hi[h] = (static_cast<uint32_t>(static_cast<int32_t>(k0) >> 15) & 0xFFFF) |
+                (static_cast<uint32_t>(static_cast<int32_t>(k1) >> 15) & 0xFFFF) << 16;
+      }
+      wts.insert(wts.end(), {static_cast<int32_t>(lo[0]), static_cast<int32_t>(lo[1]), static_cast<int32_t>(hi[0]),
+                             static_cast<int32_t>(hi[1])});
+    }
+  }
   const __m256i init = _mm256_set1_epi32(1 << (kPrecisionBits - 1));
-  alignas(16) uint8_t px[16];
+  const __m256i pair01 = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1));
+  const __m256i pair23 = _mm256_broadcastsi128_si256(_mm_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1));
   for (int y = y0; y < y1; y += 4) {
     const int rows = std::min(4, y1 - y);
     const uint8_t* in[4];
     uint8_t* out[4];
     for (int r = 0; r < 4; ++r) {
       in[r] = src.row(y + std::min(r, rows - 1));
-      out[r] = tmp + static_cast<size_t>(y - y0 + r) * out_w * 3;
+      out[r] = tmp + (y - y0 + std::min(r, rows - 1)) * tmp_stride;
     }
-    for (int xx = 0; xx < out_w; ++xx) {
-      const int xmin = c.bounds[xx * 2], n = c.bounds[xx * 2 + 1];
-      const int32_t* k = &c.k[static_cast<size_t>(xx) * ks];
-      const int off = xmin * 3;
-      __m256i a01 = init, a23 = init;
-      for (int x = 0; x < n; ++x) {
-        uint32_t b0, b1, b2, b3;
-        std::memcpy(&b0, in[0] + off + 3 * x, 4);
-        std::memcpy(&b1, in[1] + off + 3 * x, 4);
-        std::memcpy(&b2, in[2] + off + 3 * x, 4);
-        std::memcpy(&b3, in[3] + off + 3 * x, 4);
-        const __m256i kk = _mm256_set1_epi32(k[x]);
-        const __m256i v01 = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(uint64_t(b1) << 32 | b0)));
-        const __m256i v23 = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(uint64_t(b3) << 32 | b2)));
-        a01 = _mm256_add_epi32(a01, _mm256_mullo_epi32(v01, kk));
-        a23 = _mm256_add_epi32(a23, _mm256_mullo_epi32(v23, kk));
+    for (int xo = 0; xo < out_w; ++xo) {
+      const Tap4 t = taps[xo];
+      if (t.groups == 0) {
+        const int xx = flip ? out_w - 1 - xo : xo, n = c.bounds[xx * 2 + 1];
+        const int32_t* k = &c.k[static_cast<size_t>(xx) * c.ksize];
+        for (int r = 0; r < rows; ++r) {
+          const uint8_t* p = in[r] + t.off;
+          int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
+          for (int x = 0; x < n; ++x) s0 += p[3 * x] * k[x], s1 += p[3 * x + 1] * k[x], s2 += p[3 * x + 2] * k[x];
+          out[r][xo * 3] = clip8(s0), out[r][xo * 3 + 1] = clip8(s1), out[r][xo * 3 + 2] = clip8(s2);
+        }
+        continue;
       }
-      // >> 22, then saturate to int16 and to uint8: exactly clip8, for 4 rows x 4 lanes at once.
-      const __m256i s01 = _mm256_srai_epi32(a01, kPrecisionBits), s23 = _mm256_srai_epi32(a23, kPrecisionBits);
-      const __m128i r01 = _mm_packs_epi32(_mm256_castsi256_si128(s01), _mm256_extracti128_si256(s01, 1));
-      const __m128i r23 = _mm_packs_epi32(_mm256_castsi256_si128(s23), _mm256_extracti128_si256(s23, 1));
-      _mm_store_si128(reinterpret_cast<__m128i*>(px), _mm_packus_epi16(r01, r23));
-      const int o = (flip ? out_w - 1 - xx : xx) * 3;
-      for (int r = 0; r < rows; ++r) std::memcpy(out[r] + o, px + 4 * r, 3);
+      __m256i l01 = _mm256_setzero_si256(), h01 = l01, l23 = l01, h23 = l01;
+      const int32_t* w = &wts[static_cast<size_t>(t.w)];
+      for (int g = 0, off = t.off; g < t.groups; ++g, off += 12, w += 4) {
+        const __m256i v01 = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(in[1] + off),
+                                                reinterpret_cast<const __m128i*>(in[0] + off));
+        const __m256i v23 = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(in[3] + off),
+                                                reinterpret_cast<const __m128i*>(in[2] + off));
+        const __m256i wl01 = _mm256_set1_epi32(w[0]), wl23 = _mm256_set1_epi32(w[1]);
+        const __m256i wh01 = _mm256_set1_epi32(w[2]), wh23 = _mm256_set1_epi32(w[3]);
+        const __m256i a0 = _mm256_shuffle_epi8(v01, pair01), a1 = _mm256_shuffle_epi8(v01, pair23);
+        const __m256i b0 = _mm256_shuffle_epi8(v23, pair01), b1 = _mm256_shuffle_epi8(v23, pair23);
+        l01 = _mm256_add_epi32(l01, _mm256_add_epi32(_mm256_madd_epi16(a0, wl01), _mm256_madd_epi16(a1, wl23)));
+        h01 = _mm256_add_epi32(h01, _mm256_add_epi32(_mm256_madd_epi16(a0, wh01), _mm256_madd_epi16(a1, wh23)));
+        l23 = _mm256_add_epi32(l23, _mm256_add_epi32(_mm256_madd_epi16(b0, wl01), _mm256_madd_epi16(b1, wl23)));
+        h23 = _mm256_add_epi32(h23, _mm256_add_epi32(_mm256_madd_epi16(b0, wh01), _mm256_madd_epi16(b1, wh23)));
+      }
+      // (R, G, B, 0) per row: init + l + (h << 15), >> 22, saturated to int16 and to uint8 (clip8)
+      const __m256i s01 = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(init, l01), _mm256_slli_epi32(h01, 15)), kPrecisionBits);
+      const __m256i s23 = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(init, l23), _mm256_slli_epi32(h23, 15)), kPrecisionBits);
+      const __m256i b8 = _mm256_packus_epi16(_mm256_packs_epi32(s01, s23), _mm256_setzero_si256());  // rows 0, 2 | 1, 3
+      const __m128i lo = _mm256_castsi256_si128(b8), hi = _mm256_extracti128_si256(b8, 1);
+      const uint32_t px[4] = {static_cast<uint32_t>(_mm_cvtsi128_si32(lo)), static_cast<uint32_t>(_mm_cvtsi128_si32(hi)),
+                              static_cast<uint32_t>(_mm_extract_epi32(lo, 1)), static_cast<uint32_t>(_mm_extract_epi32(hi, 1))};
+      for (int r = 0; r < 4; ++r) std::memcpy(out[r] + xo * 3, &px[r], 4);
     }
   }
 }
 #endif
 
-void horizontal(const ImageView& src, int y0, int y1, const Coeffs& c, int out_w, bool flip, uint8_t* tmp) {
+// rows [y0, y1) of src -> tmp rows tmp_stride (>= out_w * 3 + 1) bytes apart
+void horizontal(const ImageView& src, int y0, int y1, const Coeffs& c, int out_w, bool flip, uint8_t* tmp, int64_t tmp_stride) {
 #if MO_X86_SIMD
-  if (cpu_isa() >= CpuIsa::avx2) return horizontal_avx2(src, y0, y1, c, out_w, flip, tmp);
+  if (cpu_isa() >= CpuIsa::avx2) return horizontal_avx2(src, y0, y1, c, out_w, flip, tmp, tmp_stride);
 #endif
-  horizontal_scalar(src, y0, y1, c, out_w, flip, tmp);
+  horizontal_scalar(src, y0, y1, c, out_w, flip, tmp, tmp_stride);
 }
 
 // tmp rows (already offset so that bounds index them directly) -> dst
@@ -263,10 +311,11 @@ void resample(const ImageView& src, const float box[4], Interp interp, const Ima
   slice(ch, win.x0, dst.w);
   const int y_first = cv.bounds[0];
   const int y_last = cv.bounds[(dst.h - 1) * 2] + cv.bounds[(dst.h - 1) * 2 + 1];
-  tmp.resize(static_cast<size_t>(y_last - y_first) * dst.w * 3);
-  horizontal(src, y_first, y_last, ch, dst.w, flip_x, tmp.data());
+  const int64_t tmp_stride = static_cast<int64_t>(dst.w) * 3 + 1;
+  tmp.resize(static_cast<size_t>((y_last - y_first) * tmp_stride));
+  horizontal(src, y_first, y_last, ch, dst.w, flip_x, tmp.data(), tmp_stride);
   for (int i = 0; i < dst.h; ++i) cv.bounds[i * 2] -= y_first;
-  vertical(tmp.data(), static_cast<int64_t>(dst.w) * 3, cv, dst);
+  vertical(tmp.data(), tmp_stride, cv, dst);
 }
 
 }  // namespace mo::data

@@ -2,9 +2,12 @@
 // (tests/ops/op_table.cpp, those marked kGradcheck), plus what is not one op's case: fused ops against
 // their parts, drop_path's draw, top-k, the error messages of user mistakes, number parsing, the
 // saved-tensor version check and the RNG's known answer.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "ops/activation/activation.h"
 #include "ops/conv/dwconv2d.h"
@@ -188,6 +191,40 @@ TEST(Autograd, AccumulatesAndNoGrad) {
   y2.backward(Tensor::full({5}, 1.0, DType::f64));
   auto g2 = x.grad().to_vector<double>();
   for (int i = 0; i < 5; ++i) EXPECT_NEAR(g2[i], 2 * xv[i] + 3, 1e-12);
+}
+
+TEST(Rng, PhiloxNormalIsAccurate) {
+  // philox_box_muller against Box-Muller in double on the same two words: random words, and the ends
+  // of both ranges and every quadrant boundary of the cosine (k = q 2^21, q = 0..8, and their neighbours).
+  std::vector<uint32_t> ks;
+  for (uint32_t q = 0; q <= 8; ++q)
+    for (int d : {-1, 0, 1}) {
+      const int64_t k = int64_t(q) << 21;
+      if (k + d >= 0 && k + d < (1 << 24)) ks.push_back(static_cast<uint32_t>(k + d));
+    }
+  std::vector<std::pair<uint32_t, uint32_t>> words;
+  for (uint32_t n : {0u, 1u, 2u, 0x7FFFFFu, 0x800000u, 0xB504F3u, 0xB504F4u, 0xFFFFFEu, 0xFFFFFFu})
+    for (uint32_t k : ks) words.emplace_back(n << 8 | 0x5A, k << 8 | 0xA5);
+  for (uint64_t i = 0; i < 200000; ++i) {
+    const Philox4 b = philox_block(3, 4, i);
+    words.emplace_back(b.v[0], b.v[1]);
+  }
+  double worst = 0, sum = 0, sum2 = 0;
+  for (auto [a, b] : words) {
+    const double u1 = double((a >> 8) + 1) / 16777216.0, u2 = double(b >> 8) / 16777216.0;
+    const double want = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+    const double got = philox_box_muller(a, b);
+    worst = std::max(worst, std::abs(got - want) / std::max(1.0, std::abs(want)));
+    sum += got, sum2 += got * got;
+  }
+  EXPECT_LT(worst, 1e-6);
+  const double n = double(words.size());
+  EXPECT_NEAR(sum / n, 0.0, 0.01);
+  EXPECT_NEAR(sum2 / n, 1.0, 0.01);
+  // philox_normal is the pair of block i/2 selected by the parity of i
+  const Philox4 b = philox_block(9, 2, 21);
+  EXPECT_EQ(philox_normal(9, 2, 42), philox_box_muller(b.v[0], b.v[1]));
+  EXPECT_EQ(philox_normal(9, 2, 43), philox_box_muller(b.v[2], b.v[3]));
 }
 
 TEST(Rng, PhiloxKnownAnswer) {
