@@ -160,8 +160,15 @@ struct GpuJpegDecoder::Impl {
     cudaStream_t stream = nullptr;
     std::vector<nvjpegJpegStream_t> parsed;  // one per job, reused
     DevBuf planes, tmp, out, params;
+    cudaEvent_t done = nullptr;  // blocking-sync: the waiting worker sleeps instead of spinning on a core
     bool busy = false;
   };
+  // Waits for c.stream's work so far. cudaStreamSynchronize would spin (the default schedule with more
+  // cores than GPUs) and take a core from the training thread and the other workers for the whole decode.
+  static void wait(Context& c) {
+    CUDA_CHECK(cudaEventRecord(c.done, c.stream));
+    CUDA_CHECK(cudaEventSynchronize(c.done));
+  }
   int device = 0, S = 0;
   nvjpegHandle_t handle = nullptr;
   bool hardware = false;
@@ -229,7 +236,7 @@ struct GpuJpegDecoder::Impl {
     nvjpegStatus_t s = nvjpegDecodeBatchedInitialize(handle, c.state, m, 1, NVJPEG_OUTPUT_RGB);
     if (s == NVJPEG_STATUS_SUCCESS) s = nvjpegDecodeBatched(handle, c.state, d.data(), l.data(), o.data(), c.stream);
     if (s == NVJPEG_STATUS_SUCCESS) return;
-    CUDA_CHECK(cudaStreamSynchronize(c.stream));
+    wait(c);
     std::vector<int> kept;
     for (int k = 0; k < m; ++k) {
       s = nvjpegDecodeBatchedInitialize(handle, c.state, 1, 1, NVJPEG_OUTPUT_RGB);
@@ -238,7 +245,7 @@ struct GpuJpegDecoder::Impl {
         kept.push_back(which[k]);
         continue;
       }
-      CUDA_CHECK(cudaStreamSynchronize(c.stream));
+      wait(c);
       errors[which[k]] = fmt::format("nvJPEG could not decode it ({})", status_name(s));
     }
     which.swap(kept);
@@ -276,6 +283,7 @@ GpuJpegDecoder::GpuJpegDecoder(int device, int size, int contexts, bool use_hard
     m.ctx.push_back(std::make_unique<Impl::Context>());
     NVJPEG_CHECK(nvjpegJpegStateCreate(m.handle, &m.ctx.back()->state));
     CUDA_CHECK(cudaStreamCreateWithFlags(&m.ctx.back()->stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&m.ctx.back()->done, cudaEventBlockingSync | cudaEventDisableTiming));
   }
 }
 
@@ -286,6 +294,7 @@ GpuJpegDecoder::~GpuJpegDecoder() {
     if (c->stream) cudaStreamSynchronize(c->stream);
     for (auto s : c->parsed) nvjpegJpegStreamDestroy(s);
     if (c->state) nvjpegJpegStateDestroy(c->state);
+    if (c->done) cudaEventDestroy(c->done);
     if (c->stream) cudaStreamDestroy(c->stream);
   }
   m.ctx.clear();  // the device buffers, before the handle
@@ -361,7 +370,7 @@ void GpuJpegDecoder::run(const GpuJob* jobs, int n, uint8_t* out, std::vector<ch
                                                                                                           tmp, dout);
   CUDA_CHECK_LAUNCH();
   CUDA_CHECK(cudaMemcpyAsync(out, dout, out_bytes, cudaMemcpyDeviceToHost, c.stream));
-  CUDA_CHECK(cudaStreamSynchronize(c.stream));
+  Impl::wait(c);
   for (int i : which) ok[i] = 1;
 }
 
@@ -382,7 +391,7 @@ bool GpuJpegDecoder::decode_full(const uint8_t* data, size_t n, Image& out, std:
   if (which.empty()) return err = errors[0], false;
   std::vector<uint8_t> host(plane * 3);
   CUDA_CHECK(cudaMemcpyAsync(host.data(), planes, plane * 3, cudaMemcpyDeviceToHost, c.stream));
-  CUDA_CHECK(cudaStreamSynchronize(c.stream));
+  Impl::wait(c);
   out.resize(W, H);
   for (size_t p = 0; p < plane; ++p)  // planar -> packed RGB
     for (int k = 0; k < 3; ++k) out.data()[p * 3 + k] = host[k * plane + p];
