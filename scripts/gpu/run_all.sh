@@ -377,7 +377,10 @@ if has demo; then  # the README's main job on the GPU: Fashion-MNIST, recipes/fa
 fi
 if has data; then  # JPEG pipeline scaling with worker threads, and the PIL/torchvision peer on one thread
   python3 scripts/data/make_bench_images.py /tmp/bench_jpeg 200 >/dev/null 2>&1
-  $B/tools/mo_bench_data --dir /tmp/bench_jpeg --threads 1,2,4,8,16 --seconds 3 --modes train,eval >"$W/data_bench.log" 2>&1
+  { lscpu | grep -E 'Model name|^CPU\(s\)|Thread|MHz'; echo "vector ISA: $(grep -o -w 'avx2\|fma\|avx512f\|avx512bw' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+    $B/tools/mo_bench_data --dir /tmp/bench_jpeg --threads 1,2,4,8,16 --seconds 3 --modes train,eval
+    # the stage split of one core (which stage the host's slower cores pay for)
+    $B/tools/mo_bench_data --dir /tmp/bench_jpeg --threads 1 --seconds 3 --modes decode,rrc,train --profile; } >"$W/data_bench.log" 2>&1
   python3 scripts/data/bench_peer.py /tmp/bench_jpeg --seconds 3 >>"$W/data_bench.log" 2>&1
   cat "$W/data_bench.log" | tail -30
 fi
