@@ -104,6 +104,15 @@ struct JpegDecoder::Impl {
     jpeg_create_decompress(&cinfo);
   }
   ~Impl() { jpeg_destroy_decompress(&cinfo); }
+  // A new libjpeg object for each file (microseconds): the object keeps the Huffman and quantisation
+  // tables of the images it has read (JPEG's abbreviated datastreams), so a file lacking some would
+  // decode with another file's, accepted or not, and with pixels that depend on what the worker read
+  // before it. Fresh, such a file gets libjpeg's defaults (Motion-JPEG's Huffman tables) or its error.
+  void renew() {
+    jpeg_destroy_decompress(&cinfo);
+    install(err, cinfo.err);
+    jpeg_create_decompress(&cinfo);
+  }
 };
 
 JpegDecoder::JpegDecoder() : impl_(std::make_unique<Impl>()) {}
@@ -129,6 +138,7 @@ bool JpegDecoder::open(const uint8_t* data, size_t size) {
     jpeg_abort_decompress(&m.cinfo);
     return false;
   }
+  m.renew();
   jpeg_mem_src(&m.cinfo, data, static_cast<unsigned long>(size));
   jpeg_read_header(&m.cinfo, TRUE);
   int64_t w = m.cinfo.image_width, h = m.cinfo.image_height;

@@ -1,7 +1,8 @@
 // test_data_hostile.cpp: hostile or careless image trees and files. Named pipes, sockets, devices and
 // folders named *.jpg never block a read; a file over the size limit or a header declaring too many
 // pixels is refused before it is read, a progressive JPEG with thousands of scans before it costs minutes; link loops and links to other classes list each folder once and
-// say what was skipped; folders that cannot be listed are named; a loader whose threads cannot all be
+// say what was skipped; folders that cannot be listed are named; a JPEG lacking its tables never borrows
+// those of the file decoded before it; a loader whose threads cannot all be
 // started fails with a message, not std::terminate.
 #include <fcntl.h>
 #include <grp.h>
@@ -355,6 +356,48 @@ TEST(DataHostile, ProgressiveJpegsWithThousandsOfScansAreRefused) {
   EXPECT_NE(dec.error().find("more than 500 scans"), std::string::npos) << dec.error();
   ASSERT_TRUE(dec.open(good.data(), good.size()));  // the count starts again with each file
   EXPECT_TRUE(dec.decode_full(out)) << dec.error();
+}
+
+TEST(DataHostile, AFileLackingItsTablesDoesNotBorrowThePreviousFilesTables) {
+  // A JPEG without its Huffman (DHT) or quantisation (DQT) segments is an abbreviated datastream: a reused
+  // libjpeg object would decode it with the tables of the file before. Every file must get the verdict and
+  // pixels a fresh decoder gives it, whichever file the decoder read before.
+  auto strip = [](const std::vector<uint8_t>& f, uint8_t marker) {  // drops every segment of that marker before SOS
+    std::vector<uint8_t> o(f.begin(), f.begin() + 2);
+    size_t i = 2;
+    while (i + 4 <= f.size() && f[i] == 0xFF && f[i + 1] != 0xDA) {
+      const size_t len = size_t(f[i + 2]) << 8 | f[i + 3];
+      if (f[i + 1] != marker) o.insert(o.end(), f.begin() + std::ptrdiff_t(i), f.begin() + std::ptrdiff_t(i + 2 + len));
+      i += 2 + len;
+    }
+    o.insert(o.end(), f.begin() + std::ptrdiff_t(i), f.end());
+    return o;
+  };
+  auto outcome = [](JpegDecoder& d, const std::vector<uint8_t>& f) {
+    Image im;
+    const bool ok = d.open(f.data(), f.size()) && d.decode_full(im);
+    return std::pair{ok, ok ? std::vector<uint8_t>(im.data(), im.data() + im.bytes()) : std::vector<uint8_t>()};
+  };
+  int checked = 0;
+  for (const auto& photo : test_photos()) {
+    const auto good = slurp(photo);
+    for (uint8_t marker : {uint8_t(0xC4), uint8_t(0xDB)}) {
+      const auto bad = strip(good, marker);
+      if (bad.size() == good.size()) continue;  // none to strip
+      JpegDecoder fresh, used;
+      const auto want = outcome(fresh, bad);
+      for (const auto& other : test_photos()) {
+        const auto before = slurp(other);
+        ASSERT_TRUE(outcome(used, before).first) << other;
+        const auto got = outcome(used, bad);
+        EXPECT_EQ(got.first, want.first) << photo << " without marker " << int(marker) << " after " << other;
+        EXPECT_TRUE(got.second == want.second) << photo << " without marker " << int(marker) << " after " << other;
+        ++checked;
+      }
+      if (marker == 0xDB) EXPECT_FALSE(want.first) << photo << ": no quantisation tables, yet decoded";
+    }
+  }
+  EXPECT_GE(checked, 8);
 }
 
 TEST(DataHostile, LinkLoopsAndLinksToOtherClassesAreListedOnce) {
