@@ -152,12 +152,15 @@ bool JpegDecoder::open(const uint8_t* data, size_t size) {
   m.inverted = m.cmyk && m.cinfo.saw_Adobe_marker;
   m.has_eoi = has_eoi_near_end(data, size);
   const jpeg_decompress_struct& c = m.cinfo;
-  // and the file defines the tables its components use (the object is fresh: any table it has is this
-  // file's), so that the GPU decoder cannot fill them in another way than libjpeg does
-  bool tables = true;
-  for (int k = 0; k < c.num_components; ++k) {
-    const jpeg_component_info& ci = c.comp_info[k];
-    tables = tables && c.quant_tbl_ptrs[ci.quant_tbl_no] && c.dc_huff_tbl_ptrs[ci.dc_tbl_no] && c.ac_huff_tbl_ptrs[ci.ac_tbl_no];
+  // and its first scan holds every component and the file defines the tables they use (the object is
+  // fresh: any table it has is this file's), so that the GPU decoder cannot fill them in another way
+  // than libjpeg does. The table numbers come from the file and are not yet checked: 0-15, arrays of 4.
+  bool tables = c.comps_in_scan == c.num_components;
+  for (int k = 0; tables && k < c.comps_in_scan; ++k) {
+    const jpeg_component_info& ci = *c.cur_comp_info[k];
+    const int q = ci.quant_tbl_no, dc = ci.dc_tbl_no, ac = ci.ac_tbl_no;
+    tables = q >= 0 && q < NUM_QUANT_TBLS && c.quant_tbl_ptrs[q] && dc >= 0 && dc < NUM_HUFF_TBLS &&
+             c.dc_huff_tbl_ptrs[dc] && ac >= 0 && ac < NUM_HUFF_TBLS && c.ac_huff_tbl_ptrs[ac];
   }
   gpu_decodable_ = !c.progressive_mode && !c.arith_code && c.data_precision == 8 && c.num_components == 3 &&
                    c.jpeg_color_space == JCS_YCbCr && m.has_eoi && tables;
