@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <new>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -456,9 +457,14 @@ Loader::Loader(LoaderConfig cfg, std::shared_ptr<const ImageFolder> dataset) : i
     m.gpu = std::make_unique<GpuJpegDecoder>(cfg.device, m.S, 2);
   }
   m.slots.resize(static_cast<size_t>(cfg.prefetch_batches));
-  for (auto& s : m.slots) {
-    s.buf = std::make_unique<HostBuffer>(m.slot_bytes);
-    if (m.gpu) s.gpu.resize(static_cast<size_t>(m.B));
+  try {
+    for (auto& s : m.slots) {
+      s.buf = std::make_unique<HostBuffer>(m.slot_bytes);
+      if (m.gpu) s.gpu.resize(static_cast<size_t>(m.B));
+    }
+  } catch (const std::bad_alloc&) {
+    MO_FAIL("data loader: no memory for {} batch buffers of {:.1f} MiB each ({} images of {}x{} pixels); lower the "
+            "batch size or the image size", m.slots.size(), double(m.slot_bytes) / (1 << 20), m.B, m.S, m.S);
   }
   m.workers.reserve(static_cast<size_t>(cfg.num_threads));
   try {

@@ -137,6 +137,9 @@ TEST_F(ToolErrors, TrainRejectsValuesOutOfRange) {
       {"train.eval_batch_size=-5", "config key 'train.eval_batch_size' must be >= 0"},
       {"ckpt.every_steps=-1", "config key 'ckpt.every_steps' must be >= 0"},
       {"ddp.bucket_mb=0", "config key 'ddp.bucket_mb' must be in (0, 4096] MiB, got 0"},
+      {"data.img_size=100000", "config key 'data.img_size' must be in [32, 8192], got 100000"},
+      {"train.eval_batch_size=1000000000000000", "config key 'train.eval_batch_size' must be at most 1048576 images"},
+      {"sched.epochs=1e20", "config keys 'sched.epochs' (1e+20) + 'sched.cooldown_epochs' (0) must be at most 1e6 epochs"},
   };
   for (const auto& [set, says] : cases) EXPECT_TRUE(fails_saying(sh(train(r + " --set " + set)), {says})) << set;
   EXPECT_FALSE(fs::exists(tmp("tool_errors_range"))) << "a rejected config still created the output folder";

@@ -121,7 +121,8 @@ void TrainConfig::validate() const {
   MO_CHECK(model.num_classes > 0, "config key 'model.num_classes' must be positive, got {}", model.num_classes);
   MO_CHECK(model.attention == "full" || model.attention == "causal",
            "config key 'model.attention': '{}' is not full or causal", model.attention);
-  MO_CHECK(data.img_size >= 32, "config key 'data.img_size' must be >= 32, got {}", data.img_size);
+  MO_CHECK(data.img_size >= 32 && data.img_size <= 8192, "config key 'data.img_size' must be in [32, 8192], got {}",
+           data.img_size);
   MO_CHECK(data.crop_pct > 0 && data.crop_pct <= 1, "config key 'data.crop_pct': {} not in (0, 1]", data.crop_pct);
   MO_CHECK(data.scale.size() == 2 && data.scale[0] > 0 && data.scale[0] <= data.scale[1],
            "config key 'data.scale' must be [lo, hi] with 0 < lo <= hi");
@@ -167,8 +168,13 @@ void TrainConfig::validate() const {
            "config keys 'sched.epochs' (> 0), 'sched.warmup_epochs' and 'sched.cooldown_epochs' (>= 0)");
   MO_CHECK(sched.warmup_epochs <= sched.epochs, "config key 'sched.warmup_epochs' ({}) exceeds 'sched.epochs' ({})",
            sched.warmup_epochs, sched.epochs);
+  MO_CHECK(sched.epochs + sched.cooldown_epochs <= 1e6, "config keys 'sched.epochs' ({}) + 'sched.cooldown_epochs' "
+           "({}) must be at most 1e6 epochs", sched.epochs, sched.cooldown_epochs);
   MO_CHECK(train.batch_size > 0 && train.global_batch > 0, "config keys 'train.batch_size' and 'train.global_batch' "
            "must be positive");
+  for (auto [key, b] : {std::pair<const char*, int64_t>{"train.batch_size", train.batch_size},
+                        {"train.global_batch", train.global_batch}, {"train.eval_batch_size", train.eval_batch_size}})
+    MO_CHECK(b <= (int64_t(1) << 20), "config key '{}' must be at most 1048576 images, got {}", key, b);
   check_choice("train.precision", train.precision, {"bf16", "fp32"});
   check_choice("train.device", train.device, {"auto", "cpu", "cuda"});
   MO_CHECK(train.max_steps >= 0 && train.steps_per_epoch >= 0 && train.eval_every >= 0,
