@@ -55,39 +55,17 @@ MO_HD float philox_uniform(uint64_t seed, uint64_t stream, uint64_t i) {
 // Single-precision multiply and add that no compiler fuses into an FMA: the _rn intrinsics on the
 // device; on the host the callers' files build without FMA contraction (-ffp-contract=off, and the
 // AVX2 twins without FMA), so the normal below has the same bits on every CPU and on the GPU.
-MO_HD float philox_mul(float a, float b) {
 #if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
+MO_HD float philox_mul(float a, float b) { return __fmul_rn(a, b); }
+MO_HD float philox_add(float a, float b) { return __fadd_rn(a, b); }
+MO_HD float philox_bits_float(uint32_t u) { return __uint_as_float(u); }
+MO_HD uint32_t philox_float_bits(float f) { return __float_as_uint(f); }
 #else
-  return a * b;
+MO_HD float philox_mul(float a, float b) { return a * b; }
+MO_HD float philox_add(float a, float b) { return a + b; }
+MO_HD float philox_bits_float(uint32_t u) { return __builtin_bit_cast(float, u); }
+MO_HD uint32_t philox_float_bits(float f) { return __builtin_bit_cast(uint32_t, f); }
 #endif
-}
-MO_HD float philox_add(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-MO_HD float philox_bits_float(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float f;
-  __builtin_memcpy(&f, &u, 4);
-  return f;
-#endif
-}
-
-MO_HD uint32_t philox_float_bits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  uint32_t u;
-  __builtin_memcpy(&u, &f, 4);
-  return u;
-#endif
-}
 
 // A standard normal from two Philox words, by Box-Muller: sqrt(-2 ln u1) cos(2 pi u2) with
 // u1 = n 2^-24, n = (a >> 8) + 1 in [1, 2^24], and u2 = (b >> 8) 2^-24 in [0, 1). The logarithm and
