@@ -55,7 +55,7 @@ done
 "$cxx" "${flags[@]}" -fsanitize=fuzzer "$root/tests/fuzz/fuzz_image_decode.cpp" "${img_objs[@]}" -lpng -lwebpdemux -lwebp -ljpeg \
   -lfmt -o "$out/fuzz_image_decode"
 # the transforms on top of them (windowed decode, resample, RandAugment; the scalar and AVX2 kernels both
-# run: the dispatch picks what the CPU has), seeded with the decoders' corpus
+# run: the dispatch picks what the CPU has), seeded with its own JPEGs and the decoders' PNG and WebP files
 for s in data/transforms data/rand_augment data/augment_ops data/resample autograd/cpu_isa; do
   "$cxx" "${flags[@]}" -fsanitize=fuzzer-no-link -c "$root/$s.cpp" -o "$out/img_$(basename "$s").o"
   img_objs+=("$out/img_$(basename "$s").o")
@@ -68,10 +68,12 @@ echo "run_fuzz.sh: built ${targets[*]} in $out"
 status=0
 for t in "${targets[@]}"; do
   work="$out/corpus/$t"  # new inputs go here; the committed seeds are only read
+  extra=()  # the transforms also start from the decoders' PNG and WebP seeds
+  [[ $t == fuzz_transforms ]] && extra=("$root/tests/fuzz/corpus/fuzz_image_decode")
   mkdir -p "$work" "$out/artifacts"
   echo "run_fuzz.sh: $t for ${secs}s"
   if ! "$out/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
-       -artifact_prefix="$out/artifacts/$t-" "$work" "$root/tests/fuzz/corpus/${t/fuzz_transforms/fuzz_image_decode}" >"$out/$t.log" 2>&1; then
+       -artifact_prefix="$out/artifacts/$t-" "$work" "$root/tests/fuzz/corpus/$t" "${extra[@]}" >"$out/$t.log" 2>&1; then
     echo "run_fuzz.sh: $t FAILED; see $out/$t.log and $out/artifacts/" >&2
     tail -40 "$out/$t.log" >&2
     status=1
