@@ -150,6 +150,10 @@ TEST_F(ToolErrors, TrainOnAFolderWithOneClass) {
   const std::string one = make_image_folder("tool_errors_one_class", 1, 4, 2);
   const Result r = sh(train(recipe(tmp("tool_errors_one")) + " --set data.root=" + one + " --set model.num_classes=1"));
   EXPECT_TRUE(fails_saying(r, {"'" + one + "/train' has one class folder ('class_0')", "at least 2 classes"}));
+  // the run's log ends with the error, as the console does
+  std::ifstream log(tmp("tool_errors_one") + "/log.txt");
+  const std::string text((std::istreambuf_iterator<char>(log)), {});
+  EXPECT_NE(text.find("error: '" + one + "/train' has one class folder"), std::string::npos) << text;
 }
 
 TEST_F(ToolErrors, FreshRunDoesNotOverwriteAnExistingRun) {

@@ -34,13 +34,14 @@ class Progress {
   // Also write messages and plain step lines to `path` (appended; the file is flushed at every line).
   // Throws naming the file when it cannot be opened.
   void open_log(const std::string& path);
+  // A line for the log file only (e.g. the error that ends the run: the console has it already).
+  void log_line(const std::string& line);
   ~Progress();
   Progress(const Progress&) = delete;
   Progress& operator=(const Progress&) = delete;
 
  private:
   void end_bar_line();
-  void log_line(const std::string& line);
   std::FILE* out_;
   std::FILE* log_ = nullptr;
   bool bar_ = false, enabled_ = true, bar_open_ = false;

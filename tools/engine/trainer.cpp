@@ -73,6 +73,22 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<dist::ProcessGroup> pg,
     MO_CHECK(!ec, "config key 'train.output': cannot create '{}': {}", cfg_.train.output, ec.message());
     progress_->open_log(cfg_.train.output + "/log.txt");
   }
+  logged([this] { build(); });
+}
+
+// f(), with an error that ends the run also written to the run's log (the console has it from the caller).
+template <typename F>
+auto Trainer::logged(F f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    progress_->log_line(fmt::format("error: {}", e.what()));
+    throw;
+  }
+}
+
+void Trainer::build() {
+  const int rank = pg_->rank(), world = pg_->world_size();
   config_yaml_ = dump_train_config(cfg_);
   dev_ = choose_device(cfg_.train.device, *pg_);
   compute_ = cfg_.train.precision == "bf16" && dev_.is_cuda() ? DType::bf16 : DType::f32;
@@ -205,6 +221,10 @@ void Trainer::train_step(int64_t epoch, int64_t k) {
 }
 
 TrainResult Trainer::fit() {
+  return logged([this] { return fit_steps(); });
+}
+
+TrainResult Trainer::fit_steps() {
   TrainResult r;
   say(fmt::format("{}: {:.2f}M parameters, {} {}, {} rank(s) x batch {} x {} accumulation = {} per step, "
                   "{} steps/epoch, {} epochs",

@@ -88,6 +88,10 @@ class Trainer {
   DType compute_dtype() const { return compute_; }
 
  private:
+  void build();             // the constructor's work once the run's log is open
+  TrainResult fit_steps();  // fit()'s work
+  template <typename F>
+  auto logged(F f) -> decltype(f());
   void resume();
   void apply_checkpoint(const CheckpointState& s, const std::string& path);
   CheckpointState make_state(std::optional<double> metric) const;
