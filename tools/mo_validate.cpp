@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
       ->type_name("NAME")
       ->check(tools::one_of({"bicubic", "bilinear"}));
   app.add_option("-b,--batch-size", batch, "images per batch (per rank)")->capture_default_str()
-      ->check(tools::int_range(1));
+      ->check(tools::int_range(1, 1 << 20));
   app.add_option("-j,--workers", workers, "decoding threads")->capture_default_str()->check(tools::int_range(0, 4096));
   CLI::Option* prec = app.add_option("--precision", precision, "weights and activations")
       ->type_name("NAME")

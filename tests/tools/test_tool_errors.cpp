@@ -229,6 +229,8 @@ TEST_F(ToolErrors, ValidateAndPredictNameTheOption) {
   // Was: "config key 'data.interpolation': 'nearest' is not one of ..." / "config key 'data.img_size' ...".
   EXPECT_TRUE(fails_saying(sh(v + " --interpolation nearest"), {"--interpolation: expected bicubic or bilinear, got 'nearest'"}));
   EXPECT_TRUE(fails_saying(sh(v + " --img-size 16"), {"--img-size: expected an integer from 32 to 8192, got '16'"}));
+  // Was: "config key 'train.eval_batch_size' must be at most ..." (and before that a negative batch size).
+  EXPECT_TRUE(fails_saying(sh(v + " -b 1000000000000000"), {"--batch-size: expected an integer from 1 to 1048576"}));
   // Was: "cannot tell the checkpoint format from the extension ''".
   EXPECT_TRUE(fails_saying(sh(kBin + "mo_validate " + folder() + " --data " + folder()),
                            {"cannot read '" + folder() + "': a directory, not a regular file"}));
