@@ -2,6 +2,7 @@
 // by the engine and the optimizer. CPU paths are here; CUDA paths call tensor_cuda.h (tensor_cuda.cu).
 #include "autograd/tensor.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -12,9 +13,9 @@ namespace mo {
 
 std::string shape_str(const Shape& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 int64_t shape_numel(const Shape& s) {
-  int64_t n = 1;
-  for (auto d : s) n *= d;
-  return n;
+  uint64_t n = 1;  // unsigned: a shape with a 0 after dimensions whose product wraps is still 0
+  for (auto d : s) n *= static_cast<uint64_t>(d);
+  return static_cast<int64_t>(n);
 }
 Shape contiguous_strides(const Shape& s) {
   Shape st(s.size());
@@ -26,10 +27,22 @@ Shape contiguous_strides(const Shape& s) {
   return st;
 }
 
+namespace {
+// The bytes of a contiguous tensor of `shape`, refusing a negative dimension or a size past int64.
+size_t shape_bytes(const char* what, const Shape& shape, DType dtype) {
+  for (auto d : shape) MO_CHECK(d >= 0, "{}: negative dimension in shape {}", what, shape_str(shape));
+  int64_t n = static_cast<int64_t>(dtype_size(dtype));
+  if (std::find(shape.begin(), shape.end(), 0) != shape.end()) return 0;  // empty, whatever the other dims
+  for (auto d : shape)
+    MO_CHECK(!__builtin_mul_overflow(n, d, &n), "{}: shape {} of {} is more than 2^63 bytes", what, shape_str(shape),
+             dtype_name(dtype));
+  return static_cast<size_t>(n);
+}
+}  // namespace
+
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device dev) {
-  for (auto d : shape) MO_CHECK(d >= 0, "empty: negative dimension in shape {}", shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), dev);
+  impl->storage = std::make_shared<Storage>(shape_bytes("empty", shape, dtype), dev);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
@@ -47,7 +60,7 @@ Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device dev) {
 }
 Tensor Tensor::from_blob(void* data, const Shape& shape, DType dtype, Device dev) {
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(data, shape_numel(shape) * dtype_size(dtype), dev);
+  impl->storage = std::make_shared<Storage>(data, shape_bytes("from_blob", shape, dtype), dev);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;

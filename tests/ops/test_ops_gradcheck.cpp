@@ -193,6 +193,22 @@ TEST(Autograd, AccumulatesAndNoGrad) {
   for (int i = 0; i < 5; ++i) EXPECT_NEAR(g2[i], 2 * xv[i] + 3, 1e-12);
 }
 
+TEST(Tensor, ShapesPastInt64AreRefused) {
+  // Was: the element count wrapped and the allocation asked for a wrong (or small) size.
+  const int64_t big = int64_t(1) << 62;
+  auto msg = mo::test::error_of([&] { Tensor::empty({big, 3}, DType::f32); });
+  EXPECT_NE(msg.find("empty: shape [4611686018427387904, 3] of float32 is more than 2^63 bytes"), std::string::npos) << msg;
+  msg = mo::test::error_of([&] { Tensor::empty({9000000000000000000, 1152}, DType::f32); });
+  EXPECT_NE(msg.find("more than 2^63 bytes"), std::string::npos) << msg;
+  float x = 0;
+  msg = mo::test::error_of([&] { Tensor::from_blob(&x, {big, big}, DType::f32); });
+  EXPECT_NE(msg.find("from_blob: shape"), std::string::npos) << msg;
+  msg = mo::test::error_of([&] { Tensor::empty({2, -1}, DType::f32); });
+  EXPECT_NE(msg.find("empty: negative dimension in shape [2, -1]"), std::string::npos) << msg;
+  EXPECT_EQ(Tensor::empty({0, big}, DType::f32).numel(), 0);  // an empty tensor of a wide shape is fine
+  EXPECT_EQ(Tensor::empty({big, big, 0}, DType::f32).numel(), 0);
+}
+
 TEST(Rng, PhiloxNormalIsAccurate) {
   // philox_box_muller against Box-Muller in double on the same two words: random words, and the ends
   // of both ranges and every quadrant boundary of the cosine (k = q 2^21, q = 0..8, and their neighbours).

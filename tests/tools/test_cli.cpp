@@ -181,7 +181,7 @@ TEST(Cli, ToolsNameTheBadOption) {
        "mo_predict: error: --interpolation: expected bicubic or bilinear, got 'nearest'"},
       {"mo_predict -w none.pth x.jpg --amp --precision fp32", "mo_predict: error: --precision excludes --amp"},
       {"mo_validate none.pth --data /nonexistent --batch-size 0",
-       "mo_validate: error: --batch-size: expected an integer >= 1, got '0'"},
+       "mo_validate: error: --batch-size: expected an integer from 1 to 1048576, got '0'"},
       {"mo_validate none.pth --data x -j -1", "mo_validate: error: --workers: expected an integer from 0 to 4096, got '-1'"},
       {"mo_validate none.pth --data x --precision fp16", "mo_validate: error: --precision: expected fp32 or bf16, got 'fp16'"},
       {"mo_validate none.pth --data x --device gpu", "mo_validate: error: --device: expected auto, cpu or cuda, got 'gpu'"},
