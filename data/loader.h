@@ -63,6 +63,7 @@ struct LoaderConfig {
   int max_warnings = 20;                 // bad-input lines printed before going quiet
   bool use_index_cache = true;
   DecodeOn decoder = DecodeOn::cpu;  // training only (eval decodes on the CPU)
+  int gpu_batches = 2;               // decoder gpu: slots decoding on the GPU at once (its contexts)
 };
 
 struct Batch {

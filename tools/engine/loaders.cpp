@@ -59,6 +59,7 @@ data::LoaderConfig train_loader_config(const TrainConfig& c, int rank, int world
   l.mixup.label_smoothing = c.data.smoothing;
   l.erase.prob = c.data.reprob;
   l.decoder = parse_decoder(c.data.decoder);
+  l.gpu_batches = static_cast<int>(c.data.gpu_batches);
   return l;
 }
 

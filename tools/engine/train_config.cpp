@@ -46,6 +46,7 @@ ConfigSchema make_schema(TrainConfig& c) {
         "added to the decoding threads' nice value, 0..19 (above 0 the training thread gets a busy core first)");
   s.add("data.decoder", &c.data.decoder,
         "training JPEGs decoded on: cpu (libjpeg-turbo) | gpu (nvJPEG) | auto (gpu where built with nvJPEG and on a GPU)");
+  s.add("data.gpu_batches", &c.data.gpu_batches, "decoder gpu: batches decoding on the GPU at once, 1..8");
   s.add("data.max_file_mb", &c.data.max_file_mb, "image files larger than this (MiB) are bad input, never read");
   s.add("data.max_megapixels", &c.data.max_megapixels, "JPEGs whose header declares more pixels are bad input");
 
@@ -146,6 +147,8 @@ void TrainConfig::validate() const {
   check_choice("data.interpolation", data.interpolation, {"bicubic", "bilinear"});
   check_choice("data.train_interpolation", data.train_interpolation, {"random", "bicubic", "bilinear"});
   check_choice("data.decoder", data.decoder, {"cpu", "gpu", "auto"});
+  MO_CHECK(data.gpu_batches >= 1 && data.gpu_batches <= 8, "config key 'data.gpu_batches' must be in [1, 8], got {}",
+           data.gpu_batches);
   // The loader implements the recipe's variants only (data/mixup.h, data/normalize.h).
   check_choice("data.mixup_mode", data.mixup_mode, {"batch"});
   check_choice("data.remode", data.remode, {"pixel"});
