@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # run_fuzz.sh: builds the fuzz targets (tests/fuzz/fuzz_*.cpp with the nn/io reader sources, autograd,
-# mo's own checkpoint reader, and the image decoders of data/; no CMake) using clang++ with libFuzzer,
+# mo's own checkpoint reader, the image decoders and transforms of data/, and the recipe reader; no CMake) using clang++ with libFuzzer,
 # ASan and UBSan, then runs each one for a fixed time on a copy of its seed corpus (tests/fuzz/corpus/<target>/,
 # left unchanged). Exits non-zero on the first crash, leak, timeout or sanitizer report; the reproducer
 # is saved in the build directory.
@@ -63,6 +63,14 @@ done
 "$cxx" "${flags[@]}" -fsanitize=fuzzer "$root/tests/fuzz/fuzz_transforms.cpp" "${img_objs[@]}" -lpng -lwebpdemux -lwebp -ljpeg \
   -lfmt -o "$out/fuzz_transforms"
 targets+=(fuzz_image_decode fuzz_transforms)
+# the training recipe (YAML through the key registry, the range checks, the dump), over Debian's yaml-cpp
+rec_objs=()
+for s in tools/engine/config_schema tools/engine/train_config tools/engine/recipe_path tools/engine/schedule autograd/check; do
+  "$cxx" "${flags[@]}" -fsanitize=fuzzer-no-link -c "$root/$s.cpp" -o "$out/rec_$(basename "$s").o"
+  rec_objs+=("$out/rec_$(basename "$s").o")
+done
+"$cxx" "${flags[@]}" -fsanitize=fuzzer "$root/tests/fuzz/fuzz_recipe.cpp" "${rec_objs[@]}" -lyaml-cpp -lfmt -o "$out/fuzz_recipe"
+targets+=(fuzz_recipe)
 echo "run_fuzz.sh: built ${targets[*]} in $out"
 
 status=0

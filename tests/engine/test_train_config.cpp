@@ -72,6 +72,15 @@ TEST(TrainConfig, TypeErrorsNameKeyAndLine) {
   EXPECT_NE(msg.find("'optim' is a section"), std::string::npos) << msg;
   msg = error_of([&] { s.load_string("optim:\n  lr: [1\n", "z.yaml"); });
   EXPECT_NE(msg.find("YAML syntax error"), std::string::npos) << msg;
+  // Integers: exact past 2^53, whole numbers in other spellings, and the range named (was: a float-to-int
+  // conversion out of range, and 2^53 + 1 read as 2^53).
+  s.load_string("train: {seed: 9007199254740993, batch_size: 1e3}\n", "z.yaml");
+  EXPECT_EQ(c.train.seed, 9007199254740993);
+  EXPECT_EQ(c.train.batch_size, 1000);
+  msg = error_of([&] { s.load_string("train: {seed: 99999999999999999999}\n", "z.yaml"); });
+  EXPECT_NE(msg.find("key 'train.seed': 99999999999999999999 is outside the 64-bit integer range"), std::string::npos) << msg;
+  msg = error_of([&] { s.load_string("train: {seed: 1.1e122}\n", "z.yaml"); });
+  EXPECT_NE(msg.find("key 'train.seed': expected an integer, got '1.1e122'"), std::string::npos) << msg;
 }
 
 TEST(TrainConfig, DuplicateKeysNameBothLines) {
@@ -88,7 +97,15 @@ TEST(TrainConfig, DuplicateKeysNameBothLines) {
   msg = error_of([&] { s.load_string("train: {seed: 1, seed: 2}\n", "d.yaml"); });
   EXPECT_NE(msg.find("duplicate key 'train.seed' (first at line 1, again at line 1)"), std::string::npos) << msg;
   msg = error_of([&] { s.load_string("optim: {lr: 1}\n---\noptim: {lr: 2}\n", "d.yaml"); });
-  EXPECT_NE(msg.find("d.yaml:3: a second YAML document (after '---')"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("d.yaml:2: a second YAML document (after '---')"), std::string::npos) << msg;
+  // Was: YAML::LoadAll looped for ever on a document its parser cannot get past (a CSV file as the recipe).
+  for (const char* text : {",epoch,loss\n0,1,2\n", "# a comment\n  , 1\n", "optim: {lr: 1}\n---\n,\n"}) {
+    msg = error_of([&] { s.load_string(text, "d.yaml"); });
+    EXPECT_TRUE(msg.find("the parser cannot read past it") != std::string::npos ||
+                msg.find("a second YAML document") != std::string::npos) << text << ": " << msg;
+  }
+  msg = error_of([&] { s.load_string("# a comment\n  , 1\n", "d.yaml"); });
+  EXPECT_NE(msg.find("d.yaml:2: YAML syntax error at column 3: the parser cannot read past it"), std::string::npos) << msg;
   msg = error_of([&] { s.load_string("? [a, b]\n: 1\n", "d.yaml"); });
   EXPECT_NE(msg.find("d.yaml:1: a key must be a plain name, got '[a, b]'"), std::string::npos) << msg;
   // Distinct keys of one section in two places are fine, and --set still overrides the file.
@@ -123,6 +140,15 @@ TEST(TrainConfig, DumpReadsBackToTheSameValues) {
   EXPECT_EQ(b.train.output, "out dir/x");
   EXPECT_EQ(b.sched.warmup_epochs, 5.0);
   EXPECT_EQ(b.data.ratio[1], 4.0 / 3.0);  // doubles print round-trip exact
+  // Strings with line breaks, tabs, quotes, backslashes and other control characters (a recipe's
+  // double-quoted value may hold them): was, a line break came back as a space.
+  TrainConfig c;
+  ConfigSchema sc = make_schema(c);
+  sc.load_string("train: {output: \"a\\nb\\tc \\\" \\\\ \\x01 \\u00e9 #x\"}\n", "q.yaml");
+  EXPECT_EQ(c.train.output, "a\nb\tc \" \\ \x01 \u00e9 #x");
+  TrainConfig d;
+  make_schema(d).load_string(sc.dump(), "dump");
+  EXPECT_EQ(d.train.output, c.train.output);
 }
 
 TEST(TrainConfig, ShippedRecipesLoad) {

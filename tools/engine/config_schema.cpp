@@ -3,9 +3,11 @@
 
 #include "autograd/parse.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -55,10 +57,16 @@ std::string quote_if_needed(const std::string& s) {
   if (plain && !std::isdigit(static_cast<unsigned char>(s[0])) && s != "true" && s != "false" && s != "null" &&
       s != "yes" && s != "no")
     return s;
+  // double-quoted, with YAML's escapes for what a quoted scalar would not keep as it is (a line break
+  // folds into a space on reading)
   std::string q = "\"";
   for (char c : s) {
-    if (c == '"' || c == '\\') q += '\\';
-    q += c;
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') q += '\\', q += c;
+    else if (c == '\n') q += "\\n";
+    else if (c == '\t') q += "\\t";
+    else if (u < 0x20 || u == 0x7f) q += fmt::format("\\x{:02x}", u);
+    else q += c;
   }
   return q + "\"";
 }
@@ -117,7 +125,10 @@ std::string nearest_choice(const std::string& value, const std::vector<std::stri
 std::string ConfigSchema::nearest(const std::string& key) const {
   std::string best;
   size_t best_d = std::string::npos;
-  auto leaf = [](const std::string& k) { return k.substr(k.rfind('.') + 1); };
+  auto leaf = [](const std::string& k) {
+    const size_t dot = k.rfind('.');
+    return dot == std::string::npos ? k : k.substr(dot + 1);
+  };
   for (auto& e : entries_) {
     // Compare both the full dotted key and the last component (a right key in the wrong section).
     size_t d = std::min(edit_distance(key, e.key), edit_distance(leaf(key), leaf(e.key)) + 1);
@@ -141,9 +152,18 @@ void ConfigSchema::assign(const Entry& e, const YAML::Node& v, const std::string
       else MO_FAIL("{}: expected true or false, got '{}'", what, s);
     }
     void operator()(int64_t* p) const {
-      double d = parse_double(v, what);
-      MO_CHECK(d == static_cast<double>(static_cast<int64_t>(d)), "{}: expected an integer, got '{}'", what,
-               v.Scalar());
+      // digits exactly (past 2^53 a double would round them), else a number that is a whole one ("1e3")
+      if (v.IsScalar()) {
+        const std::string& t = v.Scalar();
+        int64_t n = 0;
+        const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
+        if (end == t.data() + t.size() && ec == std::errc()) return void(*p = n);
+        MO_CHECK(!(end == t.data() + t.size() && ec == std::errc::result_out_of_range),
+                 "{}: {} is outside the 64-bit integer range", what, t);
+      }
+      const double d = parse_double(v, what);
+      MO_CHECK(d >= -9223372036854775808.0 && d < 9223372036854775808.0 && d == std::trunc(d),
+               "{}: expected an integer, got '{}'", what, v.Scalar());
       *p = static_cast<int64_t>(d);
     }
     void operator()(double* p) const { *p = parse_double(v, what); }
@@ -190,18 +210,44 @@ void ConfigSchema::apply_node(const YAML::Node& node, const std::string& prefix,
   }
 }
 
+namespace {
+// Where each document starts; nothing else of the events is needed.
+struct DocumentStarts : YAML::EventHandler {
+  std::vector<YAML::Mark> starts;
+  void OnDocumentStart(const YAML::Mark& m) override { starts.push_back(m); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+}  // namespace
+
 void ConfigSchema::load_string(const std::string& text, const std::string& origin) {
-  std::vector<YAML::Node> docs;
+  // The documents are counted with the parser, two at most: YAML::LoadAll loops for ever, growing, on a
+  // document its parser cannot get past (yaml-cpp 0.7 on a ',' outside any [ ] or { }: every call yields
+  // another empty document at the same place), e.g. a CSV file given as the recipe.
+  YAML::Node root;
   try {
-    docs = YAML::LoadAll(text);
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    DocumentStarts docs;
+    for (int k = 0; k < 2 && parser.HandleNextDocument(docs); ++k) {
+    }
+    const auto& at = docs.starts;
+    MO_CHECK(at.size() < 2 || at[1].pos != at[0].pos, "{}:{}: YAML syntax error at column {}: the parser cannot read "
+             "past it (a ',' outside a [ ] or {{ }} list?); is this a YAML recipe?", origin, at[0].line + 1, at[0].column + 1);
+    // A second document (after '---', e.g. two recipes pasted together) would otherwise be ignored.
+    MO_CHECK(at.size() < 2, "{}:{}: a second YAML document (after '---'): a recipe is one document; merge them or "
+             "use --set", origin, at.size() > 1 ? at[1].line + 1 : 0);
+    root = YAML::Load(text);
   } catch (const YAML::Exception& ex) {
     MO_FAIL("{}:{}: YAML syntax error: {}", origin, ex.mark.line + 1, ex.msg);
   }
-  // A second document (after '---', e.g. two recipes pasted together) would otherwise be ignored.
-  MO_CHECK(docs.size() <= 1, "{}:{}: a second YAML document (after '---'): a recipe is one document; merge them or "
-           "use --set", origin, docs.size() > 1 ? docs[1].Mark().line + 1 : 0);
-  if (docs.empty() || docs[0].IsNull()) return;
-  const YAML::Node& root = docs[0];
+  if (!root || root.IsNull()) return;
   MO_CHECK(root.IsMap(), "{}: expected a mapping of keys at the top level", origin);
   std::map<std::string, int> seen;
   apply_node(root, "", origin, seen);
