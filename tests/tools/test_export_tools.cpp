@@ -332,7 +332,7 @@ TEST(ExportTools, BadOptionsAndFoldersAreNamed) {
                                   {"mean", "0.5,0.5", "'mean' = '0.5,0.5' is not 3 comma-separated numbers"},
                                   {"std", "0,1,1", "mean/std"},
                                   {"label_names", "[\"a\", 3]", "'label_names' holds a non-string entry"},
-                                  {"label_names", "[\"a\"]", "1 class names but the model has 3 outputs"},
+                                  {"label_names", "[\"a\"]", "1 class names (from the checkpoint) but the model has 3 outputs"},
                                   {"interpolation", "nearest", "interpolation 'nearest' is not bicubic or bilinear"}}) {
     SCOPED_TRACE(key + "=" + value);
     sd.metadata = {{"arch", "test_mambaout"}, {key, value}};

@@ -182,7 +182,8 @@ std::vector<std::string> class_names_for(const LoadedModel& m, const std::string
   if (!classes_file.empty()) names = read_class_names(classes_file);
   else if (names.empty() && m.num_classes == 1000) names = read_class_names(find_imagenet_classes_file());
   MO_CHECK(names.empty() || static_cast<int64_t>(names.size()) == m.num_classes,
-           "{} class names but the model has {} outputs", names.size(), m.num_classes);
+           "{} class names ({}) but the model has {} outputs", names.size(),
+           classes_file.empty() ? "from the checkpoint" : "in '" + classes_file + "'", m.num_classes);
   return names;
 }
 
