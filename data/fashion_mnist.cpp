@@ -26,7 +26,17 @@ IdxArray read_idx(const std::string& path) {
   std::vector<uint8_t> bytes;
   uint8_t buf[1 << 16];
   int n;
-  while ((n = gzread(f, buf, sizeof(buf))) > 0) bytes.insert(bytes.end(), buf, buf + n);
+  constexpr size_t kMaxBytes = size_t(1) << 30;  // Fashion-MNIST's largest file is 47 MB: more is a bomb
+  bool too_big = false;
+  while (!too_big && (n = gzread(f, buf, sizeof(buf))) > 0) {
+    too_big = bytes.size() + size_t(n) > kMaxBytes;
+    if (!too_big) bytes.insert(bytes.end(), buf, buf + n);
+  }
+  if (too_big) {
+    gzclose(f);
+    MO_FAIL("read_idx: {} holds more than {} MiB (uncompressed): not an IDX image set of this size", path,
+            kMaxBytes >> 20);
+  }
   int errnum = 0;
   const char* msg = gzerror(f, &errnum);
   const bool bad = n < 0 || (errnum != Z_OK && errnum != Z_STREAM_END);
@@ -39,10 +49,12 @@ IdxArray read_idx(const std::string& path) {
   MO_CHECK(bytes.size() >= 4 + 4 * size_t(ndim), "read_idx: {} is truncated (header)", path);
   IdxArray a;
   size_t count = 1;
-  for (int d = 0; d < ndim; ++d) {
+  for (int d = 0; d < ndim; ++d) {  // big-endian uint32 sizes, each checked before it is multiplied in
     const uint8_t* p = &bytes[4 + 4 * d];
-    a.dims.push_back(int(p[0]) << 24 | int(p[1]) << 16 | int(p[2]) << 8 | int(p[3]));
-    count *= static_cast<size_t>(a.dims.back());
+    const uint32_t v = uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | uint32_t(p[3]);
+    MO_CHECK(v <= bytes.size() && !__builtin_mul_overflow(count, size_t(v), &count),
+             "read_idx: {}: dimension {} is {}, more than the file holds", path, d, v);
+    a.dims.push_back(static_cast<int>(v));
   }
   const size_t off = 4 + 4 * size_t(ndim);
   MO_CHECK(bytes.size() == off + count, "read_idx: {} has {} data bytes, the header says {}", path, bytes.size() - off,
@@ -83,6 +95,9 @@ PrepareResult prepare_fashion_mnist(const PrepareOptions& opt) {
     s.y = read_idx(find_idx(opt.src, s.labels));
     MO_CHECK(s.x.dims.size() == 3 && s.y.dims.size() == 1 && s.x.dims[0] == s.y.dims[0],
              "mo_prepare fashion-mnist: {} and {} do not match", s.images, s.labels);
+    MO_CHECK(s.x.dims[1] >= 1 && s.x.dims[1] <= 4096 && s.x.dims[2] >= 1 && s.x.dims[2] <= 4096,
+             "mo_prepare fashion-mnist: {} holds {}x{} images (1 to 4096 pixels a side expected)", s.images,
+             s.x.dims[2], s.x.dims[1]);
     (s.name == "train" ? res.train : res.val) = s.x.dims[0];
   }
   const std::string marker = opt.out + "/.mo_prepare_done";

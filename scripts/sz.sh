@@ -11,7 +11,7 @@ budget=(
   "ops 5900"
   "nn 1200 nn/io"
   "nn/io 2900"
-  "data 4050"
+  "data 4070"
   "dist 1550"
   "tools 3850 tools/engine"
   "tools/engine 3250"

@@ -9,6 +9,7 @@
 #include "data/fashion_mnist.h"
 #include "data/image_folder.h"
 #include "tests/data/data_test_util.h"
+#include "tests/test_util.h"
 
 using namespace mo;
 using namespace mo::data;
@@ -115,4 +116,34 @@ TEST(DataFolder, PrepareFashionMnistFromIdx) {
   EXPECT_FALSE(g.already_complete);
   EXPECT_EQ(g.written, 34);
   EXPECT_THROW(read_idx(src + "/missing.gz"), Error);
+}
+
+TEST(DataFolder, HostileIdxHeadersAreRefused) {
+  TempDir tmp("fmnist_hostile");
+  const std::string f = tmp.str() + "/x.gz";
+  auto err = [&](std::vector<uint32_t> dims, size_t data_bytes) {
+    std::vector<uint8_t> b{0, 0, 8, uint8_t(dims.size())};
+    for (uint32_t d : dims) b.insert(b.end(), {uint8_t(d >> 24), uint8_t(d >> 16), uint8_t(d >> 8), uint8_t(d)});
+    b.resize(b.size() + data_bytes, 7);
+    gzFile g = gzopen(f.c_str(), "wb");
+    gzwrite(g, b.data(), unsigned(b.size()));
+    gzclose(g);
+    return mo::test::error_of([&] { read_idx(f); });
+  };
+  // Was: sizes read as int (0xFFFFFFFF became -1) and multiplied modulo 2^64, so 0xFFFFFFFF x 0xFFFFFFFF x 1
+  // "matched" one data byte and the conversion wrote a -1 x -1 image.
+  EXPECT_NE(err({0xFFFFFFFFu, 0xFFFFFFFFu, 1}, 1).find("dimension 0 is 4294967295, more than the file holds"),
+            std::string::npos);
+  EXPECT_NE(err({65536, 65536, 65536}, 64).find("more than the file holds"), std::string::npos);
+  EXPECT_NE(err({2, 3}, 5).find("has 5 data bytes, the header says 6"), std::string::npos);
+  // a gzip bomb: over 1 GiB once decompressed (the real files are tens of MB) is refused as it is read
+  {
+    gzFile g = gzopen(f.c_str(), "wb1");
+    const std::vector<uint8_t> head{0, 0, 8, 1, 0x40, 0, 0, 0x10}, zeros(1 << 20, 0);
+    gzwrite(g, head.data(), unsigned(head.size()));
+    for (int k = 0; k < 1025; ++k) gzwrite(g, zeros.data(), unsigned(zeros.size()));
+    gzclose(g);
+  }
+  const std::string msg = mo::test::error_of([&] { read_idx(f); });
+  EXPECT_NE(msg.find("holds more than 1024 MiB (uncompressed)"), std::string::npos) << msg;
 }
