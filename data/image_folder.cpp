@@ -20,6 +20,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <string_view>
 
 #include "autograd/check.h"
 #include "data/image_decode.h"
@@ -35,6 +36,18 @@ int64_t mtime_ns(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return -1;
   return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+// A path the index may name: relative, below the folder (no '.' or '..' component, no empty one).
+bool below_root(const std::string& rel) {
+  if (rel.empty() || rel[0] == '/') return false;
+  for (size_t a = 0; a <= rel.size();) {
+    const size_t b = std::min(rel.find('/', a), rel.size());
+    const std::string_view c(rel.data() + a, b - a);
+    if (c.empty() || c == "." || c == "..") return false;
+    a = b + 1;
+  }
+  return true;
 }
 
 std::vector<std::string> cache_candidates(const std::string& root, const std::string& split) {
@@ -276,6 +289,7 @@ bool ImageFolder::load_cache(const std::string& file) {
     if (!parsed) return false;  // a damaged index: rebuild it
     const int64_t num = *parsed;
     const std::string name = rest.substr(sp + 1);
+    if (!(kind == 'D' && name == ".") && !below_root(name)) return false;  // names a file outside the folder
     if (kind == 'D') {
       if (mtime_ns(dir_ + "/" + name) != num) return false;  // the folder changed: rebuild
       dirs.push_back({name, num});

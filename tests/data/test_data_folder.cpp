@@ -43,6 +43,21 @@ TEST(DataFolder, SortedClassesFilesAndCache) {
   EXPECT_FALSE(c.loaded_from_cache());
   EXPECT_EQ(c.size(), 11);
   EXPECT_TRUE(ImageFolder(tmp.str(), "train").loaded_from_cache());
+  // An index that names a path outside the folder ('..', absolute, '.' or empty components) is not
+  // trusted: the folder is listed again.
+  const std::string cache = c.cache_file();
+  std::ifstream in(cache);
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  const size_t f = text.find("\nF 0 ");
+  ASSERT_NE(f, std::string::npos) << text;
+  for (const char* bad : {"../../../etc/passwd", "/etc/passwd", "class_0/./img_0.jpg", "class_0//img_0.jpg"}) {
+    const size_t eol = text.find('\n', f + 1);
+    const std::string edited = text.substr(0, f) + "\nF 0 " + bad + text.substr(eol);
+    write_file(cache, std::vector<uint8_t>(edited.begin(), edited.end()));
+    ImageFolder d(tmp.str(), "train");
+    EXPECT_FALSE(d.loaded_from_cache()) << bad;
+    for (int64_t i = 0; i < d.size(); ++i) EXPECT_EQ(d.path(i).find(".."), std::string::npos) << d.path(i);
+  }
 }
 
 TEST(DataFolder, MissingOrEmptyFoldersAreClearErrors) {
