@@ -71,4 +71,8 @@ TEST(TrainLogging, SummaryCsvRowsPerEpochWithoutDuplicates) {
   row.images_per_s = 1234.5;
   update_summary_csv(path, row);
   EXPECT_NE(text().find("\n2,1.5,1.25,50,80,0.0001,0,0,0,1.125,55.5,85,0.75,1234.5\n"), std::string::npos) << text();
+  // Lines that are not rows of ours (garbage, a negative or partly numeric epoch) are dropped.
+  std::ofstream(path, std::ios::trunc) << header << "0,1,,,,0.1,0,,,,,,,\n-5,nan\n3abc,1\n \x01\xff\n 1,2\n";
+  update_summary_csv(path, {1, 2.0, 2e-4, std::nullopt, std::nullopt, std::nullopt, 1});
+  EXPECT_EQ(text(), header + "0,1,,,,0.1,0,,,,,,,\n1,2,,,,0.0002,1,,,,,,,\n");
 }

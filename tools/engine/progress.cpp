@@ -1,6 +1,8 @@
 // progress.cpp: the progress bar / plain lines and summary.csv.
 #include "tools/engine/progress.h"
 
+#include "autograd/parse.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "autograd/check.h"
+#include "autograd/parse.h"
 #include "tools/engine/checkpoint.h"
 
 namespace mo::tools {
@@ -146,13 +149,9 @@ void update_summary_csv(const std::string& path, const EpochSummary& row) {
         if (line == header) continue;
       }
       if (line.empty()) continue;
-      int64_t e = -1;
-      try {
-        e = std::stoll(line.substr(0, line.find(',')));
-      } catch (const std::exception&) {
-        continue;  // a line that is not ours
-      }
-      if (e >= row.epoch) continue;
+      // a line that is not ours (no epoch number first, or a negative one) is dropped, as are later epochs
+      const std::optional<int64_t> e = parse_int(std::string_view(line).substr(0, line.find(',')));
+      if (!e || *e < 0 || *e >= row.epoch) continue;
       for (auto n = static_cast<size_t>(std::count(line.begin(), line.end(), ',') + 1); n < columns; ++n) line += ',';
       kept.push_back(line);
     }
