@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <system_error>
 #include <thread>
@@ -76,6 +77,8 @@ struct Loader::Impl {
   std::unique_ptr<GpuJpegDecoder> gpu;  // decoder gpu
   std::atomic<int64_t> gpu_decoded{0}, gpu_fallbacks{0};
   std::atomic<bool> gpu_noted{false};
+  std::vector<uint8_t> noise;  // synthetic: one image of random bytes + kNoiseSlack, samples copy a window
+  static constexpr int kNoiseSlack = 4096;
 
   std::mutex mu;
   std::condition_variable cv_work, cv_done;
@@ -117,6 +120,12 @@ struct Loader::Impl {
   // Decodes + transforms one sample into `out`; unreadable files are replaced deterministically.
   void process(const SampleRef& ref, int64_t ep, Workspace& ws, std::vector<uint8_t>& file, uint8_t* out_px,
                int64_t& label) {
+    if (cfg.synthetic) {  // a window of the noise image chosen by (seed, epoch, position); no file is read
+      Rng rng(cfg.seed, make_stream(Purpose::transform, ep, ref.position));
+      std::memcpy(out_px, noise.data() + rng.randint(0, kNoiseSlack), static_cast<size_t>(S) * S * 3);
+      label = ds->label(ref.index);
+      return;
+    }
     const ImageView out{out_px, S, S, static_cast<int64_t>(S) * 3};
     Rng pick(cfg.seed, make_stream(Purpose::replacement, ep, ref.position));
     int64_t idx = ref.index;
@@ -445,8 +454,13 @@ Loader::Loader(LoaderConfig cfg, std::shared_ptr<const ImageFolder> dataset) : i
   m.slot_bytes = align64(m.targets_off + sizeof(float) * m.B * m.C);
   m.dev = cfg.use_cuda && cuda_available() ? Device::cuda(cfg.device) : Device::cpu();
   if (m.dev.is_cuda()) m.stage = std::make_unique<DeviceStage>(cfg.device, m.slot_bytes, 2);
-  const bool gpu_decode = cfg.decoder == DecodeOn::gpu ||
-                          (cfg.decoder == DecodeOn::automatic && gpu_jpeg_built() && m.dev.is_cuda() && cfg.training);
+  const bool gpu_decode = !cfg.synthetic && (cfg.decoder == DecodeOn::gpu || (cfg.decoder == DecodeOn::automatic &&
+                                             gpu_jpeg_built() && m.dev.is_cuda() && cfg.training));
+  if (cfg.synthetic) {
+    m.noise.resize(static_cast<size_t>(m.S) * m.S * 3 + Impl::kNoiseSlack);
+    Rng rng(cfg.seed, make_stream(Purpose::transform, 0xFFFFF, 0xFFFFFFFFFFll));  // no sample's stream
+    for (uint8_t& v : m.noise) v = static_cast<uint8_t>(rng.randint(0, 255));
+  }
   if (gpu_decode) {
     MO_CHECK(cfg.training, "data.decoder: gpu decodes the training transform only; the {} split is decoded "
              "on the CPU (decoder cpu)", cfg.split);
@@ -512,6 +526,7 @@ LoaderStats Loader::stats() const {
   return st;
 }
 const char* Loader::decoder() const {
+  if (impl_->cfg.synthetic) return "synthetic";
   if (!impl_->gpu) return "cpu";
   return impl_->gpu->hardware() ? "gpu (nvJPEG hardware)" : "gpu (nvJPEG GPU-hybrid)";
 }

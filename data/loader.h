@@ -15,6 +15,7 @@
 // run RandAugment on the CPU on the crops (with the rng where draw() left it, so the same seed gives the
 // same crops and ops as the CPU path). Files the GPU does not take (PNG, WebP, progressive, grayscale,
 // CMYK, no EOI, refused by nvJPEG) go the CPU path whole, counted in stats().gpu_fallbacks.
+// synthetic: the folder gives the labels and the epoch's length, the pixels are noise (no file is read).
 //
 //   LoaderConfig cfg;  cfg.root = root;  cfg.batch_size = 128;  ...   (tools/engine/loaders.cpp fills it
 //   Loader train(cfg);                                                 from a recipe)
@@ -64,6 +65,9 @@ struct LoaderConfig {
   bool use_index_cache = true;
   DecodeOn decoder = DecodeOn::cpu;  // training only (eval decodes on the CPU)
   int gpu_batches = 2;               // decoder gpu: slots decoding on the GPU at once (its contexts)
+  bool synthetic = false;  // no file is read: each sample is random pixels (deterministic in seed, epoch and
+                           // position), its label the folder's, then mixup, erasing and the upload as
+                           // usual; the pipeline's decoding and transforms taken out, for timing the rest
 };
 
 struct Batch {
@@ -114,7 +118,7 @@ class Loader {
   const ImageFolder& dataset() const;
   const LoaderConfig& config() const;
   Device device() const;  // where batches are returned
-  const char* decoder() const;  // "cpu", "gpu (nvJPEG hardware)" or "gpu (nvJPEG GPU-hybrid)"
+  const char* decoder() const;  // "cpu", "gpu (nvJPEG hardware)", "gpu (nvJPEG GPU-hybrid)" or "synthetic"
 
  private:
   struct Impl;

@@ -6,6 +6,8 @@
 //            [--attention full|causal]   (ViT models only)
 //            [--graph]   (CUDA inference: also time replays of a CUDA graph of the forward, an experiment:
 //                         tools/bench/cuda_graph.h)
+//            [--loader DIR [--loader-decoder cpu|gpu] [--loader-workers 16]]   (training: the step timed with
+//                         a Loader on the ImageFolder DIR delivering batches beside it, tools/bench/loader_drain.h)
 #include <omp.h>
 
 #include <chrono>
@@ -19,6 +21,7 @@
 #include "nn/mambaout.h"
 #include "nn/vit.h"
 #include "ops/loss/cross_entropy.h"
+#include "tools/bench/loader_drain.h"
 #include "tools/common/cli.h"
 #ifdef MO_WITH_CUDA
 #include "tools/bench/cuda_graph.h"
@@ -30,7 +33,8 @@ namespace {
 
 struct Args {
   std::string model = "mambaout_femto", device = "cpu", dtype = "fp32", mode = "both", attention = "full";
-  int batch = 32, img = 224, warmup = 3, iters = 10, threads = 0;
+  std::string loader, loader_decoder = "cpu";
+  int batch = 32, img = 224, warmup = 3, iters = 10, threads = 0, loader_workers = 16;
   bool json = false, profile = false, graph = false;
 };
 
@@ -62,6 +66,15 @@ int main(int argc, char** argv) {
   app.add_flag("--json", a.json, "one JSON line per mode instead of text");
   app.add_flag("--graph", a.graph, "CUDA inference: also time replays of the forward captured in a CUDA graph (experiment)");
   app.add_flag("--profile", a.profile, "after training, time one more step part by part (on stderr)");
+  app.add_option("--loader", a.loader, "training: time the step while a data loader delivers training batches from "
+                 "this ImageFolder (DIR/train/<class>/*.jpg, the full recipe transform) beside it, and report its rate")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--loader-decoder", a.loader_decoder, "--loader: where its JPEGs are decoded")
+      ->capture_default_str()
+      ->check(one_of({"cpu", "gpu"}));
+  app.add_option("--loader-workers", a.loader_workers, "--loader: its worker threads")
+      ->capture_default_str()
+      ->check(int_range(1, 4096));
   if (auto rc = cli.parse(argc, argv)) return *rc;
   return cli.run([&] {
     if (a.graph) {
@@ -96,6 +109,8 @@ int main(int argc, char** argv) {
       if (dev.is_cuda()) cuda_synchronize();
     };
     const std::string attention_json = vit ? "\"attention\": \"" + a.attention + "\", " : "";
+    std::unique_ptr<bench::LoaderDrain> drain;  // --loader: started before the warm-up steps
+    std::string loader_json, loader_text;
     auto report = [&](const char* what, double secs) {
       double ips = a.batch * a.iters / secs;
       double peak = dev.is_cuda() ? cuda_memory_stats(0).peak_allocated / 1073741824.0 : 0.0;
@@ -103,12 +118,12 @@ int main(int argc, char** argv) {
         std::printf(
             "{\"tool\": \"mo\", \"model\": \"%s\", \"mode\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", "
             "%s"
-            "\"batch\": %d, \"img\": %d, \"threads\": %d, \"images_per_s\": %.2f, \"peak_gib\": %.3f}\n",
+            "\"batch\": %d, \"img\": %d, \"threads\": %d, \"images_per_s\": %.2f, \"peak_gib\": %.3f%s}\n",
             a.model.c_str(), what, a.device.c_str(), a.dtype.c_str(), attention_json.c_str(), a.batch, a.img,
-            omp_get_max_threads(), ips, peak);
+            omp_get_max_threads(), ips, peak, loader_json.c_str());
       else
-        std::printf("mo %s %s %s %s batch %d img %d: %.1f images/s, peak %.2f GiB\n", a.model.c_str(), what,
-                    a.device.c_str(), a.dtype.c_str(), a.batch, a.img, ips, peak);
+        std::printf("mo %s %s %s %s batch %d img %d: %.1f images/s, peak %.2f GiB%s\n", a.model.c_str(), what,
+                    a.device.c_str(), a.dtype.c_str(), a.batch, a.img, ips, peak, loader_text.c_str());
       std::fflush(stdout);
     };
     if (a.mode == "train" || a.mode == "both") {
@@ -120,13 +135,26 @@ int main(int argc, char** argv) {
         loss.backward();
         opt.step(1e-4);
       };
+      if (!a.loader.empty())
+        drain = std::make_unique<bench::LoaderDrain>(
+            bench::drain_config(a.loader, a.batch, a.img, a.loader_workers, a.loader_decoder, dt, dev.is_cuda()));
       for (int i = 0; i < a.warmup; ++i) step(i);
       sync();
       if (dev.is_cuda()) cuda_reset_peak_stats(0);
       double t0 = now();
+      const int64_t n0 = drain ? drain->images() : 0;
       for (int i = 0; i < a.iters; ++i) step(a.warmup + i);
       sync();
-      report("train", now() - t0);
+      const double t1 = now();
+      if (drain) {
+        const double rate = static_cast<double>(drain->images() - n0) / (t1 - t0);
+        loader_json = fmt::format(", \"loader\": \"{}\", \"loader_workers\": {}, \"loader_images_per_s\": {:.1f}",
+                                  drain->decoder(), a.loader_workers, rate);
+        loader_text = fmt::format("; beside it the loader ({}, {} workers) delivered {:.1f} images/s",
+                                  drain->decoder(), a.loader_workers, rate);
+        drain.reset();
+      }
+      report("train", t1 - t0);
       if (a.profile) {  // one more step, timed part by part with synchronisation
         set_backward_profiling(true);
         model.set_drop_path_key(0, 999);

@@ -43,10 +43,14 @@
 # infer-graph: mo_bench --graph (tools/bench/cuda_graph.h) for tiny inference at batch 256 and 1.
 # data-e2e: mo_train (recipes/femto.yaml, tiny.yaml; batch 256, E2E_STEPS steps: 100 are one epoch of the
 #   folder) on a generated JPEG ImageFolder (scripts/data/make_jpeg_folder.py) with data.decoder cpu and gpu,
-#   16 workers (E2E_WORKERS: one or more counts; E2E_EXTRA: more --set overrides, e.g. data.worker_nice=10),
-#   beside mo_bench's synthetic rate for the same model: the median images/s of the steps after the tenth,
-#   and the epoch's input: line (the step's wait for data).
-# TESTS_R (Cuda): the ctest -R pattern of the tests stage, TESTS_J (1) its -j; KERNELS_ONLY: words, each
+#   16 workers (E2E_WORKERS: one or more counts; E2E_EXTRA: more --set overrides, e.g. data.worker_nice=10,
+#   E2E_TAG a word naming them in the rows and log names),
+#   and with data.synthetic=true (the same run reading no file: E2E_DECODERS picks of synthetic cpu gpu), beside
+#   mo_bench's synthetic rate for the same model: the median images/s of the steps after the tenth, the
+#   epoch's input: line (the step's wait for data), and each run as a share of mo_train synthetic's rate;
+#   then mo_bench's step alone and beside a loader on that folder delivering at its full rate (mo_bench --loader,
+#   E2E_OVERLAP decoders, default cpu gpu, empty: none; OVERLAP_ITERS steps): the step's slowdown, the loader's images/s.
+# BUILD_TARGETS: what the build stage builds (default everything). TESTS_R (Cuda): the ctest -R pattern of the tests stage, TESTS_J (1) its -j; KERNELS_ONLY: words, each
 #   a mo_bench_kernels --only.
 # B (default build-gpu) is the build folder; PEER_DEVICE/PEER_DTYPE/PEER_ARGS and SERVE_DEVICE/SERVE_PEER_ARGS
 # let the same stages run on a CPU (for trying the plumbing; the numbers mean nothing there).
@@ -116,7 +120,7 @@ fi
 if has build || [ ! -x $B/tools/mo_bench ]; then
   t0=$(date +%s)
   cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${CMAKE_EXTRA[@]}" >"$W/build.log" 2>&1 &&
-    ninja -C $B -k 0 -j"$(nproc)" >>"$W/build.log" 2>&1
+    ninja -C $B -k 0 -j"$(nproc)" ${BUILD_TARGETS:-} >>"$W/build.log" 2>&1
   rc=$?
   echo "build rc=$rc in $(( $(date +%s) - t0 )) s"
   # keep going with whatever built (-k 0); show the first errors
@@ -344,22 +348,24 @@ if has data-e2e; then  # mo_train on a JPEG ImageFolder, CPU and GPU decode, bes
   [ -f "$W/bench.jsonl" ] || : >"$W/bench.jsonl"
   for m in ${E2E_MODELS:-mambaout_femto mambaout_tiny}; do
     bench mo $B/tools/mo_bench --device cuda --dtype bf16 --model $m --batch 256 --mode train --warmup 5 --iters 15
-    for dec in ${E2E_DECODERS:-cpu gpu}; do
+    for dec in ${E2E_DECODERS:-synthetic cpu gpu}; do  # synthetic: the same run, no file read (data.synthetic)
       for wk in ${E2E_WORKERS:-16}; do  # E2E_WORKERS: one or more worker counts
         R=/tmp/e2e_${m}_${dec}_$wk
-        L="$W/e2e_${m}_${dec}$([ "$wk" = 16 ] || echo "_w$wk").log"
+        L="$W/e2e_${m}_${dec}$([ "$wk" = 16 ] || echo "_w$wk")${E2E_TAG:+_$E2E_TAG}.log"
         rm -rf "$R"
+        if [ $dec = synthetic ]; then src=(--set data.synthetic=true); else src=(--set data.decoder=$dec); fi
         timeout 300 $B/tools/mo_train "recipes/${m#mambaout_}.yaml" --set data.root="$J" --set model.num_classes=10 \
-          --set data.decoder=$dec --set data.workers=$wk --set train.batch_size=256 \
+          "${src[@]}" --set data.workers=$wk --set train.batch_size=256 \
           --set train.global_batch=256 --set train.max_steps=${E2E_STEPS:-100} --set train.eval_every=0 \
           --set log.progress=lines --set log.every_steps=1 --set log.tensorboard=false --set train.output="$R" \
           ${E2E_EXTRA:-} >"$L" 2>&1
         echo "data-e2e $m $dec workers $wk rc=$?"
         python3 - "$L" "$m" "$dec" "$wk" <<'PYEOF' | tee -a "$W/bench.jsonl"
-import json, re, statistics, sys
+import json, os, re, statistics, sys
 path, model, dec, wk = sys.argv[1:]
 steps = [float(x) for x in re.findall(r"step \d+/\d+ \(\d+\).*? ([0-9.]+) img/s", open(path).read())]
-tool = f"mo_train jpeg {dec}" + ("" if wk == "16" else f" {wk} workers")
+tool = ("mo_train synthetic" if dec == "synthetic" else f"mo_train jpeg {dec}") + ("" if wk == "16" else f" {wk} workers")
+tool += f" {os.environ['E2E_TAG']}" if os.environ.get("E2E_TAG") else ""
 print(json.dumps({"tool": tool, "model": model, "mode": "train", "batch": 256, "dtype": "bf16",
                   "device": "cuda", "images_per_s": round(statistics.median(steps[10:]), 1) if len(steps) > 10 else 0,
                   "peak_gib": None, "steps_seen": len(steps)}))
@@ -368,6 +374,38 @@ PYEOF
       done
     done
   done
+  python3 - "$W/bench.jsonl" <<'PYEOF'  # each mo_train row against mo_train synthetic (same model, workers)
+import json, re, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{") and "mo_train" in l]
+workers = lambda r: (re.findall(r" (\d+) workers", r["tool"]) or ["16"])[0]
+for r in rows:
+    base = [b for b in rows if b["model"] == r["model"] and b["tool"].startswith("mo_train synthetic")
+            and workers(b) == workers(r)]
+    if base and base[-1] is not r and base[-1]["images_per_s"] > 0:
+        print(f"data-e2e: {r['model']} {r['tool']}: {r['images_per_s']:.0f} img/s = "
+              f"{100 * r['images_per_s'] / base[-1]['images_per_s']:.1f}% of synthetic ({base[-1]['images_per_s']:.0f})")
+PYEOF
+  # The step beside a loader at its full rate (mo_bench --loader): the same mo_bench alone, then with the
+  # loader on J delivering training batches beside it (cpu and gpu decoder, 16 workers); the step's slowdown
+  # and the images/s the loader delivered. OVERLAP_ITERS timed steps (a loader warm-up of 40 steps first).
+  [ -f "$W/overlap.jsonl" ] || : >"$W/overlap.jsonl"
+  for m in $([ -n "${E2E_OVERLAP-cpu gpu}" ] && echo ${E2E_MODELS:-mambaout_femto mambaout_tiny}); do
+    for ld in none ${E2E_OVERLAP-cpu gpu}; do
+      args=(--device cuda --dtype bf16 --model $m --batch 256 --mode train --warmup 40 --iters ${OVERLAP_ITERS:-300} --json)
+      [ $ld = none ] || args+=(--loader "$J" --loader-decoder $ld --loader-workers 16)
+      timeout 300 $B/tools/mo_bench "${args[@]}" >>"$W/overlap.jsonl" 2>>"$W/bench_err.log" || echo "overlap $m $ld rc=$?"
+    done
+  done
+  python3 - "$W/overlap.jsonl" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+for r in rows:
+    alone = [b for b in rows if b["model"] == r["model"] and "loader" not in b]
+    if "loader" in r and alone:
+        a = alone[-1]["images_per_s"]
+        print(f"overlap: {r['model']} step {r['images_per_s']:.0f} img/s beside the loader ({r['loader']}), alone {a:.0f}: "
+              f"{100 * (1 - r['images_per_s'] / a):+.1f}% slower; the loader delivered {r['loader_images_per_s']:.0f} img/s")
+PYEOF
 fi
 if has demo; then  # the README's main job on the GPU: Fashion-MNIST, recipes/fashion_mnist.yaml as written
   t0=$(date +%s)

@@ -1,6 +1,6 @@
 // test_data_loader.cpp: the Loader end to end on a small ImageFolder: determinism across thread counts,
 // epochs that differ, mid-epoch resume, DistributedSampler sharding/padding, eval batches (the last
-// one partial) equal to the eval transform + normalisation, output dtypes/layouts, worker_nice; the normalize +
+// one partial) equal to the eval transform + normalisation, output dtypes/layouts, worker_nice, synthetic input; the normalize +
 // random-erasing CPU twin; the cumulative stats() (counts, time by stage and by side); and the CUDA kernel
 // against the CPU twin ("Cuda" test, skipped without a GPU).
 #include <gtest/gtest.h>
@@ -157,6 +157,48 @@ TEST_F(DataLoader, ResumeMidEpochIsExact) {
     EXPECT_EQ(rest[i].index, full[i + 2].index);
     expect_same(rest[i], full[i + 2]);
   }
+}
+
+// data.synthetic: no file is read (an unreadable one is no bad sample), the labels are the folder's in the
+// sampler's order, the pixels are noise that differs between samples and epochs but not between thread counts.
+TEST_F(DataLoader, SyntheticReadsNoFileAndKeepsLabelsAndDeterminism) {
+  TempDir d("loader_synth");
+  make_dataset(d.str(), "train", 3, 4);
+  LoaderConfig c = config(true, 1);
+  c.root = d.str();
+  c.use_index_cache = false;
+  Loader real(c);
+  const auto r = epoch(real, 0);  // before a file is spoiled
+  for (const auto& e : std::filesystem::recursive_directory_iterator(d.str() + "/train"))
+    if (e.is_regular_file()) {
+      std::ofstream(e.path(), std::ios::binary | std::ios::trunc) << "not a JPEG";
+      break;
+    }
+  Loader spoiled(c);
+  epoch(spoiled, 0);
+  EXPECT_GT(spoiled.bad_samples(), 0) << "the spoiled file is read without synthetic";
+  c.synthetic = true;
+  c.decoder = DecodeOn::gpu;  // no decoder is made: synthetic takes no file
+  Loader one(c);
+  c.num_threads = 3;
+  Loader three(c);
+  EXPECT_STREQ(one.decoder(), "synthetic");
+  auto a = epoch(one, 0), b = epoch(three, 0), a1 = epoch(one, 1);
+  ASSERT_EQ(a.size(), 3u);
+  ASSERT_EQ(r.size(), 3u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    expect_same(a[i], b[i]);
+    EXPECT_EQ(a[i].labels.to_vector<int64_t>(), r[i].labels.to_vector<int64_t>()) << "batch " << i;
+    EXPECT_NE(a[i].images.to_vector<float>(), r[i].images.to_vector<float>());
+  }
+  EXPECT_NE(a[0].images.to_vector<float>(), a1[0].images.to_vector<float>()) << "epochs must differ";
+  const auto px = a[0].images.to_vector<float>();
+  const size_t per = px.size() / 4;
+  EXPECT_NE(std::vector<float>(px.begin(), px.begin() + per), std::vector<float>(px.begin() + per, px.begin() + 2 * per));
+  EXPECT_EQ(one.bad_samples(), 0);
+  EXPECT_EQ(one.stats().stage(Stage::read), 0.0);
+  EXPECT_EQ(one.stats().stage(Stage::decode), 0.0);
+  EXPECT_EQ(one.stats().samples, 2 * 12);
 }
 
 TEST_F(DataLoader, StatsCountBatchesAndSplitTheTimeByStage) {

@@ -191,6 +191,10 @@ TEST(TrainConfig, InputLimitsReachTheLoaders) {
     EXPECT_EQ(l.max_pixels, 3'000'000);
     EXPECT_EQ(l.worker_nice, 5);
   }
+  // data.synthetic reaches the training loader only: evaluation still reads the folder
+  c = load_train_config("", {"data.root=/data", "data.synthetic=true"});
+  EXPECT_TRUE(train_loader_config(c, 0, 1, mo::Device::cpu(), mo::DType::f32).synthetic);
+  EXPECT_FALSE(eval_loader_config(c, 0, 1, mo::Device::cpu(), mo::DType::f32).synthetic);
   const TrainConfig d;
   EXPECT_EQ(d.data.max_file_mb << 20, mo::data::kDefaultMaxFileBytes);
   EXPECT_EQ(d.data.max_megapixels * 1000000, mo::data::kDefaultMaxPixels);

@@ -47,6 +47,9 @@ ConfigSchema make_schema(TrainConfig& c) {
   s.add("data.decoder", &c.data.decoder,
         "training JPEGs decoded on: cpu (libjpeg-turbo) | gpu (nvJPEG) | auto (gpu where built with nvJPEG and on a GPU)");
   s.add("data.gpu_batches", &c.data.gpu_batches, "decoder gpu: batches decoding on the GPU at once, 1..8");
+  s.add("data.synthetic", &c.data.synthetic,
+        "training samples are random pixels, no file read (labels and epoch length from the folder): times "
+        "training without the input pipeline");
   s.add("data.max_file_mb", &c.data.max_file_mb, "image files larger than this (MiB) are bad input, never read");
   s.add("data.max_megapixels", &c.data.max_megapixels, "JPEGs whose header declares more pixels are bad input");
 

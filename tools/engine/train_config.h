@@ -43,6 +43,7 @@ struct TrainConfig {
     int64_t worker_nice = 0;  // added to the decoding threads' nice value (0..19)
     std::string decoder = "cpu";  // cpu | gpu | auto (data/loader.h DecodeOn)
     int64_t gpu_batches = 2;      // decoder gpu: batches decoding on the GPU at once (1..8)
+    bool synthetic = false;       // training samples are noise, no file read (LoaderConfig::synthetic)
     int64_t max_file_mb = 64;     // larger image files are bad input, never read
     int64_t max_megapixels = 64;  // JPEGs whose header declares more are bad input
   } data;

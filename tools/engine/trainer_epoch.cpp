@@ -40,7 +40,9 @@ void Trainer::log_input(int64_t epoch, double train_time) {
       stages += fmt::format("{}{} {:.0f}%", stages.empty() ? "" : ", ", data::stage_name(static_cast<data::Stage>(k)),
                             100.0 * v[4 + k] / work);
   const double gpu = v[4 + data::kNumStages], cpu = v[5 + data::kNumStages];
-  if (std::string(train_->decoder()) != "cpu")
+  const std::string decoder = train_->decoder();
+  if (decoder == "synthetic") stages += "; synthetic input, no file read";
+  else if (decoder != "cpu")
     stages += fmt::format("; decoder {}: {:.0f} images decoded on the GPU, {:.0f} on the CPU", train_->decoder(),
                           gpu, cpu);
   say(fmt::format("epoch {}: input: the step waited {:.1f} s of {:.1f} s for batches ({:.1f}%{}), upload {:.1f} s; "

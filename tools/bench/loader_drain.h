@@ -1,0 +1,39 @@
+// loader_drain.h: mo_bench --loader. A data::Loader over a JPEG ImageFolder (the recipe's full training
+// transform) is drained on a thread of its own, on a CUDA stream of its own, while the training step is
+// timed: the step's images/s with the input pipeline delivering training batches to the GPU at its full
+// rate beside it (sharing the host cores, PCIe and the GPU), and the rate it delivered. The batches are
+// counted and dropped; the step keeps its synthetic input.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <thread>
+
+#include "data/loader.h"
+
+namespace mo::bench {
+
+// The loader of a training run of `recipe` defaults: RandomResizedCrop `img`, RandAugment
+// rand-m9-mstd0.5-inc1, mixup 0.8 / cutmix 1.0, label smoothing 0.1, erasing 0.25, channels-last, `dtype`.
+data::LoaderConfig drain_config(const std::string& root, int batch, int img, int workers, const std::string& decoder,
+                                DType dtype, bool cuda);
+
+class LoaderDrain {
+ public:
+  explicit LoaderDrain(const data::LoaderConfig& cfg);  // starts draining at once
+  ~LoaderDrain();                                         // stops and joins
+  LoaderDrain(const LoaderDrain&) = delete;
+  LoaderDrain& operator=(const LoaderDrain&) = delete;
+  int64_t images() const;  // delivered so far; rethrows what stopped the thread
+  const char* decoder() const { return loader_.decoder(); }
+
+ private:
+  data::Loader loader_;
+  std::atomic<int64_t> images_{0};
+  std::atomic<bool> stop_{false};
+  std::exception_ptr error_;
+  std::atomic<bool> failed_{false};
+  std::thread thread_;
+};
+
+}  // namespace mo::bench
