@@ -149,6 +149,64 @@ struct DevBuf {
   }
 };
 
+// nvJPEG's own buffers (its states' and the hardware engine's) come from stream-ordered allocators. The
+// default ones call cudaFree and cudaFreeHost, which wait for the whole device while holding the context,
+// so the training thread's launches would stall behind a decoder thread; these never wait. Device memory:
+// CUDA's stream-ordered pool (cudaMallocAsync / cudaFreeAsync on the stream nvJPEG names). Pinned memory:
+// a block nvJPEG frees is kept, and handed out again once its stream has passed the free (an event).
+int dev_malloc(void*, void** p, size_t n, cudaStream_t s) { return cudaMallocAsync(p, n, s) == cudaSuccess ? 0 : 1; }
+int dev_free(void*, void* p, size_t, cudaStream_t s) { return cudaFreeAsync(p, s) == cudaSuccess ? 0 : 1; }
+
+struct PinnedPool {
+  struct Block {
+    void* p;
+    size_t n;
+    cudaEvent_t freed;  // null until freed once
+  };
+  std::mutex mu;
+  std::vector<Block> blocks;  // every block taken from CUDA; in_use marks those nvJPEG holds
+  std::vector<char> in_use;
+  ~PinnedPool() {  // after nvjpegDestroy: nothing uses them any more
+    for (Block& b : blocks) {
+      if (b.freed) cudaEventDestroy(b.freed);
+      cudaFreeHost(b.p);
+    }
+  }
+};
+
+int pinned_malloc(void* ctx, void** p, size_t n, cudaStream_t) {
+  auto& pool = *static_cast<PinnedPool*>(ctx);
+  std::lock_guard<std::mutex> lk(pool.mu);
+  for (size_t i = 0; i < pool.blocks.size(); ++i) {  // a free block that fits, not more than twice the size
+    PinnedPool::Block& b = pool.blocks[i];
+    if (pool.in_use[i] || b.n < n || b.n > 2 * n + (1 << 20)) continue;
+    const cudaError_t q = cudaEventQuery(b.freed);
+    if (q == cudaErrorNotReady) (void)cudaGetLastError();  // not an error: the stream has not passed the free
+    if (q != cudaSuccess) continue;
+    pool.in_use[i] = 1;
+    *p = b.p;
+    return 0;
+  }
+  if (cudaHostAlloc(p, std::max<size_t>(n, 1), cudaHostAllocDefault) != cudaSuccess) return 1;
+  pool.blocks.push_back({*p, std::max<size_t>(n, 1), nullptr});
+  pool.in_use.push_back(1);
+  return 0;
+}
+
+int pinned_free(void* ctx, void* p, size_t, cudaStream_t s) {
+  auto& pool = *static_cast<PinnedPool*>(ctx);
+  std::lock_guard<std::mutex> lk(pool.mu);
+  for (size_t i = 0; i < pool.blocks.size(); ++i) {
+    PinnedPool::Block& b = pool.blocks[i];
+    if (b.p != p) continue;
+    if (!b.freed && cudaEventCreateWithFlags(&b.freed, cudaEventDisableTiming) != cudaSuccess) return 1;
+    if (cudaEventRecord(b.freed, s) != cudaSuccess) return 1;
+    pool.in_use[i] = 0;
+    return 0;
+  }
+  return 1;  // not ours
+}
+
 }  // namespace
 
 bool gpu_jpeg_built() { return true; }
@@ -170,6 +228,9 @@ struct GpuJpegDecoder::Impl {
     CUDA_CHECK(cudaEventSynchronize(c.done));
   }
   int device = 0, S = 0;
+  PinnedPool pinned;  // outlives the handle (the destructor destroys the handle first)
+  nvjpegDevAllocatorV2_t dev_alloc{dev_malloc, dev_free, nullptr};
+  nvjpegPinnedAllocatorV2_t pinned_alloc{pinned_malloc, pinned_free, &pinned};
   nvjpegHandle_t handle = nullptr;
   bool hardware = false;
   std::vector<std::unique_ptr<Context>> ctx;
@@ -260,11 +321,15 @@ GpuJpegDecoder::GpuJpegDecoder(int device, int size, int contexts, bool use_hard
   m.device = device;
   m.S = size;
   CUDA_CHECK(cudaSetDevice(device));
+  cudaMemPool_t pool = nullptr;  // the stream-ordered pool keeps what nvJPEG frees instead of unmapping it
+  CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t keep = UINT64_MAX;
+  CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
   // A backend counts once it has made a state and set up a batch. The hardware engine (A100, H100, H200...)
   // first, with interpolated chroma upsampling (libjpeg's "fancy" upsampling, what PIL decodes with), then
   // without it; else the GPU-hybrid backend the same way.
   auto start = [&](nvjpegBackend_t backend, unsigned flags) {
-    if (nvjpegCreateEx(backend, nullptr, nullptr, flags, &m.handle) != NVJPEG_STATUS_SUCCESS) {
+    if (nvjpegCreateExV2(backend, &m.dev_alloc, &m.pinned_alloc, flags, &m.handle) != NVJPEG_STATUS_SUCCESS) {
       m.handle = nullptr;
       return false;
     }
@@ -278,11 +343,16 @@ GpuJpegDecoder::GpuJpegDecoder(int device, int size, int contexts, bool use_hard
   constexpr unsigned kInterp = NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION;
   m.hardware = use_hardware && (start(NVJPEG_BACKEND_HARDWARE, kInterp) || start(NVJPEG_BACKEND_HARDWARE, 0));
   if (!m.hardware && !start(NVJPEG_BACKEND_GPU_HYBRID, kInterp))
-    NVJPEG_CHECK(nvjpegCreateEx(NVJPEG_BACKEND_GPU_HYBRID, nullptr, nullptr, NVJPEG_FLAGS_DEFAULT, &m.handle));
+    NVJPEG_CHECK(nvjpegCreateExV2(NVJPEG_BACKEND_GPU_HYBRID, &m.dev_alloc, &m.pinned_alloc, NVJPEG_FLAGS_DEFAULT,
+                                  &m.handle));
+  // The decoder's streams at the highest priority: its kernels are small (microseconds a batch) and a batch
+  // waits on them, so they go first when an SM frees up instead of queueing behind the training step's.
+  int least = 0, greatest = 0;
+  CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   for (int i = 0; i < contexts; ++i) {
     m.ctx.push_back(std::make_unique<Impl::Context>());
     NVJPEG_CHECK(nvjpegJpegStateCreate(m.handle, &m.ctx.back()->state));
-    CUDA_CHECK(cudaStreamCreateWithFlags(&m.ctx.back()->stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaStreamCreateWithPriority(&m.ctx.back()->stream, cudaStreamNonBlocking, greatest));
     CUDA_CHECK(cudaEventCreateWithFlags(&m.ctx.back()->done, cudaEventBlockingSync | cudaEventDisableTiming));
   }
 }
