@@ -16,6 +16,8 @@ int cuda_device_count() { return 0; }
 void* cuda_current_stream() { return nullptr; }
 void cuda_set_current_stream(void*) {}
 void cuda_synchronize() {}
+CudaOwnStream::CudaOwnStream(int) {}
+CudaOwnStream::~CudaOwnStream() {}
 void cuda_copy(const Tensor&, const Tensor&) { no_cuda(); }
 void cuda_fill(const Tensor&, double) { no_cuda(); }
 void cuda_add_(const Tensor&, const Tensor&, double) { no_cuda(); }

@@ -146,4 +146,17 @@ void* cuda_current_stream() { return t_stream; }
 void cuda_set_current_stream(void* s) { t_stream = static_cast<cudaStream_t>(s); }
 void cuda_synchronize() { CUDA_CHECK(cudaStreamSynchronize(t_stream)); }
 
+CudaOwnStream::CudaOwnStream(int device) : prev_(t_stream) {
+  MO_CHECK(device >= 0 && device < 16, "CudaOwnStream: device {}", device);
+  thread_local cudaStream_t own[16] = {};  // never destroyed: the allocator keeps blocks against them
+  CUDA_CHECK(cudaSetDevice(device));
+  if (!own[device]) CUDA_CHECK(cudaStreamCreateWithFlags(&own[device], cudaStreamNonBlocking));
+  CUDA_CHECK(cudaStreamSynchronize(t_stream));
+  t_stream = own[device];
+}
+CudaOwnStream::~CudaOwnStream() {  // a destructor cannot report: a failed device has failed the work before
+  cudaStreamSynchronize(t_stream);
+  t_stream = static_cast<cudaStream_t>(prev_);
+}
+
 }  // namespace mo

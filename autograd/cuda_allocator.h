@@ -30,4 +30,19 @@ void* cuda_current_stream();
 void cuda_set_current_stream(void* stream);
 void cuda_synchronize();
 
+// For its lifetime the calling thread computes on a non-blocking stream of its own (one per thread and
+// device, made once), then on the stream it had; each switch first waits for the stream it leaves, so no
+// block is in use on two streams. The legacy default stream would order the work after every legacy-
+// stream call of any other thread (a library's: nvJPEG's, in the loader's GPU decoder) and hold it up.
+class CudaOwnStream {
+ public:
+  explicit CudaOwnStream(int device);
+  ~CudaOwnStream();
+  CudaOwnStream(const CudaOwnStream&) = delete;
+  CudaOwnStream& operator=(const CudaOwnStream&) = delete;
+
+ private:
+  void* prev_ = nullptr;
+};
+
 }  // namespace mo

@@ -35,7 +35,7 @@ struct Args {
   std::string model = "mambaout_femto", device = "cpu", dtype = "fp32", mode = "both", attention = "full";
   std::string loader, loader_decoder = "cpu";
   int batch = 32, img = 224, warmup = 3, iters = 10, threads = 0, loader_workers = 16;
-  bool json = false, profile = false, graph = false;
+  bool json = false, profile = false, graph = false, legacy_stream = false;
 };
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
@@ -66,6 +66,8 @@ int main(int argc, char** argv) {
   app.add_flag("--json", a.json, "one JSON line per mode instead of text");
   app.add_flag("--graph", a.graph, "CUDA inference: also time replays of the forward captured in a CUDA graph (experiment)");
   app.add_flag("--profile", a.profile, "after training, time one more step part by part (on stderr)");
+  app.add_flag("--legacy-stream", a.legacy_stream, "CUDA: compute on the legacy default stream instead of a stream of "
+               "its own, as mo_train does (for comparing the two beside --loader)");
   app.add_option("--loader", a.loader, "training: time the step while a data loader delivers training batches from "
                  "this ImageFolder (DIR/train/<class>/*.jpg, the full recipe transform) beside it, and report its rate")
       ->check(CLI::ExistingDirectory);
@@ -86,6 +88,8 @@ int main(int argc, char** argv) {
     }
     if (a.threads > 0) omp_set_num_threads(a.threads);
     Device dev = a.device == "cuda" ? Device::cuda(0) : Device::cpu();
+    std::unique_ptr<CudaOwnStream> own;  // mo_train's compute stream
+    if (dev.is_cuda() && !a.legacy_stream) own = std::make_unique<CudaOwnStream>(0);
     DType dt = a.dtype == "bf16" ? DType::bf16 : DType::f32;
     nn::ClassifierSpec spec;
     spec.name = a.model, spec.attention = a.attention;

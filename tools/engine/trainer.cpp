@@ -91,6 +91,7 @@ void Trainer::build() {
   const int rank = pg_->rank(), world = pg_->world_size();
   config_yaml_ = dump_train_config(cfg_);
   dev_ = choose_device(cfg_.train.device, *pg_);
+  if (dev_.is_cuda()) stream_ = std::make_unique<CudaOwnStream>(dev_.index);
   compute_ = cfg_.train.precision == "bf16" && dev_.is_cuda() ? DType::bf16 : DType::f32;
   if (cfg_.train.precision == "bf16" && dev_.is_cpu())
     say("note: bf16 needs a GPU; training in fp32 on the CPU");

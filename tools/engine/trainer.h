@@ -30,6 +30,7 @@
 #include <optional>
 #include <string>
 
+#include "autograd/cuda_allocator.h"
 #include "data/loader.h"
 #include "dist/metrics.h"
 #include "dist/process_group.h"
@@ -115,6 +116,7 @@ class Trainer {
   std::shared_ptr<dist::ProcessGroup> pg_;
   std::FILE* out_;
   Device dev_ = Device::cpu();
+  std::unique_ptr<CudaOwnStream> stream_;  // a GPU run's compute stream (autograd/cuda_allocator.h)
   DType compute_ = DType::f32;
   LrSchedule sched_;
   int64_t accum_ = 1, steps_per_epoch_ = 0, total_epochs_ = 0, total_steps_ = 0;
