@@ -364,11 +364,15 @@ GpuJpegDecoder::~GpuJpegDecoder() {
     if (c->stream) cudaStreamSynchronize(c->stream);
     for (auto s : c->parsed) nvjpegJpegStreamDestroy(s);
     if (c->state) nvjpegJpegStateDestroy(c->state);
+  }
+  // The handle before the streams: its allocators free on the stream nvJPEG last used, which must exist.
+  if (m.handle) nvjpegDestroy(m.handle);
+  for (auto& c : m.ctx) {
+    if (c->stream) cudaStreamSynchronize(c->stream);
     if (c->done) cudaEventDestroy(c->done);
     if (c->stream) cudaStreamDestroy(c->stream);
   }
-  m.ctx.clear();  // the device buffers, before the handle
-  if (m.handle) nvjpegDestroy(m.handle);
+  m.ctx.clear();  // the device buffers
 }
 
 bool GpuJpegDecoder::hardware() const { return impl_->hardware; }
