@@ -6,11 +6,12 @@
 // where a case asks, also bit-identical repeats, the same forward without grad (inference) and, for a fused
 // op, the same bits as its unfused parts. Then what is not one op's case: drop_path's draw, the conv2d CUDA
 // entry points, strided copies, AdamW, bf16 gradient accumulation into fp32, the float64 error. The table's
-// cases are compiled only with MO_WITH_CUDA; every test skips where there is no GPU. Expects the defaults:
+// cases are compiled only with MO_WITH_CUDA; every test skips where there is no GPU. Last, CudaOwnStream. Expects the defaults:
 // MO_ALLOW_TF32 unset.
 #include <gtest/gtest.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "autograd/cuda_allocator.h"
@@ -281,4 +282,39 @@ TEST(CudaOps, CudaRejectsFloat64WithClearMessage) {
   }
   Tensor w = randn({3, 8}, 251).to(DType::f64).to(gpu());
   EXPECT_THROW(linear(x, w, Tensor()), Error);
+}
+
+// CudaOwnStream: the thread computes on a non-blocking stream of its own (the same one again for the same
+// thread and device, another for another thread) and gets its stream back; work enqueued before a switch
+// is complete and right when read after it, both ways.
+TEST(CudaOps, CudaOwnStreamSwitchesOrdersAndRestores) {
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  void* before = cuda_current_stream();
+  const std::vector<float> v = {1.5f, -2.0f, 3.25f, 0.5f, 7.0f};
+  Tensor a = Tensor::from_vector(v, {5}).to(Device::cuda(0));
+  a.add_(a, 1.0);  // on the stream before: 2v
+  void* own = nullptr;
+  Tensor b;
+  {
+    CudaOwnStream scope(0);
+    own = cuda_current_stream();
+    EXPECT_NE(own, before);
+    {
+      CudaOwnStream again(0);
+      EXPECT_EQ(cuda_current_stream(), own);
+    }
+    EXPECT_EQ(cuda_current_stream(), own);
+    b = a.clone();
+    b.add_(a, 2.0);  // on the own stream: 6v, after the 2v above
+  }
+  EXPECT_EQ(cuda_current_stream(), before);
+  const std::vector<float> got = b.to(Device::cpu()).to_vector<float>();
+  for (size_t i = 0; i < v.size(); ++i) EXPECT_EQ(got[i], 6.0f * v[i]);
+  void* other = nullptr;
+  std::thread([&] {
+    CudaOwnStream scope(0);
+    other = cuda_current_stream();
+  }).join();
+  EXPECT_NE(other, own);
+  EXPECT_NE(other, nullptr);
 }
