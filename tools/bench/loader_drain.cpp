@@ -1,13 +1,10 @@
 // loader_drain.cpp: see loader_drain.h.
 #include "tools/bench/loader_drain.h"
 
-#ifdef MO_WITH_CUDA
-#include <cuda_runtime.h>
-
-#include "autograd/cuda_allocator.h"
-#endif
+#include <memory>
 
 #include "autograd/check.h"
+#include "autograd/cuda_allocator.h"
 
 namespace mo::bench {
 
@@ -34,24 +31,13 @@ data::LoaderConfig drain_config(const std::string& root, int batch, int img, int
 LoaderDrain::LoaderDrain(const data::LoaderConfig& cfg) : loader_(cfg) {
   thread_ = std::thread([this] {
     try {
-#ifdef MO_WITH_CUDA
-      cudaStream_t s = nullptr;  // the loader's normalisation off the step's stream, as a side stream would be
-      if (loader_.device().is_cuda()) {
-        MO_CHECK(cudaSetDevice(loader_.device().index) == cudaSuccess &&
-                     cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess,
-                 "mo_bench --loader: cannot create a CUDA stream");
-        cuda_set_current_stream(s);
-      }
-#endif
+      std::unique_ptr<CudaOwnStream> own;  // the loader's normalisation off the step's stream
+      if (loader_.device().is_cuda()) own = std::make_unique<CudaOwnStream>(loader_.device().index);
       data::Batch b;
       for (int64_t epoch = 0; !stop_; ++epoch) {
         loader_.start_epoch(epoch);
         while (!stop_ && loader_.next(b)) images_ += b.images.size(0);
       }
-      b = {};
-#ifdef MO_WITH_CUDA
-      if (s) cudaStreamSynchronize(s);  // s stays: its freed blocks may still be cached against it
-#endif
     } catch (...) {
       error_ = std::current_exception();
       failed_ = true;
