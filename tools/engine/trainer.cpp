@@ -232,6 +232,9 @@ TrainResult Trainer::fit_steps() {
                   cfg_.model.name, static_cast<double>(model_->num_parameters()) / 1e6, dev_.str(),
                   dtype_name(compute_), pg_->world_size(), cfg_.train.batch_size, accum_, cfg_.train.global_batch,
                   steps_per_epoch_, total_epochs_));
+  if (cfg_.data.synthetic)
+    say("note: data.synthetic: the training samples are noise, no image file is read (a speed measurement: the "
+        "weights learn nothing useful)");
   model_->train();
   run_start_ = window_start_ = last_step_end_ = now_s();
   stat_first_step_ = global_step_;
