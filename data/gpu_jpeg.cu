@@ -152,10 +152,25 @@ struct DevBuf {
 // nvJPEG's own buffers (its states' and the hardware engine's) come from stream-ordered allocators. The
 // default ones call cudaFree and cudaFreeHost, which wait for the whole device while holding the context,
 // so the training thread's launches would stall behind a decoder thread; these never wait. Device memory:
-// CUDA's stream-ordered pool (cudaMallocAsync / cudaFreeAsync on the stream nvJPEG names). Pinned memory:
-// a block nvJPEG frees is kept, and handed out again once its stream has passed the free (an event).
-int dev_malloc(void*, void** p, size_t n, cudaStream_t s) { return cudaMallocAsync(p, n, s) == cudaSuccess ? 0 : 1; }
-int dev_free(void*, void* p, size_t, cudaStream_t s) { return cudaFreeAsync(p, s) == cudaSuccess ? 0 : 1; }
+// a stream-ordered pool of the decoder's own (cudaMallocFromPoolAsync / cudaFreeAsync on the stream nvJPEG
+// names; it keeps what is freed). Pinned memory: a block nvJPEG frees is kept, and handed out again once
+// its stream has passed the free (an event). A failure returns 1 to nvJPEG (which reports it for the file
+// or batch) and leaves no CUDA error behind for the next launch check; null pointers and empty sizes are
+// what the default allocators make of them.
+int failed(cudaError_t e) {
+  if (e == cudaSuccess) return 0;
+  (void)cudaGetLastError();
+  return 1;
+}
+int dev_malloc(void* pool, void** p, size_t n, cudaStream_t s) {
+  *p = nullptr;
+  if (n == 0) return 0;
+  if (failed(cudaMallocFromPoolAsync(p, n, static_cast<cudaMemPool_t>(pool), s))) return 1;
+  // on the legacy stream (nvJPEG's set-up calls name no stream) the memory is ready once it has passed:
+  // the decoder's non-blocking streams are not ordered after it
+  return s ? 0 : failed(cudaStreamSynchronize(nullptr));
+}
+int dev_free(void*, void* p, size_t, cudaStream_t s) { return p ? failed(cudaFreeAsync(p, s)) : 0; }
 
 struct PinnedPool {
   struct Block {
@@ -180,27 +195,26 @@ int pinned_malloc(void* ctx, void** p, size_t n, cudaStream_t) {
   for (size_t i = 0; i < pool.blocks.size(); ++i) {  // a free block that fits, not more than twice the size
     PinnedPool::Block& b = pool.blocks[i];
     if (pool.in_use[i] || b.n < n || b.n > 2 * n + (1 << 20)) continue;
-    const cudaError_t q = cudaEventQuery(b.freed);
-    if (q == cudaErrorNotReady) (void)cudaGetLastError();  // not an error: the stream has not passed the free
-    if (q != cudaSuccess) continue;
+    if (failed(cudaEventQuery(b.freed))) continue;  // not ready: the stream has not passed the free yet
     pool.in_use[i] = 1;
     *p = b.p;
     return 0;
   }
-  if (cudaHostAlloc(p, std::max<size_t>(n, 1), cudaHostAllocDefault) != cudaSuccess) return 1;
+  if (failed(cudaHostAlloc(p, std::max<size_t>(n, 1), cudaHostAllocDefault))) return *p = nullptr, 1;
   pool.blocks.push_back({*p, std::max<size_t>(n, 1), nullptr});
   pool.in_use.push_back(1);
   return 0;
 }
 
 int pinned_free(void* ctx, void* p, size_t, cudaStream_t s) {
+  if (!p) return 0;
   auto& pool = *static_cast<PinnedPool*>(ctx);
   std::lock_guard<std::mutex> lk(pool.mu);
   for (size_t i = 0; i < pool.blocks.size(); ++i) {
     PinnedPool::Block& b = pool.blocks[i];
     if (b.p != p) continue;
-    if (!b.freed && cudaEventCreateWithFlags(&b.freed, cudaEventDisableTiming) != cudaSuccess) return 1;
-    if (cudaEventRecord(b.freed, s) != cudaSuccess) return 1;
+    if (!b.freed && failed(cudaEventCreateWithFlags(&b.freed, cudaEventDisableTiming))) return 1;
+    if (failed(cudaEventRecord(b.freed, s))) return 1;
     pool.in_use[i] = 0;
     return 0;
   }
@@ -228,7 +242,8 @@ struct GpuJpegDecoder::Impl {
     CUDA_CHECK(cudaEventSynchronize(c.done));
   }
   int device = 0, S = 0;
-  PinnedPool pinned;  // outlives the handle (the destructor destroys the handle first)
+  PinnedPool pinned;              // outlives the handle (release() destroys the handle first)
+  cudaMemPool_t pool = nullptr;  // device memory for nvJPEG (dev_malloc)
   nvjpegDevAllocatorV2_t dev_alloc{dev_malloc, dev_free, nullptr};
   nvjpegPinnedAllocatorV2_t pinned_alloc{pinned_malloc, pinned_free, &pinned};
   nvjpegHandle_t handle = nullptr;
@@ -252,6 +267,25 @@ struct GpuJpegDecoder::Impl {
     std::lock_guard<std::mutex> lk(mu);
     c.busy = false;
     cv.notify_one();
+  }
+  // Destroys what was made, in order; errors are ignored (a destructor cannot report, and the work that
+  // used these has reported them). The handle before the streams: its allocators free on the stream
+  // nvJPEG last used, which must exist; the pool last (it waits for frees still in flight).
+  void release() {
+    for (auto& c : ctx) {
+      if (c->stream) cudaStreamSynchronize(c->stream);
+      for (auto s : c->parsed) nvjpegJpegStreamDestroy(s);
+      if (c->state) nvjpegJpegStateDestroy(c->state);
+      c->parsed.clear(), c->state = nullptr;
+    }
+    if (handle) nvjpegDestroy(handle), handle = nullptr;
+    for (auto& c : ctx) {
+      if (c->stream) cudaStreamSynchronize(c->stream);
+      if (c->done) cudaEventDestroy(c->done);
+      if (c->stream) cudaStreamDestroy(c->stream);
+    }
+    ctx.clear();  // the device buffers
+    if (pool) cudaMemPoolDestroy(pool), pool = nullptr;
   }
   struct Lease {  // gives the context back on every way out, exceptions included
     Impl& m;
@@ -321,10 +355,24 @@ GpuJpegDecoder::GpuJpegDecoder(int device, int size, int contexts, bool use_hard
   m.device = device;
   m.S = size;
   CUDA_CHECK(cudaSetDevice(device));
-  cudaMemPool_t pool = nullptr;  // the stream-ordered pool keeps what nvJPEG frees instead of unmapping it
-  CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  try {
+    start_on(device, contexts, use_hardware);
+  } catch (...) {  // what was made so far is given back
+    impl_->release();
+    throw;
+  }
+}
+
+void GpuJpegDecoder::start_on(int device, int contexts, bool use_hardware) {
+  Impl& m = *impl_;
+  cudaMemPoolProps props{};  // the decoder's own pool, which keeps what nvJPEG frees instead of unmapping it
+  props.allocType = cudaMemAllocationTypePinned;
+  props.location.type = cudaMemLocationTypeDevice;
+  props.location.id = device;
+  CUDA_CHECK(cudaMemPoolCreate(&m.pool, &props));
   uint64_t keep = UINT64_MAX;
-  CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  CUDA_CHECK(cudaMemPoolSetAttribute(m.pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  m.dev_alloc.dev_ctx = m.pool;
   // A backend counts once it has made a state and set up a batch. The hardware engine (A100, H100, H200...)
   // first, with interpolated chroma upsampling (libjpeg's "fancy" upsampling, what PIL decodes with), then
   // without it; else the GPU-hybrid backend the same way.
@@ -357,23 +405,7 @@ GpuJpegDecoder::GpuJpegDecoder(int device, int size, int contexts, bool use_hard
   }
 }
 
-// A destructor cannot report: errors are ignored (the work that used these has reported them).
-GpuJpegDecoder::~GpuJpegDecoder() {
-  Impl& m = *impl_;
-  for (auto& c : m.ctx) {
-    if (c->stream) cudaStreamSynchronize(c->stream);
-    for (auto s : c->parsed) nvjpegJpegStreamDestroy(s);
-    if (c->state) nvjpegJpegStateDestroy(c->state);
-  }
-  // The handle before the streams: its allocators free on the stream nvJPEG last used, which must exist.
-  if (m.handle) nvjpegDestroy(m.handle);
-  for (auto& c : m.ctx) {
-    if (c->stream) cudaStreamSynchronize(c->stream);
-    if (c->done) cudaEventDestroy(c->done);
-    if (c->stream) cudaStreamDestroy(c->stream);
-  }
-  m.ctx.clear();  // the device buffers
-}
+GpuJpegDecoder::~GpuJpegDecoder() { impl_->release(); }
 
 bool GpuJpegDecoder::hardware() const { return impl_->hardware; }
 

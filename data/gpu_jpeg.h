@@ -53,6 +53,7 @@ class GpuJpegDecoder {
   int size() const { return size_; }
 
  private:
+  void start_on(int device, int contexts, bool use_hardware);  // the constructor's CUDA and nvJPEG part
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int size_ = 0;

@@ -11,7 +11,7 @@ budget=(
   "ops 5900"
   "nn 1200 nn/io"
   "nn/io 2900"
-  "data 4160"
+  "data 4180"
   "dist 1550"
   "tools 3975 tools/engine"
   "tools/engine 3250"

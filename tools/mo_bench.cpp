@@ -69,7 +69,8 @@ int main(int argc, char** argv) {
   app.add_flag("--legacy-stream", a.legacy_stream, "CUDA: compute on the legacy default stream instead of a stream of "
                "its own, as mo_train does (for comparing the two beside --loader)");
   app.add_option("--loader", a.loader, "training: time the step while a data loader delivers training batches from "
-                 "this ImageFolder (DIR/train/<class>/*.jpg, the full recipe transform) beside it, and report its rate")
+                 "this ImageFolder (DIR/train/<class>/*.jpg, the full recipe transform) beside it, and report its rate "
+                 "(the peak memory then includes the loader's batches)")
       ->check(CLI::ExistingDirectory);
   app.add_option("--loader-decoder", a.loader_decoder, "--loader: where its JPEGs are decoded")
       ->capture_default_str()
@@ -86,6 +87,8 @@ int main(int argc, char** argv) {
       MO_CHECK(a.device == "cuda" && a.mode != "train", "--graph times CUDA inference: it needs --device cuda and "
                                                         "--mode infer or both");
     }
+    MO_CHECK(a.loader.empty() || a.mode != "infer", "--loader times the training step beside a loader: it needs "
+             "--mode train or both");
     if (a.threads > 0) omp_set_num_threads(a.threads);
     Device dev = a.device == "cuda" ? Device::cuda(0) : Device::cpu();
     std::unique_ptr<CudaOwnStream> own;  // mo_train's compute stream
@@ -159,6 +162,7 @@ int main(int argc, char** argv) {
         drain.reset();
       }
       report("train", t1 - t0);
+      loader_json.clear(), loader_text.clear();  // the inference rows have no loader beside them
       if (a.profile) {  // one more step, timed part by part with synchronisation
         set_backward_profiling(true);
         model.set_drop_path_key(0, 999);

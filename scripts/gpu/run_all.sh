@@ -346,6 +346,7 @@ if has data-e2e; then  # mo_train on a JPEG ImageFolder, CPU and GPU decode, bes
   J=/tmp/jpeg_folder
   python3 scripts/data/make_jpeg_folder.py "$J" >"$W/data_e2e.log" 2>&1
   [ -f "$W/bench.jsonl" ] || : >"$W/bench.jsonl"
+  e2e_from=$(wc -l <"$W/bench.jsonl")  # the summary below is of this stage's rows (W may hold earlier ones)
   for m in ${E2E_MODELS:-mambaout_femto mambaout_tiny}; do
     bench mo $B/tools/mo_bench --device cuda --dtype bf16 --model $m --batch 256 --mode train --warmup 5 --iters 15
     for dec in ${E2E_DECODERS:-synthetic cpu gpu}; do  # synthetic: the same run, no file read (data.synthetic)
@@ -374,21 +375,30 @@ PYEOF
       done
     done
   done
-  python3 - "$W/bench.jsonl" <<'PYEOF'  # each mo_train row against mo_train synthetic (same model, workers)
+  # each of this stage's mo_train rows against mo_train synthetic (same model and workers; the same E2E_TAG
+  # where this stage ran one, else the latest, e.g. an earlier stage's untagged run)
+  python3 - "$W/bench.jsonl" "$e2e_from" "${E2E_TAG:-}" <<'PYEOF'
 import json, re, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{") and "mo_train" in l]
+lines = open(sys.argv[1]).read().splitlines()
+start, tag = int(sys.argv[2]), sys.argv[3]
+parse = lambda ls: [json.loads(l) for l in ls if l.startswith("{") and "mo_train" in l]
+rows, new = parse(lines), parse(lines[start:])
 workers = lambda r: (re.findall(r" (\d+) workers", r["tool"]) or ["16"])[0]
-for r in rows:
+tagged = lambda r: r["tool"].endswith(f" {tag}") if tag else True
+for r in new:
+    if r["tool"].startswith("mo_train synthetic"):
+        continue
     base = [b for b in rows if b["model"] == r["model"] and b["tool"].startswith("mo_train synthetic")
             and workers(b) == workers(r)]
-    if base and base[-1] is not r and base[-1]["images_per_s"] > 0:
+    base = [b for b in base if tagged(b)] or base
+    if base and base[-1]["images_per_s"] > 0:
         print(f"data-e2e: {r['model']} {r['tool']}: {r['images_per_s']:.0f} img/s = "
               f"{100 * r['images_per_s'] / base[-1]['images_per_s']:.1f}% of synthetic ({base[-1]['images_per_s']:.0f})")
 PYEOF
   # The step beside a loader at its full rate (mo_bench --loader): the same mo_bench alone, then with the
   # loader on J delivering training batches beside it (cpu and gpu decoder, 16 workers); the step's slowdown
   # and the images/s the loader delivered. OVERLAP_ITERS timed steps (a loader warm-up of 40 steps first).
-  [ -f "$W/overlap.jsonl" ] || : >"$W/overlap.jsonl"
+  [ -z "${E2E_OVERLAP-cpu gpu}" ] || : >"$W/overlap.jsonl"  # this stage's rows only
   for m in $([ -n "${E2E_OVERLAP-cpu gpu}" ] && echo ${E2E_MODELS:-mambaout_femto mambaout_tiny}); do
     for ld in none ${E2E_OVERLAP-cpu gpu}; do
       args=(--device cuda --dtype bf16 --model $m --batch 256 --mode train --warmup 40 --iters ${OVERLAP_ITERS:-300} --json)

@@ -29,6 +29,8 @@ data::LoaderConfig drain_config(const std::string& root, int batch, int img, int
 }
 
 LoaderDrain::LoaderDrain(const data::LoaderConfig& cfg) : loader_(cfg) {
+  MO_CHECK(loader_.batches_per_epoch() > 0, "--loader {}: {} training images, fewer than one batch of {}", cfg.root,
+           loader_.samples_per_rank(), cfg.batch_size);
   thread_ = std::thread([this] {
     try {
       std::unique_ptr<CudaOwnStream> own;  // the loader's normalisation off the step's stream
