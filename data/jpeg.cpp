@@ -249,6 +249,11 @@ bool JpegDecoder::decode_full(Image& out) {
   return true;
 }
 
+std::string libjpeg_turbo_version() {
+  const int v = LIBJPEG_TURBO_VERSION_NUMBER;  // libjpeg-turbo's jconfig.h, e.g. 2001005
+  return fmt::format("{}.{}.{}", v / 1000000, v / 1000 % 1000, v % 1000);
+}
+
 std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int w, int h, int channels, int quality) {
   MO_CHECK(channels == 1 || channels == 3 || channels == 4, "encode_jpeg: {} channels (want 1, 3 or 4)", channels);
   MO_CHECK(w > 0 && h > 0, "encode_jpeg: empty image {}x{}", w, h);

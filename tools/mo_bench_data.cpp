@@ -298,8 +298,8 @@ int main(int argc, char** argv) {
     MO_CHECK(!ec, "--dir '{}': {}", dir, ec.message());
     std::sort(files.begin(), files.end());
     MO_CHECK(!files.empty(), "no .jpg files in {}", dir);
-    std::printf("%zu files in %s, %u hardware threads, %s kernels\n", files.size(), dir.c_str(),
-                std::thread::hardware_concurrency(), cpu_isa_name(cpu_isa()));
+    std::printf("%zu files in %s, %u hardware threads, %s kernels, libjpeg-turbo %s\n", files.size(), dir.c_str(),
+                std::thread::hardware_concurrency(), cpu_isa_name(cpu_isa()), libjpeg_turbo_version().c_str());
     if (profile && modes.find("train") != std::string::npos) profile_rand_augment(files[0]);
     std::stringstream ms(modes);
     for (std::string mode; std::getline(ms, mode, ',');) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 
 #include "autograd/check.h"
 #include "autograd/cpu_isa.h"
@@ -44,6 +45,13 @@ TEST(DataTransforms, WindowDecodeEqualsFullDecodeAtEveryScale) {
         }
     }
   }
+}
+
+TEST(DataTransforms, LibjpegTurboVersionIsNamed) {  // what mo_bench_data prints beside its numbers
+  const std::string v = libjpeg_turbo_version();
+  int major = 0, minor = 0, patch = 0;
+  ASSERT_EQ(std::sscanf(v.c_str(), "%d.%d.%d", &major, &minor, &patch), 3) << v;
+  EXPECT_GE(major, 1) << v;
 }
 
 TEST(DataTransforms, RandomResizedCropWindows) {
