@@ -5,27 +5,19 @@
 
 #include "autograd/check.h"
 #include "autograd/cuda_allocator.h"
+#include "tools/engine/loaders.h"
 
 namespace mo::bench {
 
 data::LoaderConfig drain_config(const std::string& root, int batch, int img, int workers, const std::string& decoder,
                                 DType dtype, bool cuda) {
-  data::LoaderConfig c;
-  c.root = root;
-  c.training = true;
-  c.batch_size = batch;
-  c.num_threads = workers;
-  c.train.size = img;
-  c.mixup.mixup_alpha = 0.8;
-  c.mixup.cutmix_alpha = 1.0;
-  c.mixup.label_smoothing = 0.1;
-  c.erase.prob = 0.25;
-  c.dtype = dtype;
-  c.channels_last = true;
-  c.use_cuda = cuda;
-  MO_CHECK(decoder == "cpu" || decoder == "gpu", "--loader-decoder: '{}' is not cpu or gpu", decoder);
-  c.decoder = decoder == "gpu" ? data::DecodeOn::gpu : data::DecodeOn::cpu;
-  return c;
+  tools::TrainConfig c;  // the recipe's defaults: the official training transform
+  c.data.root = root;
+  c.data.img_size = img;
+  c.data.workers = workers;
+  c.data.decoder = decoder;
+  c.train.batch_size = batch;
+  return tools::train_loader_config(c, 0, 1, cuda ? Device::cuda(0) : Device::cpu(), dtype);
 }
 
 LoaderDrain::LoaderDrain(const data::LoaderConfig& cfg) : loader_(cfg) {

@@ -13,8 +13,8 @@
 
 namespace mo::bench {
 
-// The loader of a training run of `recipe` defaults: RandomResizedCrop `img`, RandAugment
-// rand-m9-mstd0.5-inc1, mixup 0.8 / cutmix 1.0, label smoothing 0.1, erasing 0.25, channels-last, `dtype`.
+// The training loader of a recipe with the defaults (tools/engine/train_config.h: RandomResizedCrop `img`,
+// RandAugment rand-m9-mstd0.5-inc1, mixup/cutmix, label smoothing, erasing; channels-last, `dtype`).
 data::LoaderConfig drain_config(const std::string& root, int batch, int img, int workers, const std::string& decoder,
                                 DType dtype, bool cuda);
 
