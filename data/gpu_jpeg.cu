@@ -9,6 +9,7 @@
 #include <nvjpeg.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -233,8 +234,12 @@ struct GpuJpegDecoder::Impl {
     std::vector<nvjpegJpegStream_t> parsed;  // one per job, reused
     DevBuf planes, tmp, out, params;
     cudaEvent_t done = nullptr;  // blocking-sync: the waiting worker sleeps instead of spinning on a core
+    cudaEvent_t mark[4] = {};    // timing: the batch's start, decoded, resized, copied back (GpuDecodeTimes)
     bool busy = false;
   };
+  static double seconds_since(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  }
   // Waits for c.stream's work so far. cudaStreamSynchronize would spin (the default schedule with more
   // cores than GPUs) and take a core from the training thread and the other workers for the whole decode.
   static void wait(Context& c) {
@@ -251,6 +256,7 @@ struct GpuJpegDecoder::Impl {
   std::vector<std::unique_ptr<Context>> ctx;
   std::mutex mu;
   std::condition_variable cv;
+  GpuDecodeTimes totals;  // under mu
 
   Context& acquire() {
     std::unique_lock<std::mutex> lk(mu);
@@ -282,6 +288,8 @@ struct GpuJpegDecoder::Impl {
     for (auto& c : ctx) {
       if (c->stream) cudaStreamSynchronize(c->stream);
       if (c->done) cudaEventDestroy(c->done);
+      for (cudaEvent_t e : c->mark)
+        if (e) cudaEventDestroy(e);
       if (c->stream) cudaStreamDestroy(c->stream);
     }
     ctx.clear();  // the device buffers
@@ -402,12 +410,18 @@ void GpuJpegDecoder::start_on(int device, int contexts, bool use_hardware) {
     NVJPEG_CHECK(nvjpegJpegStateCreate(m.handle, &m.ctx.back()->state));
     CUDA_CHECK(cudaStreamCreateWithPriority(&m.ctx.back()->stream, cudaStreamNonBlocking, greatest));
     CUDA_CHECK(cudaEventCreateWithFlags(&m.ctx.back()->done, cudaEventBlockingSync | cudaEventDisableTiming));
+    for (cudaEvent_t& e : m.ctx.back()->mark) CUDA_CHECK(cudaEventCreate(&e));
   }
 }
 
 GpuJpegDecoder::~GpuJpegDecoder() { impl_->release(); }
 
 bool GpuJpegDecoder::hardware() const { return impl_->hardware; }
+
+GpuDecodeTimes GpuJpegDecoder::times() const {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  return impl_->totals;
+}
 
 void GpuJpegDecoder::run(const GpuJob* jobs, int n, uint8_t* out, std::vector<char>& ok,
                          std::vector<std::string>& errors) {
@@ -418,8 +432,11 @@ void GpuJpegDecoder::run(const GpuJob* jobs, int n, uint8_t* out, std::vector<ch
   Impl& m = *impl_;
   const int S = size_;
   CUDA_CHECK(cudaSetDevice(m.device));
+  const auto t_queued = std::chrono::steady_clock::now();
   Impl::Context& c = m.acquire();
   Impl::Lease lease{m, c};
+  const auto t_host = std::chrono::steady_clock::now();
+  const double queued = std::chrono::duration<double>(t_host - t_queued).count();
   std::vector<int> which, W(n), H(n);
   std::vector<size_t> off(n), len(n);
   std::vector<const uint8_t*> data(n);
@@ -440,8 +457,10 @@ void GpuJpegDecoder::run(const GpuJob* jobs, int n, uint8_t* out, std::vector<ch
   uint8_t* planes = c.planes.ensure<uint8_t>(total);
   std::vector<nvjpegImage_t> dest(n);  // zeroed
   for (int i : which) set_planes(dest[i], planes + off[i], W[i], H[i]);
+  CUDA_CHECK(cudaEventRecord(c.mark[0], c.stream));
   m.decode(c, which, data, len, dest, errors);
   if (which.empty()) return;
+  CUDA_CHECK(cudaEventRecord(c.mark[1], c.stream));
   std::vector<CropParams> params;
   int64_t tmp_total = 0;
   int max_rows = 0;
@@ -475,8 +494,22 @@ void GpuJpegDecoder::run(const GpuJob* jobs, int n, uint8_t* out, std::vector<ch
   resize_v<<<dim3(static_cast<unsigned>((S * S + kThreads - 1) / kThreads), m_n), kThreads, 0, c.stream>>>(dparams, S,
                                                                                                           tmp, dout);
   CUDA_CHECK_LAUNCH();
+  CUDA_CHECK(cudaEventRecord(c.mark[2], c.stream));
   CUDA_CHECK(cudaMemcpyAsync(out, dout, out_bytes, cudaMemcpyDeviceToHost, c.stream));
+  CUDA_CHECK(cudaEventRecord(c.mark[3], c.stream));
+  const double host = Impl::seconds_since(t_host);
+  const auto t_wait = std::chrono::steady_clock::now();
   Impl::wait(c);
+  const double waited = Impl::seconds_since(t_wait);
+  float ms[3] = {};
+  for (int k = 0; k < 3; ++k) CUDA_CHECK(cudaEventElapsedTime(&ms[k], c.mark[k], c.mark[k + 1]));
+  {
+    std::lock_guard<std::mutex> lk(m.mu);
+    GpuDecodeTimes& t = m.totals;
+    ++t.batches, t.images += static_cast<int64_t>(which.size());
+    t.queued_s += queued, t.host_s += host, t.wait_s += waited;
+    t.decode_s += ms[0] / 1e3, t.resize_s += ms[1] / 1e3, t.copy_s += ms[2] / 1e3;
+  }
   for (int i : which) ok[i] = 1;
 }
 

@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "data/image.h"
 #include "data/resample.h"
 
@@ -35,6 +37,27 @@ struct GpuJob {
   bool flip = false;
 };
 
+// Where a decoder's batches spent their time, summed over run() calls, in seconds. queued: waiting for a
+// free context (all `contexts` batches in flight); host: parsing the headers and nvJPEG's host part of the
+// batch; wait: the calling thread blocked until the crops were back. On the device, between events on the
+// batch's stream: decode (nvJPEG, from the batch's start on its stream), resize (the crop kernels), copy
+// (back to the host). Their sum against host + wait says whether the batch waited on the GPU's queue.
+struct GpuDecodeTimes {
+  int64_t batches = 0, images = 0;
+  double queued_s = 0, host_s = 0, wait_s = 0, decode_s = 0, resize_s = 0, copy_s = 0;
+};
+// The batches between two times(), for logs: "12 GPU batches of 256, ms each: queued .., host .., ..."
+// ("" when there were none).
+inline std::string describe(const GpuDecodeTimes& a, const GpuDecodeTimes& b) {
+  const double n = static_cast<double>(b.batches - a.batches);
+  if (n <= 0) return "";
+  auto ms = [&](double x, double x0) { return 1e3 * (x - x0) / n; };
+  return fmt::format("{:.0f} GPU batches of {:.0f}, ms each: queued {:.1f}, host {:.1f}, waited {:.1f} (on the GPU: "
+                     "decode {:.1f}, resize {:.1f}, copy {:.1f})", n, static_cast<double>(b.images - a.images) / n,
+                     ms(b.queued_s, a.queued_s), ms(b.host_s, a.host_s), ms(b.wait_s, a.wait_s),
+                     ms(b.decode_s, a.decode_s), ms(b.resize_s, a.resize_s), ms(b.copy_s, a.copy_s));
+}
+
 class GpuJpegDecoder {
  public:
   // Decodes on cuda:`device` into size x size crops. `contexts` batches may be in flight at once (each
@@ -50,6 +73,7 @@ class GpuJpegDecoder {
   // One whole image at full size (tests: the decoded pixels against libjpeg-turbo's). False with `err`.
   bool decode_full(const uint8_t* data, size_t n, Image& out, std::string& err);
   bool hardware() const;   // the hardware JPEG engine (else the GPU-hybrid backend)
+  GpuDecodeTimes times() const;  // so far, over all threads' run() calls
   int size() const { return size_; }
 
  private:

@@ -18,6 +18,7 @@ GpuJpegDecoder::~GpuJpegDecoder() = default;
 void GpuJpegDecoder::run(const GpuJob*, int, uint8_t*, std::vector<char>&, std::vector<std::string>&) {}
 bool GpuJpegDecoder::decode_full(const uint8_t*, size_t, Image&, std::string&) { return false; }
 bool GpuJpegDecoder::hardware() const { return false; }
+GpuDecodeTimes GpuJpegDecoder::times() const { return {}; }
 
 }  // namespace mo::data
 #endif

@@ -523,6 +523,7 @@ LoaderStats Loader::stats() const {
   LoaderStats st = impl_->totals;
   st.gpu_decoded = impl_->gpu_decoded.load();
   st.gpu_fallbacks = impl_->gpu_fallbacks.load();
+  if (impl_->gpu) st.gpu_times = impl_->gpu->times();
   return st;
 }
 const char* Loader::decoder() const {

@@ -27,6 +27,7 @@
 
 #include "autograd/tensor.h"
 #include "data/image_folder.h"
+#include "data/gpu_jpeg.h"
 #include "data/jpeg.h"
 #include "data/mixup.h"
 #include "data/normalize.h"
@@ -90,6 +91,7 @@ struct LoaderStats {
   // is at most busy_s); normalize is the consumer's part of deliver_s.
   std::array<double, kNumStages> stage_s{};
   int64_t gpu_decoded = 0, gpu_fallbacks = 0;  // decoder gpu: samples the GPU decoded / the CPU did instead
+  GpuDecodeTimes gpu_times;                    // decoder gpu: where its batches' time went
   double stage(Stage s) const { return stage_s[static_cast<size_t>(s)]; }
 };
 

@@ -6,8 +6,9 @@
 //            [--attention full|causal]   (ViT models only)
 //            [--graph]   (CUDA inference: also time replays of a CUDA graph of the forward, an experiment:
 //                         tools/bench/cuda_graph.h)
-//            [--loader DIR [--loader-decoder cpu|gpu] [--loader-workers 16]]   (training: the step timed with
-//                         a Loader on the ImageFolder DIR delivering batches beside it, tools/bench/loader_drain.h)
+//            [--loader DIR [--loader-decoder cpu|gpu] [--loader-workers 16] [--loader-set KEY=VALUE]...]
+//                         (training: the step timed with a Loader on the ImageFolder DIR delivering batches
+//                         beside it, tools/bench/loader_drain.h)
 #include <omp.h>
 
 #include <chrono>
@@ -34,6 +35,7 @@ namespace {
 struct Args {
   std::string model = "mambaout_femto", device = "cpu", dtype = "fp32", mode = "both", attention = "full";
   std::string loader, loader_decoder = "cpu";
+  std::vector<std::string> loader_sets;
   int batch = 32, img = 224, warmup = 3, iters = 10, threads = 0, loader_workers = 16;
   bool json = false, profile = false, graph = false, legacy_stream = false;
 };
@@ -78,6 +80,8 @@ int main(int argc, char** argv) {
   app.add_option("--loader-workers", a.loader_workers, "--loader: its worker threads")
       ->capture_default_str()
       ->check(int_range(1, 4096));
+  app.add_option("--loader-set", a.loader_sets, "--loader: a recipe key of its loader, KEY=VALUE (data.prefetch=8, "
+                 "data.gpu_batches=4; repeatable)");
   if (auto rc = cli.parse(argc, argv)) return *rc;
   return cli.run([&] {
     if (a.graph) {
@@ -144,21 +148,27 @@ int main(int argc, char** argv) {
       };
       if (!a.loader.empty())
         drain = std::make_unique<bench::LoaderDrain>(
-            bench::drain_config(a.loader, a.batch, a.img, a.loader_workers, a.loader_decoder, dt, dev.is_cuda()));
+            bench::drain_config(a.loader, a.batch, a.img, a.loader_workers, a.loader_decoder, dt, dev.is_cuda(),
+                                a.loader_sets));
       for (int i = 0; i < a.warmup; ++i) step(i);
       sync();
       if (dev.is_cuda()) cuda_reset_peak_stats(0);
       double t0 = now();
       const int64_t n0 = drain ? drain->images() : 0;
+      const data::LoaderStats s0 = drain ? drain->stats() : data::LoaderStats{};
       for (int i = 0; i < a.iters; ++i) step(a.warmup + i);
       sync();
       const double t1 = now();
       if (drain) {
         const double rate = static_cast<double>(drain->images() - n0) / (t1 - t0);
-        loader_json = fmt::format(", \"loader\": \"{}\", \"loader_workers\": {}, \"loader_images_per_s\": {:.1f}",
-                                  drain->decoder(), a.loader_workers, rate);
-        loader_text = fmt::format("; beside it the loader ({}, {} workers) delivered {:.1f} images/s",
-                                  drain->decoder(), a.loader_workers, rate);
+        const std::string what = bench::describe_loader(s0, drain->stats(), a.loader_workers, t1 - t0);
+        std::string sets;
+        for (const std::string& k : a.loader_sets) sets += (sets.empty() ? "" : " ") + k;
+        loader_json = fmt::format(", \"loader\": \"{}\", \"loader_workers\": {}, \"loader_images_per_s\": {:.1f}, "
+                                  "\"loader_sets\": \"{}\", \"loader_stats\": \"{}\"", drain->decoder(), a.loader_workers,
+                                  rate, sets, what);
+        loader_text = fmt::format("; beside it the loader ({}, {} workers) delivered {:.1f} images/s ({})",
+                                  drain->decoder(), a.loader_workers, rate, what);
         drain.reset();
       }
       report("train", t1 - t0);

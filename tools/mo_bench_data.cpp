@@ -308,6 +308,7 @@ int main(int argc, char** argv) {
         std::vector<WorkerResult> results(static_cast<size_t>(T));
         std::vector<std::thread> pool;
         std::vector<std::exception_ptr> errors(static_cast<size_t>(T));  // a bad file ends the run, not the process
+        const GpuDecodeTimes g0 = gpu ? gpu->times() : GpuDecodeTimes{};
         auto t0 = std::chrono::steady_clock::now();
         for (int t = 0; t < T; ++t)
           pool.emplace_back([&, t] {
@@ -338,6 +339,7 @@ int main(int argc, char** argv) {
         std::printf("mo %-7s %2d threads %9.1f images/s  %8.1f per thread  %8.1f per CPU second%s\n",
                     (gpu ? mode + "-gpu" : mode).c_str(), T, n / dt, n / dt / T, n / cpu_s,
                     gpu ? fmt::format("  ({} of {} decoded on the CPU)", fallbacks, n).c_str() : "");
+        if (gpu) std::printf("   %s\n", describe(g0, gpu->times()).c_str());
         if (profile && n > 0) {
           std::printf("   ms per image:");
           for (int k = 0; k < kNumStages; ++k)

@@ -49,7 +49,9 @@
 #   mo_bench's synthetic rate for the same model: the median images/s of the steps after the tenth, the
 #   epoch's input: line (the step's wait for data), and each run as a share of mo_train synthetic's rate;
 #   then mo_bench's step alone and beside a loader on that folder delivering at its full rate (mo_bench --loader,
-#   E2E_OVERLAP decoders, default cpu gpu, empty: none; OVERLAP_ITERS steps): the step's slowdown, the loader's images/s.
+#   E2E_OVERLAP decoders, default cpu gpu, empty: none; OVERLAP_ITERS steps; OVERLAP_SETS "k=v k=v;k=v": one row per
+#   group of the loader's recipe keys, e.g. "data.gpu_batches=4 data.prefetch=8"): the step's slowdown, the loader's
+#   images/s and where its time went.
 # BUILD_TARGETS: what the build stage builds (default everything). TESTS_R (Cuda): the ctest -R pattern of the tests stage, TESTS_J (1) its -j; KERNELS_ONLY: words, each
 #   a mo_bench_kernels --only.
 # B (default build-gpu) is the build folder; PEER_DEVICE/PEER_DTYPE/PEER_ARGS and SERVE_DEVICE/SERVE_PEER_ARGS
@@ -401,9 +403,14 @@ PYEOF
   [ -z "${E2E_OVERLAP-cpu gpu}" ] || : >"$W/overlap.jsonl"  # this stage's rows only
   for m in $([ -n "${E2E_OVERLAP-cpu gpu}" ] && echo ${E2E_MODELS:-mambaout_femto mambaout_tiny}); do
     for ld in none ${E2E_OVERLAP-cpu gpu}; do
-      args=(--device cuda --dtype bf16 --model $m --batch 256 --mode train --warmup 40 --iters ${OVERLAP_ITERS:-300} --json)
-      [ $ld = none ] || args+=(--loader "$J" --loader-decoder $ld --loader-workers 16)
-      timeout 300 $B/tools/mo_bench "${args[@]}" >>"$W/overlap.jsonl" 2>>"$W/bench_err.log" || echo "overlap $m $ld rc=$?"
+      IFS=';' read -ra groups <<<"${OVERLAP_SETS:-}"  # each group: one more row per decoder, its --loader-set keys
+      [ $ld != none ] && [ ${#groups[@]} -gt 0 ] || groups=("")
+      for grp in "${groups[@]}"; do
+        args=(--device cuda --dtype bf16 --model $m --batch 256 --mode train --warmup 40 --iters ${OVERLAP_ITERS:-300} --json)
+        [ $ld = none ] || args+=(--loader "$J" --loader-decoder $ld --loader-workers 16)
+        for kv in $grp; do args+=(--loader-set "$kv"); done
+        timeout 300 $B/tools/mo_bench "${args[@]}" >>"$W/overlap.jsonl" 2>>"$W/bench_err.log" || echo "overlap $m $ld $grp rc=$?"
+      done
     done
   done
   python3 - "$W/overlap.jsonl" <<'PYEOF'
@@ -414,7 +421,8 @@ for r in rows:
     if "loader" in r and alone:
         a = alone[-1]["images_per_s"]
         print(f"overlap: {r['model']} step {r['images_per_s']:.0f} img/s beside the loader ({r['loader']}), alone {a:.0f}: "
-              f"{100 * (1 - r['images_per_s'] / a):+.1f}% slower; the loader delivered {r['loader_images_per_s']:.0f} img/s")
+              f"{100 * (1 - r['images_per_s'] / a):+.1f}% slower; the loader ({r.get('loader_sets') or 'defaults'}) "
+              f"delivered {r['loader_images_per_s']:.0f} img/s; {r.get('loader_stats', '')}")
 PYEOF
 fi
 if has demo; then  # the README's main job on the GPU: Fashion-MNIST, recipes/fashion_mnist.yaml as written

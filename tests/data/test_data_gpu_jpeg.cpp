@@ -132,7 +132,17 @@ TEST(DataGpuJpeg, CudaCropsMatchTheCpuPathForTheSameDraws) {
   std::vector<uint8_t> out(jobs.size() * px);
   std::vector<char> ok;
   std::vector<std::string> errors;
+  const GpuDecodeTimes before = gpu.times();
   gpu.run(jobs.data(), int(jobs.size()), out.data(), ok, errors);
+  const GpuDecodeTimes after = gpu.times();  // one batch of them all, its parts timed
+  EXPECT_EQ(after.batches - before.batches, 1);
+  EXPECT_EQ(after.images - before.images, int64_t(jobs.size()));
+  EXPECT_GT(after.decode_s - before.decode_s, 0.0);
+  EXPECT_GT(after.host_s - before.host_s, 0.0);
+  for (double t : {after.queued_s, after.wait_s, after.resize_s, after.copy_s}) EXPECT_GE(t, 0.0);
+  EXPECT_NE(describe(before, after).find("1 GPU batches of " + std::to_string(jobs.size())), std::string::npos)
+      << describe(before, after);
+  EXPECT_EQ(describe(after, after), "");
   Image want(tc.size, tc.size), mirror(tc.size, tc.size);
   int asymmetric = 0;
   for (size_t k = 0; k < jobs.size(); ++k) {

@@ -184,13 +184,18 @@ TEST(TrainConfig, ShippedRecipesLoad) {
 
 TEST(TrainConfig, InputLimitsReachTheLoaders) {
   TrainConfig c =
-      load_train_config("", {"data.root=/data", "data.max_file_mb=2", "data.max_megapixels=3", "data.worker_nice=5"});
+      load_train_config("", {"data.root=/data", "data.max_file_mb=2", "data.max_megapixels=3", "data.worker_nice=5",
+                             "data.prefetch=9"});
   for (const mo::data::LoaderConfig& l : {train_loader_config(c, 0, 1, mo::Device::cpu(), mo::DType::f32),
                                           eval_loader_config(c, 0, 1, mo::Device::cpu(), mo::DType::f32)}) {
     EXPECT_EQ(l.max_file_bytes, 2 << 20);
     EXPECT_EQ(l.max_pixels, 3'000'000);
     EXPECT_EQ(l.worker_nice, 5);
+    EXPECT_EQ(l.prefetch_batches, 9);
   }
+  EXPECT_EQ(train_loader_config(load_train_config("", {"data.root=/data"}), 0, 1, mo::Device::cpu(), mo::DType::f32)
+                .prefetch_batches,
+            mo::data::LoaderConfig{}.prefetch_batches);
   // data.synthetic reaches the training loader only: evaluation still reads the folder
   c = load_train_config("", {"data.root=/data", "data.synthetic=true"});
   EXPECT_TRUE(train_loader_config(c, 0, 1, mo::Device::cpu(), mo::DType::f32).synthetic);
@@ -203,7 +208,9 @@ TEST(TrainConfig, InputLimitsReachTheLoaders) {
            {"data.max_megapixels=5000", "config key 'data.max_megapixels' must be in [1, 4290]"},
            {"data.workers=100000", "config key 'data.workers' must be at most 4096, got 100000"},
            {"data.worker_nice=20", "config key 'data.worker_nice' must be in [0, 19], got 20"},
-           {"data.worker_nice=-1", "config key 'data.worker_nice' must be in [0, 19], got -1"}}) {
+           {"data.worker_nice=-1", "config key 'data.worker_nice' must be in [0, 19], got -1"},
+           {"data.prefetch=1", "config key 'data.prefetch' must be in [2, 64], got 1"},
+           {"data.prefetch=65", "config key 'data.prefetch' must be in [2, 64], got 65"}}) {
     const std::string msg = error_of([&] { load_train_config("", {set}); });
     EXPECT_NE(msg.find(says), std::string::npos) << set << ": " << msg;
   }

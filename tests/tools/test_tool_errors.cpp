@@ -310,6 +310,19 @@ TEST_F(ToolErrors, BenchRefusesWhatItCannotTime) {
                            {"mo_bench: error: model.attention: 'causal' applies to ViT models only"}));
 }
 
+TEST_F(ToolErrors, BenchLoaderTakesRecipeKeysAndNamesAWrongOne) {
+  // mo_bench --loader: the step beside a loader with the recipe's keys; a misspelt key is named before anything runs.
+  const std::string cmd = kBin + "mo_bench --model test_mambaout --img 32 --batch 2 --warmup 0 --iters 3 --mode train "
+                                 "--loader " + folder() + " --loader-workers 2 ";
+  const Result ok = sh(cmd + "--loader-set data.prefetch=3 --loader-set data.hflip=0");
+  EXPECT_EQ(ok.rc, 0) << ok.output;
+  EXPECT_NE(ok.output.find("beside it the loader (cpu, 2 workers) delivered"), std::string::npos) << ok.output;
+  EXPECT_NE(ok.output.find("workers busy"), std::string::npos) << ok.output;
+  EXPECT_TRUE(fails_saying(sh(cmd + "--loader-set data.prefetchh=3"), {"mo_bench: error:", "data.prefetch"}));
+  EXPECT_TRUE(fails_saying(sh(cmd + "--loader-set data.prefetch=1"),
+                           {"mo_bench: error: config key 'data.prefetch' must be in [2, 64], got 1"}));
+}
+
 TEST_F(ToolErrors, BenchDataWithABadFileOrFolder) {
   // Was: terminate() (an exception escaped a worker thread), exit 134.
   const std::string dir = tmp("tool_errors_bench_data");

@@ -7,16 +7,21 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "data/loader.h"
 
 namespace mo::bench {
 
 // The training loader of a recipe with the defaults (tools/engine/train_config.h: RandomResizedCrop `img`,
-// RandAugment rand-m9-mstd0.5-inc1, mixup/cutmix, label smoothing, erasing; channels-last, `dtype`).
+// RandAugment rand-m9-mstd0.5-inc1, mixup/cutmix, label smoothing, erasing; channels-last, `dtype`), then
+// `sets` (recipe keys, "data.prefetch=8") in order.
 data::LoaderConfig drain_config(const std::string& root, int batch, int img, int workers, const std::string& decoder,
-                                DType dtype, bool cuda);
+                                DType dtype, bool cuda, const std::vector<std::string>& sets = {});
+// What a loader did between two stats() (the timed steps): one line for the report.
+std::string describe_loader(const data::LoaderStats& a, const data::LoaderStats& b, int workers, double seconds);
 
 class LoaderDrain {
  public:
@@ -25,6 +30,7 @@ class LoaderDrain {
   LoaderDrain(const LoaderDrain&) = delete;
   LoaderDrain& operator=(const LoaderDrain&) = delete;
   int64_t images() const;  // delivered so far; rethrows what stopped the thread
+  data::LoaderStats stats() const { return loader_.stats(); }
   const char* decoder() const { return loader_.decoder(); }
 
  private:

@@ -24,6 +24,7 @@ data::LoaderConfig common(const TrainConfig& c, int rank, int world, Device dev,
   l.root = c.data.root;
   l.num_threads = static_cast<int>(std::max<int64_t>(1, c.data.workers));
   l.worker_nice = static_cast<int>(c.data.worker_nice);
+  l.prefetch_batches = static_cast<int>(c.data.prefetch);
   l.max_file_bytes = c.data.max_file_mb << 20;
   l.max_pixels = c.data.max_megapixels * 1000000;
   l.rank = rank;

@@ -46,6 +46,7 @@ ConfigSchema make_schema(TrainConfig& c) {
         "added to the decoding threads' nice value, 0..19 (above 0 the training thread gets a busy core first)");
   s.add("data.decoder", &c.data.decoder,
         "training JPEGs decoded on: cpu (libjpeg-turbo) | gpu (nvJPEG) | auto (gpu where built with nvJPEG and on a GPU)");
+  s.add("data.prefetch", &c.data.prefetch, "batches the loader prepares ahead (its ring of pinned slots), 2..64");
   s.add("data.gpu_batches", &c.data.gpu_batches, "decoder gpu: batches decoding on the GPU at once, 1..8");
   s.add("data.synthetic", &c.data.synthetic,
         "training samples are random pixels, no file read (labels and epoch length from the folder): times "
@@ -150,6 +151,8 @@ void TrainConfig::validate() const {
   check_choice("data.interpolation", data.interpolation, {"bicubic", "bilinear"});
   check_choice("data.train_interpolation", data.train_interpolation, {"random", "bicubic", "bilinear"});
   check_choice("data.decoder", data.decoder, {"cpu", "gpu", "auto"});
+  MO_CHECK(data.prefetch >= 2 && data.prefetch <= 64, "config key 'data.prefetch' must be in [2, 64], got {}",
+           data.prefetch);
   MO_CHECK(data.gpu_batches >= 1 && data.gpu_batches <= 8, "config key 'data.gpu_batches' must be in [1, 8], got {}",
            data.gpu_batches);
   // The loader implements the recipe's variants only (data/mixup.h, data/normalize.h).

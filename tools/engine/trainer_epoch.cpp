@@ -42,9 +42,12 @@ void Trainer::log_input(int64_t epoch, double train_time) {
   const double gpu = v[4 + data::kNumStages], cpu = v[5 + data::kNumStages];
   const std::string decoder = train_->decoder();
   if (decoder == "synthetic") stages += "; synthetic input, no file read";
-  else if (decoder != "cpu")
+  else if (decoder != "cpu") {
     stages += fmt::format("; decoder {}: {:.0f} images decoded on the GPU, {:.0f} on the CPU", train_->decoder(),
                           gpu, cpu);
+    const std::string batches = data::describe(s0.gpu_times, now.gpu_times);  // this rank's
+    if (!batches.empty()) stages += fmt::format("; rank {}: {}", pg_->rank(), batches);
+  }
   say(fmt::format("epoch {}: input: the step waited {:.1f} s of {:.1f} s for batches ({:.1f}%{}), upload {:.1f} s; "
                   "workers {:.1f} s busy, {:.0f} images/s each thread-second ({})",
                   epoch, v[0], train_time, 100.0 * v[0] / train_time,
