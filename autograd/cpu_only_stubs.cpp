@@ -18,6 +18,9 @@ void cuda_set_current_stream(void*) {}
 void cuda_synchronize() {}
 CudaOwnStream::CudaOwnStream(int) {}
 CudaOwnStream::~CudaOwnStream() {}
+CudaRunAhead::CudaRunAhead(int) {}
+CudaRunAhead::~CudaRunAhead() {}
+void CudaRunAhead::mark() {}
 void cuda_copy(const Tensor&, const Tensor&) { no_cuda(); }
 void cuda_fill(const Tensor&, double) { no_cuda(); }
 void cuda_add_(const Tensor&, const Tensor&, double) { no_cuda(); }

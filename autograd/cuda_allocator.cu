@@ -154,6 +154,28 @@ CudaOwnStream::CudaOwnStream(int device) : prev_(t_stream) {
   CUDA_CHECK(cudaStreamSynchronize(t_stream));
   t_stream = own[device];
 }
+CudaRunAhead::CudaRunAhead(int depth) {
+  MO_CHECK(depth >= 0 && depth <= 64, "CudaRunAhead: depth {} outside [0, 64]", depth);
+  if (depth == 0 || !cuda_available()) return;
+  events_.resize(static_cast<size_t>(depth), nullptr);
+  for (void*& e : events_) {
+    cudaEvent_t ev = nullptr;
+    CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventBlockingSync | cudaEventDisableTiming));
+    e = ev;
+  }
+}
+CudaRunAhead::~CudaRunAhead() {
+  for (void* e : events_) cudaEventDestroy(static_cast<cudaEvent_t>(e));
+}
+void CudaRunAhead::mark() {
+  if (events_.empty()) return;
+  auto ev = static_cast<cudaEvent_t>(events_[next_]);
+  if (made_ >= events_.size()) CUDA_CHECK(cudaEventSynchronize(ev));  // the mark of `depth` steps ago
+  CUDA_CHECK(cudaEventRecord(ev, t_stream));
+  next_ = (next_ + 1) % events_.size();
+  ++made_;
+}
+
 CudaOwnStream::~CudaOwnStream() {  // a destructor cannot report: a failed device has failed the work before
   cudaStreamSynchronize(t_stream);
   t_stream = static_cast<cudaStream_t>(prev_);

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace mo {
 
@@ -43,6 +44,24 @@ class CudaOwnStream {
 
  private:
   void* prev_ = nullptr;
+};
+
+// Bounds how far the calling thread's launches run ahead of the GPU: mark() (once a training step) records
+// an event on the current stream and waits (sleeping) until the GPU has passed the mark made `depth` marks
+// ago. Unbounded, the host queues steps until the launch queue is full, and any other thread's CUDA work
+// that the GPU serialises behind it (the GPU decoder's copies and engine submissions) waits for all of them.
+// depth 0: no bound; no-op without a GPU.
+class CudaRunAhead {
+ public:
+  explicit CudaRunAhead(int depth);
+  ~CudaRunAhead();
+  CudaRunAhead(const CudaRunAhead&) = delete;
+  CudaRunAhead& operator=(const CudaRunAhead&) = delete;
+  void mark();
+
+ private:
+  std::vector<void*> events_;  // cudaEvent_t, a ring
+  size_t next_ = 0, made_ = 0;
 };
 
 }  // namespace mo

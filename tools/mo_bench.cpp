@@ -36,7 +36,7 @@ struct Args {
   std::string model = "mambaout_femto", device = "cpu", dtype = "fp32", mode = "both", attention = "full";
   std::string loader, loader_decoder = "cpu";
   std::vector<std::string> loader_sets;
-  int batch = 32, img = 224, warmup = 3, iters = 10, threads = 0, loader_workers = 16;
+  int batch = 32, img = 224, warmup = 3, iters = 10, threads = 0, loader_workers = 16, run_ahead = 0;
   bool json = false, profile = false, graph = false, legacy_stream = false;
 };
 
@@ -70,6 +70,10 @@ int main(int argc, char** argv) {
   app.add_flag("--profile", a.profile, "after training, time one more step part by part (on stderr)");
   app.add_flag("--legacy-stream", a.legacy_stream, "CUDA: compute on the legacy default stream instead of a stream of "
                "its own, as mo_train does (for comparing the two beside --loader)");
+  app.add_option("--run-ahead", a.run_ahead, "training on CUDA: steps the host may queue ahead of the GPU (0: no "
+                 "bound; mo_train: train.run_ahead)")
+      ->capture_default_str()
+      ->check(int_range(0, 64));
   app.add_option("--loader", a.loader, "training: time the step while a data loader delivers training batches from "
                  "this ImageFolder (DIR/train/<class>/*.jpg, the full recipe transform) beside it, and report its rate "
                  "(the peak memory then includes the loader's batches)")
@@ -150,13 +154,14 @@ int main(int argc, char** argv) {
         drain = std::make_unique<bench::LoaderDrain>(
             bench::drain_config(a.loader, a.batch, a.img, a.loader_workers, a.loader_decoder, dt, dev.is_cuda(),
                                 a.loader_sets));
-      for (int i = 0; i < a.warmup; ++i) step(i);
+      CudaRunAhead pace(dev.is_cuda() ? a.run_ahead : 0);
+      for (int i = 0; i < a.warmup; ++i) step(i), pace.mark();
       sync();
       if (dev.is_cuda()) cuda_reset_peak_stats(0);
       double t0 = now();
       const int64_t n0 = drain ? drain->images() : 0;
       const data::LoaderStats s0 = drain ? drain->stats() : data::LoaderStats{};
-      for (int i = 0; i < a.iters; ++i) step(a.warmup + i);
+      for (int i = 0; i < a.iters; ++i) step(a.warmup + i), pace.mark();
       sync();
       const double t1 = now();
       if (drain) {

@@ -50,7 +50,8 @@
 #   epoch's input: line (the step's wait for data), and each run as a share of mo_train synthetic's rate;
 #   then mo_bench's step alone and beside a loader on that folder delivering at its full rate (mo_bench --loader,
 #   E2E_OVERLAP decoders, default cpu gpu, empty: none; OVERLAP_ITERS steps; OVERLAP_SETS "k=v k=v;k=v": one row per
-#   group of the loader's recipe keys, e.g. "data.gpu_batches=4 data.prefetch=8"): the step's slowdown, the loader's
+#   group of the loader's recipe keys, e.g. "data.gpu_batches=4 data.prefetch=8"; OVERLAP_BENCH_ARGS: more mo_bench
+#   arguments for every row, e.g. --run-ahead 1): the step's slowdown, the loader's
 #   images/s and where its time went.
 # BUILD_TARGETS: what the build stage builds (default everything). TESTS_R (Cuda): the ctest -R pattern of the tests stage, TESTS_J (1) its -j; KERNELS_ONLY: words, each
 #   a mo_bench_kernels --only.
@@ -406,7 +407,8 @@ PYEOF
       IFS=';' read -ra groups <<<"${OVERLAP_SETS:-}"  # each group: one more row per decoder, its --loader-set keys
       [ $ld != none ] && [ ${#groups[@]} -gt 0 ] || groups=("")
       for grp in "${groups[@]}"; do
-        args=(--device cuda --dtype bf16 --model $m --batch 256 --mode train --warmup 40 --iters ${OVERLAP_ITERS:-300} --json)
+        args=(--device cuda --dtype bf16 --model $m --batch 256 --mode train --warmup 40 --iters ${OVERLAP_ITERS:-300} --json
+          ${OVERLAP_BENCH_ARGS:-})
         [ $ld = none ] || args+=(--loader "$J" --loader-decoder $ld --loader-workers 16)
         for kv in $grp; do args+=(--loader-set "$kv"); done
         timeout 300 $B/tools/mo_bench "${args[@]}" >>"$W/overlap.jsonl" 2>>"$W/bench_err.log" || echo "overlap $m $ld $grp rc=$?"

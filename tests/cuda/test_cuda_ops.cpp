@@ -318,3 +318,29 @@ TEST(CudaOps, CudaOwnStreamSwitchesOrdersAndRestores) {
   EXPECT_NE(other, own);
   EXPECT_NE(other, nullptr);
 }
+
+#ifdef MO_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+// CudaRunAhead(1): once mark() returns, the GPU has finished everything queued before the previous mark.
+TEST(CudaOps, CudaRunAheadWaitsForTheMarkDepthStepsAgo) {
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  EXPECT_THROW(CudaRunAhead(65), Error);
+  CudaOwnStream scope(0);
+  Tensor a = mo::test::rand_uniform({1024, 1024}, 7, -0.03, 0.03).to(Device::cuda(0));
+  CudaRunAhead pace(1);
+  std::vector<cudaEvent_t> done(6);
+  for (size_t k = 0; k < done.size(); ++k) {
+    Tensor c = a;
+    for (int r = 0; r < 8; ++r) c = matmul(c, a);  // a few ms of work a step
+    ASSERT_EQ(cudaEventCreateWithFlags(&done[k], cudaEventDisableTiming), cudaSuccess);
+    ASSERT_EQ(cudaEventRecord(done[k], static_cast<cudaStream_t>(cuda_current_stream())), cudaSuccess);
+    pace.mark();
+    if (k > 0) EXPECT_EQ(cudaEventQuery(done[k - 1]), cudaSuccess) << "step " << k - 1 << " after mark " << k;
+  }
+  cuda_synchronize();
+  for (cudaEvent_t e : done) cudaEventDestroy(e);
+  CudaRunAhead none(0);
+  none.mark();  // no bound: nothing to wait for
+}
+#endif

@@ -72,6 +72,8 @@ ConfigSchema make_schema(TrainConfig& c) {
   s.add("train.batch_size", &c.train.batch_size, "images per micro-batch per GPU");
   s.add("train.precision", &c.train.precision, "bf16 | fp32 (the CPU always runs fp32)");
   s.add("train.device", &c.train.device, "auto | cpu | cuda");
+  s.add("train.run_ahead", &c.train.run_ahead,
+        "GPU: optimizer steps the host may queue ahead of the GPU, 0..64 (0: no bound)");
   s.add("train.seed", &c.train.seed, "seed of every random draw");
   s.add("train.steps_per_epoch", &c.train.steps_per_epoch, "0: batches / accumulation");
   s.add("train.max_steps", &c.train.max_steps, "stop after this many optimizer steps (0: full schedule)");
@@ -186,6 +188,8 @@ void TrainConfig::validate() const {
     MO_CHECK(b <= (int64_t(1) << 20), "config key '{}' must be at most 1048576 images, got {}", key, b);
   check_choice("train.precision", train.precision, {"bf16", "fp32"});
   check_choice("train.device", train.device, {"auto", "cpu", "cuda"});
+  MO_CHECK(train.run_ahead >= 0 && train.run_ahead <= 64, "config key 'train.run_ahead' must be in [0, 64], got {}",
+           train.run_ahead);
   MO_CHECK(train.max_steps >= 0 && train.steps_per_epoch >= 0 && train.eval_every >= 0,
            "config keys 'train.max_steps', 'train.steps_per_epoch', 'train.eval_every' must be >= 0");
   MO_CHECK(train.eval_batch_size >= 0, "config key 'train.eval_batch_size' must be >= 0 (0: 2 x batch_size), got {}",

@@ -66,6 +66,7 @@ struct TrainConfig {
     int64_t batch_size = 128;       // per GPU (micro-batch); accumulation = global / (world * batch_size)
     std::string precision = "bf16";  // bf16 | fp32 (bf16 needs a GPU; the CPU runs fp32)
     std::string device = "auto";     // auto | cpu | cuda
+    int64_t run_ahead = 0;           // optimizer steps the host may queue ahead of the GPU (0: no bound)
     int64_t seed = 42;
     int64_t steps_per_epoch = 0;  // 0: floor(batches per epoch / accumulation), as the reference
     int64_t max_steps = 0;        // 0: the whole schedule; else stop after this many optimizer steps

@@ -92,6 +92,7 @@ void Trainer::build() {
   config_yaml_ = dump_train_config(cfg_);
   dev_ = choose_device(cfg_.train.device, *pg_);
   if (dev_.is_cuda()) stream_ = std::make_unique<CudaOwnStream>(dev_.index);
+  pace_ = std::make_unique<CudaRunAhead>(dev_.is_cuda() ? static_cast<int>(cfg_.train.run_ahead) : 0);
   compute_ = cfg_.train.precision == "bf16" && dev_.is_cuda() ? DType::bf16 : DType::f32;
   if (cfg_.train.precision == "bf16" && dev_.is_cpu())
     say("note: bf16 needs a GPU; training in fp32 on the CPU");
@@ -217,6 +218,7 @@ void Trainer::train_step(int64_t epoch, int64_t k) {
   else opt_->zero_grad();
   ++global_step_;
   if (ema_) ema_->update(global_step_);
+  pace_->mark();
   step_in_epoch_ = k + 1;
   ++epoch_steps_run_;
 }

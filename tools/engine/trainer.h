@@ -117,6 +117,7 @@ class Trainer {
   std::FILE* out_;
   Device dev_ = Device::cpu();
   std::unique_ptr<CudaOwnStream> stream_;  // a GPU run's compute stream (autograd/cuda_allocator.h)
+  std::unique_ptr<CudaRunAhead> pace_;     // train.run_ahead: marked after each optimizer step
   DType compute_ = DType::f32;
   LrSchedule sched_;
   int64_t accum_ = 1, steps_per_epoch_ = 0, total_epochs_ = 0, total_steps_ = 0;
