@@ -8,6 +8,8 @@
 #if MO_WITH_NVJPEG
 #include <nvjpeg.h>
 
+#include <stdlib.h>
+
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -221,6 +223,12 @@ int pinned_free(void* ctx, void* p, size_t, cudaStream_t s) {
   }
   return 1;  // not ours
 }
+
+// The decoder's streams need hardware queues of their own. With CUDA's default of 8 connections, streams
+// share them, and the decoder's copies and engine work wait in line behind the training step's queued
+// kernels: beside a training step a batch took 120-440 ms instead of 11-17 (docs/bench_data.md). The driver
+// reads the variable when it starts, so it is set when this library is loaded; a value already set is kept.
+const bool kOwnQueues = setenv("CUDA_DEVICE_MAX_CONNECTIONS", "32", 0) == 0;
 
 }  // namespace
 

@@ -352,7 +352,7 @@ if has data-e2e; then  # mo_train on a JPEG ImageFolder, CPU and GPU decode, bes
   e2e_from=$(wc -l <"$W/bench.jsonl")  # the summary below is of this stage's rows (W may hold earlier ones)
   for m in ${E2E_MODELS:-mambaout_femto mambaout_tiny}; do
     bench mo $B/tools/mo_bench --device cuda --dtype bf16 --model $m --batch 256 --mode train --warmup 5 --iters 15
-    for dec in ${E2E_DECODERS:-synthetic cpu gpu}; do  # synthetic: the same run, no file read (data.synthetic)
+    for dec in ${E2E_DECODERS-synthetic cpu gpu}; do  # synthetic: the same run, no file read (data.synthetic)
       for wk in ${E2E_WORKERS:-16}; do  # E2E_WORKERS: one or more worker counts
         R=/tmp/e2e_${m}_${dec}_$wk
         L="$W/e2e_${m}_${dec}$([ "$wk" = 16 ] || echo "_w$wk")${E2E_TAG:+_$E2E_TAG}.log"

@@ -12,6 +12,8 @@
 //    count), identical across thread counts, progressive/CMYK/corrupt files taken by the CPU and counted.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include <algorithm>
 
 #include "autograd/cuda_allocator.h"
@@ -307,4 +309,13 @@ TEST_F(DataGpuLoader, CudaGpuDecoderIsDeterministicWithRandAugment) {
   // equalize) magnify the decoders' level or two; other ops or magnitudes would be tens of levels apart
   std::sort(d.begin(), d.end());
   EXPECT_LE(d[d.size() / 2], 6.0);
+}
+
+// Built with nvJPEG, the library asks CUDA for hardware queues enough for the decoder's streams beside the
+// training stream (gpu_jpeg.cu), unless the variable was set before.
+TEST(DataGpuJpeg, CudaDecoderAsksForHardwareQueuesOfItsOwn) {
+  if (!gpu_jpeg_built()) GTEST_SKIP() << "built without nvJPEG";
+  const char* v = std::getenv("CUDA_DEVICE_MAX_CONNECTIONS");
+  ASSERT_NE(v, nullptr);
+  EXPECT_STREQ(v, "32");
 }
