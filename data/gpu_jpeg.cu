@@ -363,7 +363,7 @@ struct GpuJpegDecoder::Impl {
   }
 };
 
-GpuJpegDecoder::GpuJpegDecoder(int device, int size, int contexts, bool use_hardware)
+GpuJpegDecoder::GpuJpegDecoder(int device, int size, int contexts, bool use_hardware, bool high_priority)
     : impl_(std::make_unique<Impl>()), size_(size) {
   MO_CHECK(size > 0 && contexts > 0, "GpuJpegDecoder: size {} and contexts {} must be positive", size, contexts);
   MO_CHECK(cuda_available(), "GpuJpegDecoder: no GPU (data.decoder: gpu needs one; use cpu or auto)");
@@ -372,14 +372,14 @@ GpuJpegDecoder::GpuJpegDecoder(int device, int size, int contexts, bool use_hard
   m.S = size;
   CUDA_CHECK(cudaSetDevice(device));
   try {
-    start_on(device, contexts, use_hardware);
+    start_on(device, contexts, use_hardware, high_priority);
   } catch (...) {  // what was made so far is given back
     impl_->release();
     throw;
   }
 }
 
-void GpuJpegDecoder::start_on(int device, int contexts, bool use_hardware) {
+void GpuJpegDecoder::start_on(int device, int contexts, bool use_hardware, bool high_priority) {
   Impl& m = *impl_;
   cudaMemPoolProps props{};  // the decoder's own pool, which keeps what nvJPEG frees instead of unmapping it
   props.allocType = cudaMemAllocationTypePinned;
@@ -409,14 +409,15 @@ void GpuJpegDecoder::start_on(int device, int contexts, bool use_hardware) {
   if (!m.hardware && !start(NVJPEG_BACKEND_GPU_HYBRID, kInterp))
     NVJPEG_CHECK(nvjpegCreateExV2(NVJPEG_BACKEND_GPU_HYBRID, &m.dev_alloc, &m.pinned_alloc, NVJPEG_FLAGS_DEFAULT,
                                   &m.handle));
-  // The decoder's streams at the highest priority: its kernels are small (microseconds a batch) and a batch
-  // waits on them, so they go first when an SM frees up instead of queueing behind the training step's.
+  // The decoder's streams at the highest priority (high_priority): its kernels are small (microseconds a
+  // batch) and a batch waits on them, so they go first when an SM frees up instead of queueing behind the
+  // training step's; else at the default priority, beside the step's.
   int least = 0, greatest = 0;
   CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   for (int i = 0; i < contexts; ++i) {
     m.ctx.push_back(std::make_unique<Impl::Context>());
     NVJPEG_CHECK(nvjpegJpegStateCreate(m.handle, &m.ctx.back()->state));
-    CUDA_CHECK(cudaStreamCreateWithPriority(&m.ctx.back()->stream, cudaStreamNonBlocking, greatest));
+    CUDA_CHECK(cudaStreamCreateWithPriority(&m.ctx.back()->stream, cudaStreamNonBlocking, high_priority ? greatest : 0));
     CUDA_CHECK(cudaEventCreateWithFlags(&m.ctx.back()->done, cudaEventBlockingSync | cudaEventDisableTiming));
     for (cudaEvent_t& e : m.ctx.back()->mark) CUDA_CHECK(cudaEventCreate(&e));
   }

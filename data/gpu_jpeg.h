@@ -61,9 +61,10 @@ inline std::string describe(const GpuDecodeTimes& a, const GpuDecodeTimes& b) {
 class GpuJpegDecoder {
  public:
   // Decodes on cuda:`device` into size x size crops. `contexts` batches may be in flight at once (each
-  // its own nvJPEG state, stream and buffers; run() from several threads shares them). use_hardware
+  // its own nvJPEG state, stream and buffers; run() from several threads shares them); high_priority: its
+  // streams at the device's highest priority (else the default, the training step's). use_hardware
   // false: the GPU-hybrid backend even where the hardware engine is there (benchmarks).
-  GpuJpegDecoder(int device, int size, int contexts = 2, bool use_hardware = true);
+  GpuJpegDecoder(int device, int size, int contexts = 2, bool use_hardware = true, bool high_priority = true);
   ~GpuJpegDecoder();
   GpuJpegDecoder(const GpuJpegDecoder&) = delete;
   GpuJpegDecoder& operator=(const GpuJpegDecoder&) = delete;
@@ -77,7 +78,7 @@ class GpuJpegDecoder {
   int size() const { return size_; }
 
  private:
-  void start_on(int device, int contexts, bool use_hardware);  // the constructor's CUDA and nvJPEG part
+  void start_on(int device, int contexts, bool use_hardware, bool high_priority);  // the constructor's CUDA and nvJPEG part
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int size_ = 0;

@@ -10,7 +10,7 @@ bool gpu_jpeg_built() { return false; }
 bool gpu_jpeg_available() { return false; }
 
 struct GpuJpegDecoder::Impl {};
-GpuJpegDecoder::GpuJpegDecoder(int, int, int, bool) {
+GpuJpegDecoder::GpuJpegDecoder(int, int, int, bool, bool) {
   MO_FAIL("data.decoder: gpu: this build of mo has no nvJPEG (configure with CUDA and nvjpeg.h / libnvjpeg "
           "found, see MO_NVJPEG_ROOT); use data.decoder: cpu or auto");
 }

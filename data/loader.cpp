@@ -468,7 +468,7 @@ Loader::Loader(LoaderConfig cfg, std::shared_ptr<const ImageFolder> dataset) : i
              "with CUDA: nvjpeg.h and libnvjpeg, or MO_NVJPEG_ROOT); use data.decoder: cpu or auto");
     MO_CHECK(m.dev.is_cuda(), "data.decoder: gpu needs the loader on a GPU ({}); use data.decoder: cpu or auto",
              cuda_available() ? "this run's device is the CPU" : "no GPU is present");
-    m.gpu = std::make_unique<GpuJpegDecoder>(cfg.device, m.S, cfg.gpu_batches);
+    m.gpu = std::make_unique<GpuJpegDecoder>(cfg.device, m.S, cfg.gpu_batches, true, cfg.gpu_high_priority);
   }
   m.slots.resize(static_cast<size_t>(cfg.prefetch_batches));
   try {

@@ -66,6 +66,7 @@ struct LoaderConfig {
   bool use_index_cache = true;
   DecodeOn decoder = DecodeOn::cpu;  // training only (eval decodes on the CPU)
   int gpu_batches = 2;               // decoder gpu: slots decoding on the GPU at once (its contexts)
+  bool gpu_high_priority = true;     // decoder gpu: its CUDA streams at the highest priority (else the default)
   bool synthetic = false;  // no file is read: each sample is random pixels (deterministic in seed, epoch and
                            // position), its label the folder's, then mixup, erasing and the upload as
                            // usual; the pipeline's decoding and transforms taken out, for timing the rest

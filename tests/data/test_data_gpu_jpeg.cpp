@@ -193,6 +193,16 @@ TEST(DataGpuJpeg, CudaBadFilesInABatchAreReportedNotThrown) {
   std::vector<std::string> errors;
   ASSERT_NO_THROW(gpu.run(jobs.data(), int(jobs.size()), out.data(), ok, errors));
   ASSERT_EQ(ok.size(), jobs.size());
+  {  // streams at the default priority (data.gpu_priority: normal): the same pixels and verdicts
+    GpuJpegDecoder normal(0, 64, 1, true, false);
+    std::vector<uint8_t> out2(out.size());
+    std::vector<char> ok2;
+    std::vector<std::string> errors2;
+    normal.run(jobs.data(), int(jobs.size()), out2.data(), ok2, errors2);
+    EXPECT_EQ(ok2, ok);
+    for (size_t i = 0; i < jobs.size(); ++i)
+      if (ok[i]) EXPECT_TRUE(std::equal(out.begin() + i * 64 * 64 * 3, out.begin() + (i + 1) * 64 * 64 * 3, out2.begin() + i * 64 * 64 * 3)) << i;
+  }
   for (size_t i = 0; i < jobs.size(); ++i) EXPECT_EQ(!ok[i], !errors[i].empty()) << i << ": " << errors[i];
   for (int i : {1, 2, 3, 4}) EXPECT_FALSE(ok[i]) << i;
   EXPECT_NE(errors[4].find("outside the"), std::string::npos) << errors[4];

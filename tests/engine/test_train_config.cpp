@@ -197,6 +197,9 @@ TEST(TrainConfig, InputLimitsReachTheLoaders) {
                 .prefetch_batches,
             mo::data::LoaderConfig{}.prefetch_batches);
   // data.synthetic reaches the training loader only: evaluation still reads the folder
+  EXPECT_TRUE(train_loader_config(c, 0, 1, mo::Device::cpu(), mo::DType::f32).gpu_high_priority);
+  EXPECT_FALSE(train_loader_config(load_train_config("", {"data.root=/data", "data.gpu_priority=normal"}), 0, 1,
+                                   mo::Device::cpu(), mo::DType::f32).gpu_high_priority);
   c = load_train_config("", {"data.root=/data", "data.synthetic=true"});
   EXPECT_TRUE(train_loader_config(c, 0, 1, mo::Device::cpu(), mo::DType::f32).synthetic);
   EXPECT_FALSE(eval_loader_config(c, 0, 1, mo::Device::cpu(), mo::DType::f32).synthetic);

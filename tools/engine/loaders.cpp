@@ -61,6 +61,7 @@ data::LoaderConfig train_loader_config(const TrainConfig& c, int rank, int world
   l.erase.prob = c.data.reprob;
   l.decoder = parse_decoder(c.data.decoder);
   l.gpu_batches = static_cast<int>(c.data.gpu_batches);
+  l.gpu_high_priority = c.data.gpu_priority == "high";
   l.synthetic = c.data.synthetic;
   return l;
 }

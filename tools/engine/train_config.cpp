@@ -47,6 +47,8 @@ ConfigSchema make_schema(TrainConfig& c) {
   s.add("data.decoder", &c.data.decoder,
         "training JPEGs decoded on: cpu (libjpeg-turbo) | gpu (nvJPEG) | auto (gpu where built with nvJPEG and on a GPU)");
   s.add("data.prefetch", &c.data.prefetch, "batches the loader prepares ahead (its ring of pinned slots), 2..64");
+  s.add("data.gpu_priority", &c.data.gpu_priority,
+        "decoder gpu: its CUDA streams at the highest priority (high) or the training step's (normal)");
   s.add("data.gpu_batches", &c.data.gpu_batches, "decoder gpu: batches decoding on the GPU at once, 1..8");
   s.add("data.synthetic", &c.data.synthetic,
         "training samples are random pixels, no file read (labels and epoch length from the folder): times "
@@ -153,6 +155,7 @@ void TrainConfig::validate() const {
   check_choice("data.interpolation", data.interpolation, {"bicubic", "bilinear"});
   check_choice("data.train_interpolation", data.train_interpolation, {"random", "bicubic", "bilinear"});
   check_choice("data.decoder", data.decoder, {"cpu", "gpu", "auto"});
+  check_choice("data.gpu_priority", data.gpu_priority, {"high", "normal"});
   MO_CHECK(data.prefetch >= 2 && data.prefetch <= 64, "config key 'data.prefetch' must be in [2, 64], got {}",
            data.prefetch);
   MO_CHECK(data.gpu_batches >= 1 && data.gpu_batches <= 8, "config key 'data.gpu_batches' must be in [1, 8], got {}",

@@ -43,6 +43,7 @@ struct TrainConfig {
     int64_t worker_nice = 0;  // added to the decoding threads' nice value (0..19)
     std::string decoder = "cpu";  // cpu | gpu | auto (data/loader.h DecodeOn)
     int64_t prefetch = 4;         // batch slots in the loader's ring (2..64)
+    std::string gpu_priority = "high";  // decoder gpu: its CUDA streams' priority, high | normal
     int64_t gpu_batches = 2;      // decoder gpu: batches decoding on the GPU at once (1..8)
     bool synthetic = false;       // training samples are noise, no file read (LoaderConfig::synthetic)
     int64_t max_file_mb = 64;     // larger image files are bad input, never read
