@@ -154,6 +154,11 @@ CudaOwnStream::CudaOwnStream(int device) : prev_(t_stream) {
   CUDA_CHECK(cudaStreamSynchronize(t_stream));
   t_stream = own[device];
 }
+CudaOwnStream::~CudaOwnStream() {  // a destructor cannot report: a failed device has failed the work before
+  cudaStreamSynchronize(t_stream);
+  t_stream = static_cast<cudaStream_t>(prev_);
+}
+
 CudaRunAhead::CudaRunAhead(int depth) {
   MO_CHECK(depth >= 0 && depth <= 64, "CudaRunAhead: depth {} outside [0, 64]", depth);
   if (depth == 0 || !cuda_available()) return;
@@ -174,11 +179,6 @@ void CudaRunAhead::mark() {
   CUDA_CHECK(cudaEventRecord(ev, t_stream));
   next_ = (next_ + 1) % events_.size();
   ++made_;
-}
-
-CudaOwnStream::~CudaOwnStream() {  // a destructor cannot report: a failed device has failed the work before
-  cudaStreamSynchronize(t_stream);
-  t_stream = static_cast<cudaStream_t>(prev_);
 }
 
 }  // namespace mo

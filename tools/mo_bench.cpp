@@ -19,6 +19,7 @@
 #include "autograd/graph.h"
 #include "nn/adamw.h"
 #include "nn/classifier.h"
+#include "nn/io/json_lite.h"
 #include "nn/mambaout.h"
 #include "nn/vit.h"
 #include "ops/loss/cross_entropy.h"
@@ -170,8 +171,8 @@ int main(int argc, char** argv) {
         std::string sets;
         for (const std::string& k : a.loader_sets) sets += (sets.empty() ? "" : " ") + k;
         loader_json = fmt::format(", \"loader\": \"{}\", \"loader_workers\": {}, \"loader_images_per_s\": {:.1f}, "
-                                  "\"loader_sets\": \"{}\", \"loader_stats\": \"{}\"", drain->decoder(), a.loader_workers,
-                                  rate, sets, what);
+                                  "\"loader_sets\": {}, \"loader_stats\": {}", drain->decoder(), a.loader_workers, rate,
+                                  nn::io::json_quote(sets), nn::io::json_quote(what));
         loader_text = fmt::format("; beside it the loader ({}, {} workers) delivered {:.1f} images/s ({})",
                                   drain->decoder(), a.loader_workers, rate, what);
         drain.reset();
